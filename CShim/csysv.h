@@ -1,0 +1,399 @@
+// CSysV: the C side of the pool. Everything here is either variadic, a macro, a struct with a
+// flexible array member, or must run in a window where Swift code is not safe (between fork and
+// the child's first Swift instruction, inside a signal handler). All functions share the prefix
+// `csysv_`; each carries a one-line reason for living in C rather than Swift.
+//
+// Return conventions follow the system calls they wrap: -1 with errno set on failure.
+#ifndef CSYSV_H
+#define CSYSV_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/msg.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// MARK: - Message queues
+
+/// The message layout `msgsnd`/`msgrcv` expect: a `long` type followed by the text. Swift never
+/// sees `mtext` (a flexible array member, which Swift cannot import); it asks for the text pointer.
+typedef struct csysv_msgbuf {
+    long mtype;
+    char mtext[];
+} csysv_msgbuf;
+
+// The kernel reads `long mtype` then the text immediately after it; our layout must match
+// `struct msgbuf` from <sys/msg.h> (glibc declares it with `char mtext[1]`).
+_Static_assert(offsetof(csysv_msgbuf, mtext) == sizeof(long), "mtext must follow mtype");
+_Static_assert(offsetof(struct msgbuf, mtext) == offsetof(csysv_msgbuf, mtext),
+               "csysv_msgbuf must match the system's struct msgbuf");
+
+/// Bytes before the text in a message buffer (the `long mtype`).
+/// Why C: `offsetof` on a flexible array member.
+static inline size_t csysv_msg_header_size(void) { return offsetof(csysv_msgbuf, mtext); }
+
+/// Pointer to the text of a message buffer allocated with at least `csysv_msg_header_size()` bytes.
+/// Why C: Swift cannot address a flexible array member.
+static inline void *csysv_msg_text(void *buffer) { return ((csysv_msgbuf *)buffer)->mtext; }
+
+/// Creates a new private queue with permission bits `mode` (e.g. 0600).
+/// Why C: `IPC_PRIVATE` is a macro cast `((key_t) 0)` Swift does not import.
+static inline int csysv_msgget_private(int mode) {
+    return msgget(IPC_PRIVATE, IPC_CREAT | IPC_EXCL | (mode & 0777));
+}
+
+/// Sends `length` bytes of text from `buffer` (laid out as `csysv_msgbuf`) with type `mtype`.
+/// Why C: stores `mtype` into the struct header so Swift only handles a pointer and a length.
+static inline int csysv_msgsnd(int qid, void *buffer, long mtype, size_t length, int nowait) {
+    ((csysv_msgbuf *)buffer)->mtype = mtype;
+    return msgsnd(qid, buffer, length, nowait ? IPC_NOWAIT : 0);
+}
+
+/// Receives into `buffer` (capacity `capacity` bytes of text). Returns the text length, or -1.
+/// `mtype` selects as in msgrcv(2); the received type is stored in `*out_type`.
+/// Why C: reads `mtype` back out of the struct header; `MSG_NOERROR` stays off so a message that
+/// does not fit fails with E2BIG instead of being truncated silently.
+static inline ssize_t csysv_msgrcv(int qid, void *buffer, size_t capacity, long mtype, int nowait,
+                                   long *out_type) {
+    ssize_t n = msgrcv(qid, buffer, capacity, mtype, nowait ? IPC_NOWAIT : 0);
+    if (n >= 0 && out_type) *out_type = ((csysv_msgbuf *)buffer)->mtype;
+    return n;
+}
+
+/// What IPC_STAT tells about a queue, flattened (the kernel struct nests `ipc_perm`).
+typedef struct csysv_msqinfo {
+    unsigned long messages;     ///< msg_qnum: messages in the queue
+    unsigned long bytes;        ///< __msg_cbytes: bytes of text in the queue
+    unsigned long max_bytes;    ///< msg_qbytes: capacity in bytes
+    unsigned int mode;          ///< permission bits
+    uid_t uid;                  ///< owner
+    pid_t last_send_pid;        ///< msg_lspid
+    pid_t last_receive_pid;     ///< msg_lrpid
+} csysv_msqinfo;
+
+/// Reads a queue's depth, capacity and owner.
+/// Why C: `struct msqid_ds` has glibc-private field names (`__msg_cbytes`) and a nested perm.
+static inline int csysv_msgctl_stat(int qid, csysv_msqinfo *info) {
+    struct msqid_ds ds;
+    if (msgctl(qid, IPC_STAT, &ds) < 0) return -1;
+    info->messages = ds.msg_qnum;
+    info->bytes = ds.__msg_cbytes;
+    info->max_bytes = ds.msg_qbytes;
+    info->mode = ds.msg_perm.mode & 0777;
+    info->uid = ds.msg_perm.uid;
+    info->last_send_pid = ds.msg_lspid;
+    info->last_receive_pid = ds.msg_lrpid;
+    return 0;
+}
+
+/// Sets a queue's capacity in bytes (raising it above `msgmnb` needs CAP_SYS_RESOURCE).
+/// Why C: IPC_SET is a read-modify-write of `struct msqid_ds`.
+static inline int csysv_msgctl_set_max_bytes(int qid, unsigned long max_bytes) {
+    struct msqid_ds ds;
+    if (msgctl(qid, IPC_STAT, &ds) < 0) return -1;
+    ds.msg_qbytes = max_bytes;
+    return msgctl(qid, IPC_SET, &ds);
+}
+
+/// Removes a queue; blocked readers and writers wake with EIDRM.
+/// Why C: `msgctl` takes a struct pointer we do not need here; keeps the call one line in Swift.
+static inline int csysv_msgctl_remove(int qid) { return msgctl(qid, IPC_RMID, NULL); }
+
+// MARK: - Signals
+
+// State shared between the async-signal handler and the event loop. `weak` so every object file
+// that includes this header (Swift emits one per source file) links to one copy, not one each.
+__attribute__((weak)) volatile sig_atomic_t csysv_signal_counts[_NSIG] = {0};
+__attribute__((weak)) volatile sig_atomic_t csysv_signal_wake_fd = -1;
+
+/// The handler itself: count the signal and ring the wake fd (an eventfd or pipe the loop polls).
+/// Why C: only async-signal-safe code may run here; Swift gives no such guarantee.
+static void csysv_signal_handler(int signo) {
+    int saved = errno;
+    if (signo > 0 && signo < _NSIG) __atomic_add_fetch(&csysv_signal_counts[signo], 1, __ATOMIC_SEQ_CST);
+    int fd = csysv_signal_wake_fd;
+    if (fd >= 0) {
+        uint64_t one = 1;
+        ssize_t ignored = write(fd, &one, sizeof one);
+        (void)ignored;
+    }
+    errno = saved;
+}
+
+/// Sets the fd the handler rings (non-blocking; 8-byte writes, so an eventfd or a pipe).
+/// Why C: the handler's state lives in C.
+static inline void csysv_signal_set_wake_fd(int fd) { csysv_signal_wake_fd = fd; }
+
+/// Installs the counting handler for `signo` (SA_RESTART, all signals blocked while it runs).
+/// Why C: `struct sigaction` has a union member and flags Swift imports awkwardly.
+static inline int csysv_signal_install(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = csysv_signal_handler;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    return sigaction(signo, &sa, NULL);
+}
+
+/// Sets `signo` to SIG_IGN. Why C: SIG_IGN is a macro cast of a function pointer.
+static inline int csysv_signal_ignore(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    return sigaction(signo, &sa, NULL);
+}
+
+/// Sets `signo` to SIG_DFL (e.g. undo an inherited SIG_IGN for SIGCHLD, which would auto-reap).
+/// Why C: SIG_DFL is a macro cast of a function pointer.
+static inline int csysv_signal_default(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    return sigaction(signo, &sa, NULL);
+}
+
+/// Returns how many times `signo` arrived since the last call, and resets the count.
+/// Why C: an atomic exchange on state the handler writes.
+static inline int csysv_signal_take(int signo) {
+    if (signo <= 0 || signo >= _NSIG) return 0;
+    return __atomic_exchange_n(&csysv_signal_counts[signo], 0, __ATOMIC_SEQ_CST);
+}
+
+/// Unblocks every signal in the calling thread (a process may inherit a blocked mask).
+/// Why C: sigset_t manipulation is macro-heavy.
+static inline int csysv_signal_unblock_all(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    return pthread_sigmask(SIG_SETMASK, &none, NULL);
+}
+
+// MARK: - Processes
+
+/// Options for `csysv_fork`.
+enum {
+    CSYSV_FORK_IGNORE_SIGINT = 1 << 0, ///< child ignores SIGINT (terminal Ctrl-C reaches the group)
+};
+
+/// Forks with every signal blocked across the fork, so no handler of the parent runs in the child
+/// before its dispositions are reset. In the child: all dispositions back to SIG_DFL, optional
+/// SIGINT ignore, `PR_SET_PDEATHSIG(pdeathsig)` (0 = none) followed by a `getppid()` check for a
+/// parent that died before prctl took effect (the child then `_exit(70)`s), and an empty mask.
+/// Returns as fork(2).
+/// Why C: the window between fork and the child's reset must run no Swift code and no handler.
+static inline pid_t csysv_fork(int pdeathsig, int options) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        for (int s = 1; s < _NSIG; s++) {
+            if (s == SIGKILL || s == SIGSTOP) continue;
+            sigaction(s, &sa, NULL); // fails harmlessly for the glibc-reserved RT signals
+        }
+        if (options & CSYSV_FORK_IGNORE_SIGINT) {
+            sa.sa_handler = SIG_IGN;
+            sigaction(SIGINT, &sa, NULL);
+        }
+        csysv_signal_wake_fd = -1;
+        if (pdeathsig > 0) {
+            if (prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0) _exit(70);
+            if (getppid() != parent) _exit(70);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        pthread_sigmask(SIG_SETMASK, &none, NULL);
+        return 0;
+    }
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
+}
+
+/// Why C: `_exit` is declared `noreturn` and Swift's import of it is fine, but keeping it beside
+/// fork documents that workers never run atexit handlers or the master's cleanup.
+static inline void csysv_exit_now(int status) { _exit(status); }
+
+/// Reaps without blocking. Returns the pid, 0 if none is ready, -1 with errno (ECHILD: no children).
+/// Why C: keeps WNOHANG (a macro) and the status out-parameter in one place.
+static inline pid_t csysv_waitpid_nohang(pid_t pid, int *status) { return waitpid(pid, status, WNOHANG); }
+
+/// Why C: each wait-status test is a macro (W*), which Swift cannot call.
+static inline int csysv_wifexited(int status) { return WIFEXITED(status); }
+static inline int csysv_wexitstatus(int status) { return WEXITSTATUS(status); }
+static inline int csysv_wifsignaled(int status) { return WIFSIGNALED(status); }
+static inline int csysv_wtermsig(int status) { return WTERMSIG(status); }
+static inline int csysv_wcoredump(int status) { return WCOREDUMP(status); }
+
+/// Asks the kernel to send `signo` to the caller when its parent thread dies.
+/// Why C: prctl is variadic.
+static inline int csysv_set_parent_death_signal(int signo) { return prctl(PR_SET_PDEATHSIG, signo, 0, 0, 0); }
+
+/// Names the process for `ps`/`top` (at most 15 bytes). Why C: prctl is variadic.
+static inline int csysv_set_process_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+/// Closes every fd from 3 up, except the `count` fds in `keep` (sorted or not).
+/// Why C: runs right after fork in a respawned worker, which must not hold clients' sockets open.
+static inline int csysv_close_fds_except(const int *keep, int count) {
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) return -1;
+    int dfd = dirfd(dir);
+    int fds[4096];
+    int n = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL && n < 4096) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        int fd = atoi(entry->d_name);
+        if (fd < 3 || fd == dfd) continue;
+        int kept = 0;
+        for (int i = 0; i < count; i++) if (keep[i] == fd) kept = 1;
+        if (!kept) fds[n++] = fd;
+    }
+    closedir(dir);
+    for (int i = 0; i < n; i++) close(fds[i]);
+    return n == 4096 ? csysv_close_fds_except(keep, count) : 0;
+}
+
+/// Number of threads in the calling process (from /proc/self/task), or -1.
+/// Why C: a debug-build check that the master is single-threaded before every fork.
+static inline int csysv_thread_count(void) {
+    DIR *dir = opendir("/proc/self/task");
+    if (!dir) return -1;
+    int n = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) if (entry->d_name[0] != '.') n++;
+    closedir(dir);
+    return n;
+}
+
+// MARK: - File descriptors and sockets
+
+/// Why C: fcntl is variadic.
+static inline int csysv_set_nonblocking(int fd, int on) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    return fcntl(fd, F_SETFL, flags);
+}
+
+/// Why C: fcntl is variadic.
+static inline int csysv_set_cloexec(int fd, int on) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) return -1;
+    flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+    return fcntl(fd, F_SETFD, flags);
+}
+
+/// Why C: fcntl is variadic. Returns 1 if `fd` is open, 0 if not.
+static inline int csysv_fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0 || errno != EBADF; }
+
+/// Largest path `sun_path` holds, excluding the terminating NUL.
+/// Why C: `sizeof` of a struct member.
+static inline size_t csysv_sun_path_max(void) { return sizeof(((struct sockaddr_un *)0)->sun_path) - 1; }
+
+/// Fills a `sockaddr_un` for `path`; -1 with ENAMETOOLONG if it does not fit.
+/// Why C: Swift imports `sun_path` as a 108-tuple.
+static inline int csysv_sockaddr_un(const char *path, struct sockaddr_un *addr, socklen_t *length) {
+    size_t n = strlen(path);
+    if (n == 0 || n > csysv_sun_path_max()) { errno = ENAMETOOLONG; return -1; }
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, path, n);
+    *length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
+}
+
+/// Binds `fd` to the Unix path. Why C: the sockaddr cast dance.
+static inline int csysv_bind_unix(int fd, const char *path) {
+    struct sockaddr_un addr;
+    socklen_t length;
+    if (csysv_sockaddr_un(path, &addr, &length) < 0) return -1;
+    return bind(fd, (struct sockaddr *)&addr, length);
+}
+
+/// Connects `fd` to the Unix path. Why C: the sockaddr cast dance.
+static inline int csysv_connect_unix(int fd, const char *path) {
+    struct sockaddr_un addr;
+    socklen_t length;
+    if (csysv_sockaddr_un(path, &addr, &length) < 0) return -1;
+    return connect(fd, (struct sockaddr *)&addr, length);
+}
+
+/// Accepts a connection as non-blocking and close-on-exec; the peer address is not needed.
+/// Why C: with _GNU_SOURCE glibc declares the address argument as a transparent union.
+static inline int csysv_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+/// The peer's credentials of a connected Unix socket.
+/// Why C: `struct ucred` needs _GNU_SOURCE, which Swift's Glibc import does not define.
+static inline int csysv_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t length = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) < 0) return -1;
+    if (pid) *pid = cred.pid;
+    if (uid) *uid = cred.uid;
+    if (gid) *gid = cred.gid;
+    return 0;
+}
+
+// MARK: - Scoreboard
+
+/// One worker's public state, in a MAP_SHARED page the master maps before forking. The worker
+/// writes, the master reads; each field is accessed atomically.
+typedef struct csysv_slot {
+    int32_t pid;
+    uint32_t state;      ///< CSYSV_SLOT_*
+    uint64_t job;        ///< id of the job being handled (valid while state == BUSY)
+    int64_t started_ns;  ///< CLOCK_MONOTONIC at the job's start
+    uint64_t jobs;       ///< jobs completed by the current process in this slot
+} csysv_slot;
+
+enum { CSYSV_SLOT_EMPTY = 0, CSYSV_SLOT_IDLE = 1, CSYSV_SLOT_BUSY = 2 };
+
+_Static_assert(sizeof(csysv_slot) == 32, "csysv_slot layout is shared between processes");
+
+/// Why C: Swift has no atomics on raw shared memory without a package; these are C11 builtins.
+static inline void csysv_slot_begin(csysv_slot *s, uint64_t job, int64_t now_ns) {
+    __atomic_store_n(&s->job, job, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->started_ns, now_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->state, CSYSV_SLOT_BUSY, __ATOMIC_RELEASE);
+}
+static inline void csysv_slot_end(csysv_slot *s) {
+    __atomic_add_fetch(&s->jobs, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
+}
+static inline void csysv_slot_reset(csysv_slot *s, int32_t pid) {
+    __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->jobs, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->job, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
+}
+static inline uint32_t csysv_slot_state(const csysv_slot *s) { return __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); }
+static inline uint64_t csysv_slot_job(const csysv_slot *s) { return __atomic_load_n(&s->job, __ATOMIC_RELAXED); }
+static inline int64_t csysv_slot_started_ns(const csysv_slot *s) { return __atomic_load_n(&s->started_ns, __ATOMIC_RELAXED); }
+static inline uint64_t csysv_slot_jobs(const csysv_slot *s) { return __atomic_load_n(&s->jobs, __ATOMIC_RELAXED); }
+
+#endif

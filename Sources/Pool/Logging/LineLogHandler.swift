@@ -1,0 +1,115 @@
+import Glibc
+import Logging
+
+/// A swift-log handler that writes each entry as one line with a single `write(2)`.
+///
+/// Not `StreamLogHandler`: stdio buffers are copied by `fork`, so a line buffered in the master
+/// could be printed again by every worker. One unbuffered write per line also keeps lines from
+/// different processes sharing the fd whole (up to PIPE_BUF).
+public struct LineLogHandler: LogHandler {
+    public enum Format: String, Sendable, CaseIterable { case text, json }
+
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    private let label: String
+    private let format: Format
+    private let fd: @Sendable () -> Int32
+
+    /// - Parameter fd: where to write, read on every entry (so a reopened log file takes effect).
+    public init(label: String, level: Logger.Level, format: Format = .text, fd: @escaping @Sendable () -> Int32 = { 2 }) {
+        self.label = label
+        self.logLevel = level
+        self.format = format
+        self.fd = fd
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = metadata
+        if let extra = event.metadata { all.merge(extra) { $1 } }
+        var line: String
+        let pid = getpid()
+        switch format {
+        case .text:
+            line = "\(Self.timestamp()) \(event.level) \(label)[\(pid)]: \(event.message)"
+            for (key, value) in all.sorted(by: { $0.key < $1.key }) { line += " \(key)=\(value)" }
+        case .json:
+            line = "{\"time\":\"\(Self.timestamp())\",\"level\":\"\(event.level)\",\"label\":\(Self.jsonString(label)),\"pid\":\(pid),\"message\":\(Self.jsonString("\(event.message)"))"
+            for (key, value) in all.sorted(by: { $0.key < $1.key }) { line += ",\(Self.jsonString(key)):\(Self.jsonString("\(value)"))" }
+            line += "}"
+        }
+        line += "\n"
+        var bytes = Array(line.utf8)
+        let target = fd()
+        bytes.withUnsafeMutableBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = write(target, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+
+    static func timestamp() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var tmValue = tm()
+        var seconds = ts.tv_sec
+        gmtime_r(&seconds, &tmValue)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        return "\(tmValue.tm_year + 1900)-\(pad(tmValue.tm_mon + 1, 2))-\(pad(tmValue.tm_mday, 2))T"
+            + "\(pad(tmValue.tm_hour, 2)):\(pad(tmValue.tm_min, 2)):\(pad(tmValue.tm_sec, 2))."
+            + "\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
+    }
+
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// Renders bytes for a log line: printable ASCII as is, everything else escaped (`\n`, `\xNN`),
+/// and anything past `limit` characters replaced by a count of what was left out.
+public func displayEscaped(_ bytes: some Collection<UInt8>, limit: Int = 200) -> String {
+    var out = ""
+    var shown = 0
+    for byte in bytes {
+        if out.count >= limit { break }
+        switch byte {
+        case 0x0A: out += "\\n"
+        case 0x0D: out += "\\r"
+        case 0x09: out += "\\t"
+        case 0x5C: out += "\\\\"
+        case 0x20...0x7E: out.unicodeScalars.append(Unicode.Scalar(byte))
+        default:
+            let hex = String(byte, radix: 16)
+            out += "\\x" + (hex.count == 1 ? "0" : "") + hex
+        }
+        shown += 1
+    }
+    if shown < bytes.count { out += "…(+\(bytes.count - shown) bytes)" }
+    return out
+}

@@ -1,0 +1,79 @@
+/// The records the master and workers exchange through System V queues. Both ends are the same
+/// binary on the same host, so integers are native-endian. A queue message holds one or more
+/// records back to back; a worker handles them in order.
+///
+/// Job record (master → worker, mtype `jobType`):   u64 id, u32 length, u32 reserved, payload.
+/// Reply record (worker → master, mtype `replyType`): u64 id, u32 length, u8 status, u8 reserved,
+/// u16 slot, body.
+/// Quit (master → worker, mtype `quitType`): no text. Control never travels as payload.
+public enum JobCodec {
+    public static let jobType = 1
+    public static let quitType = 2
+    public static let replyType = 1
+
+    /// Bytes of a job record header; a queue message carries at most `msgmax − headerBytes` of payload.
+    public static let headerBytes = 16
+
+    public struct Job: Equatable, Sendable {
+        public var id: UInt64
+        public var payload: Range<Int>
+    }
+
+    public struct Reply: Equatable, Sendable {
+        public var id: UInt64
+        public var status: ResponseStatus
+        public var slot: Int
+        public var body: Range<Int>
+    }
+
+    /// Writes a job record at `offset` of `text`; returns the offset after it.
+    @inline(__always)
+    public static func encodeJob(id: UInt64, payload: UnsafeRawBufferPointer, into text: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        text.storeBytes(of: id, toByteOffset: offset, as: UInt64.self)
+        text.storeBytes(of: UInt32(payload.count), toByteOffset: offset + 8, as: UInt32.self)
+        text.storeBytes(of: 0, toByteOffset: offset + 12, as: UInt32.self)
+        if payload.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: text[(offset + headerBytes)...]).copyMemory(from: payload)
+        }
+        return offset + headerBytes + payload.count
+    }
+
+    /// Writes a reply record at `offset` of `text`; returns the offset after it.
+    @inline(__always)
+    public static func encodeReply(id: UInt64, status: ResponseStatus, slot: Int, body: UnsafeRawBufferPointer,
+                                   into text: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        text.storeBytes(of: id, toByteOffset: offset, as: UInt64.self)
+        text.storeBytes(of: UInt32(body.count), toByteOffset: offset + 8, as: UInt32.self)
+        text.storeBytes(of: status.rawValue, toByteOffset: offset + 12, as: UInt8.self)
+        text.storeBytes(of: 0, toByteOffset: offset + 13, as: UInt8.self)
+        text.storeBytes(of: UInt16(truncatingIfNeeded: slot), toByteOffset: offset + 14, as: UInt16.self)
+        if body.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: text[(offset + headerBytes)...]).copyMemory(from: body)
+        }
+        return offset + headerBytes + body.count
+    }
+
+    /// Reads the job record at `offset` of the first `length` bytes of `text`; `nil` if malformed.
+    @inline(__always)
+    public static func decodeJob(_ text: UnsafeRawBufferPointer, length: Int, at offset: Int) -> Job? {
+        guard offset + headerBytes <= length else { return nil }
+        let id = text.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        let count = Int(text.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
+        let start = offset + headerBytes
+        guard start + count <= length else { return nil }
+        return Job(id: id, payload: start..<(start + count))
+    }
+
+    /// Reads the reply record at `offset` of the first `length` bytes of `text`; `nil` if malformed.
+    @inline(__always)
+    public static func decodeReply(_ text: UnsafeRawBufferPointer, length: Int, at offset: Int) -> Reply? {
+        guard offset + headerBytes <= length else { return nil }
+        let id = text.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        let count = Int(text.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
+        let status = ResponseStatus(rawValue: text[offset + 12]) ?? .handlerError
+        let slot = Int(text.loadUnaligned(fromByteOffset: offset + 14, as: UInt16.self))
+        let start = offset + headerBytes
+        guard start + count <= length else { return nil }
+        return Reply(id: id, status: status, slot: slot, body: start..<(start + count))
+    }
+}

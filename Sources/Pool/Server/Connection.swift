@@ -1,0 +1,77 @@
+/// One client connection as the master sees it: buffered input, buffered output, and the
+/// responses it is owed, in request order. Responses may be resolved out of order (workers finish
+/// when they finish) but are written strictly in order.
+final class Connection {
+    struct Pending {
+        var id: UInt64
+        var status: ResponseStatus?
+        var body: [UInt8]
+    }
+
+    let key: UInt64
+    let fd: SocketFD
+    let input: ByteBuffer
+    let output: ByteBuffer
+    /// Responses owed, oldest first; `pending[pendingHead]` has sequence number `headSequence`.
+    private var pending: [Pending] = []
+    private var pendingHead = 0
+    private(set) var headSequence: UInt64 = 0
+    var lastActivity: Int64
+    /// The peer sent end of stream.
+    var peerClosed = false
+    /// Close once every owed response is written (oneshot after its reply; framed after a fatal
+    /// protocol error).
+    var closeWhenDone = false
+    /// Oneshot: the one message has been taken; nothing more is read.
+    var messageTaken = false
+    /// Events registered with epoll now, to skip redundant epoll_ctl calls.
+    var interest: Epoll.Events = []
+    /// In the master's set of connections to flush at the end of this loop turn.
+    var isDirty = false
+
+    init(key: UInt64, fd: SocketFD, now: Int64, inputCapacity: Int) {
+        self.key = key
+        self.fd = fd
+        self.lastActivity = now
+        input = ByteBuffer(capacity: inputCapacity)
+        output = ByteBuffer(capacity: 256)
+    }
+
+    /// Requests accepted and not yet written back.
+    var inflight: Int { pending.count - pendingHead }
+
+    /// Everything owed has been written.
+    var isQuiescent: Bool { inflight == 0 && output.isEmpty }
+
+    /// Registers a new request; returns its sequence number on this connection.
+    func push(id: UInt64) -> UInt64 {
+        pending.append(Pending(id: id, status: nil, body: []))
+        return headSequence + UInt64(pending.count - pendingHead - 1)
+    }
+
+    /// Records the outcome of request `sequence`. Returns false if it was already answered.
+    func resolve(_ sequence: UInt64, status: ResponseStatus, body: [UInt8]) -> Bool {
+        guard sequence >= headSequence else { return false }
+        let index = pendingHead + Int(sequence - headSequence)
+        guard index < pending.count, pending[index].status == nil else { return false }
+        pending[index].status = status
+        pending[index].body = body
+        return true
+    }
+
+    /// Removes and returns the oldest response if it is resolved.
+    func popReady() -> (status: ResponseStatus, body: [UInt8])? {
+        guard pendingHead < pending.count, let status = pending[pendingHead].status else { return nil }
+        let body = pending[pendingHead].body
+        pendingHead += 1
+        headSequence += 1
+        if pendingHead == pending.count {
+            pending.removeAll(keepingCapacity: pending.count <= 64)
+            pendingHead = 0
+        } else if pendingHead >= 1024 {
+            pending.removeFirst(pendingHead)
+            pendingHead = 0
+        }
+        return (status, body)
+    }
+}

@@ -1,0 +1,618 @@
+import Glibc
+import Logging
+
+/// The master process's event loop: accepts clients, reads requests, dispatches them to worker
+/// queues, routes replies back in request order, and runs shutdown. Single-threaded and never
+/// blocking: every socket is non-blocking, every `msgsnd`/`msgrcv` uses IPC_NOWAIT, and every
+/// wait is `epoll_wait` with a timeout derived from the next deadline.
+final class Master {
+    private enum Phase: Equatable {
+        case running
+        /// Stopped accepting; finishing connections in progress.
+        case draining
+        /// Connections done; quit messages sent, waiting for workers to exit.
+        case quitting
+        /// Deadline passed; stragglers were SIGKILLed, waiting to reap them.
+        case killing
+        case finished
+    }
+
+    /// Where a result-mode reply goes.
+    private struct Route {
+        var connection: UInt64
+        var sequence: UInt64
+    }
+
+    /// A result-mode job held while every queue is full.
+    private struct Held {
+        var id: UInt64
+        var payload: [UInt8]
+    }
+
+    private enum Token {
+        static let listener: UInt64 = 1
+        static let signals: UInt64 = 2
+        static let doorbell: UInt64 = 3
+        static let firstConnection: UInt64 = 16
+    }
+
+    private let configuration: PoolConfiguration
+    private let maxMessage: Int
+    private let logger: Logger
+    private let epoll: Epoll
+    private let wake: EventFD
+    private let supervisor: Supervisor
+    private var listener: Listener?
+    private var dispatcher = Dispatcher()
+    private var connections: [UInt64: Connection] = [:]
+    private var nextConnectionKey = Token.firstConnection
+    private var nextRequestID: UInt64 = 1
+    private var routes: [UInt64: Route] = [:]
+    private var held = FIFO<Held>()
+    private var dirty: [Connection] = []
+    private let sendBuffer: MessageBuffer
+    private let receiveBuffer: MessageBuffer
+    private var responseScratch: [UInt8] = []
+    /// Kept open so that at EMFILE we can close it, accept, and shed the connection.
+    private var spareFD: Int32
+    private var phase = Phase.running
+    private var deadline: Int64 = .max
+    private var quitRetry: [Int] = []
+    private var nextIdleScan: Int64 = 0
+    private var nextRespawn: Int64? = nil
+    private let idleTimeoutNanoseconds: Int64
+    private let idleScanInterval: Int64
+
+    private(set) var accepted = 0
+    private(set) var statusCounts = [Int](repeating: 0, count: 8)
+
+    init(configuration: PoolConfiguration, maxMessage: Int, limits: QueueLimits, logger: Logger,
+         supervisor: Supervisor, listener: Listener, wake: EventFD) throws {
+        self.configuration = configuration
+        self.maxMessage = maxMessage
+        self.logger = logger
+        self.supervisor = supervisor
+        self.listener = listener
+        self.wake = wake
+        epoll = try Epoll(maxEvents: 512)
+        sendBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
+        receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
+        spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        idleTimeoutNanoseconds = Int64(configuration.idleTimeout * 1e9)
+        idleScanInterval = max(10_000_000, min(1_000_000_000, idleTimeoutNanoseconds / 4))
+        try epoll.add(listener.socket.raw, events: .readable, token: Token.listener)
+        try epoll.add(wake.fd, events: .readable, token: Token.signals)
+        if let doorbell = supervisor.doorbell {
+            try epoll.add(doorbell.fd, events: .readable, token: Token.doorbell)
+        }
+    }
+
+    // MARK: - Loop
+
+    /// Runs until shutdown completes. Returns the process exit status.
+    func run() -> Int32 {
+        while phase != .finished {
+            let timeout = nextTimeout()
+            do {
+                try epoll.wait(timeoutMilliseconds: timeout) { token, events in
+                    switch token {
+                    case Token.listener: acceptAll()
+                    case Token.signals: wake.drain()
+                    case Token.doorbell: drainReplies()
+                    default: connectionEvent(token, events)
+                    }
+                }
+            } catch {
+                logger.critical("epoll_wait failed; stopping", metadata: ["error": "\(error)"])
+                return forcedStop(reason: "event loop failure")
+            }
+            if let forced = handleSignals() { return forced }
+            flushDirty()
+            runTimers()
+        }
+        return finish()
+    }
+
+    /// Milliseconds until the nearest deadline (idle scan, respawn, shutdown, held retry).
+    private func nextTimeout() -> Int32 {
+        let now = monotonicNanoseconds()
+        var until = nextIdleScan - now
+        if let respawn = nextRespawn { until = min(until, respawn - now) }
+        if phase != .running { until = min(until, deadline - now, 50_000_000) }
+        if !held.isEmpty || !quitRetry.isEmpty { until = min(until, 5_000_000) }
+        if configuration.jobTimeout != nil { until = min(until, 100_000_000) }
+        return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
+    }
+
+    private func runTimers() {
+        let now = monotonicNanoseconds()
+        if now >= nextIdleScan {
+            nextIdleScan = now + idleScanInterval
+            closeIdleConnections(now: now)
+        }
+        supervisor.enforceJobTimeout(now: now)
+        if phase == .running, nextRespawn.map({ $0 <= now }) ?? false {
+            nextRespawn = supervisor.respawnDue(now: now)
+        }
+        if !held.isEmpty { dispatchHeld() }
+        if phase != .running { advanceShutdown(now: now) }
+    }
+
+    // MARK: - Signals and children
+
+    /// Returns an exit status if a second stop signal forced an immediate exit.
+    private func handleSignals() -> Int32? {
+        if Signals.take(SIGCHLD) > 0 { reapChildren() }
+        let stops = Signals.take(SIGINT) + Signals.take(SIGTERM)
+        guard stops > 0 else { return nil }
+        if phase == .running && stops == 1 {
+            beginShutdown()
+            return nil
+        }
+        return forcedStop(reason: "second stop signal")
+    }
+
+    private func reapChildren() {
+        // Replies a worker sent before it died are in the reply queue: take them first so they are
+        // delivered, not reported lost.
+        drainReplies()
+        while let (pid, status) = ChildProcess.reapAny() {
+            guard let (_, lost) = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running) else {
+                continue
+            }
+            for job in lost {
+                if let route = routes.removeValue(forKey: job.id) {
+                    deliver(route, status: job.status, body: Array("\(job.status)".utf8))
+                } else if configuration.replyMode == .ack {
+                    logger.error("acknowledged message lost with its worker", metadata: ["job": "\(job.id)", "status": "\(job.status)"])
+                }
+            }
+        }
+        if phase == .running {
+            nextRespawn = supervisor.respawnDue(now: monotonicNanoseconds())
+        }
+    }
+
+    // MARK: - Accepting
+
+    private func acceptAll() {
+        guard let listener else { return }
+        while true {
+            let client: SocketFD?
+            do {
+                client = try listener.socket.accept()
+            } catch let error as SystemError where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                shedOneConnection(listener)
+                return
+            } catch let error as SystemError where error.errno == .connectionAbort || error.errno == .protocolError {
+                continue
+            } catch {
+                logger.warning("accept failed", metadata: ["error": "\(error)"])
+                return
+            }
+            guard let client else { return }
+            accepted += 1
+            if let allowed = configuration.allowedUIDs {
+                let uid = (try? client.peerCredentials().uid) ?? uid_t.max
+                if !allowed.contains(uid) {
+                    logger.warning("connection refused: peer uid not in --allow-uid", metadata: ["uid": "\(uid)"])
+                    client.close()
+                    continue
+                }
+            }
+            if connections.count >= configuration.maxConnections {
+                logger.warning("connection limit reached; answering busy", metadata: ["max-connections": "\(configuration.maxConnections)"])
+                rejectBusy(client)
+                continue
+            }
+            let now = monotonicNanoseconds()
+            let key = nextConnectionKey
+            nextConnectionKey += 1
+            let capacity = configuration.wireProtocol == .oneshot ? min(maxMessage + 1, 4096) : 4096
+            let connection = Connection(key: key, fd: client, now: now, inputCapacity: capacity)
+            do {
+                try epoll.add(client.raw, events: .readable, token: key)
+            } catch {
+                logger.warning("cannot watch a new connection", metadata: ["error": "\(error)"])
+                client.close()
+                continue
+            }
+            connection.interest = .readable
+            connections[key] = connection
+        }
+    }
+
+    /// Out of descriptors: free the spare, take the waiting connection and close it so the client
+    /// is not left hanging in the backlog and the listener does not spin.
+    private func shedOneConnection(_ listener: Listener) {
+        logger.warning("out of file descriptors; closing a new connection (raise ulimit -n)")
+        if spareFD >= 0 { Glibc.close(spareFD) }
+        if let client = try? listener.socket.accept() {
+            rejectBusy(client)
+        }
+        spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+    }
+
+    /// Best-effort busy answer to a connection we will not serve, then close.
+    private func rejectBusy(_ client: SocketFD) {
+        responseScratch.removeAll(keepingCapacity: true)
+        encodeResponse(status: .busy, body: [], into: &responseScratch)
+        responseScratch.withUnsafeBytes { _ = try? client.write($0) }
+        statusCounts[Int(ResponseStatus.busy.rawValue)] += 1
+        client.close()
+    }
+
+    // MARK: - Connections
+
+    private func connectionEvent(_ key: UInt64, _ events: Epoll.Events) {
+        guard let connection = connections[key] else { return }
+        if events.contains(.writable) || events.contains(.error) {
+            flush(connection)
+            guard connections[key] != nil else { return }
+        }
+        if events.contains(.readable) || events.contains(.hangup) {
+            switch configuration.wireProtocol {
+            case .oneshot: readOneshot(connection)
+            case .framed: readFramed(connection)
+            }
+        }
+    }
+
+    private func readFramed(_ connection: Connection) {
+        let limit = FrameCodec.lengthBytes + maxMessage + 65_536
+        while !connection.closeWhenDone && !connection.peerClosed && connection.inflight < configuration.maxInflight {
+            let space = connection.input.writableSpace(minimum: 4096, limit: limit)
+            if space.count == 0 { break }
+            let n: Int?
+            do { n = try connection.fd.read(into: space) } catch {
+                close(connection, reason: "read: \(error)")
+                return
+            }
+            guard let n else { break }
+            if n == 0 {
+                connection.peerClosed = true
+                break
+            }
+            connection.input.didWrite(n)
+            connection.lastActivity = monotonicNanoseconds()
+            parseFrames(connection)
+        }
+        parseFrames(connection)
+        settle(connection)
+    }
+
+    private func parseFrames(_ connection: Connection) {
+        while !connection.closeWhenDone && connection.inflight < configuration.maxInflight {
+            let decoded = FrameCodec.decodeRequest(connection.input.readable, maxPayload: maxMessage)
+            switch decoded {
+            case .request(let start, let length):
+                let payload = UnsafeRawBufferPointer(rebasing: connection.input.readable[start..<(start + length)])
+                accept(request: payload, on: connection)
+                connection.input.consume(start + length)
+            case .incomplete:
+                return
+            case .tooLarge(let length):
+                logger.info("request over --max-message; closing the connection", metadata: ["length": "\(length)", "max": "\(maxMessage)"])
+                refuse(connection, status: .tooLarge, body: "request of \(length) bytes exceeds --max-message \(maxMessage)")
+                return
+            case .garbage(let length):
+                logger.info("implausible frame length; closing the connection", metadata: ["length": "\(length)"])
+                refuse(connection, status: .badRequest, body: "implausible frame length \(length)")
+                return
+            }
+        }
+    }
+
+    private func readOneshot(_ connection: Connection) {
+        guard !connection.messageTaken else {
+            // Anything after the one message is ignored; only end of stream matters.
+            drainAndIgnore(connection)
+            settle(connection)
+            return
+        }
+        var wouldBlock = false
+        while true {
+            let space = connection.input.writableSpace(minimum: 4096, limit: maxMessage + 1)
+            if space.count == 0 { break }
+            let n: Int?
+            do { n = try connection.fd.read(into: space) } catch {
+                close(connection, reason: "read: \(error)")
+                return
+            }
+            guard let n else { wouldBlock = true; break }
+            if n == 0 { connection.peerClosed = true; break }
+            connection.input.didWrite(n)
+            connection.lastActivity = monotonicNanoseconds()
+        }
+        let count = connection.input.readableCount
+        if count > maxMessage {
+            connection.messageTaken = true
+            logger.info("oneshot message over --max-message; not delivered", metadata: ["max": "\(maxMessage)"])
+            refuse(connection, status: .tooLarge, body: "")
+        } else if count > 0 && (wouldBlock || connection.peerClosed) {
+            // The message is what the client has sent when the socket runs dry: the seed's client
+            // writes once and waits for the answer without half-closing, so EOF never comes.
+            connection.messageTaken = true
+            accept(request: connection.input.readable, on: connection)
+            connection.input.consume(count)
+            connection.closeWhenDone = true
+        }
+        settle(connection)
+    }
+
+    private func drainAndIgnore(_ connection: Connection) {
+        var scratch = [UInt8](repeating: 0, count: 512)
+        while true {
+            let n: Int?? = scratch.withUnsafeMutableBytes { try? connection.fd.read(into: $0) }
+            guard let n, let count = n else { return }
+            if count == 0 { connection.peerClosed = true; return }
+        }
+    }
+
+    /// Answers `status` in order and closes the connection once everything owed is written.
+    private func refuse(_ connection: Connection, status: ResponseStatus, body: String) {
+        let sequence = connection.push(id: 0)
+        _ = connection.resolve(sequence, status: status, body: Array(body.utf8))
+        connection.closeWhenDone = true
+        emitReady(connection)
+    }
+
+    // MARK: - Requests
+
+    /// Takes one complete request from a connection and sends it on its way.
+    private func accept(request payload: UnsafeRawBufferPointer, on connection: Connection) {
+        let id = nextRequestID
+        nextRequestID += 1
+        let sequence = connection.push(id: id)
+        if phase != .running {
+            answer(connection, sequence, .shuttingDown, [])
+            return
+        }
+        switch configuration.replyMode {
+        case .ack:
+            if case .queued(let slot) = send(id: id, payload: payload) {
+                logger.debug("queued", metadata: ["job": "\(id)", "slot": "\(slot)", "bytes": "\(payload.count)"])
+                answer(connection, sequence, .ok, [])
+            } else {
+                logger.warning("every worker queue is full; answering busy", metadata: ["job": "\(id)"])
+                answer(connection, sequence, .busy, [])
+            }
+        case .result:
+            let route = Route(connection: connection.key, sequence: sequence)
+            if held.isEmpty, case .queued(let slot) = send(id: id, payload: payload) {
+                routes[id] = route
+                supervisor.noteQueued(id, slot: slot)
+            } else if held.count < configuration.maxBacklog {
+                routes[id] = route
+                held.append(Held(id: id, payload: Array(payload)))
+            } else {
+                logger.warning("every worker queue is full and --max-backlog is reached; answering busy", metadata: ["job": "\(id)"])
+                answer(connection, sequence, .busy, [])
+            }
+        }
+    }
+
+    private func send(id: UInt64, payload: UnsafeRawBufferPointer) -> Dispatcher.Outcome {
+        let length = JobCodec.encodeJob(id: id, payload: payload, into: sendBuffer.text, at: 0)
+        return dispatcher.dispatch(sendBuffer, length: length, supervisor: supervisor)
+    }
+
+    /// Retries held jobs in order until a queue is full again.
+    private func dispatchHeld() {
+        while let job = held.first {
+            guard let route = routes[job.id], connections[route.connection] != nil else {
+                // Its client left: do not spend a worker on it.
+                routes.removeValue(forKey: job.id)
+                held.removeFirst()
+                continue
+            }
+            let outcome = job.payload.withUnsafeBytes { send(id: job.id, payload: $0) }
+            guard case .queued(let slot) = outcome else { return }
+            supervisor.noteQueued(job.id, slot: slot)
+            held.removeFirst()
+        }
+    }
+
+    /// Drains the reply queue (result mode). Called when the doorbell rings and before reaping.
+    private func drainReplies() {
+        guard let replyQueue = supervisor.replyQueue, let doorbell = supervisor.doorbell else { return }
+        // Reset the doorbell before draining, so a reply sent after the drain rings it again.
+        doorbell.drain()
+        while true {
+            let received: (type: Int, length: Int)?
+            do {
+                received = try replyQueue.receive(into: receiveBuffer, nowait: true)
+            } catch {
+                logger.critical("reply queue failed; stopping", metadata: ["error": "\(error)"])
+                if phase == .running { beginShutdown() }
+                return
+            }
+            guard let (_, length) = received else { break }
+            let text = UnsafeRawBufferPointer(receiveBuffer.text)
+            var offset = 0
+            while let reply = JobCodec.decodeReply(text, length: length, at: offset) {
+                offset = reply.body.upperBound
+                supervisor.noteAnswered(reply.id, slot: reply.slot)
+                if let route = routes.removeValue(forKey: reply.id) {
+                    deliver(route, status: reply.status, body: Array(text[reply.body]))
+                }
+            }
+        }
+        if !held.isEmpty { dispatchHeld() }
+    }
+
+    private func deliver(_ route: Route, status: ResponseStatus, body: [UInt8]) {
+        guard let connection = connections[route.connection] else { return }
+        answer(connection, route.sequence, status, body)
+    }
+
+    private func answer(_ connection: Connection, _ sequence: UInt64, _ status: ResponseStatus, _ body: [UInt8]) {
+        guard connection.resolve(sequence, status: status, body: body) else { return }
+        emitReady(connection)
+    }
+
+    /// Moves every in-order resolved response into the output buffer.
+    private func emitReady(_ connection: Connection) {
+        var emitted = false
+        while let (status, body) = connection.popReady() {
+            statusCounts[Int(status.rawValue)] += 1
+            responseScratch.removeAll(keepingCapacity: true)
+            encodeResponse(status: status, body: body, into: &responseScratch)
+            connection.output.append(responseScratch)
+            emitted = true
+        }
+        if emitted && !connection.isDirty {
+            connection.isDirty = true
+            dirty.append(connection)
+        }
+    }
+
+    private func encodeResponse(status: ResponseStatus, body: [UInt8], into out: inout [UInt8]) {
+        switch configuration.wireProtocol {
+        case .framed:
+            body.withUnsafeBytes { FrameCodec.appendResponse(status: status, body: $0, to: &out) }
+        case .oneshot:
+            switch (status, configuration.replyMode) {
+            case (.ok, .ack): out.append(contentsOf: "ok".utf8)
+            case (.ok, .result): out.append(contentsOf: body)
+            case (.handlerError, _):
+                out.append(contentsOf: "error: handler error: ".utf8)
+                out.append(contentsOf: body)
+            default: out.append(contentsOf: "error: \(status)".utf8)
+            }
+        }
+    }
+
+    // MARK: - Writing and closing
+
+    private func flushDirty() {
+        guard !dirty.isEmpty else { return }
+        let batch = dirty
+        dirty.removeAll(keepingCapacity: true)
+        for connection in batch {
+            connection.isDirty = false
+            guard connections[connection.key] != nil else { continue }
+            flush(connection)
+        }
+    }
+
+    private func flush(_ connection: Connection) {
+        while !connection.output.isEmpty {
+            let n: Int?
+            do { n = try connection.fd.write(connection.output.readable) } catch {
+                // EPIPE/ECONNRESET: the client left; what it was owed is dropped with it.
+                close(connection, reason: "write: \(error)")
+                return
+            }
+            guard let n else { break }
+            connection.output.consume(n)
+        }
+        if connection.output.isEmpty { connection.output.shrinkIfIdle(to: 4096) }
+        settle(connection)
+    }
+
+    /// Closes a finished connection or updates what epoll watches for it.
+    private func settle(_ connection: Connection) {
+        guard connections[connection.key] != nil else { return }
+        if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || phase != .running) {
+            close(connection, reason: nil)
+            return
+        }
+        var wanted: Epoll.Events = []
+        let reading = !connection.closeWhenDone && !connection.peerClosed
+            && !(configuration.wireProtocol == .oneshot && connection.messageTaken)
+            && connection.inflight < configuration.maxInflight
+        if reading { wanted.insert(.readable) }
+        if !connection.output.isEmpty { wanted.insert(.writable) }
+        if configuration.wireProtocol == .oneshot && connection.messageTaken && !connection.peerClosed {
+            // Still notice a client that hangs up before its reply is written.
+            wanted.insert(.readable)
+        }
+        if wanted != connection.interest {
+            do {
+                try epoll.modify(connection.fd.raw, events: wanted, token: connection.key)
+                connection.interest = wanted
+            } catch {
+                close(connection, reason: "epoll_ctl: \(error)")
+            }
+        }
+    }
+
+    private func close(_ connection: Connection, reason: String?) {
+        guard connections.removeValue(forKey: connection.key) != nil else { return }
+        if let reason, connection.inflight > 0 {
+            logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])
+        }
+        try? epoll.remove(connection.fd.raw)
+        connection.fd.close()
+    }
+
+    private func closeIdleConnections(now: Int64) {
+        for connection in connections.values where connection.isQuiescent {
+            if now - connection.lastActivity >= idleTimeoutNanoseconds {
+                logger.debug("closing idle connection", metadata: ["idle-timeout": "\(configuration.idleTimeout)"])
+                close(connection, reason: "idle timeout")
+            }
+        }
+    }
+
+    // MARK: - Shutdown
+
+    private func beginShutdown() {
+        logger.info("shutdown: stopped accepting; finishing connections in progress",
+                    metadata: ["connections": "\(connections.count)", "timeout": "\(configuration.shutdownTimeout)"])
+        phase = .draining
+        deadline = monotonicNanoseconds() + Int64(configuration.shutdownTimeout * 1e9)
+        closeListener()
+        for connection in Array(connections.values) { settle(connection) }
+        advanceShutdown(now: monotonicNanoseconds())
+    }
+
+    private func closeListener() {
+        guard let listener else { return }
+        try? epoll.remove(listener.socket.raw)
+        listener.socket.close()
+        listener.unlinkIfOurs()
+        self.listener = nil
+    }
+
+    private func advanceShutdown(now: Int64) {
+        if phase == .draining && connections.isEmpty && held.isEmpty {
+            logger.info("shutdown: connections done; asking workers to quit after their queued work")
+            phase = .quitting
+            quitRetry = supervisor.sendQuit(to: Array(supervisor.slots.indices), buffer: sendBuffer)
+        } else if phase == .quitting && !quitRetry.isEmpty {
+            quitRetry = supervisor.sendQuit(to: quitRetry, buffer: sendBuffer)
+        }
+        if (phase == .draining || phase == .quitting) && now >= deadline {
+            logger.warning("shutdown: --shutdown-timeout reached; killing remaining workers",
+                           metadata: ["workers": "\(supervisor.livePIDs)", "connections": "\(connections.count)"])
+            phase = .killing
+            quitRetry = []
+            for connection in Array(connections.values) { close(connection, reason: "shutdown deadline") }
+            supervisor.signalAll(SIGKILL)
+        }
+        if (phase == .quitting || phase == .killing) && !supervisor.hasLiveWorkers {
+            phase = .finished
+        }
+    }
+
+    private func finish() -> Int32 {
+        closeListener()
+        for connection in Array(connections.values) { close(connection, reason: "shutdown") }
+        supervisor.removeQueues()
+        logger.info("shutdown complete")
+        return 0
+    }
+
+    /// A second stop signal, or a fatal loop error: kill everything now, still cleaning up.
+    private func forcedStop(reason: String) -> Int32 {
+        logger.warning("forced stop: killing workers now", metadata: ["reason": "\(reason)"])
+        closeListener()
+        for connection in Array(connections.values) { close(connection, reason: "forced stop") }
+        supervisor.killAndReapAll()
+        supervisor.removeQueues()
+        logger.info("shutdown complete (forced)")
+        return 1
+    }
+}

@@ -1,0 +1,96 @@
+import Glibc
+
+/// Everything a pool needs to run. Defaults reproduce the seed: `pool.sock`, 3 workers, oneshot, ack.
+public struct PoolConfiguration: Sendable {
+    /// The client protocol on the listening socket.
+    public enum WireProtocol: String, Sendable, CaseIterable {
+        /// The seed's: one message per connection, one reply, close.
+        case oneshot
+        /// Length-prefixed requests and responses on a persistent connection.
+        case framed
+    }
+
+    /// What a client is told.
+    public enum ReplyMode: String, Sendable, CaseIterable {
+        /// "Your message is in a worker's queue" (the seed's `ok`).
+        case ack
+        /// The handler's output.
+        case result
+    }
+
+    public var socketPath: String = "pool.sock"
+    public var workers: Int = 3
+    public var wireProtocol: WireProtocol = .oneshot
+    public var replyMode: ReplyMode = .ack
+    /// Largest accepted message; `nil` = the most one queue message holds (`msgmax` − 16).
+    public var maxMessage: Int? = nil
+    /// Permission bits of the socket file (queues are always 0600).
+    public var socketMode: mode_t = 0o600
+    /// Capacity to ask for each queue, in bytes; `nil` = 1 MiB if allowed, else `msgmnb`.
+    public var queueBytes: Int? = nil
+    /// Seconds from SIGINT/SIGTERM until remaining workers are SIGKILLed.
+    public var shutdownTimeout: Double = 10
+    /// Seconds a connection may sit with nothing in flight before it is closed.
+    public var idleTimeout: Double = 10
+    /// Framed: requests in flight per connection before the server stops reading it.
+    public var maxInflight: Int = 64
+    /// Connections beyond this get a busy answer and are closed.
+    public var maxConnections: Int = 10_000
+    /// Result mode: requests held in the master while every queue is full, before answering busy.
+    public var maxBacklog: Int = 10_000
+    /// `listen(2)` backlog.
+    public var listenBacklog: Int32 = 1024
+    /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
+    public var jobTimeout: Double? = nil
+    /// Jobs a worker handles before it is replaced (`nil` = forever), plus up to this much jitter.
+    public var maxJobs: Int? = nil
+    public var maxJobsJitter: Int = 0
+    /// UIDs allowed to connect (SO_PEERCRED); `nil` = anyone the socket mode lets in.
+    public var allowedUIDs: [uid_t]? = nil
+
+    public init() {}
+}
+
+/// A configuration that cannot run, with the reason.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension PoolConfiguration {
+    /// Largest payload one queue message holds with our record header, given `msgmax`.
+    public static func largestMessage(limits: QueueLimits) -> Int {
+        limits.maxMessageBytes - JobCodec.headerBytes
+    }
+
+    /// Checks the configuration against itself and the kernel's limits; returns the effective
+    /// max message size.
+    public func validate(limits: QueueLimits) throws -> Int {
+        guard workers >= 1 else { throw ConfigurationError("--workers must be at least 1 (got \(workers))") }
+        guard workers <= 1024 else { throw ConfigurationError("--workers must be at most 1024 (got \(workers))") }
+        let largest = Self.largestMessage(limits: limits)
+        guard largest >= 1 else {
+            throw ConfigurationError("msgmax (\(limits.maxMessageBytes)) leaves no room for a message after the \(JobCodec.headerBytes)-byte header")
+        }
+        let effective = maxMessage ?? largest
+        guard effective >= 1 else { throw ConfigurationError("--max-message must be at least 1") }
+        guard effective <= largest else {
+            throw ConfigurationError("--max-message \(effective) exceeds what one queue message holds: msgmax \(limits.maxMessageBytes) − \(JobCodec.headerBytes) header = \(largest); raise /proc/sys/kernel/msgmax")
+        }
+        guard !socketPath.isEmpty else { throw ConfigurationError("--socket must not be empty") }
+        guard socketPath.utf8.count <= unixSocketPathMax else {
+            throw ConfigurationError("--socket path is \(socketPath.utf8.count) bytes; a Unix socket path holds at most \(unixSocketPathMax) (sun_path). Use a shorter or relative path")
+        }
+        guard socketMode & ~0o777 == 0 else { throw ConfigurationError("--socket-mode must be within 0777") }
+        guard shutdownTimeout >= 0, idleTimeout > 0 else { throw ConfigurationError("timeouts must be positive") }
+        guard maxInflight >= 1, maxConnections >= 1, maxBacklog >= 0 else {
+            throw ConfigurationError("--max-inflight and --max-connections must be at least 1")
+        }
+        if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
+        if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }
+        if let queueBytes, queueBytes < limits.maxMessageBytes {
+            throw ConfigurationError("--queue-bytes \(queueBytes) is below msgmax \(limits.maxMessageBytes): a full-size message would never fit")
+        }
+        return effective
+    }
+}

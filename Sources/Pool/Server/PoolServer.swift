@@ -1,0 +1,86 @@
+import Glibc
+import Logging
+
+/// A pre-forked process pool serving a Unix socket: the public entry point of the `Pool` module.
+///
+/// ```swift
+/// var configuration = PoolConfiguration()
+/// configuration.replyMode = .result
+/// let server = PoolServer(configuration: configuration) { _ in
+///     { message, _ in message.reversed() }
+/// }
+/// exit(try server.run())
+/// ```
+///
+/// `run()` forks the workers and must be called while the process has a single thread: no
+/// Dispatch, no `Task`, no async main before it. Each worker builds its own handler with the
+/// factory after fork and calls it on every message.
+public final class PoolServer {
+    public let configuration: PoolConfiguration
+    private let makeHandler: MessageHandlerFactory
+    private let logger: Logger
+    private let workerLogger: Logger
+
+    /// - Parameters:
+    ///   - logger: the master's logger.
+    ///   - workerLogger: the workers' logger (defaults to `logger` relabelled `pool.worker`).
+    ///   - makeHandler: called once in each worker process after fork.
+    public init(configuration: PoolConfiguration,
+                logger: Logger = Logger(label: "pool.master"),
+                workerLogger: Logger? = nil,
+                makeHandler: @escaping MessageHandlerFactory) {
+        self.configuration = configuration
+        self.makeHandler = makeHandler
+        self.logger = logger
+        self.workerLogger = workerLogger ?? logger
+    }
+
+    /// Starts the pool and serves until SIGINT or SIGTERM; returns the exit status (0 after a
+    /// clean shutdown, 1 after a forced one). Throws if the pool cannot start, having removed
+    /// whatever it had created.
+    public func run() throws -> Int32 {
+        let limits = QueueLimits.current()
+        let maxMessage = try configuration.validate(limits: limits)
+
+        // Signals first, so a worker dying during start-up is noticed. SIGCHLD may have been
+        // inherited as ignored, which would make the kernel reap children behind our back.
+        try Signals.setDefault(SIGCHLD)
+        try Signals.ignore(SIGPIPE)
+        let wake = try EventFD.create()
+        Signals.setWakeFD(wake.fd)
+        try Signals.install([SIGINT, SIGTERM, SIGCHLD])
+        Signals.unblockAll()
+
+        let supervisor = try Supervisor(
+            configuration: configuration, limits: limits, makeHandler: makeHandler,
+            logger: logger, workerLogger: workerLogger, keepDescriptors: [])
+        let listener: Listener
+        do {
+            try supervisor.spawnAll()
+            listener = try Listener.open(path: configuration.socketPath, mode: configuration.socketMode,
+                                         backlog: configuration.listenBacklog, logger: logger)
+        } catch {
+            supervisor.killAndReapAll()
+            supervisor.removeQueues()
+            throw error
+        }
+        logger.info("pool started", metadata: [
+            "pid": "\(getpid())", "socket": "\(configuration.socketPath)", "workers": "\(configuration.workers)",
+            "protocol": "\(configuration.wireProtocol)", "reply": "\(configuration.replyMode)",
+            "max-message": "\(maxMessage)", "queue-bytes": "\(supervisor.grantedQueueBytes)",
+            "queues": "\(supervisor.slots.map(\.queue.id))", "limits": "\(limits)",
+        ])
+        let master: Master
+        do {
+            master = try Master(configuration: configuration, maxMessage: maxMessage, limits: limits, logger: logger,
+                                supervisor: supervisor, listener: listener, wake: wake)
+        } catch {
+            listener.socket.close()
+            listener.unlinkIfOurs()
+            supervisor.killAndReapAll()
+            supervisor.removeQueues()
+            throw error
+        }
+        return master.run()
+    }
+}

@@ -1,0 +1,39 @@
+/// A first-in first-out queue over an array with a moving head; amortised O(1) with no
+/// per-element allocation (Swift's standard library has no deque).
+struct FIFO<Element> {
+    private var storage: [Element] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == storage.count }
+    var count: Int { storage.count - head }
+    var first: Element? { isEmpty ? nil : storage[head] }
+
+    mutating func append(_ element: Element) { storage.append(element) }
+
+    @discardableResult
+    mutating func removeFirst() -> Element? {
+        guard !isEmpty else { return nil }
+        let element = storage[head]
+        head += 1
+        if head >= 1024 && head * 2 >= storage.count {
+            storage.removeFirst(head)
+            head = 0
+        }
+        return element
+    }
+
+    /// Removes the first element equal to `value` (usually the head); returns whether found.
+    mutating func remove(_ value: Element) -> Bool where Element: Equatable {
+        if first == value { removeFirst(); return true }
+        guard let index = storage[head...].firstIndex(of: value) else { return false }
+        storage.remove(at: index)
+        return true
+    }
+
+    mutating func removeAll() -> [Element] {
+        let rest = Array(storage[head...])
+        storage = []
+        head = 0
+        return rest
+    }
+}

@@ -1,0 +1,293 @@
+import Glibc
+import Logging
+
+/// One worker position: a queue that outlives the processes bound to it, and the process now
+/// bound to it. A respawned worker takes the same queue, so messages queued for its predecessor
+/// are handled, not lost.
+struct WorkerSlot {
+    let index: Int
+    var queue: MessageQueue
+    var pid: pid_t?
+    var startedAt: Int64 = 0
+    var restarts = 0
+    /// Consecutive deaths within `quickDeath` of starting; drives the respawn back-off.
+    var crashStreak = 0
+    var respawnAt: Int64?
+    /// Result mode: ids queued to this slot and not yet answered, in queue order.
+    var outstanding = FIFO<UInt64>()
+    /// Job timeout: when SIGTERM was sent, and the job it was sent for.
+    var terminatedAt: Int64?
+    var timedOutJob: UInt64?
+}
+
+/// What happened to a request when its worker went away.
+struct LostJob {
+    var id: UInt64
+    var status: ResponseStatus
+}
+
+/// Forks workers, binds each to its slot's queue, reaps them, replaces the dead, kills the stuck.
+/// Owns the queues and removes them; never touches client connections.
+final class Supervisor {
+    private(set) var slots: [WorkerSlot] = []
+    let scoreboard: Scoreboard
+    let replyQueue: MessageQueue?
+    let doorbell: EventFD?
+    private let configuration: PoolConfiguration
+    private let limits: QueueLimits
+    private let queueBytes: Int
+    private let makeHandler: MessageHandlerFactory
+    private let logger: Logger
+    private let workerLogger: Logger
+    /// Descriptors a worker keeps (doorbell, log file).
+    private let keepDescriptors: [Int32]
+
+    static let quickDeath: Int64 = 1_000_000_000
+    static let termGrace: Int64 = 1_000_000_000
+
+    init(configuration: PoolConfiguration, limits: QueueLimits, makeHandler: @escaping MessageHandlerFactory,
+         logger: Logger, workerLogger: Logger, keepDescriptors: [Int32]) throws {
+        self.configuration = configuration
+        self.limits = limits
+        self.makeHandler = makeHandler
+        self.logger = logger
+        self.workerLogger = workerLogger
+        scoreboard = try Scoreboard(slots: configuration.workers)
+        var created: [MessageQueue] = []
+        do {
+            let wanted = configuration.queueBytes ?? max(limits.defaultQueueBytes, 1 << 20)
+            var granted = wanted
+            for index in 0..<configuration.workers {
+                let queue = try Self.createQueue()
+                created.append(queue)
+                granted = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: index == 0 ? logger : nil)
+                slots.append(WorkerSlot(index: index, queue: queue))
+            }
+            queueBytes = granted
+            if configuration.replyMode == .result {
+                let queue = try Self.createQueue()
+                created.append(queue)
+                _ = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: nil)
+                replyQueue = queue
+                doorbell = try EventFD.create()
+            } else {
+                replyQueue = nil
+                doorbell = nil
+            }
+        } catch {
+            for queue in created { try? queue.remove() }
+            throw error
+        }
+        self.keepDescriptors = keepDescriptors + (doorbell.map { [$0.fd] } ?? [])
+    }
+
+    /// Capacity each queue actually got.
+    var grantedQueueBytes: Int { queueBytes }
+
+    private static func createQueue() throws -> MessageQueue {
+        do {
+            return try MessageQueue.createPrivate(mode: 0o600)
+        } catch let error as SystemError where error.errno == .noSpace {
+            throw ConfigurationError("cannot create a message queue: the system limit of queues is reached (msgmni, /proc/sys/kernel/msgmni); remove stale ones (ipcs -q, ipcrm -q ID) or raise it")
+        } catch let error as SystemError where error.errno == .permissionDenied {
+            throw ConfigurationError("cannot create a message queue: \(error)")
+        }
+    }
+
+    /// Raises a queue's capacity if we may; falls back to what the kernel gave (msgmnb).
+    private static func applyCapacity(_ queue: MessageQueue, wanted: Int, limits: QueueLimits, logger: Logger?) -> Int {
+        guard let current = try? queue.status().capacityBytes else { return limits.defaultQueueBytes }
+        if wanted == current { return current }
+        do {
+            try queue.setCapacity(bytes: wanted)
+            return wanted
+        } catch {
+            logger?.info("queue capacity stays at \(current) bytes (raising it to \(wanted) needs CAP_SYS_RESOURCE)", metadata: ["error": "\(error)"])
+            return current
+        }
+    }
+
+    // MARK: Lifecycle
+
+    func spawnAll() throws {
+        for index in slots.indices { try spawn(index) }
+    }
+
+    /// Forks a worker for slot `index`. In the child this never returns.
+    func spawn(_ index: Int) throws {
+        var limit: Int? = nil
+        if let maxJobs = configuration.maxJobs {
+            limit = maxJobs + (configuration.maxJobsJitter > 0 ? Int.random(in: 0...configuration.maxJobsJitter) : 0)
+        }
+        let environment = WorkerEnvironment(
+            slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
+            scoreboard: scoreboard, messageCapacity: limits.maxMessageBytes, jobLimit: limit,
+            makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
+        guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreInterrupt: true) else {
+            runWorker(environment)
+        }
+        scoreboard.reset(index, pid: pid)
+        slots[index].pid = pid
+        slots[index].startedAt = monotonicNanoseconds()
+        slots[index].respawnAt = nil
+        slots[index].terminatedAt = nil
+        slots[index].timedOutJob = nil
+        logger.info("worker spawned", metadata: ["slot": "\(index)", "pid": "\(pid)", "queue": "\(slots[index].queue.id)"])
+    }
+
+    var livePIDs: [pid_t] { slots.compactMap(\.pid) }
+    var hasLiveWorkers: Bool { slots.contains { $0.pid != nil } }
+
+    func slotIndex(of pid: pid_t) -> Int? { slots.firstIndex { $0.pid == pid } }
+
+    /// Records that a job was queued to a slot (result mode, for attribution on death).
+    func noteQueued(_ id: UInt64, slot: Int) { slots[slot].outstanding.append(id) }
+
+    /// Records that a reply arrived.
+    func noteAnswered(_ id: UInt64, slot: Int) {
+        guard slots.indices.contains(slot) else { return }
+        _ = slots[slot].outstanding.remove(id)
+    }
+
+    /// Handles a reaped worker: returns its slot and the request(s) it took down with it.
+    /// Call after draining the reply queue, so replies it sent before dying are not counted lost.
+    func workerExited(pid: pid_t, status: ExitStatus, shuttingDown: Bool) -> (slot: Int, lost: [LostJob])? {
+        guard let index = slotIndex(of: pid) else { return nil }
+        let now = monotonicNanoseconds()
+        var slot = slots[index]
+        slot.pid = nil
+        var lost: [LostJob] = []
+        let busyJob = scoreboard.state(index) == .busy ? scoreboard.job(index) : nil
+        let lostStatus: ResponseStatus = slot.timedOutJob != nil ? .timeout : .workerDied
+
+        let queueAlive = (try? slot.queue.status()) != nil
+        if configuration.replyMode == .result {
+            // The queue is FIFO and one record per message: everything outstanding beyond what is
+            // still queued was taken by the dead worker and never answered.
+            let stillQueued = queueAlive ? ((try? slot.queue.status().messages) ?? 0) : 0
+            let taken = max(0, slot.outstanding.count - stillQueued)
+            for _ in 0..<taken {
+                if let id = slot.outstanding.removeFirst() { lost.append(LostJob(id: id, status: lostStatus)) }
+            }
+        } else if let busyJob {
+            lost.append(LostJob(id: busyJob, status: lostStatus))
+        }
+        if !queueAlive {
+            for id in slot.outstanding.removeAll() { lost.append(LostJob(id: id, status: .workerDied)) }
+            if !shuttingDown, let queue = try? Self.createQueue() {
+                _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
+                logger.error("queue of slot \(index) was removed from outside (ipcrm?); created \(queue.id) in its place",
+                             metadata: ["old": "\(slot.queue.id)"])
+                slot.queue = queue
+            }
+        }
+
+        let expected = shuttingDown || status == .exited(WorkerExit.normal)
+        let lived = now - slot.startedAt
+        if expected {
+            slot.crashStreak = 0
+            logger.info("worker exited", metadata: ["slot": "\(index)", "pid": "\(pid)", "status": "\(status)"])
+        } else {
+            slot.crashStreak = lived < Self.quickDeath ? slot.crashStreak + 1 : 0
+            logger.error("worker died", metadata: [
+                "slot": "\(index)", "pid": "\(pid)", "status": "\(status)",
+                "lost": "\(lost.map(\.id))", "cause": "\(slot.timedOutJob != nil ? "job timeout" : "crash")",
+            ])
+        }
+        if !shuttingDown {
+            slot.restarts += 1
+            let delay: Int64 = slot.crashStreak == 0 ? 0 : min(100_000_000 << min(slot.crashStreak - 1, 7), 10_000_000_000)
+            if delay > 0 {
+                logger.warning("worker of slot \(index) is crash-looping; respawn in \(delay / 1_000_000) ms",
+                               metadata: ["deaths": "\(slot.crashStreak)"])
+            }
+            slot.respawnAt = now + delay
+        }
+        slot.terminatedAt = nil
+        slot.timedOutJob = nil
+        slots[index] = slot
+        return (index, lost)
+    }
+
+    /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
+    func respawnDue(now: Int64) -> Int64? {
+        var next: Int64? = nil
+        for index in slots.indices where slots[index].pid == nil {
+            guard let at = slots[index].respawnAt else { continue }
+            if at <= now {
+                do { try spawn(index) } catch {
+                    logger.error("respawn failed; retrying in 1 s", metadata: ["slot": "\(index)", "error": "\(error)"])
+                    slots[index].respawnAt = now + 1_000_000_000
+                    next = min(next ?? .max, now + 1_000_000_000)
+                }
+            } else {
+                next = min(next ?? .max, at)
+            }
+        }
+        return next
+    }
+
+    /// Enforces `--job-timeout`: SIGTERM a worker whose job is too old, SIGKILL it after a grace.
+    func enforceJobTimeout(now: Int64) {
+        guard let timeout = configuration.jobTimeout else { return }
+        let limit = Int64(timeout * 1e9)
+        for index in slots.indices {
+            guard let pid = slots[index].pid else { continue }
+            if let termAt = slots[index].terminatedAt {
+                if now - termAt >= Self.termGrace { ChildProcess.signal(pid, SIGKILL) }
+                continue
+            }
+            guard scoreboard.state(index) == .busy else { continue }
+            if now - scoreboard.jobStartedNanoseconds(index) >= limit {
+                let job = scoreboard.job(index)
+                logger.warning("job exceeded --job-timeout; terminating its worker", metadata: [
+                    "slot": "\(index)", "pid": "\(pid)", "job": "\(job)", "timeout": "\(timeout)",
+                ])
+                slots[index].timedOutJob = job
+                slots[index].terminatedAt = now
+                ChildProcess.signal(pid, SIGTERM)
+            }
+        }
+    }
+
+    /// Queues a quit behind each live worker's pending work. Returns the slots whose queue was full.
+    func sendQuit(to indices: [Int], buffer: MessageBuffer) -> [Int] {
+        var retry: [Int] = []
+        for index in indices where slots[index].pid != nil {
+            do {
+                if try !slots[index].queue.send(buffer, type: JobCodec.quitType, length: 0, nowait: true) {
+                    retry.append(index)
+                }
+            } catch {
+                logger.warning("could not queue quit; will kill the worker at the deadline", metadata: ["slot": "\(index)", "error": "\(error)"])
+            }
+        }
+        return retry
+    }
+
+    func signalAll(_ signo: Int32) {
+        for pid in livePIDs { ChildProcess.signal(pid, signo) }
+    }
+
+    /// Forced stop: SIGKILL and reap every worker, blocking (nothing else is left to serve).
+    func killAndReapAll() {
+        for index in slots.indices {
+            guard let pid = slots[index].pid else { continue }
+            ChildProcess.signal(pid, SIGKILL)
+            let status = ChildProcess.waitBlocking(pid)
+            logger.info("worker killed", metadata: ["slot": "\(index)", "pid": "\(pid)", "status": "\(status.map { "\($0)" } ?? "?")"])
+            slots[index].pid = nil
+        }
+    }
+
+    /// Removes every queue. Only the master calls this, once, after its workers are reaped.
+    func removeQueues() {
+        for slot in slots {
+            do { try slot.queue.remove() } catch {
+                logger.warning("could not remove queue", metadata: ["queue": "\(slot.queue.id)", "error": "\(error)"])
+            }
+        }
+        if let replyQueue { try? replyQueue.remove() }
+        doorbell?.close()
+    }
+}

@@ -1,0 +1,102 @@
+import CSysV
+import Glibc
+
+/// How a child ended, decoded from a wait status.
+public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32, coreDumped: Bool)
+
+    init(waitStatus status: Int32) {
+        if csysv_wifsignaled(status) != 0 {
+            self = .signaled(csysv_wtermsig(status), coreDumped: csysv_wcoredump(status) != 0)
+        } else {
+            self = .exited(csysv_wifexited(status) != 0 ? csysv_wexitstatus(status) : -1)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exit \(code)"
+        case .signaled(let sig, let core): return "signal \(sig)\(core ? " (core dumped)" : "")"
+        }
+    }
+}
+
+/// Process creation and reaping. Only the master forks, and only while single-threaded.
+public enum ChildProcess {
+    /// Forks. Returns the child's pid in the parent and `nil` in the child.
+    ///
+    /// Signals are blocked across the fork and the child resets every disposition and its mask
+    /// before returning (all in C), optionally ignores SIGINT (Ctrl-C goes to the whole process
+    /// group, and only the master should act on it) and sets a parent-death signal.
+    ///
+    /// In debug builds this traps if the process has more than one thread: a threaded parent
+    /// leaves locks held by other threads locked forever in the child, and workers run Swift.
+    ///
+    /// The corresponding C function is `fork`.
+    public static func fork(parentDeathSignal: Int32 = SIGKILL, ignoreInterrupt: Bool = true) throws -> pid_t? {
+        #if DEBUG
+        let threads = csysv_thread_count()
+        precondition(threads == 1, "fork with \(threads) threads: the master must stay single-threaded")
+        #endif
+        let options = ignoreInterrupt ? Int32(CSYSV_FORK_IGNORE_SIGINT) : 0
+        let pid = try valueOrErrno("fork") { csysv_fork(parentDeathSignal, options) }.get()
+        return pid == 0 ? nil : pid
+    }
+
+    /// Reaps one exited child without blocking; `nil` when none is ready or none exist.
+    ///
+    /// The corresponding C function is `waitpid(-1, WNOHANG)`.
+    public static func reapAny() -> (pid: pid_t, status: ExitStatus)? {
+        var status: Int32 = 0
+        guard case .success(let pid) = valueOrErrno("waitpid", { csysv_waitpid_nohang(-1, &status) }),
+              pid > 0 else { return nil }
+        return (pid, ExitStatus(waitStatus: status))
+    }
+
+    /// Waits for one specific child, blocking. Used only at the very end of a forced stop, after
+    /// SIGKILL, when there is nothing else left to do.
+    ///
+    /// The corresponding C function is `waitpid`.
+    public static func waitBlocking(_ pid: pid_t) -> ExitStatus? {
+        var status: Int32 = 0
+        guard case .success(let got) = valueOrErrno("waitpid", { waitpid(pid, &status, 0) }), got == pid else {
+            return nil
+        }
+        return ExitStatus(waitStatus: status)
+    }
+
+    /// Sends a signal; a vanished process (ESRCH) is not an error.
+    ///
+    /// The corresponding C function is `kill`.
+    public static func signal(_ pid: pid_t, _ signo: Int32) {
+        _ = Glibc.kill(pid, signo)
+    }
+
+    /// Ends the calling process at once: no atexit handlers, no deinit, no flushing of stdio.
+    /// What a worker does instead of returning, so it never runs the master's cleanup.
+    public static func exitImmediately(_ status: Int32) -> Never {
+        csysv_exit_now(status)
+        fatalError("unreachable")
+    }
+
+    /// Closes every descriptor from 3 up except `keep` (run in a freshly forked worker).
+    public static func closeDescriptors(except keep: [Int32]) {
+        _ = keep.withUnsafeBufferPointer { csysv_close_fds_except($0.baseAddress, Int32($0.count)) }
+    }
+
+    /// Names the calling process for `ps`/`top` (truncated to 15 bytes by the kernel).
+    ///
+    /// The corresponding C function is `prctl(PR_SET_NAME)`.
+    public static func setName(_ name: String) {
+        _ = csysv_set_process_name(name)
+    }
+}
+
+/// Monotonic time in nanoseconds (CLOCK_MONOTONIC), for deadlines and ages.
+@inline(__always)
+public func monotonicNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}

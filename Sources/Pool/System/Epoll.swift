@@ -1,0 +1,107 @@
+import CSysV
+import Glibc
+import SystemPackage
+
+/// An epoll instance with a reusable event array. Level-triggered: the loop changes interest
+/// explicitly (stop reading a connection for backpressure, watch writability only while output
+/// is pending), which keeps the state visible in one place.
+public final class Epoll {
+    public struct Events: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let readable = Events(rawValue: EPOLLIN.rawValue)
+        public static let writable = Events(rawValue: EPOLLOUT.rawValue)
+        public static let hangup = Events(rawValue: EPOLLHUP.rawValue)
+        public static let error = Events(rawValue: EPOLLERR.rawValue)
+        public static let readHangup = Events(rawValue: EPOLLRDHUP.rawValue)
+    }
+
+    public let fd: Int32
+    private var events: [epoll_event]
+
+    /// The corresponding C function is `epoll_create1`.
+    public init(maxEvents: Int = 256) throws {
+        fd = try valueOrErrno("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }.get()
+        events = Array(repeating: epoll_event(), count: maxEvents)
+    }
+
+    deinit { close(fd) }
+
+    /// The corresponding C function is `epoll_ctl(EPOLL_CTL_ADD)`.
+    public func add(_ target: Int32, events interest: Events, token: UInt64) throws {
+        try control(EPOLL_CTL_ADD, target, interest, token, "epoll_ctl(ADD)")
+    }
+
+    /// The corresponding C function is `epoll_ctl(EPOLL_CTL_MOD)`.
+    public func modify(_ target: Int32, events interest: Events, token: UInt64) throws {
+        try control(EPOLL_CTL_MOD, target, interest, token, "epoll_ctl(MOD)")
+    }
+
+    /// The corresponding C function is `epoll_ctl(EPOLL_CTL_DEL)`.
+    public func remove(_ target: Int32) throws {
+        var event = epoll_event()
+        _ = try valueOrErrno("epoll_ctl(DEL)") { epoll_ctl(fd, EPOLL_CTL_DEL, target, &event) }.get()
+    }
+
+    private func control(_ op: Int32, _ target: Int32, _ interest: Events, _ token: UInt64, _ name: String) throws {
+        var event = epoll_event()
+        event.events = interest.rawValue
+        event.data.u64 = token
+        _ = try valueOrErrno(name) { epoll_ctl(fd, op, target, &event) }.get()
+    }
+
+    /// Waits up to `timeoutMilliseconds` (-1: forever) and calls `body` for each ready fd.
+    /// A signal interrupting the wait returns 0 events (the loop then looks at its signal state).
+    ///
+    /// The corresponding C function is `epoll_wait`.
+    @discardableResult
+    public func wait(timeoutMilliseconds: Int32, _ body: (UInt64, Events) throws -> Void) throws -> Int {
+        let count = events.withUnsafeMutableBufferPointer { buffer in
+            epoll_wait(fd, buffer.baseAddress, Int32(buffer.count), timeoutMilliseconds)
+        }
+        if count < 0 {
+            if Glibc.errno == EINTR { return 0 }
+            throw SystemError("epoll_wait", .current)
+        }
+        for i in 0..<Int(count) {
+            try body(events[i].data.u64, Events(rawValue: events[i].events))
+        }
+        return Int(count)
+    }
+}
+
+/// An eventfd used as a doorbell: workers (or a signal handler) ring it, the loop drains it.
+public struct EventFD: Sendable {
+    public let fd: Int32
+
+    /// A non-blocking eventfd. Created before fork when workers must ring it; not close-on-exec
+    /// matters not (we never exec), so it is close-on-exec for hygiene.
+    ///
+    /// The corresponding C function is `eventfd`.
+    public static func create() throws -> EventFD {
+        EventFD(fd: try valueOrErrno("eventfd") {
+            eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        }.get())
+    }
+
+    /// Adds 1 to the counter. A saturated counter (EAGAIN) already means "ring", so it is ignored.
+    ///
+    /// The corresponding C function is `write`.
+    public func ring() {
+        var one: UInt64 = 1
+        _ = valueOrErrno("write") { Glibc.write(fd, &one, 8) }
+    }
+
+    /// Resets the counter; returns how many rings there were (0 if none).
+    ///
+    /// The corresponding C function is `read`.
+    @discardableResult
+    public func drain() -> UInt64 {
+        var value: UInt64 = 0
+        let n = valueOrErrno("read") { Glibc.read(fd, &value, 8) }
+        if case .success(8) = n { return value }
+        return 0
+    }
+
+    public func close() { _ = Glibc.close(fd) }
+}

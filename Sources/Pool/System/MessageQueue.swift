@@ -1,0 +1,165 @@
+import CSysV
+import Glibc
+import SystemPackage
+
+/// A buffer laid out as the kernel's `struct msgbuf` (`long mtype` + text), allocated once and
+/// reused so the hot path never allocates. Only `text` is exposed.
+public final class MessageBuffer {
+    /// Start of the allocation (the `mtype` header).
+    let base: UnsafeMutableRawPointer
+    /// The text area: `capacity` bytes after the header.
+    public let text: UnsafeMutableRawBufferPointer
+    /// Largest text this buffer holds.
+    public var capacity: Int { text.count }
+
+    public init(capacity: Int) {
+        let header = Int(csysv_msg_header_size())
+        base = .allocate(byteCount: header + capacity, alignment: MemoryLayout<Int>.alignment)
+        text = UnsafeMutableRawBufferPointer(start: csysv_msg_text(base), count: capacity)
+    }
+
+    deinit { base.deallocate() }
+}
+
+/// What IPC_STAT reports about a queue.
+public struct QueueStatus: Equatable, Sendable {
+    public var messages: Int
+    public var bytes: Int
+    public var capacityBytes: Int
+    public var mode: Int32
+    public var uid: uid_t
+    public var lastSendPID: pid_t
+    public var lastReceivePID: pid_t
+}
+
+/// A System V message queue, identified by its kernel id.
+///
+/// Queues outlive processes: whoever creates one must `remove()` it. In the pool only the
+/// master does.
+public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
+    /// The kernel's queue id (`msqid`), as `ipcs -q` shows it.
+    public let id: Int32
+
+    public init(id: Int32) { self.id = id }
+
+    public var description: String { "queue \(id)" }
+
+    /// Creates a new private queue (`IPC_PRIVATE`) with permission bits `mode`.
+    ///
+    /// The corresponding C function is `msgget`.
+    public static func createPrivate(mode: Int32 = 0o600) throws -> MessageQueue {
+        try MessageQueue(id: valueOrErrno("msgget") { csysv_msgget_private(mode) }.get())
+    }
+
+    /// Sends `length` bytes of `buffer.text` with type `type` (> 0).
+    ///
+    /// With `nowait` a full queue returns `false` instead of blocking; without it the call blocks
+    /// until there is room. Other failures throw (E2BIG never: the kernel checks `msgmax` with
+    /// EINVAL; EIDRM/EINVAL when the queue was removed).
+    ///
+    /// The corresponding C function is `msgsnd`.
+    @discardableResult
+    public func send(_ buffer: MessageBuffer, type: Int, length: Int, nowait: Bool) throws -> Bool {
+        precondition(type > 0 && length <= buffer.capacity)
+        return try valueOrWouldBlock("msgsnd") {
+            csysv_msgsnd(id, buffer.base, type, length, nowait ? 1 : 0)
+        }.get() != nil
+    }
+
+    /// Receives the first message whose type matches `type` (0: any; > 0: exactly; < 0: lowest
+    /// type ≤ |type|) into `buffer.text`.
+    ///
+    /// Returns `nil` when `nowait` is set and nothing is waiting (ENOMSG). A message larger than
+    /// the buffer throws E2BIG and stays in the queue: messages are never truncated.
+    ///
+    /// The corresponding C function is `msgrcv`.
+    public func receive(into buffer: MessageBuffer, type: Int = 0, nowait: Bool) throws -> (type: Int, length: Int)? {
+        var received = 0
+        let result = valueOrErrno("msgrcv") {
+            csysv_msgrcv(id, buffer.base, buffer.capacity, type, nowait ? 1 : 0, &received)
+        }
+        switch result {
+        case .success(let length): return (received, length)
+        case .failure(let error) where error.errno == .noMessage: return nil
+        case .failure(let error): throw error
+        }
+    }
+
+    /// Depth, capacity and owner of the queue.
+    ///
+    /// The corresponding C function is `msgctl(IPC_STAT)`.
+    public func status() throws -> QueueStatus {
+        var info = csysv_msqinfo()
+        _ = try valueOrErrno("msgctl(IPC_STAT)") { csysv_msgctl_stat(id, &info) }.get()
+        return QueueStatus(
+            messages: Int(info.messages), bytes: Int(info.bytes), capacityBytes: Int(info.max_bytes),
+            mode: Int32(info.mode), uid: info.uid,
+            lastSendPID: info.last_send_pid, lastReceivePID: info.last_receive_pid)
+    }
+
+    /// Sets the queue's capacity in bytes. Above `/proc/sys/kernel/msgmnb` this needs
+    /// CAP_SYS_RESOURCE and otherwise throws EPERM.
+    ///
+    /// The corresponding C function is `msgctl(IPC_SET)`.
+    public func setCapacity(bytes: Int) throws {
+        _ = try valueOrErrno("msgctl(IPC_SET)") { csysv_msgctl_set_max_bytes(id, UInt(bytes)) }.get()
+    }
+
+    /// Removes the queue. Processes blocked on it wake with EIDRM.
+    ///
+    /// The corresponding C function is `msgctl(IPC_RMID)`.
+    public func remove() throws {
+        _ = try valueOrErrno("msgctl(IPC_RMID)") { csysv_msgctl_remove(id) }.get()
+    }
+}
+
+/// The kernel's System V message queue limits, from `/proc/sys/kernel`.
+public struct QueueLimits: Sendable, CustomStringConvertible {
+    /// Largest message text in bytes (`msgmax`).
+    public var maxMessageBytes: Int
+    /// Default capacity of a new queue in bytes (`msgmnb`).
+    public var defaultQueueBytes: Int
+    /// Largest number of queues on the system (`msgmni`).
+    public var maxQueues: Int
+
+    /// Reads the limits in force now; falls back to the Linux defaults if /proc is unreadable.
+    public static func current() -> QueueLimits {
+        QueueLimits(
+            maxMessageBytes: readProcInt("/proc/sys/kernel/msgmax") ?? 8192,
+            defaultQueueBytes: readProcInt("/proc/sys/kernel/msgmnb") ?? 16384,
+            maxQueues: readProcInt("/proc/sys/kernel/msgmni") ?? 32000)
+    }
+
+    public var description: String {
+        "msgmax=\(maxMessageBytes) msgmnb=\(defaultQueueBytes) msgmni=\(maxQueues)"
+    }
+}
+
+/// Reads a whole small file (from /proc or /sys) as text.
+func readSmallFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && Glibc.errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes.append(contentsOf: chunk[0..<n])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+func readProcInt(_ path: String) -> Int? {
+    readSmallFile(path).flatMap { Int($0.trimmingWhitespace()) }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,35 @@
+import CSysV
+import Glibc
+
+/// Per-worker state in shared memory (`MAP_SHARED | MAP_ANONYMOUS`, mapped before the first
+/// fork so every worker inherits it). Workers publish "busy with job X since T"; the master reads
+/// it to attribute a crash or a timeout to the right request, and for status.
+public final class Scoreboard {
+    public enum SlotState: UInt32, Sendable { case empty = 0, idle = 1, busy = 2 }
+
+    private let base: UnsafeMutablePointer<csysv_slot>
+    public let count: Int
+
+    /// The corresponding C function is `mmap`.
+    public init(slots: Int) throws {
+        let bytes = max(slots, 1) * MemoryLayout<csysv_slot>.stride
+        let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        base = address.bindMemory(to: csysv_slot.self, capacity: max(slots, 1))
+        count = slots
+    }
+
+    deinit { munmap(base, max(count, 1) * MemoryLayout<csysv_slot>.stride) }
+
+    /// Called by the master when a new process takes the slot.
+    public func reset(_ slot: Int, pid: pid_t) { csysv_slot_reset(base + slot, pid) }
+    /// Called by the worker before it runs the handler on `job`.
+    public func begin(_ slot: Int, job: UInt64) { csysv_slot_begin(base + slot, job, monotonicNanoseconds()) }
+    /// Called by the worker after the job's reply (if any) is sent.
+    public func end(_ slot: Int) { csysv_slot_end(base + slot) }
+
+    public func state(_ slot: Int) -> SlotState { SlotState(rawValue: csysv_slot_state(base + slot)) ?? .empty }
+    public func job(_ slot: Int) -> UInt64 { csysv_slot_job(base + slot) }
+    public func jobStartedNanoseconds(_ slot: Int) -> Int64 { csysv_slot_started_ns(base + slot) }
+    public func jobsHandled(_ slot: Int) -> UInt64 { csysv_slot_jobs(base + slot) }
+}

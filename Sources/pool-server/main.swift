@@ -1,0 +1,132 @@
+import ArgumentParser
+import Glibc
+import Logging
+import Pool
+
+// The CLI only parses flags into a PoolConfiguration; everything else lives in the Pool module.
+// ParsableCommand (not AsyncParsableCommand): the master must stay single-threaded to fork.
+struct PoolServerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pool-server",
+        abstract: "A pre-forked worker pool behind a Unix socket, fed through System V message queues.")
+
+    @Option(name: .long, help: "Path of the listening Unix socket.")
+    var socket = "pool.sock"
+
+    @Option(name: .long, help: "Number of worker processes.")
+    var workers = 3
+
+    @Option(name: .long, help: "Message handler run by each worker: log, echo or sim.")
+    var handler: HandlerChoice = .log
+
+    @Option(name: .customLong("protocol"), help: "Client protocol: oneshot (the seed's) or framed.")
+    var wireProtocol: ProtocolChoice = .oneshot
+
+    @Option(name: .long, help: "What clients get back: ack (queued) or result (the handler's output).")
+    var reply: ReplyChoice = .ack
+
+    @Option(name: .long, help: "Largest message in bytes (default: msgmax minus the 16-byte record header).")
+    var maxMessage: Int?
+
+    @Option(name: .long, help: "Permission bits of the socket file, in octal.")
+    var socketMode = "0600"
+
+    @Option(name: .long, help: "Capacity of each queue in bytes (default: 1 MiB if permitted, else msgmnb).")
+    var queueBytes: Int?
+
+    @Option(name: .long, help: "Seconds to finish work after SIGINT/SIGTERM before killing workers.")
+    var shutdownTimeout: Double = 10
+
+    @Option(name: .long, help: "Seconds a connection may stay idle before it is closed.")
+    var idleTimeout: Double = 10
+
+    @Option(name: .long, help: "Framed: requests in flight per connection before reading pauses.")
+    var maxInflight = 64
+
+    @Option(name: .long, help: "Connections beyond this are answered busy and closed.")
+    var maxConnections = 10_000
+
+    @Option(name: .long, help: "Result mode: requests held while all queues are full, before answering busy.")
+    var maxBacklog = 10_000
+
+    @Option(name: .long, help: "Seconds a job may run before its worker is killed and replaced (default: no limit).")
+    var jobTimeout: Double?
+
+    @Option(name: .long, help: "Jobs a worker handles before it is replaced (default: no limit).")
+    var maxJobs: Int?
+
+    @Option(name: .long, help: "Random extra jobs (0...N) added to --max-jobs per worker.")
+    var maxJobsJitter = 0
+
+    @Option(name: .long, help: "Comma-separated uids allowed to connect (checked with SO_PEERCRED).")
+    var allowUid: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    @Option(name: .long, help: "Log format: text or json.")
+    var logFormat: LineLogHandler.Format = .text
+
+    func run() throws {
+        guard let mode = mode_t(socketMode, radix: 8) else {
+            throw ValidationError("--socket-mode must be octal, e.g. 0600")
+        }
+        var configuration = PoolConfiguration()
+        configuration.socketPath = socket
+        configuration.workers = workers
+        configuration.wireProtocol = wireProtocol.value
+        configuration.replyMode = reply.value
+        configuration.maxMessage = maxMessage
+        configuration.socketMode = mode
+        configuration.queueBytes = queueBytes
+        configuration.shutdownTimeout = shutdownTimeout
+        configuration.idleTimeout = idleTimeout
+        configuration.maxInflight = maxInflight
+        configuration.maxConnections = maxConnections
+        configuration.maxBacklog = maxBacklog
+        configuration.jobTimeout = jobTimeout
+        configuration.maxJobs = maxJobs
+        configuration.maxJobsJitter = maxJobsJitter
+        if let allowUid {
+            let uids = allowUid.split(separator: ",").map { uid_t(String($0.filter { $0 != " " })) }
+            guard !uids.contains(nil) else { throw ValidationError("--allow-uid takes numeric uids, e.g. 0,1000") }
+            configuration.allowedUIDs = uids.compactMap { $0 }
+        }
+        let level = logLevel
+        let format = logFormat
+        let master = Logger(label: "pool.master") { LineLogHandler(label: $0, level: level, format: format) }
+        let worker = Logger(label: "pool.worker") { LineLogHandler(label: $0, level: level, format: format) }
+        let server = PoolServer(configuration: configuration, logger: master, workerLogger: worker,
+                                makeHandler: handler.value.factory)
+        do {
+            let status = try server.run()
+            throw ExitCode(status)
+        } catch let error as ConfigurationError {
+            master.critical("cannot start: \(error)")
+            throw ExitCode(2)
+        } catch let error as SystemError {
+            master.critical("cannot start: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+enum HandlerChoice: String, ExpressibleByArgument, CaseIterable {
+    case log, echo, sim
+    var value: BuiltinHandler { BuiltinHandler(rawValue: rawValue)! }
+}
+
+enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable {
+    case oneshot, framed
+    var value: PoolConfiguration.WireProtocol { .init(rawValue: rawValue)! }
+}
+
+enum ReplyChoice: String, ExpressibleByArgument, CaseIterable {
+    case ack, result
+    var value: PoolConfiguration.ReplyMode { .init(rawValue: rawValue)! }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension LineLogHandler.Format: ExpressibleByArgument {}
+
+PoolServerCommand.main()

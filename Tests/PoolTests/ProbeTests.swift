@@ -1,0 +1,3 @@
+import Testing
+import CSysV
+@Test func probe() { #expect(csysv_msg_header_size() == 8) }
