@@ -36,6 +36,9 @@ final class Master {
         static let firstConnection: UInt64 = 16
     }
 
+    /// A client that does not read its responses stops being read above this much unwritten output.
+    static let outputHighWater = 1 << 20
+
     private let configuration: PoolConfiguration
     private let maxMessage: Int
     private let logger: Logger
@@ -260,7 +263,8 @@ final class Master {
 
     private func readFramed(_ connection: Connection) {
         let limit = FrameCodec.lengthBytes + maxMessage + 65_536
-        while !connection.closeWhenDone && !connection.peerClosed && connection.inflight < configuration.maxInflight {
+        while !connection.closeWhenDone && !connection.peerClosed && connection.inflight < configuration.maxInflight
+                && connection.output.readableCount < Self.outputHighWater {
             let space = connection.input.writableSpace(minimum: 4096, limit: limit)
             if space.count == 0 { break }
             let n: Int?
@@ -282,7 +286,8 @@ final class Master {
     }
 
     private func parseFrames(_ connection: Connection) {
-        while !connection.closeWhenDone && connection.inflight < configuration.maxInflight {
+        while !connection.closeWhenDone && connection.inflight < configuration.maxInflight
+                && connection.output.readableCount < Self.outputHighWater {
             let decoded = FrameCodec.decodeRequest(connection.input.readable, maxPayload: maxMessage)
             switch decoded {
             case .request(let start, let length):
@@ -514,6 +519,13 @@ final class Master {
     /// Closes a finished connection or updates what epoll watches for it.
     private func settle(_ connection: Connection) {
         guard connections[connection.key] != nil else { return }
+        if configuration.wireProtocol == .framed && !connection.input.isEmpty
+            && connection.inflight < configuration.maxInflight && !connection.closeWhenDone
+            && connection.output.readableCount < Self.outputHighWater {
+            // Requests already buffered while the in-flight cap was reached: no readable event
+            // will announce them again.
+            parseFrames(connection)
+        }
         if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || phase != .running) {
             close(connection, reason: nil)
             return
@@ -522,6 +534,7 @@ final class Master {
         let reading = !connection.closeWhenDone && !connection.peerClosed
             && !(configuration.wireProtocol == .oneshot && connection.messageTaken)
             && connection.inflight < configuration.maxInflight
+            && connection.output.readableCount < Self.outputHighWater
         if reading { wanted.insert(.readable) }
         if !connection.output.isEmpty { wanted.insert(.writable) }
         if configuration.wireProtocol == .oneshot && connection.messageTaken && !connection.peerClosed {

@@ -1,0 +1,154 @@
+import Glibc
+
+/// A synchronous client for a pool's socket. It needs nothing of the server's process model:
+/// plain blocking I/O plus `poll(2)` for pipelining, usable from any thread (one client per thread).
+///
+/// ```swift
+/// let client = try PoolClient(socketPath: "pool.sock")
+/// let reply = try client.request(Array("hello".utf8))   // framed protocol
+/// print(reply.status, String(decoding: reply.body, as: UTF8.self))
+/// ```
+public final class PoolClient {
+    /// One framed response.
+    public struct Response: Equatable, Sendable {
+        /// The raw status byte (see `ResponseStatus`); unknown values are kept as they came.
+        public var statusByte: UInt8
+        public var body: [UInt8]
+        public var status: ResponseStatus? { ResponseStatus(rawValue: statusByte) }
+        public var isOK: Bool { statusByte == ResponseStatus.ok.rawValue }
+    }
+
+    /// The server closed the connection or sent something that is not a response.
+    public struct ProtocolError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    private let socket: SocketFD
+    private var input: [UInt8] = []
+    private var inputStart = 0
+    private let timeout: Double?
+
+    /// Connects to a framed-protocol server.
+    /// - Parameter timeout: seconds to wait for any one read (`nil`: forever).
+    public init(socketPath: String, timeout: Double? = 30) throws {
+        socket = try SocketFD.unixStream(nonBlocking: false)
+        do {
+            try socket.connect(path: socketPath)
+            if let timeout { try socket.setReceiveTimeout(seconds: timeout) }
+        } catch {
+            socket.close()
+            throw error
+        }
+        self.timeout = timeout
+    }
+
+    deinit { socket.close() }
+
+    /// Sends one request and waits for its response.
+    public func request(_ payload: [UInt8]) throws -> Response {
+        try send(payload)
+        return try receive()
+    }
+
+    /// Writes one request frame without waiting (pipelining); collect responses with `receive()`.
+    public func send(_ payload: [UInt8]) throws {
+        var frame: [UInt8] = []
+        frame.reserveCapacity(payload.count + 4)
+        payload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &frame) }
+        try frame.withUnsafeBytes { try socket.writeAll($0) }
+    }
+
+    /// Reads the next response, in request order.
+    public func receive() throws -> Response {
+        while true {
+            if let response = try bufferedResponse() { return response }
+            try fill()
+        }
+    }
+
+    /// Sends every payload and returns every response, in order, writing and reading at the same
+    /// time so neither side's buffers fill up (a client that writes everything before reading can
+    /// deadlock against a server that applies backpressure).
+    public func pipeline(_ payloads: [[UInt8]]) throws -> [Response] {
+        var out: [UInt8] = []
+        for payload in payloads { payload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &out) } }
+        var written = 0
+        var responses: [Response] = []
+        responses.reserveCapacity(payloads.count)
+        while responses.count < payloads.count {
+            // Take what is already buffered first.
+            while responses.count < payloads.count, let response = try bufferedResponse() {
+                responses.append(response)
+            }
+            if responses.count == payloads.count { break }
+            var fds = [pollfd(fd: socket.raw, events: Int16(POLLIN), revents: 0)]
+            if written < out.count { fds[0].events |= Int16(POLLOUT) }
+            let ready = poll(&fds, 1, Int32((timeout ?? -0.001) * 1000))
+            if ready < 0 { if errno == EINTR { continue }; throw SystemError("poll", .current) }
+            if ready == 0 { throw ProtocolError(description: "timed out waiting for the server") }
+            if fds[0].revents & Int16(POLLOUT) != 0 {
+                let chunk = min(out.count - written, 1 << 16)
+                let n = out.withUnsafeBytes {
+                    Glibc.send(socket.raw, $0.baseAddress! + written, chunk, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                }
+                if n > 0 { written += n } else if n < 0 && errno != EAGAIN && errno != EINTR {
+                    throw SystemError("send", .current)
+                }
+            }
+            if fds[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                try fill(nonBlocking: true)
+            }
+        }
+        return responses
+    }
+
+    private func bufferedResponse() throws -> Response? {
+        let available = input.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[inputStart...]) }
+        guard let (status, body, total) = FrameCodec.decodeResponse(available) else { return nil }
+        let response = Response(statusByte: status, body: Array(available[body]))
+        inputStart += total
+        if inputStart == input.count { input.removeAll(keepingCapacity: true); inputStart = 0 }
+        return response
+    }
+
+    private func fill(nonBlocking: Bool = false) throws {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        let n = chunk.withUnsafeMutableBytes {
+            recv(socket.raw, $0.baseAddress, $0.count, nonBlocking ? Int32(MSG_DONTWAIT) : 0)
+        }
+        if n < 0 {
+            if errno == EINTR || (nonBlocking && errno == EAGAIN) { return }
+            if errno == EAGAIN { throw ProtocolError(description: "timed out waiting for the server") }
+            throw SystemError("recv", .current)
+        }
+        if n == 0 { throw ProtocolError(description: "the server closed the connection") }
+        input.append(contentsOf: chunk[0..<n])
+    }
+
+    /// Closes the connection.
+    public func close() { shutdown(socket.raw, Int32(SHUT_RDWR)) }
+
+    /// The oneshot protocol: connect, write `message`, read the reply until the server closes.
+    /// The seed's client does exactly this (without half-closing).
+    public static func oneshot(socketPath: String, message: [UInt8], timeout: Double? = 30) throws -> [UInt8] {
+        let socket = try SocketFD.unixStream(nonBlocking: false)
+        defer { socket.close() }
+        try socket.connect(path: socketPath)
+        if let timeout { try socket.setReceiveTimeout(seconds: timeout) }
+        try message.withUnsafeBytes { try socket.writeAll($0) }
+        var reply: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(socket.raw, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN { throw ProtocolError(description: "timed out waiting for the server") }
+                if errno == ECONNRESET { break }
+                throw SystemError("read", .current)
+            }
+            if n == 0 { break }
+            reply.append(contentsOf: chunk[0..<n])
+        }
+        return reply
+    }
+}
