@@ -7,9 +7,9 @@
 #ifndef CSYSV_H
 #define CSYSV_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+// No _GNU_SOURCE here: defining it changes how glibc's headers declare shared types (fd_set,
+// rusage…), and Clang then rejects a Swift target that imports both this module and Foundation.
+// The few GNU-only declarations we need are spelled out below instead.
 
 #include <dirent.h>
 #include <errno.h>
@@ -45,8 +45,11 @@ typedef struct csysv_msgbuf {
 // The kernel reads `long mtype` then the text immediately after it; our layout must match
 // `struct msgbuf` from <sys/msg.h> (glibc declares it with `char mtext[1]`).
 _Static_assert(offsetof(csysv_msgbuf, mtext) == sizeof(long), "mtext must follow mtype");
+#ifdef __USE_GNU
 _Static_assert(offsetof(struct msgbuf, mtext) == offsetof(csysv_msgbuf, mtext),
                "csysv_msgbuf must match the system's struct msgbuf");
+_Static_assert(sizeof(struct msgbuf) >= sizeof(csysv_msgbuf), "struct msgbuf is a long plus text");
+#endif
 
 /// Bytes before the text in a message buffer (the `long mtype`).
 /// Why C: `offsetof` on a flexible array member.
@@ -343,14 +346,29 @@ static inline int csysv_connect_unix(int fd, const char *path) {
     return connect(fd, (struct sockaddr *)&addr, length);
 }
 
+// Declared by glibc only under _GNU_SOURCE (see the top of this file); same prototype.
+extern int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+
 /// Accepts a connection as non-blocking and close-on-exec; the peer address is not needed.
 /// Why C: with _GNU_SOURCE glibc declares the address argument as a transparent union.
 static inline int csysv_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
+/// `struct ucred` as SO_PEERCRED fills it (glibc declares it only under _GNU_SOURCE).
+typedef struct csysv_ucred {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+} csysv_ucred;
+_Static_assert(sizeof(csysv_ucred) == 12 && offsetof(csysv_ucred, uid) == 4 && offsetof(csysv_ucred, gid) == 8,
+               "csysv_ucred must match the kernel's struct ucred");
+#ifdef __USE_GNU
+_Static_assert(sizeof(struct ucred) == sizeof(csysv_ucred), "csysv_ucred must match struct ucred");
+#endif
+
 /// The peer's credentials of a connected Unix socket.
-/// Why C: `struct ucred` needs _GNU_SOURCE, which Swift's Glibc import does not define.
+/// Why C: the option fills a struct Swift's Glibc import does not declare.
 static inline int csysv_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
-    struct ucred cred;
+    csysv_ucred cred;
     socklen_t length = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) < 0) return -1;
     if (pid) *pid = cred.pid;
