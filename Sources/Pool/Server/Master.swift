@@ -165,7 +165,7 @@ final class Master {
             }
             for job in lost {
                 if let route = routes.removeValue(forKey: job.id) {
-                    deliver(route, status: job.status, body: Array("\(job.status)".utf8))
+                    deliver(route, status: job.status, body: Array("worker \(pid) ended (\(status))".utf8))
                 } else if configuration.replyMode == .ack {
                     logger.error("acknowledged message lost with its worker", metadata: ["job": "\(job.id)", "status": "\(job.status)"])
                 }

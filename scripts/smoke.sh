@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of the user's path, in shell: build, start pool-server, talk to it with a
+# minimal client (python3's socket module, or php's seed client if installed), SIGINT, and check
+# that nothing is left behind. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+fail() { echo "smoke: FAIL: $*" >&2; [ -f "${log:-}" ] && sed 's/^/  server: /' "$log" >&2; exit 1; }
+
+swift build --product pool-server >/dev/null
+swift build --product pool-client >/dev/null
+bin=$(swift build --show-bin-path)
+work=$(mktemp -d /tmp/pool-smoke-XXXXXX)
+log="$work/server.log"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then kill -KILL "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+queues_before=$(awk 'NR>1{print $2}' /proc/sysvipc/msg | sort)
+cd "$work"
+"$bin/pool-server" --workers 3 >"$log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do grep -q "pool started" "$log" && break; sleep 0.1; done
+grep -q "pool started" "$log" || fail "server did not start"
+[ -S pool.sock ] || fail "no socket file"
+[ "$(stat -c %a pool.sock)" = "600" ] || fail "socket mode is $(stat -c %a pool.sock), expected 600"
+workers=$(pgrep -P "$server_pid" | wc -l)
+[ "$workers" -eq 3 ] || fail "expected 3 workers, found $workers"
+
+# The seed's protocol with a minimal client: connect, write, read the answer (no half-close).
+reply=$(python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect("pool.sock")
+s.sendall(b"i am client")
+print(s.recv(1024).decode(), end="")
+s.close()
+PY
+)
+[ "$reply" = "ok" ] || fail "python client got '$reply', expected 'ok'"
+
+# A payload of quit is data, not a command.
+reply=$("$bin/pool-client" --socket pool.sock quit)
+[ "$reply" = "ok" ] || fail "pool-client got '$reply'"
+
+if command -v php >/dev/null; then
+  seed="$root/../shared/seed/client.php"
+  if [ -f "$seed" ]; then
+    cp "$seed" .
+    out=$(php client.php)
+    [ "$out" = "11ok" ] || fail "seed client.php printed '$out', expected '11ok'"
+    echo "smoke: seed client.php printed 11ok"
+  fi
+fi
+
+for _ in $(seq 50); do [ "$(grep -c 'recv' "$log")" -ge 2 ] && break; sleep 0.1; done
+grep -q "recv 11 bytes: i am client" "$log" || fail "worker did not log the message"
+[ "$(pgrep -P "$server_pid" | wc -l)" -eq 3 ] || fail "a worker stopped after a 'quit' payload"
+
+queues=$(sed -n 's/.*queues=\[\([0-9, ]*\)\].*/\1/p' "$log" | tr -d ' ' | tr ',' ' ')
+kill -INT "$server_pid"
+for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$server_pid" 2>/dev/null; then fail "server still running 10 s after SIGINT"; fi
+wait "$server_pid" && status=0 || status=$?
+server_pid=""
+[ "$status" -eq 0 ] || fail "exit status $status after SIGINT"
+[ ! -e pool.sock ] || fail "socket file left behind"
+for q in $queues; do
+  awk 'NR>1{print $2}' /proc/sysvipc/msg | grep -qx "$q" && fail "queue $q left behind (ipcs -q)"
+done
+queues_after=$(awk 'NR>1{print $2}' /proc/sysvipc/msg | sort)
+[ "$queues_before" = "$queues_after" ] || fail "queues changed: before [$queues_before] after [$queues_after]"
+pgrep -x pool-worker >/dev/null && fail "pool-worker processes left"
+echo "smoke: ok — build, start, python/pool-client/php clients, quit payload, SIGINT clean-up"
