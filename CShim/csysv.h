@@ -92,6 +92,7 @@ typedef struct csysv_msqinfo {
     uid_t uid;                  ///< owner
     pid_t last_send_pid;        ///< msg_lspid
     pid_t last_receive_pid;     ///< msg_lrpid
+    long change_time;           ///< msg_ctime: creation or last IPC_SET, seconds since the epoch
 } csysv_msqinfo;
 
 /// Reads a queue's depth, capacity and owner.
@@ -106,6 +107,7 @@ static inline int csysv_msgctl_stat(int qid, csysv_msqinfo *info) {
     info->uid = ds.msg_perm.uid;
     info->last_send_pid = ds.msg_lspid;
     info->last_receive_pid = ds.msg_lrpid;
+    info->change_time = (long)ds.msg_ctime;
     return 0;
 }
 

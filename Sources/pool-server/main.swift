@@ -8,7 +8,35 @@ import Pool
 struct PoolServerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pool-server",
-        abstract: "A pre-forked worker pool behind a Unix socket, fed through System V message queues.")
+        abstract: "A pre-forked worker pool behind a Unix socket, fed through System V message queues.",
+        subcommands: [Serve.self, Cleanup.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// `pool-server cleanup`: remove what a killed master left (queues, socket, state file).
+struct Cleanup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove the queues, stale socket and state file a dead master left behind.")
+
+    @Option(name: .long, help: "Path of the server's Unix socket.")
+    var socket = "pool.sock"
+
+    @Option(name: .long, help: "State file (default: <socket>.state).")
+    var stateFile: String?
+
+    func run() throws {
+        let report = recoverStaleState(statePath: stateFile ?? PoolState.defaultPath(forSocket: socket), socketPath: socket)
+        if report.isEmpty && report.liveMaster == nil && report.skippedQueues.isEmpty {
+            print("nothing to clean up")
+        }
+        for line in report.lines { print(line) }
+        if report.liveMaster != nil { throw ExitCode(1) }
+    }
+}
+
+/// `pool-server [serve]`: run the pool.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the pool (the default).")
 
     @Option(name: .long, help: "Path of the listening Unix socket.")
     var socket = "pool.sock"
@@ -61,6 +89,9 @@ struct PoolServerCommand: ParsableCommand {
     @Option(name: .long, help: "Comma-separated uids allowed to connect (checked with SO_PEERCRED).")
     var allowUid: String?
 
+    @Option(name: .long, help: "State file recording pid and queues, for clean-up after a crash (default: <socket>.state).")
+    var stateFile: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -87,6 +118,7 @@ struct PoolServerCommand: ParsableCommand {
         configuration.jobTimeout = jobTimeout
         configuration.maxJobs = maxJobs
         configuration.maxJobsJitter = maxJobsJitter
+        configuration.stateFile = stateFile
         if let allowUid {
             let uids = allowUid.split(separator: ",").map { uid_t(String($0.filter { $0 != " " })) }
             guard !uids.contains(nil) else { throw ValidationError("--allow-uid takes numeric uids, e.g. 0,1000") }

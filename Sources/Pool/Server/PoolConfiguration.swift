@@ -47,6 +47,11 @@ public struct PoolConfiguration: Sendable {
     public var maxJobsJitter: Int = 0
     /// UIDs allowed to connect (SO_PEERCRED); `nil` = anyone the socket mode lets in.
     public var allowedUIDs: [uid_t]? = nil
+    /// Where the master records its pid and queue ids; `nil` = `<socket>.state`.
+    public var stateFile: String? = nil
+
+    /// The state file in effect.
+    public var stateFilePath: String { stateFile ?? PoolState.defaultPath(forSocket: socketPath) }
 
     public init() {}
 }

@@ -51,6 +51,15 @@ public final class PoolServer {
         try Signals.install([SIGINT, SIGTERM, SIGCHLD])
         Signals.unblockAll()
 
+        // A master that was SIGKILLed left its queues (they outlive processes): remove them.
+        let recovery = recoverStaleState(statePath: configuration.stateFilePath, socketPath: configuration.socketPath)
+        if let live = recovery.liveMaster {
+            throw ConfigurationError("\(configuration.socketPath): master pid \(live) recorded in \(configuration.stateFilePath) is running; refusing to start")
+        }
+        for line in recovery.lines {
+            logger.warning("stale state of a dead master: \(line)", metadata: ["state-file": "\(configuration.stateFilePath)"])
+        }
+
         let supervisor = try Supervisor(
             configuration: configuration, limits: limits, makeHandler: makeHandler,
             logger: logger, workerLogger: workerLogger, keepDescriptors: [])

@@ -79,6 +79,22 @@ final class Supervisor {
             throw error
         }
         self.keepDescriptors = keepDescriptors + (doorbell.map { [$0.fd] } ?? [])
+        do {
+            try writeState()
+        } catch {
+            for queue in created { try? queue.remove() }
+            throw error
+        }
+    }
+
+    /// Every queue we own: the workers' and the reply queue.
+    var allQueues: [MessageQueue] { slots.map(\.queue) + (replyQueue.map { [$0] } ?? []) }
+
+    /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
+    func writeState() throws {
+        let queues = allQueues.map { queue in (id: queue.id, changeTime: (try? queue.status().changeTime) ?? 0) }
+        let state = PoolState(pid: getpid(), uid: getuid(), socketPath: configuration.socketPath, queues: queues)
+        try state.write(to: configuration.stateFilePath)
     }
 
     /// Capacity each queue actually got.
@@ -179,6 +195,10 @@ final class Supervisor {
                 logger.error("queue of slot \(index) was removed from outside (ipcrm?); created \(queue.id) in its place",
                              metadata: ["old": "\(slot.queue.id)"])
                 slot.queue = queue
+                slots[index].queue = queue
+                do { try writeState() } catch {
+                    logger.warning("could not update the state file", metadata: ["error": "\(error)"])
+                }
             }
         }
 
@@ -289,5 +309,6 @@ final class Supervisor {
         }
         if let replyQueue { try? replyQueue.remove() }
         doorbell?.close()
+        unlink(configuration.stateFilePath)
     }
 }

@@ -30,6 +30,8 @@ public struct QueueStatus: Equatable, Sendable {
     public var uid: uid_t
     public var lastSendPID: pid_t
     public var lastReceivePID: pid_t
+    /// Creation time or last IPC_SET (`msg_ctime`), seconds since the epoch.
+    public var changeTime: Int
 }
 
 /// A System V message queue, identified by its kernel id.
@@ -94,7 +96,8 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
         return QueueStatus(
             messages: Int(info.messages), bytes: Int(info.bytes), capacityBytes: Int(info.max_bytes),
             mode: Int32(info.mode), uid: info.uid,
-            lastSendPID: info.last_send_pid, lastReceivePID: info.last_receive_pid)
+            lastSendPID: info.last_send_pid, lastReceivePID: info.last_receive_pid,
+            changeTime: info.change_time)
     }
 
     /// Sets the queue's capacity in bytes. Above `/proc/sys/kernel/msgmnb` this needs

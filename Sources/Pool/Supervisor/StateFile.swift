@@ -1,0 +1,147 @@
+import Glibc
+
+/// What a running master records beside its socket so that, if it is SIGKILLed, the next start
+/// (or `pool-server cleanup`) can remove the queues it left: System V queues outlive processes.
+///
+/// Format: one `key=value` per line — `pid`, `uid`, `socket`, and one `queue=ID:CTIME` per queue
+/// (CTIME is the queue's `msg_ctime`, which tells a reused id from ours).
+public struct PoolState: Equatable, Sendable {
+    public var pid: pid_t
+    public var uid: uid_t
+    public var socketPath: String
+    public var queues: [(id: Int32, changeTime: Int)]
+
+    public init(pid: pid_t, uid: uid_t, socketPath: String, queues: [(id: Int32, changeTime: Int)]) {
+        self.pid = pid
+        self.uid = uid
+        self.socketPath = socketPath
+        self.queues = queues
+    }
+
+    public static func == (a: PoolState, b: PoolState) -> Bool {
+        a.pid == b.pid && a.uid == b.uid && a.socketPath == b.socketPath
+            && a.queues.map(\.id) == b.queues.map(\.id) && a.queues.map(\.changeTime) == b.queues.map(\.changeTime)
+    }
+
+    /// The state file used for a socket when `--state-file` is not given.
+    public static func defaultPath(forSocket socket: String) -> String { socket + ".state" }
+
+    public func encoded() -> String {
+        var text = "pid=\(pid)\nuid=\(uid)\nsocket=\(socketPath)\n"
+        for queue in queues { text += "queue=\(queue.id):\(queue.changeTime)\n" }
+        return text
+    }
+
+    public static func decode(_ text: String) -> PoolState? {
+        var pid: pid_t?, uid: uid_t?, socket = ""
+        var queues: [(id: Int32, changeTime: Int)] = []
+        for line in text.split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            let key = line[..<eq], value = line[line.index(after: eq)...]
+            switch key {
+            case "pid": pid = pid_t(value)
+            case "uid": uid = uid_t(value)
+            case "socket": socket = String(value)
+            case "queue":
+                let parts = value.split(separator: ":")
+                guard parts.count == 2, let id = Int32(parts[0]), let time = Int(parts[1]) else { return nil }
+                queues.append((id, time))
+            default: continue
+            }
+        }
+        guard let pid, let uid else { return nil }
+        return PoolState(pid: pid, uid: uid, socketPath: socket, queues: queues)
+    }
+
+    /// Writes atomically: a temporary file in the same directory, fsync, rename over the target.
+    public func write(to path: String) throws {
+        let temporary = "\(path).tmp.\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open(\(temporary))", .current) }
+        var bytes = Array(encoded().utf8)
+        let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd)
+        Glibc.close(fd)
+        guard written == bytes.count, synced == 0 else {
+            unlink(temporary)
+            throw SystemError("write(\(temporary))", .current)
+        }
+        guard rename(temporary, path) == 0 else {
+            let error = SystemError("rename(\(path))", .current)
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    public static func read(from path: String) -> PoolState? {
+        readSmallFile(path).flatMap(decode)
+    }
+}
+
+/// What a stale-state recovery found and did.
+public struct RecoveryReport: Sendable {
+    /// The recorded master is still running: nothing was touched.
+    public var liveMaster: pid_t?
+    public var removedQueues: [Int32] = []
+    /// Recorded queues left alone: gone already, or no longer ours (reused id, other owner).
+    public var skippedQueues: [(id: Int32, reason: String)] = []
+    public var removedSocket = false
+    public var removedStateFile = false
+
+    public var isEmpty: Bool { removedQueues.isEmpty && !removedSocket && !removedStateFile }
+
+    public var lines: [String] {
+        if let liveMaster { return ["master pid \(liveMaster) is running; nothing removed (stop it first)"] }
+        var out = removedQueues.map { "removed queue \($0)" }
+        out += skippedQueues.map { "left queue \($0.id) alone: \($0.reason)" }
+        if removedSocket { out.append("removed stale socket") }
+        if removedStateFile { out.append("removed state file") }
+        return out
+    }
+}
+
+/// Removes what a dead master left: its queues (only those still matching the recorded id and
+/// creation time and owned by our uid), its stale socket (only if nobody listens), its state file.
+/// Does nothing if the recorded master is alive.
+public func recoverStaleState(statePath: String, socketPath: String) -> RecoveryReport {
+    var report = RecoveryReport()
+    if let state = PoolState.read(from: statePath) {
+        if state.pid != getpid() && kill(state.pid, 0) == 0 && isPoolMaster(state.pid) {
+            report.liveMaster = state.pid
+            return report
+        }
+        for queue in state.queues {
+            guard let status = try? MessageQueue(id: queue.id).status() else {
+                report.skippedQueues.append((queue.id, "already gone"))
+                continue
+            }
+            guard status.uid == getuid() else {
+                report.skippedQueues.append((queue.id, "owned by uid \(status.uid), not us"))
+                continue
+            }
+            guard status.changeTime == queue.changeTime else {
+                report.skippedQueues.append((queue.id, "id reused by a newer queue"))
+                continue
+            }
+            if (try? MessageQueue(id: queue.id).remove()) != nil { report.removedQueues.append(queue.id) }
+        }
+        report.removedStateFile = unlink(statePath) == 0
+    }
+    if probeSocketPath(socketPath) == .stale {
+        report.removedSocket = unlink(socketPath) == 0
+    }
+    return report
+}
+
+/// Whether `pid` runs a pool master (its process name is the binary's, not `pool-worker`), so a
+/// recycled pid of an unrelated process does not keep stale queues alive forever.
+private func isPoolMaster(_ pid: pid_t) -> Bool {
+    // A zombie (killed, not yet reaped by its parent) is dead for our purposes.
+    if let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") {
+        let state = stat[stat.index(close, offsetBy: 2)]
+        if state == "Z" || state == "X" { return false }
+    }
+    guard let name = readSmallFile("/proc/\(pid)/comm")?.trimmingWhitespace() else { return false }
+    guard let own = readSmallFile("/proc/self/comm")?.trimmingWhitespace() else { return true }
+    return name == own
+}
