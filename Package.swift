@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Pool", targets: ["Pool"]),
         .executable(name: "pool-server", targets: ["pool-server"]),
         .executable(name: "pool-client", targets: ["pool-client"]),
+        .executable(name: "csysv-demo", targets: ["csysv-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +41,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Uses the shim alone, as another package would.
+        .executableTarget(name: "csysv-demo", dependencies: ["CSysV"]),
         .testTarget(
             name: "PoolTests",
             dependencies: ["Pool", "CSysV"]

@@ -1,0 +1,25 @@
+// A client of the C shim alone (no Pool): what "another Swift package importing CSysV" looks like.
+// It creates a private queue, sends and receives one message, prints what IPC_STAT says, and
+// removes the queue. Run: swift run csysv-demo
+import CSysV
+import Glibc
+
+let qid = csysv_msgget_private(0o600)
+guard qid >= 0 else { fatalError("msgget: \(String(cString: strerror(errno)))") }
+defer { _ = csysv_msgctl_remove(qid) }
+
+let capacity = 64
+let buffer = UnsafeMutableRawPointer.allocate(byteCount: Int(csysv_msg_header_size()) + capacity, alignment: 8)
+defer { buffer.deallocate() }
+let text = Array("hello, queue".utf8)
+text.withUnsafeBytes { csysv_msg_text(buffer).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+guard csysv_msgsnd(qid, buffer, 1, text.count, 1) == 0 else { fatalError("msgsnd: \(String(cString: strerror(errno)))") }
+
+var info = csysv_msqinfo()
+_ = csysv_msgctl_stat(qid, &info)
+print("queue \(qid): mode \(String(info.mode, radix: 8)), \(info.messages) message(s), \(info.bytes) byte(s), capacity \(info.max_bytes)")
+
+var type = 0
+let n = csysv_msgrcv(qid, buffer, capacity, 0, 1, &type)
+let received = UnsafeRawBufferPointer(start: csysv_msg_text(buffer), count: max(n, 0))
+print("received type \(type): \(String(decoding: received, as: UTF8.self))")
