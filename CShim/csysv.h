@@ -379,6 +379,29 @@ static inline int csysv_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *
     return 0;
 }
 
+// MARK: - systemd
+
+/// Sends one datagram to a NOTIFY_SOCKET path ("@name" = abstract namespace). Returns 0 or -1.
+/// Why C: an abstract address is a sun_path starting with NUL, and its length must be exact.
+static inline int csysv_notify_socket_send(const char *path, const void *message, size_t length) {
+    size_t n = strlen(path);
+    struct sockaddr_un addr;
+    if (n == 0 || n > sizeof addr.sun_path) { errno = EINVAL; return -1; }
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    memcpy(addr.sun_path, path, n);
+    if (path[0] == '@') addr.sun_path[0] = 0;
+    socklen_t addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '@' ? 0 : 1));
+    if (addrlen > sizeof addr) addrlen = sizeof addr;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    ssize_t sent = sendto(fd, message, length, MSG_NOSIGNAL, (struct sockaddr *)&addr, addrlen);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return sent == (ssize_t)length ? 0 : -1;
+}
+
 // MARK: - Scoreboard
 
 /// One worker's public state, in a MAP_SHARED page the master maps before forking. The worker

@@ -9,7 +9,7 @@ struct PoolServerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pool-server",
         abstract: "A pre-forked worker pool behind a Unix socket, fed through System V message queues.",
-        subcommands: [Serve.self, Cleanup.self],
+        subcommands: [Serve.self, Status.self, Stop.self, Reload.self, Scale.self, Cleanup.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -31,6 +31,114 @@ struct Cleanup: ParsableCommand {
         }
         for line in report.lines { print(line) }
         if report.liveMaster != nil { throw ExitCode(1) }
+    }
+}
+
+/// Options every operator subcommand shares.
+struct ControlOptions: ParsableArguments {
+    @Option(name: .long, help: "Path of the server's Unix socket (its control socket is <socket>.ctl).")
+    var socket = "pool.sock"
+
+    @Option(name: .long, help: "Seconds to wait for the operation to complete.")
+    var timeout: Double = 60
+
+    var controlSocket: String { socket + ".ctl" }
+
+    func send(_ command: String) throws -> String {
+        do {
+            return try ControlClient.send(command, controlSocket: controlSocket)
+        } catch {
+            throw ValidationError("cannot reach the server at \(controlSocket): \(error)")
+        }
+    }
+
+    /// Polls the JSON status until `done` holds or the timeout passes.
+    func waitFor(_ what: String, _ done: (String) -> Bool) throws {
+        var waited = 0.0
+        while waited < timeout {
+            if let status = try? ControlClient.send("status json", controlSocket: controlSocket), done(status) { return }
+            usleep(100_000)
+            waited += 0.1
+        }
+        throw ValidationError("timed out waiting for \(what)")
+    }
+}
+
+/// Pulls `"key":value` pairs out of the status JSON without a JSON library (the master's own format).
+func jsonField(_ json: String, _ key: String) -> [Substring] {
+    let needle = Array("\"\(key)\":".utf8)
+    let bytes = Array(json.utf8)
+    var values: [Substring] = []
+    var i = 0
+    while i + needle.count <= bytes.count {
+        if bytes[i..<(i + needle.count)].elementsEqual(needle) {
+            var end = i + needle.count
+            while end < bytes.count && bytes[end] != UInt8(ascii: ",") && bytes[end] != UInt8(ascii: "}") { end += 1 }
+            values.append(Substring(String(decoding: bytes[(i + needle.count)..<end], as: UTF8.self)))
+            i = end
+        } else {
+            i += 1
+        }
+    }
+    return values
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the running pool's status.")
+    @OptionGroup var options: ControlOptions
+    @Option(name: .long, help: "table, json or prometheus.")
+    var format = "table"
+    func run() throws {
+        guard ["table", "json", "prometheus"].contains(format) else { throw ValidationError("--format must be table, json or prometheus") }
+        print(try options.send("status \(format)"), terminator: "")
+    }
+}
+
+struct Stop: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop the running pool gracefully and wait until it has exited.")
+    @OptionGroup var options: ControlOptions
+    func run() throws {
+        let status = try options.send("status json")
+        guard let pid = jsonField(status, "pid").first.flatMap({ pid_t($0) }) else { throw ValidationError("no pid in status") }
+        _ = try options.send("stop")
+        var waited = 0.0
+        while kill(pid, 0) == 0 && waited < options.timeout {
+            usleep(100_000)
+            waited += 0.1
+        }
+        guard kill(pid, 0) != 0 else { throw ValidationError("pid \(pid) still running after \(options.timeout) s") }
+        print("stopped pid \(pid)")
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restart every worker, one at a time, and wait until done (like SIGHUP).")
+    @OptionGroup var options: ControlOptions
+    func run() throws {
+        let before = Set(jsonField(try options.send("status json"), "pid").dropFirst())
+        print(try options.send("reload"), terminator: "")
+        try options.waitFor("the rolling restart") { status in
+            jsonField(status, "rolling_restart").first == "false"
+                && Set(jsonField(status, "pid").dropFirst()).isDisjoint(with: before)
+                && !jsonField(status, "pid").dropFirst().contains("null")
+        }
+        print("reload complete")
+    }
+}
+
+struct Scale: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Set the number of workers and wait until the pool has it (like SIGTTIN/SIGTTOU).")
+    @OptionGroup var options: ControlOptions
+    @Argument(help: "Number of workers (at least 1).")
+    var workers: Int
+    func run() throws {
+        guard workers >= 1 else { throw ValidationError("the pool needs at least 1 worker") }
+        print(try options.send("scale \(workers)"), terminator: "")
+        try options.waitFor("\(workers) workers") { status in
+            let states = jsonField(status, "state")
+            return states.count == workers && !states.contains("\"retiring\"") && !states.contains("\"starting\"")
+        }
+        print("scaled to \(workers) workers")
     }
 }
 
@@ -98,6 +206,12 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Log format: text or json.")
     var logFormat: LineLogHandler.Format = .text
 
+    @Option(name: .long, help: "Append logs to this file instead of stderr (reopened on SIGUSR1).")
+    var logFile: String?
+
+    @Option(name: .long, help: "JSON file of defaults, keys are the long flag names ({\"workers\": 2}); flags given on the command line win.")
+    var config: String?
+
     func run() throws {
         guard let mode = mode_t(socketMode, radix: 8) else {
             throw ValidationError("--socket-mode must be octal, e.g. 0600")
@@ -123,6 +237,11 @@ struct Serve: ParsableCommand {
             let uids = allowUid.split(separator: ",").map { uid_t(String($0.filter { $0 != " " })) }
             guard !uids.contains(nil) else { throw ValidationError("--allow-uid takes numeric uids, e.g. 0,1000") }
             configuration.allowedUIDs = uids.compactMap { $0 }
+        }
+        if let logFile {
+            do { try LogFile.redirectStandardError(to: logFile) } catch {
+                throw ValidationError("--log-file: \(error)")
+            }
         }
         let level = logLevel
         let format = logFormat
@@ -161,4 +280,4 @@ enum ReplyChoice: String, ExpressibleByArgument, CaseIterable {
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 extension LineLogHandler.Format: ExpressibleByArgument {}
 
-PoolServerCommand.main()
+PoolServerCommand.main(ConfigFile.expand(Array(CommandLine.arguments.dropFirst())))

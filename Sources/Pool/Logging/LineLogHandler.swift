@@ -45,6 +45,7 @@ public struct LineLogHandler: LogHandler {
         }
         line += "\n"
         var bytes = Array(line.utf8)
+        LogFile.reopenIfSignalled()
         let target = fd()
         bytes.withUnsafeMutableBytes { buffer in
             var offset = 0

@@ -17,6 +17,9 @@ public enum ResponseStatus: UInt8, Sendable, CaseIterable, CustomStringConvertib
     /// The request could not be parsed; the connection is closed after this response.
     case badRequest = 7
 
+    /// The name used as a label value in status output and metrics (`handler_error`, …).
+    public var metricName: String { description.replacingSpaces() }
+
     /// The name used in logs, on stderr of `pool-client`, and in oneshot error replies.
     public var description: String {
         switch self {
@@ -30,4 +33,8 @@ public enum ResponseStatus: UInt8, Sendable, CaseIterable, CustomStringConvertib
         case .badRequest: return "bad request"
         }
     }
+}
+
+extension String {
+    func replacingSpaces() -> String { String(map { $0 == " " ? "_" : $0 }) }
 }

@@ -1,3 +1,4 @@
+import CSysV
 import Glibc
 import Logging
 
@@ -8,6 +9,15 @@ struct Listener {
     let path: String
     private let device: UInt64
     private let inode: UInt64
+    /// Passed in by systemd socket activation: systemd owns the file, we never unlink it.
+    let inherited: Bool
+
+    /// Adopts an inherited listening socket (socket activation).
+    static func adopt(descriptor: Int32, path: String) throws -> Listener {
+        _ = try valueOrErrno("fcntl(O_NONBLOCK)") { csysv_set_nonblocking(descriptor, 1) }.get()
+        _ = try valueOrErrno("fcntl(FD_CLOEXEC)") { csysv_set_cloexec(descriptor, 1) }.get()
+        return Listener(socket: SocketFD(raw: descriptor), path: path, device: 0, inode: 0, inherited: true)
+    }
 
     /// Checks the path, binds with `mode` (set through umask so the file never exists with looser
     /// bits), and listens.
@@ -38,7 +48,7 @@ struct Listener {
             try socket.listen(backlog: backlog)
             var st = stat()
             guard lstat(path, &st) == 0 else { throw SystemError("lstat(\(path))", .current) }
-            return Listener(socket: socket, path: path, device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+            return Listener(socket: socket, path: path, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), inherited: false)
         } catch {
             socket.close()
             throw error
@@ -47,6 +57,7 @@ struct Listener {
 
     /// Unlinks the socket file if it is still ours (another server may have replaced it).
     func unlinkIfOurs() {
+        guard !inherited else { return }
         var st = stat()
         guard lstat(path, &st) == 0, UInt64(st.st_dev) == device, UInt64(st.st_ino) == inode else { return }
         unlink(path)

@@ -33,6 +33,7 @@ final class Master {
         static let listener: UInt64 = 1
         static let signals: UInt64 = 2
         static let doorbell: UInt64 = 3
+        static let control: UInt64 = 4
         static let firstConnection: UInt64 = 16
     }
 
@@ -46,6 +47,11 @@ final class Master {
     private let wake: EventFD
     private let supervisor: Supervisor
     private var listener: Listener?
+    /// The operator's channel (`<socket>.ctl`): status, reload, scale, stop.
+    private var control: Listener?
+    private var controlConnections: Set<UInt64> = []
+    private let notifier: SystemdNotifier
+    private let startedAt = monotonicNanoseconds()
     private var dispatcher = Dispatcher()
     private var connections: [UInt64: Connection] = [:]
     private var nextConnectionKey = Token.firstConnection
@@ -70,8 +76,10 @@ final class Master {
     private(set) var statusCounts = [Int](repeating: 0, count: 8)
 
     init(configuration: PoolConfiguration, maxMessage: Int, limits: QueueLimits, logger: Logger,
-         supervisor: Supervisor, listener: Listener, wake: EventFD) throws {
+         supervisor: Supervisor, listener: Listener, control: Listener?, wake: EventFD, notifier: SystemdNotifier) throws {
         self.configuration = configuration
+        self.control = control
+        self.notifier = notifier
         self.maxMessage = maxMessage
         self.logger = logger
         self.supervisor = supervisor
@@ -85,6 +93,7 @@ final class Master {
         idleScanInterval = max(10_000_000, min(1_000_000_000, idleTimeoutNanoseconds / 4))
         try epoll.add(listener.socket.raw, events: .readable, token: Token.listener)
         try epoll.add(wake.fd, events: .readable, token: Token.signals)
+        if let control { try epoll.add(control.socket.raw, events: .readable, token: Token.control) }
         if let doorbell = supervisor.doorbell {
             try epoll.add(doorbell.fd, events: .readable, token: Token.doorbell)
         }
@@ -100,6 +109,7 @@ final class Master {
                 try epoll.wait(timeoutMilliseconds: timeout) { token, events in
                     switch token {
                     case Token.listener: acceptAll()
+                    case Token.control: acceptControl()
                     case Token.signals: wake.drain()
                     case Token.doorbell: drainReplies()
                     default: connectionEvent(token, events)
@@ -122,13 +132,14 @@ final class Master {
         var until = nextIdleScan - now
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
-        if !held.isEmpty || !quitRetry.isEmpty { until = min(until, 5_000_000) }
+        if !held.isEmpty || !quitRetry.isEmpty || supervisor.needsTick { until = min(until, 5_000_000) }
         if configuration.jobTimeout != nil { until = min(until, 100_000_000) }
         return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
     }
 
     private func runTimers() {
         let now = monotonicNanoseconds()
+        if phase == .running { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
             closeIdleConnections(now: now)
@@ -146,6 +157,12 @@ final class Master {
     /// Returns an exit status if a second stop signal forced an immediate exit.
     private func handleSignals() -> Int32? {
         if Signals.take(SIGCHLD) > 0 { reapChildren() }
+        if Signals.take(SIGUSR1) > 0 { reopenLog() }
+        if phase == .running {
+            if Signals.take(SIGHUP) > 0 { supervisor.startRollingRestart() }
+            let more = Signals.take(SIGTTIN), fewer = Signals.take(SIGTTOU)
+            if more != fewer { scale(to: supervisor.activeCount + more - fewer) }
+        }
         let stops = Signals.take(SIGINT) + Signals.take(SIGTERM)
         guard stops > 0 else { return nil }
         if phase == .running && stops == 1 {
@@ -249,6 +266,10 @@ final class Master {
 
     private func connectionEvent(_ key: UInt64, _ events: Epoll.Events) {
         guard let connection = connections[key] else { return }
+        if controlConnections.contains(key) {
+            controlEvent(connection, events)
+            return
+        }
         if events.contains(.writable) || events.contains(.error) {
             flush(connection)
             guard connections[key] != nil else { return }
@@ -553,6 +574,7 @@ final class Master {
 
     private func close(_ connection: Connection, reason: String?) {
         guard connections.removeValue(forKey: connection.key) != nil else { return }
+        controlConnections.remove(connection.key)
         if let reason, connection.inflight > 0 {
             logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])
         }
@@ -569,12 +591,126 @@ final class Master {
         }
     }
 
+    // MARK: - Operator channel
+
+    private func acceptControl() {
+        guard let control else { return }
+        while let client = try? control.socket.accept() {
+            let key = nextConnectionKey
+            nextConnectionKey += 1
+            let connection = Connection(key: key, fd: client, now: monotonicNanoseconds(), inputCapacity: 256)
+            guard (try? epoll.add(client.raw, events: .readable, token: key)) != nil else {
+                client.close()
+                continue
+            }
+            connection.interest = .readable
+            connections[key] = connection
+            controlConnections.insert(key)
+        }
+    }
+
+    /// One command line in, one answer out, then close.
+    private func controlEvent(_ connection: Connection, _ events: Epoll.Events) {
+        if events.contains(.writable) { flush(connection); return }
+        while true {
+            let space = connection.input.writableSpace(minimum: 256, limit: 1024)
+            if space.count == 0 { break }
+            let n: Int?
+            do { n = try connection.fd.read(into: space) } catch { close(connection, reason: nil); return }
+            guard let count = n else { break }
+            if count == 0 { connection.peerClosed = true; break }
+            connection.input.didWrite(count)
+        }
+        let bytes = Array(connection.input.readable)
+        guard let newline = bytes.firstIndex(of: 0x0A) ?? (connection.peerClosed || bytes.count >= 1024 ? bytes.count : nil) else {
+            return
+        }
+        let line = String(decoding: bytes[..<newline], as: UTF8.self)
+        connection.input.consume(bytes.count)
+        connection.output.append(Array(runControl(line).utf8))
+        connection.closeWhenDone = true
+        connection.messageTaken = true
+        flush(connection)
+    }
+
+    /// Commands of the operator channel. Answers start with `ok` or `error:`; status prints the report.
+    private func runControl(_ line: String) -> String {
+        let words = line.split(separator: " ").map(String.init)
+        switch words.first ?? "" {
+        case "status":
+            let report = statusReport()
+            switch words.dropFirst().first ?? "table" {
+            case "json": return report.json()
+            case "prometheus": return report.prometheus()
+            default: return report.table()
+            }
+        case "reload":
+            guard phase == .running else { return "error: shutting down\n" }
+            supervisor.startRollingRestart()
+            return "ok rolling restart started\n"
+        case "scale":
+            guard phase == .running else { return "error: shutting down\n" }
+            guard words.count == 2, let n = Int(words[1]), n >= 1 else { return "error: usage: scale N (N >= 1)\n" }
+            scale(to: n)
+            return "ok scaling to \(min(n, Supervisor.maxWorkers))\n"
+        case "stop":
+            if phase == .running { beginShutdown() }
+            return "ok stopping\n"
+        default:
+            return "error: unknown command (status [table|json|prometheus], reload, scale N, stop)\n"
+        }
+    }
+
+    private func scale(to target: Int) {
+        supervisor.scale(to: target)
+        notifyStatus()
+    }
+
+    private func reopenLog() {
+        guard LogFile.isActive else { return }
+        do { try LogFile.reopen() } catch {
+            logger.error("could not reopen the log file", metadata: ["error": "\(error)"])
+        }
+        // Workers reopen theirs before their next line.
+        supervisor.signalAll(SIGUSR1)
+        logger.info("log file reopened (SIGUSR1)")
+    }
+
+    func notifyStatus() {
+        notifier.notify("STATUS=\(supervisor.activeCount) workers, \(connections.count - controlConnections.count) connections, \(accepted) accepted")
+    }
+
+    private func statusReport() -> StatusReport {
+        let now = monotonicNanoseconds()
+        let scoreboard = supervisor.scoreboard
+        let workers = supervisor.slots.filter { !$0.removed }.map { slot -> StatusReport.Worker in
+            let queue = try? slot.queue.status()
+            let busy = slot.pid != nil && scoreboard.state(slot.index) == .busy
+            let state = slot.retiring ? "retiring" : slot.pid == nil ? "starting" : busy ? "busy" : "idle"
+            return StatusReport.Worker(
+                slot: slot.index, pid: slot.pid, state: state,
+                jobsHandled: slot.pid == nil ? 0 : scoreboard.jobsHandled(slot.index), restarts: slot.restarts,
+                jobAge: busy ? Double(now - scoreboard.jobStartedNanoseconds(slot.index)) / 1e9 : nil,
+                queueID: slot.queue.id, queueMessages: queue?.messages ?? 0, queueBytes: queue?.bytes ?? 0,
+                rssBytes: slot.pid.flatMap(residentBytes(of:)))
+        }
+        return StatusReport(
+            pid: getpid(), uptime: Double(now - startedAt) / 1e9,
+            wireProtocol: configuration.wireProtocol.rawValue, replyMode: configuration.replyMode.rawValue,
+            dispatch: "round-robin", acceptedConnections: accepted,
+            activeConnections: connections.count - controlConnections.count,
+            responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
+            heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers)
+    }
+
     // MARK: - Shutdown
 
     private func beginShutdown() {
         logger.info("shutdown: stopped accepting; finishing connections in progress",
-                    metadata: ["connections": "\(connections.count)", "timeout": "\(configuration.shutdownTimeout)"])
+                    metadata: ["connections": "\(connections.count - controlConnections.count)", "timeout": "\(configuration.shutdownTimeout)"])
         phase = .draining
+        notifier.notify("STOPPING=1\nSTATUS=draining \(connections.count) connections")
+        supervisor.cancelPendingChanges()
         deadline = monotonicNanoseconds() + Int64(configuration.shutdownTimeout * 1e9)
         closeListener()
         for connection in Array(connections.values) { settle(connection) }
@@ -582,6 +718,12 @@ final class Master {
     }
 
     private func closeListener() {
+        if let control {
+            try? epoll.remove(control.socket.raw)
+            control.socket.close()
+            control.unlinkIfOurs()
+            self.control = nil
+        }
         guard let listener else { return }
         try? epoll.remove(listener.socket.raw)
         listener.socket.close()
@@ -621,6 +763,7 @@ final class Master {
     /// A second stop signal, or a fatal loop error: kill everything now, still cleaning up.
     private func forcedStop(reason: String) -> Int32 {
         logger.warning("forced stop: killing workers now", metadata: ["reason": "\(reason)"])
+        notifier.notify("STOPPING=1\nSTATUS=forced stop")
         closeListener()
         for connection in Array(connections.values) { close(connection, reason: "forced stop") }
         supervisor.killAndReapAll()

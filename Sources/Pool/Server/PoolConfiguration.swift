@@ -50,6 +50,9 @@ public struct PoolConfiguration: Sendable {
     /// Where the master records its pid and queue ids; `nil` = `<socket>.state`.
     public var stateFile: String? = nil
 
+    /// The operator's control socket: `<socket>.ctl`.
+    public var controlSocketPath: String { socketPath + ".ctl" }
+
     /// The state file in effect.
     public var stateFilePath: String { stateFile ?? PoolState.defaultPath(forSocket: socketPath) }
 
@@ -83,8 +86,8 @@ extension PoolConfiguration {
             throw ConfigurationError("--max-message \(effective) exceeds what one queue message holds: msgmax \(limits.maxMessageBytes) − \(JobCodec.headerBytes) header = \(largest); raise /proc/sys/kernel/msgmax")
         }
         guard !socketPath.isEmpty else { throw ConfigurationError("--socket must not be empty") }
-        guard socketPath.utf8.count <= unixSocketPathMax else {
-            throw ConfigurationError("--socket path is \(socketPath.utf8.count) bytes; a Unix socket path holds at most \(unixSocketPathMax) (sun_path). Use a shorter or relative path")
+        guard controlSocketPath.utf8.count <= unixSocketPathMax else {
+            throw ConfigurationError("--socket path is \(socketPath.utf8.count) bytes; a Unix socket path holds at most \(unixSocketPathMax) bytes (sun_path), and the control socket <socket>.ctl needs 4 more. Use a shorter or relative path")
         }
         guard socketMode & ~0o777 == 0 else { throw ConfigurationError("--socket-mode must be within 0777") }
         guard shutdownTimeout >= 0, idleTimeout > 0 else { throw ConfigurationError("timeouts must be positive") }

@@ -41,6 +41,8 @@ public final class PoolServer {
     public func run() throws -> Int32 {
         let limits = QueueLimits.current()
         let maxMessage = try configuration.validate(limits: limits)
+        let notifier = SystemdNotifier()
+        let activated = SocketActivation.takeListeners()
 
         // Signals first, so a worker dying during start-up is noticed. SIGCHLD may have been
         // inherited as ignored, which would make the kernel reap children behind our back.
@@ -48,7 +50,7 @@ public final class PoolServer {
         try Signals.ignore(SIGPIPE)
         let wake = try EventFD.create()
         Signals.setWakeFD(wake.fd)
-        try Signals.install([SIGINT, SIGTERM, SIGCHLD])
+        try Signals.install([SIGINT, SIGTERM, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1])
         Signals.unblockAll()
 
         // A master that was SIGKILLed left its queues (they outlive processes): remove them.
@@ -63,12 +65,23 @@ public final class PoolServer {
         let supervisor = try Supervisor(
             configuration: configuration, limits: limits, makeHandler: makeHandler,
             logger: logger, workerLogger: workerLogger, keepDescriptors: [])
-        let listener: Listener
+        var listener: Listener? = nil
+        var control: Listener? = nil
         do {
             try supervisor.spawnAll()
-            listener = try Listener.open(path: configuration.socketPath, mode: configuration.socketMode,
-                                         backlog: configuration.listenBacklog, logger: logger)
+            if let inherited = activated.first {
+                listener = try Listener.adopt(descriptor: inherited, path: configuration.socketPath)
+                logger.info("using the socket passed by systemd (socket activation)", metadata: ["fd": "\(inherited)"])
+            } else {
+                listener = try Listener.open(path: configuration.socketPath, mode: configuration.socketMode,
+                                             backlog: configuration.listenBacklog, logger: logger)
+            }
+            control = try Listener.open(path: configuration.controlSocketPath, mode: 0o600, backlog: 16, logger: logger)
         } catch {
+            for open in [listener, control].compactMap({ $0 }) {
+                open.socket.close()
+                open.unlinkIfOurs()
+            }
             supervisor.killAndReapAll()
             supervisor.removeQueues()
             throw error
@@ -82,14 +95,18 @@ public final class PoolServer {
         let master: Master
         do {
             master = try Master(configuration: configuration, maxMessage: maxMessage, limits: limits, logger: logger,
-                                supervisor: supervisor, listener: listener, wake: wake)
+                                supervisor: supervisor, listener: listener!, control: control, wake: wake, notifier: notifier)
         } catch {
-            listener.socket.close()
-            listener.unlinkIfOurs()
+            for open in [listener, control].compactMap({ $0 }) {
+                open.socket.close()
+                open.unlinkIfOurs()
+            }
             supervisor.killAndReapAll()
             supervisor.removeQueues()
             throw error
         }
+        notifier.notify("READY=1\nMAINPID=\(getpid())")
+        master.notifyStatus()
         return master.run()
     }
 }

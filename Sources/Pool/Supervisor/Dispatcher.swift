@@ -15,6 +15,7 @@ struct Dispatcher {
         let count = slots.count
         for attempt in 0..<count {
             let index = (next + attempt) % count
+            guard slots[index].accepting else { continue }
             do {
                 if try slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
                     next = (index + 1) % count

@@ -18,6 +18,12 @@ struct WorkerSlot {
     /// Job timeout: when SIGTERM was sent, and the job it was sent for.
     var terminatedAt: Int64?
     var timedOutJob: UInt64?
+    /// Scaling down: no new work; a quit is queued; the slot and its queue go when the worker exits.
+    var retiring = false
+    /// Retired and its queue removed; dropped from the end of the slot list.
+    var removed = false
+    /// Takes new work.
+    var accepting: Bool { !retiring && !removed }
 }
 
 /// What happened to a request when its worker went away.
@@ -42,6 +48,7 @@ final class Supervisor {
     /// Descriptors a worker keeps (doorbell, log file).
     private let keepDescriptors: [Int32]
 
+    static let maxWorkers = 1024
     static let quickDeath: Int64 = 1_000_000_000
     static let termGrace: Int64 = 1_000_000_000
 
@@ -52,7 +59,7 @@ final class Supervisor {
         self.makeHandler = makeHandler
         self.logger = logger
         self.workerLogger = workerLogger
-        scoreboard = try Scoreboard(slots: configuration.workers)
+        scoreboard = try Scoreboard(slots: Self.maxWorkers)
         var created: [MessageQueue] = []
         do {
             let wanted = configuration.queueBytes ?? max(limits.defaultQueueBytes, 1 << 20)
@@ -88,7 +95,7 @@ final class Supervisor {
     }
 
     /// Every queue we own: the workers' and the reply queue.
-    var allQueues: [MessageQueue] { slots.map(\.queue) + (replyQueue.map { [$0] } ?? []) }
+    var allQueues: [MessageQueue] { slots.filter { !$0.removed }.map(\.queue) + (replyQueue.map { [$0] } ?? []) }
 
     /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
     func writeState() throws {
@@ -214,6 +221,19 @@ final class Supervisor {
                 "lost": "\(lost.map(\.id))", "cause": "\(slot.timedOutJob != nil ? "job timeout" : "crash")",
             ])
         }
+        if slot.retiring && !shuttingDown && status != .exited(WorkerExit.normal) {
+            // Died before draining its queue: a replacement finishes the queue, then quits.
+            quitPending.insert(index)
+        } else if slot.retiring && !shuttingDown {
+            // Scaled down: its queue was drained before the quit; remove queue and slot.
+            try? slot.queue.remove()
+            slot.removed = true
+            slots[index] = slot
+            while let last = slots.last, last.removed { slots.removeLast() }
+            try? writeState()
+            return (index, lost)
+        }
+        if rollingCurrent == index { rollingCurrent = nil }
         if !shuttingDown {
             slot.restarts += 1
             let delay: Int64 = slot.crashStreak == 0 ? 0 : min(100_000_000 << min(slot.crashStreak - 1, 7), 10_000_000_000)
@@ -227,6 +247,96 @@ final class Supervisor {
         slot.timedOutJob = nil
         slots[index] = slot
         return (index, lost)
+    }
+
+    // MARK: Scaling and rolling restarts
+
+    /// Slots still to restart (SIGHUP), and the one whose quit has been queued.
+    private var rollingPending: [Int] = []
+    private var rollingCurrent: Int? = nil
+    /// Slots whose quit message found the queue full; retried on every tick.
+    private var quitPending: Set<Int> = []
+
+    var isRollingRestart: Bool { rollingCurrent != nil || !rollingPending.isEmpty }
+
+    /// Workers that take new work (the pool's size as an operator sees it).
+    var activeCount: Int { slots.filter(\.accepting).count }
+
+    /// Replaces every worker, one at a time: each gets a quit behind its queued work, and the
+    /// replacement takes the same queue, so nothing queued is lost.
+    func startRollingRestart() {
+        rollingPending = slots.indices.filter { slots[$0].accepting }
+        logger.info("rolling restart of \(rollingPending.count) workers")
+    }
+
+    /// Grows or shrinks the pool to `target` workers (at least 1). New slots get a new queue;
+    /// removed ones (the highest) stop taking work, finish their queue, and exit.
+    func scale(to requested: Int) {
+        let target = min(max(requested, 1), Self.maxWorkers)
+        var active = activeCount
+        while active < target {
+            if let index = slots.indices.last(where: { slots[$0].retiring && !slots[$0].removed }) {
+                // Un-retire a slot still draining rather than creating a queue.
+                slots[index].retiring = false
+                quitPending.remove(index)
+                logger.info("scale up: slot \(index) kept", metadata: ["workers": "\(active + 1)"])
+            } else {
+                do {
+                    let queue = try Self.createQueue()
+                    _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
+                    slots.append(WorkerSlot(index: slots.count, queue: queue))
+                    try spawn(slots.count - 1)
+                    logger.info("scale up: added slot \(slots.count - 1)", metadata: ["workers": "\(active + 1)"])
+                } catch {
+                    logger.error("scale up failed", metadata: ["error": "\(error)"])
+                    break
+                }
+            }
+            active += 1
+        }
+        while active > target {
+            guard let index = slots.indices.last(where: { slots[$0].accepting }) else { break }
+            slots[index].retiring = true
+            rollingPending.removeAll { $0 == index }
+            quitPending.insert(index)
+            active -= 1
+            logger.info("scale down: retiring slot \(index) after its queued work", metadata: ["workers": "\(active)"])
+        }
+        try? writeState()
+    }
+
+    /// Advances rolling restarts and retries quit messages that found a full queue.
+    func tick(buffer: MessageBuffer) {
+        if rollingCurrent == nil, !rollingPending.isEmpty {
+            let index = rollingPending.removeFirst()
+            if slots.indices.contains(index), slots[index].accepting, slots[index].pid != nil {
+                rollingCurrent = index
+                quitPending.insert(index)
+            }
+        }
+        if !quitPending.isEmpty {
+            // A slot waiting for its replacement worker gets its quit once that worker runs.
+            let waiting = quitPending.filter { slots.indices.contains($0) && slots[$0].pid == nil && !slots[$0].removed }
+            let retry = sendQuit(to: Array(quitPending.subtracting(waiting)), buffer: buffer)
+            quitPending = Set(retry).union(waiting)
+        }
+        if rollingCurrent == nil && rollingPending.isEmpty && rollingWasActive {
+            rollingWasActive = false
+            logger.info("rolling restart complete")
+        }
+        if rollingCurrent != nil || !rollingPending.isEmpty { rollingWasActive = true }
+    }
+
+    private var rollingWasActive = false
+
+    /// True while something needs another tick soon (quit retries, a restart in progress).
+    var needsTick: Bool { !quitPending.isEmpty || isRollingRestart }
+
+    /// Stops rolling restarts and scaling (shutdown takes over).
+    func cancelPendingChanges() {
+        rollingPending = []
+        rollingCurrent = nil
+        quitPending = []
     }
 
     /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
@@ -302,7 +412,7 @@ final class Supervisor {
 
     /// Removes every queue. Only the master calls this, once, after its workers are reaped.
     func removeQueues() {
-        for slot in slots {
+        for slot in slots where !slot.removed {
             do { try slot.queue.remove() } catch {
                 logger.warning("could not remove queue", metadata: ["queue": "\(slot.queue.id)", "error": "\(error)"])
             }

@@ -35,6 +35,7 @@ enum WorkerExit {
 func runWorker(_ env: WorkerEnvironment) -> Never {
     ChildProcess.closeDescriptors(except: env.keepDescriptors)
     ChildProcess.setName("pool-worker")
+    LogFile.enableReopenOnSignal()
     let pid = getpid()
     var logger = env.logger
     logger[metadataKey: "slot"] = "\(env.slot)"

@@ -1,0 +1,44 @@
+import CSysV
+import Glibc
+
+/// Logging to a file instead of stderr, by putting the file on descriptor 2: every line, in the
+/// master and in workers (which inherit it), and anything the runtime prints on a crash, lands in
+/// the file. Reopening (SIGUSR1, after logrotate renamed it) repeats the open + dup2.
+public enum LogFile {
+    nonisolated(unsafe) private static var path: String?
+    nonisolated(unsafe) private static var reopenOnSignal = false
+
+    /// Sends stderr to `path` (appending, created 0640).
+    public static func redirectStandardError(to path: String) throws {
+        self.path = path
+        try reopen()
+    }
+
+    /// Opens the path again and puts it on descriptor 2 (after a rename, a new file appears).
+    ///
+    /// The corresponding C functions are `open` and `dup2`.
+    public static func reopen() throws {
+        guard let path else { return }
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw SystemError("open(\(path))", .current) }
+        defer { close(fd) }
+        guard dup2(fd, 2) >= 0 else { throw SystemError("dup2", .current) }
+    }
+
+    /// Whether a log file is in use.
+    public static var isActive: Bool { path != nil }
+
+    /// In a worker: reopen lazily, before the next line, when SIGUSR1 has arrived (a worker spends
+    /// its life blocked in msgrcv and has no event loop to notice the signal in).
+    static func enableReopenOnSignal() {
+        guard path != nil else { return }
+        reopenOnSignal = true
+        _ = try? Signals.install([SIGUSR1])
+    }
+
+    /// Called before each log line.
+    @inline(__always)
+    static func reopenIfSignalled() {
+        if reopenOnSignal && Signals.take(SIGUSR1) > 0 { try? reopen() }
+    }
+}

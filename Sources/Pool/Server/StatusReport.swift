@@ -1,0 +1,118 @@
+import Glibc
+
+/// A point-in-time view of a running pool, as `pool-server status` prints it.
+public struct StatusReport: Sendable {
+    public struct Worker: Sendable {
+        public var slot: Int
+        public var pid: pid_t?
+        /// idle, busy, starting (waiting for a respawn), retiring.
+        public var state: String
+        public var jobsHandled: UInt64
+        public var restarts: Int
+        /// Seconds the current job has run (busy only).
+        public var jobAge: Double?
+        public var queueID: Int32
+        public var queueMessages: Int
+        public var queueBytes: Int
+        public var rssBytes: Int?
+    }
+
+    public var pid: pid_t
+    public var uptime: Double
+    public var wireProtocol: String
+    public var replyMode: String
+    public var dispatch: String
+    public var acceptedConnections: Int
+    public var activeConnections: Int
+    /// Responses written, by status name (ok, busy, …).
+    public var responses: [(status: String, count: Int)]
+    public var heldRequests: Int
+    public var rollingRestart: Bool
+    public var workers: [Worker]
+
+    /// A human-readable table.
+    public func table() -> String {
+        var out = "master pid \(pid), up \(formatSeconds(uptime)), protocol \(wireProtocol), reply \(replyMode), dispatch \(dispatch)\n"
+        out += "connections: \(acceptedConnections) accepted, \(activeConnections) active; held requests: \(heldRequests)"
+        out += rollingRestart ? "; rolling restart in progress\n" : "\n"
+        out += "responses: " + responses.map { "\($0.status) \($0.count)" }.joined(separator: ", ") + "\n"
+        let header = ["slot", "pid", "state", "jobs", "restarts", "job age", "queue", "msgs", "bytes", "rss"]
+        var rows = [header]
+        for w in workers {
+            rows.append([
+                "\(w.slot)", w.pid.map { "\($0)" } ?? "-", w.state, "\(w.jobsHandled)", "\(w.restarts)",
+                w.jobAge.map { formatSeconds($0) } ?? "-", "\(w.queueID)", "\(w.queueMessages)", "\(w.queueBytes)",
+                w.rssBytes.map { "\($0 / 1024) KiB" } ?? "-",
+            ])
+        }
+        let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            out += row.enumerated().map { $1.padding(to: widths[$0]) }.joined(separator: "  ") + "\n"
+        }
+        return out
+    }
+
+    /// A JSON object (stable key order).
+    public func json() -> String {
+        func q(_ s: String) -> String { LineLogHandler.jsonString(s) }
+        func opt<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "null" }
+        var out = "{\"pid\":\(pid),\"uptime_seconds\":\(uptime),\"protocol\":\(q(wireProtocol)),\"reply\":\(q(replyMode)),"
+        out += "\"dispatch\":\(q(dispatch)),\"accepted_connections\":\(acceptedConnections),"
+        out += "\"active_connections\":\(activeConnections),\"held_requests\":\(heldRequests),"
+        out += "\"rolling_restart\":\(rollingRestart),\"responses\":{"
+        out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},\"workers\":["
+        out += workers.map { w in
+            "{\"slot\":\(w.slot),\"pid\":\(opt(w.pid)),\"state\":\(q(w.state)),\"jobs_handled\":\(w.jobsHandled),"
+                + "\"restarts\":\(w.restarts),\"job_age_seconds\":\(opt(w.jobAge)),\"queue_id\":\(w.queueID),"
+                + "\"queue_messages\":\(w.queueMessages),\"queue_bytes\":\(w.queueBytes),\"rss_bytes\":\(opt(w.rssBytes))}"
+        }.joined(separator: ",")
+        return out + "]}\n"
+    }
+
+    /// The Prometheus text exposition format (for node_exporter's textfile collector too).
+    public func prometheus() -> String {
+        var out = ""
+        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for sample in samples { out += "\(name)\(sample.labels.isEmpty ? "" : "{\(sample.labels)}") \(sample.value)\n" }
+        }
+        metric("pool_up", "gauge", "1 while the master runs.", [("", "1")])
+        metric("pool_uptime_seconds", "gauge", "Seconds since the master started.", [("", "\(uptime)")])
+        metric("pool_connections_accepted_total", "counter", "Connections accepted.", [("", "\(acceptedConnections)")])
+        metric("pool_connections_active", "gauge", "Connections open now.", [("", "\(activeConnections)")])
+        metric("pool_requests_held", "gauge", "Requests held in the master while queues are full.", [("", "\(heldRequests)")])
+        metric("pool_responses_total", "counter", "Responses written, by status.",
+               responses.map { ("status=\"\($0.status)\"", "\($0.count)") })
+        metric("pool_workers", "gauge", "Worker slots taking work.", [("", "\(workers.filter { $0.state != "retiring" }.count)")])
+        func perWorker(_ value: (Worker) -> String?) -> [(labels: String, value: String)] {
+            workers.compactMap { w in value(w).map { ("slot=\"\(w.slot)\"", $0) } }
+        }
+        metric("pool_worker_busy", "gauge", "1 while the worker runs a job.", perWorker { $0.state == "busy" ? "1" : "0" })
+        metric("pool_worker_jobs_handled_total", "counter", "Jobs handled by the current worker process.", perWorker { "\($0.jobsHandled)" })
+        metric("pool_worker_restarts_total", "counter", "Times the slot's worker was replaced.", perWorker { "\($0.restarts)" })
+        metric("pool_worker_job_age_seconds", "gauge", "Age of the current job.", perWorker { "\($0.jobAge ?? 0)" })
+        metric("pool_worker_queue_messages", "gauge", "Messages waiting in the worker's queue (IPC_STAT).", perWorker { "\($0.queueMessages)" })
+        metric("pool_worker_queue_bytes", "gauge", "Bytes waiting in the worker's queue (IPC_STAT).", perWorker { "\($0.queueBytes)" })
+        metric("pool_worker_resident_bytes", "gauge", "Resident memory of the worker.", perWorker { $0.rssBytes.map { "\($0)" } })
+        return out
+    }
+}
+
+/// Resident set size of a process in bytes, from /proc/PID/statm.
+func residentBytes(of pid: pid_t) -> Int? {
+    guard let text = readSmallFile("/proc/\(pid)/statm") else { return nil }
+    let fields = text.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+private func formatSeconds(_ seconds: Double) -> String {
+    if seconds < 1 { return "\(Int(seconds * 1000)) ms" }
+    if seconds < 120 { return "\(Int(seconds)) s" }
+    if seconds < 7200 { return "\(Int(seconds / 60)) min" }
+    return "\(Int(seconds / 3600)) h"
+}
+
+extension String {
+    func padding(to width: Int) -> String { self + String(repeating: " ", count: max(0, width - count)) }
+}

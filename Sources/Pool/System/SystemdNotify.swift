@@ -1,0 +1,40 @@
+import CSysV
+import Glibc
+
+/// The sd_notify protocol without libsystemd: datagrams of `KEY=VALUE` lines to $NOTIFY_SOCKET.
+/// A no-op when the variable is unset (not started by systemd).
+public struct SystemdNotifier: Sendable {
+    public let socketPath: String?
+
+    /// Reads NOTIFY_SOCKET once, at start-up (the master unsets nothing: workers never notify).
+    public init(environment socketPath: String? = getenv("NOTIFY_SOCKET").map { String(cString: $0) }) {
+        self.socketPath = socketPath?.isEmpty == false ? socketPath : nil
+    }
+
+    /// Sends `READY=1`, `STOPPING=1`, `STATUS=…` or any other assignment list.
+    ///
+    /// The corresponding C function is `sendto`.
+    @discardableResult
+    public func notify(_ message: String) -> Bool {
+        guard let socketPath else { return false }
+        var bytes = Array(message.utf8)
+        return bytes.withUnsafeMutableBytes { csysv_notify_socket_send(socketPath, $0.baseAddress, $0.count) } == 0
+    }
+}
+
+/// Sockets passed by systemd socket activation ($LISTEN_PID / $LISTEN_FDS, first fd 3).
+public enum SocketActivation {
+    public static let firstDescriptor: Int32 = 3
+
+    /// The inherited listening descriptors for this process, or empty. Unsets the variables so
+    /// they are not mistaken for ours by anything started later.
+    public static func takeListeners() -> [Int32] {
+        guard let pidText = getenv("LISTEN_PID").map({ String(cString: $0) }),
+              let fdsText = getenv("LISTEN_FDS").map({ String(cString: $0) }),
+              pid_t(pidText) == getpid(), let count = Int32(fdsText), count > 0 else { return [] }
+        unsetenv("LISTEN_PID")
+        unsetenv("LISTEN_FDS")
+        unsetenv("LISTEN_FDNAMES")
+        return (0..<count).map { firstDescriptor + $0 }
+    }
+}

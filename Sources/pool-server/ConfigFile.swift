@@ -1,0 +1,131 @@
+import ArgumentParser
+import Glibc
+
+/// `--config FILE`: a flat JSON object whose keys are long flag names. Its entries become flags
+/// placed before the command line's own, so the command line wins (the last value of an option
+/// is the one kept). Values: strings, numbers, booleans (true adds the flag), arrays of numbers
+/// (joined with commas, for `allow-uid`).
+enum ConfigFile {
+    static func expand(_ arguments: [String]) -> [String] {
+        guard let index = arguments.firstIndex(where: { $0 == "--config" || $0.hasPrefix("--config=") }) else {
+            return arguments
+        }
+        let path: String
+        var rest = arguments
+        if arguments[index] == "--config" {
+            guard index + 1 < arguments.count else { return arguments }
+            path = arguments[index + 1]
+            rest.removeSubrange(index...(index + 1))
+        } else {
+            path = String(arguments[index].dropFirst("--config=".count))
+            rest.remove(at: index)
+        }
+        let flags: [String]
+        do {
+            flags = try parse(read(path))
+        } catch {
+            FileHandleStderr.write("pool-server: --config \(path): \(error)\n")
+            exit(2)
+        }
+        // A subcommand name must stay first.
+        if let first = rest.first, !first.hasPrefix("-") { return [first] + flags + rest.dropFirst() }
+        return flags + rest
+    }
+
+    struct ParseError: Error, CustomStringConvertible { let description: String }
+
+    private static func read(_ path: String) throws -> String {
+        guard let file = fopen(path, "r") else { throw ParseError(description: String(cString: strerror(errno))) }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Parses `{"key": value, ...}` into `--key value` arguments.
+    static func parse(_ text: String) throws -> [String] {
+        var chars = Array(text.unicodeScalars)[...]
+        func skipSpace() { while let c = chars.first, c.properties.isWhitespace { chars.removeFirst() } }
+        func expect(_ c: Unicode.Scalar) throws {
+            skipSpace()
+            guard chars.first == c else { throw ParseError(description: "expected '\(c)'") }
+            chars.removeFirst()
+        }
+        func string() throws -> String {
+            try expect("\"")
+            var out = ""
+            while let c = chars.popFirst() {
+                if c == "\"" { return out }
+                if c == "\\", let escaped = chars.popFirst() {
+                    switch escaped {
+                    case "n": out += "\n"
+                    case "t": out += "\t"
+                    default: out.unicodeScalars.append(escaped)
+                    }
+                } else {
+                    out.unicodeScalars.append(c)
+                }
+            }
+            throw ParseError(description: "unterminated string")
+        }
+        func scalar() throws -> String? {
+            skipSpace()
+            if chars.first == "\"" { return try string() }
+            var token = ""
+            while let c = chars.first, c != ",", c != "}", c != "]", !c.properties.isWhitespace {
+                token.unicodeScalars.append(c)
+                chars.removeFirst()
+            }
+            if token == "true" { return "" }
+            if token == "false" || token == "null" { return nil }
+            guard Double(token) != nil else { throw ParseError(description: "unsupported value '\(token)'") }
+            return token
+        }
+        var flags: [String] = []
+        try expect("{")
+        skipSpace()
+        if chars.first == "}" { return [] }
+        while true {
+            let key = try string()
+            try expect(":")
+            skipSpace()
+            var value: String?
+            if chars.first == "[" {
+                chars.removeFirst()
+                var items: [String] = []
+                skipSpace()
+                while chars.first != "]" {
+                    if let item = try scalar() { items.append(item) }
+                    skipSpace()
+                    if chars.first == "," { chars.removeFirst() }
+                    skipSpace()
+                    if chars.isEmpty { throw ParseError(description: "unterminated array") }
+                }
+                chars.removeFirst()
+                value = items.joined(separator: ",")
+            } else {
+                value = try scalar()
+            }
+            if let value {
+                flags.append("--\(key)")
+                if !value.isEmpty { flags.append(value) }
+            }
+            skipSpace()
+            if chars.first == "," { chars.removeFirst(); continue }
+            try expect("}")
+            return flags
+        }
+    }
+}
+
+enum FileHandleStderr {
+    static func write(_ text: String) {
+        var bytes = Array(text.utf8)
+        bytes.withUnsafeMutableBytes { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}
