@@ -24,6 +24,10 @@ final class Connection {
     var closeWhenDone = false
     /// Oneshot: the one message has been taken; nothing more is read.
     var messageTaken = false
+    /// The peer is gone in both directions (EPOLLHUP/EPOLLERR): epoll would report it on every
+    /// wait, so the fd is taken out of epoll while its last responses are still being computed.
+    var hungUp = false
+    var detached = false
     /// Events registered with epoll now, to skip redundant epoll_ctl calls.
     var interest: Epoll.Events = []
     /// In the master's set of connections to flush at the end of this loop turn.

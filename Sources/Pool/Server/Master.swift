@@ -270,6 +270,7 @@ final class Master {
             controlEvent(connection, events)
             return
         }
+        if events.contains(.hangup) || events.contains(.error) { connection.hungUp = true }
         if events.contains(.writable) || events.contains(.error) {
             flush(connection)
             guard connections[key] != nil else { return }
@@ -547,8 +548,17 @@ final class Master {
             // will announce them again.
             parseFrames(connection)
         }
-        if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || phase != .running) {
+        if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || connection.hungUp || phase != .running) {
             close(connection, reason: nil)
+            return
+        }
+        if connection.hungUp {
+            // Nobody will read what is still owed; stop epoll from reporting the hang-up in a loop
+            // and close when the last reply has been routed here.
+            if !connection.detached {
+                try? epoll.remove(connection.fd.raw)
+                connection.detached = true
+            }
             return
         }
         var wanted: Epoll.Events = []
@@ -578,7 +588,7 @@ final class Master {
         if let reason, connection.inflight > 0 {
             logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])
         }
-        try? epoll.remove(connection.fd.raw)
+        if !connection.detached { try? epoll.remove(connection.fd.raw) }
         connection.fd.close()
     }
 
