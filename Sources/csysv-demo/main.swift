@@ -4,6 +4,18 @@
 import CSysV
 import Glibc
 
+// `csysv-demo send QID`: try to put one message on an existing queue and report the result (used
+// by the security tests to show that another uid cannot write to the pool's 0600 queues).
+if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "send", let target = Int32(CommandLine.arguments[2]) {
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: Int(csysv_msg_header_size()) + 8, alignment: 8)
+    if csysv_msgsnd(target, buffer, 1, 4, 1) == 0 {
+        print("sent")
+        exit(0)
+    }
+    print("msgsnd: \(String(cString: strerror(errno)))")
+    exit(1)
+}
+
 let qid = csysv_msgget_private(0o600)
 guard qid >= 0 else { fatalError("msgget: \(String(cString: strerror(errno)))") }
 defer { _ = csysv_msgctl_remove(qid) }
