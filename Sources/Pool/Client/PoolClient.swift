@@ -119,6 +119,7 @@ public final class PoolClient {
         if n < 0 {
             if errno == EINTR || (nonBlocking && errno == EAGAIN) { return }
             if errno == EAGAIN { throw ProtocolError(description: "timed out waiting for the server") }
+            if errno == ECONNRESET { throw ProtocolError(description: "the server reset the connection") }
             throw SystemError("recv", .current)
         }
         if n == 0 { throw ProtocolError(description: "the server closed the connection") }

@@ -28,6 +28,11 @@ final class Connection {
     /// wait, so the fd is taken out of epoll while its last responses are still being computed.
     var hungUp = false
     var detached = false
+    /// After a refusal the peer may still be sending: closing with unread input makes the kernel
+    /// reset the connection and the client could lose the refusal. So: shut down our side, discard
+    /// input until the peer closes (or the idle timeout), then close.
+    var lingerOnClose = false
+    var lingering = false
     /// Events registered with epoll now, to skip redundant epoll_ctl calls.
     var interest: Epoll.Events = []
     /// In the master's set of connections to flush at the end of this loop turn.

@@ -275,6 +275,10 @@ final class Master {
             flush(connection)
             guard connections[key] != nil else { return }
         }
+        if connection.lingering {
+            settle(connection)
+            return
+        }
         if events.contains(.readable) || events.contains(.hangup) {
             switch configuration.wireProtocol {
             case .oneshot: readOneshot(connection)
@@ -381,6 +385,7 @@ final class Master {
         let sequence = connection.push(id: 0)
         _ = connection.resolve(sequence, status: status, body: Array(body.utf8))
         connection.closeWhenDone = true
+        connection.lingerOnClose = true
         emitReady(connection)
     }
 
@@ -547,6 +552,20 @@ final class Master {
             // Requests already buffered while the in-flight cap was reached: no readable event
             // will announce them again.
             parseFrames(connection)
+        }
+        if connection.isQuiescent && connection.lingerOnClose && !connection.peerClosed && !connection.hungUp {
+            if !connection.lingering {
+                connection.lingering = true
+                try? connection.fd.shutdownWrite()
+            }
+            drainAndIgnore(connection)
+            if !connection.peerClosed {
+                if connection.interest != .readable {
+                    try? epoll.modify(connection.fd.raw, events: .readable, token: connection.key)
+                    connection.interest = .readable
+                }
+                return
+            }
         }
         if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || connection.hungUp || phase != .running) {
             close(connection, reason: nil)

@@ -1,0 +1,74 @@
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+/// The `pool-client` executable against a real `pool-server`: exact stdout, stderr and exit codes.
+@Suite(.serialized) struct ClientCLITests {
+    static var client: String { Binaries.path("pool-client") }
+
+    func run(_ server: TestServer, _ arguments: [String], stdin: String? = nil) throws -> FramedSupport.CommandResult {
+        let result = try FramedSupport.runCommand(Self.client, ["--socket", server.socketPath] + arguments, stdin: stdin, timeout: 30)
+        #expect(!result.timedOut, "pool-client \(arguments) did not finish")
+        #expect(result.reason == .exit, "pool-client \(arguments) was killed by a signal")
+        return result
+    }
+
+    @Test func framedEchoPrintsTheReply() throws {
+        let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "echo"])
+        let result = try run(server, ["--protocol", "framed", "hello"])
+        #expect(result.stdout == "hello\n")
+        #expect(result.stderr == "")
+        #expect(result.status == 0)
+
+        let several = try run(server, ["--protocol", "framed", "one", "two words", "three"])
+        #expect(several.stdout == "one\ntwo words\nthree\n")
+        #expect(several.status == 0)
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func framedHandlerErrorFailsAndNamesTheStatus() throws {
+        let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "sim"])
+        let result = try run(server, ["--protocol", "framed", "fail:x"])
+        #expect(result.status != 0)
+        #expect(result.stdout == "")
+        #expect(result.stderr.contains("handler error"), "stderr: \(result.stderr)")
+        #expect(result.stderr.contains("x"), "stderr: \(result.stderr)")
+
+        // Successes around a failure are still printed, in order; the exit status reports the failure.
+        let mixed = try run(server, ["--protocol", "framed", "before", "fail:x", "after"])
+        #expect(mixed.stdout == "before\nafter\n")
+        #expect(mixed.stderr.contains("handler error"))
+        #expect(mixed.status != 0)
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func framedStdinSendsOneMessagePerLine() throws {
+        let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "echo"])
+        let result = try run(server, ["--protocol", "framed", "--stdin"], stdin: "a\nb\n")
+        #expect(result.stdout == "a\nb\n")
+        #expect(result.stderr == "")
+        #expect(result.status == 0)
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func oneshotAgainstTheDefaultServerPrintsOk() throws {
+        let server = try TestServer()
+        let result = try run(server, ["hello"])
+        #expect(result.stdout == "ok\n")
+        #expect(result.stderr == "")
+        #expect(result.status == 0)
+        #expect(waitUntil(timeout: 20) { server.log.contains("recv 5 bytes: hello") }, "\(server.log)")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func noServerIsAnError() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try FramedSupport.runCommand(Self.client, ["--socket", directory + "/absent.sock", "--protocol", "framed", "x"])
+        #expect(!result.timedOut)
+        #expect(result.status != 0)
+        #expect(result.stdout == "")
+        #expect(!result.stderr.isEmpty)
+    }
+}

@@ -1,0 +1,438 @@
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+private typealias Frame = FramedSupport.Frame
+private typealias RawConnection = FramedSupport.RawConnection
+
+private extension PoolClient.Response {
+    var frame: FramedSupport.Frame { FramedSupport.frame(self) }
+}
+
+/// The framed protocol and result mode, end to end through the real `pool-server` binary.
+///
+/// No test asserts speed: every wait is for a condition, with a generous timeout, so a loaded
+/// two-core machine only makes them slower. Every test ends with `expectCleanShutdown`, which
+/// checks that the server exits 0 and leaves no worker, queue, socket or state file.
+@Suite(.serialized) struct FramedIntegrationTests {
+    static let resultEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo"]
+    static let resultSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim"]
+
+    static func statuses(_ responses: [PoolClient.Response]) -> [UInt8] { responses.map(\.statusByte) }
+
+    // MARK: - Echo and sizes
+
+    @Test func echoesSizesUpToTheDefaultMaximum() throws {
+        let server = try TestServer(Self.resultEcho)
+        let maximum = FramedSupport.kernelMsgmax() - JobCodec.headerBytes
+        #expect(server.logLines(containing: "pool started").first?.contains("max-message=\(maximum)") == true,
+                "the default --max-message should be msgmax - 16 = \(maximum):\n\(server.log)")
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = [0, 1, 1000, maximum].map(FramedSupport.randomBytes)
+        for payload in payloads {
+            let response = try client.request(payload)
+            #expect(response.statusByte == ResponseStatus.ok.rawValue, "size \(payload.count)")
+            #expect(response.body == payload, "size \(payload.count): echo differs (got \(response.body.count) bytes)")
+        }
+        // The same sizes pipelined on the same connection.
+        let pipelined = try client.pipeline(payloads)
+        #expect(Self.statuses(pipelined) == [0, 0, 0, 0])
+        #expect(pipelined.map(\.body) == payloads)
+
+        // One byte over the maximum: too large, then the server closes the connection.
+        let tooLarge = try client.request(FramedSupport.randomBytes(maximum + 1))
+        #expect(tooLarge.statusByte == ResponseStatus.tooLarge.rawValue)
+        #expect(throws: (any Error).self) { try client.receive() }
+
+        // The server itself is unaffected.
+        let other = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try other.request("still here".bytes).frame == Frame(status: 0, body: "still here".bytes))
+        other.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func explicitMaxMessageIsExactAndOneMoreIsRefused() throws {
+        let server = try TestServer(Self.resultEcho + ["--max-message", "5000"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        for _ in 0..<3 {
+            let payload = FramedSupport.randomBytes(5000)
+            let response = try client.request(payload)
+            #expect(response.statusByte == ResponseStatus.ok.rawValue)
+            #expect(response.body == payload, "5000 random bytes must come back byte-exact")
+        }
+
+        // A request before the oversize one is still answered, in order, before the refusal.
+        let before = FramedSupport.randomBytes(4999)
+        try client.send(before)
+        try client.send(FramedSupport.randomBytes(5001))
+        let first = try client.receive()
+        #expect(first.statusByte == ResponseStatus.ok.rawValue)
+        #expect(first.body == before)
+        let refused = try client.receive()
+        #expect(refused.statusByte == ResponseStatus.tooLarge.rawValue)
+        #expect(refused.status == .tooLarge)
+        #expect(String(decoding: refused.body, as: UTF8.self).contains("5001"))
+
+        // Then the connection is closed: a further receive reports that the server closed it.
+        var thrown: (any Error)?
+        do { _ = try client.receive() } catch { thrown = error }
+        #expect(thrown != nil, "the connection should be closed after a too-large response")
+        #expect(thrown is PoolClient.ProtocolError,
+                "a closed connection should surface as PoolClient.ProtocolError, got \(thrown.map { "\(type(of: $0)): \($0)" } ?? "nothing")")
+
+        // The same on a fresh connection whose first request is the oversize one (the server's
+        // input buffer is still small, so it refuses before it has read the whole request).
+        let fresh = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try fresh.send(FramedSupport.randomBytes(5001))
+        let freshRefused = try fresh.receive()
+        #expect(freshRefused.statusByte == ResponseStatus.tooLarge.rawValue)
+        var freshThrown: (any Error)?
+        do { _ = try fresh.receive() } catch { freshThrown = error }
+        #expect(freshThrown is PoolClient.ProtocolError,
+                "after the too-large response the server closes the connection; the client should see that as PoolClient.ProtocolError (EOF), got \(freshThrown.map { "\(type(of: $0)): \($0)" } ?? "nothing")")
+        // Raw view of the same: one too-large frame, then the stream ends cleanly (EOF, not a reset).
+        let raw = try RawConnection(path: server.socketPath)
+        try raw.write(FramedSupport.requestFrames([FramedSupport.randomBytes(5001)]))
+        let (frames, rest, end) = raw.readToEnd()
+        #expect(frames.map(\.status) == [ResponseStatus.tooLarge.rawValue])
+        #expect(rest.isEmpty)
+        #expect(end == .eof, "the connection should end with EOF after the too-large response, not \(end)")
+        raw.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    // MARK: - Pipelining and order
+
+    @Test func thousandPipelinedRequestsAnsweredInOrder() throws {
+        let server = try TestServer(Self.resultEcho)
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = (0..<1000).map { Array("request \($0) \(String(repeating: "x", count: $0 % 37))".utf8) }
+        let responses = try client.pipeline(payloads)
+        #expect(responses.count == 1000)
+        let allOK = responses.allSatisfy { $0.isOK }
+        #expect(allOK)
+        let firstMismatch = zip(responses, payloads).enumerated().first { $0.element.0.body != $0.element.1 }?.offset
+        #expect(firstMismatch == nil, "response \(firstMismatch ?? -1) is not its request's echo")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func tenThousandPipelinedWithTwoWorkers() throws {
+        let server = try TestServer(Self.resultEcho + ["--workers", "2"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        let payloads = (0..<10_000).map { Array("m\($0)".utf8) }
+        let responses = try client.pipeline(payloads)
+        #expect(responses.count == 10_000)
+        let notOK = responses.filter { !$0.isOK }.count
+        #expect(notOK == 0, "\(notOK) responses were not ok")
+        let firstMismatch = zip(responses, payloads).enumerated().first { $0.element.0.body != $0.element.1 }?.offset
+        #expect(firstMismatch == nil, "response \(firstMismatch ?? -1) is out of order or wrong")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func slowRequestFirstKeepsRequestOrder() throws {
+        let server = try TestServer(Self.resultSim)
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = ["sleep:300", "fast-1", "fast-2", "fast-3", "fast-4"].map(\.bytes)
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == [0, 0, 0, 0, 0])
+        #expect(responses.map(\.body) == payloads, "the sleep's response must come first, then the rest in order")
+        // And with send/receive instead of pipeline().
+        for payload in payloads { try client.send(payload) }
+        let received = try payloads.map { _ in try client.receive() }
+        #expect(received.map(\.body) == payloads)
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    // MARK: - Failures
+
+    @Test func crashAnswersWorkerDiedForThatRequestOnly() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "2"])
+        let initial = try #require(FramedSupport.waitForWorkers(server, 2))
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let responses = try client.pipeline(["a", "crash", "b", "c"].map(\.bytes))
+        #expect(Self.statuses(responses) == [0, 5, 0, 0], "\(responses)")
+        #expect(responses.count == 4 && responses[0].body == "a".bytes && responses[2].body == "b".bytes
+                && responses[3].body == "c".bytes)
+        #expect(responses.count == 4 && responses[1].status == .workerDied)
+
+        // The pool recovers: a replacement worker (a new pid) and N workers again.
+        var current: [pid_t] = []
+        let replaced = waitUntil(timeout: 20) {
+            current = server.workerPIDs
+            return current.count == 2 && !Set(current).isSubset(of: Set(initial))
+        }
+        #expect(replaced, "expected 2 workers including a new pid; initial \(initial), now \(current)\n\(server.log)")
+        #expect(!server.logLines(containing: "worker died").isEmpty)
+
+        // Same connection and a new one keep working.
+        let after = try client.pipeline(["after-1", "after-2", "after-3"].map(\.bytes))
+        #expect(after.map(\.body) == ["after-1", "after-2", "after-3"].map(\.bytes))
+        #expect(Self.statuses(after) == [0, 0, 0])
+        let other = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try other.request("new connection".bytes).frame == Frame(status: 0, body: "new connection".bytes))
+        other.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func handlerErrorIsStatusOneAndConnectionContinues() throws {
+        let server = try TestServer(Self.resultSim)
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let failed = try client.request("fail:boom".bytes)
+        #expect(failed.statusByte == ResponseStatus.handlerError.rawValue)
+        #expect(failed.body == "boom".bytes)
+        #expect(try client.request("after".bytes).frame == Frame(status: 0, body: "after".bytes))
+        let mixed = try client.pipeline(["x", "fail:boom", "y", "fail:", "z"].map(\.bytes))
+        #expect(Self.statuses(mixed) == [0, 1, 0, 1, 0])
+        #expect(mixed.map(\.body) == ["x", "boom", "y", "", "z"].map(\.bytes))
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func clientLeavingWithRequestsInFlightHarmsNobody() throws {
+        let server = try TestServer(Self.resultSim)
+        let leaver = try RawConnection(path: server.socketPath)
+        try leaver.write(FramedSupport.requestFrames(Array(repeating: "sleep:200".bytes, count: 4)))
+        leaver.close()
+
+        // The next client gets exactly its own replies, in order, and nothing else. Its jobs queue
+        // behind the abandoned sleeps, so their replies come back while it is connected.
+        let next = try RawConnection(path: server.socketPath)
+        let payloads = ["after-1", "sleep:100", "after-2", "after-3"].map(\.bytes)
+        try next.write(FramedSupport.requestFrames(payloads))
+        let frames = next.readFrames(payloads.count)
+        #expect(frames == payloads.map { Frame(status: 0, body: $0) }, "\(frames.map { "\($0)" } ?? "connection ended")")
+        // Anything owed to the first client arriving late must not leak here.
+        let stray = next.unexpectedBytes(within: 0.7)
+        #expect(stray.isEmpty, "stray bytes after our replies: \(FramedSupport.decodeFrames(stray).frames)")
+        next.close()
+
+        let errors = FramedSupport.errorLines(server)
+        #expect(errors.isEmpty, "unexpected error lines:\n\(errors.joined(separator: "\n"))")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    /// A client that closes with a request in flight must not make the master spin. (The master
+    /// registers no events for such a connection, but EPOLLHUP is always reported.)
+    @Test func abandonedConnectionDoesNotBusyLoopTheMaster() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "1"])
+        let queue = try #require(server.queueIDs.first)
+        let worker = try #require(FramedSupport.waitForWorkers(server, 1)?.first)
+        let leaver = try RawConnection(path: server.socketPath)
+        try leaver.write(FramedSupport.requestFrames(["sleep:3000".bytes]))
+        leaver.close()
+        // The worker has taken the job (it received from its queue), so the connection is
+        // abandoned with one request in flight for the next ~3 s.
+        #expect(waitUntil(timeout: 20) { FramedSupport.queueRow(queue)?.lastReceivePID == worker })
+        usleep(100_000)
+        let before = try #require(FramedSupport.cpuTicks(server.pid))
+        usleep(1_000_000)
+        let after = try #require(FramedSupport.cpuTicks(server.pid))
+        // An idle master uses ~0 ticks per second; a spinning one ~100 (1 tick = 10 ms).
+        #expect(after - before < 30,
+                "the master used \(after - before) ticks of CPU in 1 s while idle (busy loop on the abandoned connection)")
+        // It still serves.
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("hello".bytes).frame == Frame(status: 0, body: "hello".bytes))
+        client.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func halfClosedClientStillGetsEveryResponse() throws {
+        let server = try TestServer(Self.resultSim)
+        let connection = try RawConnection(path: server.socketPath)
+        let payloads = ["sleep:300", "x", "", "y"].map(\.bytes)
+        try connection.write(FramedSupport.requestFrames(payloads))
+        try connection.shutdownWrite()
+        let (frames, rest, end) = connection.readToEnd()
+        #expect(frames == payloads.map { Frame(status: 0, body: $0) }, "\(frames)")
+        #expect(rest.isEmpty)
+        #expect(end == .eof, "after the last response the server should close the connection")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    // MARK: - Ack mode, garbage, limits
+
+    @Test func ackModeAnswersOkWithEmptyBodies() throws {
+        let server = try TestServer(["--protocol", "framed", "--workers", "2"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = ["first", "", "third message", String(repeating: "z", count: 3000)].map(\.bytes)
+        let responses = try client.pipeline(payloads)
+        #expect(responses.map(\.frame) == payloads.map { _ in Frame(status: 0, body: []) })
+        #expect(try client.request("single".bytes).frame == Frame(status: 0, body: []))
+        // The messages really reached the (log) handler.
+        #expect(waitUntil(timeout: 20) {
+            server.log.contains("recv 5 bytes: first") && server.log.contains("recv 0 bytes")
+                && server.log.contains("recv 13 bytes: third message") && server.log.contains("recv 6 bytes: single")
+        }, "\(server.log)")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func garbageLengthIsBadRequestThenClose() throws {
+        let server = try TestServer(Self.resultEcho)
+        let connection = try RawConnection(path: server.socketPath)
+        try connection.write("GET ".bytes)  // reads as a length of 1,195,725,856
+        let (frames, rest, end) = connection.readToEnd()
+        #expect(frames.count == 1 && frames.first?.status == ResponseStatus.badRequest.rawValue, "\(frames)")
+        #expect(rest.isEmpty)
+        #expect(end == .eof)
+        // The server still serves others.
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("fine".bytes).frame == Frame(status: 0, body: "fine".bytes))
+        client.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func maxInflightBackpressureLosesNothing() throws {
+        let server = try TestServer(Self.resultSim + ["--max-inflight", "2"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = (0..<6).map { "sleep:\(200 + $0)".bytes }
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == [0, 0, 0, 0, 0, 0])
+        #expect(responses.map(\.body) == payloads)
+        // Everything written at once, before reading anything, works as well.
+        let raw = try RawConnection(path: server.socketPath)
+        let more = (0..<6).map { $0 % 2 == 0 ? "sleep:\(200 + $0)".bytes : "quick-\($0)".bytes }
+        try raw.write(FramedSupport.requestFrames(more))
+        #expect(raw.readFrames(6) == more.map { Frame(status: 0, body: $0) })
+        raw.close()
+        // And when the client half-closes right after writing: the requests not yet read when
+        // it did are still read and answered, then the server closes.
+        let halfClosed = try RawConnection(path: server.socketPath)
+        try halfClosed.write(FramedSupport.requestFrames(more))
+        try halfClosed.shutdownWrite()
+        let (frames, rest, end) = halfClosed.readToEnd()
+        #expect(frames == more.map { Frame(status: 0, body: $0) })
+        #expect(rest.isEmpty)
+        #expect(end == .eof)
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    /// Full-size requests pipelined far beyond what the worker queues hold (each holds two at
+    /// --queue-bytes 2×msgmax): the master holds the rest (--max-backlog) and dispatches them as
+    /// room appears; every one comes back byte-exact and in order.
+    @Test func fullSizeRequestsBeyondQueueCapacityAreHeldNotLost() throws {
+        let maximum = FramedSupport.kernelMsgmax() - JobCodec.headerBytes
+        let server = try TestServer(Self.resultEcho + ["--workers", "2", "--queue-bytes", "\(2 * FramedSupport.kernelMsgmax())"])
+        let payloads = (0..<200).map { _ in FramedSupport.randomBytes(maximum) }
+        let first = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        let second = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        // Fill the queues from one connection while another pipelines as well.
+        try first.send(payloads[0])
+        let responses = try second.pipeline(payloads)
+        let firstResponse = try first.receive()
+        #expect(firstResponse.isOK && firstResponse.body == payloads[0])
+        #expect(responses.count == payloads.count)
+        let notOK = responses.filter { !$0.isOK }.map(\.statusByte)
+        #expect(notOK.isEmpty, "statuses other than ok: \(notOK)")
+        let firstMismatch = zip(responses, payloads).enumerated().first { $0.element.0.body != $0.element.1 }?.offset
+        #expect(firstMismatch == nil, "response \(firstMismatch ?? -1) is out of order or corrupted")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    /// With --max-backlog 0 nothing is held: once the (single) queue is full, requests are
+    /// answered busy (2) in their place in the order; the rest are answered normally.
+    @Test func fullQueuesWithoutBacklogAnswerBusyInOrder() throws {
+        let maximum = FramedSupport.kernelMsgmax() - JobCodec.headerBytes
+        let server = try TestServer(Self.resultSim + ["--workers", "1", "--max-backlog", "0",
+                                                      "--queue-bytes", "\(2 * FramedSupport.kernelMsgmax())"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        // The worker sleeps on the first; its queue holds at most two full-size jobs meanwhile.
+        let big = (0..<5).map { i in Array("big-\(i)-".utf8) + FramedSupport.randomBytes(maximum - 6) }
+        let payloads = ["sleep:2000".bytes] + big
+        let responses = try client.pipeline(payloads)
+        #expect(responses.count == 6)
+        #expect(responses.first.map(FramedSupport.frame) == Frame(status: 0, body: "sleep:2000".bytes))
+        let statuses = Self.statuses(responses)
+        #expect(statuses.allSatisfy { $0 == 0 || $0 == 2 }, "\(statuses)")
+        #expect(statuses.filter { $0 == 2 }.count >= 3, "a queue of 2×msgmax holds at most 2 full-size jobs: \(statuses)")
+        for (response, payload) in zip(responses, payloads) where response.isOK {
+            #expect(response.body == payload)
+        }
+        for response in responses where response.statusByte == 2 { #expect(response.body.isEmpty) }
+        // Once the worker is free again, the same connection is served normally.
+        #expect(try client.request("later".bytes).frame == Frame(status: 0, body: "later".bytes))
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    /// A worker that exits (with any status, even 0) or overruns --job-timeout costs exactly the
+    /// request it was handling: 5 (worker died) or 4 (timeout); the queued ones behind it are
+    /// handled by its replacement.
+    @Test func exitAndJobTimeoutCostOnlyTheirOwnRequest() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "1", "--job-timeout", "1"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        let payloads = ["a", "exit:7", "b", "exit:0", "c", "hang", "d"].map(\.bytes)
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == [0, 5, 0, 5, 0, 4, 0], "\(responses.map(FramedSupport.frame))")
+        #expect(responses.count == 7 && [0, 2, 4, 6].allSatisfy { responses[$0].body == payloads[$0] })
+        #expect(FramedSupport.waitForWorkers(server, 1) != nil)
+        #expect(try client.request("e".bytes).frame == Frame(status: 0, body: "e".bytes))
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    @Test func connectionsBeyondTheLimitGetBusyAndAreClosed() throws {
+        let server = try TestServer(Self.resultEcho + ["--max-connections", "2"])
+        let first = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let second = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        // Both are served (and therefore accepted) before the third connects.
+        #expect(try first.request("one".bytes).frame == Frame(status: 0, body: "one".bytes))
+        #expect(try second.request("two".bytes).frame == Frame(status: 0, body: "two".bytes))
+
+        let third = try RawConnection(path: server.socketPath)
+        let (frames, rest, end) = third.readToEnd()
+        #expect(frames == [Frame(status: ResponseStatus.busy.rawValue, body: [])], "\(frames)")
+        #expect(rest.isEmpty)
+        #expect(end == .eof, "the third connection should be closed after its busy response")
+        #expect(!server.logLines(containing: "connection limit reached").isEmpty)
+
+        // The first two are unaffected; once one leaves, a new connection is served.
+        #expect(try first.request("one again".bytes).frame == Frame(status: 0, body: "one again".bytes))
+        first.close()
+        var served = false
+        _ = waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 30),
+                  let response = try? client.request("four".bytes) else { return false }
+            served = response.frame == Frame(status: 0, body: "four".bytes)
+            return served
+        }
+        #expect(served)
+        #expect(try second.request("two again".bytes).frame == Frame(status: 0, body: "two again".bytes))
+        second.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    // MARK: - Shutdown
+
+    /// SIGTERM while a request is running: it finishes and is answered ok; a request sent after
+    /// the server began shutting down is answered "shutting down" (6); then the connection is
+    /// closed and the server exits 0 leaving nothing behind.
+    @Test func shutdownDrainsInFlightAndRefusesNewWork() throws {
+        // One worker, so "the worker took the job" is visible on its queue. The sleep is long
+        // enough that the connection is still owed a response when the next request arrives.
+        let server = try TestServer(Self.resultSim + ["--workers", "1"])
+        let queue = try #require(server.queueIDs.first)
+        let worker = try #require(FramedSupport.waitForWorkers(server, 1)?.first)
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try client.send("sleep:1500".bytes)
+        #expect(waitUntil(timeout: 20) { FramedSupport.queueRow(queue)?.lastReceivePID == worker }, "the worker never took the job")
+
+        let queues = FramedSupport.ownedQueueIDs(server)
+        server.signal(SIGTERM)
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "shutdown: stopped accepting").isEmpty })
+        // The listener is gone at once.
+        #expect(!FileManager.default.fileExists(atPath: server.socketPath))
+        #expect(throws: (any Error).self) { _ = try PoolClient(socketPath: server.socketPath, timeout: 5) }
+
+        try client.send("late".bytes)
+        let drained = try client.receive()
+        #expect(drained.frame == Frame(status: ResponseStatus.ok.rawValue, body: "sleep:1500".bytes))
+        let late = try client.receive()
+        #expect(late.statusByte == ResponseStatus.shuttingDown.rawValue, "\(late)")
+        #expect(throws: PoolClient.ProtocolError.self, "the connection should be closed once drained") {
+            _ = try client.receive()
+        }
+        #expect(server.waitForExit(timeout: 30) == 0)
+        #expect(existingQueueIDs().isDisjoint(with: queues))
+        FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
+    }
+}
