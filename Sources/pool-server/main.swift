@@ -161,6 +161,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "What clients get back: ack (queued) or result (the handler's output).")
     var reply: ReplyChoice = .ack
 
+    @Option(name: .long, help: "How a worker is chosen: round-robin or least-busy.")
+    var dispatch: DispatchChoice = .roundRobin
+
     @Option(name: .long, help: "Largest message in bytes (default: msgmax minus the 16-byte record header).")
     var maxMessage: Int?
 
@@ -221,6 +224,7 @@ struct Serve: ParsableCommand {
         configuration.workers = workers
         configuration.wireProtocol = wireProtocol.value
         configuration.replyMode = reply.value
+        configuration.dispatch = dispatch.value
         configuration.maxMessage = maxMessage
         configuration.socketMode = mode
         configuration.queueBytes = queueBytes
@@ -270,6 +274,11 @@ enum HandlerChoice: String, ExpressibleByArgument, CaseIterable {
 enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable {
     case oneshot, framed
     var value: PoolConfiguration.WireProtocol { .init(rawValue: rawValue)! }
+}
+
+enum DispatchChoice: String, ExpressibleByArgument, CaseIterable {
+    case roundRobin = "round-robin", leastBusy = "least-busy"
+    var value: PoolConfiguration.DispatchStrategy { .init(rawValue: rawValue)! }
 }
 
 enum ReplyChoice: String, ExpressibleByArgument, CaseIterable {

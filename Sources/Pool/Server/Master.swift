@@ -52,7 +52,7 @@ final class Master {
     private var controlConnections: Set<UInt64> = []
     private let notifier: SystemdNotifier
     private let startedAt = monotonicNanoseconds()
-    private var dispatcher = Dispatcher()
+    private var dispatcher: Dispatcher
     private var connections: [UInt64: Connection] = [:]
     private var nextConnectionKey = Token.firstConnection
     private var nextRequestID: UInt64 = 1
@@ -80,6 +80,7 @@ final class Master {
         self.configuration = configuration
         self.control = control
         self.notifier = notifier
+        dispatcher = Dispatcher(strategy: configuration.dispatch)
         self.maxMessage = maxMessage
         self.logger = logger
         self.supervisor = supervisor
@@ -726,7 +727,7 @@ final class Master {
         return StatusReport(
             pid: getpid(), uptime: Double(now - startedAt) / 1e9,
             wireProtocol: configuration.wireProtocol.rawValue, replyMode: configuration.replyMode.rawValue,
-            dispatch: "round-robin", acceptedConnections: accepted,
+            dispatch: configuration.dispatch.rawValue, acceptedConnections: accepted,
             activeConnections: connections.count - controlConnections.count,
             responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
             heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers)

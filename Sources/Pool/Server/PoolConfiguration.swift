@@ -18,7 +18,16 @@ public struct PoolConfiguration: Sendable {
         case result
     }
 
+    /// How a worker is chosen for each message.
+    public enum DispatchStrategy: String, Sendable, CaseIterable {
+        /// Each worker in turn.
+        case roundRobin = "round-robin"
+        /// The worker with the fewest requests in flight.
+        case leastBusy = "least-busy"
+    }
+
     public var socketPath: String = "pool.sock"
+    public var dispatch: DispatchStrategy = .roundRobin
     public var workers: Int = 3
     public var wireProtocol: WireProtocol = .oneshot
     public var replyMode: ReplyMode = .ack

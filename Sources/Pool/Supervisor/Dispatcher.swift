@@ -1,7 +1,15 @@
-/// Chooses a worker queue for each job: round-robin, and on a full queue (EAGAIN with
-/// IPC_NOWAIT) the next ones in turn before giving up. The master never blocks here.
+/// Chooses a worker queue for each job and sends it with IPC_NOWAIT; on a full queue (EAGAIN) it
+/// tries the others in turn before giving up. The master never blocks here.
+///
+/// - round-robin: the next slot in turn.
+/// - least-busy: the slot with the fewest requests in flight — exact in result mode (queued and
+///   not yet answered); in ack mode, where no answers come back, "busy now" from the scoreboard.
+///   Ties go round-robin, so equal workers still share the load.
 struct Dispatcher {
     private var next = 0
+    let strategy: PoolConfiguration.DispatchStrategy
+
+    init(strategy: PoolConfiguration.DispatchStrategy) { self.strategy = strategy }
 
     enum Outcome {
         case queued(slot: Int)
@@ -13,8 +21,21 @@ struct Dispatcher {
     mutating func dispatch(_ buffer: MessageBuffer, length: Int, supervisor: Supervisor) -> Outcome {
         let slots = supervisor.slots
         let count = slots.count
+        guard count > 0 else { return .full }
+        var first = next % count
+        if strategy == .leastBusy {
+            var best = Int.max
+            for attempt in 0..<count {
+                let index = (next + attempt) % count
+                guard slots[index].accepting else { continue }
+                let load = slots[index].outstanding.count
+                    + (supervisor.scoreboard.state(index) == .busy ? 1 : 0)
+                if load < best { best = load; first = index }
+                if load == 0 { break }
+            }
+        }
         for attempt in 0..<count {
-            let index = (next + attempt) % count
+            let index = (first + attempt) % count
             guard slots[index].accepting else { continue }
             do {
                 if try slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
