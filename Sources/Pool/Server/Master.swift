@@ -743,7 +743,16 @@ final class Master {
         supervisor.cancelPendingChanges()
         deadline = monotonicNanoseconds() + Int64(configuration.shutdownTimeout * 1e9)
         closeListener()
-        for connection in Array(connections.values) { settle(connection) }
+        for connection in Array(connections.values) {
+            // Requests already sent but not yet read get an answer (shutting down), not silence.
+            if !controlConnections.contains(connection.key) && !connection.lingering && !connection.detached {
+                switch configuration.wireProtocol {
+                case .oneshot: readOneshot(connection)
+                case .framed: readFramed(connection)
+                }
+            }
+            settle(connection)
+        }
         advanceShutdown(now: monotonicNanoseconds())
     }
 

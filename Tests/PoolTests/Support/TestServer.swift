@@ -135,17 +135,20 @@ final class TestServer {
         return process.terminationStatus
     }
 
+    /// Exited, even if Foundation has not reaped it yet (a zombie counts as exited).
+    var hasExited: Bool { !process.isRunning || !processIsAlive(pid) }
+
     /// Stops the server if it still runs (SIGTERM, then SIGKILL), and removes anything it left:
     /// processes, queues, files. Safe to call more than once.
     func stop() {
         guard !stopped else { return }
         stopped = true
         let workers = childPIDs(of: pid)
-        if process.isRunning {
+        if !hasExited {
             kill(pid, SIGTERM)
-            if !waitUntil(timeout: 15, { !process.isRunning }) {
+            if !waitUntil(timeout: 15, { hasExited }) {
                 kill(pid, SIGKILL)
-                _ = waitUntil(timeout: 5) { !process.isRunning }
+                _ = waitUntil(timeout: 5) { hasExited }
             }
         }
         for worker in workers where processIsAlive(worker) { kill(worker, SIGKILL) }

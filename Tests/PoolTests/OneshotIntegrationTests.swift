@@ -1,0 +1,434 @@
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+private typealias S = OneshotShutdownSupport
+
+/// `php` if installed (the seed's client is a PHP script).
+private let phpPath: String? = OneshotShutdownSupport.executableInPath("php")
+private let seedClientPath = "/work/shared/seed/client.php"
+private let seedClientRunnable = phpPath != nil && FileManager.default.fileExists(atPath: seedClientPath)
+
+extension OneshotShutdownSuites {
+    /// The oneshot protocol with `--reply ack` (the defaults), end to end through the built
+    /// `pool-server` binary. Nothing here asserts speed: every wait is for a condition with a generous
+    /// timeout, so a loaded machine only makes the tests slower.
+    @Suite(.serialized) struct OneshotIntegrationTests {
+        // MARK: - Seed compatibility
+
+        /// The seed's PHP client writes 11 bytes without half-closing, echoes the byte count, then
+        /// echoes the reply: its output must be exactly `11ok`.
+        @Test(.enabled(if: seedClientRunnable, "php or /work/shared/seed/client.php is not available"))
+        func seedPHPClientGets11ok() throws {
+            let server = try TestServer(["--workers", "3", "--handler", "log"])
+            defer { server.stop() }
+            try FileManager.default.copyItem(atPath: seedClientPath, toPath: server.directory + "/client.php")
+            let result = try S.run(try #require(phpPath), ["client.php"], in: server.directory)
+            #expect(result.status == 0, "php exited \(String(describing: result.status)); stderr: \(result.stderr)")
+            #expect(result.stdout == "11ok", "stdout \(result.stdout.debugDescription), stderr \(result.stderr)")
+            #expect(waitUntil { S.recvCounts(in: server.log)["i am client"] == 1 },
+                    "the seed client's message should be logged once:\n\(server.log)")
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
+        /// The seed's way of running: `--socket pool.sock`, relative to the server's working
+        /// directory. Served there, and removed from there on shutdown.
+        @Test func relativeSocketPathIsUsedAndRemoved() throws {
+            let server = try TestServer(["--workers", "2", "--handler", "log"], socketPath: "pool.sock")
+            defer { server.stop() }
+            let absolute = server.directory + "/pool.sock"
+            #expect(S.fileMode(absolute)?.isSocket == true, "no socket at \(absolute)")
+            #expect(try S.oneshot(absolute, "relative") == "ok")
+            #expect(waitUntil { S.recvCounts(in: server.log)["relative"] == 1 })
+            let workers = server.workerPIDs
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+            S.expectNothingLeft(socketPath: absolute, queueIDs: server.queueIDs, masterPID: server.pid, workers: workers)
+        }
+
+        // MARK: - The log handler
+
+        /// 1000 distinct messages, one connection each: every one is acknowledged `ok` (busy is retried)
+        /// and, after a clean stop, each appears in exactly one `recv` line with its length.
+        @Test func thousandMessagesAreEachLoggedExactlyOnce() throws {
+            let server = try TestServer(["--workers", "3", "--handler", "log"])
+            defer { server.stop() }
+            #expect(waitUntil { server.workerPIDs.count == 3 })
+            let workers = Set(server.workerPIDs)
+            let messages = (0..<1000).map { "msg-\($0)" }
+
+            var busyRetries = 0
+            var unexpected: [String] = []
+            for message in messages {
+                var attempts = 0
+                while true {
+                    let reply = try S.oneshot(server.socketPath, message)
+                    if reply == "ok" { break }
+                    if reply == "error: busy" && attempts < 500 {
+                        attempts += 1
+                        busyRetries += 1
+                        usleep(10_000)
+                        continue
+                    }
+                    unexpected.append("\(message) -> \(reply.debugDescription)")
+                    break
+                }
+            }
+            #expect(unexpected.isEmpty, "replies other than ok: \(unexpected.prefix(20))")
+            if busyRetries > 0 { print("thousandMessages: \(busyRetries) busy answer(s) retried") }
+
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0, timeout: 30)
+
+            let lines = S.recvLines(in: server.log)
+            var counts: [String: Int] = [:]
+            for line in lines { counts[line.message, default: 0] += 1 }
+            let missing = messages.filter { counts[$0] == nil }
+            let duplicated = messages.filter { (counts[$0] ?? 0) > 1 }
+            #expect(missing.isEmpty, "\(missing.count) message(s) never logged, e.g. \(missing.prefix(10))")
+            // A busy answer must never come with a delivery: a retried message logged twice shows it.
+            #expect(duplicated.isEmpty, "\(duplicated.count) message(s) logged more than once, e.g. \(duplicated.prefix(10))")
+            #expect(lines.count == messages.count, "recv lines: \(lines.count)")
+            let wrongLength = lines.filter { $0.length != $0.message.utf8.count }
+            #expect(wrongLength.isEmpty, "recv lines with a wrong LEN: \(wrongLength.prefix(5))")
+            let strangers = Set(lines.map(\.pid)).subtracting(workers)
+            #expect(strangers.isEmpty, "lines from pids that are not the workers \(workers.sorted()): \(strangers.sorted())")
+            // Round robin: every worker gets a share. (Not asserted to be exactly even: a worker that
+            // falls far behind on a loaded machine fills its queue and the next one takes over.)
+            var perWorker: [pid_t: Int] = [:]
+            for line in lines { perWorker[line.pid, default: 0] += 1 }
+            #expect(perWorker.count == 3, "workers that handled messages: \(perWorker)")
+            print("thousandMessages: per worker \(perWorker.values.sorted())")
+        }
+
+        /// Non-printable bytes are escaped in the log line (`\x01`), and LEN counts raw bytes.
+        @Test func nonPrintableBytesAreEscapedInTheLog() throws {
+            let server = try TestServer(["--workers", "1", "--handler", "log"])
+            defer { server.stop() }
+            // Includes a NUL: the message is bytes, not a C string.
+            let payload: [UInt8] = [0x01, 0x61, 0x00, 0x62, 0xFF]
+            #expect(try S.oneshot(server.socketPath, bytes: payload) == "ok")
+            let expected = #"\x01a\x00b\xff"#
+            #expect(waitUntil { S.recvLines(in: server.log).contains { $0.message == expected } },
+                    "expected a recv line with \(expected):\n\(server.log)")
+            let line = S.recvLines(in: server.log).first { $0.message == expected }
+            #expect(line?.length == payload.count)
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
+        /// Other client styles: one that half-closes after writing still gets `ok`; one that writes
+        /// and closes at once, never reading, still has its message queued and handled.
+        @Test func halfClosingAndFireAndForgetClientsAreServed() throws {
+            let server = try TestServer(["--workers", "2", "--handler", "log"])
+            defer { server.stop() }
+
+            let halfClosing = try SocketFD.unixStream(nonBlocking: false)
+            defer { halfClosing.close() }
+            try halfClosing.connect(path: server.socketPath)
+            try halfClosing.setReceiveTimeout(seconds: 30)
+            try Array("half-closed".utf8).withUnsafeBytes { try halfClosing.writeAll($0) }
+            try halfClosing.shutdownWrite()
+            var reply: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 256)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(halfClosing.raw, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                reply.append(contentsOf: chunk[0..<n])
+            }
+            #expect(String(decoding: reply, as: UTF8.self) == "ok")
+
+            let fireAndForget = try SocketFD.unixStream(nonBlocking: false)
+            try fireAndForget.connect(path: server.socketPath)
+            try Array("fire-and-forget".utf8).withUnsafeBytes { try fireAndForget.writeAll($0) }
+            fireAndForget.close()
+
+            #expect(waitUntil { let counts = S.recvCounts(in: server.log)
+                                return counts["half-closed"] == 1 && counts["fire-and-forget"] == 1 },
+                    "both messages should be handled once:\n\(server.log)")
+            #expect(try S.oneshot(server.socketPath, "and the server goes on") == "ok")
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
+        // MARK: - quit is just data
+
+        /// Unlike the seed (whose workers stopped on any message starting with "quit"), a `quit`
+        /// payload is an ordinary message: every worker keeps running and later messages still work.
+        @Test func quitPayloadsLeaveEveryWorkerRunning() throws {
+            let server = try TestServer(["--workers", "3", "--handler", "log"])
+            defer { server.stop() }
+            #expect(waitUntil { server.workerPIDs.count == 3 })
+            let before = server.workerPIDs
+
+            let payloads = ["quit", "QUIT now", "Quit"]
+            for payload in payloads {
+                #expect(try S.oneshot(server.socketPath, payload) == "ok", "payload \(payload)")
+            }
+            // Each is handled (logged) by a worker, i.e. the workers did take them...
+            #expect(waitUntil { let counts = S.recvCounts(in: server.log); return payloads.allSatisfy { counts[$0] == 1 } },
+                    "quit payloads should be logged once each:\n\(server.log)")
+            // ...and, given a moment to act on them, none of the workers exited or was replaced.
+            usleep(300_000)
+            #expect(server.workerPIDs == before, "workers before \(before), after \(server.workerPIDs)")
+            #expect(before.allSatisfy(processIsAlive))
+            #expect(server.logLines(containing: "worker exited").isEmpty && server.logLines(containing: "worker died").isEmpty,
+                    "a worker ended:\n\(server.log)")
+
+            let later = (0..<6).map { "after-quit-\($0)" }
+            for message in later {
+                #expect(try S.oneshot(server.socketPath, message) == "ok")
+            }
+            #expect(waitUntil { let counts = S.recvCounts(in: server.log); return later.allSatisfy { counts[$0] == 1 } },
+                    "later messages should be logged once each:\n\(server.log)")
+            let handlers = Set(S.recvLines(in: server.log).filter { later.contains($0.message) }.map(\.pid))
+            #expect(handlers == Set(before), "every original worker should still handle messages: \(handlers.sorted()) vs \(before)")
+            #expect(server.workerPIDs == before)
+
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
+        // MARK: - Idle connections
+
+        /// A client that connects and sends nothing must not hold up another client: the second
+        /// client's round trips finish while the idle connection is still open (--idle-timeout 10).
+        @Test func idleClientDoesNotDelayAnother() throws {
+            let server = try TestServer(["--workers", "2", "--handler", "log", "--idle-timeout", "10"])
+            defer { server.stop() }
+            let idle = try SocketFD.unixStream(nonBlocking: false)
+            defer { idle.close() }
+            try idle.connect(path: server.socketPath)
+
+            let messages = (0..<5).map { "beside-idle-\($0)" }
+            for message in messages {
+                #expect(try S.oneshot(server.socketPath, message) == "ok")
+            }
+            // The idle connection is still open: no end of stream, nothing to read. Had the server
+            // waited on it, the round trips above could only have finished after the idle timeout
+            // closed it.
+            var byte: UInt8 = 0
+            let n = recv(idle.raw, &byte, 1, Int32(MSG_DONTWAIT))
+            let error = errno
+            #expect(n == -1 && (error == EAGAIN || error == EWOULDBLOCK),
+                    "the idle connection should still be open (recv returned \(n), errno \(error))")
+            #expect(waitUntil { let counts = S.recvCounts(in: server.log); return messages.allSatisfy { counts[$0] == 1 } })
+            idle.close()
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
+        /// The server closes a connection that sends nothing once --idle-timeout has passed (not
+        /// before), and keeps serving others.
+        @Test func idleConnectionIsClosedAfterTheIdleTimeout() throws {
+            let server = try TestServer(["--workers", "1", "--idle-timeout", "1"])
+            defer { server.stop() }
+            let start = monotonicNanoseconds()
+            let idle = try SocketFD.unixStream(nonBlocking: false)
+            defer { idle.close() }
+            try idle.connect(path: server.socketPath)
+            try idle.setReceiveTimeout(seconds: 20)
+            var buffer = [UInt8](repeating: 0, count: 64)
+            var n: Int
+            var error: Int32 = 0
+            repeat {
+                n = buffer.withUnsafeMutableBytes { Glibc.read(idle.raw, $0.baseAddress, $0.count) }
+                error = errno
+            } while n < 0 && error == EINTR
+            let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+            #expect(n == 0, "expected end of stream from the server (read returned \(n), errno \(error), after \(elapsed) s)")
+            #expect(elapsed >= 0.95, "closed after \(elapsed) s, before --idle-timeout 1")
+            #expect(try S.oneshot(server.socketPath, "still serving") == "ok")
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
+        // MARK: - --max-message
+
+        /// With --max-message 100: 101 bytes (and far more) get exactly `error: too large` and reach
+        /// no worker; exactly 100 bytes get `ok` and are logged.
+        @Test func maxMessageIsInclusiveAndLargerMessagesAreRefused() throws {
+            let server = try TestServer(["--workers", "2", "--handler", "log", "--max-message", "100"])
+            defer { server.stop() }
+            let over = String(repeating: "B", count: 101)
+            let farOver = String(repeating: "C", count: 5000)
+            let exact = String(repeating: "A", count: 100)
+            #expect(try S.oneshot(server.socketPath, over) == "error: too large")
+            #expect(try S.oneshot(server.socketPath, farOver) == "error: too large")
+            #expect(try S.oneshot(server.socketPath, exact) == "ok")
+            #expect(waitUntil { S.recvCounts(in: server.log)[exact] == 1 }, "the 100-byte message should be logged:\n\(server.log)")
+
+            // Stop cleanly so everything queued has been handled before looking for what was not.
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+            let lines = S.recvLines(in: server.log)
+            #expect(lines.filter { $0.message == exact && $0.length == 100 }.count == 1)
+            let leaked = lines.filter { $0.length > 100 || $0.message.contains("B") || $0.message.contains("C") }
+            #expect(leaked.isEmpty, "too-large messages reached a worker: \(leaked)")
+            #expect(lines.count == 1, "recv lines: \(lines)")
+        }
+
+        // MARK: - Busy
+
+        /// One hung worker, a queue of 8192 bytes and ~4000-byte messages: the queue fills, the next
+        /// message is answered `error: busy`, and the `ok`s are exactly the messages queued (the hang,
+        /// taken by the worker, plus what sits in the queue). Busy messages are not queued.
+        @Test func fullQueueAnswersBusyAndEveryOkIsQueued() throws {
+            let server = try TestServer(["--workers", "1", "--handler", "sim", "--queue-bytes", "8192",
+                                         "--shutdown-timeout", "1"])
+            defer { server.stop() }
+            #expect(waitUntil { server.workerPIDs.count == 1 })
+            let worker = try #require(server.workerPIDs.first)
+            let queueID = try #require(server.queueIDs.first)
+            let queue = MessageQueue(id: queueID)
+            #expect(try queue.status().capacityBytes == 8192)
+
+            #expect(try S.oneshot(server.socketPath, "hang") == "ok")
+            // The worker takes the hang and never comes back for more.
+            #expect(waitUntil { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID == worker } ?? false },
+                    "the worker should have taken the hang message")
+
+            let size = 4000
+            var ok = 1  // the hang
+            var busy = 0
+            var other: [String] = []
+            var sent = 0
+            while busy == 0 && sent < 20 {
+                let fill = Character(Unicode.Scalar(UInt8(65 + sent % 26)))
+                sent += 1
+                let reply = try S.oneshot(server.socketPath, String(repeating: fill, count: size))
+                switch reply {
+                case "ok": ok += 1
+                case "error: busy": busy += 1
+                default: other.append(reply)
+                }
+            }
+            #expect(other.isEmpty, "unexpected replies: \(other)")
+            #expect(busy == 1, "a full queue should answer busy (sent \(sent), ok \(ok))")
+            let status = try queue.status()
+            #expect(ok == 1 + status.messages, "ok replies \(ok) != 1 (hang) + \(status.messages) queued")
+            #expect(status.bytes == status.messages * (size + JobCodec.headerBytes), "queue bytes \(status.bytes)")
+            #expect(status.messages == 8192 / (size + JobCodec.headerBytes), "queued \(status.messages)")
+
+            // Still full: more attempts are busy and queue nothing.
+            for _ in 0..<3 {
+                #expect(try S.oneshot(server.socketPath, String(repeating: "z", count: size)) == "error: busy")
+            }
+            #expect(try queue.status().messages == status.messages)
+
+            // The worker hangs: --shutdown-timeout 1 ends it.
+            let workers = server.workerPIDs
+            server.signal(SIGINT)
+            let exitStatus = S.waitForExit(server, timeout: 30)
+            #expect(exitStatus == 0 || exitStatus == 1, "exit status \(String(describing: exitStatus))")
+            S.expectNothingLeft(socketPath: server.socketPath, queueIDs: server.queueIDs, masterPID: server.pid, workers: workers)
+        }
+
+        /// When one worker's queue is full the message goes to the next queue instead: worker A is
+        /// frozen (SIGSTOP) with a queue of two ~4000-byte messages; every message is still
+        /// acknowledged, A's queue holds exactly two, the others go to B. Then SIGTERM while A's queue
+        /// is still full (the quit request has to wait for room), SIGCONT: everything acknowledged is
+        /// handled exactly once and both workers quit on request.
+        @Test func fullQueueFallsBackToTheNextWorker() throws {
+            let server = try TestServer(["--workers", "2", "--handler", "log", "--queue-bytes", "8192",
+                                         "--shutdown-timeout", "60"])
+            defer { server.stop() }
+            #expect(waitUntil { server.workerPIDs.count == 2 })
+            let workers = server.workerPIDs
+            let queues = server.queueIDs
+            #expect(queues.count == 2)
+            // Which queue the frozen worker reads does not matter: its queue is the one that fills.
+            let frozen = workers[0]
+            kill(frozen, SIGSTOP)
+            var resumed = false
+            defer { if !resumed { kill(frozen, SIGCONT) } }
+            #expect(waitUntil { S.processState(frozen) == "T" })
+
+            let size = 4000
+            let messages = (0..<12).map { index in
+                let head = "fill-\(index < 10 ? "0" : "")\(index):"
+                return head + String(repeating: "x", count: size - head.utf8.count)
+            }
+            var busy = 0
+            var other: [String] = []
+            for message in messages {
+                var attempts = 0
+                while true {
+                    let reply = try S.oneshot(server.socketPath, message)
+                    if reply == "ok" { break }
+                    if reply == "error: busy" && attempts < 500 { attempts += 1; busy += 1; usleep(10_000); continue }
+                    other.append(reply)
+                    break
+                }
+            }
+            #expect(other.isEmpty, "unexpected replies: \(other.map { $0.prefix(40) })")
+            let perRecord = size + JobCodec.headerBytes
+            let depths = try queues.map { try MessageQueue(id: $0).status().messages }
+            // The frozen worker's queue is full with exactly what fits; the running worker took the rest.
+            #expect(depths.contains(8192 / perRecord), "queue depths \(depths)")
+            let running = workers[1]
+            #expect(waitUntil {
+                S.recvLines(in: server.log).filter { $0.pid == running && $0.message.hasPrefix("fill-") }.count
+                    == messages.count - 8192 / perRecord
+            }, "the running worker should handle every message the frozen one's full queue could not take:\n\(server.log.suffix(3000))")
+            if busy > 0 { print("fullQueueFallsBackToTheNextWorker: \(busy) busy answer(s) retried") }
+
+            server.signal(SIGTERM)
+            usleep(200_000)
+            #expect(S.isRunning(server), "the master must wait for the frozen worker's queued work")
+            kill(frozen, SIGCONT)
+            resumed = true
+            S.expectExit(server, status: 0, timeout: 20)
+
+            let lines = S.recvLines(in: server.log).filter { $0.message.hasPrefix("fill-") }
+            for message in messages {
+                let head = String(message.prefix(8))
+                let count = lines.filter { $0.message.hasPrefix(head) }.count
+                #expect(count == 1, "\(head) handled \(count) times")
+            }
+            #expect(lines.filter { $0.pid == frozen }.count == 8192 / perRecord)
+            for worker in workers {
+                let exits = S.exitLines(of: worker, in: server.log)
+                #expect(exits.count == 1 && exits.first?.contains("status=exit 0") == true,
+                        "worker \(worker) should quit on request: \(exits)")
+            }
+            S.expectNothingLeft(socketPath: server.socketPath, queueIDs: queues, masterPID: server.pid, workers: workers)
+        }
+
+        // MARK: - Permissions
+
+        @Test func socketIs0600AndQueuesAre0600ByDefault() throws {
+            let server = try TestServer(["--workers", "2"])
+            defer { server.stop() }
+            let mode = try #require(S.fileMode(server.socketPath))
+            #expect(mode.isSocket)
+            #expect(mode.permissions == 0o600, "socket mode \(String(mode.permissions, radix: 8))")
+            #expect(server.queueIDs.count == 2)
+            for id in server.queueIDs {
+                let queueMode = try MessageQueue(id: id).status().mode
+                #expect(queueMode == 0o600, "queue \(id) mode \(String(queueMode, radix: 8))")
+            }
+            #expect(try S.oneshot(server.socketPath, "mode check") == "ok")
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
+        @Test func socketModeOptionSetsTheSocketFileMode() throws {
+            let server = try TestServer(["--workers", "2", "--socket-mode", "0660"])
+            defer { server.stop() }
+            let mode = try #require(S.fileMode(server.socketPath))
+            #expect(mode.isSocket)
+            #expect(mode.permissions == 0o660, "socket mode \(String(mode.permissions, radix: 8))")
+            for id in server.queueIDs {
+                let queueMode = try MessageQueue(id: id).status().mode
+                #expect(queueMode == 0o600, "queue \(id) mode \(String(queueMode, radix: 8))")
+            }
+            #expect(try S.oneshot(server.socketPath, "mode check") == "ok")
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+    }
+}
