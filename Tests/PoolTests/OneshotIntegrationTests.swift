@@ -7,7 +7,12 @@ private typealias S = OneshotShutdownSupport
 
 /// `php` if installed (the seed's client is a PHP script).
 private let phpPath: String? = OneshotShutdownSupport.executableInPath("php")
-private let seedClientPath = "/work/shared/seed/client.php"
+/// The seed's client lives in `shared/` beside the repository (in CI: beside the clean clone).
+private let seedClientPath: String = {
+    let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/seed/client.php").path
+}()
 private let seedClientRunnable = phpPath != nil && FileManager.default.fileExists(atPath: seedClientPath)
 
 extension OneshotShutdownSuites {
