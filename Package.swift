@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "pool-server", targets: ["pool-server"]),
         .executable(name: "pool-client", targets: ["pool-client"]),
         .executable(name: "csysv-demo", targets: ["csysv-demo"]),
+        .executable(name: "pool-bench", targets: ["pool-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -43,6 +44,7 @@ let package = Package(
         ),
         // Uses the shim alone, as another package would.
         .executableTarget(name: "csysv-demo", dependencies: ["CSysV"]),
+        .executableTarget(name: "pool-bench", dependencies: ["Pool", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "PoolTests",
             dependencies: ["Pool", "CSysV"]

@@ -1,0 +1,411 @@
+import Glibc
+import Pool
+import Synchronization
+
+/// What every load thread reads (immutable once threads start, except the atomics).
+final class LoadPlan: @unchecked Sendable {
+    enum WireProtocol: String { case oneshot, framed }
+
+    let socketPath: String
+    let wireProtocol: WireProtocol
+    let connections: Int
+    let depth: Int
+    let payload: [UInt8]
+    let skewPercent: Double
+    let skewPayload: [UInt8]
+    let expect: [UInt8]?
+    let requests: Int?          // nil: run for `duration`
+    let duration: Double
+    let warmup: Double
+    let timeout: Double
+
+    /// Set by the main thread before `go` is released, read by load threads after they see it.
+    var measureStart: UInt64 = 0
+    var stopAt: UInt64 = .max
+    let go = Atomic<Bool>(false)
+    let ready = Atomic<Int>(0)
+    let finished = Atomic<Int>(0)
+    let issued = Atomic<Int>(0)
+
+    init(socketPath: String, wireProtocol: WireProtocol, connections: Int, depth: Int, payload: [UInt8],
+         skewPercent: Double, skewPayload: [UInt8], expect: [UInt8]?, requests: Int?, duration: Double,
+         warmup: Double, timeout: Double) {
+        self.socketPath = socketPath
+        self.wireProtocol = wireProtocol
+        self.connections = connections
+        self.depth = depth
+        self.payload = payload
+        self.skewPercent = skewPercent
+        self.skewPayload = skewPayload
+        self.expect = expect
+        self.requests = requests
+        self.duration = duration
+        self.warmup = warmup
+        self.timeout = timeout
+    }
+
+    enum Admission { case warmup, measured, stop }
+
+    /// May a request be sent at `now`, and is it measured?
+    @inline(__always)
+    func admit(_ now: UInt64) -> Admission {
+        if now < measureStart { return .warmup }
+        if let requests {
+            return issued.wrappingAdd(1, ordering: .relaxed).oldValue < requests ? .measured : .stop
+        }
+        return now < stopAt ? .measured : .stop
+    }
+}
+
+/// One load thread's results; read by the main thread only after joining it (except the atomics).
+final class LoadResult: @unchecked Sendable {
+    let completed = Atomic<Int>(0)     // measured requests finished (ok or not): progress line
+    let failed = Atomic<Int>(0)        // of which errors
+    var latency = Histogram()          // every measured request that got a reply
+    var normalLatency = Histogram()    // the same, without the skewed ones (only kept with --skew)
+    var ok = 0
+    var errors: [String: Int] = [:]
+    var lastCompletion: UInt64 = 0
+    var warmupRequests = 0
+
+    var unanswered = 0                 // of the errors, requests that got no reply at all
+
+    /// Counts a measured request as an error under `key`; `answered`: the server replied (with an
+    /// error status or unexpected text), as opposed to a timeout, reset or failed connect.
+    @inline(__always)
+    func fail(_ key: String, measured: Bool, answered: Bool = true) {
+        guard measured else { return }
+        if !answered { unanswered += 1 }
+        lastCompletion = max(lastCompletion, monotonicNanos())
+        errors[key, default: 0] += 1
+        failed.add(1, ordering: .relaxed)
+        completed.add(1, ordering: .relaxed)
+    }
+}
+
+@inline(__always)
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+func errnoText(_ code: Int32) -> String { String(cString: strerror(code)) }
+
+/// A blocking Unix stream connection with send and receive timeouts (the send timeout also bounds
+/// `connect`, which blocks while the listener's backlog is full). Returns the fd or `-errno`.
+func connectUnix(_ path: String, timeout: Double) -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return -errno }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    let capacity = MemoryLayout.size(ofValue: address.sun_path)
+    guard bytes.count < capacity else { close(fd); return -ENAMETOOLONG }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    let rc = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+    }
+    if rc != 0 {
+        let code = errno
+        close(fd)
+        return -code
+    }
+    return fd
+}
+
+/// Writes every byte (blocking). Returns 0 or an errno.
+func writeAll(_ fd: Int32, _ base: UnsafeRawPointer, _ count: Int) -> Int32 {
+    var done = 0
+    while done < count {
+        let n = send(fd, base + done, count - done, Int32(MSG_NOSIGNAL))
+        if n < 0 {
+            if errno == EINTR { continue }
+            return errno
+        }
+        done += n
+    }
+    return 0
+}
+
+/// A tiny per-thread generator for the skew choice (xorshift64*).
+struct SkewPicker {
+    var state: UInt64
+    let threshold: UInt64      // out of 1,000,000
+    init(seed: Int, percent: Double) {
+        state = 0x9E37_79B9_7F4A_7C15 &* UInt64(seed + 1)
+        threshold = UInt64(max(0, min(100, percent)) * 10_000)
+    }
+    @inline(__always)
+    mutating func next() -> Bool {
+        guard threshold > 0 else { return false }
+        state ^= state >> 12; state ^= state << 25; state ^= state >> 27
+        return (state &* 0x2545_F491_4F6C_DD1D) % 1_000_000 < threshold
+    }
+}
+
+/// Printable form of a reply, for error keys (non-printable bytes as \xNN, cut at 60 bytes).
+func printable(_ bytes: UnsafeRawBufferPointer) -> String {
+    var text = ""
+    for byte in bytes.prefix(60) {
+        if byte >= 0x20 && byte < 0x7f && byte != UInt8(ascii: "\\") {
+            text.unicodeScalars.append(Unicode.Scalar(byte))
+        } else {
+            let hex = Array("0123456789abcdef")
+            text += "\\x" + String(hex[Int(byte >> 4)]) + String(hex[Int(byte & 15)])
+        }
+    }
+    if bytes.count > 60 { text += "…" }
+    return text
+}
+
+func waitForGo(_ plan: LoadPlan) {
+    plan.ready.add(1, ordering: .releasing)
+    while !plan.go.load(ordering: .acquiring) { usleep(200) }
+}
+
+// MARK: - oneshot
+
+/// Oneshot: each request is connect, write the payload, read until EOF (the reply), close.
+func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
+    var picker = SkewPicker(seed: index, percent: plan.skewPercent)
+    var reply = [UInt8](repeating: 0, count: 65_536)
+    let oneshotError = Array("error: ".utf8)
+    waitForGo(plan)
+    while true {
+        let start = monotonicNanos()
+        let admission = plan.admit(start)
+        if admission == .stop { break }
+        let measured = admission == .measured
+        if !measured { result.warmupRequests += 1 }
+        let skewed = picker.next()
+        let fd = connectUnix(plan.socketPath, timeout: plan.timeout)
+        if fd < 0 {
+            result.fail("connect: " + errnoText(-fd), measured: measured, answered: false)
+            usleep(1000)
+            continue
+        }
+        let payload = skewed ? plan.skewPayload : plan.payload
+        let writeError = payload.withUnsafeBytes { writeAll(fd, $0.baseAddress!, $0.count) }
+        if writeError != 0 && writeError != EPIPE && writeError != ECONNRESET {
+            // EPIPE/ECONNRESET: the server may have answered and closed already; read it.
+            close(fd)
+            result.fail("write: " + errnoText(writeError), measured: measured, answered: false)
+            continue
+        }
+        var length = 0
+        var readError: Int32 = 0
+        while true {
+            if length == reply.count { reply += [UInt8](repeating: 0, count: reply.count) }
+            let n = reply.withUnsafeMutableBytes { read(fd, $0.baseAddress! + length, $0.count - length) }
+            if n > 0 { length += n; continue }
+            if n == 0 { break }
+            if errno == EINTR { continue }
+            if errno == ECONNRESET { break }
+            readError = errno
+            break
+        }
+        close(fd)
+        let end = monotonicNanos()
+        if readError != 0 {
+            let key = readError == EAGAIN ? "timeout (no reply in \(plan.timeout) s)" : "read: " + errnoText(readError)
+            result.fail(key, measured: measured, answered: false)
+            continue
+        }
+        guard measured else { continue }
+        result.lastCompletion = end
+        result.latency.record(end - start)
+        if plan.skewPercent > 0 && !skewed { result.normalLatency.record(end - start) }
+        let verdict: String? = reply.withUnsafeBytes { raw in
+            let body = UnsafeRawBufferPointer(rebasing: raw[0..<length])
+            if length == 0 { return "empty reply (closed without answering)" }
+            if !skewed, let expect = plan.expect {
+                return body.starts(with: expect) ? nil : printable(body)
+            }
+            return body.starts(with: oneshotError) ? printable(body) : nil
+        }
+        if let verdict {
+            result.fail(verdict, measured: true, answered: length > 0)
+        } else {
+            result.ok += 1
+            result.completed.add(1, ordering: .relaxed)
+        }
+    }
+    result.lastCompletion = max(result.lastCompletion, plan.measureStart)
+}
+
+// MARK: - framed
+
+/// Framed: one persistent connection keeping `depth` requests in flight. After each read it takes
+/// every complete response, then sends as many new requests as were answered in one write.
+/// Latency is from the write that carried a request to the read that completed its response,
+/// matching responses to requests in order (the protocol answers in request order).
+func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
+    var picker = SkewPicker(seed: index, percent: plan.skewPercent)
+    let depth = plan.depth
+    var normalFrame: [UInt8] = []
+    plan.payload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &normalFrame) }
+    var skewFrame: [UInt8] = []
+    plan.skewPayload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &skewFrame) }
+    let frameCapacity = max(normalFrame.count, skewFrame.count)
+
+    // In-flight requests, oldest first: send time and flags (1 measured, 2 skewed).
+    var sentAt = [UInt64](repeating: 0, count: depth)
+    var flags = [UInt8](repeating: 0, count: depth)
+    var head = 0
+    var inflight = 0
+
+    let output = UnsafeMutableRawPointer.allocate(byteCount: depth * frameCapacity, alignment: 8)
+    defer { output.deallocate() }
+    var inputCapacity = max(65_536, 2 * depth * (frameCapacity + 8))
+    var input = UnsafeMutableRawPointer.allocate(byteCount: inputCapacity, alignment: 8)
+    defer { input.deallocate() }
+    var inputLength = 0
+
+    var fd = connectUnix(plan.socketPath, timeout: plan.timeout)
+    var connectError = fd < 0 ? -fd : 0
+    waitForGo(plan)
+    var sending = true
+
+    /// Every request in flight failed (connection lost): count them, forget them.
+    func failInflight(_ key: String) {
+        for i in 0..<inflight {
+            let slot = (head + i) % depth
+            result.fail(key, measured: flags[slot] & 1 != 0, answered: false)
+        }
+        head = 0
+        inflight = 0
+        inputLength = 0
+    }
+
+    while true {
+        if fd < 0 {
+            guard sending else { break }
+            if connectError == 0 {
+                fd = connectUnix(plan.socketPath, timeout: plan.timeout)
+                if fd < 0 { connectError = -fd }
+            }
+            if fd < 0 {
+                // A failed connect costs one request, so --requests always ends.
+                let admission = plan.admit(monotonicNanos())
+                if admission == .stop { sending = false; break }
+                result.fail("connect: " + errnoText(connectError), measured: admission == .measured, answered: false)
+                connectError = 0
+                usleep(10_000)
+                continue
+            }
+        }
+        // Top up to `depth` in flight, in one write.
+        if sending && inflight < depth {
+            let now = monotonicNanos()
+            var length = 0
+            while inflight < depth {
+                let admission = plan.admit(now)
+                if admission == .stop { sending = false; break }
+                let skewed = picker.next()
+                let frame = skewed ? skewFrame : normalFrame
+                frame.withUnsafeBytes { (output + length).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                length += frame.count
+                let slot = (head + inflight) % depth
+                sentAt[slot] = now
+                flags[slot] = (admission == .measured ? 1 : 0) | (skewed ? 2 : 0)
+                if admission == .warmup { result.warmupRequests += 1 }
+                inflight += 1
+            }
+            if length > 0 {
+                let error = writeAll(fd, output, length)
+                if error != 0 {
+                    close(fd); fd = -1
+                    failInflight(error == EAGAIN ? "timeout (write blocked \(plan.timeout) s)" : "write: " + errnoText(error))
+                    continue
+                }
+            }
+        }
+        if inflight == 0 {
+            if !sending { break }
+            continue
+        }
+        // Read what is there (blocking, bounded by SO_RCVTIMEO).
+        if inputLength == inputCapacity {
+            let bigger = UnsafeMutableRawPointer.allocate(byteCount: inputCapacity * 2, alignment: 8)
+            bigger.copyMemory(from: input, byteCount: inputLength)
+            input.deallocate()
+            input = bigger
+            inputCapacity *= 2
+        }
+        let n = read(fd, input + inputLength, inputCapacity - inputLength)
+        if n <= 0 {
+            if n < 0 && errno == EINTR { continue }
+            let key = n == 0 ? "connection closed by server"
+                : errno == EAGAIN ? "timeout (no reply in \(plan.timeout) s)"
+                : "read: " + errnoText(errno)
+            close(fd); fd = -1
+            failInflight(key)
+            continue
+        }
+        inputLength += n
+        let now = monotonicNanos()
+        var position = 0
+        while let (status, body, total) = FrameCodec.decodeResponse(
+            UnsafeRawBufferPointer(start: input + position, count: inputLength - position)) {
+            defer { position += total }
+            guard inflight > 0 else {
+                result.fail("response to no request", measured: true)
+                continue
+            }
+            let slot = head
+            head = (head + 1) % depth
+            inflight -= 1
+            let measured = flags[slot] & 1 != 0
+            guard measured else { continue }
+            let skewed = flags[slot] & 2 != 0
+            let latency = now &- sentAt[slot]
+            result.latency.record(latency)
+            if plan.skewPercent > 0 && !skewed { result.normalLatency.record(latency) }
+            result.lastCompletion = now
+            if status != 0 {
+                result.fail(ResponseStatus(rawValue: status)?.description ?? "status \(status)", measured: true)
+            } else if !skewed, let expect = plan.expect,
+                      !UnsafeRawBufferPointer(start: input + position + body.lowerBound, count: body.count).starts(with: expect) {
+                result.fail("ok, but the body does not start with --expect", measured: true)
+            } else {
+                result.ok += 1
+                result.completed.add(1, ordering: .relaxed)
+            }
+        }
+        if position > 0 {
+            if position < inputLength { (input).copyMemory(from: input + position, byteCount: inputLength - position) }
+            inputLength -= position
+        }
+    }
+    if fd >= 0 { close(fd) }
+    result.lastCompletion = max(result.lastCompletion, plan.measureStart)
+}
+
+// MARK: - threads
+
+private final class ThreadBody {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+/// Starts a plain pthread running `body`.
+func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { raw in
+        let box = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
+        box.body()
+        return nil
+    }, context)
+    precondition(rc == 0, "pthread_create: \(errnoText(rc))")
+    return thread
+}
