@@ -19,7 +19,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-queues_before=$(awk 'NR>1{print $2}' /proc/sysvipc/msg | sort)
 # The C shim used directly from Swift, without the Pool module.
 "$bin/csysv-demo" | grep -q "received type 1: hello, queue" || fail "csysv-demo did not round-trip a message"
 cd "$work"
@@ -63,6 +62,7 @@ grep -q "recv 11 bytes: i am client" "$log" || fail "worker did not log the mess
 [ "$(pgrep -P "$server_pid" | wc -l)" -eq 3 ] || fail "a worker stopped after a 'quit' payload"
 
 queues=$(sed -n 's/.*queues=\[\([0-9, ]*\)\].*/\1/p' "$log" | tr -d ' ' | tr ',' ' ')
+worker_pids=$(pgrep -P "$server_pid" | tr '\n' ' ')
 kill -INT "$server_pid"
 for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$server_pid" 2>/dev/null; then fail "server still running 10 s after SIGINT"; fi
@@ -73,7 +73,9 @@ server_pid=""
 for q in $queues; do
   awk 'NR>1{print $2}' /proc/sysvipc/msg | grep -qx "$q" && fail "queue $q left behind (ipcs -q)"
 done
-queues_after=$(awk 'NR>1{print $2}' /proc/sysvipc/msg | sort)
-[ "$queues_before" = "$queues_after" ] || fail "queues changed: before [$queues_before] after [$queues_after]"
-pgrep -x pool-worker >/dev/null && fail "pool-worker processes left"
+for pid in $worker_pids; do
+  [ -d "/proc/$pid" ] && fail "worker $pid left running"
+done
+[ ! -e pool.sock.state ] || fail "state file left behind"
+[ ! -e pool.sock.ctl ] || fail "control socket left behind"
 echo "smoke: ok — build, start, python/pool-client/php clients, quit payload, SIGINT clean-up"

@@ -530,18 +530,21 @@ extension CodecTests {
             #expect(buffer.writableSpace(minimum: 1, limit: 16).count == 410)
         }
 
-        @Test func shrinkIfIdle() {
+        @Test func storageIsLazyAndReleasedWhenEmpty() {
             let buffer = ByteBuffer(capacity: 16)
+            #expect(buffer.capacity == 0) // nothing allocated before first use
+            #expect(buffer.readable.count == 0)
             buffer.append(bytes(500, seed: 0))
             let grown = buffer.capacity
-            buffer.shrinkIfIdle(to: 64) // not idle: nothing happens
+            buffer.release() // not empty: nothing happens
             #expect(buffer.capacity == grown)
             #expect(Array(buffer.readable) == bytes(500, seed: 0))
             buffer.consume(500)
-            buffer.shrinkIfIdle(to: 64)
-            #expect(buffer.capacity == 64)
+            buffer.release()
+            #expect(buffer.capacity == 0)
             #expect(buffer.isEmpty)
             buffer.append(Array("x".utf8))
+            #expect(buffer.capacity == 16)
             #expect(Array(buffer.readable) == Array("x".utf8))
         }
     }

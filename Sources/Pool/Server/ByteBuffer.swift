@@ -1,33 +1,39 @@
 /// A growable byte buffer with separate read and write positions, for socket I/O without
 /// per-read allocation. Readable bytes are `[readIndex, writeIndex)`.
+///
+/// Storage is allocated on first use and released when the buffer empties (`release()`), so an
+/// idle connection costs no buffer memory — 10,000 idle clients must not cost 10,000 buffers.
 final class ByteBuffer {
-    private var storage: UnsafeMutableRawPointer
-    private(set) var capacity: Int
+    private var storage: UnsafeMutableRawPointer?
+    private(set) var capacity = 0
     private var readIndex = 0
     private var writeIndex = 0
+    /// First allocation size.
+    private let initialCapacity: Int
 
     init(capacity: Int) {
-        self.capacity = max(capacity, 16)
-        storage = .allocate(byteCount: self.capacity, alignment: 8)
+        initialCapacity = max(capacity, 16)
     }
 
-    deinit { storage.deallocate() }
+    deinit { storage?.deallocate() }
 
     var readableCount: Int { writeIndex - readIndex }
     var isEmpty: Bool { readIndex == writeIndex }
 
     var readable: UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: storage + readIndex, count: writeIndex - readIndex)
+        guard let storage else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: storage + readIndex, count: writeIndex - readIndex)
     }
 
     /// Free space after the readable bytes, compacting and growing so at least `minimum` bytes
     /// (but the buffer never exceeds `limit` in total) are available.
     func writableSpace(minimum: Int, limit: Int) -> UnsafeMutableRawBufferPointer {
+        if storage == nil { grow(to: min(limit, max(initialCapacity, minimum))) }
         if capacity - writeIndex < minimum && readIndex > 0 { compact() }
         if capacity - writeIndex < minimum && capacity < limit {
             grow(to: min(limit, max(capacity * 2, writeIndex + minimum)))
         }
-        return UnsafeMutableRawBufferPointer(start: storage + writeIndex, count: capacity - writeIndex)
+        return UnsafeMutableRawBufferPointer(start: storage! + writeIndex, count: capacity - writeIndex)
     }
 
     func didWrite(_ count: Int) { writeIndex += count }
@@ -46,29 +52,32 @@ final class ByteBuffer {
 
     func append(_ bytes: [UInt8]) { bytes.withUnsafeBytes { append($0) } }
 
-    /// Returns memory to the system when a burst has passed (idle connections stay small).
-    func shrinkIfIdle(to size: Int) {
-        guard isEmpty, capacity > size else { return }
+    /// Returns the storage to the allocator if nothing is buffered.
+    func release() {
+        guard isEmpty, let storage else { return }
         storage.deallocate()
-        capacity = size
-        storage = .allocate(byteCount: size, alignment: 8)
+        self.storage = nil
+        capacity = 0
         readIndex = 0
         writeIndex = 0
     }
 
     private func compact() {
+        guard let storage else { return }
         let count = readableCount
-        if count > 0 { (storage).copyMemory(from: storage + readIndex, byteCount: count) }
+        if count > 0 { storage.copyMemory(from: storage + readIndex, byteCount: count) }
         readIndex = 0
         writeIndex = count
     }
 
     private func grow(to newCapacity: Int) {
         let newStorage = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 8)
-        newStorage.copyMemory(from: storage + readIndex, byteCount: readableCount)
+        if let storage {
+            newStorage.copyMemory(from: storage + readIndex, byteCount: readableCount)
+            storage.deallocate()
+        }
         writeIndex -= readIndex
         readIndex = 0
-        storage.deallocate()
         storage = newStorage
         capacity = newCapacity
     }

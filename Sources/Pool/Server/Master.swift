@@ -307,6 +307,8 @@ final class Master {
             connection.input.didWrite(n)
             connection.lastActivity = monotonicNanoseconds()
             parseFrames(connection)
+            // A short read drained the socket: another read would only say EAGAIN.
+            if n < space.count { break }
         }
         parseFrames(connection)
         settle(connection)
@@ -355,6 +357,8 @@ final class Master {
             if n == 0 { connection.peerClosed = true; break }
             connection.input.didWrite(n)
             connection.lastActivity = monotonicNanoseconds()
+            // A short read took everything the socket held: the same as EAGAIN, one call sooner.
+            if n < space.count { wouldBlock = true; break }
         }
         let count = connection.input.readableCount
         if count > maxMessage {
@@ -540,7 +544,7 @@ final class Master {
             guard let n else { break }
             connection.output.consume(n)
         }
-        if connection.output.isEmpty { connection.output.shrinkIfIdle(to: 4096) }
+        if connection.output.isEmpty { connection.output.release() }
         settle(connection)
     }
 
@@ -587,7 +591,9 @@ final class Master {
             && connection.inflight < configuration.maxInflight
             && connection.output.readableCount < Self.outputHighWater
         if reading { wanted.insert(.readable) }
-        if !connection.output.isEmpty { wanted.insert(.writable) }
+        // A dirty connection is flushed at the end of this loop turn; ask epoll for writability
+        // only if that flush could not write everything.
+        if !connection.output.isEmpty && !connection.isDirty { wanted.insert(.writable) }
         if configuration.wireProtocol == .oneshot && connection.messageTaken && !connection.peerClosed {
             // Still notice a client that hangs up before its reply is written.
             wanted.insert(.readable)
@@ -608,12 +614,14 @@ final class Master {
         if let reason, connection.inflight > 0 {
             logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])
         }
-        if !connection.detached { try? epoll.remove(connection.fd.raw) }
+        // close(2) drops the epoll registration with the last reference; no EPOLL_CTL_DEL needed.
         connection.fd.close()
     }
 
     private func closeIdleConnections(now: Int64) {
         for connection in connections.values where connection.isQuiescent {
+            // Buffers of connections that went quiet go back to the allocator.
+            if connection.input.isEmpty { connection.input.release() }
             if now - connection.lastActivity >= idleTimeoutNanoseconds {
                 logger.debug("closing idle connection", metadata: ["idle-timeout": "\(configuration.idleTimeout)"])
                 close(connection, reason: "idle timeout")
