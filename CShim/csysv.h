@@ -196,12 +196,16 @@ static inline int csysv_signal_unblock_all(void) {
 
 /// Options for `csysv_fork`.
 enum {
-    CSYSV_FORK_IGNORE_SIGINT = 1 << 0, ///< child ignores SIGINT (terminal Ctrl-C reaches the group)
+    /// Child ignores the signals meant for the master only: SIGINT and SIGHUP (a terminal sends them
+    /// to the whole process group), SIGTTIN/SIGTTOU (sent to the group, they would stop workers),
+    /// SIGPIPE, and SIGUSR1 until the worker installs its log-reopen handler (its default action
+    /// would kill a worker forked a moment before the master forwards a reopen).
+    CSYSV_FORK_IGNORE_GROUP_SIGNALS = 1 << 0,
 };
 
 /// Forks with every signal blocked across the fork, so no handler of the parent runs in the child
-/// before its dispositions are reset. In the child: all dispositions back to SIG_DFL, optional
-/// SIGINT ignore, `PR_SET_PDEATHSIG(pdeathsig)` (0 = none) followed by a `getppid()` check for a
+/// before its dispositions are reset. In the child: all dispositions back to SIG_DFL, optionally
+/// the master's signals ignored (CSYSV_FORK_IGNORE_GROUP_SIGNALS), `PR_SET_PDEATHSIG(pdeathsig)` (0 = none) followed by a `getppid()` check for a
 /// parent that died before prctl took effect (the child then `_exit(70)`s), and an empty mask.
 /// Returns as fork(2).
 /// Why C: the window between fork and the child's reset must run no Swift code and no handler.
@@ -219,9 +223,10 @@ static inline pid_t csysv_fork(int pdeathsig, int options) {
             if (s == SIGKILL || s == SIGSTOP) continue;
             sigaction(s, &sa, NULL); // fails harmlessly for the glibc-reserved RT signals
         }
-        if (options & CSYSV_FORK_IGNORE_SIGINT) {
+        if (options & CSYSV_FORK_IGNORE_GROUP_SIGNALS) {
             sa.sa_handler = SIG_IGN;
-            sigaction(SIGINT, &sa, NULL);
+            const int ignored[] = {SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE, SIGUSR1};
+            for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) sigaction(ignored[i], &sa, NULL);
         }
         csysv_signal_wake_fd = -1;
         if (pdeathsig > 0) {

@@ -65,8 +65,33 @@ enum ConfigFile {
                     switch escaped {
                     case "n": out += "\n"
                     case "t": out += "\t"
-                    default: out.unicodeScalars.append(escaped)
+                    case "r": out += "\r"
+                    case "b": out += "\u{08}"
+                    case "f": out += "\u{0C}"
+                    case "\"", "\\", "/": out.unicodeScalars.append(escaped)
+                    case "u":
+                        var hex = ""
+                        for _ in 0..<4 { if let h = chars.popFirst() { hex.unicodeScalars.append(h) } }
+                        guard hex.count == 4, let value = UInt32(hex, radix: 16) else {
+                            throw ParseError(description: "bad \\u escape")
+                        }
+                        var scalar = Unicode.Scalar(value)
+                        // A surrogate pair: \uD83D\uDE00.
+                        if (0xD800..<0xDC00).contains(value), chars.starts(with: ["\\", "u"]) {
+                            chars.removeFirst(2)
+                            var low = ""
+                            for _ in 0..<4 { if let h = chars.popFirst() { low.unicodeScalars.append(h) } }
+                            if let lowValue = UInt32(low, radix: 16), (0xDC00..<0xE000).contains(lowValue) {
+                                scalar = Unicode.Scalar(0x10000 + ((value - 0xD800) << 10) + (lowValue - 0xDC00))
+                            }
+                        }
+                        guard let scalar else { throw ParseError(description: "bad \\u escape") }
+                        out.unicodeScalars.append(scalar)
+                    default:
+                        throw ParseError(description: "bad escape \\\(escaped)")
                     }
+                } else if c.value < 0x20 {
+                    throw ParseError(description: "control character in a string")
                 } else {
                     out.unicodeScalars.append(c)
                 }
@@ -89,7 +114,12 @@ enum ConfigFile {
         var flags: [String] = []
         try expect("{")
         skipSpace()
-        if chars.first == "}" { return [] }
+        if chars.first == "}" {
+            chars.removeFirst()
+            skipSpace()
+            guard chars.isEmpty else { throw ParseError(description: "unexpected text after the JSON object") }
+            return []
+        }
         while true {
             let key = try string()
             try expect(":")
@@ -118,6 +148,8 @@ enum ConfigFile {
             skipSpace()
             if chars.first == "," { chars.removeFirst(); continue }
             try expect("}")
+            skipSpace()
+            guard chars.isEmpty else { throw ParseError(description: "unexpected text after the JSON object") }
             return flags
         }
     }

@@ -174,10 +174,11 @@ final class Master {
     }
 
     private func reapChildren() {
-        // Replies a worker sent before it died are in the reply queue: take them first so they are
-        // delivered, not reported lost.
-        drainReplies()
         while let (pid, status) = ChildProcess.reapAny() {
+            // Replies a worker sent before it exited are in the reply queue: take them first so
+            // they are delivered, not reported lost. Per child, since each may have exited after
+            // the previous drain.
+            drainReplies()
             guard let (_, lost) = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running) else {
                 continue
             }

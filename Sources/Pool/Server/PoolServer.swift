@@ -54,7 +54,8 @@ public final class PoolServer {
         Signals.unblockAll()
 
         // A master that was SIGKILLed left its queues (they outlive processes): remove them.
-        let recovery = recoverStaleState(statePath: configuration.stateFilePath, socketPath: configuration.socketPath)
+        let recovery = recoverStaleState(statePath: configuration.stateFilePath, socketPath: configuration.socketPath,
+                                         probeSocket: activated.isEmpty)
         if let live = recovery.liveMaster {
             throw ConfigurationError("\(configuration.socketPath): master pid \(live) recorded in \(configuration.stateFilePath) is running; refusing to start")
         }

@@ -103,7 +103,10 @@ public struct RecoveryReport: Sendable {
 /// Removes what a dead master left: its queues (only those still matching the recorded id and
 /// creation time and owned by our uid), its stale socket (only if nobody listens), its state file.
 /// Does nothing if the recorded master is alive.
-public func recoverStaleState(statePath: String, socketPath: String) -> RecoveryReport {
+///
+/// With `probeSocket` false (socket activation: the socket is systemd's and already listening) the
+/// socket is neither probed nor unlinked — a probe would even queue a phantom connection.
+public func recoverStaleState(statePath: String, socketPath: String, probeSocket: Bool = true) -> RecoveryReport {
     var report = RecoveryReport()
     if let state = PoolState.read(from: statePath) {
         if state.pid != getpid() && kill(state.pid, 0) == 0 && isPoolMaster(state.pid) {
@@ -127,7 +130,7 @@ public func recoverStaleState(statePath: String, socketPath: String) -> Recovery
         }
         report.removedStateFile = unlink(statePath) == 0
     }
-    if probeSocketPath(socketPath) == .stale {
+    if probeSocket && probeSocketPath(socketPath) == .stale {
         report.removedSocket = unlink(socketPath) == 0
     }
     return report

@@ -146,7 +146,7 @@ final class Supervisor {
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
             scoreboard: scoreboard, messageCapacity: limits.maxMessageBytes, jobLimit: limit,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
-        guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreInterrupt: true) else {
+        guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
             runWorker(environment)
         }
         scoreboard.reset(index, pid: pid)
@@ -221,6 +221,7 @@ final class Supervisor {
                 "lost": "\(lost.map(\.id))", "cause": "\(slot.timedOutJob != nil ? "job timeout" : "crash")",
             ])
         }
+        if rollingCurrent == index { rollingCurrent = nil }
         if slot.retiring && !shuttingDown && status != .exited(WorkerExit.normal) {
             // Died before draining its queue: a replacement finishes the queue, then quits.
             quitPending.insert(index)
@@ -233,7 +234,6 @@ final class Supervisor {
             try? writeState()
             return (index, lost)
         }
-        if rollingCurrent == index { rollingCurrent = nil }
         if !shuttingDown {
             slot.restarts += 1
             let delay: Int64 = slot.crashStreak == 0 ? 0 : min(100_000_000 << min(slot.crashStreak - 1, 7), 10_000_000_000)

@@ -27,19 +27,20 @@ public enum ChildProcess {
     /// Forks. Returns the child's pid in the parent and `nil` in the child.
     ///
     /// Signals are blocked across the fork and the child resets every disposition and its mask
-    /// before returning (all in C), optionally ignores SIGINT (Ctrl-C goes to the whole process
-    /// group, and only the master should act on it) and sets a parent-death signal.
+    /// before returning (all in C), optionally ignores the master's signals (Ctrl-C and hang-up go to
+    /// the whole process group, and only the master should act on them) and sets a parent-death
+    /// signal.
     ///
     /// In debug builds this traps if the process has more than one thread: a threaded parent
     /// leaves locks held by other threads locked forever in the child, and workers run Swift.
     ///
     /// The corresponding C function is `fork`.
-    public static func fork(parentDeathSignal: Int32 = SIGKILL, ignoreInterrupt: Bool = true) throws -> pid_t? {
+    public static func fork(parentDeathSignal: Int32 = SIGKILL, ignoreGroupSignals: Bool = true) throws -> pid_t? {
         #if DEBUG
         let threads = csysv_thread_count()
         precondition(threads == 1, "fork with \(threads) threads: the master must stay single-threaded")
         #endif
-        let options = ignoreInterrupt ? Int32(CSYSV_FORK_IGNORE_SIGINT) : 0
+        let options = ignoreGroupSignals ? Int32(CSYSV_FORK_IGNORE_GROUP_SIGNALS) : 0
         let pid = try valueOrErrno("fork") { csysv_fork(parentDeathSignal, options) }.get()
         return pid == 0 ? nil : pid
     }

@@ -1,0 +1,597 @@
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+private typealias S = OperationsSupport
+
+/// The operator's side of `pool-server`, end to end through the real binaries: status in three
+/// formats, SIGHUP/`reload` rolling restarts under load, SIGTTIN/SIGTTOU/`scale`, sd_notify,
+/// socket activation, log file reopening, `--config`, and `stop`.
+///
+/// Subcommands run as separate processes. No test asserts speed: every wait is for a condition
+/// with a generous timeout. Every test ends by checking that nothing is left: no worker, no queue
+/// (worker queues and the reply queue), no socket, `.ctl` or `.state` file.
+@Suite(.serialized) struct OperationsIntegrationTests {
+    static let framedSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim"]
+    static let framedEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo"]
+
+    static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+
+    // MARK: - 1. Status
+
+    @Test func statusInAllThreeFormatsMatchesKnownActivity() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedSim)
+        defer { server.stop() }
+        guard let workers = S.waitForWorkerCount(server, 2) else {
+            Issue.record("the pool never had 2 settled workers:\n\(server.log)")
+            return
+        }
+
+        // 37 echoes and 3 handler errors, pipelined on one connection.
+        var payloads = (0..<37).map { Array("echo-\($0)".utf8) }
+        for position in [3, 20, 39] { payloads.insert(Array("fail:x".utf8), at: position) }
+        let client = try PoolClient(socketPath: server.socketPath)
+        let responses = try client.pipeline(payloads)
+        #expect(responses.count == 40)
+        for (payload, response) in zip(payloads, responses) {
+            if payload == Array("fail:x".utf8) {
+                #expect(response.statusByte == 1 && Self.text(response.body) == "x", "fail:x -> \(response)")
+            } else {
+                #expect(response.statusByte == 0 && response.body == payload, "\(Self.text(payload)) -> \(response)")
+            }
+        }
+
+        // A worker bumps its job counter just after sending the reply: wait for the last one.
+        let counted = S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.map(\.jobsHandled).reduce(0, +) == 40 }
+        #expect(counted.ok, "jobs_handled never summed to 40: \(counted.last.map { $0.workers.map(\.jobsHandled) } ?? [])")
+
+        // JSON
+        let json = try S.poolServer(["status", "--socket", server.socketPath, "--format", "json"])
+        #expect(json.status == 0, "status --format json failed: \(json.stderr)")
+        let status = try S.parseStatus(json.stdout)
+        #expect(status.pid == server.pid)
+        #expect(status.raw["protocol"] as? String == "framed")
+        #expect(status.raw["reply"] as? String == "result")
+        #expect(status.responses["ok"] == 37, "responses: \(status.responses)")
+        #expect(status.responses["handler_error"] == 3, "responses: \(status.responses)")
+        #expect(Set(status.responses.keys) == ["ok", "handler_error", "busy", "too_large", "timeout", "worker_died",
+                                               "shutting_down", "bad_request"])
+        for (name, count) in status.responses where name != "ok" && name != "handler_error" {
+            #expect(count == 0, "responses.\(name) = \(count)")
+        }
+        #expect(status.acceptedConnections >= 1)
+        #expect(status.activeConnections == 1, "the client's connection is still open")
+        #expect(status.heldRequests == 0)
+        #expect(status.rollingRestart == false)
+        #expect(status.workers.count == 2)
+        #expect(status.workers.map(\.slot) == [0, 1])
+        #expect(status.workerPIDs.sorted() == workers, "status pids \(status.workerPIDs), live workers \(workers)")
+        #expect(Set(status.workerPIDs) == Set(server.workerPIDs))
+        #expect(status.workers.map(\.jobsHandled).reduce(0, +) == 40)
+        #expect(status.workers.allSatisfy { $0.queueMessages == 0 && $0.queueBytes == 0 })
+        #expect(status.workers.allSatisfy { $0.state == "idle" && $0.restarts == 0 })
+        #expect(Set(status.queueIDs).isSubset(of: existingQueueIDs()))
+        #expect(Set(status.queueIDs) == Set(server.queueIDs))
+
+        // Prometheus
+        let prometheus = try S.poolServer(["status", "--socket", server.socketPath, "--format", "prometheus"])
+        #expect(prometheus.status == 0, "status --format prometheus failed: \(prometheus.stderr)")
+        let (samples, problems) = S.checkPrometheus(prometheus.stdout)
+        #expect(problems.isEmpty, "exposition format problems: \(problems)\n\(prometheus.stdout)")
+        #expect(prometheus.stdout.contains("\npool_responses_total{status=\"ok\"} 37\n"), "\(prometheus.stdout)")
+        #expect(prometheus.stdout.contains("\npool_responses_total{status=\"handler_error\"} 3\n"), "\(prometheus.stdout)")
+        #expect(samples.first { $0.name == "pool_up" }?.value == 1)
+        #expect(samples.first { $0.name == "pool_workers" }?.value == 2)
+        #expect(samples.first { $0.name == "pool_connections_accepted_total" }.map { $0.value >= 1 } == true)
+        let jobs = samples.filter { $0.name == "pool_worker_jobs_handled_total" }
+        #expect(jobs.count == 2 && jobs.map(\.value).reduce(0, +) == 40, "jobs samples: \(jobs)")
+        #expect(Set(jobs.map(\.labels)) == ["slot=\"0\"", "slot=\"1\""])
+        #expect(samples.filter { $0.name == "pool_worker_queue_messages" }.allSatisfy { $0.value == 0 })
+
+        // Table (also the default format)
+        for format in [["--format", "table"], []] {
+            let table = try S.poolServer(["status", "--socket", server.socketPath] + format)
+            #expect(table.status == 0, "status \(format) failed: \(table.stderr)")
+            #expect(table.stdout.contains("master pid \(server.pid),"), "\(table.stdout)")
+            let rows = table.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+            for pid in workers {
+                #expect(rows.contains { $0.count > 2 && $0[1] == "\(pid)" }, "worker \(pid) missing from the table:\n\(table.stdout)")
+            }
+            #expect(table.stdout.contains("ok 37") && table.stdout.contains("handler_error 3"), "\(table.stdout)")
+        }
+
+        client.close()
+        S.expectCleanExit(server)
+    }
+
+    // MARK: - 2. Rolling restarts
+
+    @Test func sighupAndReloadUnderLoadLoseNothingAndReplaceEveryWorker() throws {
+        let server = try TestServer(["--workers", "3"] + Self.framedSim)
+        defer { server.stop() }
+        guard let original = S.waitForWorkerCount(server, 3), let before = S.status(server.socketPath) else {
+            Issue.record("the pool never had 3 settled workers:\n\(server.log)")
+            return
+        }
+        let queues = before.queueIDs
+
+        // SIGHUP while two connections pipeline continuously.
+        let load = S.LoadGenerator(socketPath: server.socketPath)
+        #expect(waitUntil(timeout: 30) { load.answered >= 100 || !load.failures.isEmpty }, "the load never got going")
+        server.signal(SIGHUP)
+        let restarted = S.waitForStatus(server.socketPath, timeout: 60) { status in
+            !status.rollingRestart && status.workers.count == 3 && status.settled
+                && Set(status.workerPIDs).isDisjoint(with: original)
+        }
+        #expect(restarted.ok, "the rolling restart did not replace every worker: \(String(describing: restarted.last?.workers))")
+        let afterRestart = load.answered
+        #expect(waitUntil(timeout: 30) { load.answered >= afterRestart + 50 || !load.failures.isEmpty })
+        #expect(load.stop(), "the load threads did not finish")
+        #expect(load.failures.isEmpty, "requests lost or wrong during SIGHUP: \(load.failures.prefix(10))")
+        #expect(load.answered > 150)
+
+        let replaced = server.workerPIDs
+        #expect(replaced.count == 3 && Set(replaced).isDisjoint(with: original), "workers \(original) -> \(replaced)")
+        if let after = S.status(server.socketPath) {
+            #expect(after.queueIDs == queues, "a replacement must take its slot's queue")
+            #expect(after.workers.allSatisfy { $0.restarts == 1 }, "restarts: \(after.workers.map(\.restarts))")
+            #expect(Set(after.workerPIDs) == Set(replaced))
+        }
+        #expect(server.log.contains("rolling restart complete"))
+        #expect(FramedSupport.errorLines(server).isEmpty, "errors logged: \(FramedSupport.errorLines(server))")
+
+        // `pool-server reload` does the same and returns once it is complete.
+        let middle = replaced
+        let load2 = S.LoadGenerator(socketPath: server.socketPath)
+        #expect(waitUntil(timeout: 30) { load2.answered >= 100 || !load2.failures.isEmpty })
+        let reload = try S.poolServer(["reload", "--socket", server.socketPath], timeout: 90)
+        #expect(reload.status == 0 && !reload.timedOut, "reload failed (\(reload.status)): \(reload.stdout) \(reload.stderr)")
+        #expect(reload.stdout.contains("reload complete"), "\(reload.stdout)")
+        // Complete when it returned: no waiting here.
+        if let after = S.status(server.socketPath) {
+            #expect(!after.rollingRestart)
+            #expect(after.workers.count == 3 && Set(after.workerPIDs).isDisjoint(with: middle),
+                    "pids after reload \(after.workerPIDs), before \(middle)")
+            #expect(after.queueIDs == queues)
+            #expect(after.workers.allSatisfy { $0.restarts == 2 }, "restarts: \(after.workers.map(\.restarts))")
+        } else {
+            Issue.record("no status after reload")
+        }
+        let reloaded = server.workerPIDs
+        #expect(reloaded.count == 3 && Set(reloaded).isDisjoint(with: middle), "workers \(middle) -> \(reloaded)")
+        let afterReload = load2.answered
+        #expect(waitUntil(timeout: 30) { load2.answered >= afterReload + 50 || !load2.failures.isEmpty })
+        #expect(load2.stop(), "the load threads did not finish")
+        #expect(load2.failures.isEmpty, "requests lost or wrong during reload: \(load2.failures.prefix(10))")
+        #expect(FramedSupport.errorLines(server).isEmpty, "errors logged: \(FramedSupport.errorLines(server))")
+
+        S.expectCleanExit(server, knownQueues: queues)
+    }
+
+    // MARK: - 3. Scaling
+
+    @Test func ttinTtouAndScaleChangeTheWorkerCountAndQueues() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedSim)
+        defer { server.stop() }
+        let statePath = server.socketPath + ".state"
+        var everQueues = S.stateFileQueueIDs(statePath)
+        guard let two = S.waitForWorkerCount(server, 2) else {
+            Issue.record("the pool never had 2 settled workers:\n\(server.log)")
+            return
+        }
+
+        // TTIN: 2 -> 3, a new slot with a new queue.
+        server.signal(SIGTTIN)
+        guard let three = S.waitForWorkerCount(server, 3), let s3 = S.status(server.socketPath) else {
+            Issue.record("SIGTTIN did not give 3 workers: \(String(describing: S.status(server.socketPath)?.workers))")
+            return
+        }
+        #expect(Set(two).isSubset(of: three), "existing workers must stay: \(two) -> \(three)")
+        #expect(s3.workers.map(\.slot) == [0, 1, 2])
+        #expect(s3.queueIDs.count == 3 && s3.queueIDs.isSubset(of: existingQueueIDs()))
+        let queueOf = Dictionary(uniqueKeysWithValues: s3.workers.map { ($0.slot, $0.queueID) })
+        everQueues.formUnion(s3.queueIDs)
+        everQueues.formUnion(S.stateFileQueueIDs(statePath))
+        #expect(S.stateFileQueueIDs(statePath).isSuperset(of: s3.queueIDs), "the state file must list the new queue")
+
+        // TTOU: 3 -> 2 -> 1; each removed slot's queue is deleted.
+        server.signal(SIGTTOU)
+        let twoAgain = S.waitForWorkerCount(server, 2)
+        #expect(twoAgain.map(Set.init) == Set(two), "TTOU should retire the newest slot: \(String(describing: twoAgain))")
+        #expect(waitUntil(timeout: 10) { !existingQueueIDs().contains(queueOf[2]!) }, "queue of removed slot 2 still exists")
+        server.signal(SIGTTOU)
+        let one = S.waitForWorkerCount(server, 1)
+        let slot0 = s3.workers.first { $0.slot == 0 }?.pid
+        #expect(one == slot0.map { [$0] }, "TTOU twice should leave slot 0's worker: \(String(describing: one))")
+        #expect(waitUntil(timeout: 10) { !existingQueueIDs().contains(queueOf[1]!) }, "queue of removed slot 1 still exists")
+        #expect(existingQueueIDs().contains(queueOf[0]!))
+        let stateQueues = S.stateFileQueueIDs(statePath)
+        #expect(!stateQueues.contains(queueOf[1]!) && !stateQueues.contains(queueOf[2]!) && stateQueues.contains(queueOf[0]!),
+                "state file queues after scaling down: \(stateQueues)")
+        everQueues.formUnion(stateQueues)
+
+        // TTOU at 1: never below 1.
+        server.signal(SIGTTOU)
+        usleep(1_000_000)
+        if let s1 = S.status(server.socketPath) {
+            #expect(s1.workers.count == 1 && s1.workerPIDs == slot0.map { [$0] }, "workers after TTOU at 1: \(s1.workers)")
+            #expect(s1.settled)
+        } else {
+            Issue.record("no status after TTOU at 1")
+        }
+        #expect(server.workerPIDs == slot0.map { [$0] })
+        let client = try PoolClient(socketPath: server.socketPath)
+        let payloads = (0..<10).map { Array("one-\($0)".utf8) }
+        #expect(try client.pipeline(payloads).map(\.body) == payloads)
+
+        // `pool-server scale 4`: returns once there are 4.
+        let up = try S.poolServer(["scale", "4", "--socket", server.socketPath])
+        #expect(up.status == 0 && !up.timedOut, "scale 4 failed (\(up.status)): \(up.stdout) \(up.stderr)")
+        #expect(up.stdout.contains("scaled to 4 workers"), "\(up.stdout)")
+        if let s4 = S.status(server.socketPath) {
+            #expect(s4.workers.count == 4 && s4.settled, "after scale 4: \(s4.workers)")
+            #expect(s4.workers.map(\.slot) == [0, 1, 2, 3])
+            #expect(s4.queueIDs.count == 4 && s4.queueIDs.isSubset(of: existingQueueIDs()))
+            everQueues.formUnion(s4.queueIDs)
+        } else {
+            Issue.record("no status after scale 4")
+        }
+        everQueues.formUnion(S.stateFileQueueIDs(statePath))
+        let four = S.waitForWorkerCount(server, 4, timeout: 10)
+        #expect(four?.count == 4, "live workers: \(server.workerPIDs)")
+        let more = (0..<40).map { Array("four-\($0)".utf8) }
+        #expect(try client.pipeline(more).map(\.body) == more)
+        let spread = S.waitForStatus(server.socketPath, timeout: 20) { status in
+            status.workers.count == 4 && status.workers.filter { $0.slot > 0 }.allSatisfy { $0.jobsHandled > 0 }
+        }
+        #expect(spread.ok, "new workers got no work: \(String(describing: spread.last?.workers))")
+
+        // `pool-server scale 2`: returns once slots 2 and 3 are gone, queues included.
+        let before = S.status(server.socketPath)
+        let down = try S.poolServer(["scale", "2", "--socket", server.socketPath])
+        #expect(down.status == 0 && !down.timedOut, "scale 2 failed (\(down.status)): \(down.stdout) \(down.stderr)")
+        if let before, let after = S.status(server.socketPath) {
+            #expect(after.workers.map(\.slot) == [0, 1] && after.settled, "after scale 2: \(after.workers)")
+            let removed = before.workers.filter { $0.slot >= 2 }.map(\.queueID)
+            #expect(existingQueueIDs().intersection(removed).isEmpty, "queues of removed slots: \(removed)")
+            #expect(S.stateFileQueueIDs(statePath).intersection(removed).isEmpty)
+        }
+        #expect(S.waitForWorkerCount(server, 2, timeout: 10) != nil)
+        #expect(FramedSupport.errorLines(server).isEmpty, "errors logged: \(FramedSupport.errorLines(server))")
+
+        client.close()
+        S.expectCleanExit(server, knownQueues: everQueues)
+    }
+
+    /// SIGTTOU while a rolling restart waits for the very slot being retired: the retired worker
+    /// exits, its slot is removed, and the restart must still finish (and later ones must run).
+    @Test func scalingDownTheSlotARollingRestartWaitsForLetsTheRestartFinish() throws {
+        let server = try TestServer(["--workers", "3"] + Self.framedSim)
+        defer { server.stop() }
+        guard let original = S.waitForWorkerCount(server, 3), let before = S.status(server.socketPath),
+              let slot2 = before.workers.first(where: { $0.slot == 2 })?.pid else {
+            Issue.record("the pool never had 3 settled workers:\n\(server.log)")
+            return
+        }
+        let queues = before.queueIDs.union(S.stateFileQueueIDs(server.socketPath + ".state"))
+
+        // Round-robin from a fresh start: "a" -> slot 0, "b" -> slot 1, the slow job -> slot 2.
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        let payloads = ["a", "b", "sleep:5000"].map { Array($0.utf8) }
+        for payload in payloads { try client.send(payload) }
+        let busy = S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.first { $0.slot == 2 }?.state == "busy" }
+        guard busy.ok else {
+            Issue.record("the slow job did not land on slot 2: \(String(describing: busy.last?.workers))")
+            return
+        }
+
+        // SIGHUP: slots 0 and 1 are replaced at once; slot 2's quit waits behind the slow job.
+        server.signal(SIGHUP)
+        let waiting = S.waitForStatus(server.socketPath, timeout: 20) { status in
+            let pids = Dictionary(uniqueKeysWithValues: status.workers.map { ($0.slot, $0.pid) })
+            return status.rollingRestart && pids[2] == slot2 && status.workers.count == 3
+                && [0, 1].allSatisfy { pids[$0] != nil && pids[$0]! != nil && !original.contains(pids[$0]!!) }
+        }
+        guard waiting.ok else {
+            Issue.record("the restart did not reach slot 2 while its job ran: \(String(describing: waiting.last?.workers))")
+            return
+        }
+        // Now retire slot 2 (the highest): it finishes the slow job, quits, and its slot goes.
+        server.signal(SIGTTOU)
+        let responses = try payloads.map { _ in try client.receive() }
+        #expect(responses.map(\.statusByte) == [0, 0, 0] && responses.map(\.body) == payloads, "\(responses)")
+        #expect(S.waitForWorkerCount(server, 2, timeout: 20) != nil,
+                "slot 2 was not removed: \(String(describing: S.status(server.socketPath)?.workers))")
+        let restartFinished = S.waitForStatus(server.socketPath, timeout: 10) { !$0.rollingRestart }.ok
+        #expect(restartFinished, "rolling_restart stays true after the slot the restart waited for was scaled away")
+        if restartFinished {
+            #expect(waitUntil(timeout: 5) { server.log.contains("rolling restart complete") }, "no \"rolling restart complete\" in the log")
+            // A later reload still works.
+            let reload = try S.poolServer(["reload", "--socket", server.socketPath, "--timeout", "30"], timeout: 60)
+            #expect(reload.status == 0, "reload after the interrupted restart failed: \(reload.stderr)")
+        }
+        client.close()
+        S.expectCleanExit(server, knownQueues: queues)
+    }
+
+    // MARK: - 4. sd_notify
+
+    @Test func sdNotifyReportsReadyStatusAndStopping() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+
+        for name in [directory + "/notify.sock", "@pool-test-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"] {
+            let receiver = try S.NotifyReceiver(name)
+            var environment = ProcessInfo.processInfo.environment
+            environment["NOTIFY_SOCKET"] = name
+            let server = try TestServer(["--workers", "2"], environment: environment)
+            defer { server.stop() }
+
+            func lines(_ message: String) -> [Substring] { message.split(separator: "\n") }
+            let ready = receiver.waitFor { lines($0).contains("READY=1") }
+            #expect(ready != nil, "no READY=1 on \(name): \(receiver.messages)")
+            #expect(ready.map { lines($0).contains("MAINPID=\(server.pid)") } == true, "READY without MAINPID: \(String(describing: ready))")
+            let status = receiver.waitFor { lines($0).contains { $0.hasPrefix("STATUS=") } }
+            #expect(status?.contains("STATUS=2 workers") == true, "status: \(String(describing: status))")
+
+            server.signal(SIGTTIN)
+            let scaled = receiver.waitFor { $0.contains("STATUS=3 workers") }
+            #expect(scaled != nil, "no STATUS after SIGTTIN: \(receiver.messages)")
+            #expect(S.waitForWorkerCount(server, 3) != nil)
+
+            S.expectCleanExit(server)
+            let stopping = receiver.waitFor(timeout: 5) { lines($0).contains("STOPPING=1") }
+            #expect(stopping != nil, "no STOPPING=1 on \(name): \(receiver.messages)")
+            let readyIndex = receiver.messages.firstIndex { lines($0).contains("READY=1") }
+            let stoppingIndex = receiver.messages.firstIndex { lines($0).contains("STOPPING=1") }
+            if let readyIndex, let stoppingIndex { #expect(readyIndex < stoppingIndex) }
+            #expect(receiver.messages.filter { lines($0).contains("READY=1") }.count == 1,
+                    "READY=1 sent more than once (workers must not notify): \(receiver.messages)")
+        }
+    }
+
+    // MARK: - 5. Socket activation
+
+    @Test func socketActivationServesTheInheritedSocketAndNeverUnlinksIt() throws {
+        let server = try S.ActivatedServer(["--workers", "2"] + Self.framedEcho)
+        defer { server.stop() }
+        var st = stat()
+        #expect(lstat(server.socketPath, &st) == 0)
+        let inode = st.st_ino
+
+        #expect(server.log.contains("socket activation"), "\(server.log)")
+        #expect(server.log.contains("fd=3"), "\(server.log)")
+        #expect(!server.log.contains("removing stale socket"))
+        let client = try PoolClient(socketPath: server.socketPath)
+        let reply = try client.request(Array("activated".utf8))
+        #expect(reply.statusByte == 0 && Self.text(reply.body) == "activated", "\(reply)")
+        let pipelined = (0..<20).map { Array("a-\($0)".utf8) }
+        #expect(try client.pipeline(pipelined).map(\.body) == pipelined)
+
+        // The control socket works beside it, and the status counts just our client.
+        guard let status = S.status(server.socketPath) else {
+            Issue.record("no status over \(server.socketPath).ctl:\n\(server.log)")
+            return
+        }
+        #expect(status.pid == server.pid)
+        #expect(status.workers.count == 2)
+        #expect(status.acceptedConnections == 1,
+                "one client connected, but accepted_connections is \(status.acceptedConnections)")
+        #expect(status.responses["ok"] == 21)
+        let queues = status.queueIDs.union(S.queueIDs(inLog: server.log)).union(S.stateFileQueueIDs(server.socketPath + ".state"))
+        let workers = Set(status.workerPIDs).union(S.workerPIDs(inLog: server.log))
+        client.close()
+
+        kill(server.pid, SIGTERM)
+        #expect(server.waitForExit() == 0, "\(server.log)")
+        #expect(lstat(server.socketPath, &st) == 0 && st.st_ino == inode,
+                "the socket file systemd owns was unlinked or replaced by the server")
+        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers, socketOwnedByUs: true)
+        #expect(server.log.contains("shutdown complete"))
+        server.stop()
+        #expect(!FileManager.default.fileExists(atPath: server.socketPath))
+    }
+
+    @Test func listenPIDOfAnotherProcessIsIgnored() throws {
+        var environment = ProcessInfo.processInfo.environment
+        environment["LISTEN_PID"] = "1"
+        environment["LISTEN_FDS"] = "1"
+        let server = try TestServer(["--workers", "1"] + Self.framedEcho, environment: environment)
+        defer { server.stop() }
+        #expect(!server.log.contains("socket activation"), "\(server.log)")
+        let reply = try PoolClient(socketPath: server.socketPath).request(Array("bound".utf8))
+        #expect(reply.statusByte == 0 && Self.text(reply.body) == "bound")
+        S.expectCleanExit(server)
+    }
+
+    // MARK: - 6. Log file
+
+    @Test func logFileIsReopenedAfterRenameAndSIGUSR1() throws {
+        let logDirectory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
+        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
+        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        func received(_ path: String) -> Set<String> { Set(OneshotShutdownSupport.recvLines(in: read(path)).map(\.message)) }
+
+        let server = try TestServer(["--workers", "2", "--handler", "log", "--log-file", logPath], waitForStart: false)
+        defer { server.stop() }
+        let extraLog = { read(logPath) + "\n" + read(rotated) }
+        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
+        guard server.process.isRunning, let workers = S.waitForWorkerCount(server, 2) else {
+            Issue.record("pool-server did not start:\n\(server.log)\n\(read(logPath))")
+            return
+        }
+        #expect(!server.log.contains("pool started"), "with --log-file nothing should go to stderr")
+
+        #expect(try Self.text(PoolClient.oneshot(socketPath: server.socketPath, message: Array("before-rotation".utf8))) == "ok")
+        #expect(waitUntil(timeout: 20) { received(logPath).contains("before-rotation") }, "\(read(logPath))")
+
+        #expect(rename(logPath, rotated) == 0)
+        server.signal(SIGUSR1)
+        #expect(waitUntil(timeout: 20) { read(logPath).contains("log file reopened") }, "no new pool.log from the master")
+
+        let after = (0..<4).map { "after-rotation-\($0)" }
+        for message in after {
+            #expect(try Self.text(PoolClient.oneshot(socketPath: server.socketPath, message: Array(message.utf8))) == "ok")
+        }
+        #expect(waitUntil(timeout: 20) { received(logPath).isSuperset(of: after) },
+                "workers did not write to the new pool.log:\nnew:\n\(read(logPath))\nold:\n\(read(rotated))")
+        let old = read(rotated), new = read(logPath)
+        #expect(!old.contains("after-rotation"), "a worker kept writing to the renamed file:\n\(old)")
+        #expect(old.contains("before-rotation") && !new.contains("before-rotation"))
+        #expect(!old.contains("log file reopened"))
+        // Round-robin: both workers wrote their lines to the new file.
+        let writers = Set(OneshotShutdownSupport.recvLines(in: new).map(\.pid))
+        #expect(writers == Set(workers), "recv lines in the new file came from \(writers), workers are \(workers)")
+
+        S.expectCleanExit(server, extraLog: extraLog)
+        #expect(read(logPath).contains("shutdown complete"))
+        #expect(!read(rotated).contains("shutdown complete"))
+    }
+
+    /// SIGUSR1 (logrotate) while workers are being forked (here: recycled after every job). The
+    /// master forwards SIGUSR1 to every worker; one forked a moment ago must not die of it.
+    @Test func sigusr1NeverKillsAFreshlyForkedWorker() throws {
+        let logDirectory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
+        let logPath = logDirectory + "/pool.log"
+        func read() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+        let server = try TestServer(["--workers", "2", "--max-jobs", "1", "--log-file", logPath] + Self.framedSim, waitForStart: false)
+        defer { server.stop() }
+        #expect(waitUntil(timeout: 20) { read().contains("pool started") || !server.process.isRunning })
+        guard server.process.isRunning, S.waitForWorkerCount(server, 2) != nil else {
+            Issue.record("pool-server did not start:\n\(server.log)\n\(read())")
+            return
+        }
+        // Continuous recycling; the responses themselves are not what this test is about.
+        let load = S.LoadGenerator(socketPath: server.socketPath, verify: false)
+        #expect(waitUntil(timeout: 30) { load.answered >= 100 })
+        for _ in 0..<200 {
+            server.signal(SIGUSR1)
+            usleep(10_000)
+        }
+        #expect(load.stop(), "the load threads did not finish")
+        #expect(waitUntil(timeout: 10) { read().contains("log file reopened") })
+        let killed = read().split(separator: "\n").filter { $0.contains("worker died") && $0.contains("signal \(SIGUSR1)") }
+        let killedCount = killed.count
+        #expect(killedCount == 0, "\(killedCount) workers died of SIGUSR1 (sent by the master's log reopen), e.g. \(killed.prefix(2))")
+        S.expectCleanExit(server, extraLog: read)
+    }
+
+    // MARK: - 7. --config
+
+    @Test func configFileGivesDefaultsAndTheCommandLineWins() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/pool.json"
+        #expect(FileManager.default.createFile(
+            atPath: config, contents: Data(#"{"workers": 2, "handler": "echo", "reply": "result", "protocol": "framed"}"#.utf8)))
+
+        for (arguments, expected) in [(["--config", config], 2), (["--config", config, "--workers", "3"], 3),
+                                      (["--workers", "1", "--config=\(config)"], 1)] {
+            let server = try TestServer(arguments)
+            defer { server.stop() }
+            let pids = S.waitForWorkerCount(server, expected)
+            #expect(pids != nil, "\(arguments): expected \(expected) workers, status: \(String(describing: S.status(server.socketPath)?.workers))")
+            #expect(server.logLines(containing: "pool started").first?.contains("workers=\(expected)") == true)
+            let reply = try PoolClient(socketPath: server.socketPath).request(Array("configured".utf8))
+            #expect(reply.statusByte == 0 && Self.text(reply.body) == "configured", "\(arguments): \(reply)")
+            if let status = S.status(server.socketPath) {
+                #expect(status.raw["protocol"] as? String == "framed" && status.raw["reply"] as? String == "result")
+            }
+            S.expectCleanExit(server)
+        }
+    }
+
+    @Test func malformedConfigFilesAreRefused() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let malformed = [
+            ("truncated", #"{"workers": 2, "handler": "echo""#),
+            ("bad value", #"{"workers": two}"#),
+            ("not an object", "[1, 2]"),
+            ("trailing garbage", #"{"workers": 2} trailing garbage"#),
+        ]
+        for (name, text) in malformed {
+            let path = directory + "/\(name.replacingOccurrences(of: " ", with: "-")).json"
+            _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+            // Spawned without waiting for a start that should not happen; stopped if it does.
+            let server = try TestServer(["--config", path], waitForStart: false)
+            defer { server.stop() }
+            let ended = waitUntil(timeout: 20) { !server.process.isRunning || server.log.contains("pool started") }
+            #expect(ended && !server.process.isRunning,
+                    "\(name) config \(text): pool-server started anyway:\n\(server.log)")
+            if server.process.isRunning {
+                S.expectCleanExit(server)
+                continue
+            }
+            #expect(server.process.terminationStatus != 0, "\(name): exit status 0")
+            #expect(server.log.contains("--config"), "\(name): the error does not mention --config: \(server.log)")
+            #expect(!FileManager.default.fileExists(atPath: server.socketPath) && !FileManager.default.fileExists(atPath: server.socketPath + ".ctl")
+                    && !FileManager.default.fileExists(atPath: server.socketPath + ".state"), "\(name): the server got as far as creating files")
+        }
+        let missing = try S.poolServer(["--socket", directory + "/bad.sock", "--config", directory + "/missing.json"], timeout: 30)
+        #expect(!missing.timedOut && missing.status != 0 && missing.stderr.contains("--config"), "missing: \(missing.stderr)")
+    }
+
+    /// String values are JSON strings: an escape such as \u0065 ("e") means what JSON says.
+    @Test func configFileStringEscapesAreJSON() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/escaped.json"
+        #expect(FileManager.default.createFile(
+            atPath: config, contents: Data(#"{"workers": 1, "handler": "\u0065cho", "reply": "res\u0075lt", "protocol": "framed"}"#.utf8)))
+        let server = try TestServer(["--config", config], waitForStart: false)
+        defer { server.stop() }
+        let started = waitUntil(timeout: 20) { server.log.contains("pool started") || !server.process.isRunning }
+        guard started, server.process.isRunning else {
+            Issue.record("a config with JSON \\u escapes was refused: \(server.log)")
+            return
+        }
+        let reply = try PoolClient(socketPath: server.socketPath).request(Array("escaped".utf8))
+        #expect(reply.statusByte == 0 && Self.text(reply.body) == "escaped", "\(reply)")
+        S.expectCleanExit(server)
+    }
+
+    // MARK: - 8. stop
+
+    @Test func stopCommandReturnsAfterTheMasterExitedLeavingNothing() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedEcho)
+        defer { server.stop() }
+        guard S.waitForWorkerCount(server, 2) != nil else {
+            Issue.record("the pool never had 2 settled workers:\n\(server.log)")
+            return
+        }
+        let reply = try PoolClient(socketPath: server.socketPath).request(Array("before stop".utf8))
+        #expect(reply.statusByte == 0)
+        let (queues, workers) = S.owned(server)
+        #expect(queues.count == 3, "2 worker queues and the reply queue: \(queues)")
+        let master = server.pid
+
+        let result = try S.poolServer(["stop", "--socket", server.socketPath])
+        #expect(result.status == 0 && !result.timedOut, "stop failed (\(result.status)): \(result.stdout) \(result.stderr)")
+        #expect(result.stdout.contains("stopped pid \(master)"), "\(result.stdout)")
+        // Already gone when `stop` returns: no waiting before these checks.
+        #expect(!processIsAlive(master), "the master still runs after stop returned")
+        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers)
+        #expect(server.waitForExit(timeout: 10) == 0, "\(server.log)")
+        #expect(server.log.contains("shutdown complete"))
+        server.stop()
+    }
+
+    @Test func subcommandsWithoutAServerFailWithAReason() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/none.sock"
+        for arguments in [["status"], ["stop"], ["reload"], ["scale", "2"]] {
+            let result = try S.poolServer(arguments + ["--socket", socket], timeout: 30)
+            #expect(!result.timedOut && result.status != 0, "\(arguments): status \(result.status)")
+            #expect(result.stderr.contains("cannot reach"), "\(arguments): \(result.stderr)")
+        }
+        let zero = try S.poolServer(["scale", "0", "--socket", socket], timeout: 30)
+        #expect(zero.status != 0 && zero.stderr.contains("at least 1"), "\(zero.stderr)")
+        let format = try S.poolServer(["status", "--format", "xml", "--socket", socket], timeout: 30)
+        #expect(format.status != 0 && format.stderr.contains("--format"), "\(format.stderr)")
+    }
+}

@@ -1,0 +1,517 @@
+import CSysV
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+/// Helpers for OperationsIntegrationTests: the operator subcommands, the status JSON, clean-up
+/// checks that include the control socket, a background load generator, an sd_notify receiver,
+/// and a launcher for socket activation. Namespaced so nothing collides with other suites.
+enum OperationsSupport {
+    // MARK: Subcommands
+
+    /// Runs `pool-server ARGUMENTS` as a separate process (stdout/stderr captured through files).
+    static func poolServer(_ arguments: [String], timeout: Double = 60) throws -> FramedSupport.CommandResult {
+        try FramedSupport.runCommand(Binaries.path("pool-server"), arguments, timeout: timeout)
+    }
+
+    // MARK: Status
+
+    struct Worker {
+        var slot: Int
+        var pid: pid_t?
+        var state: String
+        var jobsHandled: Int
+        var restarts: Int
+        var queueID: Int32
+        var queueMessages: Int
+        var queueBytes: Int
+    }
+
+    /// The status JSON, decoded with JSONSerialization (so it is also checked to be valid JSON).
+    struct Status {
+        var pid: pid_t
+        var acceptedConnections: Int
+        var activeConnections: Int
+        var heldRequests: Int
+        var rollingRestart: Bool
+        var responses: [String: Int]
+        var workers: [Worker]
+        var raw: [String: Any]
+
+        var workerPIDs: [pid_t] { workers.compactMap(\.pid) }
+        var queueIDs: Set<Int32> { Set(workers.map(\.queueID)) }
+        /// Every slot has a running worker and none is retiring or waiting for a respawn.
+        var settled: Bool { workers.allSatisfy { $0.pid != nil && ($0.state == "idle" || $0.state == "busy") } }
+    }
+
+    struct StatusError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func parseStatus(_ text: String) throws -> Status {
+        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw StatusError(description: "status is not a JSON object: \(text)")
+        }
+        func int(_ dictionary: [String: Any], _ key: String) throws -> Int {
+            guard let value = dictionary[key] as? NSNumber else { throw StatusError(description: "no integer \(key) in \(dictionary)") }
+            return value.intValue
+        }
+        guard let responses = object["responses"] as? [String: Any], let workers = object["workers"] as? [[String: Any]],
+              let rolling = object["rolling_restart"] as? Bool else {
+            throw StatusError(description: "missing responses/workers/rolling_restart: \(text)")
+        }
+        var counts: [String: Int] = [:]
+        for (key, value) in responses {
+            guard let number = value as? NSNumber else { throw StatusError(description: "response count \(key) is not a number") }
+            counts[key] = number.intValue
+        }
+        let parsedWorkers = try workers.map { w in
+            Worker(slot: try int(w, "slot"), pid: (w["pid"] as? NSNumber).map { pid_t($0.intValue) },
+                   state: w["state"] as? String ?? "?", jobsHandled: try int(w, "jobs_handled"),
+                   restarts: try int(w, "restarts"), queueID: Int32(try int(w, "queue_id")),
+                   queueMessages: try int(w, "queue_messages"), queueBytes: try int(w, "queue_bytes"))
+        }
+        return Status(pid: pid_t(try int(object, "pid")), acceptedConnections: try int(object, "accepted_connections"),
+                      activeConnections: try int(object, "active_connections"), heldRequests: try int(object, "held_requests"),
+                      rollingRestart: rolling, responses: counts, workers: parsedWorkers, raw: object)
+    }
+
+    /// The status asked directly over `<socket>.ctl` (library client: cheap enough to poll).
+    static func status(_ socketPath: String) -> Status? {
+        guard let text = try? ControlClient.send("status json", controlSocket: socketPath + ".ctl", timeout: 10) else { return nil }
+        return try? parseStatus(text)
+    }
+
+    /// Polls the status until `condition` holds; returns the last status seen (nil if none).
+    @discardableResult
+    static func waitForStatus(_ socketPath: String, timeout: Double = 30, _ condition: (Status) -> Bool) -> (ok: Bool, last: Status?) {
+        var last: Status?
+        let ok = waitUntil(timeout: timeout) {
+            guard let status = status(socketPath) else { return false }
+            last = status
+            return condition(status)
+        }
+        return (ok, last)
+    }
+
+    /// Waits until the pool has exactly `count` settled workers, both in its status and among the
+    /// master's live children. Returns their pids (sorted) or nil.
+    static func waitForWorkerCount(_ server: TestServer, _ count: Int, timeout: Double = 30) -> [pid_t]? {
+        var pids: [pid_t] = []
+        let ok = waitUntil(timeout: timeout) {
+            guard let status = status(server.socketPath), status.workers.count == count, status.settled else { return false }
+            let live = server.workerPIDs
+            pids = status.workerPIDs.sorted()
+            return live.sorted() == pids
+        }
+        return ok ? pids : nil
+    }
+
+    // MARK: What a server owns
+
+    /// Queue ids recorded in a state file (`queue=ID:CTIME`), including the reply queue.
+    static func stateFileQueueIDs(_ path: String) -> Set<Int32> {
+        guard let state = PoolState.read(from: path) else { return [] }
+        return Set(state.queues.map(\.id))
+    }
+
+    /// Queue ids a log mentions: the "pool started" list and every "worker spawned ... queue=N".
+    static func queueIDs(inLog log: String) -> Set<Int32> {
+        var ids = Set<Int32>()
+        for line in log.split(separator: "\n") {
+            if line.contains("pool started"), let range = line.range(of: "queues=[") {
+                let list = line[range.upperBound...].prefix { $0 != "]" }
+                for item in list.split(separator: ",") {
+                    if let id = Int32(item.trimmingCharacters(in: .whitespaces)) { ids.insert(id) }
+                }
+            }
+            if line.contains("worker spawned"), let range = line.range(of: "queue=") {
+                if let id = Int32(line[range.upperBound...].prefix { $0.isNumber }) { ids.insert(id) }
+            }
+        }
+        return ids
+    }
+
+    /// Worker pids a log mentions ("worker spawned ... pid=N").
+    static func workerPIDs(inLog log: String) -> Set<pid_t> {
+        var pids = Set<pid_t>()
+        for line in log.split(separator: "\n") where line.contains("worker spawned") {
+            guard let range = line.range(of: " pid=") else { continue }
+            if let pid = pid_t(line[range.upperBound...].prefix { $0.isNumber }) { pids.insert(pid) }
+        }
+        return pids
+    }
+
+    /// Everything the server can be seen to own now: queues (log, state file, status, queues last
+    /// used by its processes) and worker pids.
+    static func owned(_ server: TestServer, extraLog: String = "") -> (queues: Set<Int32>, workers: Set<pid_t>) {
+        let log = server.log + "\n" + extraLog
+        var workers = workerPIDs(inLog: log).union(server.workerPIDs)
+        var queues = queueIDs(inLog: log).union(stateFileQueueIDs(server.socketPath + ".state"))
+        if let status = status(server.socketPath) {
+            queues.formUnion(status.queueIDs)
+            workers.formUnion(status.workerPIDs)
+        }
+        let processes = workers.union([server.pid])
+        for row in FramedSupport.queueRows() where processes.contains(row.lastSendPID) || processes.contains(row.lastReceivePID) {
+            queues.insert(row.id)
+        }
+        return (queues, workers)
+    }
+
+    /// Stops the server with `signo` (unless `signal` is nil: it was already told to stop), and
+    /// checks that it exits 0 leaving nothing: no worker, no queue, no socket, `.ctl` or `.state`
+    /// file. Leftovers are removed afterwards so one failure does not leak into the next test.
+    static func expectCleanExit(_ server: TestServer, signal signo: Int32? = SIGTERM, extraLog: () -> String = { "" },
+                                knownQueues: Set<Int32> = [], knownWorkers: Set<pid_t> = [],
+                                sourceLocation: SourceLocation = #_sourceLocation) {
+        var (queues, workers) = server.process.isRunning ? owned(server, extraLog: extraLog()) : ([], [])
+        queues.formUnion(knownQueues)
+        workers.formUnion(knownWorkers)
+        if let signo { server.signal(signo) }
+        let status = server.waitForExit(timeout: 30)
+        // Lines written during shutdown may name more (e.g. a respawn): take them too.
+        queues.formUnion(queueIDs(inLog: server.log + "\n" + extraLog()))
+        workers.formUnion(workerPIDs(inLog: server.log + "\n" + extraLog()))
+        #expect(status == 0, "pool-server did not exit 0 (status \(status.map { "\($0)" } ?? "still running")):\n\(server.log)\(extraLog())",
+                sourceLocation: sourceLocation)
+        expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers, sourceLocation: sourceLocation)
+        server.stop()
+    }
+
+    /// No live worker, no queue of `queues`, no socket, `.ctl` or `.state` file. Removes leftovers.
+    static func expectNothingLeft(socketPath: String, queues: Set<Int32>, workers: Set<pid_t>, socketOwnedByUs: Bool = false,
+                                  sourceLocation: SourceLocation = #_sourceLocation) {
+        let lingering = { workers.filter(processIsAlive) }
+        #expect(waitUntil(timeout: 10) { lingering().isEmpty }, "workers still alive: \(lingering())", sourceLocation: sourceLocation)
+        let leftQueues = existingQueueIDs().intersection(queues)
+        #expect(!queues.isEmpty, "no queue of the server was ever seen", sourceLocation: sourceLocation)
+        #expect(leftQueues.isEmpty, "queues left behind: \(leftQueues.sorted()) (known: \(queues.sorted()))", sourceLocation: sourceLocation)
+        if !socketOwnedByUs {
+            #expect(!FileManager.default.fileExists(atPath: socketPath), "socket file left behind", sourceLocation: sourceLocation)
+        }
+        #expect(!FileManager.default.fileExists(atPath: socketPath + ".ctl"), "control socket left behind", sourceLocation: sourceLocation)
+        #expect(!FileManager.default.fileExists(atPath: socketPath + ".state"), "state file left behind", sourceLocation: sourceLocation)
+        for id in leftQueues { _ = try? MessageQueue(id: id).remove() }
+        for pid in lingering() { kill(pid, SIGKILL) }
+    }
+
+    // MARK: Load
+
+    /// Pipelines batches of requests on `connections` connections from background threads until
+    /// stopped, checking (if `verify`) that every response is status 0 with the request's payload
+    /// as body (`sim` handler: `sleep:MS` and plain strings are echoed).
+    final class LoadGenerator: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stopRequested = false
+        private var _answered = 0
+        private var _failures: [String] = []
+        private let finished = DispatchSemaphore(value: 0)
+        private let connections: Int
+
+        init(socketPath: String, connections: Int = 2, batch: Int = 16, verify: Bool = true) {
+            self.connections = connections
+            for index in 0..<connections {
+                let thread = Thread { [self] in
+                    run(index: index, socketPath: socketPath, batch: batch, verify: verify)
+                    finished.signal()
+                }
+                thread.start()
+            }
+        }
+
+        private func run(index: Int, socketPath: String, batch: Int, verify: Bool) {
+            let client: PoolClient
+            do { client = try PoolClient(socketPath: socketPath, timeout: 30) } catch {
+                fail("connection \(index): connect: \(error)")
+                return
+            }
+            var round = 0
+            while !shouldStop {
+                let payloads: [[UInt8]] = (0..<batch).map { i in
+                    i % 4 == 0 ? Array("sleep:5".utf8) : Array("c\(index)-r\(round)-\(i)".utf8)
+                }
+                round += 1
+                let responses: [PoolClient.Response]
+                do { responses = try client.pipeline(payloads) } catch {
+                    fail("connection \(index) round \(round): \(error)")
+                    return
+                }
+                var bad: [String] = []
+                for (payload, response) in zip(payloads, responses)
+                where verify && (response.statusByte != 0 || response.body != payload) {
+                    bad.append("\(String(decoding: payload, as: UTF8.self)) -> status \(response.statusByte) \"\(String(decoding: response.body, as: UTF8.self))\"")
+                }
+                lock.lock()
+                _answered += responses.count
+                _failures += bad
+                lock.unlock()
+            }
+        }
+
+        private func fail(_ text: String) {
+            lock.lock(); _failures.append(text); lock.unlock()
+        }
+
+        private var shouldStop: Bool { lock.lock(); defer { lock.unlock() }; return stopRequested }
+        var answered: Int { lock.lock(); defer { lock.unlock() }; return _answered }
+        var failures: [String] { lock.lock(); defer { lock.unlock() }; return _failures }
+
+        /// Asks the threads to stop after their current batch; true once all have.
+        func stop(timeout: Double = 60) -> Bool {
+            lock.lock(); stopRequested = true; lock.unlock()
+            for _ in 0..<connections {
+                if finished.wait(timeout: .now() + timeout) != .success { return false }
+            }
+            return true
+        }
+    }
+
+    // MARK: sd_notify
+
+    /// A Unix datagram socket standing in for systemd's notify socket: a path, or an abstract
+    /// name when `name` starts with "@" (as in NOTIFY_SOCKET).
+    final class NotifyReceiver {
+        let name: String
+        let fd: Int32
+        private(set) var messages: [String] = []
+
+        init(_ name: String) throws {
+            self.name = name
+            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw TestFailure("socket(AF_UNIX, SOCK_DGRAM): \(String(cString: strerror(errno)))") }
+            let rc: Int32
+            if name.hasPrefix("@") {
+                // Abstract namespace: sun_path starts with NUL, the length covers exactly the name.
+                var address = sockaddr_un()
+                address.sun_family = sa_family_t(AF_UNIX)
+                let bytes = Array(name.utf8.dropFirst())
+                withUnsafeMutableBytes(of: &address.sun_path) { path in
+                    path[0] = 0
+                    for (i, byte) in bytes.enumerated() { path[i + 1] = byte }
+                }
+                let length = socklen_t(MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)! + 1 + bytes.count)
+                rc = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+                }
+            } else {
+                rc = csysv_bind_unix(fd, name)
+            }
+            guard rc == 0 else {
+                let error = String(cString: strerror(errno))
+                Glibc.close(fd)
+                throw TestFailure("bind(\(name)): \(error)")
+            }
+        }
+
+        deinit {
+            Glibc.close(fd)
+            if !name.hasPrefix("@") { unlink(name) }
+        }
+
+        /// Receives datagrams until one satisfies `condition` (or `timeout` passes); every
+        /// datagram received is kept in `messages`.
+        func waitFor(timeout: Double = 20, _ condition: (String) -> Bool) -> String? {
+            if let seen = messages.first(where: condition) { return seen }
+            let end = Date().addingTimeInterval(timeout)
+            while Date() < end {
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ms = Int32(max(1, min(1000, end.timeIntervalSinceNow * 1000)))
+                guard poll(&pfd, 1, ms) > 0 else { continue }
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                guard n > 0 else { continue }
+                let message = String(decoding: buffer[0..<n], as: UTF8.self)
+                messages.append(message)
+                if condition(message) { return message }
+            }
+            return nil
+        }
+    }
+
+    // MARK: Socket activation
+
+    /// `pool-server` started as systemd would with socket activation: a socket the test bound
+    /// and put into the listening state is on fd 3, with LISTEN_FDS=1 and LISTEN_PID set to the
+    /// server's own pid (through `/bin/sh -c 'export LISTEN_PID=$$ ...; exec "$0" "$@"'`).
+    final class ActivatedServer {
+        let directory: String
+        let socketPath: String
+        let logPath: String
+        let pid: pid_t
+        private var exitStatus: Int32?
+        private var stopped = false
+
+        private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        private static let addCloseFrom: AddCloseFrom? = {
+            guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+            return unsafeBitCast(symbol, to: AddCloseFrom.self)
+        }()
+
+        init(_ arguments: [String]) throws {
+            directory = makeTemporaryDirectory()
+            socketPath = directory + "/pool.sock"
+            logPath = directory + "/server.log"
+
+            // The listening socket, bound by "systemd" (us).
+            var listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard listener >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+            if listener <= 3 {
+                // adddup2(3, 3) would keep FD_CLOEXEC on older glibc: move it out of the way.
+                let moved = fcntl(listener, F_DUPFD_CLOEXEC, 10)
+                Glibc.close(listener)
+                listener = moved
+            }
+            defer { Glibc.close(listener) }
+            guard csysv_bind_unix(listener, socketPath) == 0, listen(listener, 64) == 0 else {
+                let error = String(cString: strerror(errno))
+                try? FileManager.default.removeItem(atPath: directory)
+                throw TestFailure("bind/listen \(socketPath): \(error)")
+            }
+
+            let executable = Binaries.path("pool-server")
+            let argv = ["/bin/sh", "-c", "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+                        executable, "--socket", socketPath] + arguments
+
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            posix_spawn_file_actions_adddup2(&actions, listener, 3)
+            if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 4) }
+
+            var attributes = posix_spawnattr_t()
+            posix_spawnattr_init(&attributes)
+            defer { posix_spawnattr_destroy(&attributes) }
+            var defaults = sigset_t()
+            sigemptyset(&defaults)
+            for signo in [SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP, SIGQUIT, SIGUSR1, SIGTTIN, SIGTTOU] { sigaddset(&defaults, signo) }
+            posix_spawnattr_setsigdefault(&attributes, &defaults)
+            var mask = sigset_t()
+            sigemptyset(&mask)
+            posix_spawnattr_setsigmask(&attributes, &mask)
+            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+            let cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+            defer { for pointer in cArguments { free(pointer) } }
+            var child: pid_t = 0
+            let rc = posix_spawn(&child, "/bin/sh", &actions, &attributes, cArguments, environ)
+            guard rc == 0 else {
+                unlink(socketPath)
+                try? FileManager.default.removeItem(atPath: directory)
+                throw TestFailure("posix_spawn(/bin/sh) failed: \(String(cString: strerror(rc)))")
+            }
+            pid = child
+            let started = waitUntil(timeout: 20) { self.log.contains("pool started") || !self.isRunning }
+            guard started, isRunning else {
+                let output = log
+                stop()
+                throw TestFailure("pool-server (socket activation) did not start:\n\(output)")
+            }
+        }
+
+        deinit { stop() }
+
+        var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+        var isRunning: Bool {
+            if exitStatus != nil { return false }
+            var raw: Int32 = 0
+            let got = waitpid(pid, &raw, WNOHANG)
+            if got == pid {
+                exitStatus = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                return false
+            }
+            if got < 0 && errno == ECHILD { exitStatus = -1; return false }
+            return true
+        }
+
+        func waitForExit(timeout: Double = 30) -> Int32? {
+            guard waitUntil(timeout: timeout, { !isRunning }) else { return nil }
+            return exitStatus
+        }
+
+        /// Kills what is left, removes queues it logged, the socket (ours, as systemd's) and the directory.
+        func stop() {
+            guard !stopped else { return }
+            stopped = true
+            let workers = Set(childPIDs(of: pid)).union(workerPIDs(inLog: log))
+            let queues = queueIDs(inLog: log).union(stateFileQueueIDs(socketPath + ".state"))
+            if isRunning {
+                kill(pid, SIGTERM)
+                if !waitUntil(timeout: 15, { !isRunning }) {
+                    kill(pid, SIGKILL)
+                    _ = waitUntil(timeout: 5) { !isRunning }
+                }
+            }
+            for worker in workers where processIsAlive(worker) { kill(worker, SIGKILL) }
+            let existing = existingQueueIDs()
+            for id in queues where existing.contains(id) { _ = try? MessageQueue(id: id).remove() }
+            unlink(socketPath)
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    // MARK: Prometheus
+
+    /// One sample line of the text exposition format.
+    struct Sample {
+        var name: String
+        var labels: String
+        var value: Double
+    }
+
+    /// Checks the exposition format's rules we rely on; returns the samples and any violations.
+    static func checkPrometheus(_ text: String) -> (samples: [Sample], problems: [String]) {
+        var help = Set<String>(), types: [String: String] = [:]
+        var samples: [Sample] = []
+        var problems: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.isEmpty { continue }
+            if line.hasPrefix("# HELP ") {
+                let parts = line.split(separator: " ", maxSplits: 3)
+                if parts.count < 4 { problems.append("HELP without text: \(line)") }
+                if parts.count > 2 { help.insert(String(parts[2])) }
+                continue
+            }
+            if line.hasPrefix("# TYPE ") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 4 else { problems.append("bad TYPE line: \(line)"); continue }
+                let name = String(parts[2])
+                if !help.contains(name) { problems.append("TYPE before HELP for \(name)") }
+                if types[name] != nil { problems.append("second TYPE for \(name)") }
+                types[name] = String(parts[3])
+                if !["counter", "gauge", "histogram", "summary", "untyped"].contains(String(parts[3])) {
+                    problems.append("unknown type in \(line)")
+                }
+                continue
+            }
+            if line.hasPrefix("#") { continue }
+            let nameEnd = line.firstIndex { $0 == "{" || $0 == " " } ?? line.endIndex
+            let name = String(line[..<nameEnd])
+            var labels = ""
+            var rest = line[nameEnd...]
+            if rest.hasPrefix("{") {
+                guard let close = rest.firstIndex(of: "}") else { problems.append("unclosed labels: \(line)"); continue }
+                labels = String(rest[rest.index(after: rest.startIndex)..<close])
+                rest = rest[rest.index(after: close)...]
+            }
+            let fields = rest.split(separator: " ")
+            guard let valueText = fields.first, let value = Double(valueText) else {
+                problems.append("sample without a numeric value: \(line)")
+                continue
+            }
+            if !help.contains(name) { problems.append("sample of \(name) before its # HELP") }
+            guard let type = types[name] else { problems.append("sample of \(name) before its # TYPE"); continue }
+            if type == "counter" && value < 0 { problems.append("negative counter: \(line)") }
+            samples.append(Sample(name: name, labels: labels, value: value))
+        }
+        for (name, type) in types where type == "counter" && !name.hasSuffix("_total") {
+            problems.append("counter \(name) does not end in _total")
+        }
+        return (samples, problems)
+    }
+}
