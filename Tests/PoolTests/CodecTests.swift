@@ -467,9 +467,10 @@ extension CodecTests {
     @Suite struct ByteBufferTests {
         @Test func appendAndConsume() {
             let buffer = ByteBuffer(capacity: 4)
-            #expect(buffer.capacity == 16) // minimum
+            #expect(buffer.capacity == 0) // lazy: nothing until first use
             #expect(buffer.isEmpty && buffer.readableCount == 0)
             buffer.append(Array("hello world".utf8))
+            #expect(buffer.capacity == 16) // the minimum first allocation
             #expect(Array(buffer.readable) == Array("hello world".utf8))
             buffer.consume(6)
             #expect(Array(buffer.readable) == Array("world".utf8))
