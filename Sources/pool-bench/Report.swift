@@ -1,3 +1,4 @@
+import Pool
 /// A minimal JSON value and writer (keys keep their order; non-finite numbers become null).
 indirect enum JSON {
     case number(Double)
@@ -27,26 +28,7 @@ indirect enum JSON {
         }
     }
 
-    static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ text: String) -> String { LineLogHandler.jsonString(text) }
 }
 
 /// `value` with `digits` decimals (no Foundation); `trim` drops trailing zeros.

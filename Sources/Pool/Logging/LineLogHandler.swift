@@ -73,7 +73,8 @@ public struct LineLogHandler: LogHandler {
             + "\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
     }
 
-    static func jsonString(_ s: String) -> String {
+    /// `s` as a JSON string literal, quoted and escaped.
+    public static func jsonString(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {

@@ -68,6 +68,17 @@ public final class PoolServer {
             logger: logger, workerLogger: workerLogger, keepDescriptors: [])
         var listener: Listener? = nil
         var control: Listener? = nil
+        /// Undoes a failed start: nothing of it may outlive the process (queues above all).
+        func abandon(_ error: Error) -> Error {
+            for open in [listener, control].compactMap({ $0 }) {
+                open.socket.close()
+                open.unlinkIfOurs()
+            }
+            supervisor.killAndReapAll()
+            supervisor.removeQueues()
+            return error
+        }
+        let master: Master
         do {
             try supervisor.spawnAll()
             if let inherited = activated.first {
@@ -78,34 +89,18 @@ public final class PoolServer {
                                              backlog: configuration.listenBacklog, logger: logger)
             }
             control = try Listener.open(path: configuration.controlSocketPath, mode: 0o600, backlog: 16, logger: logger)
+            master = try Master(configuration: configuration, maxMessage: maxMessage, limits: limits, logger: logger,
+                                supervisor: supervisor, listener: listener!, control: control, wake: wake, notifier: notifier)
         } catch {
-            for open in [listener, control].compactMap({ $0 }) {
-                open.socket.close()
-                open.unlinkIfOurs()
-            }
-            supervisor.killAndReapAll()
-            supervisor.removeQueues()
-            throw error
+            throw abandon(error)
         }
         logger.info("pool started", metadata: [
             "pid": "\(getpid())", "socket": "\(configuration.socketPath)", "workers": "\(configuration.workers)",
             "protocol": "\(configuration.wireProtocol)", "reply": "\(configuration.replyMode)",
+            "dispatch": "\(configuration.dispatch.rawValue)",
             "max-message": "\(maxMessage)", "queue-bytes": "\(supervisor.grantedQueueBytes)",
             "queues": "\(supervisor.slots.map(\.queue.id))", "limits": "\(limits)",
         ])
-        let master: Master
-        do {
-            master = try Master(configuration: configuration, maxMessage: maxMessage, limits: limits, logger: logger,
-                                supervisor: supervisor, listener: listener!, control: control, wake: wake, notifier: notifier)
-        } catch {
-            for open in [listener, control].compactMap({ $0 }) {
-                open.socket.close()
-                open.unlinkIfOurs()
-            }
-            supervisor.killAndReapAll()
-            supervisor.removeQueues()
-            throw error
-        }
         notifier.notify("READY=1\nMAINPID=\(getpid())")
         master.notifyStatus()
         return master.run()
