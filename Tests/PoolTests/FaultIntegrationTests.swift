@@ -1,0 +1,953 @@
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+private typealias F = FaultSupport
+private typealias Frame = FaultSupport.Frame
+
+private let python = "/usr/bin/python3"
+private let runuser = "/usr/sbin/runuser"
+/// Running something as `nobody` needs root, runuser, and a python3 that nobody may execute
+/// (the pyenv shim in PATH lives under /root).
+private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFile(atPath: runuser)
+    && FileManager.default.isExecutableFile(atPath: python)
+
+/// Fault tolerance of the real `pool-server` binary: dead, hung and recycled workers, a killed
+/// master, shutdown under faults, descriptor exhaustion, connection floods, removed queues,
+/// permissions, load while a worker is killed, and fuzzed framed input.
+///
+/// Nothing asserts speed: every wait is for a condition with a generous timeout. The only CPU
+/// measurement (the master's utime+stime over one second) checks for a busy loop — a spinning
+/// master burns up to 100 ticks/s, an idle one ~0 — with a bound (25) far from both. Every test
+/// ends by checking that the master exited and left nothing: none of its queues in `ipcs -q`, no
+/// child or zombie, no socket, control socket or state file; leftovers are removed even on failure.
+///
+/// Tests that catch a race (silent loss of an acknowledged job) can only fail when the race is
+/// hit; against a correct server every test here passes every time.
+@Suite(.serialized) struct FaultIntegrationTests {
+    static func statuses(_ responses: [PoolClient.Response]) -> [UInt8] { responses.map(\.statusByte) }
+
+    // MARK: - 1. Respawn
+
+    /// SIGKILL a worker: the master logs "worker died", forks a replacement (a new pid, the count
+    /// back to 2), and the pool serves on both slots.
+    @Test func killedWorkerIsReplaced() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let initial = try #require(F.waitForWorkers(server, 2))
+        let victim = initial[0]
+
+        kill(victim, SIGKILL)
+        var now: [pid_t] = []
+        let replaced = waitUntil(timeout: 20) {
+            now = server.workerPIDs
+            return now.count == 2 && !now.contains(victim)
+        }
+        #expect(replaced, "expected 2 workers without \(victim); now \(now)\n\(server.log)")
+        #expect(Set(now).subtracting(initial).count == 1, "exactly one new pid: initial \(initial), now \(now)")
+        let died = server.logLines(containing: "worker died").filter { F.line($0, has: "pid", "\(victim)") }
+        #expect(died.count == 1 && died.first?.contains("status=signal 9") == true, "\(died)\n\(server.log)")
+
+        // Both slots serve (round-robin over the pipeline).
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = (0..<6).map { "after-\($0)".bytes }
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == [0, 0, 0, 0, 0, 0])
+        #expect(responses.map(\.body) == payloads)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// With one worker: `sleep` then five requests pipelined; the worker is SIGKILLed during the
+    /// sleep. The sleep request gets 5 (worker died); the five queued behind it stay in the slot's
+    /// queue and are answered 0 by the replacement, in order.
+    @Test func requestsQueuedForAKilledWorkerAreServedByItsReplacement() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+        let queue = try #require(server.queueIDs.first)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        // 2 s rather than 0.5 s: the kill must land during the sleep even on a loaded machine.
+        let payloads = ["sleep:2000", "q1", "q2", "q3", "q4", "q5"].map(\.bytes)
+        for payload in payloads { try client.send(payload) }
+        // The worker has taken the sleep (it received from its queue) and the other five wait there.
+        let taken = waitUntil(timeout: 20) {
+            guard let status = try? MessageQueue(id: queue).status() else { return false }
+            return status.lastReceivePID == worker && status.messages == 5
+        }
+        #expect(taken, "the worker never took the sleep with 5 behind it: \(String(describing: try? MessageQueue(id: queue).status()))")
+        kill(worker, SIGKILL)
+
+        let responses = try payloads.map { _ in try client.receive() }
+        #expect(Self.statuses(responses) == [5, 0, 0, 0, 0, 0], "\(responses.map { F.Frame(status: $0.statusByte, body: $0.body) })")
+        #expect(responses.dropFirst().map(\.body) == Array(payloads.dropFirst()))
+        let now = F.waitForWorkers(server, 1)
+        #expect(now != nil && now?.contains(worker) == false, "a replacement should run: \(String(describing: now))")
+        #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(worker)") })
+        // The connection stays usable.
+        #expect(try client.request("after".bytes).body == "after".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// A worker that exits (`exit:3`) costs its request (5) and is replaced.
+    @Test func exitingWorkerIsReplaced() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let exited = try client.request("exit:3".bytes)
+        #expect(exited.status == .workerDied, "\(exited)")
+        let died = server.logLines(containing: "worker died").filter { F.line($0, has: "pid", "\(worker)") }
+        #expect(died.count == 1 && died.first?.contains("status=exit 3") == true, "\(died)")
+        var now: [pid_t] = []
+        #expect(waitUntil(timeout: 20) { now = server.workerPIDs; return now.count == 1 && now[0] != worker },
+                "no replacement: \(now)")
+        let next = try client.request("next".bytes)
+        #expect(next.isOK && next.body == "next".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// Quick consecutive crashes: each replacement dies within 1 s of its start, so respawns are
+    /// delayed (the log says "crash-looping", with a doubling delay); the pool still answers.
+    @Test func crashLoopBacksOffAndThePoolRecovers() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        _ = try #require(F.waitForWorkers(server, 1))
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        let payloads = ["crash", "crash", "crash", "crash", "alive?"].map(\.bytes)
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == [5, 5, 5, 5, 0], "\(responses.map { F.Frame(status: $0.statusByte, body: $0.body) })")
+        #expect(responses.last?.body == "alive?".bytes)
+
+        let looping = server.logLines(containing: "crash-looping")
+        #expect(looping.count >= 3, "expected crash-looping lines for the quick deaths:\n\(server.log)")
+        let delays = looping.compactMap { line -> Int? in
+            guard let range = line.range(of: "respawn in ") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        #expect(delays.count == looping.count && delays.first.map { $0 >= 100 } == true, "\(delays)")
+        #expect(zip(delays, delays.dropFirst()).allSatisfy { $1 == min($0 * 2, 10_000) },
+                "the back-off should double: \(delays)")
+        #expect(server.logLines(containing: "worker died").count == 4)
+
+        // Still answering, on the same and on a new connection.
+        #expect(try client.request("again".bytes).body == "again".bytes)
+        let other = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try other.request("new".bytes).body == "new".bytes)
+        other.close()
+        client.close()
+        #expect(F.waitForWorkers(server, 1) != nil)
+        F.expectCleanExit(server, footprint)
+    }
+
+    // MARK: - 2. Orphan safety and stale IPC recovery
+
+    /// SIGKILL the master: every worker dies with it (PR_SET_PDEATHSIG). Its queues stay; a new
+    /// server on the same socket removes them ("stale state of a dead master: removed queue N")
+    /// and starts normally.
+    @Test func killedMasterTakesItsWorkersAndTheNextStartRemovesItsQueues() throws {
+        let dead = try TestServer(F.framedSim + ["--workers", "3"])
+        let deadFootprint = F.Footprint(dead)
+        // Runs last: `dead.stop()` deletes the directory that holds the socket both servers use.
+        defer { deadFootprint.removeLeftovers(); dead.stop() }
+        let workers = try #require(F.waitForWorkers(dead, 3))
+        let queues = F.stateFileQueueIDs(F.stateFilePath(dead))
+        #expect(queues.count == 4, "3 worker queues + the reply queue in the state file: \(queues)")
+        deadFootprint.observe()
+
+        kill(dead.pid, SIGKILL)
+        #expect(dead.waitForExit(timeout: 20) != nil, "the master should be gone")
+        let orphans = { workers.filter(processIsAlive) }
+        #expect(waitUntil(timeout: 3) { orphans().isEmpty }, "workers outlived their master: \(orphans())")
+        // System V queues outlive processes: they are all still there, and so is the socket.
+        #expect(Set(queues).isSubset(of: existingQueueIDs()), "the dead master's queues should remain until recovery")
+        #expect(F.fileExists(dead.socketPath))
+
+        let next = try TestServer(["--workers", "2"], socketPath: dead.socketPath)
+        let nextFootprint = F.Footprint(next)
+        defer { nextFootprint.removeLeftovers(); next.stop() }
+        let recovered = next.logLines(containing: "stale state of a dead master: removed queue")
+        for queue in queues {
+            #expect(recovered.contains { $0.contains("removed queue \(queue) ") || $0.hasSuffix("removed queue \(queue)") },
+                    "queue \(queue) should be reported removed:\n\(next.log)")
+        }
+        #expect(existingQueueIDs().isDisjoint(with: queues), "the dead master's queues should be gone")
+        #expect(childPIDs(of: dead.pid).isEmpty)
+        #expect(Set(next.queueIDs).isDisjoint(with: queues))
+        #expect(try String(decoding: PoolClient.oneshot(socketPath: next.socketPath, message: "hello".bytes), as: UTF8.self) == "ok")
+        F.expectCleanExit(next, nextFootprint)
+    }
+
+    /// `pool-server cleanup` after a SIGKILLed master removes its queues (printing
+    /// "removed queue N" for each), its stale socket and state file — everything it left.
+    @Test func cleanupRemovesADeadMastersLeftovers() throws {
+        let dead = try TestServer(F.framedSim + ["--workers", "2"])
+        let footprint = F.Footprint(dead)
+        defer { footprint.removeLeftovers(); dead.stop() }
+        let workers = try #require(F.waitForWorkers(dead, 2))
+        let queues = F.stateFileQueueIDs(F.stateFilePath(dead))
+        #expect(queues.count == 3, "2 worker queues + the reply queue: \(queues)")
+
+        kill(dead.pid, SIGKILL)
+        #expect(dead.waitForExit(timeout: 20) != nil)
+        #expect(waitUntil(timeout: 3) { workers.allSatisfy { !processIsAlive($0) } })
+        #expect(Set(queues).isSubset(of: existingQueueIDs()))
+
+        let result = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", dead.socketPath])
+        #expect(result.status == 0, "\(result)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        for queue in queues {
+            #expect(lines.contains("removed queue \(queue)"), "missing 'removed queue \(queue)': \(result)")
+        }
+        #expect(lines.contains("removed stale socket") && lines.contains("removed state file"), "\(result)")
+        #expect(existingQueueIDs().isDisjoint(with: queues), "queues left after cleanup: \(existingQueueIDs().intersection(queues))")
+        #expect(!F.fileExists(dead.socketPath), "socket left after cleanup")
+        #expect(!F.fileExists(F.stateFilePath(dead)), "state file left after cleanup")
+        #expect(childPIDs(of: dead.pid).isEmpty && workers.allSatisfy { !processIsAlive($0) })
+        // The dead master also left its control socket (<socket>.ctl); cleanup must remove it too.
+        #expect(!F.fileExists(dead.socketPath + ".ctl"),
+                "`pool-server cleanup` left the dead master's control socket \(dead.socketPath).ctl behind")
+    }
+
+    // MARK: - 3. Job timeout
+
+    /// `hang` overruns --job-timeout 0.5: the request gets 4 (timeout), its worker is terminated
+    /// and replaced, and the same connection is served by the replacement.
+    @Test func jobTimeoutAnswersTimeoutAndReplacesTheWorker() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1", "--job-timeout", "0.5"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let hung = try client.request("hang".bytes)
+        #expect(hung.status == .timeout, "\(hung)")
+        #expect(server.logLines(containing: "exceeded --job-timeout").contains { F.line($0, has: "pid", "\(worker)") },
+                "\(server.log)")
+        #expect(waitUntil(timeout: 10) { !processIsAlive(worker) }, "the hung worker should be gone")
+        let died = server.logLines(containing: "worker died").filter { F.line($0, has: "pid", "\(worker)") }
+        #expect(died.count == 1 && died.first?.contains("cause=job timeout") == true, "\(died)")
+
+        let next = try client.request("next".bytes)
+        #expect(next.isOK && next.body == "next".bytes, "\(next)")
+        let now = F.waitForWorkers(server, 1)
+        #expect(now != nil && now?.contains(worker) == false, "the replacement serves: \(String(describing: now))")
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    // MARK: - 4. Recycling
+
+    /// --max-jobs 5 with one worker: 12 pipelined requests are all answered, in order, while the
+    /// worker is recycled twice (exit 0, "recycled"), never counted as a death.
+    @Test func maxJobsRecyclesWorkersWithoutLosingRequests() throws {
+        let server = try TestServer(["--max-jobs", "5", "--workers", "1", "--reply", "result",
+                                     "--protocol", "framed", "--handler", "echo"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let first = try #require(F.waitForWorkers(server, 1)?.first)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = (0..<12).map { "job-\($0)".bytes }
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == Array(repeating: 0, count: 12))
+        #expect(responses.map(\.body) == payloads)
+
+        #expect(waitUntil(timeout: 20) { server.logLines(containing: "recycled").count >= 2 }, "\(server.log)")
+        let spawned = F.spawnedWorkerPIDs(inLog: server.log)
+        #expect(Set(spawned).count >= 3, "the worker pid should change at least twice: \(spawned)")
+        let now = F.waitForWorkers(server, 1)
+        #expect(now != nil && now?.contains(first) == false)
+        #expect(server.logLines(containing: "worker died").isEmpty, "recycling is not a death:\n\(server.log)")
+        #expect(server.logLines(containing: "worker exited").filter { $0.contains("status=exit 0") }.count >= 2)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    // MARK: - 5. Shutdown under faults
+
+    /// A worker stuck in `hang` at SIGTERM is SIGKILLed at --shutdown-timeout 1; its client's
+    /// connection is closed unanswered; the master exits 0, leaving nothing.
+    @Test func hungWorkerIsKilledAtTheShutdownTimeout() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--shutdown-timeout", "1"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let workers = try #require(F.waitForWorkers(server, 2))
+        let queues = server.queueIDs
+
+        let connection = try F.Connection(path: server.socketPath, timeout: 30)
+        #expect(connection.send(F.requestFrame("hang".bytes)))
+        var hung: pid_t?
+        #expect(waitUntil(timeout: 20) {
+            hung = queues.compactMap { try? MessageQueue(id: $0).status().lastReceivePID }.first { workers.contains($0) }
+            return hung != nil
+        }, "no worker took the hang job")
+
+        footprint.observe()
+        server.signal(SIGTERM)
+        let (bytes, end) = connection.readToEnd()
+        #expect(bytes.isEmpty && end != .timeout, "the hung request's connection should be closed unanswered: \(bytes) \(end)")
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log)")
+        #expect(!server.logLines(containing: "--shutdown-timeout reached").isEmpty)
+        if let hung {
+            let lines = server.logLines(containing: "worker exited").filter { F.line($0, has: "pid", "\(hung)") }
+            #expect(lines.count == 1 && lines.first?.contains("status=signal 9") == true, "hung worker: \(lines)")
+            // The idle worker never got its quit message (quits are queued only once every
+            // connection is done, and the hung one never is), so it ends at the deadline too.
+            for other in workers where other != hung {
+                let lines = server.logLines(containing: "worker exited").filter { F.line($0, has: "pid", "\(other)") }
+                #expect(lines.count == 1, "idle worker: \(lines)")
+            }
+        }
+        F.expectCleanExit(server, footprint, alreadySignalled: true)
+    }
+
+    /// SIGTERM while the only slot waits out its crash-loop back-off (its worker died quickly five
+    /// times, the respawn is ≥ 800 ms away). A message acknowledged meanwhile sits in the slot's
+    /// queue; a graceful stop handles queued work before the workers quit, so it must be handled
+    /// (at the very least reported lost), not dropped with the queue.
+    @Test func stopDuringRespawnBackOffKeepsAcknowledgedMessages() throws {
+        let server = try TestServer(["--workers", "1", "--handler", "log"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        var killed: [pid_t] = []
+        for _ in 0..<5 {
+            var next: pid_t = 0
+            let found = waitUntil(timeout: 20) {
+                guard let pid = server.workerPIDs.first(where: { !killed.contains($0) }) else { return false }
+                next = pid
+                return true
+            }
+            #expect(found, "no new worker after \(killed)")
+            guard found else { break }
+            kill(next, SIGKILL)
+            killed.append(next)
+        }
+        footprint.observe()
+        #expect(waitUntil(timeout: 20) { server.logLines(containing: "worker died").count == 5 })
+        let delays = server.logLines(containing: "crash-looping").compactMap { line -> Int? in
+            guard let range = line.range(of: "respawn in ") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        #expect((delays.last ?? 0) >= 800, "the slot should be in a long back-off: \(delays)")
+        #expect(server.workerPIDs.isEmpty, "no worker should run during the back-off")
+
+        let reply = String(decoding: try PoolClient.oneshot(socketPath: server.socketPath, message: "during-backoff".bytes), as: UTF8.self)
+        #expect(reply == "ok")
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log)")
+        let log = server.log
+        let handled = F.recvMessages(inLog: log).filter { $0 == "during-backoff" }.count
+        let reportedLost = F.lines(log, containing: "acknowledged message lost").count
+        #expect(handled == 1,
+                "a message acknowledged during the respawn back-off was \(handled == 0 ? "never handled" : "handled \(handled) times") (\(reportedLost) 'lost' line(s)); shutdown removed its queue:\n\(log.suffix(1500))")
+        F.expectNothingLeft(footprint)
+    }
+
+    /// Ctrl-C as a terminal sends it: SIGINT to the whole process group. Workers ignore it; the
+    /// master shuts down gracefully: every acknowledged message handled, workers quit (exit 0).
+    @Test func sigintToTheProcessGroupShutsDownCleanly() throws {
+        let server = try ProcessGroupServer(["--workers", "3", "--handler", "log"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let workers = try #require(F.waitForWorkers(server, 3))
+        #expect(server.processGroup == server.pid, "the server should lead its own process group")
+
+        let messages = (0..<6).map { "pg-\($0)" }
+        for message in messages {
+            #expect(try String(decoding: PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes), as: UTF8.self) == "ok")
+        }
+        footprint.observe()
+        #expect(server.signalGroup(SIGINT))
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log)")
+        let log = server.log
+        for worker in workers {
+            let lines = F.lines(log, containing: "worker exited").filter { F.line($0, has: "pid", "\(worker)") }
+            #expect(lines.count == 1 && lines.first?.contains("status=exit 0") == true,
+                    "worker \(worker) should ignore SIGINT and quit on request: \(lines)")
+        }
+        let handled = F.recvMessages(inLog: log)
+        #expect(messages.allSatisfy { message in handled.filter { $0 == message }.count == 1 }, "\(handled)")
+        F.expectNothingLeft(footprint)
+    }
+
+    /// Launched with SIGCHLD and SIGINT ignored (through bash: dash will not ignore CHLD). The
+    /// master restores SIGCHLD, so a crashed worker is still reaped and replaced, and SIGTERM
+    /// still stops it with exit 0.
+    @Test func ignoredSIGCHLDAndSIGINTAtLaunchStillReapAndStop() throws {
+        // The launch really ignores both signals: what bash passes through exec.
+        let probe = try F.run("/bin/bash", ["-c", "trap \"\" CHLD INT; exec grep SigIgn /proc/self/status"])
+        let mask = probe.stdout.split(separator: "\t").last.flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }
+        let ignoresBoth = mask.map { $0 & (1 << UInt64(SIGCHLD - 1)) != 0 && $0 & (1 << UInt64(SIGINT - 1)) != 0 } ?? false
+        #expect(ignoresBoth, "bash should exec with SIGCHLD and SIGINT ignored: \(probe)")
+
+        let server = try F.ShellServer(prelude: "trap \"\" CHLD INT", F.framedSim + ["--workers", "1"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let crashed = try client.request("crash".bytes)
+        #expect(crashed.status == .workerDied, "\(crashed)")
+        var now: [pid_t] = []
+        #expect(waitUntil(timeout: 20) { now = server.workerPIDs; return now.count == 1 && now[0] != worker },
+                "the crashed worker should be reaped and replaced: \(now)\n\(server.log)")
+        #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(worker)") })
+        let zombies = childPIDs(of: server.pid).filter { F.processState($0) == "Z" }
+        #expect(zombies.isEmpty, "unreaped children: \(zombies)")
+        #expect(try client.request("after".bytes).body == "after".bytes)
+        client.close()
+
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log)")
+        F.expectNothingLeft(footprint)
+    }
+
+    // MARK: - 6. Resource exhaustion
+
+    /// Opens `count` connections to a server whose master runs under `ulimit -n 64`, and waits
+    /// until it has dealt with every one (accepted — holding a descriptor — or shed).
+    private func saturate(_ server: F.ShellServer, count: Int, baseDescriptors: Int) -> (connections: [F.Connection], shed: Int) {
+        var connections: [F.Connection] = []
+        for _ in 0..<count {
+            if let connection = try? F.Connection(path: server.socketPath, timeout: 20) { connections.append(connection) }
+        }
+        var shed = 0
+        let settled = waitUntil(timeout: 30) {
+            shed = server.logLines(containing: "out of file descriptors").count
+            return F.descriptorCount(server.pid) - baseDescriptors + shed >= connections.count
+        }
+        #expect(settled, "the master did not deal with every connection: \(F.descriptorCount(server.pid)) fds, \(shed) shed")
+        return (connections, shed)
+    }
+
+    /// `ulimit -n 64`, 200 clients: the master accepts what fits, sheds the rest (busy, then
+    /// close) without busy-looping, keeps serving the accepted ones, and serves new clients once
+    /// descriptors are free again.
+    @Test func lowDescriptorLimitShedsWithoutSpinningAndRecovers() throws {
+        let server = try F.ShellServer(prelude: "ulimit -n 64", F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        _ = try #require(F.waitForWorkers(server, 2))
+        let limits = (try? String(contentsOfFile: "/proc/\(server.pid)/limits", encoding: .utf8)) ?? ""
+        #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains(" 64 ") }, "\(limits)")
+        let base = F.descriptorCount(server.pid)
+
+        let (connections, shed) = saturate(server, count: 200, baseDescriptors: base)
+        #expect(shed > 0, "200 connections cannot fit under 64 descriptors")
+
+        // While the connections sit there the master must not spin. An idle master uses ~0 ticks
+        // per second; a spinning one a whole core (100), and still more than a third of one on
+        // two cores shared with two other CPU hogs: 25 separates the two on a loaded machine too.
+        let ticks = try #require(F.cpuTicksUsed(by: server.pid, during: 1.0))
+        #expect(ticks < 25, "the master used \(ticks) ticks of CPU in 1 s at the descriptor limit (busy loop)")
+
+        // Accepted clients are served; shed ones got busy (2) and were closed.
+        var served = 0, busy = 0
+        var other: [String] = []
+        for (index, connection) in connections.enumerated() {
+            let payload = "client-\(index)".bytes
+            connection.send(F.requestFrame(payload))
+            guard let frame = connection.readFrames(1)?.first else { other.append("\(index): no frame"); continue }
+            if frame == Frame(status: 0, body: payload) { served += 1 } else if frame.status == 2 { busy += 1 } else {
+                other.append("\(index): \(frame)")
+            }
+        }
+        #expect(served > 0 && busy > 0 && other.isEmpty, "served \(served), busy \(busy), other \(other.prefix(5))")
+        #expect(served + busy == connections.count)
+
+        // Recovery: once the clients leave, a new client is served.
+        for connection in connections { connection.close() }
+        var recovered = false
+        _ = waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 10),
+                  let response = try? client.request("recovered".bytes) else { return false }
+            recovered = response.isOK && response.body == "recovered".bytes
+            return recovered
+        }
+        #expect(recovered, "no client served after the descriptors were freed")
+        #expect(server.process.isRunning)
+
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        F.expectNothingLeft(footprint)
+    }
+
+    /// At the descriptor limit, a connection waiting on the control socket (`<socket>.ctl`, what
+    /// `pool-server status` uses) must be dealt with like one on the client socket: no busy loop,
+    /// and not left hanging.
+    @Test func controlConnectionAtTheDescriptorLimitDoesNotSpinTheMaster() throws {
+        let server = try F.ShellServer(prelude: "ulimit -n 64", F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        _ = try #require(F.waitForWorkers(server, 2))
+        let base = F.descriptorCount(server.pid)
+        var (connections, shed) = saturate(server, count: 200, baseDescriptors: base)
+        #expect(shed > 0)
+        let idle = try #require(F.cpuTicksUsed(by: server.pid, during: 1.0))
+        #expect(idle < 25, "\(idle) ticks in 1 s before the control connection")
+
+        let control = try F.Connection(path: server.socketPath + ".ctl", timeout: 5)
+        #expect(control.send("status\n".bytes))
+        usleep(300_000)
+        let ticks = try #require(F.cpuTicksUsed(by: server.pid, during: 1.0))
+        #expect(ticks < 25, "the master used \(ticks) ticks of CPU in 1 s with a control connection pending at the descriptor limit (busy loop)")
+        let (_, end) = control.readToEnd()
+        #expect(end != .timeout, "the control connection was left hanging (neither answered nor closed) at the descriptor limit")
+        control.close()
+
+        for connection in connections { connection.close() }
+        connections = []
+        var status = F.CommandResult(status: nil, stdout: "", stderr: "")
+        _ = waitUntil(timeout: 20) {
+            status = (try? F.run(Binaries.path("pool-server"), ["status", "--socket", server.socketPath], timeout: 10)) ?? status
+            return status.status == 0
+        }
+        #expect(status.status == 0 && status.stdout.contains("\(server.pid)"), "status after recovery: \(status)")
+
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        F.expectNothingLeft(footprint)
+    }
+
+    /// 2000 non-blocking connects while the master is stopped (SIGSTOP), so they overflow its
+    /// listen backlog (EAGAIN beyond it). After SIGCONT the master is alive and serves old and new
+    /// connections, and after they all close, new ones.
+    @Test func connectionFloodBeyondTheListenBacklog() throws {
+        #expect(F.ensureDescriptorLimit(2400), "this test needs 2400 descriptors")
+        let server = try TestServer(F.framedEcho + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        var flood: [Int32] = []
+        var stopped = false
+        defer {
+            if stopped { kill(server.pid, SIGCONT) }
+            for fd in flood { close(fd) }
+            footprint.removeLeftovers()
+            server.stop()
+        }
+        let warmup = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try warmup.request("before".bytes).isOK)
+        warmup.close()
+
+        kill(server.pid, SIGSTOP)
+        stopped = true
+        #expect(waitUntil(timeout: 10) { F.processState(server.pid) == "T" })
+        var wouldBlock = 0
+        var otherErrors: [Int32: Int] = [:]
+        for _ in 0..<2000 {
+            let (fd, error) = F.connectNonBlocking(server.socketPath)
+            if let fd { flood.append(fd) } else if error == EAGAIN { wouldBlock += 1 } else { otherErrors[error, default: 0] += 1 }
+        }
+        kill(server.pid, SIGCONT)
+        stopped = false
+        #expect(wouldBlock > 0, "2000 connects should overflow the backlog: \(flood.count) connected")
+        #expect(!flood.isEmpty && otherErrors.isEmpty, "connected \(flood.count), other errors \(otherErrors)")
+
+        // Alive and serving: a new client, and connections from the flood itself.
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("after flood".bytes).body == "after flood".bytes)
+        client.close()
+        for fd in [flood.first!, flood.last!] {
+            let frame = F.requestFrame("flooded".bytes)
+            let sent = frame.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            #expect(sent == frame.count)
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            var reply: [UInt8] = []
+            while reply.count < 12, poll(&pfd, 1, 20_000) > 0 {
+                var chunk = [UInt8](repeating: 0, count: 64)
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                reply += chunk[0..<n]
+            }
+            #expect(F.parseResponses(reply).frames == [Frame(status: 0, body: "flooded".bytes)], "\(reply)")
+        }
+        for fd in flood { close(fd) }
+        flood = []
+        #expect(server.process.isRunning)
+        let later = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try later.request("later".bytes).body == "later".bytes)
+        later.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// `ipcrm -q` of the live worker queue while its worker handles a job with two more queued:
+    /// the job in hand is answered, the two lost with the queue get 5, the master creates a new
+    /// queue ("was removed from outside"), records it in the state file, and serves again; after
+    /// shutdown neither the old nor the new queue exists.
+    @Test func removedWorkerQueueIsRecreated() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+        let old = try #require(server.queueIDs.first)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = ["sleep:1500", "a", "b"].map(\.bytes)
+        for payload in payloads { try client.send(payload) }
+        #expect(waitUntil(timeout: 20) {
+            guard let status = try? MessageQueue(id: old).status() else { return false }
+            return status.lastReceivePID == worker && status.messages == 2
+        })
+        try MessageQueue(id: old).remove()
+
+        let responses = try payloads.map { _ in try client.receive() }
+        #expect(Self.statuses(responses) == [0, 5, 5], "\(responses.map { F.Frame(status: $0.statusByte, body: $0.body) })")
+        #expect(responses.first?.body == payloads[0])
+
+        let recreated = server.logLines(containing: "was removed from outside")
+        #expect(recreated.count == 1 && recreated.first.map { F.line($0, has: "old", "\(old)") } == true, "\(server.log)")
+        let new = try #require(recreated.first.flatMap(F.createdQueue(in:)))
+        footprint.observe()
+        #expect(new != old)
+        #expect(existingQueueIDs().contains(new) && !existingQueueIDs().contains(old))
+        let recorded = F.stateFileQueueIDs(F.stateFilePath(server))
+        #expect(recorded.contains(new) && !recorded.contains(old), "state file: \(recorded)")
+        #expect(try MessageQueue(id: new).status().mode & 0o777 == 0o600)
+        #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(worker)") && $0.contains("status=exit 3") })
+
+        let after = (0..<10).map { "after-\($0)".bytes }
+        let served = try client.pipeline(after)
+        #expect(Self.statuses(served) == Array(repeating: 0, count: 10))
+        #expect(served.map(\.body) == after)
+        client.close()
+        F.expectCleanExit(server, footprint)
+        #expect(!existingQueueIDs().contains(new) && !existingQueueIDs().contains(old))
+    }
+
+    // MARK: - 7. Security
+
+    /// Socket, control socket and queues are 0600: another user (nobody) cannot connect to the
+    /// socket (PermissionError) or send to a queue (msgsnd: Permission denied).
+    @Test(.enabled(if: canRunAsNobody, "needs root, runuser and /usr/bin/python3"))
+    func socketAndQueuesRefuseOtherUsers() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        // nobody must be able to reach the socket's directory, so that only the socket's own
+        // mode can stop it.
+        #expect(chmod(server.directory, 0o755) == 0)
+
+        for path in [server.socketPath, server.socketPath + ".ctl"] {
+            var st = stat()
+            #expect(lstat(path, &st) == 0)
+            #expect(st.st_mode & S_IFMT == S_IFSOCK && st.st_mode & 0o777 == 0o600,
+                    "\(path): mode \(String(st.st_mode & 0o7777, radix: 8))")
+        }
+        let queues = F.stateFileQueueIDs(F.stateFilePath(server))
+        #expect(queues.count == 3)
+        for queue in queues {
+            let status = try MessageQueue(id: queue).status()
+            #expect(status.mode & 0o777 == 0o600 && status.uid == 0, "queue \(queue): mode \(String(status.mode, radix: 8))")
+        }
+
+        let connect = "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nprint('connected')"
+        for path in [server.socketPath, server.socketPath + ".ctl"] {
+            let asRoot = try F.run(python, ["-c", connect, path])
+            #expect(asRoot.status == 0 && asRoot.stdout.contains("connected"), "root should connect: \(asRoot)")
+            let asNobody = try F.run(runuser, ["-u", "nobody", "--", python, "-c", connect, path])
+            #expect(asNobody.status != 0 && asNobody.stderr.contains("PermissionError"), "nobody must not connect to \(path): \(asNobody)")
+        }
+
+        // A copy of csysv-demo nobody can surely execute.
+        let demo = server.directory + "/csysv-demo"
+        try FileManager.default.copyItem(atPath: Binaries.path("csysv-demo"), toPath: demo)
+        #expect(chmod(demo, 0o755) == 0)
+        for queue in queues {
+            let result = try F.run(runuser, ["-u", "nobody", "--", demo, "send", "\(queue)"])
+            #expect(result.status == 1 && result.stdout.contains("msgsnd: Permission denied"), "queue \(queue): \(result)")
+            #expect(try MessageQueue(id: queue).status().messages == 0)
+        }
+        try? FileManager.default.removeItem(atPath: demo)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("still fine".bytes).body == "still fine".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// --allow-uid: a peer whose uid is not listed is closed without an answer ("not in
+    /// --allow-uid"), a listed one is served — even with the socket open to everyone (0666).
+    @Test(.enabled(if: canRunAsNobody, "needs root, runuser and /usr/bin/python3"))
+    func allowUIDRefusesUnlistedPeers() throws {
+        let refusing = try TestServer(F.framedEcho + ["--workers", "1", "--allow-uid", "12345"])
+        let refusingFootprint = F.Footprint(refusing)
+        defer { refusingFootprint.removeLeftovers(); refusing.stop() }
+        let connection = try F.Connection(path: refusing.socketPath, timeout: 20)
+        connection.send(F.requestFrame("let me in".bytes))
+        let (bytes, end) = connection.readToEnd()
+        #expect(bytes.isEmpty && (end == .eof || end == .reset), "uid 0 is not allowed: got \(bytes) \(end)")
+        connection.close()
+        #expect(waitUntil(timeout: 10) {
+            refusing.logLines(containing: "not in --allow-uid").contains { F.line($0, has: "uid", "0") }
+        }, "\(refusing.log)")
+        F.expectCleanExit(refusing, refusingFootprint)
+
+        let admitting = try TestServer(F.framedEcho + ["--workers", "1", "--allow-uid", "0", "--socket-mode", "0666"])
+        let admittingFootprint = F.Footprint(admitting)
+        defer { admittingFootprint.removeLeftovers(); admitting.stop() }
+        #expect(chmod(admitting.directory, 0o755) == 0)
+        let client = try PoolClient(socketPath: admitting.socketPath, timeout: 30)
+        #expect(try client.request("root is in".bytes).body == "root is in".bytes)
+        client.close()
+        // nobody gets through the 0666 socket but not through --allow-uid 0: closed, no answer.
+        let probe = """
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        s.settimeout(20)
+        try:
+            s.sendall(b'\\x00\\x00\\x00\\x02hi')
+        except OSError:
+            pass
+        try:
+            data = s.recv(100)
+        except ConnectionResetError:
+            data = b''
+        print(len(data))
+        """
+        let asNobody = try F.run(runuser, ["-u", "nobody", "--", python, "-c", probe, admitting.socketPath])
+        #expect(asNobody.status == 0 && asNobody.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(asNobody)")
+        #expect(waitUntil(timeout: 10) {
+            admitting.logLines(containing: "not in --allow-uid").contains { F.line($0, has: "uid", "65534") }
+        }, "\(admitting.log)")
+        F.expectCleanExit(admitting, admittingFootprint)
+    }
+
+    // MARK: - 8. Load while a worker is killed, then a stop under load
+
+    /// 8 threads send `c<thread>-<n>` (oneshot, ack) continuously; a worker is SIGKILLed in the
+    /// middle; then SIGTERM arrives while they are still sending. Exit 0; every acknowledged
+    /// message is logged exactly once, except at most one per "acknowledged message lost" line
+    /// (the job the killed worker had in hand); none is logged twice, none without an ok.
+    @Test func acknowledgedMessagesSurviveAKilledWorkerAndAStopUnderLoad() throws {
+        let server = try TestServer(["--workers", "3", "--handler", "log"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let initial = try #require(F.waitForWorkers(server, 3))
+
+        let record = F.LoadRecord()
+        let threads = 8
+        F.startOneshotLoad(path: server.socketPath, threads: threads, record: record)
+        var finishedCleanly = false
+        defer {
+            // Never leave the senders running into the next test.
+            record.stopping = true
+            if !finishedCleanly { server.stop(); _ = waitUntil(timeout: 60) { record.finishedCount == threads } }
+        }
+
+        #expect(waitUntil(timeout: 30) { record.acknowledgedCount >= 200 }, "the load never got going")
+        usleep(700_000)
+        let victim = initial[1]
+        kill(victim, SIGKILL)
+        #expect(waitUntil(timeout: 20) {
+            let now = server.workerPIDs
+            return now.count == 3 && !now.contains(victim)
+        }, "no replacement for \(victim)")
+        let beforeStop = record.acknowledgedCount
+        #expect(waitUntil(timeout: 30) { record.acknowledgedCount >= beforeStop + 200 }, "no progress after the kill")
+
+        footprint.observe()
+        record.stopping = true
+        server.signal(SIGTERM)
+        #expect(waitUntil(timeout: 60) { record.finishedCount == threads }, "the senders did not finish")
+        finishedCleanly = true
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+
+        let log = server.log
+        let acknowledged = record.acknowledgedMessages
+        var counts: [String: Int] = [:]
+        for message in F.recvMessages(inLog: log) where message.hasPrefix("c") { counts[message, default: 0] += 1 }
+        let missing = acknowledged.filter { counts[$0] == nil }
+        let lostLines = F.lines(log, containing: "acknowledged message lost")
+        let twice = counts.filter { $0.value > 1 }.map(\.key).sorted()
+        let unacknowledged = Set(counts.keys).subtracting(acknowledged).sorted()
+        #expect(Set(acknowledged).count == acknowledged.count)
+        #expect(missing.count <= lostLines.count,
+                "\(missing.count) acknowledged message(s) never handled (\(missing.prefix(10))), only \(lostLines.count) reported lost: \(lostLines)")
+        #expect(lostLines.count <= 1, "only the killed worker's job in hand can be lost: \(lostLines)")
+        #expect(twice.isEmpty, "handled more than once: \(twice.prefix(10))")
+        #expect(unacknowledged.isEmpty, "handled without an ok: \(unacknowledged.prefix(10))")
+        #expect(record.errorsBeforeStop.isEmpty, "client errors before the stop: \(record.errorsBeforeStop.prefix(5))")
+        // Before the stop only busy may replace ok. After it, "error: shutting down", or nothing
+        // at all: a connection still in the listen backlog, or accepted with its message unread,
+        // is closed when the listener goes (PoolClient.oneshot reads that as an empty reply).
+        let early = record.otherReplies(afterStop: false).keys.filter { $0 != "error: busy" }
+        #expect(early.isEmpty, "unexpected replies before the stop: \(record.otherReplies(afterStop: false))")
+        let late = record.otherReplies(afterStop: true).keys.filter { !["error: shutting down", "error: busy", ""].contains($0) }
+        #expect(late.isEmpty, "unexpected replies after the stop: \(record.otherReplies(afterStop: true))")
+        print("load + kill: \(acknowledged.count) acknowledged, \(lostLines.count) lost line(s), other replies before the stop \(record.otherReplies(afterStop: false)), after \(record.otherReplies(afterStop: true))")
+        F.expectNothingLeft(footprint)
+        server.stop()
+    }
+
+    /// The same load with debug logging, six workers SIGKILLed one after another (each time the
+    /// pool is back to 3 before the next). Accounting by job id: every job the master queued
+    /// ("queued ... job=N") is handled ("handled job N") or reported lost ("acknowledged message
+    /// lost ... job=N"); none may vanish silently.
+    @Test func repeatedWorkerKillsUnderLoadNeverLoseAJobSilently() throws {
+        let server = try TestServer(["--workers", "3", "--handler", "log", "--log-level", "debug"])
+        let footprint = F.Footprint(server)
+        let record = F.LoadRecord()
+        let threads = 8
+        defer {
+            record.stopping = true
+            footprint.removeLeftovers()
+            server.stop()
+            _ = waitUntil(timeout: 60) { record.finishedCount == threads }
+        }
+        _ = try #require(F.waitForWorkers(server, 3))
+        F.startOneshotLoad(path: server.socketPath, threads: threads, record: record)
+        #expect(waitUntil(timeout: 30) { record.acknowledgedCount >= 200 }, "the load never got going")
+
+        let kills = 6
+        for index in 0..<kills {
+            guard let workers = F.waitForWorkers(server, 3) else {
+                Issue.record("the pool did not get back to 3 workers")
+                break
+            }
+            let victim = workers[index % workers.count]
+            let before = record.acknowledgedCount
+            #expect(waitUntil(timeout: 30) { record.acknowledgedCount >= before + 100 })
+            kill(victim, SIGKILL)
+            #expect(waitUntil(timeout: 20) {
+                let now = server.workerPIDs
+                return now.count == 3 && !now.contains(victim)
+            }, "no replacement for \(victim)")
+        }
+        let before = record.acknowledgedCount
+        #expect(waitUntil(timeout: 30) { record.acknowledgedCount >= before + 100 })
+
+        record.stopping = true
+        server.signal(SIGTERM)
+        #expect(waitUntil(timeout: 60) { record.finishedCount == threads }, "the senders did not finish")
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+
+        // One pass over the (large, debug-level) log.
+        var queued = Set<Int>(), handled = Set<Int>(), lost = Set<Int>()
+        var queuedLines: [Int: Substring] = [:]
+        var diedLines: [Substring] = []
+        let log = server.log
+        for line in log.split(separator: "\n") {
+            if line.contains(": queued "), let id = F.intField(line, "job") {
+                queued.insert(id)
+                queuedLines[id] = line
+            } else if let range = line.range(of: "handled job ") {
+                if let id = Int(line[range.upperBound...].prefix { $0.isNumber }) { handled.insert(id) }
+            } else if line.contains("acknowledged message lost"), let id = F.intField(line, "job") {
+                lost.insert(id)
+            } else if line.contains("worker died") {
+                diedLines.append(line)
+            }
+        }
+        let silent = queued.subtracting(handled).subtracting(lost).sorted()
+        #expect(queued.count >= record.acknowledgedCount, "every ok should have a 'queued' line")
+        #expect(lost.count <= kills, "at most the job in hand of each killed worker: \(lost.sorted())")
+        let context = silent.prefix(3).compactMap { queuedLines[$0].map(String.init) } + diedLines.map(String.init)
+        #expect(silent.isEmpty,
+                "\(silent.count) acknowledged job(s) vanished: queued, never handled, not reported lost: \(silent.prefix(10))\n\(context.joined(separator: "\n"))")
+        print("repeated kills: \(queued.count) queued, \(lost.count) reported lost, \(silent.count) silently lost")
+        F.expectNothingLeft(footprint)
+    }
+
+    // MARK: - 9. Fuzzed framed input
+
+    /// One fuzz input: frames, oversize and implausible lengths, truncated frames and noise.
+    private static func fuzzBlob(_ rng: inout F.SeededGenerator, maxMessage: Int) -> [UInt8] {
+        func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        func header(_ length: UInt32) -> [UInt8] {
+            [UInt8(length >> 24), UInt8((length >> 16) & 0xff), UInt8((length >> 8) & 0xff), UInt8(length & 0xff)]
+        }
+        var blob: [UInt8] = []
+        for _ in 0..<Int.random(in: 1...6, using: &rng) {
+            switch Int.random(in: 0..<100, using: &rng) {
+            case 0..<40: blob += F.requestFrame(random(Int.random(in: 0...40, using: &rng)))
+            case 40..<48: blob += F.requestFrame(random(Int.random(in: (maxMessage - 12)...maxMessage, using: &rng)))
+            case 48..<58: blob += header(UInt32.random(in: UInt32(maxMessage + 1)..<(1 << 30), using: &rng)) + random(Int.random(in: 0...8, using: &rng))
+            case 58..<66: blob += header(UInt32.random(in: (1 << 30)...UInt32.max, using: &rng)) + random(Int.random(in: 0...8, using: &rng))
+            case 66..<84: blob += random(Int.random(in: 1...16, using: &rng))
+            default:
+                let length = Int.random(in: 1...100, using: &rng)
+                blob += header(UInt32(length)) + random(Int.random(in: 0..<length, using: &rng))
+            }
+        }
+        return blob
+    }
+
+    /// What the protocol says the server answers to `blob` (then end of stream from our side):
+    /// an echo per complete frame; 7 and close at a length ≥ 2³⁰; 3 and close above the maximum;
+    /// nothing for an incomplete tail. Written from the README, not from the server's codec.
+    private static func expectedResponses(_ blob: [UInt8], maxMessage: Int) -> [Frame] {
+        var out: [Frame] = []
+        var offset = 0
+        while blob.count - offset >= 4 {
+            let length = Int(F.be32(blob, offset))
+            if length >= 1 << 30 { out.append(Frame(status: 7, body: [])); break }
+            if length > maxMessage { out.append(Frame(status: 3, body: [])); break }
+            guard blob.count - offset - 4 >= length else { break }
+            out.append(Frame(status: 0, body: Array(blob[(offset + 4)..<(offset + 4 + length)])))
+            offset += 4 + length
+        }
+        return out
+    }
+
+    /// 200 seeded random inputs, each on a fresh framed connection, written in 1–3 pieces, then
+    /// half-closed. Every response stream is well-formed (length ≥ 1, known status, nothing
+    /// partial) and is exactly what the protocol prescribes; the server never crashes and still
+    /// serves a normal request at the end.
+    @Test func fuzzedFramedInputNeverBreaksTheServer() throws {
+        let maxMessage = 512
+        let server = try TestServer(F.framedEcho + ["--workers", "2", "--max-message", "\(maxMessage)"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        var rng = F.SeededGenerator(seed: 0x5EED_F00D_2024)
+        var failures: [String] = []
+        var statusesSeen = Set<UInt8>()
+
+        for index in 0..<200 {
+            let blob = Self.fuzzBlob(&rng, maxMessage: maxMessage)
+            let expected = Self.expectedResponses(blob, maxMessage: maxMessage)
+            let pieces = Int.random(in: 1...3, using: &rng)
+            var cuts = (0..<(pieces - 1)).map { _ in Int.random(in: 0...blob.count, using: &rng) }.sorted()
+            cuts = [0] + cuts + [blob.count]
+
+            let connection = try F.Connection(path: server.socketPath, timeout: 20)
+            for (from, to) in zip(cuts, cuts.dropFirst()) where from < to {
+                if !connection.send(Array(blob[from..<to])) { break }  // the server may close after 3 or 7
+                usleep(1_000)
+            }
+            connection.shutdownWrite()
+            let (bytes, end) = connection.readToEnd()
+            connection.close()
+            let (frames, rest, malformed) = F.parseResponses(bytes)
+            statusesSeen.formUnion(frames.map(\.status))
+            let got = frames.map { $0.status == 0 ? $0 : Frame(status: $0.status, body: []) }
+            if malformed != nil || !rest.isEmpty || end == .timeout || got != expected {
+                failures.append("blob \(index) (\(blob.count) bytes \(blob.prefix(24).map { String(format: "%02x", $0) }.joined())): "
+                                + "malformed \(malformed ?? "no"), rest \(rest.count), end \(end), got \(got.map(\.status)), expected \(expected.map(\.status))")
+            }
+            if !server.process.isRunning { failures.append("server died at blob \(index)"); break }
+        }
+        #expect(failures.isEmpty, "\(failures.count) bad response stream(s):\n\(failures.prefix(10).joined(separator: "\n"))")
+        #expect(statusesSeen.isSuperset(of: [0, 3, 7]), "the fuzz inputs should reach ok, too large and bad request: \(statusesSeen.sorted())")
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("normal".bytes).body == "normal".bytes)
+        client.close()
+        #expect(server.logLines(containing: "worker died").isEmpty && server.logLines(containing: " critical ").isEmpty,
+                "\(server.log.suffix(3000))")
+        F.expectCleanExit(server, footprint)
+    }
+}

@@ -1,0 +1,581 @@
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+/// What FaultIntegrationTests needs to know about a running `pool-server`, whichever way it was
+/// launched (TestServer, ProcessGroupServer, or FaultSupport.ShellServer).
+protocol FaultObservableServer: AnyObject {
+    var pid: pid_t { get }
+    var socketPath: String { get }
+    var log: String { get }
+    var workerPIDs: [pid_t] { get }
+}
+
+extension TestServer: FaultObservableServer {}
+extension ProcessGroupServer: FaultObservableServer {}
+
+/// Helpers for FaultIntegrationTests, namespaced so they cannot collide with other suites'.
+/// Deliberately independent of the other suites' support files (which may change under us).
+enum FaultSupport {
+    static let framedSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim"]
+    static let framedEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo"]
+
+    // MARK: - Processes
+
+    /// The state letter of /proc/PID/stat ("R", "S", "T", "Z", ...), nil if the pid is gone.
+    static func processState(_ pid: pid_t) -> Character? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(close, offsetBy: 2)]
+    }
+
+    /// CPU time (utime + stime) of a process, in clock ticks (1/100 s), from /proc/PID/stat.
+    static func cpuTicks(_ pid: pid_t) -> Int? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+        // fields[0] is the state (field 3); utime is field 14, stime field 15.
+        guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
+        return user + system
+    }
+
+    /// CPU ticks `pid` used during `seconds` of wall time.
+    static func cpuTicksUsed(by pid: pid_t, during seconds: Double) -> Int? {
+        guard let before = cpuTicks(pid) else { return nil }
+        usleep(UInt32(seconds * 1_000_000))
+        guard let after = cpuTicks(pid) else { return nil }
+        return after - before
+    }
+
+    /// Open descriptors of a process.
+    static func descriptorCount(_ pid: pid_t) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    /// Live worker pids once there are exactly `count` of them.
+    static func waitForWorkers(_ server: FaultObservableServer, _ count: Int, timeout: Double = 20) -> [pid_t]? {
+        var pids: [pid_t] = []
+        let ok = waitUntil(timeout: timeout) {
+            pids = server.workerPIDs
+            return pids.count == count
+        }
+        return ok ? pids.sorted() : nil
+    }
+
+    /// Makes sure this process may open `count` descriptors (raises the soft RLIMIT_NOFILE up to
+    /// the hard limit if needed). Returns false if it cannot.
+    static func ensureDescriptorLimit(_ count: Int) -> Bool {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0 else { return false }
+        if limit.rlim_cur >= rlim_t(count) { return true }
+        guard limit.rlim_max >= rlim_t(count) else { return false }
+        limit.rlim_cur = rlim_t(count)
+        return setrlimit(resource, &limit) == 0
+    }
+
+    // MARK: - Logs and state files
+
+    /// Lines of `log` containing `text`.
+    static func lines(_ log: String, containing text: String) -> [Substring] {
+        log.split(separator: "\n").filter { $0.contains(text) }
+    }
+
+    /// True if a log line's metadata has `key=value` (keys are space separated).
+    static func line(_ line: Substring, has key: String, _ value: String) -> Bool {
+        line.contains(" \(key)=\(value) ") || line.hasSuffix(" \(key)=\(value)")
+    }
+
+    /// Integer after `key=` in a log line.
+    static func intField(_ line: Substring, _ key: String) -> Int? {
+        guard let range = line.range(of: " \(key)=") else { return nil }
+        return Int(line[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// Worker pids from the master's "worker spawned ... pid=N" lines.
+    static func spawnedWorkerPIDs(inLog log: String) -> [pid_t] {
+        lines(log, containing: "worker spawned").compactMap { intField($0, "pid").map(pid_t.init) }
+    }
+
+    /// Every queue id a server's log names as its own: the "pool started" list, the queue of every
+    /// spawned worker, and queues created in place of removed ones.
+    static func queueIDs(inLog log: String) -> Set<Int32> {
+        var ids = Set<Int32>()
+        for line in lines(log, containing: "pool started") {
+            guard let range = line.range(of: "queues=[") else { continue }
+            let list = line[range.upperBound...].prefix { $0 != "]" }
+            for item in list.split(separator: ",") {
+                if let id = Int32(item.trimmingCharacters(in: .whitespaces)) { ids.insert(id) }
+            }
+        }
+        for line in lines(log, containing: "worker spawned") {
+            if let id = intField(line, "queue") { ids.insert(Int32(id)) }
+        }
+        for line in lines(log, containing: "in its place") {
+            if let id = createdQueue(in: line) { ids.insert(id) }
+        }
+        return ids
+    }
+
+    /// The new queue id of a "queue of slot N was removed from outside ...; created ID in its place" line.
+    static func createdQueue(in line: Substring) -> Int32? {
+        guard let range = line.range(of: "; created ") else { return nil }
+        return Int32(line[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// `queue=ID:CTIME` entries of a state file (empty if there is none).
+    static func stateFileQueues(_ path: String) -> [(id: Int32, changeTime: Int)] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        var queues: [(id: Int32, changeTime: Int)] = []
+        for line in text.split(separator: "\n") where line.hasPrefix("queue=") {
+            let parts = line.dropFirst("queue=".count).split(separator: ":")
+            if parts.count == 2, let id = Int32(parts[0]), let time = Int(parts[1]) { queues.append((id, time)) }
+        }
+        return queues
+    }
+
+    static func stateFileQueueIDs(_ path: String) -> [Int32] { stateFileQueues(path).map(\.id) }
+
+    static func stateFilePath(_ server: FaultObservableServer) -> String { server.socketPath + ".state" }
+
+    /// Removes every listed queue that still exists (never fails): used in `defer` so that a
+    /// failing test does not leak queues.
+    static func removeQueues(_ ids: some Sequence<Int32>) {
+        let existing = existingQueueIDs()
+        for id in ids where existing.contains(id) { _ = try? MessageQueue(id: id).remove() }
+    }
+
+    static func fileExists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    /// `recv` lines of the log handler: the logged message (trailing ` key=value` metadata stripped).
+    static func recvMessages(inLog log: String) -> [String] {
+        var messages: [String] = []
+        for line in log.split(separator: "\n") {
+            guard line.contains("child pid "), let marker = line.range(of: " bytes: ") else { continue }
+            var rest = line[marker.upperBound...]
+            while let space = rest.lastIndex(of: " ") {
+                let token = rest[rest.index(after: space)...]
+                guard let equals = token.firstIndex(of: "="), equals != token.startIndex,
+                      token[..<equals].allSatisfy({ $0.isLetter || $0 == "-" || $0 == "_" }) else { break }
+                rest = rest[..<space]
+            }
+            messages.append(String(rest))
+        }
+        return messages
+    }
+
+    // MARK: - Footprint: what a server owned, and the check that nothing of it is left
+
+    /// Accumulates every queue and worker pid a server is seen to own while it runs (the state
+    /// file vanishes at shutdown, so observe before stopping).
+    final class Footprint {
+        let server: FaultObservableServer
+        let masterPID: pid_t
+        let socketPath: String
+        private(set) var queues = Set<Int32>()
+        private(set) var workers = Set<pid_t>()
+
+        init(_ server: FaultObservableServer) {
+            self.server = server
+            masterPID = server.pid
+            socketPath = server.socketPath
+            observe()
+        }
+
+        func observe() {
+            // One pass over the master's lines (logs can be large at debug level).
+            for line in server.log.split(separator: "\n") where line.contains("pool.master") {
+                if line.contains("worker spawned") {
+                    if let pid = FaultSupport.intField(line, "pid") { workers.insert(pid_t(pid)) }
+                    if let queue = FaultSupport.intField(line, "queue") { queues.insert(Int32(queue)) }
+                } else if line.contains("pool started") || line.contains("in its place") {
+                    queues.formUnion(FaultSupport.queueIDs(inLog: String(line)))
+                }
+            }
+            queues.formUnion(FaultSupport.stateFileQueueIDs(FaultSupport.stateFilePath(server)))
+            workers.formUnion(server.workerPIDs)
+        }
+
+        /// Removes whatever is left (queues, live workers); never fails.
+        func removeLeftovers() {
+            FaultSupport.removeQueues(queues)
+            for pid in workers where processIsAlive(pid) { kill(pid, SIGKILL) }
+        }
+    }
+
+    /// After the master exited: no socket, control socket or state file; none of its queues in
+    /// `ipcs -q`; no child of the master; every worker gone (not alive, not a zombie: the master
+    /// reaps its workers before it exits). Anything left is removed afterwards.
+    static func expectNothingLeft(_ footprint: Footprint, sourceLocation: SourceLocation = #_sourceLocation) {
+        footprint.observe()
+        let path = footprint.socketPath
+        #expect(!footprint.queues.isEmpty, "no queue ids were observed", sourceLocation: sourceLocation)
+        #expect(!fileExists(path), "socket file left at \(path)", sourceLocation: sourceLocation)
+        #expect(!fileExists(path + ".ctl"), "control socket left at \(path).ctl", sourceLocation: sourceLocation)
+        #expect(!fileExists(path + ".state"), "state file left at \(path).state", sourceLocation: sourceLocation)
+        let left = existingQueueIDs().intersection(footprint.queues)
+        #expect(left.isEmpty, "queues left in ipcs -q: \(left.sorted())", sourceLocation: sourceLocation)
+        let children = childPIDs(of: footprint.masterPID)
+        #expect(children.isEmpty, "children of the master \(footprint.masterPID) left: \(children)",
+                sourceLocation: sourceLocation)
+        let lingering = { footprint.workers.filter { processIsAlive($0) || processState($0) == "Z" }.sorted() }
+        _ = waitUntil(timeout: 5) { lingering().isEmpty }
+        #expect(lingering().isEmpty, "workers alive or unreaped (zombie) after the master exited: \(lingering())",
+                sourceLocation: sourceLocation)
+        footprint.removeLeftovers()
+    }
+
+    /// Sends `signo` (unless already signalled), expects exit status 0 and nothing left.
+    static func expectCleanExit(_ server: TestServer, _ footprint: Footprint, signal signo: Int32 = SIGTERM,
+                                alreadySignalled: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) {
+        footprint.observe()
+        if !alreadySignalled { server.signal(signo) }
+        let status = server.waitForExit(timeout: 30)
+        #expect(status == 0, "pool-server exit status \(status.map { "\($0)" } ?? "none (still running)")\n\(server.log.suffix(3000))",
+                sourceLocation: sourceLocation)
+        expectNothingLeft(footprint, sourceLocation: sourceLocation)
+        server.stop()
+    }
+
+    // MARK: - Frames (an independent decoder: it does not use the server's FrameCodec)
+
+    struct Frame: Equatable, CustomStringConvertible {
+        var status: UInt8
+        var body: [UInt8]
+        var text: String { String(decoding: body, as: UTF8.self) }
+        var description: String { "(\(status), \(body.count <= 48 ? text.debugDescription : "\(body.count) bytes"))" }
+    }
+
+    static func requestFrame(_ payload: [UInt8]) -> [UInt8] {
+        let n = UInt32(payload.count)
+        return [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)] + payload
+    }
+
+    static func requestFrames(_ payloads: [[UInt8]]) -> [UInt8] { payloads.flatMap(requestFrame) }
+
+    static func be32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+        UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
+    }
+
+    /// Splits a response stream into frames. `malformed` names the first frame that breaks the
+    /// protocol (length 0 — no status byte —, an unknown status, an absurd length); decoding stops there.
+    static func parseResponses(_ bytes: [UInt8]) -> (frames: [Frame], rest: [UInt8], malformed: String?) {
+        var frames: [Frame] = []
+        var offset = 0
+        while bytes.count - offset >= 4 {
+            let length = Int(be32(bytes, offset))
+            if length == 0 { return (frames, Array(bytes[offset...]), "frame \(frames.count) has length 0 (no status byte)") }
+            if length > 1 << 24 { return (frames, Array(bytes[offset...]), "frame \(frames.count) has absurd length \(length)") }
+            guard bytes.count - offset >= 4 + length else { break }
+            let status = bytes[offset + 4]
+            if status > 7 { return (frames, Array(bytes[offset...]), "frame \(frames.count) has unknown status \(status)") }
+            frames.append(Frame(status: status, body: Array(bytes[(offset + 5)..<(offset + 4 + length)])))
+            offset += 4 + length
+        }
+        return (frames, Array(bytes[offset...]), nil)
+    }
+
+    // MARK: - Raw client connections
+
+    /// A blocking Unix stream connection with a receive timeout; writes never raise SIGPIPE.
+    final class Connection {
+        enum End: Error, Equatable { case eof, reset, timeout, other(Int32) }
+
+        let fd: Int32
+        private var closed = false
+        private var buffered: [UInt8] = []
+
+        init(path: String, timeout: Double = 20) throws {
+            let socket = try SocketFD.unixStream(nonBlocking: false)
+            do {
+                try socket.connect(path: path)
+                try socket.setReceiveTimeout(seconds: timeout)
+            } catch {
+                socket.close()
+                throw error
+            }
+            fd = socket.raw
+        }
+
+        deinit { close() }
+
+        /// Writes everything; false if the peer is gone (EPIPE, ECONNRESET).
+        @discardableResult
+        func send(_ bytes: [UInt8]) -> Bool {
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                offset += n
+            }
+            return true
+        }
+
+        func shutdownWrite() { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
+        func close() {
+            guard !closed else { return }
+            closed = true
+            _ = Glibc.close(fd)
+        }
+
+        private func readChunk() -> Result<[UInt8], End> {
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                if n > 0 { return .success(Array(chunk[0..<n])) }
+                if n == 0 { return .failure(.eof) }
+                switch errno {
+                case EINTR: continue
+                case EAGAIN: return .failure(.timeout)
+                case ECONNRESET: return .failure(.reset)
+                default: return .failure(.other(errno))
+                }
+            }
+        }
+
+        /// Everything until the stream ends (or the receive timeout passes).
+        func readToEnd() -> (bytes: [UInt8], end: End) {
+            var bytes = buffered
+            buffered = []
+            while true {
+                switch readChunk() {
+                case .success(let chunk): bytes += chunk
+                case .failure(let end): return (bytes, end)
+                }
+            }
+        }
+
+        /// Reads until `count` frames have arrived; nil if the stream ends (or times out) first or
+        /// a malformed frame arrives.
+        func readFrames(_ count: Int) -> [Frame]? {
+            var frames: [Frame] = []
+            while true {
+                let (decoded, rest, malformed) = parseResponses(buffered)
+                if malformed != nil { return nil }
+                frames += decoded
+                buffered = rest
+                if frames.count >= count { return frames }
+                guard case .success(let bytes) = readChunk() else { return nil }
+                buffered += bytes
+            }
+        }
+
+        /// True if bytes or end of stream can be read right now (within `seconds`).
+        func readable(within seconds: Double) -> Bool {
+            if !buffered.isEmpty { return true }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            return poll(&pfd, 1, Int32(seconds * 1000)) > 0
+        }
+    }
+
+    /// Non-blocking `connect` to a Unix socket path: the descriptor (connected or pending), or the
+    /// errno of a failed connect (EAGAIN when the listen backlog is full).
+    static func connectNonBlocking(_ path: String) -> (fd: Int32?, errno: Int32) {
+        guard let socket = try? SocketFD.unixStream(nonBlocking: true) else { return (nil, errno) }
+        do {
+            try socket.connect(path: path)
+            return (socket.raw, 0)
+        } catch let error as SystemError {
+            socket.close()
+            return (nil, error.errno.rawValue)
+        } catch {
+            socket.close()
+            return (nil, -1)
+        }
+    }
+
+    // MARK: - Running commands
+
+    struct CommandResult: CustomStringConvertible {
+        var status: Int32?
+        var stdout: String
+        var stderr: String
+        var description: String { "status \(status.map { "\($0)" } ?? "timeout"), stdout \(stdout.debugDescription), stderr \(stderr.debugDescription)" }
+    }
+
+    /// Runs a program to completion (killed after `timeout`), capturing stdout and stderr in files.
+    static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> CommandResult {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outPath = directory + "/stdout", errPath = directory + "/stderr"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        guard let out = FileHandle(forWritingAtPath: outPath), let err = FileHandle(forWritingAtPath: errPath) else {
+            throw TestFailure("cannot open capture files in \(directory)")
+        }
+        defer { try? out.close(); try? err.close() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        var status: Int32? = nil
+        if waitUntil(timeout: timeout, { !process.isRunning }) {
+            status = process.terminationStatus
+        } else {
+            kill(process.processIdentifier, SIGKILL)
+            _ = waitUntil(timeout: 5) { !process.isRunning }
+        }
+        return CommandResult(status: status,
+                             stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+                             stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+    }
+
+    // MARK: - A server launched through a shell (ulimit, trap)
+
+    /// `pool-server --socket <tmp>/pool.sock ARGUMENTS`, started as `bash -c 'PRELUDE; exec pool-server ...'`
+    /// so the shell can change what the server inherits (a lower `ulimit -n`, ignored signals)
+    /// before it `exec`s: the pid is the shell's, then the server's. bash, not sh: dash (Debian's
+    /// /bin/sh) silently refuses `trap "" CHLD`, bash really sets SIGCHLD to SIG_IGN.
+    final class ShellServer: FaultObservableServer {
+        let directory: String
+        let socketPath: String
+        let logPath: String
+        let process: Process
+        private var stopped = false
+
+        var pid: pid_t { process.processIdentifier }
+
+        init(prelude: String, _ arguments: [String]) throws {
+            directory = makeTemporaryDirectory()
+            socketPath = directory + "/pool.sock"
+            logPath = directory + "/server.log"
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+            let log = FileHandle(forWritingAtPath: logPath)!
+            process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "\(prelude); exec \"$0\" \"$@\"", Binaries.path("pool-server"),
+                                 "--socket", socketPath] + arguments
+            process.currentDirectoryURL = URL(fileURLWithPath: directory)
+            process.standardOutput = log
+            process.standardError = log
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let started = waitUntil(timeout: 20) { self.log.contains("pool started") || !self.process.isRunning }
+            guard started, process.isRunning else {
+                let output = self.log
+                stop()
+                throw TestFailure("pool-server (via bash) did not start:\n\(output)")
+            }
+        }
+
+        deinit { stop() }
+
+        var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+        var workerPIDs: [pid_t] { childPIDs(of: pid).filter(processIsAlive) }
+        func logLines(containing text: String) -> [Substring] { FaultSupport.lines(log, containing: text) }
+        func signal(_ signo: Int32) { kill(pid, signo) }
+
+        func waitForExit(timeout: Double = 20) -> Int32? {
+            guard waitUntil(timeout: timeout, { !process.isRunning }) else { return nil }
+            return process.terminationStatus
+        }
+
+        func stop() {
+            guard !stopped else { return }
+            stopped = true
+            let workers = childPIDs(of: pid)
+            let queues = FaultSupport.queueIDs(inLog: log).union(FaultSupport.stateFileQueueIDs(socketPath + ".state"))
+            if process.isRunning {
+                kill(pid, SIGTERM)
+                if !waitUntil(timeout: 15, { !process.isRunning }) {
+                    kill(pid, SIGKILL)
+                    _ = waitUntil(timeout: 5) { !process.isRunning }
+                }
+            }
+            for worker in workers where processIsAlive(worker) { kill(worker, SIGKILL) }
+            FaultSupport.removeQueues(queues)
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    // MARK: - Concurrency helpers
+
+    /// Thread-safe record of what the load generators saw.
+    final class LoadRecord: @unchecked Sendable {
+        private let lock = NSLock()
+        private var _acknowledged: [String] = []
+        private var _otherReplies: [Bool: [String: Int]] = [:]
+        private var _errorsBeforeStop: [String] = []
+        private var _errorsAfterStop = 0
+        private var _stopping = false
+        private var _finished = 0
+
+        func acknowledged(_ message: String) { lock.lock(); _acknowledged.append(message); lock.unlock() }
+        func other(_ reply: String, stopping: Bool) {
+            lock.lock(); _otherReplies[stopping, default: [:]][reply, default: 0] += 1; lock.unlock()
+        }
+        func failed(_ message: String, _ error: Error) {
+            lock.lock(); defer { lock.unlock() }
+            if _stopping { _errorsAfterStop += 1 } else { _errorsBeforeStop.append("\(message): \(error)") }
+        }
+        func finished() { lock.lock(); _finished += 1; lock.unlock() }
+
+        var stopping: Bool {
+            get { lock.lock(); defer { lock.unlock() }; return _stopping }
+            set { lock.lock(); _stopping = newValue; lock.unlock() }
+        }
+        var acknowledgedMessages: [String] { lock.lock(); defer { lock.unlock() }; return _acknowledged }
+        var acknowledgedCount: Int { lock.lock(); defer { lock.unlock() }; return _acknowledged.count }
+        func otherReplies(afterStop: Bool) -> [String: Int] {
+            lock.lock(); defer { lock.unlock() }; return _otherReplies[afterStop] ?? [:]
+        }
+        var errorsBeforeStop: [String] { lock.lock(); defer { lock.unlock() }; return _errorsBeforeStop }
+        var finishedCount: Int { lock.lock(); defer { lock.unlock() }; return _finished }
+    }
+
+    /// Starts `threads` threads that each send `c<thread>-<n>` over the oneshot protocol, one
+    /// connection per message, until `record.stopping` is set and three attempts have failed since.
+    static func startOneshotLoad(path: String, threads: Int, record: LoadRecord) {
+        for thread in 0..<threads {
+            Thread {
+                var n = 0
+                var failuresAfterStop = 0
+                while failuresAfterStop < 3 && n < 500_000 {
+                    let message = "c\(thread)-\(n)"
+                    n += 1
+                    do {
+                        let reply = String(decoding: try PoolClient.oneshot(socketPath: path, message: Array(message.utf8), timeout: 30),
+                                           as: UTF8.self)
+                        let stopping = record.stopping
+                        if reply == "ok" { record.acknowledged(message) } else {
+                            record.other(reply, stopping: stopping)
+                            if stopping { failuresAfterStop += 1 }
+                        }
+                    } catch {
+                        let stopping = record.stopping
+                        record.failed(message, error)
+                        if stopping {
+                            failuresAfterStop += 1
+                            usleep(5_000)
+                        }
+                    }
+                }
+                record.finished()
+            }.start()
+        }
+    }
+
+    /// A deterministic generator (SplitMix64) for the fuzz test's fixed seed.
+    struct SeededGenerator: RandomNumberGenerator {
+        var state: UInt64
+        init(seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+}
