@@ -66,7 +66,8 @@ final class Master {
     private var spareFD: Int32
     private var phase = Phase.running
     private var deadline: Int64 = .max
-    private var quitRetry: [Int] = []
+    /// Workers that have been sent their quit message (shutdown).
+    private var quitSent: Set<pid_t> = []
     private var nextIdleScan: Int64 = 0
     private var nextRespawn: Int64? = nil
     private let idleTimeoutNanoseconds: Int64
@@ -133,7 +134,7 @@ final class Master {
         var until = nextIdleScan - now
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
-        if !held.isEmpty || !quitRetry.isEmpty || supervisor.needsTick { until = min(until, 5_000_000) }
+        if !held.isEmpty || phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
         if configuration.jobTimeout != nil { until = min(until, 100_000_000) }
         return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
     }
@@ -146,7 +147,8 @@ final class Master {
             closeIdleConnections(now: now)
         }
         supervisor.enforceJobTimeout(now: now)
-        if phase == .running, nextRespawn.map({ $0 <= now }) ?? false {
+        supervisor.pruneFinished()
+        if phase != .killing, nextRespawn.map({ $0 <= now }) ?? false {
             nextRespawn = supervisor.respawnDue(now: now)
         }
         if !held.isEmpty { dispatchHeld() }
@@ -190,7 +192,7 @@ final class Master {
                 }
             }
         }
-        if phase == .running {
+        if phase != .killing {
             nextRespawn = supervisor.respawnDue(now: monotonicNanoseconds())
         }
     }
@@ -417,9 +419,8 @@ final class Master {
             }
         case .result:
             let route = Route(connection: connection.key, sequence: sequence)
-            if held.isEmpty, case .queued(let slot) = send(id: id, payload: payload) {
+            if held.isEmpty, case .queued = send(id: id, payload: payload) {
                 routes[id] = route
-                supervisor.noteQueued(id, slot: slot)
             } else if held.count < configuration.maxBacklog {
                 routes[id] = route
                 held.append(Held(id: id, payload: Array(payload)))
@@ -430,9 +431,12 @@ final class Master {
         }
     }
 
+    /// Encodes and queues one job; records it against the slot so a dying worker's job is found.
     private func send(id: UInt64, payload: UnsafeRawBufferPointer) -> Dispatcher.Outcome {
         let length = JobCodec.encodeJob(id: id, payload: payload, into: sendBuffer.text, at: 0)
-        return dispatcher.dispatch(sendBuffer, length: length, supervisor: supervisor)
+        let outcome = dispatcher.dispatch(sendBuffer, length: length, supervisor: supervisor)
+        if case .queued(let slot) = outcome { supervisor.noteQueued(id, bytes: length, slot: slot) }
+        return outcome
     }
 
     /// Retries held jobs in order until a queue is full again.
@@ -445,8 +449,7 @@ final class Master {
                 continue
             }
             let outcome = job.payload.withUnsafeBytes { send(id: job.id, payload: $0) }
-            guard case .queued(let slot) = outcome else { return }
-            supervisor.noteQueued(job.id, slot: slot)
+            guard case .queued = outcome else { return }
             held.removeFirst()
         }
     }
@@ -634,7 +637,19 @@ final class Master {
 
     private func acceptControl() {
         guard let control else { return }
-        while let client = try? control.socket.accept() {
+        while true {
+            let client: SocketFD?
+            do {
+                client = try control.socket.accept()
+            } catch let error as SystemError where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                // Same as the client socket: shed it, or the pending connection keeps the listener
+                // readable and the loop spins.
+                shedOneConnection(control)
+                return
+            } catch {
+                return
+            }
+            guard let client else { return }
             let key = nextConnectionKey
             nextConnectionKey += 1
             let connection = Connection(key: key, fd: client, now: monotonicNanoseconds(), inputCapacity: 256)
@@ -750,7 +765,13 @@ final class Master {
         phase = .draining
         notifier.notify("STOPPING=1\nSTATUS=draining \(connections.count) connections")
         supervisor.cancelPendingChanges()
-        deadline = monotonicNanoseconds() + Int64(configuration.shutdownTimeout * 1e9)
+        let now = monotonicNanoseconds()
+        deadline = now + Int64(configuration.shutdownTimeout * 1e9)
+        supervisor.expediteRespawns(now: now)
+        nextRespawn = now
+        // Clients already waiting in the listen backlog are taken in and answered (shutting down)
+        // rather than reset when the listener closes.
+        acceptAll()
         closeListener()
         for connection in Array(connections.values) {
             // Requests already sent but not yet read get an answer (shutting down), not silence.
@@ -783,19 +804,26 @@ final class Master {
         if phase == .draining && connections.isEmpty && held.isEmpty {
             logger.info("shutdown: connections done; asking workers to quit after their queued work")
             phase = .quitting
-            quitRetry = supervisor.sendQuit(to: Array(supervisor.slots.indices), buffer: sendBuffer)
-        } else if phase == .quitting && !quitRetry.isEmpty {
-            quitRetry = supervisor.sendQuit(to: quitRetry, buffer: sendBuffer)
+        }
+        if phase == .quitting {
+            // Every live worker gets one quit behind its queue — including one respawned during
+            // shutdown to finish the queue of a worker that died. A full queue is retried.
+            let slots = supervisor.slots
+            let targets = slots.indices.filter { slots[$0].pid.map { !quitSent.contains($0) } ?? false }
+            if !targets.isEmpty {
+                let full = Set(supervisor.sendQuit(to: targets, buffer: sendBuffer))
+                for index in targets where !full.contains(index) { quitSent.insert(slots[index].pid!) }
+            }
         }
         if (phase == .draining || phase == .quitting) && now >= deadline {
             logger.warning("shutdown: --shutdown-timeout reached; killing remaining workers",
                            metadata: ["workers": "\(supervisor.livePIDs)", "connections": "\(connections.count)"])
             phase = .killing
-            quitRetry = []
+            supervisor.cancelRespawns()
             for connection in Array(connections.values) { close(connection, reason: "shutdown deadline") }
             supervisor.signalAll(SIGKILL)
         }
-        if (phase == .quitting || phase == .killing) && !supervisor.hasLiveWorkers {
+        if (phase == .quitting || phase == .killing) && !supervisor.hasWorkersOrRespawns {
             phase = .finished
         }
     }

@@ -24,11 +24,19 @@ struct FIFO<Element> {
 
     /// Removes the first element equal to `value` (usually the head); returns whether found.
     mutating func remove(_ value: Element) -> Bool where Element: Equatable {
-        if first == value { removeFirst(); return true }
-        guard let index = storage[head...].firstIndex(of: value) else { return false }
+        remove { $0 == value }
+    }
+
+    /// Removes the first element matching `predicate` (usually the head); returns whether found.
+    mutating func remove(where predicate: (Element) -> Bool) -> Bool {
+        if let first, predicate(first) { removeFirst(); return true }
+        guard let index = storage[head...].firstIndex(where: predicate) else { return false }
         storage.remove(at: index)
         return true
     }
+
+    /// The elements, oldest first.
+    var elements: ArraySlice<Element> { storage[head...] }
 
     mutating func removeAll() -> [Element] {
         let rest = Array(storage[head...])

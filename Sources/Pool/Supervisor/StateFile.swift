@@ -86,15 +86,17 @@ public struct RecoveryReport: Sendable {
     /// Recorded queues left alone: gone already, or no longer ours (reused id, other owner).
     public var skippedQueues: [(id: Int32, reason: String)] = []
     public var removedSocket = false
+    public var removedControlSocket = false
     public var removedStateFile = false
 
-    public var isEmpty: Bool { removedQueues.isEmpty && !removedSocket && !removedStateFile }
+    public var isEmpty: Bool { removedQueues.isEmpty && !removedSocket && !removedControlSocket && !removedStateFile }
 
     public var lines: [String] {
         if let liveMaster { return ["master pid \(liveMaster) is running; nothing removed (stop it first)"] }
         var out = removedQueues.map { "removed queue \($0)" }
         out += skippedQueues.map { "left queue \($0.id) alone: \($0.reason)" }
         if removedSocket { out.append("removed stale socket") }
+        if removedControlSocket { out.append("removed stale control socket") }
         if removedStateFile { out.append("removed state file") }
         return out
     }
@@ -107,6 +109,7 @@ public struct RecoveryReport: Sendable {
 /// With `probeSocket` false (socket activation: the socket is systemd's and already listening) the
 /// socket is neither probed nor unlinked — a probe would even queue a phantom connection.
 public func recoverStaleState(statePath: String, socketPath: String, probeSocket: Bool = true) -> RecoveryReport {
+    let controlPath = socketPath + ".ctl"
     var report = RecoveryReport()
     if let state = PoolState.read(from: statePath) {
         if state.pid != getpid() && kill(state.pid, 0) == 0 && isPoolMaster(state.pid) {
@@ -132,6 +135,10 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     }
     if probeSocket && probeSocketPath(socketPath) == .stale {
         report.removedSocket = unlink(socketPath) == 0
+    }
+    // The control socket is always ours (never passed by systemd).
+    if probeSocketPath(controlPath) == .stale {
+        report.removedControlSocket = unlink(controlPath) == 0
     }
     return report
 }

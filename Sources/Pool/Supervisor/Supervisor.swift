@@ -13,8 +13,11 @@ struct WorkerSlot {
     /// Consecutive deaths within `quickDeath` of starting; drives the respawn back-off.
     var crashStreak = 0
     var respawnAt: Int64?
-    /// Result mode: ids queued to this slot and not yet answered, in queue order.
-    var outstanding = FIFO<UInt64>()
+    /// Jobs sent to this slot's queue and not known to be done, in queue order (with their message
+    /// sizes, which tell queued jobs apart from quit messages in IPC_STAT's byte count).
+    var outstanding = FIFO<QueuedJob>()
+    /// Ack mode: how many of `outstanding` the current process has been seen to finish.
+    var pruned: UInt64 = 0
     /// Job timeout: when SIGTERM was sent, and the job it was sent for.
     var terminatedAt: Int64?
     var timedOutJob: UInt64?
@@ -24,6 +27,13 @@ struct WorkerSlot {
     var removed = false
     /// Takes new work.
     var accepting: Bool { !retiring && !removed }
+}
+
+/// A job in a worker's queue, as the master tracks it.
+struct QueuedJob: Equatable {
+    var id: UInt64
+    /// Bytes of its queue message (`msgsnd` length).
+    var bytes: Int
 }
 
 /// What happened to a request when its worker went away.
@@ -160,16 +170,57 @@ final class Supervisor {
 
     var livePIDs: [pid_t] { slots.compactMap(\.pid) }
     var hasLiveWorkers: Bool { slots.contains { $0.pid != nil } }
+    /// Workers alive or about to be respawned.
+    var hasWorkersOrRespawns: Bool { slots.contains { $0.pid != nil || $0.respawnAt != nil } }
+
+    /// Shutdown: respawn slots in back-off now, so their queued work is handled before the end.
+    func expediteRespawns(now: Int64) {
+        for index in slots.indices where slots[index].pid == nil && slots[index].respawnAt != nil {
+            slots[index].respawnAt = now
+        }
+    }
+
+    /// Forgets pending respawns (the shutdown deadline passed).
+    func cancelRespawns() {
+        for index in slots.indices { slots[index].respawnAt = nil }
+    }
 
     func slotIndex(of pid: pid_t) -> Int? { slots.firstIndex { $0.pid == pid } }
 
-    /// Records that a job was queued to a slot (result mode, for attribution on death).
-    func noteQueued(_ id: UInt64, slot: Int) { slots[slot].outstanding.append(id) }
+    /// Records that a job was queued to a slot, for attribution if its worker dies.
+    func noteQueued(_ id: UInt64, bytes: Int, slot: Int) {
+        slots[slot].outstanding.append(QueuedJob(id: id, bytes: bytes))
+    }
 
-    /// Records that a reply arrived.
+    /// Result mode: records that a reply arrived.
     func noteAnswered(_ id: UInt64, slot: Int) {
         guard slots.indices.contains(slot) else { return }
-        _ = slots[slot].outstanding.remove(id)
+        _ = slots[slot].outstanding.remove { $0.id == id }
+    }
+
+    /// Ack mode, where no replies come back: forgets the jobs the slot's worker has finished, by
+    /// the count it publishes on the scoreboard (jobs are taken in queue order).
+    func pruneFinished() {
+        guard configuration.replyMode == .ack else { return }
+        for index in slots.indices where slots[index].pid != nil {
+            let done = scoreboard.jobsHandled(index)
+            while slots[index].pruned < done, slots[index].outstanding.removeFirst() != nil {
+                slots[index].pruned += 1
+            }
+        }
+    }
+
+    /// How many of the slot's outstanding jobs are still in its queue: the newest ones whose sizes
+    /// add up to the bytes IPC_STAT reports (quit messages have no text, so they add nothing).
+    private func stillQueued(_ slot: WorkerSlot, queuedBytes: Int) -> Int {
+        var remaining = queuedBytes
+        var count = 0
+        for job in slot.outstanding.elements.reversed() {
+            guard remaining > 0 else { break }
+            remaining -= job.bytes
+            count += 1
+        }
+        return count
     }
 
     /// Handles a reaped worker: returns its slot and the request(s) it took down with it.
@@ -180,23 +231,25 @@ final class Supervisor {
         var slot = slots[index]
         slot.pid = nil
         var lost: [LostJob] = []
-        let busyJob = scoreboard.state(index) == .busy ? scoreboard.job(index) : nil
         let lostStatus: ResponseStatus = slot.timedOutJob != nil ? .timeout : .workerDied
 
-        let queueAlive = (try? slot.queue.status()) != nil
-        if configuration.replyMode == .result {
-            // The queue is FIFO and one record per message: everything outstanding beyond what is
-            // still queued was taken by the dead worker and never answered.
-            let stillQueued = queueAlive ? ((try? slot.queue.status().messages) ?? 0) : 0
-            let taken = max(0, slot.outstanding.count - stillQueued)
-            for _ in 0..<taken {
-                if let id = slot.outstanding.removeFirst() { lost.append(LostJob(id: id, status: lostStatus)) }
-            }
-        } else if let busyJob {
-            lost.append(LostJob(id: busyJob, status: lostStatus))
+        // Jobs it finished are pruned (ack: by its published count; result: by the replies the
+        // caller drained first). The queue is FIFO: what remains outstanding beyond what is still
+        // queued was taken by the dead worker and not finished — including a job taken in the
+        // instant before the worker could mark itself busy.
+        if configuration.replyMode == .ack {
+            let done = scoreboard.jobsHandled(index)
+            while slot.pruned < done, slot.outstanding.removeFirst() != nil { slot.pruned += 1 }
+        }
+        slot.pruned = 0
+        let queueStatus = try? slot.queue.status()
+        let queueAlive = queueStatus != nil
+        let taken = max(0, slot.outstanding.count - stillQueued(slot, queuedBytes: queueStatus?.bytes ?? 0))
+        for _ in 0..<taken {
+            if let job = slot.outstanding.removeFirst() { lost.append(LostJob(id: job.id, status: lostStatus)) }
         }
         if !queueAlive {
-            for id in slot.outstanding.removeAll() { lost.append(LostJob(id: id, status: .workerDied)) }
+            for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
             if !shuttingDown, let queue = try? Self.createQueue() {
                 _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
                 logger.error("queue of slot \(index) was removed from outside (ipcrm?); created \(queue.id) in its place",
@@ -234,7 +287,13 @@ final class Supervisor {
             try? writeState()
             return (index, lost)
         }
-        if !shuttingDown {
+        if shuttingDown {
+            // Acknowledged work still in its queue must be handled before the pool stops.
+            if queueAlive && !slot.outstanding.isEmpty && !slot.removed {
+                slot.restarts += 1
+                slot.respawnAt = now
+            }
+        } else {
             slot.restarts += 1
             let delay: Int64 = slot.crashStreak == 0 ? 0 : min(100_000_000 << min(slot.crashStreak - 1, 7), 10_000_000_000)
             if delay > 0 {
