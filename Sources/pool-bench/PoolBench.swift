@@ -14,6 +14,8 @@ struct PoolBench: ParsableCommand {
             oneshot: each request is connect, write the payload, read until EOF, close.
             framed: persistent connections, each keeping --depth requests in flight.
             Payloads are 'x' repeated --payload times (or the --skew payload).
+            --hold S: no load at all; open --idle-connections connections, hold them S seconds,
+            close them (for measuring the server's memory per connection).
             """)
 
     enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable { case oneshot, framed }
@@ -54,6 +56,12 @@ struct PoolBench: ParsableCommand {
     @Option(name: .long, help: "Extra connections opened before the run and held idle during it.")
     var idleConnections = 0
 
+    @Option(name: .long, help: "No load: only open --idle-connections connections, hold them this many seconds, close them.")
+    var hold: Double?
+
+    @Option(name: .long, help: "With --hold: create this file once every connection is open.")
+    var readyFile: String?
+
     @Option(name: .long, help: "P:PAYLOAD — send PAYLOAD instead for P % of requests, e.g. 5:sleep:20.")
     var skew: String?
 
@@ -76,6 +84,11 @@ struct PoolBench: ParsableCommand {
         guard timeout > 0 else { throw ValidationError("--timeout must be > 0") }
         guard idleConnections >= 0 else { throw ValidationError("--idle-connections must be ≥ 0") }
         if let skew { _ = try parseSkew(skew) }
+        if let hold {
+            guard hold >= 0 else { throw ValidationError("--hold must be ≥ 0") }
+            guard idleConnections >= 1 else { throw ValidationError("--hold needs --idle-connections ≥ 1") }
+        }
+        if readyFile != nil && hold == nil { throw ValidationError("--ready-file applies to --hold only") }
     }
 
     func parseSkew(_ text: String) throws -> (percent: Double, payload: [UInt8]) {
@@ -102,6 +115,7 @@ struct PoolBench: ParsableCommand {
         // Idle connections first, so the server holds them for the whole run.
         var idle: [Int32] = []
         idle.reserveCapacity(idleConnections)
+        let openStart = monotonicNanos()
         for _ in 0..<idleConnections {
             let fd = connectUnix(socket, timeout: timeout)
             guard fd >= 0 else {
@@ -110,6 +124,7 @@ struct PoolBench: ParsableCommand {
             }
             idle.append(fd)
         }
+        if let hold { return try runHold(idle, opened: openStart, seconds: hold) }
         if idleConnections > 0 { usleep(200_000) }   // let the server accept them before the load starts
 
         let results = (0..<connections).map { _ in LoadResult() }
@@ -277,6 +292,47 @@ struct PoolBench: ParsableCommand {
             print(table(rows))
         }
         if completed == 0 || errorTotal > 0 { throw ExitCode(1) }
+    }
+}
+
+extension PoolBench {
+    /// `--hold`: the connections are open; tell the caller (ready file), hold them, then report how
+    /// many the server closed (or wrote to) meanwhile, and close them.
+    func runHold(_ idle: [Int32], opened openStart: UInt64, seconds: Double) throws {
+        let openSeconds = Double(monotonicNanos() - openStart) / 1e9
+        if let readyFile {
+            let fd = open(readyFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                var line = "\(idle.count)\n"
+                line.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
+                close(fd)
+            }
+        }
+        if !quiet { writeStderr("holding \(idle.count) connections for \(fixed(seconds, 2, trim: true)) s\n") }
+        let until = monotonicNanos() + UInt64(seconds * 1e9)
+        sleepUntil(until) { false }
+        var closedByServer = 0
+        for fd in idle {
+            var probe = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&probe, 1, 0) > 0 { closedByServer += 1 }
+            close(fd)
+        }
+        if json {
+            print(JSON.object([
+                ("mode", .string("hold")),
+                ("socket", .string(socket)),
+                ("idle_connections", .integer(idle.count)),
+                ("open_s", .number(openSeconds)),
+                ("hold_s", .number(seconds)),
+                ("idle_closed_by_server", .integer(closedByServer)),
+            ]).render())
+        } else {
+            print(table([
+                ("hold", "\(idle.count) connections to \(socket), opened in \(fixed(openSeconds, 2)) s, held \(fixed(seconds, 2, trim: true)) s"),
+                ("closed by server", "\(closedByServer)"),
+            ]))
+        }
+        if closedByServer > 0 { throw ExitCode(1) }
     }
 }
 

@@ -161,7 +161,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "What clients get back: ack (queued) or result (the handler's output).")
     var reply: ReplyChoice = .ack
 
-    @Option(name: .long, help: "How a worker is chosen: round-robin or least-busy.")
+    @Option(name: .long, help: "How a worker is chosen: round-robin, least-busy, or shared (one queue all workers read).")
     var dispatch: DispatchChoice = .roundRobin
 
     @Option(name: .long, help: "Largest message in bytes (default: msgmax minus the 16-byte record header).")
@@ -277,7 +277,7 @@ enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable {
 }
 
 enum DispatchChoice: String, ExpressibleByArgument, CaseIterable {
-    case roundRobin = "round-robin", leastBusy = "least-busy"
+    case roundRobin = "round-robin", leastBusy = "least-busy", shared
     var value: PoolConfiguration.DispatchStrategy { .init(rawValue: rawValue)! }
 }
 

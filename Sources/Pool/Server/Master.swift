@@ -192,7 +192,10 @@ final class Master {
                 }
             }
         }
-        if phase != .killing {
+        if phase == .killing {
+            // Past the shutdown deadline nothing is restarted, whatever is left in the queues.
+            supervisor.cancelRespawns()
+        } else {
             nextRespawn = supervisor.respawnDue(now: monotonicNanoseconds())
         }
     }

@@ -24,6 +24,8 @@ public struct PoolConfiguration: Sendable {
         case roundRobin = "round-robin"
         /// The worker with the fewest requests in flight.
         case leastBusy = "least-busy"
+        /// One queue that every worker reads: whichever worker is free takes the next message.
+        case shared
     }
 
     public var socketPath: String = "pool.sock"

@@ -2,6 +2,7 @@
 /// tries the others in turn before giving up. The master never blocks here.
 ///
 /// - round-robin: the next slot in turn.
+/// - shared: one queue all workers read; the first free worker takes the next job.
 /// - least-busy: the slot with the fewest requests in flight — exact in result mode (queued and
 ///   not yet answered); in ack mode, where no answers come back, "busy now" from the scoreboard.
 ///   Ties go round-robin, so equal workers still share the load.
@@ -22,6 +23,12 @@ struct Dispatcher {
         let slots = supervisor.slots
         let count = slots.count
         guard count > 0 else { return .full }
+        if strategy == .shared {
+            // Every slot holds the same queue: one send, no choice to make.
+            guard let index = slots.firstIndex(where: \.accepting) ?? slots.indices.first else { return .full }
+            let sent = (try? slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true)) ?? false
+            return sent ? .queued(slot: index) : .full
+        }
         var first = next % count
         if strategy == .leastBusy {
             var best = Int.max

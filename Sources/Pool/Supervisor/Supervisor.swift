@@ -74,10 +74,15 @@ final class Supervisor {
         do {
             let wanted = configuration.queueBytes ?? max(limits.defaultQueueBytes, 1 << 20)
             var granted = wanted
+            var shared: MessageQueue? = nil
             for index in 0..<configuration.workers {
-                let queue = try Self.createQueue()
-                created.append(queue)
-                granted = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: index == 0 ? logger : nil)
+                // --dispatch shared: one queue every worker reads; otherwise one queue each.
+                let queue = try shared ?? Self.createQueue()
+                if configuration.dispatch == .shared { shared = queue }
+                if index == 0 || shared == nil {
+                    created.append(queue)
+                    granted = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: index == 0 ? logger : nil)
+                }
                 slots.append(WorkerSlot(index: index, queue: queue))
             }
             queueBytes = granted
@@ -105,7 +110,13 @@ final class Supervisor {
     }
 
     /// Every queue we own: the workers' and the reply queue.
-    var allQueues: [MessageQueue] { slots.filter { !$0.removed }.map(\.queue) + (replyQueue.map { [$0] } ?? []) }
+    var allQueues: [MessageQueue] {
+        var seen = Set<Int32>()
+        return (slots.filter { !$0.removed }.map(\.queue) + (replyQueue.map { [$0] } ?? [])).filter { seen.insert($0.id).inserted }
+    }
+
+    /// All workers read one queue (`--dispatch shared`).
+    var sharesQueue: Bool { configuration.dispatch == .shared }
 
     /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
     func writeState() throws {
@@ -189,6 +200,8 @@ final class Supervisor {
 
     /// Records that a job was queued to a slot, for attribution if its worker dies.
     func noteQueued(_ id: UInt64, bytes: Int, slot: Int) {
+        // With a shared queue no slot owns a job until a worker takes it; the scoreboard says which.
+        guard !sharesQueue else { return }
         slots[slot].outstanding.append(QueuedJob(id: id, bytes: bytes))
     }
 
@@ -244,9 +257,15 @@ final class Supervisor {
         slot.pruned = 0
         let queueStatus = try? slot.queue.status()
         let queueAlive = queueStatus != nil
-        let taken = max(0, slot.outstanding.count - stillQueued(slot, queuedBytes: queueStatus?.bytes ?? 0))
-        for _ in 0..<taken {
-            if let job = slot.outstanding.removeFirst() { lost.append(LostJob(id: job.id, status: lostStatus)) }
+        if sharesQueue {
+            // Shared queue: the job it was running, as it published it (a job taken in the instant
+            // before it marked itself busy cannot be attributed; the README says so).
+            if scoreboard.state(index) == .busy { lost.append(LostJob(id: scoreboard.job(index), status: lostStatus)) }
+        } else {
+            let taken = max(0, slot.outstanding.count - stillQueued(slot, queuedBytes: queueStatus?.bytes ?? 0))
+            for _ in 0..<taken {
+                if let job = slot.outstanding.removeFirst() { lost.append(LostJob(id: job.id, status: lostStatus)) }
+            }
         }
         if !queueAlive {
             for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
@@ -256,6 +275,9 @@ final class Supervisor {
                              metadata: ["old": "\(slot.queue.id)"])
                 slot.queue = queue
                 slots[index].queue = queue
+                if sharesQueue {
+                    for other in slots.indices { slots[other].queue = queue }
+                }
                 do { try writeState() } catch {
                     logger.warning("could not update the state file", metadata: ["error": "\(error)"])
                 }
@@ -275,12 +297,17 @@ final class Supervisor {
             ])
         }
         if rollingCurrent == index { rollingCurrent = nil }
+        if sharesQueue {
+            termSentAt[index] = nil
+            if !(slot.retiring && status != .exited(WorkerExit.normal)) { quitPending.remove(index) }
+        }
         if slot.retiring && !shuttingDown && status != .exited(WorkerExit.normal) {
             // Died before draining its queue: a replacement finishes the queue, then quits.
             quitPending.insert(index)
         } else if slot.retiring && !shuttingDown {
-            // Scaled down: its queue was drained before the quit; remove queue and slot.
-            try? slot.queue.remove()
+            // Scaled down: its queue was drained before the quit; remove queue and slot (a shared
+            // queue stays: the others read it).
+            if !sharesQueue { try? slot.queue.remove() }
             slot.removed = true
             slots[index] = slot
             while let last = slots.last, last.removed { slots.removeLast() }
@@ -341,8 +368,13 @@ final class Supervisor {
                 logger.info("scale up: slot \(index) kept", metadata: ["workers": "\(active + 1)"])
             } else {
                 do {
-                    let queue = try Self.createQueue()
-                    _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
+                    let queue: MessageQueue
+                    if sharesQueue, let existing = slots.first?.queue {
+                        queue = existing
+                    } else {
+                        queue = try Self.createQueue()
+                        _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
+                    }
                     slots.append(WorkerSlot(index: slots.count, queue: queue))
                     try spawn(slots.count - 1)
                     logger.info("scale up: added slot \(slots.count - 1)", metadata: ["workers": "\(active + 1)"])
@@ -373,7 +405,19 @@ final class Supervisor {
                 quitPending.insert(index)
             }
         }
-        if !quitPending.isEmpty {
+        if !quitPending.isEmpty && sharesQueue {
+            // A quit message in a shared queue would stop whichever worker takes it: ask this one
+            // with SIGTERM (finish the job in hand, then exit), repeated until it has gone, since
+            // a signal landing just before it blocks in msgrcv is only seen after its next job.
+            let now = monotonicNanoseconds()
+            for index in quitPending {
+                guard slots.indices.contains(index), let pid = slots[index].pid else { continue }
+                if now - (termSentAt[index] ?? 0) >= 500_000_000 {
+                    termSentAt[index] = now
+                    ChildProcess.signal(pid, SIGTERM)
+                }
+            }
+        } else if !quitPending.isEmpty {
             // A slot waiting for its replacement worker gets its quit once that worker runs.
             let waiting = quitPending.filter { slots.indices.contains($0) && slots[$0].pid == nil && !slots[$0].removed }
             let retry = sendQuit(to: Array(quitPending.subtracting(waiting)), buffer: buffer)
@@ -387,6 +431,8 @@ final class Supervisor {
     }
 
     private var rollingWasActive = false
+    /// Shared queue: when each retiring worker was last sent SIGTERM.
+    private var termSentAt: [Int: Int64] = [:]
 
     /// True while something needs another tick soon (quit retries, a restart in progress).
     var needsTick: Bool { !quitPending.isEmpty || isRollingRestart }
@@ -471,12 +517,11 @@ final class Supervisor {
 
     /// Removes every queue. Only the master calls this, once, after its workers are reaped.
     func removeQueues() {
-        for slot in slots where !slot.removed {
-            do { try slot.queue.remove() } catch {
-                logger.warning("could not remove queue", metadata: ["queue": "\(slot.queue.id)", "error": "\(error)"])
+        for queue in allQueues {
+            do { try queue.remove() } catch {
+                logger.warning("could not remove queue", metadata: ["queue": "\(queue.id)", "error": "\(error)"])
             }
         }
-        if let replyQueue { try? replyQueue.remove() }
         doorbell?.close()
         unlink(configuration.stateFilePath)
     }

@@ -36,6 +36,10 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     ChildProcess.closeDescriptors(except: env.keepDescriptors)
     ChildProcess.setName("pool-worker")
     LogFile.enableReopenOnSignal()
+    // SIGTERM asks for a graceful exit: finish the job in hand, then leave. That is how the master
+    // retires one particular worker when several share a queue (a quit message would go to
+    // whichever worker takes it). A worker stuck in a job is SIGKILLed after a grace period.
+    _ = try? Signals.install([SIGTERM])
     let pid = getpid()
     var logger = env.logger
     logger[metadataKey: "slot"] = "\(env.slot)"
@@ -48,9 +52,15 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
 
     logger.debug("worker started", metadata: ["queue": "\(env.queue.id)"])
     while true {
+        if Signals.take(SIGTERM) > 0 {
+            logger.info("worker exiting on SIGTERM")
+            ChildProcess.exitImmediately(WorkerExit.normal)
+        }
         let received: (type: Int, length: Int)?
         do {
-            received = try env.queue.receive(into: inbox, nowait: false)
+            received = try env.queue.receive(into: inbox, nowait: false, retryOnInterrupt: false)
+        } catch let error as SystemError where error.errno == .interrupted {
+            continue
         } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
             logger.error("queue removed under the worker; exiting so the master can recreate it", metadata: ["error": "\(error)"])
             ChildProcess.exitImmediately(WorkerExit.queueGone)

@@ -72,12 +72,15 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
     /// type ≤ |type|) into `buffer.text`.
     ///
     /// Returns `nil` when `nowait` is set and nothing is waiting (ENOMSG). A message larger than
-    /// the buffer throws E2BIG and stays in the queue: messages are never truncated.
+    /// the buffer throws E2BIG and stays in the queue: messages are never truncated. With
+    /// `retryOnInterrupt` false a signal makes it throw EINTR (msgrcv is never restarted by
+    /// SA_RESTART), so a blocked worker can notice a request to stop.
     ///
     /// The corresponding C function is `msgrcv`.
-    public func receive(into buffer: MessageBuffer, type: Int = 0, nowait: Bool) throws -> (type: Int, length: Int)? {
+    public func receive(into buffer: MessageBuffer, type: Int = 0, nowait: Bool,
+                        retryOnInterrupt: Bool = true) throws -> (type: Int, length: Int)? {
         var received = 0
-        let result = valueOrErrno("msgrcv") {
+        let result = valueOrErrno("msgrcv", retryOnInterrupt: retryOnInterrupt) {
             csysv_msgrcv(id, buffer.base, buffer.capacity, type, nowait ? 1 : 0, &received)
         }
         switch result {

@@ -1,0 +1,96 @@
+import Foundation
+import Glibc
+import Pool
+import Testing
+
+/// `--dispatch shared`: one queue that every worker reads.
+@Suite(.serialized) struct SharedDispatchTests {
+    private func status(_ server: TestServer) throws -> [String: Any] {
+        let text = try ControlClient.send("status json", controlSocket: server.socketPath + ".ctl")
+        return try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    private func workers(_ server: TestServer) throws -> [[String: Any]] {
+        try #require(try status(server)["workers"] as? [[String: Any]])
+    }
+
+    private func expectClean(_ server: TestServer) throws {
+        let queues = Set(try workers(server).compactMap { ($0["queue_id"] as? Int).map(Int32.init) })
+        let pids = server.workerPIDs
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0)
+        #expect(existingQueueIDs().isDisjoint(with: queues))
+        #expect(pids.allSatisfy { !processIsAlive($0) })
+        #expect(!FileManager.default.fileExists(atPath: server.socketPath))
+    }
+
+    @Test func everyWorkerReadsOneQueueAndAFreeWorkerTakesTheNextJob() throws {
+        let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--dispatch", "shared"])
+        let slots = try workers(server)
+        #expect(slots.count == 2)
+        #expect(Set(slots.compactMap { $0["queue_id"] as? Int }).count == 1)
+        #expect(server.queueIDs.count == 2) // the shared job queue, logged once per slot
+        let client = try PoolClient(socketPath: server.socketPath)
+        let replies = try client.pipeline(["sleep:700", "a", "b", "c", "d"].map(\.bytes))
+        #expect(replies.map(\.statusByte) == [0, 0, 0, 0, 0])
+        #expect(replies.map { String(decoding: $0.body, as: UTF8.self) } == ["sleep:700", "a", "b", "c", "d"])
+        // Round-robin would have queued two of the fast jobs behind the sleep; here the free
+        // worker took all four.
+        let jobs = try workers(server).compactMap { $0["jobs_handled"] as? Int }.sorted()
+        #expect(jobs == [1, 4])
+        try expectClean(server)
+    }
+
+    @Test func pipelinedRequestsAreAllAnsweredInOrder() throws {
+        let server = try TestServer(["--workers", "3", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "echo", "--dispatch", "shared"])
+        let client = try PoolClient(socketPath: server.socketPath)
+        let payloads = (0..<3000).map { "m\($0)".bytes }
+        let replies = try client.pipeline(payloads)
+        #expect(replies.allSatisfy { $0.isOK })
+        #expect(replies.map(\.body) == payloads)
+        try expectClean(server)
+    }
+
+    @Test func aCrashAnswersWorkerDiedForThatRequestOnly() throws {
+        let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--dispatch", "shared"])
+        let client = try PoolClient(socketPath: server.socketPath)
+        let replies = try client.pipeline(["a", "crash", "b", "c"].map(\.bytes))
+        #expect(replies.map(\.statusByte) == [0, 5, 0, 0])
+        #expect(waitUntil { server.workerPIDs.count == 2 })
+        #expect(try client.request("after".bytes).body == "after".bytes)
+        try expectClean(server)
+    }
+
+    @Test func rollingRestartAndScalingRetireTheRightWorkersWithoutLoss() throws {
+        let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--dispatch", "shared"])
+        let before = Set(server.workerPIDs)
+        #expect(before.count == 2)
+        // A rolling restart while a job runs: the job finishes (SIGTERM is graceful), every pid changes.
+        let client = try PoolClient(socketPath: server.socketPath)
+        try client.send("sleep:400".bytes)
+        usleep(100_000)
+        server.signal(SIGHUP)
+        #expect(try client.receive().statusByte == 0)
+        #expect(waitUntil(timeout: 20) {
+            let now = Set(server.workerPIDs)
+            return now.count == 2 && now.isDisjoint(with: before)
+                && ((try? status(server)["rolling_restart"] as? Bool) ?? true) == false
+        })
+        // Scale to 3 and back to 1: still one queue; work keeps flowing.
+        server.signal(SIGTTIN)
+        #expect(waitUntil { server.workerPIDs.count == 3 })
+        #expect(Set(try workers(server).compactMap { $0["queue_id"] as? Int }).count == 1)
+        // One signal at a time: signals of one kind sent back to back may arrive as one.
+        server.signal(SIGTTOU)
+        #expect(waitUntil(timeout: 20) { server.workerPIDs.count == 2 && ((try? workers(server).count) ?? 0) == 2 })
+        server.signal(SIGTTOU)
+        #expect(waitUntil(timeout: 20) { server.workerPIDs.count == 1 && ((try? workers(server).count) ?? 0) == 1 })
+        let replies = try client.pipeline((0..<200).map { "x\($0)".bytes })
+        #expect(replies.allSatisfy { $0.isOK })
+        try expectClean(server)
+    }
+}
