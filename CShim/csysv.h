@@ -244,6 +244,7 @@ static inline pid_t csysv_fork(int pdeathsig, int options) {
     return pid;
 }
 
+/// Ends the calling process at once with `status`: no atexit handlers, no stdio flush.
 /// Why C: `_exit` is declared `noreturn` and Swift's import of it is fine, but keeping it beside
 /// fork documents that workers never run atexit handlers or the master's cleanup.
 static inline void csysv_exit_now(int status) { _exit(status); }
@@ -252,11 +253,16 @@ static inline void csysv_exit_now(int status) { _exit(status); }
 /// Why C: keeps WNOHANG (a macro) and the status out-parameter in one place.
 static inline pid_t csysv_waitpid_nohang(pid_t pid, int *status) { return waitpid(pid, status, WNOHANG); }
 
+/// Nonzero if the wait status is of a child that exited normally (`WIFEXITED`).
 /// Why C: each wait-status test is a macro (W*), which Swift cannot call.
 static inline int csysv_wifexited(int status) { return WIFEXITED(status); }
+/// The exit status, 0…255, of a child that exited normally (`WEXITSTATUS`). Why C: a macro.
 static inline int csysv_wexitstatus(int status) { return WEXITSTATUS(status); }
+/// Nonzero if the child was killed by a signal (`WIFSIGNALED`). Why C: a macro.
 static inline int csysv_wifsignaled(int status) { return WIFSIGNALED(status); }
+/// The signal number that killed the child (`WTERMSIG`). Why C: a macro.
 static inline int csysv_wtermsig(int status) { return WTERMSIG(status); }
+/// Nonzero if the killed child dumped core (`WCOREDUMP`). Why C: a macro.
 static inline int csysv_wcoredump(int status) { return WCOREDUMP(status); }
 
 /// Asks the kernel to send `signo` to the caller when its parent thread dies.
@@ -302,6 +308,7 @@ static inline int csysv_thread_count(void) {
 
 // MARK: - File descriptors and sockets
 
+/// Turns `O_NONBLOCK` on (`on` nonzero) or off for `fd`. Returns 0, or -1 with errno.
 /// Why C: fcntl is variadic.
 static inline int csysv_set_nonblocking(int fd, int on) {
     int flags = fcntl(fd, F_GETFL);
@@ -310,6 +317,7 @@ static inline int csysv_set_nonblocking(int fd, int on) {
     return fcntl(fd, F_SETFL, flags);
 }
 
+/// Turns `FD_CLOEXEC` on (`on` nonzero) or off for `fd`. Returns 0, or -1 with errno.
 /// Why C: fcntl is variadic.
 static inline int csysv_set_cloexec(int fd, int on) {
     int flags = fcntl(fd, F_GETFD);
@@ -354,6 +362,7 @@ static inline int csysv_connect_unix(int fd, const char *path) {
 }
 
 // Declared by glibc only under _GNU_SOURCE (see the top of this file); same prototype.
+/// glibc's accept4(2), used by `csysv_accept`.
 extern int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 
 /// Accepts a connection as non-blocking and close-on-exec; the peer address is not needed.
@@ -423,25 +432,35 @@ enum { CSYSV_SLOT_EMPTY = 0, CSYSV_SLOT_IDLE = 1, CSYSV_SLOT_BUSY = 2 };
 
 _Static_assert(sizeof(csysv_slot) == 32, "csysv_slot layout is shared between processes");
 
+/// Worker, before running the handler: busy with `job` since `now_ns` (CLOCK_MONOTONIC nanoseconds).
+/// The state is stored last with release ordering, so a reader that sees BUSY sees this job.
 /// Why C: Swift has no atomics on raw shared memory without a package; these are C11 builtins.
 static inline void csysv_slot_begin(csysv_slot *s, uint64_t job, int64_t now_ns) {
     __atomic_store_n(&s->job, job, __ATOMIC_RELAXED);
     __atomic_store_n(&s->started_ns, now_ns, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, CSYSV_SLOT_BUSY, __ATOMIC_RELEASE);
 }
+/// Worker, after the job (and its reply, if any): counts one more job done and marks the slot idle.
+/// Why C: C11 atomic builtins, as above.
 static inline void csysv_slot_end(csysv_slot *s) {
     __atomic_add_fetch(&s->jobs, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
 }
+/// Master, when process `pid` takes the slot: no jobs counted, no job, idle.
+/// Why C: C11 atomic builtins, as above.
 static inline void csysv_slot_reset(csysv_slot *s, int32_t pid) {
     __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
     __atomic_store_n(&s->jobs, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&s->job, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
 }
+/// The slot's state (CSYSV_SLOT_*), loaded with acquire ordering. Why C: C11 atomic builtin.
 static inline uint32_t csysv_slot_state(const csysv_slot *s) { return __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); }
+/// Id of the job being handled (valid while the state is BUSY). Why C: C11 atomic builtin.
 static inline uint64_t csysv_slot_job(const csysv_slot *s) { return __atomic_load_n(&s->job, __ATOMIC_RELAXED); }
+/// CLOCK_MONOTONIC time of the current job's start, in nanoseconds. Why C: C11 atomic builtin.
 static inline int64_t csysv_slot_started_ns(const csysv_slot *s) { return __atomic_load_n(&s->started_ns, __ATOMIC_RELAXED); }
+/// Jobs completed by the slot's current process. Why C: C11 atomic builtin.
 static inline uint64_t csysv_slot_jobs(const csysv_slot *s) { return __atomic_load_n(&s->jobs, __ATOMIC_RELAXED); }
 
 #endif

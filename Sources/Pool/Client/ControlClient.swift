@@ -4,6 +4,8 @@ import Glibc
 /// answer, then the master closes. Commands: `status [table|json|prometheus]`, `reload`,
 /// `scale N`, `stop`.
 public enum ControlClient {
+    /// Sends one command line to the control socket at `path` and returns the master's whole
+    /// answer, read until it closes. `timeout` is in seconds and applies to each read.
     public static func send(_ command: String, controlSocket path: String, timeout: Double = 10) throws -> String {
         let socket = try SocketFD.unixStream(nonBlocking: false)
         defer { socket.close() }

@@ -13,13 +13,17 @@ public final class PoolClient {
     public struct Response: Equatable, Sendable {
         /// The raw status byte (see `ResponseStatus`); unknown values are kept as they came.
         public var statusByte: UInt8
+        /// The body: the handler's output, an error message, or empty.
         public var body: [UInt8]
+        /// The decoded status, or `nil` for a byte this client does not know.
         public var status: ResponseStatus? { ResponseStatus(rawValue: statusByte) }
+        /// Whether the status is `ok` (0).
         public var isOK: Bool { statusByte == ResponseStatus.ok.rawValue }
     }
 
     /// The server closed the connection or sent something that is not a response.
     public struct ProtocolError: Error, CustomStringConvertible, Sendable {
+        /// What went wrong: closed, reset, timed out, or an unexpected frame.
         public let description: String
     }
 

@@ -13,8 +13,11 @@ public struct WorkerContext: Sendable {
 
 /// An error a handler throws to answer a request with status 1 and a message.
 public struct HandlerError: Error, Sendable, CustomStringConvertible {
+    /// The text sent back as the body of the status-1 response.
     public let message: String
+    /// Creates an error that answers with `message`.
     public init(_ message: String) { self.message = message }
+    /// The message itself.
     public var description: String { message }
 }
 
@@ -36,6 +39,7 @@ public enum BuiltinHandler: String, CaseIterable, Sendable {
     /// `fail:MSG` throws MSG, `exit:N` exits with status N; anything else is echoed.
     case sim
 
+    /// The factory that builds this handler in each worker.
     public var factory: MessageHandlerFactory {
         switch self {
         case .log:

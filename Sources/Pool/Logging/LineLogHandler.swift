@@ -7,10 +7,14 @@ import Logging
 /// could be printed again by every worker. One unbuffered write per line also keeps lines from
 /// different processes sharing the fd whole (up to PIPE_BUF).
 public struct LineLogHandler: LogHandler {
+    /// `text`: `time level label[pid]: message key=value`; `json`: one JSON object per line.
     public enum Format: String, Sendable, CaseIterable { case text, json }
 
+    /// Entries below this level are dropped.
     public var logLevel: Logger.Level
+    /// Metadata added to every entry; an entry's own metadata wins on a key conflict.
     public var metadata: Logger.Metadata = [:]
+    /// Part of swift-log's `LogHandler` interface; stored, but this handler does not call it.
     public var metadataProvider: Logger.MetadataProvider?
     private let label: String
     private let format: Format
@@ -24,11 +28,14 @@ public struct LineLogHandler: LogHandler {
         self.fd = fd
     }
 
+    /// One entry of `metadata`.
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
+    /// Formats `event` as one line and writes it to `fd()` with `write(2)`, first reopening the log
+    /// file if SIGUSR1 asked for it.
     public func log(event: LogEvent) {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { $1 } }

@@ -7,22 +7,33 @@
 /// u16 slot, body.
 /// Quit (master → worker, mtype `quitType`): no text. Control never travels as payload.
 public enum JobCodec {
+    /// `mtype` of a job message (master → worker).
     public static let jobType = 1
+    /// `mtype` of a quit message (master → worker); it carries no text.
     public static let quitType = 2
+    /// `mtype` of a reply message (worker → master); replies use their own queue, so it may equal `jobType`.
     public static let replyType = 1
 
     /// Bytes of a job record header; a queue message carries at most `msgmax − headerBytes` of payload.
     public static let headerBytes = 16
 
+    /// A decoded job record.
     public struct Job: Equatable, Sendable {
+        /// The request id the master assigned; the reply carries it back.
         public var id: UInt64
+        /// Byte offsets of the payload within the message text.
         public var payload: Range<Int>
     }
 
+    /// A decoded reply record.
     public struct Reply: Equatable, Sendable {
+        /// The id of the job this answers.
         public var id: UInt64
+        /// The outcome; an unknown status byte decodes as `handlerError`.
         public var status: ResponseStatus
+        /// The slot of the worker that sent it.
         public var slot: Int
+        /// Byte offsets of the body within the message text.
         public var body: Range<Int>
     }
 

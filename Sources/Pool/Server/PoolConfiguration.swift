@@ -28,10 +28,16 @@ public struct PoolConfiguration: Sendable {
         case shared
     }
 
+    /// Path of the listening Unix socket (`--socket`); at most 103 bytes, so that `<socket>.ctl`
+    /// still fits in `sun_path`.
     public var socketPath: String = "pool.sock"
+    /// How a worker is chosen for each message (`--dispatch`).
     public var dispatch: DispatchStrategy = .roundRobin
+    /// Number of worker processes, 1…1024 (`--workers`).
     public var workers: Int = 3
+    /// The client protocol on the listening socket (`--protocol`).
     public var wireProtocol: WireProtocol = .oneshot
+    /// Whether clients get `ok` once queued or the handler's output (`--reply`).
     public var replyMode: ReplyMode = .ack
     /// Largest accepted message; `nil` = the most one queue message holds (`msgmax` − 16).
     public var maxMessage: Int? = nil
@@ -55,6 +61,8 @@ public struct PoolConfiguration: Sendable {
     public var jobTimeout: Double? = nil
     /// Jobs a worker handles before it is replaced (`nil` = forever), plus up to this much jitter.
     public var maxJobs: Int? = nil
+    /// Up to this many extra jobs, drawn at random for each worker process, so recycled workers do
+    /// not all restart together (`--max-jobs-jitter`).
     public var maxJobsJitter: Int = 0
     /// UIDs allowed to connect (SO_PEERCRED); `nil` = anyone the socket mode lets in.
     public var allowedUIDs: [uid_t]? = nil
@@ -67,12 +75,15 @@ public struct PoolConfiguration: Sendable {
     /// The state file in effect.
     public var stateFilePath: String { stateFile ?? PoolState.defaultPath(forSocket: socketPath) }
 
+    /// The defaults: `pool.sock`, 3 workers, oneshot, ack, round-robin.
     public init() {}
 }
 
 /// A configuration that cannot run, with the reason.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    /// What is wrong, naming the flag or kernel limit involved.
     public let description: String
+    /// Creates an error with the message shown to the operator.
     public init(_ description: String) { self.description = description }
 }
 

@@ -16,6 +16,7 @@ import Logging
 /// Dispatch, no `Task`, no async main before it. Each worker builds its own handler with the
 /// factory after fork and calls it on every message.
 public final class PoolServer {
+    /// The configuration the pool runs with; `run()` validates it against the kernel's limits.
     public let configuration: PoolConfiguration
     private let makeHandler: MessageHandlerFactory
     private let logger: Logger

@@ -2,32 +2,51 @@ import Glibc
 
 /// A point-in-time view of a running pool, as `pool-server status` prints it.
 public struct StatusReport: Sendable {
+    /// One worker slot's row of the report.
     public struct Worker: Sendable {
+        /// The slot index (from 0); a respawned worker keeps its slot and queue.
         public var slot: Int
+        /// The slot's current process, or `nil` while it waits for a respawn.
         public var pid: pid_t?
         /// idle, busy, starting (waiting for a respawn), retiring.
         public var state: String
+        /// Jobs finished by the current process (starts at 0 for each new process).
         public var jobsHandled: UInt64
+        /// Times the slot's worker process was replaced.
         public var restarts: Int
         /// Seconds the current job has run (busy only).
         public var jobAge: Double?
+        /// The slot's System V queue id, as `ipcs -q` shows it.
         public var queueID: Int32
+        /// Messages waiting in the slot's queue (IPC_STAT).
         public var queueMessages: Int
+        /// Bytes of text waiting in the slot's queue (IPC_STAT).
         public var queueBytes: Int
+        /// Resident memory of the worker in bytes, from /proc; `nil` without a process.
         public var rssBytes: Int?
     }
 
+    /// The master's pid.
     public var pid: pid_t
+    /// Seconds since the master started.
     public var uptime: Double
+    /// The client protocol: `oneshot` or `framed`.
     public var wireProtocol: String
+    /// The reply mode: `ack` or `result`.
     public var replyMode: String
+    /// The dispatch strategy: `round-robin`, `least-busy` or `shared`.
     public var dispatch: String
+    /// Client connections accepted since start, including those then refused or answered busy.
     public var acceptedConnections: Int
+    /// Client connections open now (control connections not counted).
     public var activeConnections: Int
     /// Responses written, by status name (ok, busy, …).
     public var responses: [(status: String, count: Int)]
+    /// Result mode: requests held in the master because every queue was full (at most `--max-backlog`).
     public var heldRequests: Int
+    /// Whether a rolling restart (SIGHUP or `reload`) is in progress.
     public var rollingRestart: Bool
+    /// One entry per worker slot, in slot order, retiring ones included.
     public var workers: [Worker]
 
     /// A human-readable table.

@@ -6,11 +6,17 @@ import Glibc
 /// Format: one `key=value` per line — `pid`, `uid`, `socket`, and one `queue=ID:CTIME` per queue
 /// (CTIME is the queue's `msg_ctime`, which tells a reused id from ours).
 public struct PoolState: Equatable, Sendable {
+    /// The master's process id; while it runs a pool master, recovery touches nothing.
     public var pid: pid_t
+    /// The user id the master ran as (`getuid()`).
     public var uid: uid_t
+    /// The listening socket the master served (`--socket`).
     public var socketPath: String
+    /// Every queue the master created: its id and its `msg_ctime` (seconds since the epoch),
+    /// which tells our queue from a newer one that reused the id.
     public var queues: [(id: Int32, changeTime: Int)]
 
+    /// Creates the record of a master's pid, uid, socket and queues.
     public init(pid: pid_t, uid: uid_t, socketPath: String, queues: [(id: Int32, changeTime: Int)]) {
         self.pid = pid
         self.uid = uid
@@ -18,6 +24,7 @@ public struct PoolState: Equatable, Sendable {
         self.queues = queues
     }
 
+    /// Field-by-field equality (spelled out because tuples, as in `queues`, are not `Equatable`).
     public static func == (a: PoolState, b: PoolState) -> Bool {
         a.pid == b.pid && a.uid == b.uid && a.socketPath == b.socketPath
             && a.queues.map(\.id) == b.queues.map(\.id) && a.queues.map(\.changeTime) == b.queues.map(\.changeTime)
@@ -26,12 +33,15 @@ public struct PoolState: Equatable, Sendable {
     /// The state file used for a socket when `--state-file` is not given.
     public static func defaultPath(forSocket socket: String) -> String { socket + ".state" }
 
+    /// The file's text: `pid=`, `uid=` and `socket=` lines, then one `queue=ID:CTIME` line per queue.
     public func encoded() -> String {
         var text = "pid=\(pid)\nuid=\(uid)\nsocket=\(socketPath)\n"
         for queue in queues { text += "queue=\(queue.id):\(queue.changeTime)\n" }
         return text
     }
 
+    /// Parses text written by `encoded()`; `nil` if `pid` or `uid` is missing or a `queue` line is
+    /// malformed. Unknown keys are ignored.
     public static func decode(_ text: String) -> PoolState? {
         var pid: pid_t?, uid: uid_t?, socket = ""
         var queues: [(id: Int32, changeTime: Int)] = []
@@ -73,6 +83,7 @@ public struct PoolState: Equatable, Sendable {
         }
     }
 
+    /// Reads and decodes the state file at `path`; `nil` if it is missing, unreadable or malformed.
     public static func read(from path: String) -> PoolState? {
         readSmallFile(path).flatMap(decode)
     }
@@ -82,15 +93,22 @@ public struct PoolState: Equatable, Sendable {
 public struct RecoveryReport: Sendable {
     /// The recorded master is still running: nothing was touched.
     public var liveMaster: pid_t?
+    /// Ids of the dead master's queues that were removed.
     public var removedQueues: [Int32] = []
     /// Recorded queues left alone: gone already, or no longer ours (reused id, other owner).
     public var skippedQueues: [(id: Int32, reason: String)] = []
+    /// A stale listening socket (nobody accepting on it) was unlinked.
     public var removedSocket = false
+    /// A stale control socket (`<socket>.ctl`) was unlinked.
     public var removedControlSocket = false
+    /// The state file was unlinked.
     public var removedStateFile = false
 
+    /// Nothing was removed (skipped queues and a live master do not count).
     public var isEmpty: Bool { removedQueues.isEmpty && !removedSocket && !removedControlSocket && !removedStateFile }
 
+    /// One human-readable line per action, as `pool-server cleanup` prints them; a single refusal
+    /// line when the recorded master is alive.
     public var lines: [String] {
         if let liveMaster { return ["master pid \(liveMaster) is running; nothing removed (stop it first)"] }
         var out = removedQueues.map { "removed queue \($0)" }

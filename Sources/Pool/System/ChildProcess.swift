@@ -3,7 +3,9 @@ import Glibc
 
 /// How a child ended, decoded from a wait status.
 public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
+    /// The process exited with this status (-1 if the wait status showed neither exit nor signal).
     case exited(Int32)
+    /// The process was killed by this signal number; `coreDumped` if it left a core.
     case signaled(Int32, coreDumped: Bool)
 
     init(waitStatus status: Int32) {
@@ -14,6 +16,7 @@ public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// `exit N` or `signal N`, plus `(core dumped)` when a core was written.
     public var description: String {
         switch self {
         case .exited(let code): return "exit \(code)"

@@ -6,16 +6,25 @@ import SystemPackage
 /// explicitly (stop reading a connection for backpressure, watch writability only while output
 /// is pending), which keeps the state visible in one place.
 public final class Epoll {
+    /// Interest and readiness bits (`EPOLL*`).
     public struct Events: OptionSet, Sendable {
+        /// The `epoll_event.events` bit mask.
         public let rawValue: UInt32
+        /// Wraps a raw `EPOLL*` mask.
         public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// Data to read, end of stream, or a pending connection on a listener (`EPOLLIN`).
         public static let readable = Events(rawValue: EPOLLIN.rawValue)
+        /// Room to write (`EPOLLOUT`).
         public static let writable = Events(rawValue: EPOLLOUT.rawValue)
+        /// Both directions are closed (`EPOLLHUP`); reported even when not asked for.
         public static let hangup = Events(rawValue: EPOLLHUP.rawValue)
+        /// An error is pending on the descriptor (`EPOLLERR`); reported even when not asked for.
         public static let error = Events(rawValue: EPOLLERR.rawValue)
+        /// The peer shut down its writing half (`EPOLLRDHUP`).
         public static let readHangup = Events(rawValue: EPOLLRDHUP.rawValue)
     }
 
+    /// The epoll descriptor itself, closed on deinit.
     public let fd: Int32
     private var events: [epoll_event]
 
@@ -72,6 +81,7 @@ public final class Epoll {
 
 /// An eventfd used as a doorbell: workers (or a signal handler) ring it, the loop drains it.
 public struct EventFD: Sendable {
+    /// The eventfd descriptor: the loop watches it with epoll, and forked workers inherit it to ring it.
     public let fd: Int32
 
     /// A non-blocking eventfd. Created before fork when workers must ring it; not close-on-exec
@@ -103,5 +113,8 @@ public struct EventFD: Sendable {
         return 0
     }
 
+    /// Closes the descriptor.
+    ///
+    /// The corresponding C function is `close`.
     public func close() { _ = Glibc.close(fd) }
 }

@@ -12,6 +12,7 @@ public final class MessageBuffer {
     /// Largest text this buffer holds.
     public var capacity: Int { text.count }
 
+    /// Allocates room for the `mtype` header plus `capacity` bytes of text (at most `msgmax` is useful).
     public init(capacity: Int) {
         let header = Int(csysv_msg_header_size())
         base = .allocate(byteCount: header + capacity, alignment: MemoryLayout<Int>.alignment)
@@ -23,12 +24,19 @@ public final class MessageBuffer {
 
 /// What IPC_STAT reports about a queue.
 public struct QueueStatus: Equatable, Sendable {
+    /// Messages in the queue (`msg_qnum`).
     public var messages: Int
+    /// Bytes of text in the queue (`__msg_cbytes`).
     public var bytes: Int
+    /// Capacity in bytes (`msg_qbytes`).
     public var capacityBytes: Int
+    /// Permission bits (within 0777).
     public var mode: Int32
+    /// The owner's user id.
     public var uid: uid_t
+    /// Pid of the last process to send (`msg_lspid`).
     public var lastSendPID: pid_t
+    /// Pid of the last process to receive (`msg_lrpid`).
     public var lastReceivePID: pid_t
     /// Creation time or last IPC_SET (`msg_ctime`), seconds since the epoch.
     public var changeTime: Int
@@ -42,8 +50,10 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
     /// The kernel's queue id (`msqid`), as `ipcs -q` shows it.
     public let id: Int32
 
+    /// Refers to an existing queue by id; creates nothing.
     public init(id: Int32) { self.id = id }
 
+    /// `queue ID`, for logs.
     public var description: String { "queue \(id)" }
 
     /// Creates a new private queue (`IPC_PRIVATE`) with permission bits `mode`.
@@ -136,6 +146,7 @@ public struct QueueLimits: Sendable, CustomStringConvertible {
             maxQueues: readProcInt("/proc/sys/kernel/msgmni") ?? 32000)
     }
 
+    /// `msgmax=… msgmnb=… msgmni=…`, as the start-up log shows the limits.
     public var description: String {
         "msgmax=\(maxMessageBytes) msgmnb=\(defaultQueueBytes) msgmni=\(maxQueues)"
     }

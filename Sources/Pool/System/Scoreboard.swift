@@ -5,9 +5,12 @@ import Glibc
 /// fork so every worker inherits it). Workers publish "busy with job X since T"; the master reads
 /// it to attribute a crash or a timeout to the right request, and for status.
 public final class Scoreboard {
+    /// A slot's published state (`CSYSV_SLOT_*`): `empty` before any process took the slot, `idle`
+    /// between jobs, `busy` while the handler runs.
     public enum SlotState: UInt32, Sendable { case empty = 0, idle = 1, busy = 2 }
 
     private let base: UnsafeMutablePointer<csysv_slot>
+    /// Number of slots.
     public let count: Int
 
     /// The corresponding C function is `mmap`.
@@ -28,8 +31,12 @@ public final class Scoreboard {
     /// Called by the worker after the job's reply (if any) is sent.
     public func end(_ slot: Int) { csysv_slot_end(base + slot) }
 
+    /// The slot's state as its worker last published it; an unknown value reads as `.empty`.
     public func state(_ slot: Int) -> SlotState { SlotState(rawValue: csysv_slot_state(base + slot)) ?? .empty }
+    /// Id of the job the slot's worker is running (meaningful while `state` is `.busy`).
     public func job(_ slot: Int) -> UInt64 { csysv_slot_job(base + slot) }
+    /// When the current job began, in `monotonicNanoseconds()` (CLOCK_MONOTONIC, nanoseconds).
     public func jobStartedNanoseconds(_ slot: Int) -> Int64 { csysv_slot_started_ns(base + slot) }
+    /// Jobs finished by the slot's current process (reset to 0 when a new process takes the slot).
     public func jobsHandled(_ slot: Int) -> UInt64 { csysv_slot_jobs(base + slot) }
 }

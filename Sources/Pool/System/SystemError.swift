@@ -9,11 +9,13 @@ public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
     /// The error number the call set.
     public let errno: Errno
 
+    /// Records that `call` failed with `errno`.
     public init(_ call: String, _ errno: Errno) {
         self.call = call
         self.errno = errno
     }
 
+    /// `call: error (errno N)`, as log lines show it.
     public var description: String { "\(call): \(errno) (errno \(errno.rawValue))" }
 }
 

@@ -4,6 +4,7 @@ import Glibc
 /// The sd_notify protocol without libsystemd: datagrams of `KEY=VALUE` lines to $NOTIFY_SOCKET.
 /// A no-op when the variable is unset (not started by systemd).
 public struct SystemdNotifier: Sendable {
+    /// The `NOTIFY_SOCKET` address (`@` prefix: abstract namespace), or `nil` when not run by systemd.
     public let socketPath: String?
 
     /// Reads NOTIFY_SOCKET once, at start-up (the master unsets nothing: workers never notify).
@@ -24,6 +25,7 @@ public struct SystemdNotifier: Sendable {
 
 /// Sockets passed by systemd socket activation ($LISTEN_PID / $LISTEN_FDS, first fd 3).
 public enum SocketActivation {
+    /// The first passed descriptor (`SD_LISTEN_FDS_START`); the others follow it in order.
     public static let firstDescriptor: Int32 = 3
 
     /// The inherited listening descriptors for this process, or empty. Unsets the variables so

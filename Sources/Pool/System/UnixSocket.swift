@@ -7,8 +7,10 @@ public let unixSocketPathMax = Int(csysv_sun_path_max())
 
 /// A stream socket file descriptor the caller owns (close it with `close()`).
 public struct SocketFD: Hashable, Sendable {
+    /// The descriptor number.
     public let raw: Int32
 
+    /// Wraps a descriptor that is already open (an accepted or systemd-passed socket); nothing is duplicated.
     public init(raw: Int32) { self.raw = raw }
 
     /// A new `AF_UNIX` stream socket, close-on-exec, optionally non-blocking.
