@@ -6,7 +6,7 @@ import Logging
 /// blocking: every socket is non-blocking, every `msgsnd`/`msgrcv` uses IPC_NOWAIT, and every
 /// wait is `epoll_wait` with a timeout derived from the next deadline.
 final class Master {
-    private enum Phase: Equatable {
+    enum Phase: Equatable {
         case running
         /// Stopped accepting; finishing connections in progress.
         case draining
@@ -18,18 +18,18 @@ final class Master {
     }
 
     /// Where a result-mode reply goes.
-    private struct Route {
+    struct Route {
         var connection: UInt64
         var sequence: UInt64
     }
 
     /// A result-mode job held while every queue is full.
-    private struct Held {
+    struct Held {
         var id: UInt64
         var payload: [UInt8]
     }
 
-    private enum Token {
+    enum Token {
         static let listener: UInt64 = 1
         static let signals: UInt64 = 2
         static let doorbell: UInt64 = 3
@@ -40,38 +40,38 @@ final class Master {
     /// A client that does not read its responses stops being read above this much unwritten output.
     static let outputHighWater = 1 << 20
 
-    private let configuration: PoolConfiguration
-    private let maxMessage: Int
-    private let logger: Logger
-    private let epoll: Epoll
-    private let wake: EventFD
-    private let supervisor: Supervisor
-    private var listener: Listener?
+    let configuration: PoolConfiguration
+    let maxMessage: Int
+    let logger: Logger
+    let epoll: Epoll
+    let wake: EventFD
+    let supervisor: Supervisor
+    var listener: Listener?
     /// The operator's channel (`<socket>.ctl`): status, reload, scale, stop.
-    private var control: Listener?
-    private var controlConnections: Set<UInt64> = []
-    private let notifier: SystemdNotifier
-    private let startedAt = monotonicNanoseconds()
-    private var dispatcher: Dispatcher
-    private var connections: [UInt64: Connection] = [:]
-    private var nextConnectionKey = Token.firstConnection
-    private var nextRequestID: UInt64 = 1
-    private var routes: [UInt64: Route] = [:]
-    private var held = FIFO<Held>()
-    private var dirty: [Connection] = []
-    private let sendBuffer: MessageBuffer
-    private let receiveBuffer: MessageBuffer
-    private var responseScratch: [UInt8] = []
+    var control: Listener?
+    var controlConnections: Set<UInt64> = []
+    let notifier: SystemdNotifier
+    let startedAt = monotonicNanoseconds()
+    var dispatcher: Dispatcher
+    var connections: [UInt64: Connection] = [:]
+    var nextConnectionKey = Token.firstConnection
+    var nextRequestID: UInt64 = 1
+    var routes: [UInt64: Route] = [:]
+    var held = FIFO<Held>()
+    var dirty: [Connection] = []
+    let sendBuffer: MessageBuffer
+    let receiveBuffer: MessageBuffer
+    var responseScratch: [UInt8] = []
     /// Kept open so that at EMFILE we can close it, accept, and shed the connection.
-    private var spareFD: Int32
-    private var phase = Phase.running
-    private var deadline: Int64 = .max
+    var spareFD: Int32
+    var phase = Phase.running
+    var deadline: Int64 = .max
     /// Workers that have been sent their quit message (shutdown).
-    private var quitSent: Set<pid_t> = []
-    private var nextIdleScan: Int64 = 0
-    private var nextRespawn: Int64? = nil
-    private let idleTimeoutNanoseconds: Int64
-    private let idleScanInterval: Int64
+    var quitSent: Set<pid_t> = []
+    var nextIdleScan: Int64 = 0
+    var nextRespawn: Int64? = nil
+    let idleTimeoutNanoseconds: Int64
+    let idleScanInterval: Int64
 
     private(set) var accepted = 0
     private(set) var statusCounts = [Int](repeating: 0, count: 8)
@@ -129,7 +129,7 @@ final class Master {
     }
 
     /// Milliseconds until the nearest deadline (idle scan, respawn, shutdown, held retry).
-    private func nextTimeout() -> Int32 {
+    func nextTimeout() -> Int32 {
         let now = monotonicNanoseconds()
         var until = nextIdleScan - now
         if let respawn = nextRespawn { until = min(until, respawn - now) }
@@ -139,7 +139,7 @@ final class Master {
         return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
     }
 
-    private func runTimers() {
+    func runTimers() {
         let now = monotonicNanoseconds()
         if phase == .running { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
@@ -158,7 +158,7 @@ final class Master {
     // MARK: - Signals and children
 
     /// Returns an exit status if a second stop signal forced an immediate exit.
-    private func handleSignals() -> Int32? {
+    func handleSignals() -> Int32? {
         if Signals.take(SIGCHLD) > 0 { reapChildren() }
         if Signals.take(SIGUSR1) > 0 { reopenLog() }
         if phase == .running {
@@ -175,7 +175,7 @@ final class Master {
         return forcedStop(reason: "second stop signal")
     }
 
-    private func reapChildren() {
+    func reapChildren() {
         while let (pid, status) = ChildProcess.reapAny() {
             // Replies a worker sent before it exited are in the reply queue: take them first so
             // they are delivered, not reported lost. Per child, since each may have exited after
@@ -202,7 +202,7 @@ final class Master {
 
     // MARK: - Accepting
 
-    private func acceptAll() {
+    func acceptAll() {
         guard let listener else { return }
         while true {
             let client: SocketFD?
@@ -251,7 +251,7 @@ final class Master {
 
     /// Out of descriptors: free the spare, take the waiting connection and close it so the client
     /// is not left hanging in the backlog and the listener does not spin.
-    private func shedOneConnection(_ listener: Listener) {
+    func shedOneConnection(_ listener: Listener) {
         logger.warning("out of file descriptors; closing a new connection (raise ulimit -n)")
         if spareFD >= 0 { Glibc.close(spareFD) }
         if let client = try? listener.socket.accept() {
@@ -261,7 +261,7 @@ final class Master {
     }
 
     /// Best-effort busy answer to a connection we will not serve, then close.
-    private func rejectBusy(_ client: SocketFD) {
+    func rejectBusy(_ client: SocketFD) {
         responseScratch.removeAll(keepingCapacity: true)
         encodeResponse(status: .busy, body: [], into: &responseScratch)
         responseScratch.withUnsafeBytes { _ = try? client.write($0) }
@@ -271,7 +271,7 @@ final class Master {
 
     // MARK: - Connections
 
-    private func connectionEvent(_ key: UInt64, _ events: Epoll.Events) {
+    func connectionEvent(_ key: UInt64, _ events: Epoll.Events) {
         guard let connection = connections[key] else { return }
         if controlConnections.contains(key) {
             controlEvent(connection, events)
@@ -294,7 +294,7 @@ final class Master {
         }
     }
 
-    private func readFramed(_ connection: Connection) {
+    func readFramed(_ connection: Connection) {
         let limit = FrameCodec.lengthBytes + maxMessage + 65_536
         while !connection.closeWhenDone && !connection.peerClosed && connection.inflight < configuration.maxInflight
                 && connection.output.readableCount < Self.outputHighWater {
@@ -320,7 +320,7 @@ final class Master {
         settle(connection)
     }
 
-    private func parseFrames(_ connection: Connection) {
+    func parseFrames(_ connection: Connection) {
         while !connection.closeWhenDone && connection.inflight < configuration.maxInflight
                 && connection.output.readableCount < Self.outputHighWater {
             let decoded = FrameCodec.decodeRequest(connection.input.readable, maxPayload: maxMessage)
@@ -343,7 +343,7 @@ final class Master {
         }
     }
 
-    private func readOneshot(_ connection: Connection) {
+    func readOneshot(_ connection: Connection) {
         guard !connection.messageTaken else {
             // Anything after the one message is ignored; only end of stream matters.
             drainAndIgnore(connection)
@@ -382,7 +382,7 @@ final class Master {
         settle(connection)
     }
 
-    private func drainAndIgnore(_ connection: Connection) {
+    func drainAndIgnore(_ connection: Connection) {
         var scratch = [UInt8](repeating: 0, count: 512)
         while true {
             let n: Int?? = scratch.withUnsafeMutableBytes { try? connection.fd.read(into: $0) }
@@ -392,7 +392,7 @@ final class Master {
     }
 
     /// Answers `status` in order and closes the connection once everything owed is written.
-    private func refuse(_ connection: Connection, status: ResponseStatus, body: String) {
+    func refuse(_ connection: Connection, status: ResponseStatus, body: String) {
         let sequence = connection.push(id: 0)
         _ = connection.resolve(sequence, status: status, body: Array(body.utf8))
         connection.closeWhenDone = true
@@ -403,7 +403,7 @@ final class Master {
     // MARK: - Requests
 
     /// Takes one complete request from a connection and sends it on its way.
-    private func accept(request payload: UnsafeRawBufferPointer, on connection: Connection) {
+    func accept(request payload: UnsafeRawBufferPointer, on connection: Connection) {
         let id = nextRequestID
         nextRequestID += 1
         let sequence = connection.push(id: id)
@@ -435,7 +435,7 @@ final class Master {
     }
 
     /// Encodes and queues one job; records it against the slot so a dying worker's job is found.
-    private func send(id: UInt64, payload: UnsafeRawBufferPointer) -> Dispatcher.Outcome {
+    func send(id: UInt64, payload: UnsafeRawBufferPointer) -> Dispatcher.Outcome {
         let length = JobCodec.encodeJob(id: id, payload: payload, into: sendBuffer.text, at: 0)
         let outcome = dispatcher.dispatch(sendBuffer, length: length, supervisor: supervisor)
         if case .queued(let slot) = outcome { supervisor.noteQueued(id, bytes: length, slot: slot) }
@@ -443,7 +443,7 @@ final class Master {
     }
 
     /// Retries held jobs in order until a queue is full again.
-    private func dispatchHeld() {
+    func dispatchHeld() {
         while let job = held.first {
             guard let route = routes[job.id], connections[route.connection] != nil else {
                 // Its client left: do not spend a worker on it.
@@ -458,7 +458,7 @@ final class Master {
     }
 
     /// Drains the reply queue (result mode). Called when the doorbell rings and before reaping.
-    private func drainReplies() {
+    func drainReplies() {
         guard let replyQueue = supervisor.replyQueue, let doorbell = supervisor.doorbell else { return }
         // Reset the doorbell before draining, so a reply sent after the drain rings it again.
         doorbell.drain()
@@ -485,18 +485,18 @@ final class Master {
         if !held.isEmpty { dispatchHeld() }
     }
 
-    private func deliver(_ route: Route, status: ResponseStatus, body: [UInt8]) {
+    func deliver(_ route: Route, status: ResponseStatus, body: [UInt8]) {
         guard let connection = connections[route.connection] else { return }
         answer(connection, route.sequence, status, body)
     }
 
-    private func answer(_ connection: Connection, _ sequence: UInt64, _ status: ResponseStatus, _ body: [UInt8]) {
+    func answer(_ connection: Connection, _ sequence: UInt64, _ status: ResponseStatus, _ body: [UInt8]) {
         guard connection.resolve(sequence, status: status, body: body) else { return }
         emitReady(connection)
     }
 
     /// Moves every in-order resolved response into the output buffer.
-    private func emitReady(_ connection: Connection) {
+    func emitReady(_ connection: Connection) {
         var emitted = false
         while let (status, body) = connection.popReady() {
             statusCounts[Int(status.rawValue)] += 1
@@ -511,7 +511,7 @@ final class Master {
         }
     }
 
-    private func encodeResponse(status: ResponseStatus, body: [UInt8], into out: inout [UInt8]) {
+    func encodeResponse(status: ResponseStatus, body: [UInt8], into out: inout [UInt8]) {
         switch configuration.wireProtocol {
         case .framed:
             body.withUnsafeBytes { FrameCodec.appendResponse(status: status, body: $0, to: &out) }
@@ -529,7 +529,7 @@ final class Master {
 
     // MARK: - Writing and closing
 
-    private func flushDirty() {
+    func flushDirty() {
         guard !dirty.isEmpty else { return }
         let batch = dirty
         dirty.removeAll(keepingCapacity: true)
@@ -540,7 +540,7 @@ final class Master {
         }
     }
 
-    private func flush(_ connection: Connection) {
+    func flush(_ connection: Connection) {
         while !connection.output.isEmpty {
             let n: Int?
             do { n = try connection.fd.write(connection.output.readable) } catch {
@@ -556,7 +556,7 @@ final class Master {
     }
 
     /// Closes a finished connection or updates what epoll watches for it.
-    private func settle(_ connection: Connection) {
+    func settle(_ connection: Connection) {
         guard connections[connection.key] != nil else { return }
         if configuration.wireProtocol == .framed && !connection.input.isEmpty
             && connection.inflight < configuration.maxInflight && !connection.closeWhenDone
@@ -615,7 +615,7 @@ final class Master {
         }
     }
 
-    private func close(_ connection: Connection, reason: String?) {
+    func close(_ connection: Connection, reason: String?) {
         guard connections.removeValue(forKey: connection.key) != nil else { return }
         controlConnections.remove(connection.key)
         if let reason, connection.inflight > 0 {
@@ -625,7 +625,7 @@ final class Master {
         connection.fd.close()
     }
 
-    private func closeIdleConnections(now: Int64) {
+    func closeIdleConnections(now: Int64) {
         for connection in connections.values where connection.isQuiescent {
             // Buffers of connections that went quiet go back to the allocator.
             if connection.input.isEmpty { connection.input.release() }
@@ -634,220 +634,5 @@ final class Master {
                 close(connection, reason: "idle timeout")
             }
         }
-    }
-
-    // MARK: - Operator channel
-
-    private func acceptControl() {
-        guard let control else { return }
-        while true {
-            let client: SocketFD?
-            do {
-                client = try control.socket.accept()
-            } catch let error as SystemError where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
-                // Same as the client socket: shed it, or the pending connection keeps the listener
-                // readable and the loop spins.
-                shedOneConnection(control)
-                return
-            } catch {
-                return
-            }
-            guard let client else { return }
-            let key = nextConnectionKey
-            nextConnectionKey += 1
-            let connection = Connection(key: key, fd: client, now: monotonicNanoseconds(), inputCapacity: 256)
-            guard (try? epoll.add(client.raw, events: .readable, token: key)) != nil else {
-                client.close()
-                continue
-            }
-            connection.interest = .readable
-            connections[key] = connection
-            controlConnections.insert(key)
-        }
-    }
-
-    /// One command line in, one answer out, then close.
-    private func controlEvent(_ connection: Connection, _ events: Epoll.Events) {
-        if events.contains(.writable) { flush(connection); return }
-        while true {
-            let space = connection.input.writableSpace(minimum: 256, limit: 1024)
-            if space.count == 0 { break }
-            let n: Int?
-            do { n = try connection.fd.read(into: space) } catch { close(connection, reason: nil); return }
-            guard let count = n else { break }
-            if count == 0 { connection.peerClosed = true; break }
-            connection.input.didWrite(count)
-        }
-        let bytes = Array(connection.input.readable)
-        guard let newline = bytes.firstIndex(of: 0x0A) ?? (connection.peerClosed || bytes.count >= 1024 ? bytes.count : nil) else {
-            return
-        }
-        let line = String(decoding: bytes[..<newline], as: UTF8.self)
-        connection.input.consume(bytes.count)
-        connection.output.append(Array(runControl(line).utf8))
-        connection.closeWhenDone = true
-        connection.messageTaken = true
-        flush(connection)
-    }
-
-    /// Commands of the operator channel. Answers start with `ok` or `error:`; status prints the report.
-    private func runControl(_ line: String) -> String {
-        let words = line.split(separator: " ").map(String.init)
-        switch words.first ?? "" {
-        case "status":
-            let report = statusReport()
-            switch words.dropFirst().first ?? "table" {
-            case "json": return report.json()
-            case "prometheus": return report.prometheus()
-            default: return report.table()
-            }
-        case "reload":
-            guard phase == .running else { return "error: shutting down\n" }
-            supervisor.startRollingRestart()
-            return "ok rolling restart started\n"
-        case "scale":
-            guard phase == .running else { return "error: shutting down\n" }
-            guard words.count == 2, let n = Int(words[1]), n >= 1 else { return "error: usage: scale N (N >= 1)\n" }
-            scale(to: n)
-            return "ok scaling to \(min(n, Supervisor.maxWorkers))\n"
-        case "stop":
-            if phase == .running { beginShutdown() }
-            return "ok stopping\n"
-        default:
-            return "error: unknown command (status [table|json|prometheus], reload, scale N, stop)\n"
-        }
-    }
-
-    private func scale(to target: Int) {
-        supervisor.scale(to: target)
-        notifyStatus()
-    }
-
-    private func reopenLog() {
-        guard LogFile.isActive else { return }
-        do { try LogFile.reopen() } catch {
-            logger.error("could not reopen the log file", metadata: ["error": "\(error)"])
-        }
-        // Workers reopen theirs before their next line.
-        supervisor.signalAll(SIGUSR1)
-        logger.info("log file reopened (SIGUSR1)")
-    }
-
-    func notifyStatus() {
-        notifier.notify("STATUS=\(supervisor.activeCount) workers, \(connections.count - controlConnections.count) connections, \(accepted) accepted")
-    }
-
-    private func statusReport() -> StatusReport {
-        let now = monotonicNanoseconds()
-        let scoreboard = supervisor.scoreboard
-        let workers = supervisor.slots.filter { !$0.removed }.map { slot -> StatusReport.Worker in
-            let queue = try? slot.queue.status()
-            let busy = slot.pid != nil && scoreboard.state(slot.index) == .busy
-            let state = slot.retiring ? "retiring" : slot.pid == nil ? "starting" : busy ? "busy" : "idle"
-            return StatusReport.Worker(
-                slot: slot.index, pid: slot.pid, state: state,
-                jobsHandled: slot.pid == nil ? 0 : scoreboard.jobsHandled(slot.index), restarts: slot.restarts,
-                jobAge: busy ? Double(now - scoreboard.jobStartedNanoseconds(slot.index)) / 1e9 : nil,
-                queueID: slot.queue.id, queueMessages: queue?.messages ?? 0, queueBytes: queue?.bytes ?? 0,
-                rssBytes: slot.pid.flatMap(residentBytes(of:)))
-        }
-        return StatusReport(
-            pid: getpid(), uptime: Double(now - startedAt) / 1e9,
-            wireProtocol: configuration.wireProtocol.rawValue, replyMode: configuration.replyMode.rawValue,
-            dispatch: configuration.dispatch.rawValue, acceptedConnections: accepted,
-            activeConnections: connections.count - controlConnections.count,
-            responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
-            heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers)
-    }
-
-    // MARK: - Shutdown
-
-    private func beginShutdown() {
-        logger.info("shutdown: stopped accepting; finishing connections in progress",
-                    metadata: ["connections": "\(connections.count - controlConnections.count)", "timeout": "\(configuration.shutdownTimeout)"])
-        phase = .draining
-        notifier.notify("STOPPING=1\nSTATUS=draining \(connections.count) connections")
-        supervisor.cancelPendingChanges()
-        let now = monotonicNanoseconds()
-        deadline = now + Int64(configuration.shutdownTimeout * 1e9)
-        supervisor.expediteRespawns(now: now)
-        nextRespawn = now
-        // Clients already waiting in the listen backlog are taken in and answered (shutting down)
-        // rather than reset when the listener closes.
-        acceptAll()
-        closeListener()
-        for connection in Array(connections.values) {
-            // Requests already sent but not yet read get an answer (shutting down), not silence.
-            if !controlConnections.contains(connection.key) && !connection.lingering && !connection.detached {
-                switch configuration.wireProtocol {
-                case .oneshot: readOneshot(connection)
-                case .framed: readFramed(connection)
-                }
-            }
-            settle(connection)
-        }
-        advanceShutdown(now: monotonicNanoseconds())
-    }
-
-    private func closeListener() {
-        if let control {
-            try? epoll.remove(control.socket.raw)
-            control.socket.close()
-            control.unlinkIfOurs()
-            self.control = nil
-        }
-        guard let listener else { return }
-        try? epoll.remove(listener.socket.raw)
-        listener.socket.close()
-        listener.unlinkIfOurs()
-        self.listener = nil
-    }
-
-    private func advanceShutdown(now: Int64) {
-        if phase == .draining && connections.isEmpty && held.isEmpty {
-            logger.info("shutdown: connections done; asking workers to quit after their queued work")
-            phase = .quitting
-        }
-        if phase == .quitting {
-            // Every live worker gets one quit behind its queue — including one respawned during
-            // shutdown to finish the queue of a worker that died. A full queue is retried.
-            let slots = supervisor.slots
-            let targets = slots.indices.filter { slots[$0].pid.map { !quitSent.contains($0) } ?? false }
-            if !targets.isEmpty {
-                let full = Set(supervisor.sendQuit(to: targets, buffer: sendBuffer))
-                for index in targets where !full.contains(index) { quitSent.insert(slots[index].pid!) }
-            }
-        }
-        if (phase == .draining || phase == .quitting) && now >= deadline {
-            logger.warning("shutdown: --shutdown-timeout reached; killing remaining workers",
-                           metadata: ["workers": "\(supervisor.livePIDs)", "connections": "\(connections.count)"])
-            phase = .killing
-            supervisor.cancelRespawns()
-            for connection in Array(connections.values) { close(connection, reason: "shutdown deadline") }
-            supervisor.signalAll(SIGKILL)
-        }
-        if (phase == .quitting || phase == .killing) && !supervisor.hasWorkersOrRespawns {
-            phase = .finished
-        }
-    }
-
-    private func finish() -> Int32 {
-        closeListener()
-        for connection in Array(connections.values) { close(connection, reason: "shutdown") }
-        supervisor.removeQueues()
-        logger.info("shutdown complete")
-        return 0
-    }
-
-    /// A second stop signal, or a fatal loop error: kill everything now, still cleaning up.
-    private func forcedStop(reason: String) -> Int32 {
-        logger.warning("forced stop: killing workers now", metadata: ["reason": "\(reason)"])
-        notifier.notify("STOPPING=1\nSTATUS=forced stop")
-        closeListener()
-        for connection in Array(connections.values) { close(connection, reason: "forced stop") }
-        supervisor.killAndReapAll()
-        supervisor.removeQueues()
-        logger.info("shutdown complete (forced)")
-        return 1
     }
 }

@@ -1,0 +1,129 @@
+import Glibc
+import Logging
+
+/// The operator's channel: `<socket>.ctl` (mode 0600) takes one command line — `status
+/// [table|json|prometheus]`, `reload`, `scale N`, `stop` — answers it and closes. Also the other
+/// operator actions the signals trigger (scaling, log reopening) and the status report.
+extension Master {
+    func acceptControl() {
+        guard let control else { return }
+        while true {
+            let client: SocketFD?
+            do {
+                client = try control.socket.accept()
+            } catch let error as SystemError where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                // Same as the client socket: shed it, or the pending connection keeps the listener
+                // readable and the loop spins.
+                shedOneConnection(control)
+                return
+            } catch {
+                return
+            }
+            guard let client else { return }
+            let key = nextConnectionKey
+            nextConnectionKey += 1
+            let connection = Connection(key: key, fd: client, now: monotonicNanoseconds(), inputCapacity: 256)
+            guard (try? epoll.add(client.raw, events: .readable, token: key)) != nil else {
+                client.close()
+                continue
+            }
+            connection.interest = .readable
+            connections[key] = connection
+            controlConnections.insert(key)
+        }
+    }
+
+    /// One command line in, one answer out, then close.
+    func controlEvent(_ connection: Connection, _ events: Epoll.Events) {
+        if events.contains(.writable) { flush(connection); return }
+        while true {
+            let space = connection.input.writableSpace(minimum: 256, limit: 1024)
+            if space.count == 0 { break }
+            let n: Int?
+            do { n = try connection.fd.read(into: space) } catch { close(connection, reason: nil); return }
+            guard let count = n else { break }
+            if count == 0 { connection.peerClosed = true; break }
+            connection.input.didWrite(count)
+        }
+        let bytes = Array(connection.input.readable)
+        guard let newline = bytes.firstIndex(of: 0x0A) ?? (connection.peerClosed || bytes.count >= 1024 ? bytes.count : nil) else {
+            return
+        }
+        let line = String(decoding: bytes[..<newline], as: UTF8.self)
+        connection.input.consume(bytes.count)
+        connection.output.append(Array(runControl(line).utf8))
+        connection.closeWhenDone = true
+        connection.messageTaken = true
+        flush(connection)
+    }
+
+    /// Commands of the operator channel. Answers start with `ok` or `error:`; status prints the report.
+    func runControl(_ line: String) -> String {
+        let words = line.split(separator: " ").map(String.init)
+        switch words.first ?? "" {
+        case "status":
+            let report = statusReport()
+            switch words.dropFirst().first ?? "table" {
+            case "json": return report.json()
+            case "prometheus": return report.prometheus()
+            default: return report.table()
+            }
+        case "reload":
+            guard phase == .running else { return "error: shutting down\n" }
+            supervisor.startRollingRestart()
+            return "ok rolling restart started\n"
+        case "scale":
+            guard phase == .running else { return "error: shutting down\n" }
+            guard words.count == 2, let n = Int(words[1]), n >= 1 else { return "error: usage: scale N (N >= 1)\n" }
+            scale(to: n)
+            return "ok scaling to \(min(n, Supervisor.maxWorkers))\n"
+        case "stop":
+            if phase == .running { beginShutdown() }
+            return "ok stopping\n"
+        default:
+            return "error: unknown command (status [table|json|prometheus], reload, scale N, stop)\n"
+        }
+    }
+
+    func scale(to target: Int) {
+        supervisor.scale(to: target)
+        notifyStatus()
+    }
+
+    func reopenLog() {
+        guard LogFile.isActive else { return }
+        do { try LogFile.reopen() } catch {
+            logger.error("could not reopen the log file", metadata: ["error": "\(error)"])
+        }
+        // Workers reopen theirs before their next line.
+        supervisor.signalAll(SIGUSR1)
+        logger.info("log file reopened (SIGUSR1)")
+    }
+
+    func notifyStatus() {
+        notifier.notify("STATUS=\(supervisor.activeCount) workers, \(connections.count - controlConnections.count) connections, \(accepted) accepted")
+    }
+
+    func statusReport() -> StatusReport {
+        let now = monotonicNanoseconds()
+        let scoreboard = supervisor.scoreboard
+        let workers = supervisor.slots.filter { !$0.removed }.map { slot -> StatusReport.Worker in
+            let queue = try? slot.queue.status()
+            let busy = slot.pid != nil && scoreboard.state(slot.index) == .busy
+            let state = slot.retiring ? "retiring" : slot.pid == nil ? "starting" : busy ? "busy" : "idle"
+            return StatusReport.Worker(
+                slot: slot.index, pid: slot.pid, state: state,
+                jobsHandled: slot.pid == nil ? 0 : scoreboard.jobsHandled(slot.index), restarts: slot.restarts,
+                jobAge: busy ? Double(now - scoreboard.jobStartedNanoseconds(slot.index)) / 1e9 : nil,
+                queueID: slot.queue.id, queueMessages: queue?.messages ?? 0, queueBytes: queue?.bytes ?? 0,
+                rssBytes: slot.pid.flatMap(residentBytes(of:)))
+        }
+        return StatusReport(
+            pid: getpid(), uptime: Double(now - startedAt) / 1e9,
+            wireProtocol: configuration.wireProtocol.rawValue, replyMode: configuration.replyMode.rawValue,
+            dispatch: configuration.dispatch.rawValue, acceptedConnections: accepted,
+            activeConnections: connections.count - controlConnections.count,
+            responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
+            heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers)
+    }
+}

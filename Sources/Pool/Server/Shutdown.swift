@@ -1,0 +1,96 @@
+import Glibc
+import Logging
+
+/// Graceful shutdown (SIGINT/SIGTERM): stop accepting, finish connections, queue a quit behind
+/// each worker's work, wait up to --shutdown-timeout, SIGKILL what is left, reap, remove every
+/// queue. A second signal (or a fatal loop error) forces the immediate version.
+extension Master {
+    func beginShutdown() {
+        logger.info("shutdown: stopped accepting; finishing connections in progress",
+                    metadata: ["connections": "\(connections.count - controlConnections.count)", "timeout": "\(configuration.shutdownTimeout)"])
+        phase = .draining
+        notifier.notify("STOPPING=1\nSTATUS=draining \(connections.count) connections")
+        supervisor.cancelPendingChanges()
+        let now = monotonicNanoseconds()
+        deadline = now + Int64(configuration.shutdownTimeout * 1e9)
+        supervisor.expediteRespawns(now: now)
+        nextRespawn = now
+        // Clients already waiting in the listen backlog are taken in and answered (shutting down)
+        // rather than reset when the listener closes.
+        acceptAll()
+        closeListener()
+        for connection in Array(connections.values) {
+            // Requests already sent but not yet read get an answer (shutting down), not silence.
+            if !controlConnections.contains(connection.key) && !connection.lingering && !connection.detached {
+                switch configuration.wireProtocol {
+                case .oneshot: readOneshot(connection)
+                case .framed: readFramed(connection)
+                }
+            }
+            settle(connection)
+        }
+        advanceShutdown(now: monotonicNanoseconds())
+    }
+
+    func closeListener() {
+        if let control {
+            try? epoll.remove(control.socket.raw)
+            control.socket.close()
+            control.unlinkIfOurs()
+            self.control = nil
+        }
+        guard let listener else { return }
+        try? epoll.remove(listener.socket.raw)
+        listener.socket.close()
+        listener.unlinkIfOurs()
+        self.listener = nil
+    }
+
+    func advanceShutdown(now: Int64) {
+        if phase == .draining && connections.isEmpty && held.isEmpty {
+            logger.info("shutdown: connections done; asking workers to quit after their queued work")
+            phase = .quitting
+        }
+        if phase == .quitting {
+            // Every live worker gets one quit behind its queue — including one respawned during
+            // shutdown to finish the queue of a worker that died. A full queue is retried.
+            let slots = supervisor.slots
+            let targets = slots.indices.filter { slots[$0].pid.map { !quitSent.contains($0) } ?? false }
+            if !targets.isEmpty {
+                let full = Set(supervisor.sendQuit(to: targets, buffer: sendBuffer))
+                for index in targets where !full.contains(index) { quitSent.insert(slots[index].pid!) }
+            }
+        }
+        if (phase == .draining || phase == .quitting) && now >= deadline {
+            logger.warning("shutdown: --shutdown-timeout reached; killing remaining workers",
+                           metadata: ["workers": "\(supervisor.livePIDs)", "connections": "\(connections.count)"])
+            phase = .killing
+            supervisor.cancelRespawns()
+            for connection in Array(connections.values) { close(connection, reason: "shutdown deadline") }
+            supervisor.signalAll(SIGKILL)
+        }
+        if (phase == .quitting || phase == .killing) && !supervisor.hasWorkersOrRespawns {
+            phase = .finished
+        }
+    }
+
+    func finish() -> Int32 {
+        closeListener()
+        for connection in Array(connections.values) { close(connection, reason: "shutdown") }
+        supervisor.removeQueues()
+        logger.info("shutdown complete")
+        return 0
+    }
+
+    /// A second stop signal, or a fatal loop error: kill everything now, still cleaning up.
+    func forcedStop(reason: String) -> Int32 {
+        logger.warning("forced stop: killing workers now", metadata: ["reason": "\(reason)"])
+        notifier.notify("STOPPING=1\nSTATUS=forced stop")
+        closeListener()
+        for connection in Array(connections.values) { close(connection, reason: "forced stop") }
+        supervisor.killAndReapAll()
+        supervisor.removeQueues()
+        logger.info("shutdown complete (forced)")
+        return 1
+    }
+}
