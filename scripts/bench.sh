@@ -2,18 +2,31 @@
 # Benchmark matrix: pool-server (release build) side by side with the C reference servers of
 # ../shared/bench-ref (cref, cref_framed; compiled here if gcc exists) and the seed's PHP server
 # (oneshot 16 B rows, if php exists), every row under the same load from pool-bench, one server
-# at a time, each started fresh, measured, and stopped with SIGINT.
+# at a time, each started fresh, measured, and stopped with SIGINT. Then pool-server alone:
+#   memory  master and worker RSS (/proc/PID/status) idle and with 10,000 idle framed connections
+#   scale   framed 1-deep throughput with 8 busy connections against 1000, same server
+#   skew    --dispatch modes (every value `pool-server help serve` lists) under 5 % 20 ms jobs
+#   sizes   framed 8×16 echo throughput for payloads from 16 B to the largest message
 #
 # Prints a markdown table and writes it, with the machine and the exact commands, to
 # docs/benchmarks.md. Leaves no process, queue or socket behind, even on failure or Ctrl-C.
 #
+#   BENCH_PARTS     comma-separated parts to run (default matrix,memory,scale,skew,sizes); a part
+#                   left out is reported as not run
 #   BENCH_DURATION  seconds measured per row, server and round (default 2)
 #   BENCH_WARMUP    seconds of unmeasured load before each measurement (default 0.3)
 #   BENCH_ROUNDS    measurements per cell, servers alternating; the median (by ok replies/s) is
 #                   reported (default 3: on a shared machine one slow spell can otherwise decide a
 #                   row; BENCH_ROUNDS=1 BENCH_DURATION=3 is the quick variant)
 #   BENCH_OUTPUT    where to write the report (default docs/benchmarks.md)
+#   BENCH_PART_DURATION, BENCH_PART_ROUNDS  seconds per measurement and rounds (median shown) of
+#                   the memory/scale/skew/sizes parts (default 2 and 1)
+#   BENCH_MEM_CONNECTIONS    idle connections of the memory part (default 10000)
+#   BENCH_SCALE_CONNECTIONS  busy connections compared with 8 in the scale part (default 1000)
+#   BENCH_SKEW_LOADS         connections×depth loads of the skew part (default "8x4 4x1 2x1")
+#   BENCH_DISPATCH           dispatch modes to compare (default: every value of --dispatch)
 set -euo pipefail
+SCRIPT_START=$SECONDS
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${BENCH_DURATION:-2}
@@ -23,19 +36,36 @@ OUTPUT=${BENCH_OUTPUT:-docs/benchmarks.md}
 TIMEOUT=3            # pool-bench: seconds without a reply before a request counts as a timeout
 WORKERS=2
 IDLE=1000
+PARTS=${BENCH_PARTS:-matrix,memory,scale,skew,sizes}
+PART_DURATION=${BENCH_PART_DURATION:-2}
+PART_ROUNDS=${BENCH_PART_ROUNDS:-1}
+MEM_CONNECTIONS=${BENCH_MEM_CONNECTIONS:-10000}
+MEM_HOLD=4           # seconds the memory part's connections stay open (sampled right after opening)
+MEM_TARGET_KB=$((16 * 1024))
+SCALE_CONNECTIONS=${BENCH_SCALE_CONNECTIONS:-1000}
+SKEW_LOADS=${BENCH_SKEW_LOADS:-8x4 4x1 2x1}
+SKEW="5:sleep:20"
 REF_DIR="$ROOT/../shared/bench-ref"
 SEED_PHP="$ROOT/../shared/seed/server.php"
 
 log() { printf '%s\n' "$*" >&2; }
 command -v jq >/dev/null || { log "bench.sh needs jq (apt-get install jq)"; exit 2; }
+for part in ${PARTS//,/ }; do
+    case $part in matrix|memory|scale|skew|sizes) ;; *) log "BENCH_PARTS: unknown part '$part' (matrix,memory,scale,skew,sizes)"; exit 2 ;; esac
+done
+part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pool-bench.XXXXXX")
 SERVER_PID=""        # the running server's master; started with setsid, so also its process group
 SERVER_PIDS=""       # every pid seen in that server's session (master + workers), for queue clean-up
 SERVER_SOCKET=""
 SERVER_KIND=""
+SERVER_QUEUES=""     # the running pool-server's queues, from its state file
 QUEUES_BEFORE=""     # msqids that existed before that server started
 STARTED_PIDS=""      # every master started, checked at the end
+SERVER_NOFILE=""     # when set, the soft descriptor limit the next server starts with
+HOLD_PID=""          # the memory part's pool-bench --hold, running in the background
+OUR_QUEUES=""        # every queue id a pool-server of ours recorded in its state file
 
 queue_ids() { awk 'NR > 1 { print $2 }' /proc/sysvipc/msg | sort -n; }
 
@@ -82,15 +112,23 @@ stop_server() {
     done < <(awk 'NR > 1' /proc/sysvipc/msg)
     if [[ $SERVER_KIND == pool ]]; then
         "$BIN/pool-server" cleanup --socket "$SERVER_SOCKET" >/dev/null 2>&1 || true
+        for id in $SERVER_QUEUES; do
+            if awk -v id="$id" 'NR > 1 && $2 == id { found = 1 } END { exit !found }' /proc/sysvipc/msg; then
+                log "  removing queue $id recorded by pool-server"
+                ipcrm -q "$id" 2>/dev/null || true
+            fi
+        done
     fi
     rm -f "$SERVER_SOCKET" "$SERVER_SOCKET.state"
     SERVER_PID=""
     SERVER_PIDS=""
+    SERVER_QUEUES=""
 }
 
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    if [[ -n $HOLD_PID ]]; then kill -TERM "$HOLD_PID" 2>/dev/null || true; wait "$HOLD_PID" 2>/dev/null || true; fi
     stop_server || true
     rm -rf "$TMP"
     exit "$status"
@@ -99,13 +137,25 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Descriptors: 1000 idle connections on both ends (the servers inherit this limit).
+# Descriptors: 1000 idle connections on both ends in the matrix (the servers inherit this soft
+# limit); the memory part raises the soft limit towards the hard one (30000 if we may raise it).
+ulimit -Hn 30000 2>/dev/null || true
 hard=$(ulimit -Hn)
-if [[ $hard == unlimited ]] || (( hard >= 8192 )); then ulimit -n 8192; else ulimit -n "$hard"; fi
+if [[ $hard == unlimited ]] || (( hard >= 8192 )); then ulimit -Sn 8192; else ulimit -Sn "$hard"; fi
 (( $(ulimit -n) > IDLE + 100 )) || log "warning: ulimit -n is $(ulimit -n); the idle row needs more than $((IDLE + 100))"
 
 log "building (release)…"
-swift build -c release >&2
+# Others may be editing the sources: "modified during the build" is worth another try.
+for attempt in 1 2 3; do
+    if swift build -c release >"$TMP/build.log" 2>&1; then cat "$TMP/build.log" >&2; break; fi
+    cat "$TMP/build.log" >&2
+    if (( attempt < 3 )) && grep -q 'modified during the build' "$TMP/build.log"; then
+        log "a source changed during the build: building again"
+        sleep 2
+        continue
+    fi
+    exit 1
+done
 BIN=$(swift build -c release --show-bin-path)
 
 HAVE_REF=0
@@ -133,7 +183,8 @@ start_server() {
     shift 3
     rm -f "$SERVER_SOCKET"
     QUEUES_BEFORE=$(queue_ids)
-    (cd "$dir" && exec setsid "$@" >"$TMP/logs/$SERVER_KIND.out" 2>"$TMP/logs/$SERVER_KIND.err" </dev/null) &
+    (if [[ -n $SERVER_NOFILE ]]; then ulimit -Sn "$SERVER_NOFILE"; fi
+     cd "$dir" && exec setsid "$@" >"$TMP/logs/$SERVER_KIND.out" 2>"$TMP/logs/$SERVER_KIND.err" </dev/null) &
     SERVER_PID=$!
     STARTED_PIDS="$STARTED_PIDS $SERVER_PID"
     while [[ ! -S $SERVER_SOCKET ]]; do
@@ -148,6 +199,10 @@ start_server() {
     done
     sleep 0.3    # bind happens just before listen; let the workers settle too
     SERVER_PIDS=$(session_pids "$SERVER_PID")
+    if [[ $SERVER_KIND == pool && -f $SERVER_SOCKET.state ]]; then
+        SERVER_QUEUES=$(sed -n 's/^queue=\([0-9]*\):.*/\1/p' "$SERVER_SOCKET.state" | tr '\n' ' ')
+        OUR_QUEUES="$OUR_QUEUES $SERVER_QUEUES"
+    fi
     if [[ $SERVER_KIND == pool && -z ${QUEUE_BYTES:-} ]]; then
         QUEUE_BYTES=$(grep -o 'queue-bytes=[0-9]*' "$TMP/logs/pool.err" | head -n 1 | cut -d= -f2 || true)
     fi
@@ -234,30 +289,210 @@ median() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 START_TIME=$(date -u '+%Y-%m-%d %H:%M UTC')
-for row in "${!ROWS[@]}"; do
-    IFS='|' read -r label protocol connections depth payload idle <<<"${ROWS[$row]}"
-    log "row $((row + 1))/${#ROWS[@]}: $label, $payload B"
-    bench_args "$row"
-    COMMANDS+=("- $label, $payload B: pool-bench --socket SOCKET --server-pid PID $(quote "${BENCH_ARGS[@]}")")
-    pool=("$BIN/pool-server" --socket "$TMP/pool.sock" --workers "$WORKERS" --shutdown-timeout 3)
-    if [[ $protocol == oneshot ]]; then
-        pool+=(--handler echo)
-    else
-        pool+=(--protocol framed --reply result --handler echo)
-    fi
-    (( idle > 0 )) && pool+=(--idle-timeout 600)
-    ref=cref; [[ $protocol == framed ]] && ref=cref_framed
-    for ((round = 1; round <= ROUNDS; round++)); do
-        run_server "$row" pool "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}"
-        if (( HAVE_REF )); then
-            run_server "$row" ref "$round" "$TMP/ref.sock" "$TMP" "$TMP/$ref" "$TMP/ref.sock" "$WORKERS"
+if part matrix; then
+    for row in "${!ROWS[@]}"; do
+        IFS='|' read -r label protocol connections depth payload idle <<<"${ROWS[$row]}"
+        log "row $((row + 1))/${#ROWS[@]}: $label, $payload B"
+        bench_args "$row"
+        COMMANDS+=("- $label, $payload B: pool-bench --socket SOCKET --server-pid PID $(quote "${BENCH_ARGS[@]}")")
+        pool=("$BIN/pool-server" --socket "$TMP/pool.sock" --workers "$WORKERS" --shutdown-timeout 3)
+        if [[ $protocol == oneshot ]]; then
+            pool+=(--handler echo)
+        else
+            pool+=(--protocol framed --reply result --handler echo)
         fi
-        if (( HAVE_PHP )) && [[ $protocol == oneshot ]] && (( payload <= 1000 )); then
-            run_server "$row" php "$round" "$TMP/php/pool.sock" "$TMP/php" php "$SEED_PHP"
-        fi
+        (( idle > 0 )) && pool+=(--idle-timeout 600)
+        ref=cref; [[ $protocol == framed ]] && ref=cref_framed
+        for ((round = 1; round <= ROUNDS; round++)); do
+            run_server "$row" pool "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}"
+            if (( HAVE_REF )); then
+                run_server "$row" ref "$round" "$TMP/ref.sock" "$TMP" "$TMP/$ref" "$TMP/ref.sock" "$WORKERS"
+            fi
+            if (( HAVE_PHP )) && [[ $protocol == oneshot ]] && (( payload <= 1000 )); then
+                run_server "$row" php "$round" "$TMP/php/pool.sock" "$TMP/php" php "$SEED_PHP"
+            fi
+        done
+        for kind in pool ref php; do median "$row" "$kind"; done
     done
-    for kind in pool ref php; do median "$row" "$kind"; done
-done
+fi
+LOAD_AFTER_MATRIX=$(cut -d' ' -f1-3 /proc/loadavg)
+# --- pool-server alone: memory, scale, skew, sizes ------------------------------------------------
+PART_COMMANDS=()     # the parts' commands, for the report
+JQ_DEFS='def lat: if . == null then "–" elif . < 1000 then "\(. | round) µs" else "\((. / 10 | round) / 100) ms" end;
+def rps: if . == null then "–" elif . >= 1000 then "\((. / 100 | round) / 10)k" else "\(. | round)" end;
+def cpu: if . == null then "–" else "\((. * 10 | round) / 10) µs" end;
+def errs: if .failed then "pool-bench failed"
+    elif (.errors_total // 0) == 0 then "0"
+    else [.errors | to_entries[] | "\(.value) × \(.key)"] | join(", ") end;'
+
+# run_bench JSON LABEL ARGS... — pool-bench (--json --quiet, --server-pid) against the running
+# server; its JSON in JSON, or {"failed": true}.
+run_bench() {
+    local json=$1 label=$2
+    shift 2
+    timeout $(( ${PART_DURATION%.*} + ${WARMUP%.*} + 4 * TIMEOUT + 60 )) \
+        "$BIN/pool-bench" --socket "$SERVER_SOCKET" --server-pid "$SERVER_PID" --json --quiet "$@" \
+        >"$json" 2>"$TMP/logs/bench.err" || true
+    if ! jq -e .requests_per_second "$json" >/dev/null 2>&1; then
+        log "  $label: pool-bench failed: $(tail -n 2 "$TMP/logs/bench.err" | tr '\n' ' ')"
+        echo '{"failed": true}' >"$json"
+        return 0
+    fi
+    log "  $label: $(jq -r '"\(.requests_per_second | floor) req/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us"
+        + (if .latency_non_skew_us then ", non-skew p50 \(.latency_non_skew_us.p50) us, p99 \(.latency_non_skew_us.p99) us" else "" end)
+        + ", errors \(.errors_total), server \(.server.cpu_us_per_request) us/req"' "$json")"
+}
+
+# pick_median OUT KEY FILES... — the round with the median KEY (a jq expression) becomes OUT.
+pick_median() {
+    local out=$1 key=$2
+    shift 2
+    jq -s "sort_by($key) | .[length / 2 | floor] + {rounds: length}" "$@" >"$out"
+}
+
+status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+
+# mem_sample STAGE — the running pool-server's master VmRSS and VmHWM, its open descriptors and
+# each worker's VmRSS (kB), into $TMP/mem-STAGE as "rss|hwm|fds|worker worker…".
+mem_sample() {
+    local pid=$SERVER_PID workers="" w rss
+    for w in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+        rss=$(status_kb "$w" VmRSS)
+        [[ -n $rss ]] && workers+="${workers:+ }$rss"
+    done
+    echo "$(status_kb "$pid" VmRSS)|$(status_kb "$pid" VmHWM)|$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)|$workers" >"$TMP/mem-$1"
+    log "  $1: master VmRSS $(cut -d'|' -f1 "$TMP/mem-$1") kB (peak $(cut -d'|' -f2 "$TMP/mem-$1") kB), $(cut -d'|' -f3 "$TMP/mem-$1") descriptors; workers $workers kB"
+}
+
+pool_framed=("$BIN/pool-server" --socket "$TMP/pool.sock" --workers "$WORKERS" --shutdown-timeout 3
+             --protocol framed --reply result --handler echo)
+
+if part memory; then
+    log "memory: master and worker RSS, idle and with $MEM_CONNECTIONS idle framed connections"
+    need=$((MEM_CONNECTIONS + 200))
+    hard=$(ulimit -Hn)
+    MEM_NOTE=""
+    if [[ $hard != unlimited ]] && (( hard < need )); then
+        MEM_NOTE="the hard descriptor limit is $hard, so only $((hard - 200)) connections instead of $MEM_CONNECTIONS"
+        log "  warning: $MEM_NOTE"
+        MEM_CONNECTIONS=$((hard - 200))
+        need=$hard
+    fi
+    MEM_NOFILE=$need
+    pool=("${pool_framed[@]}" --max-connections 20000 --idle-timeout 600)
+    hold=("$BIN/pool-bench" --socket "$TMP/pool.sock" --hold "$MEM_HOLD" --idle-connections "$MEM_CONNECTIONS"
+          --ready-file "$TMP/hold.ready" --timeout "$TIMEOUT" --json --quiet)
+    PART_COMMANDS+=("- memory (descriptor soft limit $MEM_NOFILE for both):"
+        "    pool: $(quote "${pool[@]}")"
+        "    connections: $(quote "${hold[@]}")")
+    SERVER_NOFILE=$MEM_NOFILE
+    if start_server pool "$TMP/pool.sock" "$ROOT" "${pool[@]}"; then
+        SERVER_NOFILE=""
+        sleep 0.5
+        mem_sample idle
+        rm -f "$TMP/hold.ready"
+        (ulimit -Sn "$MEM_NOFILE"; exec "${hold[@]}") >"$TMP/hold.json" 2>"$TMP/logs/hold.err" &
+        HOLD_PID=$!
+        waited=0
+        while [[ ! -s $TMP/hold.ready ]] && running "$HOLD_PID" && (( waited < 600 )); do sleep 0.1; waited=$((waited + 1)); done
+        if [[ -s $TMP/hold.ready ]]; then
+            # connect() returns once the connection is in the listen backlog: wait until the master
+            # holds them all (its descriptors), at most 10 s.
+            base=$(cut -d'|' -f3 "$TMP/mem-idle")
+            waited=0
+            while (( $(ls "/proc/$SERVER_PID/fd" 2>/dev/null | wc -l) < base + MEM_CONNECTIONS )) && (( waited < 100 )); do
+                sleep 0.1; waited=$((waited + 1))
+            done
+            sleep 0.3
+            mem_sample held
+        else
+            log "  pool-bench --hold did not open its connections: $(tail -n 2 "$TMP/logs/hold.err" | tr '\n' ' ')"
+        fi
+        wait "$HOLD_PID" 2>/dev/null || true
+        HOLD_PID=""
+        sleep 0.5
+        mem_sample after
+        stop_server
+    fi
+    SERVER_NOFILE=""
+fi
+
+if part scale; then
+    log "scale: framed 1-deep, 8 against $SCALE_CONNECTIONS busy connections"
+    for ((round = 1; round <= PART_ROUNDS; round++)); do
+        # A fresh server per round, both loads on it (8 first).
+        start_server pool "$TMP/pool.sock" "$ROOT" "${pool_framed[@]}" || continue
+        for c in 8 "$SCALE_CONNECTIONS"; do
+            args=(--protocol framed --connections "$c" --depth 1 --payload 16 --duration "$PART_DURATION"
+                  --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
+            (( round == 1 )) && PART_COMMANDS+=("- scale, $c connections: pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
+            run_bench "$TMP/scale-$c-$round.json" "$c conn$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+        done
+        stop_server
+    done
+    PART_COMMANDS+=("    pool (one per round, both loads): $(quote "${pool_framed[@]}")")
+    for c in 8 "$SCALE_CONNECTIONS"; do
+        files=("$TMP/scale-$c-"*.json)
+        if [[ -f ${files[0]} ]]; then pick_median "$TMP/scale-$c.json" '.ok_per_second // 0' "${files[@]}"; fi
+    done
+fi
+
+if part skew; then
+    if [[ -n ${BENCH_DISPATCH:-} ]]; then
+        DISPATCH_MODES=${BENCH_DISPATCH//,/ }
+    else
+        # Every value the server lists for --dispatch now (others may add some), round-robin first.
+        listed=$("$BIN/pool-server" help serve 2>/dev/null | tr '\n' ' ' | tr -s ' ' \
+                 | grep -o -- '--dispatch <dispatch>[^)]*' | grep -o 'values: [^;)]*' | sed 's/values: //; s/,/ /g' || true)
+        [[ -n $listed ]] || listed="round-robin least-busy"
+        DISPATCH_MODES="round-robin"
+        for m in $listed; do [[ $m == round-robin ]] || DISPATCH_MODES+=" $m"; done
+    fi
+    log "skew: --skew $SKEW, dispatch: $DISPATCH_MODES; loads: $SKEW_LOADS"
+    for mode in $DISPATCH_MODES; do
+        pool=("$BIN/pool-server" --socket "$TMP/pool.sock" --workers "$WORKERS" --shutdown-timeout 3
+              --protocol framed --reply result --handler sim --dispatch "$mode")
+        PART_COMMANDS+=("- skew, $mode: $(quote "${pool[@]}")")
+        for ((round = 1; round <= PART_ROUNDS; round++)); do
+            start_server pool "$TMP/pool.sock" "$ROOT" "${pool[@]}" || continue
+            for load in $SKEW_LOADS; do
+                c=${load%x*} d=${load#*x}
+                args=(--protocol framed --connections "$c" --depth "$d" --payload 16 --skew "$SKEW"
+                      --duration "$PART_DURATION" --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
+                if [[ $mode == round-robin ]] && (( round == 1 )); then
+                    PART_COMMANDS+=("    load ${c}×$d (every mode, one server per mode and round): pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
+                fi
+                run_bench "$TMP/skew-$mode-$load-$round.json" "$mode ${c}×$d$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+            done
+            stop_server
+        done
+        for load in $SKEW_LOADS; do
+            files=("$TMP/skew-$mode-$load-"*.json)
+            if [[ -f ${files[0]} ]]; then pick_median "$TMP/skew-$mode-$load.json" '.latency_non_skew_us.p99 // 1e18' "${files[@]}"; fi
+        done
+    done
+fi
+
+MSGMAX=$(cat /proc/sys/kernel/msgmax)
+SIZES="16 256 1024 4096 $((MSGMAX - 16))"
+if part sizes; then
+    log "sizes: framed echo 8×16, payloads $SIZES"
+    PART_COMMANDS+=("- sizes: $(quote "${pool_framed[@]}") (one per round, every size)")
+    for ((round = 1; round <= PART_ROUNDS; round++)); do
+        start_server pool "$TMP/pool.sock" "$ROOT" "${pool_framed[@]}" || continue
+        for size in $SIZES; do
+            args=(--protocol framed --connections 8 --depth 16 --payload "$size" --duration "$PART_DURATION"
+                  --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
+            (( round == 1 )) && PART_COMMANDS+=("    $size B: pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
+            run_bench "$TMP/size-$size-$round.json" "$size B$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+        done
+        stop_server
+    done
+    for size in $SIZES; do
+        files=("$TMP/size-$size-"*.json)
+        if [[ -f ${files[0]} ]]; then pick_median "$TMP/size-$size.json" '.ok_per_second // 0' "${files[@]}"; fi
+    done
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- the report ---------------------------------------------------------------------------------
@@ -345,25 +580,220 @@ ROUNDS_TABLE=$(
         echo
     done
 )
+# --- the parts' report ----------------------------------------------------------------------------
+mib() { awk -v kb="$1" 'BEGIN { if (kb == "") print "–"; else printf "%.1f MiB", kb / 1024 }'; }
+mib2() { awk -v kb="$1" 'BEGIN { if (kb == "") print "–"; else printf "%.2f MiB", kb / 1024 }'; }
+verdict() { if [[ $1 == 1 ]]; then echo "met"; elif [[ $1 == 0 ]]; then echo "**not met**"; else echo "no result"; fi; }
+# jqf FILE EXPR [JQ OPTIONS...] — EXPR (with the JQ_DEFS helpers) of a part's JSON, or – without one
+jqf() { local file=$1 expr=$2; shift 2; if [[ -f $file ]]; then jq -r "$@" "$JQ_DEFS $expr" "$file"; else printf '–'; fi; }
+# ok_ratio A B — A's ok replies/s ÷ B's, as a number ("" if either failed or stalled)
+ok_ratio() {
+    [[ -f $1 && -f $2 ]] || return 0
+    jq -rn --slurpfile a "$1" --slurpfile b "$2" '
+        if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
+        then ($a[0].ok_per_second / $b[0].ok_per_second * 100 | round) / 100 else empty end'
+}
+TARGETS=()           # "| target | this run | verdict |" rows
+
+MEM_SECTION="Not run (BENCH_PARTS=$PARTS)."
+if part memory && [[ -f $TMP/mem-idle ]]; then
+    mem_row() {
+        local label=$1 file="$TMP/mem-$2" rss hwm fds workers w list=""
+        [[ -f $file ]] || { echo "| $label | – | – | – | – |"; return; }
+        IFS='|' read -r rss hwm fds workers <"$file"
+        for w in $workers; do list+="${list:+, }$(mib "$w")"; done
+        echo "| $label | $(mib "$rss") | $(mib "$hwm") | $fds | ${list:-–} |"
+    }
+    held_rss=""; idle_rss=$(cut -d'|' -f1 "$TMP/mem-idle")
+    [[ -f $TMP/mem-held ]] && held_rss=$(cut -d'|' -f1 "$TMP/mem-held")
+    closed=$(jq -r '.idle_closed_by_server // "?"' "$TMP/hold.json" 2>/dev/null || echo "?")
+    open_s=$(jq -r '.open_s // "?"' "$TMP/hold.json" 2>/dev/null || echo "?")
+    if [[ -n $held_rss ]]; then
+        met=$(( held_rss <= MEM_TARGET_KB ? 1 : 0 ))
+        per=$(awk -v a="$held_rss" -v b="$idle_rss" -v n="$MEM_CONNECTIONS" 'BEGIN { printf "%.1f", (a - b) * 1024 / n / 1024 }')
+        TARGETS+=("| master RSS with $MEM_CONNECTIONS idle framed connections ≤ 16 MiB | $held_rss kB = $(mib2 "$held_rss") (idle: $(mib "$idle_rss")) | $(verdict "$met") |")
+    else
+        met=""; per="?"
+        TARGETS+=("| master RSS with $MEM_CONNECTIONS idle framed connections ≤ 16 MiB | connections not opened | no result |")
+    fi
+    {
+        echo "pool-server \`--protocol framed --reply result --handler echo --workers $WORKERS --max-connections 20000"
+        echo "--idle-timeout 600\`, descriptor soft limit $MEM_NOFILE. VmRSS and VmHWM (peak RSS) from \`/proc/PID/status\`;"
+        echo "the master's descriptors from \`/proc/PID/fd\` (they show the connections were accepted, not just queued"
+        echo "in the listen backlog). The connections are opened by \`pool-bench --hold\` (no load: connect, hold"
+        echo "$MEM_HOLD s, close); sampled 0.5 s after start, once the master holds every connection, and 0.5 s after"
+        echo "they closed."
+        echo
+        echo "| state | master VmRSS | master VmHWM | master descriptors | each worker's VmRSS |"
+        echo "|---|--:|--:|--:|--:|"
+        mem_row "idle, just started" idle
+        mem_row "$MEM_CONNECTIONS idle connections open" held
+        mem_row "after they closed" after
+        echo
+        echo "- Target: master RSS ≤ 16 MiB ($MEM_TARGET_KB kB) with $MEM_CONNECTIONS idle connections: ${held_rss:-?} kB = $(mib2 "$held_rss") — $(verdict "$met")."
+        echo "  That is about $per KiB of master memory per idle connection over the idle master."
+        echo "- The $MEM_CONNECTIONS connections were opened in $open_s s; $closed of them were closed by the server"
+        echo "  while held (expected 0)."
+        [[ -n $MEM_NOTE ]] && echo "- Note: $MEM_NOTE (\`ulimit -Hn\` cannot be raised here)."
+        echo "- Workers do not see connections (the master owns them), so their RSS should not move."
+    } >"$TMP/section-mem.md"
+    MEM_SECTION=$(cat "$TMP/section-mem.md")
+fi
+
+SCALE_SECTION="Not run (BENCH_PARTS=$PARTS)."
+if part scale; then
+    r=$(ok_ratio "$TMP/scale-$SCALE_CONNECTIONS.json" "$TMP/scale-8.json")
+    if [[ -n $r ]]; then
+        met=$(jq -n "if $r >= 0.8 then 1 else 0 end")
+        TARGETS+=("| framed 1-deep, $SCALE_CONNECTIONS busy connections ≥ 0.8× the req/s of 8 | ${r}× | $(verdict "$met") |")
+    else
+        met=""
+        TARGETS+=("| framed 1-deep, $SCALE_CONNECTIONS busy connections ≥ 0.8× the req/s of 8 | no ratio (failed or stalled) | no result |")
+    fi
+    cpu_r=$(jq -rn --slurpfile a "$TMP/scale-$SCALE_CONNECTIONS.json" --slurpfile b "$TMP/scale-8.json" \
+        'if $a[0].server.cpu_us_per_request and $b[0].server.cpu_us_per_request
+         then ($a[0].server.cpu_us_per_request / $b[0].server.cpu_us_per_request * 100 | round) / 100 else "?" end' 2>/dev/null || echo "?")
+    {
+        echo "One pool-server (\`--protocol framed --reply result --handler echo --workers $WORKERS\`) per round, 8"
+        echo "connections then $SCALE_CONNECTIONS, each connection keeping 1 request of 16 B in flight; $PART_DURATION s"
+        echo "measured after $WARMUP s of warm-up, $PART_ROUNDS round(s)$( (( PART_ROUNDS > 1 )) && printf ', the median (by ok replies/s) shown')."
+        echo
+        echo "| busy connections | req/s | p50 | p99 | server CPU / req | client CPU / req | errors |"
+        echo "|--:|--:|--:|--:|--:|--:|---|"
+        for c in 8 "$SCALE_CONNECTIONS"; do
+            echo "| $c | $(jqf "$TMP/scale-$c.json" 'if .failed then "failed" else "\(.requests_per_second | rps) | \(.latency_us.p50 | lat) | \(.latency_us.p99 | lat) | \(.server.cpu_us_per_request | cpu) | \(.client_cpu_us_per_request | cpu) | \(errs)" end') |"
+        done
+        echo
+        echo "- Target: $SCALE_CONNECTIONS connections ≥ 0.8× the ok replies/s of 8: ${r:-?}× — $(verdict "$met")."
+        echo "  Server CPU per request, $SCALE_CONNECTIONS ÷ 8: ${cpu_r}×."
+        echo "- pool-bench runs one thread per connection: with $SCALE_CONNECTIONS threads on the same 2 cores the"
+        echo "  client's own scheduling cost is part of what is measured (its CPU per request is in the table);"
+        echo "  server CPU per request is the less client-dependent comparison."
+    } >"$TMP/section-scale.md"
+    SCALE_SECTION=$(cat "$TMP/section-scale.md")
+fi
+
+SKEW_SECTION="Not run (BENCH_PARTS=$PARTS)."
+if part skew; then
+    {
+        echo "pool-server \`--protocol framed --reply result --handler sim --workers $WORKERS --dispatch MODE\` (one server per"
+        echo "mode$( (( PART_ROUNDS > 1 )) && printf ' and round'), every load on it), pool-bench \`--skew $SKEW\`: 5 % of requests are \`sleep:20\` (the worker sleeps"
+        echo "20 ms), the rest 16 B echoed at once. Dispatch modes: the values \`pool-server help serve\` listed for"
+        echo "\`--dispatch\` in this run ($DISPATCH_MODES). Latency columns are of the non-skew requests only; \"÷ rr\""
+        echo "is that p99 divided by round-robin's at the same load. $PART_DURATION s per cell after $WARMUP s of warm-up,"
+        echo "$PART_ROUNDS round(s)$( (( PART_ROUNDS > 1 )) && printf ', the median by non-skew p99 shown')."
+        for load in $SKEW_LOADS; do
+            c=${load%x*} d=${load#*x}
+            echo
+            echo "### ${c} connections × $d in flight"
+            echo
+            echo "| dispatch | req/s (all) | non-skew p50 | non-skew p99 | p99 ÷ rr | p99 of all | errors |"
+            echo "|---|--:|--:|--:|--:|--:|---|"
+            rr="$TMP/skew-round-robin-$load.json"
+            best="" best_mode=""
+            for mode in $DISPATCH_MODES; do
+                f="$TMP/skew-$mode-$load.json"
+                ratio="–"
+                if [[ -f $f && -f $rr ]]; then
+                    ratio=$(jq -rn --slurpfile a "$f" --slurpfile b "$rr" '
+                        if ($a[0].latency_non_skew_us.p99 // null) != null and ($b[0].latency_non_skew_us.p99 // 0) > 0
+                        then ($a[0].latency_non_skew_us.p99 / $b[0].latency_non_skew_us.p99 * 100 | round) / 100 else "–" end')
+                fi
+                if [[ $mode != round-robin && $ratio != "–" ]] && { [[ -z $best ]] || jq -en "$ratio < $best" >/dev/null; }; then
+                    best=$ratio best_mode=$mode
+                fi
+                echo "| $mode | $(jqf "$f" 'if .failed then "failed | – | – | – | –" else "\(.requests_per_second | rps) | \(.latency_non_skew_us.p50 | lat) | \(.latency_non_skew_us.p99 | lat)" end') | $( [[ $ratio == "–" ]] && echo "–" || echo "${ratio}×") | $(jqf "$f" 'if .failed then "–" else .latency_us.p99 | lat end') | $(jqf "$f" 'errs') |"
+            done
+            echo
+            if [[ -n $best ]]; then
+                met=$(jq -n "if $best <= 0.2 then 1 else 0 end")
+                echo "Best: $best_mode at ${best}× round-robin's non-skew p99 (target ≤ 0.2×): $(verdict "$met")."
+                TARGETS+=("| skew ${c}×$d: best dispatch's non-skew p99 ≤ 0.2× round-robin's | $best_mode ${best}× | $(verdict "$met") |")
+            else
+                echo "No ratio (a run failed, or only round-robin was measured)."
+                TARGETS+=("| skew ${c}×$d: best dispatch's non-skew p99 ≤ 0.2× round-robin's | no ratio | no result |")
+            fi
+        done
+        echo
+        echo "- Offered load: a request costs on average 5 % × 20 ms = 1 ms of worker time in sleep jobs against"
+        echo "  about 0.1 ms of work for the others, so a closed-loop connection with 1 request in flight keeps"
+        echo "  about 0.9 worker busy. With $WORKERS workers, 8×4 and 4×1 both offer more than the pool can serve"
+        echo "  (queues build up whichever worker is chosen: the short requests wait behind sleep jobs already"
+        echo "  queued); only 2×1 leaves a worker free most of the time — there least-busy can send a short"
+        echo "  request to the worker that is not sleeping, which round-robin cannot."
+        echo "- Framed responses come in request order per connection, so with depth 4 a short request pipelined"
+        echo "  behind a sleep job on its own connection waits for it whatever the dispatch: about 1 − 0.95³ ≈ 14 %"
+        echo "  of the short requests at 8×4, which puts their p99 at ≥ 20 ms for every mode. The 0.2× target"
+        echo "  cannot be reached at 8×4 by dispatch alone; the 1-deep loads measure dispatch without that."
+    } >"$TMP/section-skew.md"
+    SKEW_SECTION=$(cat "$TMP/section-skew.md")
+fi
+
+SIZES_SECTION="Not run (BENCH_PARTS=$PARTS)."
+if part sizes; then
+    {
+        echo "pool-server \`--protocol framed --reply result --handler echo --workers $WORKERS\` (one per round, every size"
+        echo "on it), pool-bench framed, 8 connections × 16 in flight, every reply checked. $((MSGMAX - 16)) B is the largest"
+        echo "message (kernel.msgmax $MSGMAX − the 16-byte record header). MB/s is payload bytes × ok replies/s (one"
+        echo "way, 10⁶ bytes; the echo carries as much back). $PART_DURATION s per cell after $WARMUP s of warm-up."
+        echo
+        echo "| payload | req/s | MB/s | p50 | p99 | server CPU / req | errors |"
+        echo "|--:|--:|--:|--:|--:|--:|---|"
+        for size in $SIZES; do
+            echo "| $size B | $(jqf "$TMP/size-$size.json" 'if .failed then "failed | – | – | – | – | –" else "\(.requests_per_second | rps) | \((.ok_per_second * $size / 1e5 | round) / 10) | \(.latency_us.p50 | lat) | \(.latency_us.p99 | lat) | \(.server.cpu_us_per_request | cpu) | \(errs)" end' --argjson size "$size") |"
+        done
+        echo
+        echo "- The queues hold ${QUEUE_BYTES:-?} bytes each (16 KiB without CAP_SYS_RESOURCE): one message of the"
+        echo "  largest size per queue, so at that size the master holds the rest in its backlog."
+    } >"$TMP/section-sizes.md"
+    SIZES_SECTION=$(cat "$TMP/section-sizes.md")
+fi
+
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 {
     echo "# Benchmarks"
     echo
-    echo "Written by \`scripts/bench.sh\` on $START_TIME. pool-server (release) beside the reference"
+    echo "Written by \`scripts/bench.sh\` on $START_TIME (parts: $PARTS; the whole script took $((SECONDS - SCRIPT_START)) s)."
+    echo "The matrix: pool-server (release) beside the reference"
     echo "servers of \`../shared/bench-ref\` (\`cref\` for oneshot, \`cref_framed\` for framed; C, same architecture,"
     echo "no error handling: a floor, not a design) and the seed's PHP server, each row measured back to back"
-    echo "with the same load from \`pool-bench\`. The machine is shared and noisy: compare the columns of one row,"
-    echo "not one run with another, and re-run before drawing conclusions from a single cell."
+    echo "with the same load from \`pool-bench\`. Then pool-server alone: memory with 10,000 idle connections,"
+    echo "throughput with 1000 busy connections, dispatch under skewed job lengths, payload sizes."
+    echo "The machine is shared and noisy (other jobs run on it, and client and servers share its 2 cores):"
+    echo "compare the columns of one row, not one run with another, and re-run before drawing conclusions from"
+    echo "a single cell. The new parts run 1 short round each by default, so their numbers are the noisiest here."
     echo
     echo "## Machine"
     echo
     echo "- $(nproc) cores: $CPU_MODEL; kernel $(uname -r); $(swift --version 2>/dev/null | head -n 1)"
-    echo "- load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER"
+    echo "- load average (1, 5, 15 min) before: $LOAD_BEFORE; after the matrix: $LOAD_AFTER_MATRIX; at the end: $LOAD_AFTER"
+    echo "  (it counts runnable threads, other users' included: the scale part's $SCALE_CONNECTIONS client threads raise the"
+    echo "  last figure, and a bench run that ended minutes before raises the first)"
     echo "- kernel.msgmax $(cat /proc/sys/kernel/msgmax), kernel.msgmnb $(cat /proc/sys/kernel/msgmnb) (the refs' queue size);"
     echo "  pool-server's queues: ${QUEUE_BYTES:-?} bytes (it asks for 1 MiB, which needs CAP_SYS_RESOURCE)"
-    echo "- client and servers on the same cores; $DURATION s measured per cell after $WARMUP s of warm-up;"
-    echo "  $ROUNDS round(s) per cell, servers alternating$( (( ROUNDS > 1 )) && printf ', the median round (by ok replies/s) shown')"
+    echo "- client and servers on the same cores; matrix: $DURATION s measured per cell after $WARMUP s of warm-up,"
+    echo "  $ROUNDS round(s) per cell, servers alternating$( (( ROUNDS > 1 )) && printf ', the median round (by ok replies/s) shown');"
+    echo "  memory/scale/skew/sizes: $PART_DURATION s per measurement, $PART_ROUNDS round(s)"
     echo
+    echo "## Targets in this run"
+    echo
+    if (( ${#TARGETS[@]} > 0 )); then
+        echo "Met or not in this one run (a single short round on a noisy machine: a verdict near its threshold"
+        echo "can flip on a re-run; see each section)."
+        echo
+        echo "| target | this run | |"
+        echo "|---|---|---|"
+        printf '%s\n' "${TARGETS[@]}"
+    else
+        echo "No part with a target was run."
+    fi
+    echo
+    if ! part matrix; then
+        echo "## Throughput and latency (matrix)"
+        echo
+        echo "Not run (BENCH_PARTS=$PARTS)."
+        echo
+    else
     echo "## Throughput and latency"
     echo
     echo "$TABLE"
@@ -415,28 +845,60 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "  available and tops up to its depth in one write. Percentiles come from a log-bucketed histogram"
     echo "  (128 sub-buckets per power of two: within 0.8 %)."
     echo
+    fi
+    echo "## Memory"
+    echo
+    echo "$MEM_SECTION"
+    echo
+    echo "## Many busy connections"
+    echo
+    echo "$SCALE_SECTION"
+    echo
+    echo "## Dispatch under skewed job lengths"
+    echo
+    echo "$SKEW_SECTION"
+    echo
+    echo "## Payload sizes"
+    echo
+    echo "$SIZES_SECTION"
+    echo
     echo "## Commands"
     echo
-    echo "\`BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_ROUNDS=$ROUNDS scripts/bench.sh\`, which ran, with \`\$TMP\` its temporary"
+    echo "\`BENCH_PARTS=$PARTS BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_ROUNDS=$ROUNDS"
+    echo "BENCH_PART_DURATION=$PART_DURATION BENCH_PART_ROUNDS=$PART_ROUNDS scripts/bench.sh\`, which ran, with \`\$TMP\` its temporary"
     echo "directory, \`\$BIN\` = \`${BIN#"$ROOT"/}\` (\`swift build -c release --show-bin-path\`),"
     echo "the references built with \`gcc -O2 -o \$TMP/cref ../shared/bench-ref/cref.c\` (and cref_framed alike),"
     echo "each server started in its own session, its socket waited for, measured with the row's pool-bench"
     echo "command (\`--json --quiet\` added; SOCKET and PID are that server's), then stopped with SIGINT:"
     echo
     echo '```'
-    printf '%s\n' "${COMMANDS[@]}"
+    if (( ${#COMMANDS[@]} > 0 )); then printf '%s\n' "${COMMANDS[@]}"; fi
+    if (( ${#PART_COMMANDS[@]} > 0 )); then printf '%s\n' "${PART_COMMANDS[@]}"; fi
     echo '```'
 } >"$OUTPUT"
 
-echo "$TABLE"
+if part matrix; then
+    echo "$TABLE"
+    log ""
+    log "server CPU per request:"
+    log "$CPU_TABLE"
+    if [[ -n $ERRORS ]]; then log ""; log "errors:"; log "$ERRORS"; fi
+fi
+if (( ${#TARGETS[@]} > 0 )); then
+    echo
+    echo "| target | this run | |"
+    echo "|---|---|---|"
+    printf '%s\n' "${TARGETS[@]}"
+fi
 log ""
-log "server CPU per request:"
-log "$CPU_TABLE"
-[[ -n $ERRORS ]] && { log ""; log "errors:"; log "$ERRORS"; }
-log ""
-log "written to $OUTPUT"
+log "written to $OUTPUT ($((SECONDS - SCRIPT_START)) s)"
 
 # Nothing of ours may remain: no server process, no queue it created.
 for pid in $STARTED_PIDS; do
     if running "$pid" || kill -0 -- "-$pid" 2>/dev/null; then log "warning: process group $pid still alive"; fi
+done
+for id in $OUR_QUEUES; do
+    if awk -v id="$id" 'NR > 1 && $2 == id { found = 1 } END { exit !found }' /proc/sysvipc/msg; then
+        log "warning: queue $id of a pool-server of ours still exists"
+    fi
 done

@@ -23,6 +23,9 @@ final class LoadPlan: @unchecked Sendable {
     var measureStart: UInt64 = 0
     var stopAt: UInt64 = .max
     let go = Atomic<Bool>(false)
+    /// Load threads block reading this pipe until `release()` closes its write end: no polling,
+    /// so a thousand waiting threads cost nothing while the others are being started.
+    private let gate: (read: Int32, write: Int32)
     let ready = Atomic<Int>(0)
     let finished = Atomic<Int>(0)
     let issued = Atomic<Int>(0)
@@ -42,6 +45,28 @@ final class LoadPlan: @unchecked Sendable {
         self.duration = duration
         self.warmup = warmup
         self.timeout = timeout
+        var fds: [Int32] = [-1, -1]
+        precondition(pipe(&fds) == 0, "pipe: \(errnoText(errno))")   // pool-bench never execs
+        gate = (fds[0], fds[1])
+    }
+
+    deinit {
+        close(gate.read)
+        if !go.load(ordering: .relaxed) { close(gate.write) }
+    }
+
+    /// Starts every load thread (after `measureStart` and `stopAt` are set).
+    func release() {
+        go.store(true, ordering: .releasing)
+        close(gate.write)
+    }
+
+    /// Blocks until `release()`.
+    func waitForRelease() {
+        while !go.load(ordering: .acquiring) {
+            var probe = pollfd(fd: gate.read, events: Int16(POLLIN), revents: 0)
+            _ = poll(&probe, 1, 100)
+        }
     }
 
     enum Admission { case warmup, measured, stop }
@@ -169,7 +194,7 @@ func printable(_ bytes: UnsafeRawBufferPointer) -> String {
 
 func waitForGo(_ plan: LoadPlan) {
     plan.ready.add(1, ordering: .releasing)
-    while !plan.go.load(ordering: .acquiring) { usleep(200) }
+    plan.waitForRelease()
 }
 
 // MARK: - oneshot

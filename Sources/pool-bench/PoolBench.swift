@@ -14,8 +14,7 @@ struct PoolBench: ParsableCommand {
             oneshot: each request is connect, write the payload, read until EOF, close.
             framed: persistent connections, each keeping --depth requests in flight.
             Payloads are 'x' repeated --payload times (or the --skew payload).
-            --hold S: no load at all; open --idle-connections connections, hold them S seconds,
-            close them (for measuring the server's memory per connection).
+            --hold S: no load; only hold --idle-connections connections open for S seconds.
             """)
 
     enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable { case oneshot, framed }
@@ -144,7 +143,7 @@ struct PoolBench: ParsableCommand {
         let begin = monotonicNanos()
         plan.measureStart = begin + UInt64(warmup * 1e9)
         if requests == nil { plan.stopAt = plan.measureStart + UInt64(plan.duration * 1e9) }
-        plan.go.store(true, ordering: .releasing)
+        plan.release()
 
         // Warm-up, then the "before" samples.
         sleepUntil(plan.measureStart) { plan.finished.load(ordering: .acquiring) == connections }
