@@ -36,7 +36,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedSim + ["--workers", "2"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let initial = try #require(F.waitForWorkers(server, 2))
+        let initial = try #require(waitForWorkers(server, 2))
         let victim = initial[0]
 
         kill(victim, SIGKILL)
@@ -67,7 +67,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+        let worker = try #require(waitForWorkers(server, 1)?.first)
         let queue = try #require(server.queueIDs.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
@@ -85,7 +85,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let responses = try payloads.map { _ in try client.receive() }
         #expect(Self.statuses(responses) == [5, 0, 0, 0, 0, 0], "\(responses.map { F.Frame(status: $0.statusByte, body: $0.body) })")
         #expect(responses.dropFirst().map(\.body) == Array(payloads.dropFirst()))
-        let now = F.waitForWorkers(server, 1)
+        let now = waitForWorkers(server, 1)
         #expect(now != nil && now?.contains(worker) == false, "a replacement should run: \(String(describing: now))")
         #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(worker)") })
         // The connection stays usable.
@@ -99,7 +99,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+        let worker = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let exited = try client.request("exit:3".bytes)
@@ -121,7 +121,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        _ = try #require(F.waitForWorkers(server, 1))
+        _ = try #require(waitForWorkers(server, 1))
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
         let payloads = ["crash", "crash", "crash", "crash", "alive?"].map(\.bytes)
@@ -146,7 +146,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(try other.request("new".bytes).body == "new".bytes)
         other.close()
         client.close()
-        #expect(F.waitForWorkers(server, 1) != nil)
+        #expect(waitForWorkers(server, 1) != nil)
         F.expectCleanExit(server, footprint)
     }
 
@@ -160,8 +160,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let deadFootprint = F.Footprint(dead)
         // Runs last: `dead.stop()` deletes the directory that holds the socket both servers use.
         defer { deadFootprint.removeLeftovers(); dead.stop() }
-        let workers = try #require(F.waitForWorkers(dead, 3))
-        let queues = F.stateFileQueueIDs(F.stateFilePath(dead))
+        let workers = try #require(waitForWorkers(dead, 3))
+        let queues = stateFileQueueIDs(dead.stateFilePath)
         #expect(queues.count == 4, "3 worker queues + the reply queue in the state file: \(queues)")
         deadFootprint.observe()
 
@@ -171,7 +171,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(waitUntil(timeout: 3) { orphans().isEmpty }, "workers outlived their master: \(orphans())")
         // System V queues outlive processes: they are all still there, and so is the socket.
         #expect(Set(queues).isSubset(of: existingQueueIDs()), "the dead master's queues should remain until recovery")
-        #expect(F.fileExists(dead.socketPath))
+        #expect(fileExists(dead.socketPath))
 
         let next = try TestServer(["--workers", "2"], socketPath: dead.socketPath)
         let nextFootprint = F.Footprint(next)
@@ -194,8 +194,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let dead = try TestServer(F.framedSim + ["--workers", "2"])
         let footprint = F.Footprint(dead)
         defer { footprint.removeLeftovers(); dead.stop() }
-        let workers = try #require(F.waitForWorkers(dead, 2))
-        let queues = F.stateFileQueueIDs(F.stateFilePath(dead))
+        let workers = try #require(waitForWorkers(dead, 2))
+        let queues = stateFileQueueIDs(dead.stateFilePath)
         #expect(queues.count == 3, "2 worker queues + the reply queue: \(queues)")
 
         kill(dead.pid, SIGKILL)
@@ -211,11 +211,11 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         }
         #expect(lines.contains("removed stale socket") && lines.contains("removed state file"), "\(result)")
         #expect(existingQueueIDs().isDisjoint(with: queues), "queues left after cleanup: \(existingQueueIDs().intersection(queues))")
-        #expect(!F.fileExists(dead.socketPath), "socket left after cleanup")
-        #expect(!F.fileExists(F.stateFilePath(dead)), "state file left after cleanup")
+        #expect(!fileExists(dead.socketPath), "socket left after cleanup")
+        #expect(!fileExists(dead.stateFilePath), "state file left after cleanup")
         #expect(childPIDs(of: dead.pid).isEmpty && workers.allSatisfy { !processIsAlive($0) })
         // The dead master also left its control socket (<socket>.ctl); cleanup must remove it too.
-        #expect(!F.fileExists(dead.socketPath + ".ctl"),
+        #expect(!fileExists(dead.socketPath + ".ctl"),
                 "`pool-server cleanup` left the dead master's control socket \(dead.socketPath).ctl behind")
     }
 
@@ -227,7 +227,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedSim + ["--workers", "1", "--job-timeout", "0.5"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+        let worker = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let hung = try client.request("hang".bytes)
@@ -240,7 +240,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
         let next = try client.request("next".bytes)
         #expect(next.isOK && next.body == "next".bytes, "\(next)")
-        let now = F.waitForWorkers(server, 1)
+        let now = waitForWorkers(server, 1)
         #expect(now != nil && now?.contains(worker) == false, "the replacement serves: \(String(describing: now))")
         client.close()
         F.expectCleanExit(server, footprint)
@@ -255,7 +255,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                                      "--protocol", "framed", "--handler", "echo"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let first = try #require(F.waitForWorkers(server, 1)?.first)
+        let first = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let payloads = (0..<12).map { "job-\($0)".bytes }
@@ -264,9 +264,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(responses.map(\.body) == payloads)
 
         #expect(waitUntil(timeout: 20) { server.logLines(containing: "recycled").count >= 2 }, "\(server.log)")
-        let spawned = F.spawnedWorkerPIDs(inLog: server.log)
+        let spawned = spawnedWorkerPIDs(inLog: server.log)
         #expect(Set(spawned).count >= 3, "the worker pid should change at least twice: \(spawned)")
-        let now = F.waitForWorkers(server, 1)
+        let now = waitForWorkers(server, 1)
         #expect(now != nil && now?.contains(first) == false)
         #expect(server.logLines(containing: "worker died").isEmpty, "recycling is not a death:\n\(server.log)")
         #expect(server.logLines(containing: "worker exited").filter { $0.contains("status=exit 0") }.count >= 2)
@@ -282,11 +282,11 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedSim + ["--workers", "2", "--shutdown-timeout", "1"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let workers = try #require(F.waitForWorkers(server, 2))
+        let workers = try #require(waitForWorkers(server, 2))
         let queues = server.queueIDs
 
         let connection = try F.Connection(path: server.socketPath, timeout: 30)
-        #expect(connection.send(F.requestFrame("hang".bytes)))
+        #expect(connection.send(FramedWire.requestFrame("hang".bytes)))
         var hung: pid_t?
         #expect(waitUntil(timeout: 20) {
             hung = queues.compactMap { try? MessageQueue(id: $0).status().lastReceivePID }.first { workers.contains($0) }
@@ -360,7 +360,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try ProcessGroupServer(["--workers", "3", "--handler", "log"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let workers = try #require(F.waitForWorkers(server, 3))
+        let workers = try #require(waitForWorkers(server, 3))
         #expect(server.processGroup == server.pid, "the server should lead its own process group")
 
         let messages = (0..<6).map { "pg-\($0)" }
@@ -394,7 +394,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try F.ShellServer(prelude: "trap \"\" CHLD INT", F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+        let worker = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let crashed = try client.request("crash".bytes)
@@ -403,7 +403,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(waitUntil(timeout: 20) { now = server.workerPIDs; return now.count == 1 && now[0] != worker },
                 "the crashed worker should be reaped and replaced: \(now)\n\(server.log)")
         #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(worker)") })
-        let zombies = childPIDs(of: server.pid).filter { F.processState($0) == "Z" }
+        let zombies = childPIDs(of: server.pid).filter { processState($0) == "Z" }
         #expect(zombies.isEmpty, "unreaped children: \(zombies)")
         #expect(try client.request("after".bytes).body == "after".bytes)
         client.close()
@@ -439,7 +439,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try F.ShellServer(prelude: "ulimit -n 64", F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        _ = try #require(F.waitForWorkers(server, 2))
+        _ = try #require(waitForWorkers(server, 2))
         let limits = (try? String(contentsOfFile: "/proc/\(server.pid)/limits", encoding: .utf8)) ?? ""
         #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains(" 64 ") }, "\(limits)")
         let base = F.descriptorCount(server.pid)
@@ -458,7 +458,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         var other: [String] = []
         for (index, connection) in connections.enumerated() {
             let payload = "client-\(index)".bytes
-            connection.send(F.requestFrame(payload))
+            connection.send(FramedWire.requestFrame(payload))
             guard let frame = connection.readFrames(1)?.first else { other.append("\(index): no frame"); continue }
             if frame == Frame(status: 0, body: payload) { served += 1 } else if frame.status == 2 { busy += 1 } else {
                 other.append("\(index): \(frame)")
@@ -492,7 +492,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try F.ShellServer(prelude: "ulimit -n 64", F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        _ = try #require(F.waitForWorkers(server, 2))
+        _ = try #require(waitForWorkers(server, 2))
         let base = F.descriptorCount(server.pid)
         var (connections, shed) = saturate(server, count: 200, baseDescriptors: base)
         #expect(shed > 0)
@@ -544,7 +544,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
         kill(server.pid, SIGSTOP)
         stopped = true
-        #expect(waitUntil(timeout: 10) { F.processState(server.pid) == "T" })
+        #expect(waitUntil(timeout: 10) { processState(server.pid) == "T" })
         var wouldBlock = 0
         var otherErrors: [Int32: Int] = [:]
         for _ in 0..<2000 {
@@ -561,7 +561,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(try client.request("after flood".bytes).body == "after flood".bytes)
         client.close()
         for fd in [flood.first!, flood.last!] {
-            let frame = F.requestFrame("flooded".bytes)
+            let frame = FramedWire.requestFrame("flooded".bytes)
             let sent = frame.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             #expect(sent == frame.count)
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -591,7 +591,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let worker = try #require(F.waitForWorkers(server, 1)?.first)
+        let worker = try #require(waitForWorkers(server, 1)?.first)
         let old = try #require(server.queueIDs.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
@@ -613,7 +613,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         footprint.observe()
         #expect(new != old)
         #expect(existingQueueIDs().contains(new) && !existingQueueIDs().contains(old))
-        let recorded = F.stateFileQueueIDs(F.stateFilePath(server))
+        let recorded = stateFileQueueIDs(server.stateFilePath)
         #expect(recorded.contains(new) && !recorded.contains(old), "state file: \(recorded)")
         #expect(try MessageQueue(id: new).status().mode & 0o777 == 0o600)
         #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(worker)") && $0.contains("status=exit 3") })
@@ -646,7 +646,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             #expect(st.st_mode & S_IFMT == S_IFSOCK && st.st_mode & 0o777 == 0o600,
                     "\(path): mode \(String(st.st_mode & 0o7777, radix: 8))")
         }
-        let queues = F.stateFileQueueIDs(F.stateFilePath(server))
+        let queues = stateFileQueueIDs(server.stateFilePath)
         #expect(queues.count == 3)
         for queue in queues {
             let status = try MessageQueue(id: queue).status()
@@ -686,7 +686,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let refusingFootprint = F.Footprint(refusing)
         defer { refusingFootprint.removeLeftovers(); refusing.stop() }
         let connection = try F.Connection(path: refusing.socketPath, timeout: 20)
-        connection.send(F.requestFrame("let me in".bytes))
+        connection.send(FramedWire.requestFrame("let me in".bytes))
         let (bytes, end) = connection.readToEnd()
         #expect(bytes.isEmpty && (end == .eof || end == .reset), "uid 0 is not allowed: got \(bytes) \(end)")
         connection.close()
@@ -736,7 +736,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(["--workers", "3", "--handler", "log"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        let initial = try #require(F.waitForWorkers(server, 3))
+        let initial = try #require(waitForWorkers(server, 3))
 
         let record = F.LoadRecord()
         let threads = 8
@@ -808,13 +808,13 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             server.stop()
             _ = waitUntil(timeout: 60) { record.finishedCount == threads }
         }
-        _ = try #require(F.waitForWorkers(server, 3))
+        _ = try #require(waitForWorkers(server, 3))
         F.startOneshotLoad(path: server.socketPath, threads: threads, record: record)
         #expect(waitUntil(timeout: 30) { record.acknowledgedCount >= 200 }, "the load never got going")
 
         let kills = 6
         for index in 0..<kills {
-            guard let workers = F.waitForWorkers(server, 3) else {
+            guard let workers = waitForWorkers(server, 3) else {
                 Issue.record("the pool did not get back to 3 workers")
                 break
             }
@@ -841,12 +841,12 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         var diedLines: [Substring] = []
         let log = server.log
         for line in log.split(separator: "\n") {
-            if line.contains(": queued "), let id = F.intField(line, "job") {
+            if line.contains(": queued "), let id = intField(line, "job") {
                 queued.insert(id)
                 queuedLines[id] = line
             } else if let range = line.range(of: "handled job ") {
                 if let id = Int(line[range.upperBound...].prefix { $0.isNumber }) { handled.insert(id) }
-            } else if line.contains("acknowledged message lost"), let id = F.intField(line, "job") {
+            } else if line.contains("acknowledged message lost"), let id = intField(line, "job") {
                 lost.insert(id)
             } else if line.contains("worker died") {
                 diedLines.append(line)
@@ -865,7 +865,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     // MARK: - 9. Fuzzed framed input
 
     /// One fuzz input: frames, oversize and implausible lengths, truncated frames and noise.
-    private static func fuzzBlob(_ rng: inout F.SeededGenerator, maxMessage: Int) -> [UInt8] {
+    private static func fuzzBlob(_ rng: inout SplitMix64, maxMessage: Int) -> [UInt8] {
         func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) } }
         func header(_ length: UInt32) -> [UInt8] {
             [UInt8(length >> 24), UInt8((length >> 16) & 0xff), UInt8((length >> 8) & 0xff), UInt8(length & 0xff)]
@@ -873,8 +873,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         var blob: [UInt8] = []
         for _ in 0..<Int.random(in: 1...6, using: &rng) {
             switch Int.random(in: 0..<100, using: &rng) {
-            case 0..<40: blob += F.requestFrame(random(Int.random(in: 0...40, using: &rng)))
-            case 40..<48: blob += F.requestFrame(random(Int.random(in: (maxMessage - 12)...maxMessage, using: &rng)))
+            case 0..<40: blob += FramedWire.requestFrame(random(Int.random(in: 0...40, using: &rng)))
+            case 40..<48: blob += FramedWire.requestFrame(random(Int.random(in: (maxMessage - 12)...maxMessage, using: &rng)))
             case 48..<58: blob += header(UInt32.random(in: UInt32(maxMessage + 1)..<(1 << 30), using: &rng)) + random(Int.random(in: 0...8, using: &rng))
             case 58..<66: blob += header(UInt32.random(in: (1 << 30)...UInt32.max, using: &rng)) + random(Int.random(in: 0...8, using: &rng))
             case 66..<84: blob += random(Int.random(in: 1...16, using: &rng))
@@ -893,7 +893,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         var out: [Frame] = []
         var offset = 0
         while blob.count - offset >= 4 {
-            let length = Int(F.be32(blob, offset))
+            let length = Int(FramedWire.be32(blob, offset))
             if length >= 1 << 30 { out.append(Frame(status: 7, body: [])); break }
             if length > maxMessage { out.append(Frame(status: 3, body: [])); break }
             guard blob.count - offset - 4 >= length else { break }
@@ -912,7 +912,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedEcho + ["--workers", "2", "--max-message", "\(maxMessage)"])
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
-        var rng = F.SeededGenerator(seed: 0x5EED_F00D_2024)
+        var rng = SplitMix64(seed: 0x5EED_F00D_2024)
         var failures: [String] = []
         var statusesSeen = Set<UInt8>()
 

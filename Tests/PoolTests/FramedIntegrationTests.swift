@@ -94,7 +94,7 @@ private extension PoolClient.Response {
                 "after the too-large response the server closes the connection; the client should see that as PoolClient.ProtocolError (EOF), got \(freshThrown.map { "\(type(of: $0)): \($0)" } ?? "nothing")")
         // Raw view of the same: one too-large frame, then the stream ends cleanly (EOF, not a reset).
         let raw = try RawConnection(path: server.socketPath)
-        try raw.write(FramedSupport.requestFrames([FramedSupport.randomBytes(5001)]))
+        try raw.write(FramedWire.requestFrames([FramedSupport.randomBytes(5001)]))
         let (frames, rest, end) = raw.readToEnd()
         #expect(frames.map(\.status) == [ResponseStatus.tooLarge.rawValue])
         #expect(rest.isEmpty)
@@ -149,7 +149,7 @@ private extension PoolClient.Response {
 
     @Test func crashAnswersWorkerDiedForThatRequestOnly() throws {
         let server = try TestServer(Self.resultSim + ["--workers", "2"])
-        let initial = try #require(FramedSupport.waitForWorkers(server, 2))
+        let initial = try #require(waitForWorkers(server, 2))
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let responses = try client.pipeline(["a", "crash", "b", "c"].map(\.bytes))
         #expect(Self.statuses(responses) == [0, 5, 0, 0], "\(responses)")
@@ -192,14 +192,14 @@ private extension PoolClient.Response {
     @Test func clientLeavingWithRequestsInFlightHarmsNobody() throws {
         let server = try TestServer(Self.resultSim)
         let leaver = try RawConnection(path: server.socketPath)
-        try leaver.write(FramedSupport.requestFrames(Array(repeating: "sleep:200".bytes, count: 4)))
+        try leaver.write(FramedWire.requestFrames(Array(repeating: "sleep:200".bytes, count: 4)))
         leaver.close()
 
         // The next client gets exactly its own replies, in order, and nothing else. Its jobs queue
         // behind the abandoned sleeps, so their replies come back while it is connected.
         let next = try RawConnection(path: server.socketPath)
         let payloads = ["after-1", "sleep:100", "after-2", "after-3"].map(\.bytes)
-        try next.write(FramedSupport.requestFrames(payloads))
+        try next.write(FramedWire.requestFrames(payloads))
         let frames = next.readFrames(payloads.count)
         #expect(frames == payloads.map { Frame(status: 0, body: $0) }, "\(frames.map { "\($0)" } ?? "connection ended")")
         // Anything owed to the first client arriving late must not leak here.
@@ -217,17 +217,17 @@ private extension PoolClient.Response {
     @Test func abandonedConnectionDoesNotBusyLoopTheMaster() throws {
         let server = try TestServer(Self.resultSim + ["--workers", "1"])
         let queue = try #require(server.queueIDs.first)
-        let worker = try #require(FramedSupport.waitForWorkers(server, 1)?.first)
+        let worker = try #require(waitForWorkers(server, 1)?.first)
         let leaver = try RawConnection(path: server.socketPath)
-        try leaver.write(FramedSupport.requestFrames(["sleep:3000".bytes]))
+        try leaver.write(FramedWire.requestFrames(["sleep:3000".bytes]))
         leaver.close()
         // The worker has taken the job (it received from its queue), so the connection is
         // abandoned with one request in flight for the next ~3 s.
-        #expect(waitUntil(timeout: 20) { FramedSupport.queueRow(queue)?.lastReceivePID == worker })
+        #expect(waitUntil(timeout: 20) { queueRow(queue)?.lastReceivePID == worker })
         usleep(100_000)
-        let before = try #require(FramedSupport.cpuTicks(server.pid))
+        let before = try #require(cpuTicks(server.pid))
         usleep(1_000_000)
-        let after = try #require(FramedSupport.cpuTicks(server.pid))
+        let after = try #require(cpuTicks(server.pid))
         // An idle master uses ~0 ticks per second; a spinning one ~100 (1 tick = 10 ms).
         #expect(after - before < 30,
                 "the master used \(after - before) ticks of CPU in 1 s while idle (busy loop on the abandoned connection)")
@@ -242,7 +242,7 @@ private extension PoolClient.Response {
         let server = try TestServer(Self.resultSim)
         let connection = try RawConnection(path: server.socketPath)
         let payloads = ["sleep:300", "x", "", "y"].map(\.bytes)
-        try connection.write(FramedSupport.requestFrames(payloads))
+        try connection.write(FramedWire.requestFrames(payloads))
         try connection.shutdownWrite()
         let (frames, rest, end) = connection.readToEnd()
         #expect(frames == payloads.map { Frame(status: 0, body: $0) }, "\(frames)")
@@ -293,13 +293,13 @@ private extension PoolClient.Response {
         // Everything written at once, before reading anything, works as well.
         let raw = try RawConnection(path: server.socketPath)
         let more = (0..<6).map { $0 % 2 == 0 ? "sleep:\(200 + $0)".bytes : "quick-\($0)".bytes }
-        try raw.write(FramedSupport.requestFrames(more))
+        try raw.write(FramedWire.requestFrames(more))
         #expect(raw.readFrames(6) == more.map { Frame(status: 0, body: $0) })
         raw.close()
         // And when the client half-closes right after writing: the requests not yet read when
         // it did are still read and answered, then the server closes.
         let halfClosed = try RawConnection(path: server.socketPath)
-        try halfClosed.write(FramedSupport.requestFrames(more))
+        try halfClosed.write(FramedWire.requestFrames(more))
         try halfClosed.shutdownWrite()
         let (frames, rest, end) = halfClosed.readToEnd()
         #expect(frames == more.map { Frame(status: 0, body: $0) })
@@ -365,7 +365,7 @@ private extension PoolClient.Response {
         let responses = try client.pipeline(payloads)
         #expect(Self.statuses(responses) == [0, 5, 0, 5, 0, 4, 0], "\(responses.map(FramedSupport.frame))")
         #expect(responses.count == 7 && [0, 2, 4, 6].allSatisfy { responses[$0].body == payloads[$0] })
-        #expect(FramedSupport.waitForWorkers(server, 1) != nil)
+        #expect(waitForWorkers(server, 1) != nil)
         #expect(try client.request("e".bytes).frame == Frame(status: 0, body: "e".bytes))
         FramedSupport.expectCleanShutdown(server)
     }
@@ -411,10 +411,10 @@ private extension PoolClient.Response {
         // enough that the connection is still owed a response when the next request arrives.
         let server = try TestServer(Self.resultSim + ["--workers", "1"])
         let queue = try #require(server.queueIDs.first)
-        let worker = try #require(FramedSupport.waitForWorkers(server, 1)?.first)
+        let worker = try #require(waitForWorkers(server, 1)?.first)
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         try client.send("sleep:1500".bytes)
-        #expect(waitUntil(timeout: 20) { FramedSupport.queueRow(queue)?.lastReceivePID == worker }, "the worker never took the job")
+        #expect(waitUntil(timeout: 20) { queueRow(queue)?.lastReceivePID == worker }, "the worker never took the job")
 
         let queues = FramedSupport.ownedQueueIDs(server)
         server.signal(SIGTERM)

@@ -87,7 +87,7 @@ extension OneshotShutdownSuites {
             server.signal(SIGINT)
             S.expectExit(server, status: 0, timeout: 30)
 
-            let lines = S.recvLines(in: server.log)
+            let lines = recvLines(in: server.log)
             var counts: [String: Int] = [:]
             for line in lines { counts[line.message, default: 0] += 1 }
             let missing = messages.filter { counts[$0] == nil }
@@ -116,9 +116,9 @@ extension OneshotShutdownSuites {
             let payload: [UInt8] = [0x01, 0x61, 0x00, 0x62, 0xFF]
             #expect(try S.oneshot(server.socketPath, bytes: payload) == "ok")
             let expected = #"\x01a\x00b\xff"#
-            #expect(waitUntil { S.recvLines(in: server.log).contains { $0.message == expected } },
+            #expect(waitUntil { recvLines(in: server.log).contains { $0.message == expected } },
                     "expected a recv line with \(expected):\n\(server.log)")
-            let line = S.recvLines(in: server.log).first { $0.message == expected }
+            let line = recvLines(in: server.log).first { $0.message == expected }
             #expect(line?.length == payload.count)
             server.signal(SIGINT)
             S.expectExit(server, status: 0)
@@ -189,7 +189,7 @@ extension OneshotShutdownSuites {
             }
             #expect(waitUntil { let counts = S.recvCounts(in: server.log); return later.allSatisfy { counts[$0] == 1 } },
                     "later messages should be logged once each:\n\(server.log)")
-            let handlers = Set(S.recvLines(in: server.log).filter { later.contains($0.message) }.map(\.pid))
+            let handlers = Set(recvLines(in: server.log).filter { later.contains($0.message) }.map(\.pid))
             #expect(handlers == Set(before), "every original worker should still handle messages: \(handlers.sorted()) vs \(before)")
             #expect(server.workerPIDs == before)
 
@@ -269,7 +269,7 @@ extension OneshotShutdownSuites {
             // Stop cleanly so everything queued has been handled before looking for what was not.
             server.signal(SIGINT)
             S.expectExit(server, status: 0)
-            let lines = S.recvLines(in: server.log)
+            let lines = recvLines(in: server.log)
             #expect(lines.filter { $0.message == exact && $0.length == 100 }.count == 1)
             let leaked = lines.filter { $0.length > 100 || $0.message.contains("B") || $0.message.contains("C") }
             #expect(leaked.isEmpty, "too-large messages reached a worker: \(leaked)")
@@ -350,7 +350,7 @@ extension OneshotShutdownSuites {
             kill(frozen, SIGSTOP)
             var resumed = false
             defer { if !resumed { kill(frozen, SIGCONT) } }
-            #expect(waitUntil { S.processState(frozen) == "T" })
+            #expect(waitUntil { processState(frozen) == "T" })
 
             let size = 4000
             let messages = (0..<12).map { index in
@@ -376,7 +376,7 @@ extension OneshotShutdownSuites {
             #expect(depths.contains(8192 / perRecord), "queue depths \(depths)")
             let running = workers[1]
             #expect(waitUntil {
-                S.recvLines(in: server.log).filter { $0.pid == running && $0.message.hasPrefix("fill-") }.count
+                recvLines(in: server.log).filter { $0.pid == running && $0.message.hasPrefix("fill-") }.count
                     == messages.count - 8192 / perRecord
             }, "the running worker should handle every message the frozen one's full queue could not take:\n\(server.log.suffix(3000))")
             if busy > 0 { print("fullQueueFallsBackToTheNextWorker: \(busy) busy answer(s) retried") }
@@ -388,7 +388,7 @@ extension OneshotShutdownSuites {
             resumed = true
             S.expectExit(server, status: 0, timeout: 20)
 
-            let lines = S.recvLines(in: server.log).filter { $0.message.hasPrefix("fill-") }
+            let lines = recvLines(in: server.log).filter { $0.message.hasPrefix("fill-") }
             for message in messages {
                 let head = String(message.prefix(8))
                 let count = lines.filter { $0.message.hasPrefix(head) }.count

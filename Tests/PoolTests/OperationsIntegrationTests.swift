@@ -379,8 +379,8 @@ private typealias S = OperationsSupport
         #expect(status.acceptedConnections == 1,
                 "one client connected, but accepted_connections is \(status.acceptedConnections)")
         #expect(status.responses["ok"] == 21)
-        let queues = status.queueIDs.union(S.queueIDs(inLog: server.log)).union(S.stateFileQueueIDs(server.socketPath + ".state"))
-        let workers = Set(status.workerPIDs).union(S.workerPIDs(inLog: server.log))
+        let queues = status.queueIDs.union(loggedQueueIDs(inLog: server.log)).union(S.stateFileQueueIDs(server.socketPath + ".state"))
+        let workers = Set(status.workerPIDs).union(spawnedWorkerPIDs(inLog: server.log))
         client.close()
 
         kill(server.pid, SIGTERM)
@@ -412,7 +412,7 @@ private typealias S = OperationsSupport
         defer { try? FileManager.default.removeItem(atPath: logDirectory) }
         let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
         func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
-        func received(_ path: String) -> Set<String> { Set(OneshotShutdownSupport.recvLines(in: read(path)).map(\.message)) }
+        func received(_ path: String) -> Set<String> { Set(recvLines(in: read(path)).map(\.message)) }
 
         let server = try TestServer(["--workers", "2", "--handler", "log", "--log-file", logPath], waitForStart: false)
         defer { server.stop() }
@@ -442,7 +442,7 @@ private typealias S = OperationsSupport
         #expect(old.contains("before-rotation") && !new.contains("before-rotation"))
         #expect(!old.contains("log file reopened"))
         // Round-robin: both workers wrote their lines to the new file.
-        let writers = Set(OneshotShutdownSupport.recvLines(in: new).map(\.pid))
+        let writers = Set(recvLines(in: new).map(\.pid))
         #expect(writers == Set(workers), "recv lines in the new file came from \(writers), workers are \(workers)")
 
         S.expectCleanExit(server, extraLog: extraLog)

@@ -66,7 +66,7 @@ extension OneshotShutdownSuites {
             kill(worker, SIGSTOP)
             var resumed = false
             defer { if !resumed { kill(worker, SIGCONT) } }
-            #expect(waitUntil { S.processState(worker) == "T" }, "the worker should be stopped")
+            #expect(waitUntil { processState(worker) == "T" }, "the worker should be stopped")
 
             let messages = (0..<50).map { "queued-\($0)" }
             for message in messages {
@@ -83,7 +83,7 @@ extension OneshotShutdownSuites {
             kill(worker, SIGCONT)
             resumed = true
             S.expectExit(server, status: 0, timeout: 20)
-            let handled = S.recvLines(in: server.log).map(\.message).filter { $0.hasPrefix("queued-") }
+            let handled = recvLines(in: server.log).map(\.message).filter { $0.hasPrefix("queued-") }
             #expect(handled == messages, "handled \(handled.count) of \(messages.count): \(handled.prefix(5))...")
             let lines = S.exitLines(of: worker, in: server.log)
             #expect(lines.count == 1 && lines.first?.contains("status=exit 0") == true, "\(lines)")
@@ -129,7 +129,7 @@ extension OneshotShutdownSuites {
             #expect(early.isEmpty, "client errors before the stop: \(early.prefix(5))")
 
             var counts: [String: Int] = [:]
-            for line in S.recvLines(in: server.log) where line.message.hasPrefix("race-") { counts[line.message, default: 0] += 1 }
+            for line in recvLines(in: server.log) where line.message.hasPrefix("race-") { counts[line.message, default: 0] += 1 }
             let lost = acknowledged.filter { counts[$0] == nil }
             let twice = counts.filter { $0.value > 1 }.map(\.key)
             let unacknowledged = Set(counts.keys).subtracting(acknowledged)
@@ -191,7 +191,7 @@ extension OneshotShutdownSuites {
                 #expect(try S.oneshot(server.socketPath, message) == "ok")
             }
             #expect(waitUntil { let counts = S.recvCounts(in: server.log); return messages.allSatisfy { counts[$0] == 1 } })
-            let handlers = Set(S.recvLines(in: server.log).filter { messages.contains($0.message) }.map(\.pid))
+            let handlers = Set(recvLines(in: server.log).filter { messages.contains($0.message) }.map(\.pid))
             #expect(handlers.contains(target), "the worker that got SIGINT should still handle messages: \(handlers)")
 
             server.signal(SIGINT)
@@ -260,9 +260,9 @@ extension OneshotShutdownSuites {
             #expect(path.utf8.count == 108)
             let server = try TestServer(["--workers", "2"], socketPath: path, waitForStart: false)
             defer {
-                let queues = S.spawnedQueueIDs(in: server.log)
+                let queues = spawnedQueueIDs(inLog: server.log)
                 server.stop()
-                S.removeQueuesIfPresent(queues)
+                removeQueues(queues)
             }
             let status = S.waitForExit(server, timeout: 20)
             #expect(status != nil && status != 0, "exit status \(String(describing: status))")
@@ -270,7 +270,7 @@ extension OneshotShutdownSuites {
             #expect(log.contains("sun_path") || log.contains("longer"), "log should say why:\n\(log)")
             #expect(!log.contains("pool started"))
             #expect(S.filesBeside(socketPath: path).isEmpty, "left: \(S.filesBeside(socketPath: path))")
-            let leftQueues = S.spawnedQueueIDs(in: log).intersection(existingQueueIDs())
+            let leftQueues = spawnedQueueIDs(inLog: log).intersection(existingQueueIDs())
             #expect(leftQueues.isEmpty, "queues left: \(leftQueues)")
         }
 
@@ -297,18 +297,18 @@ extension OneshotShutdownSuites {
             let firstQueues = first.queueIDs
             let second = try TestServer(["--workers", "2"], socketPath: first.socketPath, waitForStart: false)
             defer {
-                let queues = S.spawnedQueueIDs(in: second.log)
+                let queues = spawnedQueueIDs(inLog: second.log)
                 second.stop()
-                S.removeQueuesIfPresent(queues)
+                removeQueues(queues)
             }
             let status = S.waitForExit(second, timeout: 20)
             #expect(status != nil && status != 0, "exit status \(String(describing: status))")
             let secondLog = second.log
             #expect(!secondLog.contains("pool started"), "second server started:\n\(secondLog)")
             // What the refused server created is gone.
-            let leftQueues = S.spawnedQueueIDs(in: secondLog).intersection(existingQueueIDs())
+            let leftQueues = spawnedQueueIDs(inLog: secondLog).intersection(existingQueueIDs())
             #expect(leftQueues.isEmpty, "the refused server left queues \(leftQueues)")
-            let secondWorkers = S.spawnedWorkerPIDs(in: secondLog)
+            let secondWorkers = spawnedWorkerPIDs(inLog: secondLog)
             #expect(waitUntil(timeout: 5) { secondWorkers.allSatisfy { !processIsAlive($0) } })
 
             #expect(S.fileMode(first.socketPath)?.isSocket == true, "the first server's socket file is gone")
@@ -379,9 +379,9 @@ extension OneshotShutdownSuites {
 
             let server = try TestServer(["--workers", "2"], socketPath: path, waitForStart: false)
             defer {
-                let queues = S.spawnedQueueIDs(in: server.log)
+                let queues = spawnedQueueIDs(inLog: server.log)
                 server.stop()
-                S.removeQueuesIfPresent(queues)
+                removeQueues(queues)
             }
             let status = S.waitForExit(server, timeout: 20)
             #expect(status != nil && status != 0, "exit status \(String(describing: status))")
@@ -391,9 +391,9 @@ extension OneshotShutdownSuites {
             #expect(modeAfter?.isRegular == true && modeAfter?.permissions == modeBefore.permissions)
             #expect((try? String(contentsOfFile: path, encoding: .utf8)) == content)
             #expect(S.filesBeside(socketPath: path) == ["pool.sock"], "left: \(S.filesBeside(socketPath: path))")
-            let leftQueues = S.spawnedQueueIDs(in: log).intersection(existingQueueIDs())
+            let leftQueues = spawnedQueueIDs(inLog: log).intersection(existingQueueIDs())
             #expect(leftQueues.isEmpty, "the refused server left queues \(leftQueues)")
-            let workers = S.spawnedWorkerPIDs(in: log)
+            let workers = spawnedWorkerPIDs(inLog: log)
             #expect(waitUntil(timeout: 5) { workers.allSatisfy { !processIsAlive($0) } })
         }
     }

@@ -167,10 +167,12 @@ final class Supervisor {
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
             scoreboard: scoreboard, messageCapacity: limits.maxMessageBytes, jobLimit: limit,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
+        // Reset the slot's scoreboard before the fork: the child may take and finish a job before
+        // the parent runs again, and a reset after that would erase its busy state and job count.
+        scoreboard.reset(index, pid: 0)
         guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
             runWorker(environment)
         }
-        scoreboard.reset(index, pid: pid)
         slots[index].pid = pid
         slots[index].startedAt = monotonicNanoseconds()
         slots[index].respawnAt = nil

@@ -3,42 +3,14 @@ import Glibc
 import Pool
 import Testing
 
-/// What FaultIntegrationTests needs to know about a running `pool-server`, whichever way it was
-/// launched (TestServer, ProcessGroupServer, or FaultSupport.ShellServer).
-protocol FaultObservableServer: AnyObject {
-    var pid: pid_t { get }
-    var socketPath: String { get }
-    var log: String { get }
-    var workerPIDs: [pid_t] { get }
-}
-
-extension TestServer: FaultObservableServer {}
-extension ProcessGroupServer: FaultObservableServer {}
-
 /// Helpers for FaultIntegrationTests, namespaced so they cannot collide with other suites'.
-/// Deliberately independent of the other suites' support files (which may change under us).
+/// Independent of the other suites' support files (which may change under us); what every suite
+/// shares comes from Common.swift and TestServer.swift.
 enum FaultSupport {
     static let framedSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim"]
     static let framedEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo"]
 
     // MARK: - Processes
-
-    /// The state letter of /proc/PID/stat ("R", "S", "T", "Z", ...), nil if the pid is gone.
-    static func processState(_ pid: pid_t) -> Character? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        return stat[stat.index(close, offsetBy: 2)]
-    }
-
-    /// CPU time (utime + stime) of a process, in clock ticks (1/100 s), from /proc/PID/stat.
-    static func cpuTicks(_ pid: pid_t) -> Int? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-        // fields[0] is the state (field 3); utime is field 14, stime field 15.
-        guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
-        return user + system
-    }
 
     /// CPU ticks `pid` used during `seconds` of wall time.
     static func cpuTicksUsed(by pid: pid_t, during seconds: Double) -> Int? {
@@ -51,16 +23,6 @@ enum FaultSupport {
     /// Open descriptors of a process.
     static func descriptorCount(_ pid: pid_t) -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
-    }
-
-    /// Live worker pids once there are exactly `count` of them.
-    static func waitForWorkers(_ server: FaultObservableServer, _ count: Int, timeout: Double = 20) -> [pid_t]? {
-        var pids: [pid_t] = []
-        let ok = waitUntil(timeout: timeout) {
-            pids = server.workerPIDs
-            return pids.count == count
-        }
-        return ok ? pids.sorted() : nil
     }
 
     /// Makes sure this process may open `count` descriptors (raises the soft RLIMIT_NOFILE up to
@@ -87,31 +49,10 @@ enum FaultSupport {
         line.contains(" \(key)=\(value) ") || line.hasSuffix(" \(key)=\(value)")
     }
 
-    /// Integer after `key=` in a log line.
-    static func intField(_ line: Substring, _ key: String) -> Int? {
-        guard let range = line.range(of: " \(key)=") else { return nil }
-        return Int(line[range.upperBound...].prefix { $0.isNumber })
-    }
-
-    /// Worker pids from the master's "worker spawned ... pid=N" lines.
-    static func spawnedWorkerPIDs(inLog log: String) -> [pid_t] {
-        lines(log, containing: "worker spawned").compactMap { intField($0, "pid").map(pid_t.init) }
-    }
-
     /// Every queue id a server's log names as its own: the "pool started" list, the queue of every
-    /// spawned worker, and queues created in place of removed ones.
+    /// spawned worker, and (unlike the common `loggedQueueIDs`) queues created in place of removed ones.
     static func queueIDs(inLog log: String) -> Set<Int32> {
-        var ids = Set<Int32>()
-        for line in lines(log, containing: "pool started") {
-            guard let range = line.range(of: "queues=[") else { continue }
-            let list = line[range.upperBound...].prefix { $0 != "]" }
-            for item in list.split(separator: ",") {
-                if let id = Int32(item.trimmingCharacters(in: .whitespaces)) { ids.insert(id) }
-            }
-        }
-        for line in lines(log, containing: "worker spawned") {
-            if let id = intField(line, "queue") { ids.insert(Int32(id)) }
-        }
+        var ids = loggedQueueIDs(inLog: log)
         for line in lines(log, containing: "in its place") {
             if let id = createdQueue(in: line) { ids.insert(id) }
         }
@@ -124,62 +65,21 @@ enum FaultSupport {
         return Int32(line[range.upperBound...].prefix { $0.isNumber })
     }
 
-    /// `queue=ID:CTIME` entries of a state file (empty if there is none).
-    static func stateFileQueues(_ path: String) -> [(id: Int32, changeTime: Int)] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        var queues: [(id: Int32, changeTime: Int)] = []
-        for line in text.split(separator: "\n") where line.hasPrefix("queue=") {
-            let parts = line.dropFirst("queue=".count).split(separator: ":")
-            if parts.count == 2, let id = Int32(parts[0]), let time = Int(parts[1]) { queues.append((id, time)) }
-        }
-        return queues
-    }
-
-    static func stateFileQueueIDs(_ path: String) -> [Int32] { stateFileQueues(path).map(\.id) }
-
-    static func stateFilePath(_ server: FaultObservableServer) -> String { server.socketPath + ".state" }
-
-    /// Removes every listed queue that still exists (never fails): used in `defer` so that a
-    /// failing test does not leak queues.
-    static func removeQueues(_ ids: some Sequence<Int32>) {
-        let existing = existingQueueIDs()
-        for id in ids where existing.contains(id) { _ = try? MessageQueue(id: id).remove() }
-    }
-
-    static func fileExists(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0
-    }
-
     /// `recv` lines of the log handler: the logged message (trailing ` key=value` metadata stripped).
-    static func recvMessages(inLog log: String) -> [String] {
-        var messages: [String] = []
-        for line in log.split(separator: "\n") {
-            guard line.contains("child pid "), let marker = line.range(of: " bytes: ") else { continue }
-            var rest = line[marker.upperBound...]
-            while let space = rest.lastIndex(of: " ") {
-                let token = rest[rest.index(after: space)...]
-                guard let equals = token.firstIndex(of: "="), equals != token.startIndex,
-                      token[..<equals].allSatisfy({ $0.isLetter || $0 == "-" || $0 == "_" }) else { break }
-                rest = rest[..<space]
-            }
-            messages.append(String(rest))
-        }
-        return messages
-    }
+    static func recvMessages(inLog log: String) -> [String] { recvLines(in: log).map(\.message) }
 
     // MARK: - Footprint: what a server owned, and the check that nothing of it is left
 
     /// Accumulates every queue and worker pid a server is seen to own while it runs (the state
     /// file vanishes at shutdown, so observe before stopping).
     final class Footprint {
-        let server: FaultObservableServer
+        let server: ObservableServer
         let masterPID: pid_t
         let socketPath: String
         private(set) var queues = Set<Int32>()
         private(set) var workers = Set<pid_t>()
 
-        init(_ server: FaultObservableServer) {
+        init(_ server: ObservableServer) {
             self.server = server
             masterPID = server.pid
             socketPath = server.socketPath
@@ -190,26 +90,27 @@ enum FaultSupport {
             // One pass over the master's lines (logs can be large at debug level).
             for line in server.log.split(separator: "\n") where line.contains("pool.master") {
                 if line.contains("worker spawned") {
-                    if let pid = FaultSupport.intField(line, "pid") { workers.insert(pid_t(pid)) }
-                    if let queue = FaultSupport.intField(line, "queue") { queues.insert(Int32(queue)) }
+                    if let pid = intField(line, "pid") { workers.insert(pid_t(pid)) }
+                    if let queue = intField(line, "queue") { queues.insert(Int32(queue)) }
                 } else if line.contains("pool started") || line.contains("in its place") {
                     queues.formUnion(FaultSupport.queueIDs(inLog: String(line)))
                 }
             }
-            queues.formUnion(FaultSupport.stateFileQueueIDs(FaultSupport.stateFilePath(server)))
+            queues.formUnion(stateFileQueueIDs(server.stateFilePath))
             workers.formUnion(server.workerPIDs)
         }
 
         /// Removes whatever is left (queues, live workers); never fails.
         func removeLeftovers() {
-            FaultSupport.removeQueues(queues)
-            for pid in workers where processIsAlive(pid) { kill(pid, SIGKILL) }
+            removeQueues(queues)
+            killLiving(workers)
         }
     }
 
     /// After the master exited: no socket, control socket or state file; none of its queues in
     /// `ipcs -q`; no child of the master; every worker gone (not alive, not a zombie: the master
-    /// reaps its workers before it exits). Anything left is removed afterwards.
+    /// reaps its workers before it exits). Anything left is removed afterwards. Stricter than the
+    /// common `expectServerGone` (zombies, the master's children, `.ctl`), so kept apart.
     static func expectNothingLeft(_ footprint: Footprint, sourceLocation: SourceLocation = #_sourceLocation) {
         footprint.observe()
         let path = footprint.socketPath
@@ -234,32 +135,14 @@ enum FaultSupport {
                                 alreadySignalled: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) {
         footprint.observe()
         if !alreadySignalled { server.signal(signo) }
-        let status = server.waitForExit(timeout: 30)
-        #expect(status == 0, "pool-server exit status \(status.map { "\($0)" } ?? "none (still running)")\n\(server.log.suffix(3000))",
-                sourceLocation: sourceLocation)
+        expectExitStatusZero(server.waitForExit(timeout: 30), log: String(server.log.suffix(3000)), sourceLocation: sourceLocation)
         expectNothingLeft(footprint, sourceLocation: sourceLocation)
         server.stop()
     }
 
     // MARK: - Frames (an independent decoder: it does not use the server's FrameCodec)
 
-    struct Frame: Equatable, CustomStringConvertible {
-        var status: UInt8
-        var body: [UInt8]
-        var text: String { String(decoding: body, as: UTF8.self) }
-        var description: String { "(\(status), \(body.count <= 48 ? text.debugDescription : "\(body.count) bytes"))" }
-    }
-
-    static func requestFrame(_ payload: [UInt8]) -> [UInt8] {
-        let n = UInt32(payload.count)
-        return [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)] + payload
-    }
-
-    static func requestFrames(_ payloads: [[UInt8]]) -> [UInt8] { payloads.flatMap(requestFrame) }
-
-    static func be32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
-        UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
-    }
+    typealias Frame = FramedWire.Frame
 
     /// Splits a response stream into frames. `malformed` names the first frame that breaks the
     /// protocol (length 0 — no status byte —, an unknown status, an absurd length); decoding stops there.
@@ -267,7 +150,7 @@ enum FaultSupport {
         var frames: [Frame] = []
         var offset = 0
         while bytes.count - offset >= 4 {
-            let length = Int(be32(bytes, offset))
+            let length = Int(FramedWire.be32(bytes, offset))
             if length == 0 { return (frames, Array(bytes[offset...]), "frame \(frames.count) has length 0 (no status byte)") }
             if length > 1 << 24 { return (frames, Array(bytes[offset...]), "frame \(frames.count) has absurd length \(length)") }
             guard bytes.count - offset >= 4 + length else { break }
@@ -282,6 +165,8 @@ enum FaultSupport {
     // MARK: - Raw client connections
 
     /// A blocking Unix stream connection with a receive timeout; writes never raise SIGPIPE.
+    /// Apart from FramedSupport.RawConnection: frames are checked by the strict `parseResponses`,
+    /// sends report failure instead of throwing, and read errors keep their errno.
     final class Connection {
         enum End: Error, Equatable { case eof, reset, timeout, other(Int32) }
 
@@ -289,17 +174,7 @@ enum FaultSupport {
         private var closed = false
         private var buffered: [UInt8] = []
 
-        init(path: String, timeout: Double = 20) throws {
-            let socket = try SocketFD.unixStream(nonBlocking: false)
-            do {
-                try socket.connect(path: path)
-                try socket.setReceiveTimeout(seconds: timeout)
-            } catch {
-                socket.close()
-                throw error
-            }
-            fd = socket.raw
-        }
+        init(path: String, timeout: Double = 20) throws { fd = try connectBlocking(path: path, timeout: timeout).raw }
 
         deinit { close() }
 
@@ -327,16 +202,12 @@ enum FaultSupport {
         }
 
         private func readChunk() -> Result<[UInt8], End> {
-            var chunk = [UInt8](repeating: 0, count: 65_536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-                if n > 0 { return .success(Array(chunk[0..<n])) }
-                if n == 0 { return .failure(.eof) }
-                switch errno {
-                case EINTR: continue
-                case EAGAIN: return .failure(.timeout)
-                case ECONNRESET: return .failure(.reset)
-                default: return .failure(.other(errno))
+            receiveChunk(fd).mapError { end in
+                switch end {
+                case .eof: return .eof
+                case .timeout: return .timeout
+                case .failed(ECONNRESET): return .reset
+                case .failed(let error): return .other(error)
                 }
             }
         }
@@ -401,34 +272,10 @@ enum FaultSupport {
         var description: String { "status \(status.map { "\($0)" } ?? "timeout"), stdout \(stdout.debugDescription), stderr \(stderr.debugDescription)" }
     }
 
-    /// Runs a program to completion (killed after `timeout`), capturing stdout and stderr in files.
+    /// Runs a program to completion (SIGKILLed after `timeout`), capturing stdout and stderr.
     static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> CommandResult {
-        let directory = makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outPath = directory + "/stdout", errPath = directory + "/stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        guard let out = FileHandle(forWritingAtPath: outPath), let err = FileHandle(forWritingAtPath: errPath) else {
-            throw TestFailure("cannot open capture files in \(directory)")
-        }
-        defer { try? out.close(); try? err.close() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        var status: Int32? = nil
-        if waitUntil(timeout: timeout, { !process.isRunning }) {
-            status = process.terminationStatus
-        } else {
-            kill(process.processIdentifier, SIGKILL)
-            _ = waitUntil(timeout: 5) { !process.isRunning }
-        }
-        return CommandResult(status: status,
-                             stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-                             stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+        let run = try runCapturing(executable, arguments, timeout: timeout, overrunSignals: [SIGKILL])
+        return CommandResult(status: run.exitStatus, stdout: run.stdout, stderr: run.stderr)
     }
 
     // MARK: - A server launched through a shell (ulimit, trap)
@@ -437,7 +284,9 @@ enum FaultSupport {
     /// so the shell can change what the server inherits (a lower `ulimit -n`, ignored signals)
     /// before it `exec`s: the pid is the shell's, then the server's. bash, not sh: dash (Debian's
     /// /bin/sh) silently refuses `trap "" CHLD`, bash really sets SIGCHLD to SIG_IGN.
-    final class ShellServer: FaultObservableServer {
+    /// Not a TestServer: its stop() also removes every queue its log or state file names, which
+    /// TestServer.stop must not (two TestServers may share a socket path, hence a state file).
+    final class ShellServer: ObservableServer {
         let directory: String
         let socketPath: String
         let logPath: String
@@ -450,23 +299,11 @@ enum FaultSupport {
             directory = makeTemporaryDirectory()
             socketPath = directory + "/pool.sock"
             logPath = directory + "/server.log"
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-            let log = FileHandle(forWritingAtPath: logPath)!
-            process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = ["-c", "\(prelude); exec \"$0\" \"$@\"", Binaries.path("pool-server"),
-                                 "--socket", socketPath] + arguments
-            process.currentDirectoryURL = URL(fileURLWithPath: directory)
-            process.standardOutput = log
-            process.standardError = log
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            let started = waitUntil(timeout: 20) { self.log.contains("pool started") || !self.process.isRunning }
-            guard started, process.isRunning else {
-                let output = self.log
-                stop()
-                throw TestFailure("pool-server (via bash) did not start:\n\(output)")
-            }
+            process = try launchLogged("/bin/bash", ["-c", "\(prelude); exec \"$0\" \"$@\"", Binaries.path("pool-server"),
+                                                     "--socket", socketPath] + arguments,
+                                       directory: directory, logPath: logPath)
+            try requirePoolStart("pool-server (via bash)", log: { self.log }, isRunning: { self.process.isRunning },
+                                 stop: { self.stop() })
         }
 
         deinit { stop() }
@@ -485,16 +322,10 @@ enum FaultSupport {
             guard !stopped else { return }
             stopped = true
             let workers = childPIDs(of: pid)
-            let queues = FaultSupport.queueIDs(inLog: log).union(FaultSupport.stateFileQueueIDs(socketPath + ".state"))
-            if process.isRunning {
-                kill(pid, SIGTERM)
-                if !waitUntil(timeout: 15, { !process.isRunning }) {
-                    kill(pid, SIGKILL)
-                    _ = waitUntil(timeout: 5) { !process.isRunning }
-                }
-            }
-            for worker in workers where processIsAlive(worker) { kill(worker, SIGKILL) }
-            FaultSupport.removeQueues(queues)
+            let queues = FaultSupport.queueIDs(inLog: log).union(stateFileQueueIDs(stateFilePath))
+            terminateGracefully(pid) { !process.isRunning }
+            killLiving(workers)
+            removeQueues(queues)
             try? FileManager.default.removeItem(atPath: directory)
         }
     }
@@ -563,19 +394,6 @@ enum FaultSupport {
                 }
                 record.finished()
             }.start()
-        }
-    }
-
-    /// A deterministic generator (SplitMix64) for the fuzz test's fixed seed.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
         }
     }
 }

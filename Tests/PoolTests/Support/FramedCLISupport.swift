@@ -4,8 +4,8 @@ import Pool
 import Testing
 
 /// Helpers for FramedIntegrationTests and ClientCLITests: raw framed connections, server clean-up
-/// checks, System V queue inspection, and running the pool-client binary. Namespaced so they
-/// cannot collide with other suites' helpers.
+/// checks, and running the pool-client binary. Namespaced so they cannot collide with other
+/// suites' helpers.
 enum FramedSupport {
     /// `/proc/sys/kernel/msgmax`: the largest queue message text; the default --max-message is
     /// this minus the 16-byte record header.
@@ -27,74 +27,14 @@ enum FramedSupport {
         return Array(bytes.prefix(count))
     }
 
-    // MARK: Queues and processes
-
-    /// One row of /proc/sysvipc/msg.
-    struct QueueRow {
-        var id: Int32
-        var messages: Int
-        var lastSendPID: pid_t
-        var lastReceivePID: pid_t
-    }
-
-    /// Every System V queue on the system now, with depth and last sender/receiver.
-    static func queueRows() -> [QueueRow] {
-        guard let text = try? String(contentsOfFile: "/proc/sysvipc/msg", encoding: .utf8) else { return [] }
-        var rows: [QueueRow] = []
-        // key msqid perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime
-        for line in text.split(separator: "\n").dropFirst() {
-            let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard f.count >= 7, let id = Int32(f[1]), let qnum = Int(f[4]),
-                  let lspid = pid_t(f[5]), let lrpid = pid_t(f[6]) else { continue }
-            rows.append(QueueRow(id: id, messages: qnum, lastSendPID: lspid, lastReceivePID: lrpid))
-        }
-        return rows
-    }
-
-    static func queueRow(_ id: Int32) -> QueueRow? { queueRows().first { $0.id == id } }
-
-    /// CPU time (user + system) a process has used, in clock ticks (1/100 s on Linux).
-    static func cpuTicks(_ pid: pid_t) -> Int? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-        // After "pid (comm) ", field 3 (state) is index 0: utime (14) is 11, stime (15) is 12.
-        guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
-        return user + system
-    }
-
     // MARK: TestServer inspection
-
-    /// The state file the server writes beside its socket (`<socket>.state`).
-    static func stateFilePath(_ server: TestServer) -> String { server.socketPath + ".state" }
-
-    /// Pids of every worker the server has spawned so far (from its "worker spawned" lines).
-    static func spawnedWorkerPIDs(_ server: TestServer) -> Set<pid_t> {
-        var pids = Set<pid_t>()
-        for line in server.logLines(containing: "worker spawned") {
-            guard let range = line.range(of: " pid=") else { continue }
-            let digits = line[range.upperBound...].prefix { $0.isNumber }
-            if let pid = pid_t(digits) { pids.insert(pid) }
-        }
-        return pids
-    }
 
     /// Every queue the server owns, as far as can be seen from outside: the worker queues of the
     /// "pool started" line, those recorded in the state file (which include the reply queue), and
     /// any queue last sent to or received from by the master or one of its workers.
     static func ownedQueueIDs(_ server: TestServer) -> Set<Int32> {
-        var ids = Set(server.queueIDs)
-        if let text = try? String(contentsOfFile: stateFilePath(server), encoding: .utf8) {
-            for line in text.split(separator: "\n") where line.hasPrefix("queue=") {
-                let value = line.dropFirst("queue=".count)
-                if let id = Int32(value.prefix { $0 != ":" }) { ids.insert(id) }
-            }
-        }
-        let pids = spawnedWorkerPIDs(server).union([server.pid])
-        for row in queueRows() where pids.contains(row.lastSendPID) || pids.contains(row.lastReceivePID) {
-            ids.insert(row.id)
-        }
-        return ids
+        let pids = spawnedWorkerPIDs(inLog: server.log).union([server.pid])
+        return Set(server.queueIDs).union(stateFileQueueIDs(server.stateFilePath)).union(queuesLastUsed(by: pids))
     }
 
     /// Log lines at level error or critical ("<time> <level> <label>[pid]: ...").
@@ -105,16 +45,6 @@ enum FramedSupport {
         }
     }
 
-    /// Live worker pids, once there are exactly `count` of them.
-    static func waitForWorkers(_ server: TestServer, _ count: Int, timeout: Double = 20) -> [pid_t]? {
-        var pids: [pid_t] = []
-        let ok = waitUntil(timeout: timeout) {
-            pids = server.workerPIDs
-            return pids.count == count
-        }
-        return ok ? pids : nil
-    }
-
     /// Stops the server with `signo` (SIGTERM by default; or it was already signalled) and checks
     /// that it exits 0 and leaves nothing behind: no worker process, no queue, no socket file, no
     /// state file. Whatever it did leave is removed afterwards so one failure does not leak.
@@ -122,38 +52,22 @@ enum FramedSupport {
                                     queues knownQueues: Set<Int32> = [],
                                     sourceLocation: SourceLocation = #_sourceLocation) {
         let queues = ownedQueueIDs(server).union(knownQueues)
-        let workers = spawnedWorkerPIDs(server).union(server.workerPIDs)
+        let workers = spawnedWorkerPIDs(inLog: server.log).union(server.workerPIDs)
         if !alreadySignalled { server.signal(signo) }
-        let status = server.waitForExit(timeout: 30)
-        #expect(status == 0, "pool-server did not exit 0 (status \(status.map { "\($0)" } ?? "still running")):\n\(server.log)",
-                sourceLocation: sourceLocation)
-        let lingering = { workers.filter(processIsAlive) }
-        #expect(waitUntil(timeout: 10) { lingering().isEmpty }, "workers still alive: \(lingering())",
-                sourceLocation: sourceLocation)
-        let leftQueues = existingQueueIDs().intersection(queues)
-        #expect(leftQueues.isEmpty, "queues left behind: \(leftQueues.sorted())", sourceLocation: sourceLocation)
-        #expect(!FileManager.default.fileExists(atPath: server.socketPath), "socket file left behind",
-                sourceLocation: sourceLocation)
-        #expect(!FileManager.default.fileExists(atPath: stateFilePath(server)), "state file left behind",
-                sourceLocation: sourceLocation)
-        for id in leftQueues { _ = try? MessageQueue(id: id).remove() }
-        for pid in lingering() { kill(pid, SIGKILL) }
+        expectExitStatusZero(server.waitForExit(timeout: 30), log: server.log, sourceLocation: sourceLocation)
+        expectServerGone(socketPath: server.socketPath, queues: queues, workers: workers, sourceLocation: sourceLocation)
         server.stop()
     }
 
     // MARK: Frames
 
-    /// A framed response as raw status byte and body.
-    struct Frame: Equatable, CustomStringConvertible {
-        var status: UInt8
-        var body: [UInt8]
-        var text: String { String(decoding: body, as: UTF8.self) }
-        var description: String { "Frame(status: \(status), body: \(body.count <= 64 ? "\"\(text)\"" : "\(body.count) bytes"))" }
-    }
+    typealias Frame = FramedWire.Frame
 
     static func frame(_ response: PoolClient.Response) -> Frame { Frame(status: response.statusByte, body: response.body) }
 
     /// Splits a byte stream into complete response frames; returns them and the undecoded rest.
+    /// Decoded by the library's FrameCodec, as PoolClient reads them (a zero length is a
+    /// badRequest frame), unlike FaultSupport's strict `parseResponses`, which flags it.
     static func decodeFrames(_ bytes: [UInt8]) -> (frames: [Frame], rest: [UInt8]) {
         var frames: [Frame] = []
         var offset = 0
@@ -166,13 +80,6 @@ enum FramedSupport {
         return (frames, Array(bytes[offset...]))
     }
 
-    /// Encodes request frames.
-    static func requestFrames(_ payloads: [[UInt8]]) -> [UInt8] {
-        var out: [UInt8] = []
-        for payload in payloads { payload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &out) } }
-        return out
-    }
-
     /// A blocking Unix socket for byte-exact tests (garbage input, abrupt close, half-close),
     /// where `PoolClient` would frame or buffer things for us.
     final class RawConnection {
@@ -182,16 +89,7 @@ enum FramedSupport {
         private var closed = false
         private var buffered: [UInt8] = []
 
-        init(path: String, timeout: Double = 20) throws {
-            fd = try SocketFD.unixStream(nonBlocking: false)
-            do {
-                try fd.connect(path: path)
-                try fd.setReceiveTimeout(seconds: timeout)
-            } catch {
-                fd.close()
-                throw error
-            }
-        }
+        init(path: String, timeout: Double = 20) throws { fd = try connectBlocking(path: path, timeout: timeout) }
 
         deinit { close() }
 
@@ -205,17 +103,13 @@ enum FramedSupport {
             fd.close()
         }
 
-        /// One read: bytes, or how the stream ended.
+        /// One read: bytes, or how the stream ended (any error but the timeout counts as a reset).
         private func readChunk() -> Result<[UInt8], End> {
-            var chunk = [UInt8](repeating: 0, count: 65_536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd.raw, $0.baseAddress, $0.count) }
-                if n > 0 { return .success(Array(chunk[0..<n])) }
-                if n == 0 { return .failure(.eof) }
-                switch errno {
-                case EINTR: continue
-                case EAGAIN: return .failure(.timeout)
-                default: return .failure(.reset)
+            receiveChunk(fd.raw).mapError { end in
+                switch end {
+                case .eof: return .eof
+                case .timeout: return .timeout
+                case .failed: return .reset
                 }
             }
         }
@@ -274,43 +168,15 @@ enum FramedSupport {
         var timedOut: Bool
     }
 
-    /// Runs an executable with `arguments`, feeding `stdin` (or /dev/null) and capturing stdout
-    /// and stderr through files (no pipe can fill up and stall it). Kills it after `timeout` s.
+    /// Runs an executable with `arguments`, feeding `stdin` (or /dev/null), capturing stdout and
+    /// stderr. Kills it after `timeout` s (SIGTERM, then SIGKILL). Kept apart from the other
+    /// suites' runners for its result: an exit status even after a timeout, and how it ended.
     static func runCommand(_ executable: String, _ arguments: [String], stdin: String? = nil,
                            timeout: Double = 30) throws -> CommandResult {
-        let directory = makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outPath = directory + "/stdout", errPath = directory + "/stderr", inPath = directory + "/stdin"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: inPath, contents: Data((stdin ?? "").utf8))
-        guard let out = FileHandle(forWritingAtPath: outPath), let err = FileHandle(forWritingAtPath: errPath),
-              let input = FileHandle(forReadingAtPath: inPath) else {
-            throw TestFailure("cannot open the capture files in \(directory)")
-        }
-        defer { try? out.close(); try? err.close(); try? input.close() }
-
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = stdin == nil ? FileHandle.nullDevice : input
-        try process.run()
-        var timedOut = false
-        if !waitUntil(timeout: timeout, { !process.isRunning }) {
-            timedOut = true
-            process.terminate()
-            if !waitUntil(timeout: 5, { !process.isRunning }) {
-                kill(process.processIdentifier, SIGKILL)
-                _ = waitUntil(timeout: 5) { !process.isRunning }
-            }
-        }
-        let stdoutText = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let stderrText = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        let running = process.isRunning
-        return CommandResult(status: running ? -1 : process.terminationStatus,
-                             reason: running ? .uncaughtSignal : process.terminationReason,
-                             stdout: stdoutText, stderr: stderrText, timedOut: timedOut)
+        let run = try runCapturing(executable, arguments, stdin: stdin, timeout: timeout, overrunSignals: [SIGTERM, SIGKILL])
+        let running = run.process.isRunning
+        return CommandResult(status: running ? -1 : run.process.terminationStatus,
+                             reason: running ? .uncaughtSignal : run.process.terminationReason,
+                             stdout: run.stdout, stderr: run.stderr, timedOut: run.timedOut)
     }
 }

@@ -13,68 +13,11 @@ import Testing
 /// Helpers for OneshotIntegrationTests and ShutdownIntegrationTests, namespaced so they cannot
 /// collide with other test files' helpers in the same module.
 enum OneshotShutdownSupport {
-    /// One line the `log` handler wrote: `child pid N recv LEN bytes: MSG`.
-    struct RecvLine: Hashable, CustomStringConvertible {
-        var pid: pid_t
-        var length: Int
-        /// The message as the handler rendered it (non-printables escaped).
-        var message: String
-
-        var description: String { "pid \(pid) len \(length) \(message)" }
-    }
-
-    /// Every `recv` line of a server log, in log order. Trailing ` key=value` metadata the log
-    /// handler appends (e.g. ` slot=0`) is stripped from the message.
-    static func recvLines(in log: String) -> [RecvLine] {
-        var lines: [RecvLine] = []
-        for line in log.split(separator: "\n", omittingEmptySubsequences: true) {
-            guard let marker = line.range(of: "child pid ") else { continue }
-            var rest = line[marker.upperBound...]
-            guard let space = rest.firstIndex(of: " "), let pid = pid_t(rest[..<space]) else { continue }
-            rest = rest[space...]
-            guard rest.hasPrefix(" recv ") else { continue }
-            rest = rest.dropFirst(" recv ".count)
-            guard let space2 = rest.firstIndex(of: " "), let length = Int(rest[..<space2]) else { continue }
-            rest = rest[space2...]
-            guard rest.hasPrefix(" bytes: ") else { continue }
-            rest = rest.dropFirst(" bytes: ".count)
-            while let lastSpace = rest.lastIndex(of: " ") {
-                let token = rest[rest.index(after: lastSpace)...]
-                guard let equals = token.firstIndex(of: "="), equals != token.startIndex,
-                      token[..<equals].allSatisfy({ $0.isLetter || $0 == "-" || $0 == "_" }) else { break }
-                rest = rest[..<lastSpace]
-            }
-            lines.append(RecvLine(pid: pid, length: length, message: String(rest)))
-        }
-        return lines
-    }
-
     /// How many `recv` lines each rendered message has.
     static func recvCounts(in log: String) -> [String: Int] {
         var counts: [String: Int] = [:]
         for line in recvLines(in: log) { counts[line.message, default: 0] += 1 }
         return counts
-    }
-
-    /// Queue ids from the master's `worker spawned ... queue=N` lines (present even when the
-    /// server failed before logging "pool started").
-    static func spawnedQueueIDs(in log: String) -> Set<Int32> {
-        var ids = Set<Int32>()
-        for line in log.split(separator: "\n") where line.contains("worker spawned") {
-            guard let range = line.range(of: "queue=") else { continue }
-            if let id = Int32(line[range.upperBound...].prefix { $0.isNumber }) { ids.insert(id) }
-        }
-        return ids
-    }
-
-    /// Worker pids from the master's `worker spawned ... pid=N` lines.
-    static func spawnedWorkerPIDs(in log: String) -> Set<pid_t> {
-        var pids = Set<pid_t>()
-        for line in log.split(separator: "\n") where line.contains("worker spawned") {
-            guard let range = line.range(of: " pid=") else { continue }
-            if let pid = pid_t(line[range.upperBound...].prefix { $0.isNumber }) { pids.insert(pid) }
-        }
-        return pids
     }
 
     /// The master's lines about worker `pid` ending ("worker exited/died/killed ... pid=N ...").
@@ -83,12 +26,6 @@ enum OneshotShutdownSupport {
             (line.contains("worker exited") || line.contains("worker died") || line.contains("worker killed"))
                 && (line.contains(" pid=\(pid) ") || line.hasSuffix(" pid=\(pid)"))
         }
-    }
-
-    /// Removes queues a failed test left behind (never fails).
-    static func removeQueuesIfPresent(_ ids: some Sequence<Int32>) {
-        let existing = existingQueueIDs()
-        for id in ids where existing.contains(id) { _ = try? MessageQueue(id: id).remove() }
     }
 
     /// One oneshot round trip, the reply decoded as UTF-8.
@@ -116,18 +53,6 @@ enum OneshotShutdownSupport {
         return entries.filter { $0.hasPrefix(name) }.sorted()
     }
 
-    static func fileExists(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0
-    }
-
-    /// The state letter of /proc/PID/stat ("R", "S", "T", "Z", ...), nil if gone.
-    static func processState(_ pid: pid_t) -> Character? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        return stat[stat.index(close, offsetBy: 2)]
-    }
-
     /// Absolute path of an executable found in PATH (like `which`), or nil.
     static func executableInPath(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
@@ -138,34 +63,12 @@ enum OneshotShutdownSupport {
         return nil
     }
 
-    /// Runs a program to completion (with a timeout) in `directory`, capturing stdout and stderr.
+    /// Runs a program to completion in `directory` (SIGTERMed after `timeout`), capturing stdout
+    /// and stderr.
     static func run(_ executable: String, _ arguments: [String], in directory: String,
                     timeout: Double = 30) throws -> (status: Int32?, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let outPath = directory + "/.run-stdout", errPath = directory + "/.run-stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = FileHandle(forWritingAtPath: outPath)!, err = FileHandle(forWritingAtPath: errPath)!
-        defer { try? out.close(); try? err.close() }
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        var status: Int32? = nil
-        if waitUntil(timeout: timeout, { !process.isRunning }) {
-            status = process.terminationStatus
-        } else {
-            process.terminate()
-            _ = waitUntil(timeout: 5) { !process.isRunning }
-        }
-        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        try? FileManager.default.removeItem(atPath: outPath)
-        try? FileManager.default.removeItem(atPath: errPath)
-        return (status, stdout, stderr)
+        let run = try runCapturing(executable, arguments, in: directory, timeout: timeout, overrunSignals: [SIGTERM])
+        return (run.exitStatus, run.stdout, run.stderr)
     }
 
     /// What a process is doing, for a failure message: state, kernel wait channel, and the same
@@ -182,10 +85,9 @@ enum OneshotShutdownSupport {
 
     /// The exit status of a zombie (exited, not yet reaped) from /proc/PID/stat field 52, in the
     /// form Foundation reports it: the exit code, or the signal number if a signal killed it.
+    /// (Not the launchers' 128 + signal form: this one is compared with Process.terminationStatus.)
     static func zombieExitStatus(_ pid: pid_t) -> Int32? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard let fields = procStatFields(pid) else { return nil }
         // fields[0] is field 3 (state); field 52 (exit_code) is fields[49].
         guard fields.count > 49, fields[0] == "Z", let raw = Int32(fields[49].trimmingCharacters(in: .whitespacesAndNewlines)) else {
             return nil
@@ -197,15 +99,13 @@ enum OneshotShutdownSupport {
     /// whose notice of a child's exit can lag (it waits for a socket shared with the child to
     /// close, and a child spawned concurrently by another test may briefly hold a copy).
     static func waitForExit(_ server: TestServer, timeout: Double = 20) -> Int32? {
-        guard waitUntil(timeout: timeout, { !server.process.isRunning || !processIsAlive(server.pid) }) else { return nil }
+        guard waitUntil(timeout: timeout, { server.hasExited }) else { return nil }
         if waitUntil(timeout: 2, { !server.process.isRunning }) { return server.process.terminationStatus }
         return zombieExitStatus(server.pid)
     }
 
     /// True while the server's master process exists and is not a zombie.
-    static func isRunning(_ server: TestServer) -> Bool {
-        server.process.isRunning && processIsAlive(server.pid)
-    }
+    static func isRunning(_ server: TestServer) -> Bool { !server.hasExited }
 
     /// Waits for `server` to exit and checks its status; on a timeout the failure shows what the
     /// processes were doing and the end of the log.
@@ -223,7 +123,8 @@ enum OneshotShutdownSupport {
     }
 
     /// Checks that a finished server left nothing behind: no socket file, none of its queues, no
-    /// child of the master, none of the worker pids seen while it ran.
+    /// child of the master, none of the worker pids seen while it ran. Unlike the common
+    /// `expectServerGone`: any file beside the socket counts, workers get only 2 s, nothing is removed.
     static func expectNothingLeft(socketPath: String, queueIDs: [Int32], masterPID: pid_t, workers: [pid_t],
                                   sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(!queueIDs.isEmpty, "no queue ids known", sourceLocation: sourceLocation)

@@ -110,53 +110,25 @@ enum OperationsSupport {
 
     // MARK: What a server owns
 
-    /// Queue ids recorded in a state file (`queue=ID:CTIME`), including the reply queue.
+    /// Queue ids recorded in a state file (`queue=ID:CTIME`), including the reply queue. Read
+    /// through the library's PoolState, unlike the common `stateFileQueueIDs(_:)`: these tests
+    /// check what the operator tools themselves will see.
     static func stateFileQueueIDs(_ path: String) -> Set<Int32> {
         guard let state = PoolState.read(from: path) else { return [] }
         return Set(state.queues.map(\.id))
-    }
-
-    /// Queue ids a log mentions: the "pool started" list and every "worker spawned ... queue=N".
-    static func queueIDs(inLog log: String) -> Set<Int32> {
-        var ids = Set<Int32>()
-        for line in log.split(separator: "\n") {
-            if line.contains("pool started"), let range = line.range(of: "queues=[") {
-                let list = line[range.upperBound...].prefix { $0 != "]" }
-                for item in list.split(separator: ",") {
-                    if let id = Int32(item.trimmingCharacters(in: .whitespaces)) { ids.insert(id) }
-                }
-            }
-            if line.contains("worker spawned"), let range = line.range(of: "queue=") {
-                if let id = Int32(line[range.upperBound...].prefix { $0.isNumber }) { ids.insert(id) }
-            }
-        }
-        return ids
-    }
-
-    /// Worker pids a log mentions ("worker spawned ... pid=N").
-    static func workerPIDs(inLog log: String) -> Set<pid_t> {
-        var pids = Set<pid_t>()
-        for line in log.split(separator: "\n") where line.contains("worker spawned") {
-            guard let range = line.range(of: " pid=") else { continue }
-            if let pid = pid_t(line[range.upperBound...].prefix { $0.isNumber }) { pids.insert(pid) }
-        }
-        return pids
     }
 
     /// Everything the server can be seen to own now: queues (log, state file, status, queues last
     /// used by its processes) and worker pids.
     static func owned(_ server: TestServer, extraLog: String = "") -> (queues: Set<Int32>, workers: Set<pid_t>) {
         let log = server.log + "\n" + extraLog
-        var workers = workerPIDs(inLog: log).union(server.workerPIDs)
-        var queues = queueIDs(inLog: log).union(stateFileQueueIDs(server.socketPath + ".state"))
+        var workers = spawnedWorkerPIDs(inLog: log).union(server.workerPIDs)
+        var queues = loggedQueueIDs(inLog: log).union(stateFileQueueIDs(server.stateFilePath))
         if let status = status(server.socketPath) {
             queues.formUnion(status.queueIDs)
             workers.formUnion(status.workerPIDs)
         }
-        let processes = workers.union([server.pid])
-        for row in FramedSupport.queueRows() where processes.contains(row.lastSendPID) || processes.contains(row.lastReceivePID) {
-            queues.insert(row.id)
-        }
+        queues.formUnion(queuesLastUsed(by: workers.union([server.pid])))
         return (queues, workers)
     }
 
@@ -172,29 +144,21 @@ enum OperationsSupport {
         if let signo { server.signal(signo) }
         let status = server.waitForExit(timeout: 30)
         // Lines written during shutdown may name more (e.g. a respawn): take them too.
-        queues.formUnion(queueIDs(inLog: server.log + "\n" + extraLog()))
-        workers.formUnion(workerPIDs(inLog: server.log + "\n" + extraLog()))
-        #expect(status == 0, "pool-server did not exit 0 (status \(status.map { "\($0)" } ?? "still running")):\n\(server.log)\(extraLog())",
-                sourceLocation: sourceLocation)
+        queues.formUnion(loggedQueueIDs(inLog: server.log + "\n" + extraLog()))
+        workers.formUnion(spawnedWorkerPIDs(inLog: server.log + "\n" + extraLog()))
+        expectExitStatusZero(status, log: server.log + extraLog(), sourceLocation: sourceLocation)
         expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers, sourceLocation: sourceLocation)
         server.stop()
     }
 
     /// No live worker, no queue of `queues`, no socket, `.ctl` or `.state` file. Removes leftovers.
+    /// The common `expectServerGone`, plus: some queue was seen, and no control socket is left.
     static func expectNothingLeft(socketPath: String, queues: Set<Int32>, workers: Set<pid_t>, socketOwnedByUs: Bool = false,
                                   sourceLocation: SourceLocation = #_sourceLocation) {
-        let lingering = { workers.filter(processIsAlive) }
-        #expect(waitUntil(timeout: 10) { lingering().isEmpty }, "workers still alive: \(lingering())", sourceLocation: sourceLocation)
-        let leftQueues = existingQueueIDs().intersection(queues)
         #expect(!queues.isEmpty, "no queue of the server was ever seen", sourceLocation: sourceLocation)
-        #expect(leftQueues.isEmpty, "queues left behind: \(leftQueues.sorted()) (known: \(queues.sorted()))", sourceLocation: sourceLocation)
-        if !socketOwnedByUs {
-            #expect(!FileManager.default.fileExists(atPath: socketPath), "socket file left behind", sourceLocation: sourceLocation)
-        }
+        expectServerGone(socketPath: socketPath, queues: queues, workers: workers, socketOwnedByUs: socketOwnedByUs,
+                         sourceLocation: sourceLocation)
         #expect(!FileManager.default.fileExists(atPath: socketPath + ".ctl"), "control socket left behind", sourceLocation: sourceLocation)
-        #expect(!FileManager.default.fileExists(atPath: socketPath + ".state"), "state file left behind", sourceLocation: sourceLocation)
-        for id in leftQueues { _ = try? MessageQueue(id: id).remove() }
-        for pid in lingering() { kill(pid, SIGKILL) }
     }
 
     // MARK: Load
@@ -343,12 +307,6 @@ enum OperationsSupport {
         private var exitStatus: Int32?
         private var stopped = false
 
-        private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        private static let addCloseFrom: AddCloseFrom? = {
-            guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-            return unsafeBitCast(symbol, to: AddCloseFrom.self)
-        }()
-
         init(_ arguments: [String]) throws {
             directory = makeTemporaryDirectory()
             socketPath = directory + "/pool.sock"
@@ -374,60 +332,24 @@ enum OperationsSupport {
             let argv = ["/bin/sh", "-c", "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
                         executable, "--socket", socketPath] + arguments
 
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-            posix_spawn_file_actions_adddup2(&actions, listener, 3)
-            if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 4) }
-
-            var attributes = posix_spawnattr_t()
-            posix_spawnattr_init(&attributes)
-            defer { posix_spawnattr_destroy(&attributes) }
-            var defaults = sigset_t()
-            sigemptyset(&defaults)
-            for signo in [SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP, SIGQUIT, SIGUSR1, SIGTTIN, SIGTTOU] { sigaddset(&defaults, signo) }
-            posix_spawnattr_setsigdefault(&attributes, &defaults)
-            var mask = sigset_t()
-            sigemptyset(&mask)
-            posix_spawnattr_setsigmask(&attributes, &mask)
-            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-
-            let cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-            defer { for pointer in cArguments { free(pointer) } }
-            var child: pid_t = 0
-            let rc = posix_spawn(&child, "/bin/sh", &actions, &attributes, cArguments, environ)
-            guard rc == 0 else {
+            do {
+                // Also resets the signals the server itself uses for operator commands.
+                pid = try spawnLogged(argv, logPath: logPath, inheriting: [listener],
+                                      defaultSignals: [SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP, SIGQUIT, SIGUSR1, SIGTTIN, SIGTTOU])
+            } catch {
                 unlink(socketPath)
                 try? FileManager.default.removeItem(atPath: directory)
-                throw TestFailure("posix_spawn(/bin/sh) failed: \(String(cString: strerror(rc)))")
+                throw error
             }
-            pid = child
-            let started = waitUntil(timeout: 20) { self.log.contains("pool started") || !self.isRunning }
-            guard started, isRunning else {
-                let output = log
-                stop()
-                throw TestFailure("pool-server (socket activation) did not start:\n\(output)")
-            }
+            try requirePoolStart("pool-server (socket activation)", log: { self.log }, isRunning: { self.isRunning },
+                                 stop: { self.stop() })
         }
 
         deinit { stop() }
 
         var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-        var isRunning: Bool {
-            if exitStatus != nil { return false }
-            var raw: Int32 = 0
-            let got = waitpid(pid, &raw, WNOHANG)
-            if got == pid {
-                exitStatus = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
-                return false
-            }
-            if got < 0 && errno == ECHILD { exitStatus = -1; return false }
-            return true
-        }
+        var isRunning: Bool { childIsRunning(pid, status: &exitStatus) }
 
         func waitForExit(timeout: Double = 30) -> Int32? {
             guard waitUntil(timeout: timeout, { !isRunning }) else { return nil }
@@ -438,18 +360,11 @@ enum OperationsSupport {
         func stop() {
             guard !stopped else { return }
             stopped = true
-            let workers = Set(childPIDs(of: pid)).union(workerPIDs(inLog: log))
-            let queues = queueIDs(inLog: log).union(stateFileQueueIDs(socketPath + ".state"))
-            if isRunning {
-                kill(pid, SIGTERM)
-                if !waitUntil(timeout: 15, { !isRunning }) {
-                    kill(pid, SIGKILL)
-                    _ = waitUntil(timeout: 5) { !isRunning }
-                }
-            }
-            for worker in workers where processIsAlive(worker) { kill(worker, SIGKILL) }
-            let existing = existingQueueIDs()
-            for id in queues where existing.contains(id) { _ = try? MessageQueue(id: id).remove() }
+            let workers = Set(childPIDs(of: pid)).union(spawnedWorkerPIDs(inLog: log))
+            let queues = loggedQueueIDs(inLog: log).union(OperationsSupport.stateFileQueueIDs(socketPath + ".state"))
+            terminateGracefully(pid) { !isRunning }
+            killLiving(workers)
+            removeQueues(queues)
             unlink(socketPath)
             try? FileManager.default.removeItem(atPath: directory)
         }

@@ -15,39 +15,6 @@ enum Binaries {
     static func path(_ name: String) -> String { directory + "/" + name }
 }
 
-/// System V queues that exist now, by id (from /proc/sysvipc/msg).
-func existingQueueIDs() -> Set<Int32> {
-    guard let text = try? String(contentsOfFile: "/proc/sysvipc/msg", encoding: .utf8) else { return [] }
-    var ids = Set<Int32>()
-    for line in text.split(separator: "\n").dropFirst() {
-        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-        if fields.count > 1, let id = Int32(fields[1]) { ids.insert(id) }
-    }
-    return ids
-}
-
-/// True if `pid` exists and is not a zombie.
-func processIsAlive(_ pid: pid_t) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
-    guard let close = stat.lastIndex(of: ")") else { return false }
-    let state = stat[stat.index(close, offsetBy: 2)]
-    return state != "Z" && state != "X"
-}
-
-/// Children of `pid` (live or zombie), from /proc.
-func childPIDs(of pid: pid_t) -> [pid_t] {
-    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-    var children: [pid_t] = []
-    for entry in entries {
-        guard let candidate = pid_t(entry),
-              let stat = try? String(contentsOfFile: "/proc/\(candidate)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { continue }
-        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-        if fields.count > 1, pid_t(fields[1]) == pid { children.append(candidate) }
-    }
-    return children.sorted()
-}
-
 /// Polls `condition` every 10 ms until it holds or `timeout` seconds pass.
 @discardableResult
 func waitUntil(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
@@ -85,24 +52,10 @@ final class TestServer {
         directory = makeTemporaryDirectory()
         self.socketPath = socketPath ?? directory + "/pool.sock"
         logPath = directory + "/server.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = FileHandle(forWritingAtPath: logPath)!
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: Binaries.path("pool-server"))
-        process.arguments = ["--socket", self.socketPath] + arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        if let environment { process.environment = environment }
-        try process.run()
+        process = try launchLogged(Binaries.path("pool-server"), ["--socket", self.socketPath] + arguments,
+                                   directory: directory, logPath: logPath, environment: environment)
         if waitForStart {
-            let started = waitUntil(timeout: 20) { self.log.contains("pool started") || !self.process.isRunning }
-            guard started, process.isRunning else {
-                let output = self.log
-                stop()
-                throw TestFailure("pool-server did not start:\n\(output)")
-            }
+            try requirePoolStart("pool-server", log: { self.log }, isRunning: { self.process.isRunning }, stop: { self.stop() })
         }
     }
 
@@ -117,12 +70,7 @@ final class TestServer {
     }
 
     /// Queue ids from the "pool started" line.
-    var queueIDs: [Int32] {
-        guard let line = logLines(containing: "pool started").first,
-              let range = line.range(of: "queues=[") else { return [] }
-        let rest = line[range.upperBound...].prefix { $0 != "]" }
-        return rest.split(separator: ",").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
-    }
+    var queueIDs: [Int32] { logLines(containing: "pool started").first.map { startedQueueIDs(inLine: $0) } ?? [] }
 
     /// Current live worker processes (children of the master).
     var workerPIDs: [pid_t] { childPIDs(of: pid).filter(processIsAlive) }
@@ -144,17 +92,9 @@ final class TestServer {
         guard !stopped else { return }
         stopped = true
         let workers = childPIDs(of: pid)
-        if !hasExited {
-            kill(pid, SIGTERM)
-            if !waitUntil(timeout: 15, { hasExited }) {
-                kill(pid, SIGKILL)
-                _ = waitUntil(timeout: 5) { hasExited }
-            }
-        }
-        for worker in workers where processIsAlive(worker) { kill(worker, SIGKILL) }
-        for id in queueIDs where existingQueueIDs().contains(id) {
-            _ = try? MessageQueue(id: id).remove()
-        }
+        terminateGracefully(pid) { hasExited }
+        killLiving(workers)
+        removeQueues(queueIDs)
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
