@@ -448,6 +448,10 @@ static inline void csysv_slot_end(csysv_slot *s) {
 }
 /// Master, when process `pid` takes the slot: no jobs counted, no job, idle.
 /// Why C: C11 atomic builtins, as above.
+/// Publishes the pid of the process that now owns the slot (the worker does, first thing).
+/// Why C: an atomic store on shared memory.
+static inline void csysv_slot_set_pid(csysv_slot *s, int32_t pid) { __atomic_store_n(&s->pid, pid, __ATOMIC_RELEASE); }
+static inline int32_t csysv_slot_pid(const csysv_slot *s) { return __atomic_load_n(&s->pid, __ATOMIC_ACQUIRE); }
 static inline void csysv_slot_reset(csysv_slot *s, int32_t pid) {
     __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
     __atomic_store_n(&s->jobs, 0, __ATOMIC_RELAXED);

@@ -758,6 +758,9 @@ private func currentThreadBlockedSignals() -> UInt64? {
 
         board.reset(1, pid: 4242)
         #expect(board.state(1) == .idle)
+        #expect(board.pid(1) == 4242)
+        board.setPID(1, 4343)
+        #expect(board.pid(1) == 4343)
         let before = monotonicNanoseconds()
         board.begin(1, job: 0xDEAD_BEEF_0000_0001)
         let after = monotonicNanoseconds()

@@ -41,6 +41,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     // whichever worker takes it). A worker stuck in a job is SIGKILLed after a grace period.
     _ = try? Signals.install([SIGTERM])
     let pid = getpid()
+    env.scoreboard.setPID(env.slot, pid)
     var logger = env.logger
     logger[metadataKey: "slot"] = "\(env.slot)"
     let context = WorkerContext(slot: env.slot, pid: pid, logger: logger)

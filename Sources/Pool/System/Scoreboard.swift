@@ -26,6 +26,10 @@ public final class Scoreboard {
 
     /// Called by the master when a new process takes the slot.
     public func reset(_ slot: Int, pid: pid_t) { csysv_slot_reset(base + slot, pid) }
+    /// Called by the worker when it starts, to publish its pid in the slot.
+    public func setPID(_ slot: Int, _ pid: pid_t) { csysv_slot_set_pid(base + slot, pid) }
+    /// The pid the slot's worker published (0 until it has started).
+    public func pid(_ slot: Int) -> pid_t { csysv_slot_pid(base + slot) }
     /// Called by the worker before it runs the handler on `job`.
     public func begin(_ slot: Int, job: UInt64) { csysv_slot_begin(base + slot, job, monotonicNanoseconds()) }
     /// Called by the worker after the job's reply (if any) is sent.
