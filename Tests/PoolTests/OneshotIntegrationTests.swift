@@ -24,7 +24,7 @@ extension OneshotShutdownSuites {
 
         /// The seed's PHP client writes 11 bytes without half-closing, echoes the byte count, then
         /// echoes the reply: its output must be exactly `11ok`.
-        @Test(.enabled(if: seedClientRunnable, "php or /work/shared/seed/client.php is not available"))
+        @Test(.enabled(if: seedClientRunnable, "php or ../shared/seed/client.php beside the repository is not available"))
         func seedPHPClientGets11ok() throws {
             let server = try TestServer(["--workers", "3", "--handler", "log"])
             defer { server.stop() }
