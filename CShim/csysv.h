@@ -194,6 +194,10 @@ static inline int csysv_signal_unblock_all(void) {
 
 // MARK: - Processes
 
+/// Asks the kernel to send `signo` to the caller when its parent thread dies.
+/// Why C: prctl is variadic.
+static inline int csysv_set_parent_death_signal(int signo) { return prctl(PR_SET_PDEATHSIG, signo, 0, 0, 0); }
+
 /// Options for `csysv_fork`.
 enum {
     /// Child ignores the signals meant for the master only: SIGINT and SIGHUP (a terminal sends them
@@ -230,7 +234,7 @@ static inline pid_t csysv_fork(int pdeathsig, int options) {
         }
         csysv_signal_wake_fd = -1;
         if (pdeathsig > 0) {
-            if (prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0) _exit(70);
+            if (csysv_set_parent_death_signal(pdeathsig) < 0) _exit(70);
             if (getppid() != parent) _exit(70);
         }
         sigset_t none;
@@ -265,9 +269,6 @@ static inline int csysv_wtermsig(int status) { return WTERMSIG(status); }
 /// Nonzero if the killed child dumped core (`WCOREDUMP`). Why C: a macro.
 static inline int csysv_wcoredump(int status) { return WCOREDUMP(status); }
 
-/// Asks the kernel to send `signo` to the caller when its parent thread dies.
-/// Why C: prctl is variadic.
-static inline int csysv_set_parent_death_signal(int signo) { return prctl(PR_SET_PDEATHSIG, signo, 0, 0, 0); }
 
 /// Names the process for `ps`/`top` (at most 15 bytes). Why C: prctl is variadic.
 static inline int csysv_set_process_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }

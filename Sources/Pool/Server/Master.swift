@@ -298,23 +298,11 @@ final class Master {
         let limit = FrameCodec.lengthBytes + maxMessage + 65_536
         while !connection.closeWhenDone && !connection.peerClosed && connection.inflight < configuration.maxInflight
                 && connection.output.readableCount < Self.outputHighWater {
-            let space = connection.input.writableSpace(minimum: 4096, limit: limit)
-            if space.count == 0 { break }
-            let n: Int?
-            do { n = try connection.fd.read(into: space) } catch {
-                close(connection, reason: "read: \(error)")
-                return
-            }
-            guard let n else { break }
-            if n == 0 {
-                connection.peerClosed = true
-                break
-            }
-            connection.input.didWrite(n)
-            connection.lastActivity = monotonicNanoseconds()
+            let chunk = readChunk(connection, minimum: 4096, limit: limit)
+            if case .failed = chunk { return }
+            guard case .data(let drained) = chunk else { break }
             parseFrames(connection)
-            // A short read drained the socket: another read would only say EAGAIN.
-            if n < space.count { break }
+            if drained { break }
         }
         parseFrames(connection)
         settle(connection)
@@ -351,20 +339,17 @@ final class Master {
             return
         }
         var wouldBlock = false
-        while true {
-            let space = connection.input.writableSpace(minimum: 4096, limit: maxMessage + 1)
-            if space.count == 0 { break }
-            let n: Int?
-            do { n = try connection.fd.read(into: space) } catch {
-                close(connection, reason: "read: \(error)")
-                return
+        reading: while true {
+            switch readChunk(connection, minimum: 4096, limit: maxMessage + 1) {
+            case .failed: return
+            case .data(let drained):
+                if drained { wouldBlock = true; break reading }
+            case .wouldBlock:
+                wouldBlock = true
+                break reading
+            case .noSpace, .endOfStream:
+                break reading
             }
-            guard let n else { wouldBlock = true; break }
-            if n == 0 { connection.peerClosed = true; break }
-            connection.input.didWrite(n)
-            connection.lastActivity = monotonicNanoseconds()
-            // A short read took everything the socket held: the same as EAGAIN, one call sooner.
-            if n < space.count { wouldBlock = true; break }
         }
         let count = connection.input.readableCount
         if count > maxMessage {
@@ -380,6 +365,40 @@ final class Master {
             connection.closeWhenDone = true
         }
         settle(connection)
+    }
+
+    /// What one read into a connection's input buffer did.
+    enum ReadChunk {
+        /// Bytes arrived; `drained` if the read was short, i.e. the socket is now empty (a further
+        /// read would only say EAGAIN).
+        case data(drained: Bool)
+        /// The input buffer is at its limit.
+        case noSpace
+        case wouldBlock
+        /// The peer closed its side (recorded on the connection).
+        case endOfStream
+        /// The read failed and the connection was closed.
+        case failed
+    }
+
+    /// Reads once into the connection's input buffer (growing it to at least `minimum` free bytes,
+    /// never beyond `limit` in total), recording activity and end of stream.
+    func readChunk(_ connection: Connection, minimum: Int, limit: Int) -> ReadChunk {
+        let space = connection.input.writableSpace(minimum: minimum, limit: limit)
+        if space.count == 0 { return .noSpace }
+        let n: Int?
+        do { n = try connection.fd.read(into: space) } catch {
+            close(connection, reason: "read: \(error)")
+            return .failed
+        }
+        guard let n else { return .wouldBlock }
+        if n == 0 {
+            connection.peerClosed = true
+            return .endOfStream
+        }
+        connection.input.didWrite(n)
+        connection.lastActivity = monotonicNanoseconds()
+        return .data(drained: n < space.count)
     }
 
     func drainAndIgnore(_ connection: Connection) {

@@ -36,14 +36,12 @@ extension Master {
     /// One command line in, one answer out, then close.
     func controlEvent(_ connection: Connection, _ events: Epoll.Events) {
         if events.contains(.writable) { flush(connection); return }
-        while true {
-            let space = connection.input.writableSpace(minimum: 256, limit: 1024)
-            if space.count == 0 { break }
-            let n: Int?
-            do { n = try connection.fd.read(into: space) } catch { close(connection, reason: nil); return }
-            guard let count = n else { break }
-            if count == 0 { connection.peerClosed = true; break }
-            connection.input.didWrite(count)
+        reading: while true {
+            switch readChunk(connection, minimum: 256, limit: 1024) {
+            case .failed: return
+            case .data: continue
+            case .noSpace, .wouldBlock, .endOfStream: break reading
+            }
         }
         let bytes = Array(connection.input.readable)
         guard let newline = bytes.firstIndex(of: 0x0A) ?? (connection.peerClosed || bytes.count >= 1024 ? bytes.count : nil) else {

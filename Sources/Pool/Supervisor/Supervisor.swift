@@ -182,7 +182,6 @@ final class Supervisor {
     }
 
     var livePIDs: [pid_t] { slots.compactMap(\.pid) }
-    var hasLiveWorkers: Bool { slots.contains { $0.pid != nil } }
     /// Workers alive or about to be respawned.
     var hasWorkersOrRespawns: Bool { slots.contains { $0.pid != nil || $0.respawnAt != nil } }
 
