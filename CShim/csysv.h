@@ -427,11 +427,13 @@ typedef struct csysv_slot {
     uint64_t job;        ///< id of the job being handled (valid while state == BUSY)
     int64_t started_ns;  ///< CLOCK_MONOTONIC at the job's start
     uint64_t jobs;       ///< jobs completed by the current process in this slot
+    int64_t average_ns;  ///< moving average (1/8 weight) of its job durations, for batch sizing
+    uint64_t reserved[3];///< pads the slot to one cache line: workers do not share lines
 } csysv_slot;
 
 enum { CSYSV_SLOT_EMPTY = 0, CSYSV_SLOT_IDLE = 1, CSYSV_SLOT_BUSY = 2 };
 
-_Static_assert(sizeof(csysv_slot) == 32, "csysv_slot layout is shared between processes");
+_Static_assert(sizeof(csysv_slot) == 64, "csysv_slot layout is shared between processes");
 
 /// Worker, before running the handler: busy with `job` since `now_ns` (CLOCK_MONOTONIC nanoseconds).
 /// The state is stored last with release ordering, so a reader that sees BUSY sees this job.
@@ -443,7 +445,11 @@ static inline void csysv_slot_begin(csysv_slot *s, uint64_t job, int64_t now_ns)
 }
 /// Worker, after the job (and its reply, if any): counts one more job done and marks the slot idle.
 /// Why C: C11 atomic builtins, as above.
-static inline void csysv_slot_end(csysv_slot *s) {
+/// `now_ns` is the job's end; its duration moves the slot's average by 1/8.
+static inline void csysv_slot_end(csysv_slot *s, int64_t now_ns) {
+    int64_t took = now_ns - __atomic_load_n(&s->started_ns, __ATOMIC_RELAXED);
+    int64_t average = __atomic_load_n(&s->average_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->average_ns, average + (took - average) / 8, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->jobs, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
 }
@@ -457,6 +463,7 @@ static inline void csysv_slot_reset(csysv_slot *s, int32_t pid) {
     __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
     __atomic_store_n(&s->jobs, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&s->job, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->average_ns, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
 }
 /// The slot's state (CSYSV_SLOT_*), loaded with acquire ordering. Why C: C11 atomic builtin.
@@ -467,5 +474,33 @@ static inline uint64_t csysv_slot_job(const csysv_slot *s) { return __atomic_loa
 static inline int64_t csysv_slot_started_ns(const csysv_slot *s) { return __atomic_load_n(&s->started_ns, __ATOMIC_RELAXED); }
 /// Jobs completed by the slot's current process. Why C: C11 atomic builtin.
 static inline uint64_t csysv_slot_jobs(const csysv_slot *s) { return __atomic_load_n(&s->jobs, __ATOMIC_RELAXED); }
+/// Moving average of the slot's job durations, in nanoseconds. Why C: C11 atomic builtin.
+static inline int64_t csysv_slot_average_ns(const csysv_slot *s) { return __atomic_load_n(&s->average_ns, __ATOMIC_RELAXED); }
+
+// MARK: - Doorbell hint
+
+/// Whether the master may be asleep in epoll_wait, shared with the workers so that they ring the
+/// doorbell (an eventfd write and a wake-up) only when it may be needed. A Dekker pair: the master
+/// stores "asleep" and then looks at the reply queue; a worker sends its reply and then loads the
+/// flag. With a full fence on each side, at least one of them sees the other: either the master
+/// finds the reply, or the worker rings.
+typedef struct csysv_master_hint {
+    uint32_t asleep;
+    uint32_t reserved[15];  ///< a cache line of its own
+} csysv_master_hint;
+
+_Static_assert(sizeof(csysv_master_hint) == 64, "csysv_master_hint layout is shared between processes");
+
+/// Master: about to look at the reply queue and then sleep (1), or awake (0).
+/// Why C: a sequentially consistent store and fence on shared memory.
+static inline void csysv_master_hint_set(csysv_master_hint *h, uint32_t asleep) {
+    __atomic_store_n(&h->asleep, asleep, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+/// Worker, after sending a reply: whether it must ring. Why C: a fence and an atomic load.
+static inline uint32_t csysv_master_hint_asleep(const csysv_master_hint *h) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return __atomic_load_n(&h->asleep, __ATOMIC_SEQ_CST);
+}
 
 #endif

@@ -747,7 +747,8 @@ private func currentThreadBlockedSignals() -> UInt64? {
     }
 
     @Test func scoreboardBeginEndResetRoundTrip() throws {
-        #expect(MemoryLayout<csysv_slot>.size == 32)
+        #expect(MemoryLayout<csysv_slot>.size == 64)
+        #expect(MemoryLayout<csysv_master_hint>.size == 64)
         let board = try Scoreboard(slots: 3)
         #expect(board.count == 3)
         for slot in 0..<3 {
@@ -792,9 +793,23 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(csysv_slot_state(&slot) == UInt32(CSYSV_SLOT_BUSY))
         #expect(csysv_slot_job(&slot) == 5)
         #expect(csysv_slot_started_ns(&slot) == 1000)
-        csysv_slot_end(&slot)
+        csysv_slot_end(&slot, 1000 + 8000)
         #expect(csysv_slot_state(&slot) == UInt32(CSYSV_SLOT_IDLE))
         #expect(csysv_slot_jobs(&slot) == 1)
+        // The average moves an eighth of the way to each duration.
+        #expect(csysv_slot_average_ns(&slot) == 1000)
+        csysv_slot_begin(&slot, 6, 20_000)
+        csysv_slot_end(&slot, 20_000 + 1000)
+        #expect(csysv_slot_average_ns(&slot) == 1000)
+        csysv_slot_reset(&slot, 13)
+        #expect(csysv_slot_average_ns(&slot) == 0)
+
+        // The doorbell hint: the master's flag as workers read it.
+        #expect(!board.masterMayBeAsleep)
+        board.setMasterAsleep(true)
+        #expect(board.masterMayBeAsleep)
+        board.setMasterAsleep(false)
+        #expect(!board.masterMayBeAsleep)
     }
 
     @Test func eventFDRingAndDrain() throws {

@@ -2,7 +2,8 @@
 /// binary on the same host, so integers are native-endian. A queue message holds one or more
 /// records back to back; a worker handles them in order.
 ///
-/// Job record (master → worker, mtype `jobType`):   u64 id, u32 length, u32 reserved, payload.
+/// Job record (master → worker, mtype `jobType`):   u64 id, u32 length, u32 count, payload —
+/// `count` is the number of records in the message in the first record, 0 in the others.
 /// Reply record (worker → master, mtype `replyType`): u64 id, u32 length, u8 status, u8 reserved,
 /// u16 slot, body.
 /// Quit (master → worker, mtype `quitType`): no text. Control never travels as payload.
@@ -62,6 +63,19 @@ public enum JobCodec {
             UnsafeMutableRawBufferPointer(rebasing: text[(offset + headerBytes)...]).copyMemory(from: body)
         }
         return offset + headerBytes + body.count
+    }
+
+    /// Writes the number of records into the first record of a job message (its `count` field).
+    @inline(__always)
+    public static func setBatchCount(_ count: Int, in text: UnsafeMutableRawBufferPointer) {
+        text.storeBytes(of: UInt32(count), toByteOffset: 12, as: UInt32.self)
+    }
+
+    /// The number of records a job message says it holds; `nil` if it cannot hold a record.
+    @inline(__always)
+    public static func batchCount(_ text: UnsafeRawBufferPointer, length: Int) -> Int? {
+        guard length >= headerBytes else { return nil }
+        return Int(text.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
     }
 
     /// Reads the job record at `offset` of the first `length` bytes of `text`; `nil` if malformed.

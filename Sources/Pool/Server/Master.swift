@@ -23,10 +23,13 @@ final class Master {
         var sequence: UInt64
     }
 
-    /// A result-mode job held while every queue is full.
+    /// A job held in the master while every queue is full (result mode), or taken back from a
+    /// worker that died before starting it.
     struct Held {
         var id: UInt64
         var payload: [UInt8]
+        /// Ack mode: already answered `ok`, so it must run — it has no route to check.
+        var acknowledged = false
     }
 
     enum Token {
@@ -58,6 +61,13 @@ final class Master {
     var nextRequestID: UInt64 = 1
     var routes: [UInt64: Route] = [:]
     var held = FIFO<Held>()
+    /// Jobs staged this loop turn, one batch per slot (index = slot).
+    var batches: [JobBatch] = []
+    /// Most jobs one queue message may carry: about `Batching.budgetNanoseconds` of work at the
+    /// workers' average job time, so slow jobs are not batched behind each other.
+    var recordLimit = Int.max
+    let batchCapacity: Int
+    let batchByteLimit: Int
     var dirty: [Connection] = []
     let sendBuffer: MessageBuffer
     let receiveBuffer: MessageBuffer
@@ -89,6 +99,9 @@ final class Master {
         self.wake = wake
         epoll = try Epoll(maxEvents: 512)
         sendBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
+        batchCapacity = limits.maxMessageBytes
+        // Two full batches fit in a queue, so a worker finds the next one waiting.
+        batchByteLimit = max(JobCodec.headerBytes, supervisor.grantedQueueBytes / 2)
         receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
         spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
         idleTimeoutNanoseconds = Int64(configuration.idleTimeout * 1e9)
@@ -97,7 +110,9 @@ final class Master {
         try epoll.add(wake.fd, events: .readable, token: Token.signals)
         if let control { try epoll.add(control.socket.raw, events: .readable, token: Token.control) }
         if let doorbell = supervisor.doorbell {
-            try epoll.add(doorbell.fd, events: .readable, token: Token.doorbell)
+            // Edge-triggered: a ring only wakes the loop; the reply queue is drained every turn
+            // anyway, so the eventfd never needs reading.
+            try epoll.add(doorbell.fd, events: [.readable, .edgeTriggered], token: Token.doorbell)
         }
     }
 
@@ -105,6 +120,8 @@ final class Master {
 
     /// Runs until shutdown completes. Returns the process exit status.
     func run() -> Int32 {
+        let scoreboard = supervisor.scoreboard
+        let collectsReplies = supervisor.replyQueue != nil
         while phase != .finished {
             let timeout = nextTimeout()
             do {
@@ -113,7 +130,7 @@ final class Master {
                     case Token.listener: acceptAll()
                     case Token.control: acceptControl()
                     case Token.signals: wake.drain()
-                    case Token.doorbell: drainReplies()
+                    case Token.doorbell: break
                     default: connectionEvent(token, events)
                     }
                 }
@@ -121,9 +138,18 @@ final class Master {
                 logger.critical("epoll_wait failed; stopping", metadata: ["error": "\(error)"])
                 return forcedStop(reason: "event loop failure")
             }
+            if collectsReplies { scoreboard.setMasterAsleep(false) }
             if let forced = handleSignals() { return forced }
-            flushDirty()
+            flushBatches()
             runTimers()
+            if collectsReplies {
+                // Workers ring the doorbell only while this is set; a reply sent before they could
+                // see it is taken here. Both sides fence, so none is missed (`csysv_master_hint`).
+                scoreboard.setMasterAsleep(true)
+                drainReplies()
+            }
+            flushBatches()
+            flushDirty()
         }
         return finish()
     }
@@ -181,10 +207,22 @@ final class Master {
             // they are delivered, not reported lost. Per child, since each may have exited after
             // the previous drain.
             drainReplies()
-            guard let (_, lost) = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running) else {
+            guard let loss = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running) else {
                 continue
             }
-            for job in lost {
+            for job in loss.unstarted {
+                if phase == .killing {
+                    if let route = routes.removeValue(forKey: job.id) {
+                        deliver(route, status: .shuttingDown, body: [])
+                    } else if configuration.replyMode == .ack {
+                        logger.error("acknowledged message not run: the shutdown deadline passed", metadata: ["job": "\(job.id)"])
+                    }
+                } else if configuration.replyMode == .ack || routes[job.id] != nil {
+                    // Never started: run it elsewhere (first, since it is older than what is held).
+                    held.prepend(Held(id: job.id, payload: job.payload, acknowledged: configuration.replyMode == .ack))
+                }
+            }
+            for job in loss.lost {
                 if let route = routes.removeValue(forKey: job.id) {
                     deliver(route, status: job.status, body: Array("worker \(pid) ended (\(status))".utf8))
                 } else if configuration.replyMode == .ack {
@@ -432,16 +470,13 @@ final class Master {
         }
         switch configuration.replyMode {
         case .ack:
-            if case .queued(let slot) = send(id: id, payload: payload) {
-                logger.debug("queued", metadata: ["job": "\(id)", "slot": "\(slot)", "bytes": "\(payload.count)"])
-                answer(connection, sequence, .ok, [])
-            } else {
-                logger.warning("every worker queue is full; answering busy", metadata: ["job": "\(id)"])
-                answer(connection, sequence, .busy, [])
+            // Answered when its batch is queued (`flush`), in this loop turn.
+            if !stage(id: id, payload: payload, ack: JobBatch.Ack(connection: connection.key, sequence: sequence)) {
+                answerBusy(connection.key, sequence, id: id)
             }
         case .result:
             let route = Route(connection: connection.key, sequence: sequence)
-            if held.isEmpty, case .queued = send(id: id, payload: payload) {
+            if held.isEmpty, stage(id: id, payload: payload, ack: nil) {
                 routes[id] = route
             } else if held.count < configuration.maxBacklog {
                 routes[id] = route
@@ -453,34 +488,98 @@ final class Master {
         }
     }
 
-    /// Encodes and queues one job; records it against the slot so a dying worker's job is found.
-    func send(id: UInt64, payload: UnsafeRawBufferPointer) -> Dispatcher.Outcome {
-        let length = JobCodec.encodeJob(id: id, payload: payload, into: sendBuffer.text, at: 0)
-        let outcome = dispatcher.dispatch(sendBuffer, length: length, supervisor: supervisor)
-        if case .queued(let slot) = outcome { supervisor.noteQueued(id, bytes: length, slot: slot) }
-        return outcome
+    /// Adds a job to the batch of the slot the dispatcher chooses, sending that batch first if
+    /// the job does not fit. Returns false if no slot takes work.
+    func stage(id: UInt64, payload: UnsafeRawBufferPointer, ack: JobBatch.Ack?) -> Bool {
+        guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return false }
+        while batches.count <= slot { batches.append(JobBatch(capacity: batchCapacity, byteLimit: batchByteLimit)) }
+        let batch = batches[slot]
+        if !batch.fits(payload: payload.count, recordLimit: recordLimit) { flush(slot) }
+        batch.append(id: id, payload: payload, ack: ack)
+        return true
     }
 
-    /// Retries held jobs in order until a queue is full again.
+    /// Sends every staged batch (end of a loop turn), then sizes the next turn's batches.
+    func flushBatches() {
+        var averages: Int64 = 0
+        var counted: Int64 = 0
+        for slot in batches.indices where !batches[slot].isEmpty {
+            flush(slot)
+        }
+        for index in supervisor.slots.indices where supervisor.slots[index].accepting {
+            averages += supervisor.scoreboard.averageJobNanoseconds(index)
+            counted += 1
+        }
+        let average = counted > 0 ? averages / counted : 0
+        recordLimit = average > 0 ? max(1, Int(Batching.budgetNanoseconds / average)) : Int.max
+    }
+
+    /// Sends one slot's batch (to another queue if that one is full). Ack mode answers each job
+    /// now; jobs no queue takes are held (result mode, and ack jobs already answered) or refused.
+    /// Returns whether the batch was queued.
+    @discardableResult
+    func flush(_ slot: Int) -> Bool {
+        let batch = batches[slot]
+        guard !batch.isEmpty else { return true }
+        defer { batch.reset() }
+        let length = batch.seal()
+        if case .queued(let target) = dispatcher.send(batch.buffer, length: length, preferred: slot, supervisor: supervisor) {
+            for entry in batch.entries {
+                supervisor.noteQueued(entry.id, bytes: entry.bytes, slot: target)
+                if let ack = entry.ack, let connection = connections[ack.connection] {
+                    answer(connection, ack.sequence, .ok, [])
+                }
+            }
+            return true
+        }
+        for entry in batch.entries {
+            if let ack = entry.ack {
+                answerBusy(ack.connection, ack.sequence, id: entry.id)
+            } else if configuration.replyMode == .ack {
+                held.append(Held(id: entry.id, payload: batch.payload(of: entry), acknowledged: true))
+            } else if held.count < configuration.maxBacklog {
+                held.append(Held(id: entry.id, payload: batch.payload(of: entry)))
+            } else if let route = routes.removeValue(forKey: entry.id) {
+                logger.warning("every worker queue is full and --max-backlog is reached; answering busy", metadata: ["job": "\(entry.id)"])
+                deliver(route, status: .busy, body: [])
+            }
+        }
+        return false
+    }
+
+    /// Ack mode: no queue took the job.
+    func answerBusy(_ key: UInt64, _ sequence: UInt64, id: UInt64) {
+        logger.warning("every worker queue is full; answering busy", metadata: ["job": "\(id)"])
+        guard let connection = connections[key] else { return }
+        answer(connection, sequence, .busy, [])
+    }
+
+    /// Moves held jobs, oldest first, into batches until a queue is full again.
     func dispatchHeld() {
         while let job = held.first {
-            guard let route = routes[job.id], connections[route.connection] != nil else {
-                // Its client left: do not spend a worker on it.
-                routes.removeValue(forKey: job.id)
-                held.removeFirst()
-                continue
+            if !job.acknowledged {
+                guard let route = routes[job.id], connections[route.connection] != nil else {
+                    // Its client left: do not spend a worker on it.
+                    routes.removeValue(forKey: job.id)
+                    held.removeFirst()
+                    continue
+                }
             }
-            let outcome = job.payload.withUnsafeBytes { send(id: job.id, payload: $0) }
-            guard case .queued = outcome else { return }
+            guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return }
+            while batches.count <= slot { batches.append(JobBatch(capacity: batchCapacity, byteLimit: batchByteLimit)) }
+            let batch = batches[slot]
+            if !batch.fits(payload: job.payload.count, recordLimit: recordLimit) {
+                // A full queue sends the batch back to `held`; stop until replies make room.
+                guard flush(slot) else { return }
+            }
             held.removeFirst()
+            job.payload.withUnsafeBytes { batch.append(id: job.id, payload: $0, ack: nil) }
         }
     }
 
-    /// Drains the reply queue (result mode). Called when the doorbell rings and before reaping.
+    /// Drains the reply queue (result mode). Called every loop turn and before reaping.
     func drainReplies() {
-        guard let replyQueue = supervisor.replyQueue, let doorbell = supervisor.doorbell else { return }
-        // Reset the doorbell before draining, so a reply sent after the drain rings it again.
-        doorbell.drain()
+        guard let replyQueue = supervisor.replyQueue else { return }
         while true {
             let received: (type: Int, length: Int)?
             do {

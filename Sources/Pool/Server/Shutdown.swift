@@ -47,6 +47,8 @@ extension Master {
     }
 
     func advanceShutdown(now: Int64) {
+        // Jobs staged this turn go ahead of any quit message.
+        flushBatches()
         if phase == .draining && connections.isEmpty && held.isEmpty {
             logger.info("shutdown: connections done; asking workers to quit after their queued work")
             phase = .quitting

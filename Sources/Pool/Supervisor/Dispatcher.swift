@@ -1,11 +1,12 @@
-/// Chooses a worker queue for each job and sends it with IPC_NOWAIT; on a full queue (EAGAIN) it
-/// tries the others in turn before giving up. The master never blocks here.
+/// Chooses the worker slot for each job, and sends a slot's batch with IPC_NOWAIT; on a full
+/// queue (EAGAIN) it tries the other queues in turn before giving up. The master never blocks here.
 ///
 /// - round-robin: the next slot in turn.
-/// - shared: one queue all workers read; the first free worker takes the next job.
+/// - shared: one queue all workers read; the first free worker takes the next message. Jobs are
+///   still spread over one batch per worker, so every idle worker finds a message to take.
 /// - least-busy: the slot with the fewest requests in flight — exact in result mode (queued and
 ///   not yet answered); in ack mode, where no answers come back, "busy now" from the scoreboard.
-///   Ties go round-robin, so equal workers still share the load.
+///   Jobs staged this turn count too. Ties go round-robin, so equal workers still share the load.
 struct Dispatcher {
     private var next = 0
     let strategy: PoolConfiguration.DispatchStrategy
@@ -14,39 +15,43 @@ struct Dispatcher {
 
     enum Outcome {
         case queued(slot: Int)
-        /// Every queue is full (or gone): the caller answers busy or holds the job.
+        /// Every queue is full (or gone): the caller answers busy or holds the jobs.
         case full
     }
 
-    /// Sends the record already encoded in `buffer.text[0..<length]`.
-    mutating func dispatch(_ buffer: MessageBuffer, length: Int, supervisor: Supervisor) -> Outcome {
+    /// The slot whose batch the next job joins; `nil` if no slot takes work.
+    mutating func choose(supervisor: Supervisor, staged: [JobBatch]) -> Int? {
+        let slots = supervisor.slots
+        let count = slots.count
+        guard count > 0 else { return nil }
+        var chosen: Int? = nil
+        var best = Int.max
+        for attempt in 0..<count {
+            let index = (next + attempt) % count
+            guard slots[index].accepting else { continue }
+            guard strategy == .leastBusy else { chosen = index; break }
+            let load = slots[index].outstanding.count + (index < staged.count ? staged[index].entries.count : 0)
+                + (supervisor.scoreboard.state(index) == .busy ? 1 : 0)
+            if load < best { best = load; chosen = index }
+            if load == 0 { break }
+        }
+        if let chosen { next = (chosen + 1) % count }
+        return chosen
+    }
+
+    /// Sends the message in `buffer.text[0..<length]` to `preferred`'s queue, or to another that
+    /// has room.
+    func send(_ buffer: MessageBuffer, length: Int, preferred: Int, supervisor: Supervisor) -> Outcome {
         let slots = supervisor.slots
         let count = slots.count
         guard count > 0 else { return .full }
-        if strategy == .shared {
-            // Every slot holds the same queue: one send, no choice to make.
-            guard let index = slots.firstIndex(where: \.accepting) ?? slots.indices.first else { return .full }
-            let sent = (try? slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true)) ?? false
-            return sent ? .queued(slot: index) : .full
-        }
-        var first = next % count
-        if strategy == .leastBusy {
-            var best = Int.max
-            for attempt in 0..<count {
-                let index = (next + attempt) % count
-                guard slots[index].accepting else { continue }
-                let load = slots[index].outstanding.count
-                    + (supervisor.scoreboard.state(index) == .busy ? 1 : 0)
-                if load < best { best = load; first = index }
-                if load == 0 { break }
-            }
-        }
-        for attempt in 0..<count {
-            let index = (first + attempt) % count
-            guard slots[index].accepting else { continue }
+        // With one shared queue there is nothing else to try.
+        let attempts = strategy == .shared ? 1 : count
+        for attempt in 0..<attempts {
+            let index = (preferred + attempt) % count
+            guard slots[index].accepting || (attempt == 0 && strategy == .shared) else { continue }
             do {
                 if try slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
-                    next = (index + 1) % count
                     return .queued(slot: index)
                 }
             } catch {

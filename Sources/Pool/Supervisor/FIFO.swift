@@ -10,6 +10,16 @@ struct FIFO<Element> {
 
     mutating func append(_ element: Element) { storage.append(element) }
 
+    /// Puts `element` at the front (O(1) while earlier elements have been removed, else O(n)).
+    mutating func prepend(_ element: Element) {
+        if head > 0 {
+            head -= 1
+            storage[head] = element
+        } else {
+            storage.insert(element, at: 0)
+        }
+    }
+
     @discardableResult
     mutating func removeFirst() -> Element? {
         guard !isEmpty else { return nil }

@@ -42,11 +42,27 @@ struct LostJob {
     var status: ResponseStatus
 }
 
+/// A job its dead worker had taken but never started: safe to run elsewhere.
+struct UnstartedJob {
+    var id: UInt64
+    var payload: [UInt8]
+}
+
+/// What a reaped worker took down with it.
+struct WorkerLoss {
+    var slot: Int
+    /// Jobs it was running, or finished without its reply reaching the master (result mode).
+    var lost: [LostJob]
+    /// Jobs of its last message it had not started.
+    var unstarted: [UnstartedJob]
+}
+
 /// Forks workers, binds each to its slot's queue, reaps them, replaces the dead, kills the stuck.
 /// Owns the queues and removes them; never touches client connections.
 final class Supervisor {
     private(set) var slots: [WorkerSlot] = []
     let scoreboard: Scoreboard
+    let inboxes: WorkerInboxes
     let replyQueue: MessageQueue?
     let doorbell: EventFD?
     private let configuration: PoolConfiguration
@@ -70,6 +86,7 @@ final class Supervisor {
         self.logger = logger
         self.workerLogger = workerLogger
         scoreboard = try Scoreboard(slots: Self.maxWorkers)
+        inboxes = try WorkerInboxes(slots: Self.maxWorkers, capacity: limits.maxMessageBytes)
         var created: [MessageQueue] = []
         do {
             let wanted = configuration.queueBytes ?? max(limits.defaultQueueBytes, 1 << 20)
@@ -165,11 +182,13 @@ final class Supervisor {
         }
         let environment = WorkerEnvironment(
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
-            scoreboard: scoreboard, messageCapacity: limits.maxMessageBytes, jobLimit: limit,
+            scoreboard: scoreboard, inboxes: inboxes, messageCapacity: limits.maxMessageBytes, jobLimit: limit,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
         // Reset the slot's scoreboard before the fork: the child may take and finish a job before
         // the parent runs again, and a reset after that would erase its busy state and job count.
         scoreboard.reset(index, pid: 0)
+        // Whatever the slot's previous worker held was accounted for when it was reaped.
+        inboxes.clear(index, buffer: inboxes.buffer(index))
         guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
             runWorker(environment)
         }
@@ -224,22 +243,9 @@ final class Supervisor {
         }
     }
 
-    /// How many of the slot's outstanding jobs are still in its queue: the newest ones whose sizes
-    /// add up to the bytes IPC_STAT reports (quit messages have no text, so they add nothing).
-    private func stillQueued(_ slot: WorkerSlot, queuedBytes: Int) -> Int {
-        var remaining = queuedBytes
-        var count = 0
-        for job in slot.outstanding.elements.reversed() {
-            guard remaining > 0 else { break }
-            remaining -= job.bytes
-            count += 1
-        }
-        return count
-    }
-
     /// Handles a reaped worker: returns its slot and the request(s) it took down with it.
     /// Call after draining the reply queue, so replies it sent before dying are not counted lost.
-    func workerExited(pid: pid_t, status: ExitStatus, shuttingDown: Bool) -> (slot: Int, lost: [LostJob])? {
+    func workerExited(pid: pid_t, status: ExitStatus, shuttingDown: Bool) -> WorkerLoss? {
         guard let index = slotIndex(of: pid) else { return nil }
         let now = monotonicNanoseconds()
         var slot = slots[index]
@@ -248,26 +254,30 @@ final class Supervisor {
         let lostStatus: ResponseStatus = slot.timedOutJob != nil ? .timeout : .workerDied
 
         // Jobs it finished are pruned (ack: by its published count; result: by the replies the
-        // caller drained first). The queue is FIFO: what remains outstanding beyond what is still
-        // queued was taken by the dead worker and not finished — including a job taken in the
-        // instant before the worker could mark itself busy.
+        // caller drained first). What it still held is in its inbox, exactly: the message it last
+        // took, with how far it got. Everything else outstanding is still in its queue.
         if configuration.replyMode == .ack {
             let done = scoreboard.jobsHandled(index)
             while slot.pruned < done, slot.outstanding.removeFirst() != nil { slot.pruned += 1 }
         }
         slot.pruned = 0
-        let queueStatus = try? slot.queue.status()
-        let queueAlive = queueStatus != nil
-        if sharesQueue {
-            // Shared queue: the job it was running, as it published it (a job taken in the instant
-            // before it marked itself busy cannot be attributed; the README says so).
-            if scoreboard.state(index) == .busy { lost.append(LostJob(id: scoreboard.job(index), status: lostStatus)) }
-        } else {
-            let taken = max(0, slot.outstanding.count - stillQueued(slot, queuedBytes: queueStatus?.bytes ?? 0))
-            for _ in 0..<taken {
-                if let job = slot.outstanding.removeFirst() { lost.append(LostJob(id: job.id, status: lostStatus)) }
+        var unstarted: [UnstartedJob] = []
+        if let held = inboxes.held(index) {
+            for (position, job) in held.jobs.enumerated() {
+                if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
+                if position < held.done {
+                    // Finished, but its reply may have been waiting in the worker's batch; if it
+                    // was delivered the caller finds no route for it and ignores this.
+                    if configuration.replyMode == .result { lost.append(LostJob(id: job.id, status: .workerDied)) }
+                } else if position < held.started {
+                    lost.append(LostJob(id: job.id, status: lostStatus))
+                } else {
+                    unstarted.append(UnstartedJob(id: job.id, payload: job.payload))
+                }
             }
+            inboxes.clear(index, buffer: inboxes.buffer(index))
         }
+        let queueAlive = (try? slot.queue.status()) != nil
         if !queueAlive {
             for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
             if !shuttingDown, let queue = try? Self.createQueue() {
@@ -313,7 +323,7 @@ final class Supervisor {
             slots[index] = slot
             while let last = slots.last, last.removed { slots.removeLast() }
             try? writeState()
-            return (index, lost)
+            return WorkerLoss(slot: index, lost: lost, unstarted: unstarted)
         }
         if shuttingDown {
             // Acknowledged work still in its queue must be handled before the pool stops.
@@ -333,7 +343,7 @@ final class Supervisor {
         slot.terminatedAt = nil
         slot.timedOutJob = nil
         slots[index] = slot
-        return (index, lost)
+        return WorkerLoss(slot: index, lost: lost, unstarted: unstarted)
     }
 
     // MARK: Scaling and rolling restarts

@@ -9,6 +9,8 @@ struct WorkerEnvironment {
     var replyQueue: MessageQueue?
     var doorbell: EventFD?
     var scoreboard: Scoreboard
+    /// Where the worker receives, readable by the master after the worker is gone.
+    var inboxes: WorkerInboxes
     /// Text capacity of one queue message (`msgmax`).
     var messageCapacity: Int
     /// Jobs to handle before exiting for recycling (`nil` = forever).
@@ -29,34 +31,47 @@ enum WorkerExit {
     static let ipcFailure: Int32 = 4
 }
 
+/// How long batching may hold work back: the master puts about this much work (by the workers'
+/// average job time) into one queue message, and a worker holds finished replies at most about this
+/// long before sending them together. Slow jobs are therefore neither batched nor held.
+enum Batching {
+    static let budgetNanoseconds: Int64 = 100_000
+}
+
 /// The worker's main loop: receive from its own queue (blocking — a worker may block, the master
-/// never does), run the handler, reply if asked. Never returns; ends with `_exit`, so nothing of
-/// the master's (atexit, deinit, the socket file, queues) is touched.
+/// never does), run the handler on each job of the message, reply if asked. Never returns; ends
+/// with `_exit`, so nothing of the master's (atexit, deinit, the socket file, queues) is touched.
 func runWorker(_ env: WorkerEnvironment) -> Never {
     ChildProcess.closeDescriptors(except: env.keepDescriptors)
     ChildProcess.setName("pool-worker")
     LogFile.enableReopenOnSignal()
-    // SIGTERM asks for a graceful exit: finish the job in hand, then leave. That is how the master
-    // retires one particular worker when several share a queue (a quit message would go to
-    // whichever worker takes it). A worker stuck in a job is SIGKILLed after a grace period.
+    // SIGTERM asks for a graceful exit: finish the job in hand, then leave (jobs of the message
+    // not yet started are run elsewhere by the master). That is how the master retires one
+    // particular worker when several share a queue (a quit message would go to whichever worker
+    // takes it). A worker stuck in a job is SIGKILLed after a grace period.
     _ = try? Signals.install([SIGTERM])
     let pid = getpid()
-    env.scoreboard.setPID(env.slot, pid)
+    let slot = env.slot
+    env.scoreboard.setPID(slot, pid)
     var logger = env.logger
-    logger[metadataKey: "slot"] = "\(env.slot)"
-    let context = WorkerContext(slot: env.slot, pid: pid, logger: logger)
+    logger[metadataKey: "slot"] = "\(slot)"
+    let context = WorkerContext(slot: slot, pid: pid, logger: logger)
     let handler = env.makeHandler(context)
-    let inbox = MessageBuffer(capacity: env.messageCapacity)
-    let outbox = MessageBuffer(capacity: env.messageCapacity)
+    let inbox = env.inboxes.buffer(slot)
+    var replies = env.replyQueue.map { ReplyBatch(queue: $0, doorbell: env.doorbell!, scoreboard: env.scoreboard, capacity: env.messageCapacity, logger: logger) }
     let maxReplyBody = env.messageCapacity - JobCodec.headerBytes
     var handled = 0
 
+    func leave(_ reason: String) -> Never {
+        replies?.send()
+        logger.info("\(reason)")
+        ChildProcess.exitImmediately(WorkerExit.normal)
+    }
+
     logger.debug("worker started", metadata: ["queue": "\(env.queue.id)"])
     while true {
-        if Signals.take(SIGTERM) > 0 {
-            logger.info("worker exiting on SIGTERM")
-            ChildProcess.exitImmediately(WorkerExit.normal)
-        }
+        if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM") }
+        env.inboxes.clear(slot, buffer: inbox)
         let received: (type: Int, length: Int)?
         do {
             received = try env.queue.receive(into: inbox, nowait: false, retryOnInterrupt: false)
@@ -80,9 +95,11 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         }
         let text = UnsafeRawBufferPointer(inbox.text)
         var offset = 0
+        var index = 0
         while let job = JobCodec.decodeJob(text, length: length, at: offset) {
             offset = job.payload.upperBound
-            env.scoreboard.begin(env.slot, job: job.id)
+            env.inboxes.markStarted(slot, index: index)
+            env.scoreboard.begin(slot, job: job.id)
             let message = Array(text[job.payload])
             var status = ResponseStatus.ok
             var body: [UInt8]
@@ -92,39 +109,76 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
                 status = .handlerError
                 body = Array("\(error)".utf8)
             }
-            if let replyQueue = env.replyQueue, let doorbell = env.doorbell {
+            if replies != nil {
                 if body.count > maxReplyBody {
                     status = .handlerError
                     body = Array("reply of \(body.count) bytes exceeds the \(maxReplyBody)-byte limit of one queue message".utf8)
                 }
-                let end = body.withUnsafeBytes {
-                    JobCodec.encodeReply(id: job.id, status: status, slot: env.slot, body: $0, into: outbox.text, at: 0)
-                }
-                sendReply(replyQueue, outbox, length: end, logger: logger)
-                doorbell.ring()
+                replies!.append(id: job.id, status: status, slot: slot, body: body)
             } else {
                 logger.debug("handled job \(job.id) status \(status)")
             }
-            env.scoreboard.end(env.slot)
+            env.scoreboard.end(slot)
+            env.inboxes.markDone(slot, index: index)
+            index += 1
             handled += 1
-            if let limit = env.jobLimit, handled >= limit {
-                logger.info("worker recycled after \(handled) jobs")
-                ChildProcess.exitImmediately(WorkerExit.normal)
-            }
+            replies?.sendIfDue(averageJob: env.scoreboard.averageJobNanoseconds(slot))
+            if let limit = env.jobLimit, handled >= limit { leave("worker recycled after \(handled) jobs") }
+            if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM") }
         }
+        replies?.send()
     }
 }
 
-/// Blocking send of a reply: the master drains the reply queue whenever the doorbell rings and
-/// never waits on a worker, so this wait always ends.
-private func sendReply(_ queue: MessageQueue, _ buffer: MessageBuffer, length: Int, logger: Logger) {
-    do {
-        try queue.send(buffer, type: JobCodec.replyType, length: length, nowait: false)
-    } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
-        logger.error("reply queue removed; exiting", metadata: ["error": "\(error)"])
-        ChildProcess.exitImmediately(WorkerExit.queueGone)
-    } catch {
-        logger.error("msgsnd of a reply failed", metadata: ["error": "\(error)"])
-        ChildProcess.exitImmediately(WorkerExit.ipcFailure)
+/// Replies of finished jobs, sent together in one queue message. The master is woken (the
+/// doorbell) only if it may be asleep; while it is awake it looks at the reply queue every turn.
+private struct ReplyBatch {
+    let queue: MessageQueue
+    let doorbell: EventFD
+    let scoreboard: Scoreboard
+    let buffer: MessageBuffer
+    let logger: Logger
+    var length = 0
+    /// When the oldest reply held was added.
+    var since: Int64 = 0
+
+    init(queue: MessageQueue, doorbell: EventFD, scoreboard: Scoreboard, capacity: Int, logger: Logger) {
+        self.queue = queue
+        self.doorbell = doorbell
+        self.scoreboard = scoreboard
+        buffer = MessageBuffer(capacity: capacity)
+        self.logger = logger
+    }
+
+    mutating func append(id: UInt64, status: ResponseStatus, slot: Int, body: [UInt8]) {
+        if length + JobCodec.headerBytes + body.count > buffer.capacity { send() }
+        if length == 0 { since = monotonicNanoseconds() }
+        length = body.withUnsafeBytes {
+            JobCodec.encodeReply(id: id, status: status, slot: slot, body: $0, into: buffer.text, at: length)
+        }
+    }
+
+    /// Sends now if holding the replies for one more job (of `averageJob` nanoseconds) would keep
+    /// the oldest past the batching budget.
+    mutating func sendIfDue(averageJob: Int64) {
+        guard length > 0 else { return }
+        if monotonicNanoseconds() - since + averageJob >= Batching.budgetNanoseconds { send() }
+    }
+
+    /// Blocking send: the master drains the reply queue every loop turn and never waits on a
+    /// worker, so this wait always ends.
+    mutating func send() {
+        guard length > 0 else { return }
+        do {
+            try queue.send(buffer, type: JobCodec.replyType, length: length, nowait: false)
+        } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
+            logger.error("reply queue removed; exiting", metadata: ["error": "\(error)"])
+            ChildProcess.exitImmediately(WorkerExit.queueGone)
+        } catch {
+            logger.error("msgsnd of a reply failed", metadata: ["error": "\(error)"])
+            ChildProcess.exitImmediately(WorkerExit.ipcFailure)
+        }
+        length = 0
+        if scoreboard.masterMayBeAsleep { doorbell.ring() }
     }
 }

@@ -22,6 +22,8 @@ public final class Epoll {
         public static let error = Events(rawValue: EPOLLERR.rawValue)
         /// The peer shut down its writing half (`EPOLLRDHUP`).
         public static let readHangup = Events(rawValue: EPOLLRDHUP.rawValue)
+        /// Report a change once rather than a state for as long as it lasts (`EPOLLET`).
+        public static let edgeTriggered = Events(rawValue: EPOLLET.rawValue)
     }
 
     /// The epoll descriptor itself, closed on deinit.

@@ -12,14 +12,35 @@ public final class MessageBuffer {
     /// Largest text this buffer holds.
     public var capacity: Int { text.count }
 
+    /// Whether `base` was allocated here (and is freed with the buffer).
+    private let owned: Bool
+
+    /// Bytes of the `mtype` header before the text.
+    public static var headerBytes: Int { Int(csysv_msg_header_size()) }
+
     /// Allocates room for the `mtype` header plus `capacity` bytes of text (at most `msgmax` is useful).
     public init(capacity: Int) {
-        let header = Int(csysv_msg_header_size())
-        base = .allocate(byteCount: header + capacity, alignment: MemoryLayout<Int>.alignment)
+        base = .allocate(byteCount: Self.headerBytes + capacity, alignment: MemoryLayout<Int>.alignment)
         text = UnsafeMutableRawBufferPointer(start: csysv_msg_text(base), count: capacity)
+        owned = true
     }
 
-    deinit { base.deallocate() }
+    /// Lays a buffer over memory owned elsewhere (`headerBytes + capacity` bytes at `memory`, aligned
+    /// for `long`) — shared memory the master can read after the worker that received into it died.
+    public init(borrowing memory: UnsafeMutableRawPointer, capacity: Int) {
+        base = memory
+        text = UnsafeMutableRawBufferPointer(start: csysv_msg_text(base), count: capacity)
+        owned = false
+    }
+
+    /// The `mtype` of the message last received into the buffer (whatever was stored there before
+    /// if none was). Workers clear it before each receive.
+    public var type: Int {
+        get { base.load(as: Int.self) }
+        set { base.storeBytes(of: newValue, as: Int.self) }
+    }
+
+    deinit { if owned { base.deallocate() } }
 }
 
 /// What IPC_STAT reports about a queue.

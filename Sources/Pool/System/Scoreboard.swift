@@ -10,19 +10,25 @@ public final class Scoreboard {
     public enum SlotState: UInt32, Sendable { case empty = 0, idle = 1, busy = 2 }
 
     private let base: UnsafeMutablePointer<csysv_slot>
+    /// The master's "may be asleep" flag, after the slots.
+    private let hint: UnsafeMutablePointer<csysv_master_hint>
     /// Number of slots.
     public let count: Int
 
+    private static func bytes(_ slots: Int) -> Int {
+        max(slots, 1) * MemoryLayout<csysv_slot>.stride + MemoryLayout<csysv_master_hint>.stride
+    }
+
     /// The corresponding C function is `mmap`.
     public init(slots: Int) throws {
-        let bytes = max(slots, 1) * MemoryLayout<csysv_slot>.stride
-        let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        let address = mmap(nil, Self.bytes(slots), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
         guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
         base = address.bindMemory(to: csysv_slot.self, capacity: max(slots, 1))
+        hint = (address + max(slots, 1) * MemoryLayout<csysv_slot>.stride).bindMemory(to: csysv_master_hint.self, capacity: 1)
         count = slots
     }
 
-    deinit { munmap(base, max(count, 1) * MemoryLayout<csysv_slot>.stride) }
+    deinit { munmap(base, Self.bytes(count)) }
 
     /// Called by the master when a new process takes the slot.
     public func reset(_ slot: Int, pid: pid_t) { csysv_slot_reset(base + slot, pid) }
@@ -32,8 +38,8 @@ public final class Scoreboard {
     public func pid(_ slot: Int) -> pid_t { csysv_slot_pid(base + slot) }
     /// Called by the worker before it runs the handler on `job`.
     public func begin(_ slot: Int, job: UInt64) { csysv_slot_begin(base + slot, job, monotonicNanoseconds()) }
-    /// Called by the worker after the job's reply (if any) is sent.
-    public func end(_ slot: Int) { csysv_slot_end(base + slot) }
+    /// Called by the worker when the job is done (its reply may still be batched).
+    public func end(_ slot: Int) { csysv_slot_end(base + slot, monotonicNanoseconds()) }
 
     /// The slot's state as its worker last published it; an unknown value reads as `.empty`.
     public func state(_ slot: Int) -> SlotState { SlotState(rawValue: csysv_slot_state(base + slot)) ?? .empty }
@@ -43,4 +49,11 @@ public final class Scoreboard {
     public func jobStartedNanoseconds(_ slot: Int) -> Int64 { csysv_slot_started_ns(base + slot) }
     /// Jobs finished by the slot's current process (reset to 0 when a new process takes the slot).
     public func jobsHandled(_ slot: Int) -> UInt64 { csysv_slot_jobs(base + slot) }
+    /// Moving average of the slot's job durations in nanoseconds (0 until a job is done).
+    public func averageJobNanoseconds(_ slot: Int) -> Int64 { csysv_slot_average_ns(base + slot) }
+
+    /// Master: set before its last look at the reply queue ahead of `epoll_wait`, cleared on waking.
+    public func setMasterAsleep(_ asleep: Bool) { csysv_master_hint_set(hint, asleep ? 1 : 0) }
+    /// Worker, after sending replies: whether the master may be asleep, so the doorbell must ring.
+    public var masterMayBeAsleep: Bool { csysv_master_hint_asleep(hint) != 0 }
 }

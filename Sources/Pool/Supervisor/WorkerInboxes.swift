@@ -1,0 +1,84 @@
+import Glibc
+
+/// Every worker's receive buffer, in memory shared with the master (`MAP_SHARED | MAP_ANONYMOUS`,
+/// mapped before the first fork), with two progress counters in front of each.
+///
+/// Why: a worker that dies takes the queue message it last received with it, and with batching
+/// that message holds several jobs. The kernel copies a message into the receiver's buffer before
+/// `msgrcv` returns, even if a SIGKILL is already pending, so once a message has left the queue its
+/// text is here, where the master can read it after reaping the worker. With the counters the
+/// master knows exactly which of those jobs finished, which one was running and which never
+/// started (and can be run elsewhere) — also with a shared queue, where no other record says which
+/// worker took which message.
+///
+/// Layout of one inbox: `u32 started, u32 done`, then a `struct msgbuf` (`long mtype`, text).
+/// The worker writes; the master reads only after `waitpid` has reaped the worker, so no atomics.
+final class WorkerInboxes {
+    private let base: UnsafeMutableRawPointer
+    private let bytes: Int
+    private let stride: Int
+    /// Text capacity of each inbox (`msgmax`).
+    let capacity: Int
+    let count: Int
+
+    private static let counterBytes = 8
+
+    /// The corresponding C function is `mmap`.
+    init(slots: Int, capacity: Int) throws {
+        let unaligned = Self.counterBytes + MessageBuffer.headerBytes + capacity
+        stride = (unaligned + 63) & ~63
+        bytes = max(slots, 1) * stride
+        // MAP_NORESERVE: pages are touched only by the worker that uses an inbox.
+        let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        base = address
+        self.capacity = capacity
+        count = slots
+    }
+
+    deinit { munmap(base, bytes) }
+
+    private func counters(_ slot: Int) -> UnsafeMutablePointer<UInt32> {
+        (base + slot * stride).assumingMemoryBound(to: UInt32.self)
+    }
+
+    /// The slot's receive buffer (worker side).
+    func buffer(_ slot: Int) -> MessageBuffer {
+        MessageBuffer(borrowing: base + slot * stride + Self.counterBytes, capacity: capacity)
+    }
+
+    /// Worker, before each receive: nothing held. A message the kernel copies in sets `mtype`.
+    func clear(_ slot: Int, buffer: MessageBuffer) {
+        counters(slot)[0] = 0
+        counters(slot)[1] = 0
+        buffer.type = 0
+    }
+
+    /// Worker: about to run the job at `index` of the message held.
+    @inline(__always)
+    func markStarted(_ slot: Int, index: Int) { counters(slot)[0] = UInt32(index + 1) }
+
+    /// Worker: the job at `index` is done.
+    @inline(__always)
+    func markDone(_ slot: Int, index: Int) { counters(slot)[1] = UInt32(index + 1) }
+
+    /// What a reaped worker held: the jobs of the message it last received, in order, with how
+    /// many it had started and finished. `nil` if it held no job message. The job count comes from
+    /// the batch header (`JobCodec`), so stale bytes beyond the message are never read as jobs.
+    func held(_ slot: Int) -> (jobs: [(id: UInt64, payload: [UInt8])], started: Int, done: Int)? {
+        let buffer = buffer(slot)
+        guard buffer.type == JobCodec.jobType else { return nil }
+        let text = UnsafeRawBufferPointer(buffer.text)
+        guard let records = JobCodec.batchCount(text, length: capacity) else { return nil }
+        var jobs: [(id: UInt64, payload: [UInt8])] = []
+        var offset = 0
+        for _ in 0..<records {
+            guard let job = JobCodec.decodeJob(text, length: capacity, at: offset) else { break }
+            jobs.append((job.id, Array(text[job.payload])))
+            offset = job.payload.upperBound
+        }
+        let started = min(Int(counters(slot)[0]), jobs.count)
+        let done = min(Int(counters(slot)[1]), started)
+        return (jobs, started, done)
+    }
+}
