@@ -445,11 +445,13 @@ static inline void csysv_slot_begin(csysv_slot *s, uint64_t job, int64_t now_ns)
 }
 /// Worker, after the job (and its reply, if any): counts one more job done and marks the slot idle.
 /// Why C: C11 atomic builtins, as above.
-/// `now_ns` is the job's end; its duration moves the slot's average by 1/8.
+/// `now_ns` is the job's end; its duration moves the slot's average by 1/8 (the first one sets it;
+/// a duration is at least 1 ns, so 0 means "no job done yet").
 static inline void csysv_slot_end(csysv_slot *s, int64_t now_ns) {
     int64_t took = now_ns - __atomic_load_n(&s->started_ns, __ATOMIC_RELAXED);
+    if (took < 1) took = 1;
     int64_t average = __atomic_load_n(&s->average_ns, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->average_ns, average + (took - average) / 8, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->average_ns, average == 0 ? took : average + (took - average) / 8, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->jobs, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
 }

@@ -188,6 +188,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Result mode: requests held while all queues are full, before answering busy.")
     var maxBacklog = 10_000
 
+    @Option(name: .long, help: "Seconds of work batched into one queue message, and of replies held by a worker to send together (0: no batching).")
+    var batchTime = 0.0001
+
     @Option(name: .long, help: "Seconds a job may run before its worker is killed and replaced (default: no limit).")
     var jobTimeout: Double?
 
@@ -234,6 +237,7 @@ struct Serve: ParsableCommand {
         configuration.maxConnections = maxConnections
         configuration.maxBacklog = maxBacklog
         configuration.jobTimeout = jobTimeout
+        configuration.batchTime = batchTime
         configuration.maxJobs = maxJobs
         configuration.maxJobsJitter = maxJobsJitter
         configuration.stateFile = stateFile

@@ -94,6 +94,54 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// Batching: once the workers' job times are known to be short, requests that arrive together
+    /// travel to a worker in one queue message. Two workers; six requests in one write, so slot 0's
+    /// message is [sleep, q2, q4] and slot 1's [q1, q3, q5]. Slot 0's worker is SIGKILLed during
+    /// the sleep: the sleep gets 5, and q2 and q4 — taken with it but never started — are run by
+    /// another worker and answered 0, in order. Nothing it held is lost or run twice.
+    @Test func jobsTakenWithAKilledWorkersJobButNotStartedAreRunElsewhere() throws {
+        // A generous --batch-time, so the debug build's job times still allow six jobs per message.
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--log-level", "debug", "--batch-time", "0.5"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        _ = try #require(waitForWorkers(server, 2))
+
+        // Warm up: every worker gets a job time on record, which turns batching on.
+        let connection = try F.Connection(path: server.socketPath)
+        #expect(connection.send(FramedWire.requestFrames((0..<8).map { "warm-\($0)".bytes })))
+        #expect(connection.readFrames(8)?.map(\.status) == Array(repeating: 0, count: 8))
+
+        // Jobs 9–14; round-robin puts the sleep and every second request in one slot's message.
+        let payloads = ["sleep:2000", "q1", "q2", "q3", "q4", "q5"].map(\.bytes)
+        #expect(connection.send(FramedWire.requestFrames(payloads)))
+        var sleeper: [String: Any]? = nil
+        #expect(waitUntil(timeout: 20) {
+            sleeper = Self.workerRows(server).first { $0["state"] as? String == "busy" }
+            return sleeper != nil && server.logLines(containing: ": queued ").count >= 14
+        }, "no worker took the sleep\n\(server.log)")
+        let victim = try #require(sleeper?["pid"] as? Int)
+        let queue = try #require(sleeper?["queue_id"] as? Int)
+        let slotOf = { (job: Int) in server.logLines(containing: ": queued ").first { intField($0, "job") == job }.flatMap { intField($0, "slot") } }
+        #expect(slotOf(9) != nil && slotOf(9) == slotOf(11) && slotOf(9) == slotOf(13), "\(server.log)")
+        // q2 and q4 left the queue with the sleep: they are in the sleeping worker's hands.
+        #expect(try MessageQueue(id: Int32(queue)).status().messages == 0)
+        kill(pid_t(victim), SIGKILL)
+
+        let responses = try #require(connection.readFrames(6), "\(server.log)")
+        #expect(responses.map(\.status) == [5, 0, 0, 0, 0, 0], "\(responses)\n\(server.log)")
+        #expect(responses.dropFirst().map(\.body) == Array(payloads.dropFirst()))
+        #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(victim)") })
+        connection.close()
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// The control channel's per-worker rows (`status json`).
+    private static func workerRows(_ server: TestServer) -> [[String: Any]] {
+        guard let text = try? ControlClient.send("status json", controlSocket: server.socketPath + ".ctl"),
+              let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return [] }
+        return object["workers"] as? [[String: Any]] ?? []
+    }
+
     /// A worker that exits (`exit:3`) costs its request (5) and is replaced.
     @Test func exitingWorkerIsReplaced() throws {
         let server = try TestServer(F.framedSim + ["--workers", "1"])

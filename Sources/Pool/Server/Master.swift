@@ -63,9 +63,10 @@ final class Master {
     var held = FIFO<Held>()
     /// Jobs staged this loop turn, one batch per slot (index = slot).
     var batches: [JobBatch] = []
-    /// Most jobs one queue message may carry: about `Batching.budgetNanoseconds` of work at the
-    /// workers' average job time, so slow jobs are not batched behind each other.
-    var recordLimit = Int.max
+    /// Most jobs one queue message may carry: about `--batch-time` of work at the workers' average
+    /// job time, so slow jobs are not batched behind each other.
+    var recordLimit = 1
+    let batchNanoseconds: Int64
     let batchCapacity: Int
     let batchByteLimit: Int
     var dirty: [Connection] = []
@@ -100,6 +101,7 @@ final class Master {
         epoll = try Epoll(maxEvents: 512)
         sendBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
         batchCapacity = limits.maxMessageBytes
+        batchNanoseconds = Int64(configuration.batchTime * 1e9)
         // Two full batches fit in a queue, so a worker finds the next one waiting.
         batchByteLimit = max(JobCodec.headerBytes, supervisor.grantedQueueBytes / 2)
         receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
@@ -210,7 +212,8 @@ final class Master {
             guard let loss = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running) else {
                 continue
             }
-            for job in loss.unstarted {
+            // Never started: run elsewhere, ahead of what is held (they are older), in their order.
+            for job in loss.unstarted.reversed() {
                 if phase == .killing {
                     if let route = routes.removeValue(forKey: job.id) {
                         deliver(route, status: .shuttingDown, body: [])
@@ -218,7 +221,6 @@ final class Master {
                         logger.error("acknowledged message not run: the shutdown deadline passed", metadata: ["job": "\(job.id)"])
                     }
                 } else if configuration.replyMode == .ack || routes[job.id] != nil {
-                    // Never started: run it elsewhere (first, since it is older than what is held).
                     held.prepend(Held(id: job.id, payload: job.payload, acknowledged: configuration.replyMode == .ack))
                 }
             }
@@ -499,19 +501,23 @@ final class Master {
         return true
     }
 
-    /// Sends every staged batch (end of a loop turn), then sizes the next turn's batches.
+    /// Sends every staged batch (end of a loop turn), then sizes the next turn's batches: one job
+    /// per message until every worker has a job time on record (a slow first job must not hold
+    /// others behind it), then as many as take about the batching budget at the average time.
     func flushBatches() {
-        var averages: Int64 = 0
-        var counted: Int64 = 0
         for slot in batches.indices where !batches[slot].isEmpty {
             flush(slot)
         }
+        var total: Int64 = 0
+        var counted: Int64 = 0
+        guard batchNanoseconds > 0 else { return }
         for index in supervisor.slots.indices where supervisor.slots[index].accepting {
-            averages += supervisor.scoreboard.averageJobNanoseconds(index)
+            let average = supervisor.scoreboard.averageJobNanoseconds(index)
+            guard average > 0 else { recordLimit = 1; return }
+            total += average
             counted += 1
         }
-        let average = counted > 0 ? averages / counted : 0
-        recordLimit = average > 0 ? max(1, Int(Batching.budgetNanoseconds / average)) : Int.max
+        recordLimit = counted > 0 ? max(1, Int(batchNanoseconds / (total / counted))) : 1
     }
 
     /// Sends one slot's batch (to another queue if that one is full). Ack mode answers each job
@@ -525,6 +531,7 @@ final class Master {
         let length = batch.seal()
         if case .queued(let target) = dispatcher.send(batch.buffer, length: length, preferred: slot, supervisor: supervisor) {
             for entry in batch.entries {
+                logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.bytes - JobCodec.headerBytes)"])
                 supervisor.noteQueued(entry.id, bytes: entry.bytes, slot: target)
                 if let ack = entry.ack, let connection = connections[ack.connection] {
                     answer(connection, ack.sequence, .ok, [])

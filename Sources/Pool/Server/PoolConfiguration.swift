@@ -55,6 +55,10 @@ public struct PoolConfiguration: Sendable {
     public var maxConnections: Int = 10_000
     /// Result mode: requests held in the master while every queue is full, before answering busy.
     public var maxBacklog: Int = 10_000
+    /// Batching: about this many seconds of work (at the workers' average job time) travel in one
+    /// queue message, and a worker holds finished replies about this long to send them together.
+    /// 0 sends every job and every reply on its own.
+    public var batchTime: Double = 0.0001
     /// `listen(2)` backlog.
     public var listenBacklog: Int32 = 1024
     /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
@@ -116,6 +120,7 @@ extension PoolConfiguration {
         guard maxInflight >= 1, maxConnections >= 1, maxBacklog >= 0 else {
             throw ConfigurationError("--max-inflight and --max-connections must be at least 1")
         }
+        guard batchTime >= 0, batchTime <= 1 else { throw ConfigurationError("--batch-time must be within 0…1 seconds") }
         if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }
         if let queueBytes, queueBytes < limits.maxMessageBytes {

@@ -182,7 +182,8 @@ final class Supervisor {
         }
         let environment = WorkerEnvironment(
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
-            scoreboard: scoreboard, inboxes: inboxes, messageCapacity: limits.maxMessageBytes, jobLimit: limit,
+            scoreboard: scoreboard, inboxes: inboxes, messageCapacity: limits.maxMessageBytes,
+            batchNanoseconds: Int64(configuration.batchTime * 1e9), jobLimit: limit,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
         // Reset the slot's scoreboard before the fork: the child may take and finish a job before
         // the parent runs again, and a reset after that would erase its busy state and job count.

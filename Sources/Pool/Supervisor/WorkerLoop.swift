@@ -13,6 +13,8 @@ struct WorkerEnvironment {
     var inboxes: WorkerInboxes
     /// Text capacity of one queue message (`msgmax`).
     var messageCapacity: Int
+    /// `--batch-time`: how long finished replies may wait to be sent together (0: never).
+    var batchNanoseconds: Int64
     /// Jobs to handle before exiting for recycling (`nil` = forever).
     var jobLimit: Int?
     var makeHandler: MessageHandlerFactory
@@ -29,13 +31,6 @@ enum WorkerExit {
     static let queueGone: Int32 = 3
     /// An unexpected error receiving or replying.
     static let ipcFailure: Int32 = 4
-}
-
-/// How long batching may hold work back: the master puts about this much work (by the workers'
-/// average job time) into one queue message, and a worker holds finished replies at most about this
-/// long before sending them together. Slow jobs are therefore neither batched nor held.
-enum Batching {
-    static let budgetNanoseconds: Int64 = 100_000
 }
 
 /// The worker's main loop: receive from its own queue (blocking — a worker may block, the master
@@ -58,7 +53,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     let context = WorkerContext(slot: slot, pid: pid, logger: logger)
     let handler = env.makeHandler(context)
     let inbox = env.inboxes.buffer(slot)
-    var replies = env.replyQueue.map { ReplyBatch(queue: $0, doorbell: env.doorbell!, scoreboard: env.scoreboard, capacity: env.messageCapacity, logger: logger) }
+    var replies = env.replyQueue.map { ReplyBatch(queue: $0, doorbell: env.doorbell!, scoreboard: env.scoreboard, capacity: env.messageCapacity, budget: env.batchNanoseconds, logger: logger) }
     let maxReplyBody = env.messageCapacity - JobCodec.headerBytes
     var handled = 0
 
@@ -138,11 +133,14 @@ private struct ReplyBatch {
     let scoreboard: Scoreboard
     let buffer: MessageBuffer
     let logger: Logger
+    /// How long the oldest reply may wait (`--batch-time`).
+    let budget: Int64
     var length = 0
     /// When the oldest reply held was added.
     var since: Int64 = 0
 
-    init(queue: MessageQueue, doorbell: EventFD, scoreboard: Scoreboard, capacity: Int, logger: Logger) {
+    init(queue: MessageQueue, doorbell: EventFD, scoreboard: Scoreboard, capacity: Int, budget: Int64, logger: Logger) {
+        self.budget = budget
         self.queue = queue
         self.doorbell = doorbell
         self.scoreboard = scoreboard
@@ -159,10 +157,10 @@ private struct ReplyBatch {
     }
 
     /// Sends now if holding the replies for one more job (of `averageJob` nanoseconds) would keep
-    /// the oldest past the batching budget.
+    /// the oldest past the batching budget: slow jobs' replies are never held.
     mutating func sendIfDue(averageJob: Int64) {
         guard length > 0 else { return }
-        if monotonicNanoseconds() - since + averageJob >= Batching.budgetNanoseconds { send() }
+        if budget == 0 || monotonicNanoseconds() - since + averageJob >= budget { send() }
     }
 
     /// Blocking send: the master drains the reply queue every loop turn and never waits on a
