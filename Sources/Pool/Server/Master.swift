@@ -150,6 +150,9 @@ final class Master {
                 scoreboard.setMasterAsleep(true)
                 drainReplies()
             }
+            // Writing responses frees in-flight room, which parses requests already buffered;
+            // their batches go out before the wait, and ack mode answers them in turn.
+            flushDirty()
             flushBatches()
             flushDirty()
         }
@@ -163,6 +166,8 @@ final class Master {
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
         if !held.isEmpty || phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
+        // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
+        if batches.contains(where: { !$0.isEmpty }) { until = 0 }
         if configuration.jobTimeout != nil { until = min(until, 100_000_000) }
         return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
     }

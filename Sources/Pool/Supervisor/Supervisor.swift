@@ -278,7 +278,8 @@ final class Supervisor {
             }
             inboxes.clear(index, buffer: inboxes.buffer(index))
         }
-        let queueAlive = (try? slot.queue.status()) != nil
+        let queueStatus = try? slot.queue.status()
+        let queueAlive = queueStatus != nil
         if !queueAlive {
             for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
             if !shuttingDown, let queue = try? Self.createQueue() {
@@ -327,8 +328,11 @@ final class Supervisor {
             return WorkerLoss(slot: index, lost: lost, unstarted: unstarted)
         }
         if shuttingDown {
-            // Acknowledged work still in its queue must be handled before the pool stops.
-            if queueAlive && !slot.outstanding.isEmpty && !slot.removed {
+            // Acknowledged work still in its queue must be handled before the pool stops. A shared
+            // queue is not tracked per job: any message left in it (jobs taken back from a dead
+            // worker may sit behind the quits) gets a worker, which is then sent its own quit.
+            let pending = sharesQueue ? (queueStatus?.messages ?? 0) > 0 : !slot.outstanding.isEmpty
+            if queueAlive && pending && !slot.removed {
                 slot.restarts += 1
                 slot.respawnAt = now
             }
