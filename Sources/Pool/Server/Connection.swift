@@ -68,10 +68,23 @@ final class Connection {
         return true
     }
 
+    /// Takes request `sequence` off the list if it is the oldest one owed and still unanswered:
+    /// its response can then be written at once, without being stored first.
+    func takeHead(_ sequence: UInt64) -> Bool {
+        guard sequence == headSequence, pendingHead < pending.count, pending[pendingHead].status == nil else { return false }
+        advanceHead()
+        return true
+    }
+
     /// Removes and returns the oldest response if it is resolved.
     func popReady() -> (status: ResponseStatus, body: [UInt8])? {
         guard pendingHead < pending.count, let status = pending[pendingHead].status else { return nil }
         let body = pending[pendingHead].body
+        advanceHead()
+        return (status, body)
+    }
+
+    private func advanceHead() {
         pendingHead += 1
         headSequence += 1
         if pendingHead == pending.count {
@@ -81,6 +94,5 @@ final class Connection {
             pending.removeFirst(pendingHead)
             pendingHead = 0
         }
-        return (status, body)
     }
 }

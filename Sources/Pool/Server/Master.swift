@@ -174,7 +174,7 @@ final class Master {
 
     func runTimers() {
         let now = monotonicNanoseconds()
-        if phase == .running { supervisor.tick(buffer: sendBuffer) }
+        if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
             closeIdleConnections(now: now)
@@ -607,8 +607,8 @@ final class Master {
             while let reply = JobCodec.decodeReply(text, length: length, at: offset) {
                 offset = reply.body.upperBound
                 supervisor.noteAnswered(reply.id, slot: reply.slot)
-                if let route = routes.removeValue(forKey: reply.id) {
-                    deliver(route, status: reply.status, body: Array(text[reply.body]))
+                if let route = routes.removeValue(forKey: reply.id), let connection = connections[route.connection] {
+                    answer(connection, route.sequence, reply.status, body: UnsafeRawBufferPointer(rebasing: text[reply.body]))
                 }
             }
         }
@@ -625,9 +625,23 @@ final class Master {
         emitReady(connection)
     }
 
+    /// Answers with a body still in the reply message: the next response owed (the usual case)
+    /// is encoded straight into the output; one that must wait for an earlier one is stored.
+    func answer(_ connection: Connection, _ sequence: UInt64, _ status: ResponseStatus, body: UnsafeRawBufferPointer) {
+        guard configuration.wireProtocol == .framed, connection.takeHead(sequence) else {
+            answer(connection, sequence, status, Array(body))
+            return
+        }
+        statusCounts[Int(status.rawValue)] += 1
+        let header = (UInt32(body.count + 1).bigEndian, status.rawValue)
+        withUnsafeBytes(of: header) { connection.output.append(UnsafeRawBufferPointer(rebasing: $0[0..<FrameCodec.responseHeaderBytes])) }
+        connection.output.append(body)
+        emitReady(connection, emitted: true)
+    }
+
     /// Moves every in-order resolved response into the output buffer.
-    func emitReady(_ connection: Connection) {
-        var emitted = false
+    func emitReady(_ connection: Connection, emitted alreadyEmitted: Bool = false) {
+        var emitted = alreadyEmitted
         while let (status, body) = connection.popReady() {
             statusCounts[Int(status.rawValue)] += 1
             responseScratch.removeAll(keepingCapacity: true)

@@ -451,7 +451,7 @@ final class Supervisor {
     private var termSentAt: [Int: Int64] = [:]
 
     /// True while something needs another tick soon (quit retries, a restart in progress).
-    var needsTick: Bool { !quitPending.isEmpty || isRollingRestart }
+    var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive }
 
     /// Stops rolling restarts and scaling (shutdown takes over).
     func cancelPendingChanges() {
