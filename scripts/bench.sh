@@ -443,7 +443,7 @@ if part skew; then
     else
         # Every value the server lists for --dispatch now (others may add some), round-robin first.
         listed=$("$BIN/pool-server" help serve 2>/dev/null | tr '\n' ' ' | tr -s ' ' \
-                 | grep -o -- '--dispatch <dispatch>[^)]*' | grep -o 'values: [^;)]*' | sed 's/values: //; s/,/ /g' || true)
+                 | grep -o -- '--dispatch <dispatch>.*' | grep -o 'values: [^;)]*' | head -n 1 | sed 's/values: //; s/,/ /g' || true)
         [[ -n $listed ]] || listed="round-robin least-busy"
         DISPATCH_MODES="round-robin"
         for m in $listed; do [[ $m == round-robin ]] || DISPATCH_MODES+=" $m"; done

@@ -161,8 +161,8 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "What clients get back: ack (queued) or result (the handler's output).")
     var reply: ReplyChoice = .ack
 
-    @Option(name: .long, help: "How a worker is chosen: round-robin, least-busy, or shared (one queue all workers read).")
-    var dispatch: DispatchChoice = .roundRobin
+    @Option(name: .long, help: "How a worker is chosen: round-robin, least-busy, or shared (one queue all workers read). Default: shared with --reply result, round-robin with --reply ack.")
+    var dispatch: DispatchChoice?
 
     @Option(name: .long, help: "Largest message in bytes (default: msgmax minus the 16-byte record header).")
     var maxMessage: Int?
@@ -227,7 +227,7 @@ struct Serve: ParsableCommand {
         configuration.workers = workers
         configuration.wireProtocol = wireProtocol.value
         configuration.replyMode = reply.value
-        configuration.dispatch = dispatch.value
+        configuration.dispatch = dispatch?.value
         configuration.maxMessage = maxMessage
         configuration.socketMode = mode
         configuration.queueBytes = queueBytes

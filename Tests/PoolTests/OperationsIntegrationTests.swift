@@ -13,8 +13,10 @@ private typealias S = OperationsSupport
 /// with a generous timeout. Every test ends by checking that nothing is left: no worker, no queue
 /// (worker queues and the reply queue), no socket, `.ctl` or `.state` file.
 @Suite(.serialized) struct OperationsIntegrationTests {
-    static let framedSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim"]
-    static let framedEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo"]
+    // Per-worker queues (not result mode's default shared queue): these tests count, remove and
+    // follow queues slot by slot. SharedDispatchTests covers the shared queue.
+    static let framedSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim", "--dispatch", "round-robin"]
+    static let framedEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo", "--dispatch", "round-robin"]
 
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
 

@@ -42,6 +42,18 @@ import Testing
         try expectClean(server)
     }
 
+    /// Without --dispatch: result mode shares one queue, ack mode keeps the seed's round-robin.
+    @Test func sharedIsTheDefaultForResultModeOnly() throws {
+        let result = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result", "--handler", "echo"])
+        #expect(try status(result)["dispatch"] as? String == "shared")
+        #expect(Set(try workers(result).compactMap { $0["queue_id"] as? Int }).count == 1)
+        try expectClean(result)
+        let ack = try TestServer(["--workers", "2"])
+        #expect(try status(ack)["dispatch"] as? String == "round-robin")
+        #expect(Set(try workers(ack).compactMap { $0["queue_id"] as? Int }).count == 2)
+        try expectClean(ack)
+    }
+
     @Test func pipelinedRequestsAreAllAnsweredInOrder() throws {
         let server = try TestServer(["--workers", "3", "--protocol", "framed", "--reply", "result",
                                      "--handler", "echo", "--dispatch", "shared"])

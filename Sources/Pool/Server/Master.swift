@@ -92,7 +92,7 @@ final class Master {
         self.configuration = configuration
         self.control = control
         self.notifier = notifier
-        dispatcher = Dispatcher(strategy: configuration.dispatch)
+        dispatcher = Dispatcher(strategy: configuration.effectiveDispatch)
         self.maxMessage = maxMessage
         self.logger = logger
         self.supervisor = supervisor

@@ -119,7 +119,7 @@ extension Master {
         return StatusReport(
             pid: getpid(), uptime: Double(now - startedAt) / 1e9,
             wireProtocol: configuration.wireProtocol.rawValue, replyMode: configuration.replyMode.rawValue,
-            dispatch: configuration.dispatch.rawValue, acceptedConnections: accepted,
+            dispatch: configuration.effectiveDispatch.rawValue, acceptedConnections: accepted,
             activeConnections: connections.count - controlConnections.count,
             responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
             heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers)

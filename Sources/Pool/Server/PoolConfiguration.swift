@@ -31,8 +31,13 @@ public struct PoolConfiguration: Sendable {
     /// Path of the listening Unix socket (`--socket`); at most 103 bytes, so that `<socket>.ctl`
     /// still fits in `sun_path`.
     public var socketPath: String = "pool.sock"
-    /// How a worker is chosen for each message (`--dispatch`).
-    public var dispatch: DispatchStrategy = .roundRobin
+    /// How a worker is chosen for each message (`--dispatch`); `nil` = the default for the reply
+    /// mode (`effectiveDispatch`).
+    public var dispatch: DispatchStrategy? = nil
+    /// The dispatch in force: as set, else `shared` for `--reply result` (an idle worker takes the
+    /// next job, so short jobs do not wait behind long ones; see the README's trade-offs) and
+    /// `round-robin` for `--reply ack` (the seed's).
+    public var effectiveDispatch: DispatchStrategy { dispatch ?? (replyMode == .result ? .shared : .roundRobin) }
     /// Number of worker processes, 1…1024 (`--workers`).
     public var workers: Int = 3
     /// The client protocol on the listening socket (`--protocol`).

@@ -98,7 +98,7 @@ public final class PoolServer {
         logger.info("pool started", metadata: [
             "pid": "\(getpid())", "socket": "\(configuration.socketPath)", "workers": "\(configuration.workers)",
             "protocol": "\(configuration.wireProtocol)", "reply": "\(configuration.replyMode)",
-            "dispatch": "\(configuration.dispatch.rawValue)",
+            "dispatch": "\(configuration.effectiveDispatch.rawValue)",
             "max-message": "\(maxMessage)", "queue-bytes": "\(supervisor.grantedQueueBytes)",
             "queues": "\(supervisor.slots.map(\.queue.id))", "limits": "\(limits)",
         ])

@@ -95,7 +95,7 @@ final class Supervisor {
             for index in 0..<configuration.workers {
                 // --dispatch shared: one queue every worker reads; otherwise one queue each.
                 let queue = try shared ?? Self.createQueue()
-                if configuration.dispatch == .shared { shared = queue }
+                if configuration.effectiveDispatch == .shared { shared = queue }
                 if index == 0 || shared == nil {
                     created.append(queue)
                     granted = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: index == 0 ? logger : nil)
@@ -133,7 +133,7 @@ final class Supervisor {
     }
 
     /// All workers read one queue (`--dispatch shared`).
-    var sharesQueue: Bool { configuration.dispatch == .shared }
+    var sharesQueue: Bool { configuration.effectiveDispatch == .shared }
 
     /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
     func writeState() throws {

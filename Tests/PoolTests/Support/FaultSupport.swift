@@ -7,8 +7,10 @@ import Testing
 /// Independent of the other suites' support files (which may change under us); what every suite
 /// shares comes from Common.swift and TestServer.swift.
 enum FaultSupport {
-    static let framedSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim"]
-    static let framedEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo"]
+    // Per-worker queues (not result mode's default shared queue): these tests count, remove and
+    // follow queues slot by slot. SharedDispatchTests covers the shared queue.
+    static let framedSim = ["--protocol", "framed", "--reply", "result", "--handler", "sim", "--dispatch", "round-robin"]
+    static let framedEcho = ["--protocol", "framed", "--reply", "result", "--handler", "echo", "--dispatch", "round-robin"]
 
     // MARK: - Processes
 
