@@ -499,11 +499,16 @@ final class Master {
     /// the job does not fit. Returns false if no slot takes work.
     func stage(id: UInt64, payload: UnsafeRawBufferPointer, ack: JobBatch.Ack?) -> Bool {
         guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return false }
-        while batches.count <= slot { batches.append(JobBatch(capacity: batchCapacity, byteLimit: batchByteLimit)) }
-        let batch = batches[slot]
+        let batch = batch(for: slot)
         if !batch.fits(payload: payload.count, recordLimit: recordLimit) { flush(slot) }
         batch.append(id: id, payload: payload, ack: ack)
         return true
+    }
+
+    /// The slot's batch, created when the slot is first used (slots are added by scaling up).
+    func batch(for slot: Int) -> JobBatch {
+        while batches.count <= slot { batches.append(JobBatch(capacity: batchCapacity, byteLimit: batchByteLimit)) }
+        return batches[slot]
     }
 
     /// Sends every staged batch (end of a loop turn), then sizes the next turn's batches: one job
@@ -578,8 +583,7 @@ final class Master {
                 }
             }
             guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return }
-            while batches.count <= slot { batches.append(JobBatch(capacity: batchCapacity, byteLimit: batchByteLimit)) }
-            let batch = batches[slot]
+            let batch = batch(for: slot)
             if !batch.fits(payload: job.payload.count, recordLimit: recordLimit) {
                 // A full queue sends the batch back to `held`; stop until replies make room.
                 guard flush(slot) else { return }

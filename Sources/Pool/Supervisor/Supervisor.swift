@@ -189,7 +189,7 @@ final class Supervisor {
         // the parent runs again, and a reset after that would erase its busy state and job count.
         scoreboard.reset(index, pid: 0)
         // Whatever the slot's previous worker held was accounted for when it was reaped.
-        inboxes.clear(index, buffer: inboxes.buffer(index))
+        inboxes.clear(index)
         guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
             runWorker(environment)
         }
@@ -276,7 +276,7 @@ final class Supervisor {
                     unstarted.append(UnstartedJob(id: job.id, payload: job.payload))
                 }
             }
-            inboxes.clear(index, buffer: inboxes.buffer(index))
+            inboxes.clear(index)
         }
         let queueStatus = try? slot.queue.status()
         let queueAlive = queueStatus != nil

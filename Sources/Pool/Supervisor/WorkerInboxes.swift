@@ -42,16 +42,20 @@ final class WorkerInboxes {
         (base + slot * stride).assumingMemoryBound(to: UInt32.self)
     }
 
+    /// The `msgbuf` of the slot's inbox (its `mtype` first).
+    private func message(_ slot: Int) -> UnsafeMutableRawPointer { base + slot * stride + Self.counterBytes }
+
     /// The slot's receive buffer (worker side).
     func buffer(_ slot: Int) -> MessageBuffer {
-        MessageBuffer(borrowing: base + slot * stride + Self.counterBytes, capacity: capacity)
+        MessageBuffer(borrowing: message(slot), capacity: capacity)
     }
 
-    /// Worker, before each receive: nothing held. A message the kernel copies in sets `mtype`.
-    func clear(_ slot: Int, buffer: MessageBuffer) {
+    /// Worker, before each receive (and master, before a new worker takes the slot): nothing
+    /// held. A message the kernel copies in sets `mtype`.
+    func clear(_ slot: Int) {
         counters(slot)[0] = 0
         counters(slot)[1] = 0
-        buffer.type = 0
+        message(slot).storeBytes(of: 0, as: Int.self)
     }
 
     /// Worker: about to run the job at `index` of the message held.

@@ -66,18 +66,14 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     logger.debug("worker started", metadata: ["queue": "\(env.queue.id)"])
     while true {
         if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM") }
-        env.inboxes.clear(slot, buffer: inbox)
+        env.inboxes.clear(slot)
         let received: (type: Int, length: Int)?
         do {
             received = try env.queue.receive(into: inbox, nowait: false, retryOnInterrupt: false)
         } catch let error as SystemError where error.errno == .interrupted {
             continue
-        } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
-            logger.error("queue removed under the worker; exiting so the master can recreate it", metadata: ["error": "\(error)"])
-            ChildProcess.exitImmediately(WorkerExit.queueGone)
         } catch {
-            logger.error("msgrcv failed", metadata: ["error": "\(error)"])
-            ChildProcess.exitImmediately(WorkerExit.ipcFailure)
+            exitOnQueueFailure(error, "msgrcv of a job", logger: logger)
         }
         guard let (type, length) = received else { continue }
         if type == JobCodec.quitType {
@@ -169,14 +165,21 @@ private struct ReplyBatch {
         guard length > 0 else { return }
         do {
             try queue.send(buffer, type: JobCodec.replyType, length: length, nowait: false)
-        } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
-            logger.error("reply queue removed; exiting", metadata: ["error": "\(error)"])
-            ChildProcess.exitImmediately(WorkerExit.queueGone)
         } catch {
-            logger.error("msgsnd of a reply failed", metadata: ["error": "\(error)"])
-            ChildProcess.exitImmediately(WorkerExit.ipcFailure)
+            exitOnQueueFailure(error, "msgsnd of a reply", logger: logger)
         }
         length = 0
         if scoreboard.masterMayBeAsleep { doorbell.ring() }
     }
+}
+
+/// A worker's queue call failed: exit with the code that tells the master why. A removed queue
+/// (EIDRM/EINVAL, e.g. `ipcrm`) exits `queueGone`, so the master recreates it.
+private func exitOnQueueFailure(_ error: Error, _ call: String, logger: Logger) -> Never {
+    if let error = error as? SystemError, error.errno == .identifierRemoved || error.errno == .invalidArgument {
+        logger.error("queue removed under the worker (\(call)); exiting so the master can recreate it", metadata: ["error": "\(error)"])
+        ChildProcess.exitImmediately(WorkerExit.queueGone)
+    }
+    logger.error("\(call) failed", metadata: ["error": "\(error)"])
+    ChildProcess.exitImmediately(WorkerExit.ipcFailure)
 }

@@ -34,11 +34,8 @@ public final class MessageBuffer {
     }
 
     /// The `mtype` of the message last received into the buffer (whatever was stored there before
-    /// if none was). Workers clear it before each receive.
-    public var type: Int {
-        get { base.load(as: Int.self) }
-        set { base.storeBytes(of: newValue, as: Int.self) }
-    }
+    /// if none was).
+    public var type: Int { base.load(as: Int.self) }
 
     deinit { if owned { base.deallocate() } }
 }
