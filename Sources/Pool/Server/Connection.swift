@@ -35,6 +35,8 @@ final class Connection {
     var lingering = false
     /// Events registered with epoll now, to skip redundant epoll_ctl calls.
     var interest: Epoll.Events = []
+    /// Added to epoll (a oneshot connection whose message came with the accept never is).
+    var registered = false
     /// In the master's set of connections to flush at the end of this loop turn.
     var isDirty = false
 

@@ -280,17 +280,20 @@ final class Master {
             let now = monotonicNanoseconds()
             let key = nextConnectionKey
             nextConnectionKey += 1
-            let capacity = configuration.wireProtocol == .oneshot ? min(maxMessage + 1, 4096) : 4096
-            let connection = Connection(key: key, fd: client, now: now, inputCapacity: capacity)
-            do {
-                try epoll.add(client.raw, events: .readable, token: key)
-            } catch {
-                logger.warning("cannot watch a new connection", metadata: ["error": "\(error)"])
-                client.close()
+            if configuration.wireProtocol == .oneshot {
+                // Sized for a whole message, so one read takes it (a 4 KiB message must not need
+                // a second read to see the socket run dry).
+                let connection = Connection(key: key, fd: client, now: now, inputCapacity: min(maxMessage + 1, 65_536))
+                connections[key] = connection
+                // The client writes right after connect(), usually before this accept: reading
+                // now saves an epoll_ctl and a whole loop turn per request. `settle` registers
+                // the connection with epoll only if it has to wait (no data yet, a reply to come).
+                readOneshot(connection)
                 continue
             }
-            connection.interest = .readable
+            let connection = Connection(key: key, fd: client, now: now, inputCapacity: 4096)
             connections[key] = connection
+            watch(connection, .readable)
         }
     }
 
@@ -720,10 +723,7 @@ final class Master {
             }
             drainAndIgnore(connection)
             if !connection.peerClosed {
-                if connection.interest != .readable {
-                    try? epoll.modify(connection.fd.raw, events: .readable, token: connection.key)
-                    connection.interest = .readable
-                }
+                if connection.interest != .readable || !connection.registered { watch(connection, .readable) }
                 return
             }
         }
@@ -750,16 +750,29 @@ final class Master {
         // only if that flush could not write everything.
         if !connection.output.isEmpty && !connection.isDirty { wanted.insert(.writable) }
         if configuration.wireProtocol == .oneshot && connection.messageTaken && !connection.peerClosed {
-            // Still notice a client that hangs up before its reply is written.
+            // Ack mode answers within this loop turn (when the batch is queued); only a result
+            // waits, and then a client that hangs up before it is written must still be noticed.
+            if configuration.replyMode == .ack && wanted.isEmpty { return }
             wanted.insert(.readable)
         }
-        if wanted != connection.interest {
-            do {
-                try epoll.modify(connection.fd.raw, events: wanted, token: connection.key)
-                connection.interest = wanted
-            } catch {
-                close(connection, reason: "epoll_ctl: \(error)")
+        if wanted != connection.interest || (!connection.registered && !wanted.isEmpty) {
+            watch(connection, wanted)
+        }
+    }
+
+    /// Sets what epoll reports for a connection, registering it on first use.
+    func watch(_ connection: Connection, _ events: Epoll.Events) {
+        do {
+            if connection.registered {
+                try epoll.modify(connection.fd.raw, events: events, token: connection.key)
+            } else {
+                try epoll.add(connection.fd.raw, events: events, token: connection.key)
+                connection.registered = true
             }
+            connection.interest = events
+        } catch {
+            logger.warning("epoll_ctl failed; closing the connection", metadata: ["error": "\(error)"])
+            close(connection, reason: "epoll_ctl: \(error)")
         }
     }
 

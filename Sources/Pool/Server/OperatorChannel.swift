@@ -28,6 +28,7 @@ extension Master {
                 continue
             }
             connection.interest = .readable
+            connection.registered = true
             connections[key] = connection
             controlConnections.insert(key)
         }
