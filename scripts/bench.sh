@@ -5,7 +5,8 @@
 # at a time, each started fresh, measured, and stopped with SIGINT. Then pool-server alone:
 #   memory  master and worker RSS (/proc/PID/status) idle and with 10,000 idle framed connections
 #   scale   framed 1-deep throughput with 8 busy connections against 1000, same server
-#   skew    --dispatch modes (every value `pool-server help serve` lists) under 5 % 20 ms jobs
+#   skew    --dispatch modes (every value `pool-server help serve` lists) under 5 % 20 ms jobs, framed
+#           with 2 workers and tagged with a pool sized to the requests in flight
 #   sizes   framed 8×16 echo throughput for payloads from 16 B to the largest message
 #
 # Prints a markdown table and writes it, with the machine and the exact commands, to
@@ -23,7 +24,8 @@
 #                   the memory/scale/skew/sizes parts (default 2 and 1)
 #   BENCH_MEM_CONNECTIONS    idle connections of the memory part (default 10000)
 #   BENCH_SCALE_CONNECTIONS  busy connections compared with 8 in the scale part (default 1000)
-#   BENCH_SKEW_LOADS         connections×depth loads of the skew part (default "8x4 4x1 2x1")
+#   BENCH_SKEW_SETUPS        protocol:workers:loads of the skew part, a load being connections×depth
+#                            (default "framed:2:8x4,4x1,2x1 tagged:36:8x4,4x1")
 #   BENCH_DISPATCH           dispatch modes to compare (default: every value of --dispatch)
 set -euo pipefail
 SCRIPT_START=$SECONDS
@@ -43,8 +45,8 @@ MEM_CONNECTIONS=${BENCH_MEM_CONNECTIONS:-10000}
 MEM_HOLD=4           # seconds the memory part's connections stay open (sampled right after opening)
 MEM_TARGET_KB=$((16 * 1024))
 SCALE_CONNECTIONS=${BENCH_SCALE_CONNECTIONS:-1000}
-SKEW_LOADS=${BENCH_SKEW_LOADS:-8x4 4x1 2x1}
 SKEW="5:sleep:20"
+SKEW_SETUPS=${BENCH_SKEW_SETUPS:-framed:$WORKERS:8x4,4x1,2x1 tagged:36:8x4,4x1}
 REF_DIR="$ROOT/../shared/bench-ref"
 SEED_PHP="$ROOT/../shared/seed/server.php"
 
@@ -448,27 +450,31 @@ if part skew; then
         DISPATCH_MODES="round-robin"
         for m in $listed; do [[ $m == round-robin ]] || DISPATCH_MODES+=" $m"; done
     fi
-    log "skew: --skew $SKEW, dispatch: $DISPATCH_MODES; loads: $SKEW_LOADS"
-    for mode in $DISPATCH_MODES; do
-        pool=("$BIN/pool-server" --socket "$TMP/pool.sock" --workers "$WORKERS" --shutdown-timeout 3
-              --protocol framed --reply result --handler sim --dispatch "$mode")
-        PART_COMMANDS+=("- skew, $mode: $(quote "${pool[@]}")")
-        for ((round = 1; round <= PART_ROUNDS; round++)); do
-            start_server pool "$TMP/pool.sock" "$ROOT" "${pool[@]}" || continue
-            for load in $SKEW_LOADS; do
-                c=${load%x*} d=${load#*x}
-                args=(--protocol framed --connections "$c" --depth "$d" --payload 16 --skew "$SKEW"
-                      --duration "$PART_DURATION" --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
-                if [[ $mode == round-robin ]] && (( round == 1 )); then
-                    PART_COMMANDS+=("    load ${c}×$d (every mode, one server per mode and round): pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
-                fi
-                run_bench "$TMP/skew-$mode-$load-$round.json" "$mode ${c}×$d$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+    log "skew: --skew $SKEW, dispatch: $DISPATCH_MODES; protocol:workers:loads $SKEW_SETUPS"
+    for setup in $SKEW_SETUPS; do
+        IFS=: read -r proto skew_workers loads <<<"$setup"
+        loads=${loads//,/ }
+        for mode in $DISPATCH_MODES; do
+            pool=("$BIN/pool-server" --socket "$TMP/pool.sock" --workers "$skew_workers" --shutdown-timeout 3
+                  --protocol "$proto" --reply result --handler sim --dispatch "$mode")
+            PART_COMMANDS+=("- skew, $proto, $skew_workers workers, $mode: $(quote "${pool[@]}")")
+            for ((round = 1; round <= PART_ROUNDS; round++)); do
+                start_server pool "$TMP/pool.sock" "$ROOT" "${pool[@]}" || continue
+                for load in $loads; do
+                    c=${load%x*} d=${load#*x}
+                    args=(--protocol "$proto" --connections "$c" --depth "$d" --payload 16 --skew "$SKEW"
+                          --duration "$PART_DURATION" --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
+                    if [[ $mode == round-robin ]] && (( round == 1 )); then
+                        PART_COMMANDS+=("    load ${c}×$d (every mode, one server per mode and round): pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
+                    fi
+                    run_bench "$TMP/skew-$setup-$mode-$load-$round.json" "$proto/$skew_workers $mode ${c}×$d$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+                done
+                stop_server
             done
-            stop_server
-        done
-        for load in $SKEW_LOADS; do
-            files=("$TMP/skew-$mode-$load-"*.json)
-            if [[ -f ${files[0]} ]]; then pick_median "$TMP/skew-$mode-$load.json" '.latency_non_skew_us.p99 // 1e18' "${files[@]}"; fi
+            for load in $loads; do
+                files=("$TMP/skew-$setup-$mode-$load-"*.json)
+                if [[ -f ${files[0]} ]]; then pick_median "$TMP/skew-$setup-$mode-$load.json" '.latency_non_skew_us.p99 // 1e18' "${files[@]}"; fi
+            done
         done
     done
 fi
@@ -676,55 +682,63 @@ fi
 SKEW_SECTION="Not run (BENCH_PARTS=$PARTS)."
 if part skew; then
     {
-        echo "pool-server \`--protocol framed --reply result --handler sim --workers $WORKERS --dispatch MODE\` (one server per"
-        echo "mode$( (( PART_ROUNDS > 1 )) && printf ' and round'), every load on it), pool-bench \`--skew $SKEW\`: 5 % of requests are \`sleep:20\` (the worker sleeps"
-        echo "20 ms), the rest 16 B echoed at once. Dispatch modes: the values \`pool-server help serve\` listed for"
-        echo "\`--dispatch\` in this run ($DISPATCH_MODES). Latency columns are of the non-skew requests only; \"÷ rr\""
-        echo "is that p99 divided by round-robin's at the same load. $PART_DURATION s per cell after $WARMUP s of warm-up,"
-        echo "$PART_ROUNDS round(s)$( (( PART_ROUNDS > 1 )) && printf ', the median by non-skew p99 shown')."
-        for load in $SKEW_LOADS; do
-            c=${load%x*} d=${load#*x}
-            echo
-            echo "### ${c} connections × $d in flight"
-            echo
-            echo "| dispatch | req/s (all) | non-skew p50 | non-skew p99 | p99 ÷ rr | p99 of all | errors |"
-            echo "|---|--:|--:|--:|--:|--:|---|"
-            rr="$TMP/skew-round-robin-$load.json"
-            best="" best_mode=""
-            for mode in $DISPATCH_MODES; do
-                f="$TMP/skew-$mode-$load.json"
-                ratio="–"
-                if [[ -f $f && -f $rr ]]; then
-                    ratio=$(jq -rn --slurpfile a "$f" --slurpfile b "$rr" '
-                        if ($a[0].latency_non_skew_us.p99 // null) != null and ($b[0].latency_non_skew_us.p99 // 0) > 0
-                        then ($a[0].latency_non_skew_us.p99 / $b[0].latency_non_skew_us.p99 * 100 | round) / 100 else "–" end')
+        echo "pool-server \`--reply result --handler sim --dispatch MODE\` with each protocol and pool size below (one"
+        echo "server per mode$( (( PART_ROUNDS > 1 )) && printf ' and round'), every load on it), pool-bench \`--skew $SKEW\`: 5 % of requests are"
+        echo "\`sleep:20\` (the worker sleeps 20 ms), the rest 16 B echoed at once. Dispatch modes: the values"
+        echo "\`pool-server help serve\` listed for \`--dispatch\` in this run ($DISPATCH_MODES). Latency columns are of the"
+        echo "non-skew requests only; \"÷ rr\" is that p99 divided by round-robin's at the same load and setup."
+        echo "$PART_DURATION s per cell after $WARMUP s of warm-up, $PART_ROUNDS round(s)$( (( PART_ROUNDS > 1 )) && printf ', the median by non-skew p99 shown')."
+        for setup in $SKEW_SETUPS; do
+            IFS=: read -r proto skew_workers loads <<<"$setup"
+            for load in ${loads//,/ }; do
+                c=${load%x*} d=${load#*x}
+                echo
+                echo "### $proto, $skew_workers workers: ${c} connections × $d in flight"
+                echo
+                echo "| dispatch | req/s (all) | non-skew p50 | non-skew p99 | p99 ÷ rr | p99 of all | errors |"
+                echo "|---|--:|--:|--:|--:|--:|---|"
+                rr="$TMP/skew-$setup-round-robin-$load.json"
+                best="" best_mode=""
+                for mode in $DISPATCH_MODES; do
+                    f="$TMP/skew-$setup-$mode-$load.json"
+                    ratio="–"
+                    if [[ -f $f && -f $rr ]]; then
+                        ratio=$(jq -rn --slurpfile a "$f" --slurpfile b "$rr" '
+                            if ($a[0].latency_non_skew_us.p99 // null) != null and ($b[0].latency_non_skew_us.p99 // 0) > 0
+                            then ($a[0].latency_non_skew_us.p99 / $b[0].latency_non_skew_us.p99 * 100 | round) / 100 else "–" end')
+                    fi
+                    if [[ $mode != round-robin && $ratio != "–" ]] && { [[ -z $best ]] || jq -en "$ratio < $best" >/dev/null; }; then
+                        best=$ratio best_mode=$mode
+                    fi
+                    echo "| $mode | $(jqf "$f" 'if .failed then "failed | – | – | – | –" else "\(.requests_per_second | rps) | \(.latency_non_skew_us.p50 | lat) | \(.latency_non_skew_us.p99 | lat)" end') | $( [[ $ratio == "–" ]] && echo "–" || echo "${ratio}×") | $(jqf "$f" 'if .failed then "–" else .latency_us.p99 | lat end') | $(jqf "$f" 'errs') |"
+                done
+                echo
+                if [[ -n $best ]]; then
+                    met=$(jq -n "if $best <= 0.2 then 1 else 0 end")
+                    echo "Best: $best_mode at ${best}× round-robin's non-skew p99 (target ≤ 0.2×): $(verdict "$met")."
+                    TARGETS+=("| skew ${c}×$d, $proto, $skew_workers workers: best dispatch's non-skew p99 ≤ 0.2× round-robin's | $best_mode ${best}× | $(verdict "$met") |")
+                else
+                    echo "No ratio (a run failed, or only round-robin was measured)."
+                    TARGETS+=("| skew ${c}×$d, $proto, $skew_workers workers: best dispatch's non-skew p99 ≤ 0.2× round-robin's | no ratio | no result |")
                 fi
-                if [[ $mode != round-robin && $ratio != "–" ]] && { [[ -z $best ]] || jq -en "$ratio < $best" >/dev/null; }; then
-                    best=$ratio best_mode=$mode
-                fi
-                echo "| $mode | $(jqf "$f" 'if .failed then "failed | – | – | – | –" else "\(.requests_per_second | rps) | \(.latency_non_skew_us.p50 | lat) | \(.latency_non_skew_us.p99 | lat)" end') | $( [[ $ratio == "–" ]] && echo "–" || echo "${ratio}×") | $(jqf "$f" 'if .failed then "–" else .latency_us.p99 | lat end') | $(jqf "$f" 'errs') |"
             done
-            echo
-            if [[ -n $best ]]; then
-                met=$(jq -n "if $best <= 0.2 then 1 else 0 end")
-                echo "Best: $best_mode at ${best}× round-robin's non-skew p99 (target ≤ 0.2×): $(verdict "$met")."
-                TARGETS+=("| skew ${c}×$d: best dispatch's non-skew p99 ≤ 0.2× round-robin's | $best_mode ${best}× | $(verdict "$met") |")
-            else
-                echo "No ratio (a run failed, or only round-robin was measured)."
-                TARGETS+=("| skew ${c}×$d: best dispatch's non-skew p99 ≤ 0.2× round-robin's | no ratio | no result |")
-            fi
         done
         echo
         echo "- Offered load: a request costs on average 5 % × 20 ms = 1 ms of worker time in sleep jobs against"
         echo "  about 0.1 ms of work for the others, so a closed-loop connection with 1 request in flight keeps"
-        echo "  about 0.9 worker busy. With $WORKERS workers, 8×4 and 4×1 both offer more than the pool can serve"
-        echo "  (queues build up whichever worker is chosen: the short requests wait behind sleep jobs already"
-        echo "  queued); only 2×1 leaves a worker free most of the time — there least-busy can send a short"
-        echo "  request to the worker that is not sleeping, which round-robin cannot."
+        echo "  about 0.9 worker busy, and nearly all of the requests in flight at any moment are sleep jobs."
+        echo "  With 2 workers, 8×4 and 4×1 offer more than the pool can serve: every worker is asleep most of"
+        echo "  the time, so a short request waits whichever worker is chosen. Only 2×1 leaves a worker free"
+        echo "  most of the time — there least-busy or shared can send a short request to the worker that is"
+        echo "  not sleeping, which round-robin cannot."
         echo "- Framed responses come in request order per connection, so with depth 4 a short request pipelined"
         echo "  behind a sleep job on its own connection waits for it whatever the dispatch: about 1 − 0.95³ ≈ 14 %"
-        echo "  of the short requests at 8×4, which puts their p99 at ≥ 20 ms for every mode. The 0.2× target"
-        echo "  cannot be reached at 8×4 by dispatch alone; the 1-deep loads measure dispatch without that."
+        echo "  of the short requests at 8×4, which puts their p99 at ≥ 20 ms for every mode. The tagged protocol"
+        echo "  answers each request when it completes, so that wait is gone."
+        echo "- A sleep job stands for I/O: the pool is sized to the requests in flight (36 ≥ 8 × 4 workers, as"
+        echo "  PHP-FPM's max_children is sized to concurrency, not cores). Then shared and least-busy hand a"
+        echo "  short request to a worker that is not sleeping, while round-robin still queues it behind a"
+        echo "  sleep job in the next worker's queue."
     } >"$TMP/section-skew.md"
     SKEW_SECTION=$(cat "$TMP/section-skew.md")
 fi

@@ -4,7 +4,7 @@ import Synchronization
 
 /// What every load thread reads (immutable once threads start, except the atomics).
 final class LoadPlan: @unchecked Sendable {
-    enum WireProtocol: String { case oneshot, framed }
+    enum WireProtocol: String { case oneshot, framed, tagged }
 
     let socketPath: String
     let wireProtocol: WireProtocol
@@ -269,24 +269,28 @@ func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
 
 // MARK: - framed
 
-/// Framed: one persistent connection keeping `depth` requests in flight. After each read it takes
-/// every complete response, then sends as many new requests as were answered in one write.
-/// Latency is from the write that carried a request to the read that completed its response,
-/// matching responses to requests in order (the protocol answers in request order).
+/// Framed and tagged: one persistent connection keeping `depth` requests in flight. After each
+/// read it takes every complete response, then sends as many new requests as were answered in one
+/// write. Latency is from the write that carried a request to the read that completed its
+/// response. Framed responses match requests in order (the protocol answers in request order);
+/// tagged ones by tag, which is the request's slot (0..<depth), so they may come in any order.
 func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
     var picker = SkewPicker(seed: index, percent: plan.skewPercent)
     let depth = plan.depth
+    let tagged = plan.wireProtocol == .tagged
     var normalFrame: [UInt8] = []
-    plan.payload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &normalFrame) }
+    plan.payload.withUnsafeBytes { FrameCodec.appendRequest($0, tag: tagged ? 0 : nil, to: &normalFrame) }
     var skewFrame: [UInt8] = []
-    plan.skewPayload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &skewFrame) }
+    plan.skewPayload.withUnsafeBytes { FrameCodec.appendRequest($0, tag: tagged ? 0 : nil, to: &skewFrame) }
     let frameCapacity = max(normalFrame.count, skewFrame.count)
 
-    // In-flight requests, oldest first: send time and flags (1 measured, 2 skewed).
+    // Requests in flight, by slot: send time and flags (1 measured, 2 skewed, 4 in flight).
+    // Framed: slots form a ring, oldest at `head`. Tagged: any free slot, its number the tag.
     var sentAt = [UInt64](repeating: 0, count: depth)
     var flags = [UInt8](repeating: 0, count: depth)
     var head = 0
     var inflight = 0
+    var freeSlots = Array((0..<depth).reversed())
 
     let output = UnsafeMutableRawPointer.allocate(byteCount: depth * frameCapacity, alignment: 8)
     defer { output.deallocate() }
@@ -302,13 +306,14 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
 
     /// Every request in flight failed (connection lost): count them, forget them.
     func failInflight(_ key: String) {
-        for i in 0..<inflight {
-            let slot = (head + i) % depth
+        for slot in 0..<depth where flags[slot] & 4 != 0 {
             result.fail(key, measured: flags[slot] & 1 != 0, answered: false)
+            flags[slot] = 0
         }
         head = 0
         inflight = 0
         inputLength = 0
+        freeSlots = Array((0..<depth).reversed())
     }
 
     while true {
@@ -338,10 +343,13 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
                 let skewed = picker.next()
                 let frame = skewed ? skewFrame : normalFrame
                 frame.withUnsafeBytes { (output + length).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                let slot = tagged ? freeSlots.removeLast() : (head + inflight) % depth
+                if tagged {
+                    (output + length + FrameCodec.lengthBytes).storeBytes(of: UInt32(slot).bigEndian, as: UInt32.self)
+                }
                 length += frame.count
-                let slot = (head + inflight) % depth
                 sentAt[slot] = now
-                flags[slot] = (admission == .measured ? 1 : 0) | (skewed ? 2 : 0)
+                flags[slot] = (admission == .measured ? 1 : 0) | (skewed ? 2 : 0) | 4
                 if admission == .warmup { result.warmupRequests += 1 }
                 inflight += 1
             }
@@ -379,15 +387,16 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
         inputLength += n
         let now = monotonicNanos()
         var position = 0
-        while let (status, body, total) = FrameCodec.decodeResponse(
-            UnsafeRawBufferPointer(start: input + position, count: inputLength - position)) {
+        while let (tag, status, body, total) = decodeResponse(
+            UnsafeRawBufferPointer(start: input + position, count: inputLength - position), tagged: tagged) {
             defer { position += total }
-            guard inflight > 0 else {
-                result.fail("response to no request", measured: true)
+            let slot = tagged ? Int(tag) : head
+            guard inflight > 0, slot < depth, flags[slot] & 4 != 0 else {
+                result.fail(tagged ? "response with a tag no request in flight has" : "response to no request", measured: true)
                 continue
             }
-            let slot = head
-            head = (head + 1) % depth
+            flags[slot] &= ~4
+            if tagged { freeSlots.append(slot) } else { head = (head + 1) % depth }
             inflight -= 1
             let measured = flags[slot] & 1 != 0
             guard measured else { continue }
@@ -413,6 +422,13 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
     }
     if fd >= 0 { close(fd) }
     result.lastCompletion = max(result.lastCompletion, plan.measureStart)
+}
+
+/// One framed or tagged response (tag 0 when framed).
+@inline(__always)
+private func decodeResponse(_ bytes: UnsafeRawBufferPointer, tagged: Bool) -> (tag: UInt32, status: UInt8, body: Range<Int>, total: Int)? {
+    if tagged { return FrameCodec.decodeTaggedResponse(bytes) }
+    return FrameCodec.decodeResponse(bytes).map { (0, $0.status, $0.body, $0.total) }
 }
 
 // MARK: - threads

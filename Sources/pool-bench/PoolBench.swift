@@ -13,16 +13,17 @@ struct PoolBench: ParsableCommand {
         discussion: """
             oneshot: each request is connect, write the payload, read until EOF, close.
             framed: persistent connections, each keeping --depth requests in flight.
+            tagged: the same, each request tagged; responses matched by tag, in any order.
             Payloads are 'x' repeated --payload times (or the --skew payload).
             --hold S: no load; only hold --idle-connections connections open for S seconds.
             """)
 
-    enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable { case oneshot, framed }
+    enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable { case oneshot, framed, tagged }
 
     @Option(name: .long, help: "Path of the server's Unix socket.")
     var socket = "pool.sock"
 
-    @Option(name: .customLong("protocol"), help: "oneshot or framed.")
+    @Option(name: .customLong("protocol"), help: "oneshot, framed or tagged.")
     var wireProtocol: ProtocolChoice = .oneshot
 
     @Option(name: .long, help: "Concurrent connections (one thread each).")
@@ -73,7 +74,7 @@ struct PoolBench: ParsableCommand {
     func validate() throws {
         guard connections >= 1 && connections <= 10_000 else { throw ValidationError("--connections must be 1…10000") }
         guard depth >= 1 && depth <= 65_536 else { throw ValidationError("--depth must be 1…65536") }
-        if wireProtocol == .oneshot && depth != 1 { throw ValidationError("--depth applies to --protocol framed only") }
+        if wireProtocol == .oneshot && depth != 1 { throw ValidationError("--depth applies to --protocol framed and tagged only") }
         guard payload >= 0 && payload < 1 << 30 else { throw ValidationError("--payload must be 0…2^30-1") }
         if wireProtocol == .oneshot && payload == 0 { throw ValidationError("oneshot needs --payload ≥ 1 (an empty message is an idle client)") }
         if requests != nil && duration != nil { throw ValidationError("give --requests or --duration, not both") }
@@ -105,7 +106,7 @@ struct PoolBench: ParsableCommand {
         raiseDescriptorLimit(needed: connections + idleConnections + 64)
         let (skewPercent, skewPayload) = try skew.map(parseSkew) ?? (0, [])
         let plan = LoadPlan(
-            socketPath: socket, wireProtocol: wireProtocol == .oneshot ? .oneshot : .framed,
+            socketPath: socket, wireProtocol: LoadPlan.WireProtocol(rawValue: wireProtocol.rawValue)!,
             connections: connections, depth: depth,
             payload: [UInt8](repeating: UInt8(ascii: "x"), count: payload),
             skewPercent: skewPercent, skewPayload: skewPayload, expect: expect.map { Array($0.utf8) },
@@ -133,7 +134,7 @@ struct PoolBench: ParsableCommand {
             threads.append(startThread {
                 switch plan.wireProtocol {
                 case .oneshot: runOneshot(plan: plan, result: result, index: index)
-                case .framed: runFramed(plan: plan, result: result, index: index)
+                case .framed, .tagged: runFramed(plan: plan, result: result, index: index)
                 }
                 plan.finished.add(1, ordering: .releasing)
             })
@@ -256,7 +257,7 @@ struct PoolBench: ParsableCommand {
             print(JSON.object(members).render())
         } else {
             var shape = "\(wireProtocol.rawValue), \(connections) connection\(connections == 1 ? "" : "s")"
-            if wireProtocol == .framed { shape += " × \(depth) in flight" }
+            if wireProtocol != .oneshot { shape += " × \(depth) in flight" }
             shape += ", payload \(payload) B"
             if idleConnections > 0 { shape += ", \(idleConnections) idle connections (\(idleClosed) closed by the server)" }
             if skew != nil { shape += ", skew \(fixed(skewPercent, 2, trim: true)) % '\(String(decoding: skewPayload, as: UTF8.self))'" }

@@ -11,7 +11,7 @@ struct PoolClientCommand: ParsableCommand {
     @Option(name: .long, help: "Path of the server's Unix socket.")
     var socket = "pool.sock"
 
-    @Option(name: .customLong("protocol"), help: "oneshot (one connection per message) or framed (one pipelined connection).")
+    @Option(name: .customLong("protocol"), help: "oneshot (one connection per message), framed or tagged (one pipelined connection; replies printed in message order).")
     var wireProtocol: String = "oneshot"
 
     @Flag(name: .long, help: "Read messages from standard input, one per line.")
@@ -31,8 +31,8 @@ struct PoolClientCommand: ParsableCommand {
         guard !payloads.isEmpty else { throw ValidationError("give at least one MESSAGE, or --stdin") }
         var failures = 0
         switch wireProtocol {
-        case "framed":
-            let client = try PoolClient(socketPath: socket, timeout: timeout)
+        case "framed", "tagged":
+            let client = try PoolClient(socketPath: socket, timeout: timeout, tagged: wireProtocol == "tagged")
             for response in try client.pipeline(payloads) {
                 if response.isOK {
                     printLine(response.body)
@@ -53,7 +53,7 @@ struct PoolClientCommand: ParsableCommand {
                 }
             }
         default:
-            throw ValidationError("--protocol must be oneshot or framed")
+            throw ValidationError("--protocol must be oneshot, framed or tagged")
         }
         if failures > 0 { throw ExitCode(1) }
     }

@@ -155,7 +155,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Message handler run by each worker: log, echo or sim.")
     var handler: HandlerChoice = .log
 
-    @Option(name: .customLong("protocol"), help: "Client protocol: oneshot (the seed's) or framed.")
+    @Option(name: .customLong("protocol"), help: "Client protocol: oneshot (the seed's), framed (length-prefixed, in order) or tagged (framed with a client tag per request, answered as completed).")
     var wireProtocol: ProtocolChoice = .oneshot
 
     @Option(name: .long, help: "What clients get back: ack (queued) or result (the handler's output).")
@@ -276,7 +276,7 @@ enum HandlerChoice: String, ExpressibleByArgument, CaseIterable {
 }
 
 enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable {
-    case oneshot, framed
+    case oneshot, framed, tagged
     var value: PoolConfiguration.WireProtocol { .init(rawValue: rawValue)! }
 }
 

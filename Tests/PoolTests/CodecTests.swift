@@ -652,3 +652,74 @@ extension CodecTests {
         }
     }
 }
+
+// MARK: - FrameCodec, tagged
+
+extension CodecTests {
+    @Suite struct TaggedFrameCodecTests {
+        @Test func requestIsLengthThenTagThenPayload() {
+            var out: [UInt8] = []
+            [UInt8]([9, 8, 7]).withUnsafeBytes { FrameCodec.appendRequest($0, tag: 0x0102_0304, to: &out) }
+            #expect(out == [0, 0, 0, 3, 1, 2, 3, 4, 9, 8, 7])
+            out.withUnsafeBytes { raw in
+                #expect(FrameCodec.decodeRequest(raw, maxPayload: 3, tagged: true) == .request(payloadStart: 8, length: 3))
+                #expect(FrameCodec.requestTag(raw) == 0x0102_0304)
+                // The same bytes read as framed are a 3-byte request of [1, 2, 3].
+                #expect(FrameCodec.decodeRequest(raw, maxPayload: 3) == .request(payloadStart: 4, length: 3))
+            }
+            #expect(FrameCodec.requestHeaderBytes(tagged: true) == 8 && FrameCodec.requestHeaderBytes(tagged: false) == 4)
+        }
+
+        /// Nothing is decided on fewer than 8 bytes, so every refusal can name its request's tag.
+        @Test func decisionsWaitForTheWholeHeader() {
+            let tooLarge: [UInt8] = [0, 0, 1, 0, 0xDE, 0xAD, 0xBE, 0xEF]
+            let garbage: [UInt8] = Array("GET / HT".utf8)
+            let complete: [UInt8] = [0, 0, 0, 2, 0, 0, 0, 5, 0xAA, 0xBB]
+            for cut in 0..<8 {
+                for bytes in [tooLarge, garbage, complete] {
+                    Array(bytes.prefix(cut)).withUnsafeBytes { raw in
+                        #expect(FrameCodec.decodeRequest(raw, maxPayload: 100, tagged: true) == .incomplete(needed: nil), "cut \(cut)")
+                    }
+                }
+            }
+            tooLarge.withUnsafeBytes { raw in
+                #expect(FrameCodec.decodeRequest(raw, maxPayload: 100, tagged: true) == .tooLarge(length: 256))
+                #expect(FrameCodec.requestTag(raw) == 0xDEAD_BEEF)
+            }
+            garbage.withUnsafeBytes { raw in
+                #expect(FrameCodec.decodeRequest(raw, maxPayload: 1 << 20, tagged: true) == .garbage(length: 0x4745_5420))
+            }
+            for cut in 8..<complete.count {
+                Array(complete.prefix(cut)).withUnsafeBytes { raw in
+                    #expect(FrameCodec.decodeRequest(raw, maxPayload: 100, tagged: true) == .incomplete(needed: 10), "cut \(cut)")
+                }
+            }
+        }
+
+        @Test func responseRoundTripAtEveryCut() {
+            for status in ResponseStatus.allCases {
+                for (tag, body) in [(UInt32(0), [UInt8]()), (0xFFFF_FFFF, Array("boom".utf8)), (77, bytes(1000, seed: 3))] {
+                    var out: [UInt8] = []
+                    body.withUnsafeBytes { FrameCodec.appendResponse(status: status, body: $0, tag: tag, to: &out) }
+                    #expect(out.count == FrameCodec.taggedResponseHeaderBytes + body.count)
+                    #expect(Array(out.prefix(4)) == bigEndian(UInt32(body.count + 1)))
+                    #expect(Array(out[4..<8]) == bigEndian(tag))
+                    #expect(out[8] == status.rawValue)
+                    out.withUnsafeBytes { raw in
+                        let decoded = FrameCodec.decodeTaggedResponse(raw)
+                        #expect(decoded?.tag == tag && decoded?.status == status.rawValue && decoded?.total == out.count)
+                        if let decoded { #expect(Array(out[decoded.body]) == body) }
+                        for cut in 0..<out.count {
+                            #expect(FrameCodec.decodeTaggedResponse(UnsafeRawBufferPointer(rebasing: raw[0..<cut])) == nil, "cut \(cut)")
+                        }
+                    }
+                }
+            }
+            // A zero length (no status byte) is a bad request with an empty body, 8 bytes used.
+            [UInt8]([0, 0, 0, 0, 0, 0, 0, 9, 0xAB]).withUnsafeBytes { raw in
+                let zero = FrameCodec.decodeTaggedResponse(raw)
+                #expect(zero?.tag == 9 && zero?.status == ResponseStatus.badRequest.rawValue && zero?.body == 8..<8 && zero?.total == 8)
+            }
+        }
+    }
+}

@@ -8,6 +8,9 @@ import Glibc
 /// let reply = try client.request(Array("hello".utf8))   // framed protocol
 /// print(reply.status, String(decoding: reply.body, as: UTF8.self))
 /// ```
+///
+/// With `tagged: true` it speaks the tagged protocol: `send(_:tag:)` and `receiveTagged()` see
+/// responses in completion order; `request` and `pipeline` still return them in request order.
 public final class PoolClient {
     /// One framed response.
     public struct Response: Equatable, Sendable {
@@ -31,10 +34,16 @@ public final class PoolClient {
     private var input: [UInt8] = []
     private var inputStart = 0
     private let timeout: Double?
+    /// Speaks the tagged protocol (`pool-server --protocol tagged`).
+    public let tagged: Bool
+    /// Tagged: responses that arrived while `request`/`pipeline` waited for others, by tag.
+    private var early: [UInt32: Response] = [:]
+    private var nextTag: UInt32 = 0
 
-    /// Connects to a framed-protocol server.
+    /// Connects to a framed-protocol (or, with `tagged`, tagged-protocol) server.
     /// - Parameter timeout: seconds to wait for any one read (`nil`: forever).
-    public init(socketPath: String, timeout: Double? = 30) throws {
+    public init(socketPath: String, timeout: Double? = 30, tagged: Bool = false) throws {
+        self.tagged = tagged
         socket = try SocketFD.unixStream(nonBlocking: false)
         do {
             try socket.connect(path: socketPath)
@@ -50,41 +59,84 @@ public final class PoolClient {
 
     /// Sends one request and waits for its response.
     public func request(_ payload: [UInt8]) throws -> Response {
-        try send(payload)
-        return try receive()
+        guard tagged else {
+            try send(payload)
+            return try receive()
+        }
+        let tag = takeTag()
+        try send(payload, tag: tag)
+        return try receive(tag: tag)
     }
 
-    /// Writes one request frame without waiting (pipelining); collect responses with `receive()`.
-    public func send(_ payload: [UInt8]) throws {
+    /// Writes one request frame without waiting (pipelining); collect responses with `receive()`
+    /// (tagged: `receiveTagged()`). `tag` is sent only on a tagged connection.
+    public func send(_ payload: [UInt8], tag: UInt32 = 0) throws {
         var frame: [UInt8] = []
-        frame.reserveCapacity(payload.count + 4)
-        payload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &frame) }
+        frame.reserveCapacity(payload.count + 8)
+        payload.withUnsafeBytes { FrameCodec.appendRequest($0, tag: tagged ? tag : nil, to: &frame) }
         try frame.withUnsafeBytes { try socket.writeAll($0) }
     }
 
-    /// Reads the next response, in request order.
+    /// Reads the next response: in request order (framed), in completion order (tagged).
     public func receive() throws -> Response {
+        try receiveTagged().response
+    }
+
+    /// Reads the next response and its tag (always 0 on a framed connection).
+    public func receiveTagged() throws -> (tag: UInt32, response: Response) {
         while true {
-            if let response = try bufferedResponse() { return response }
+            if let tagged = try bufferedResponse() { return tagged }
             try fill()
         }
+    }
+
+    /// Tagged: the response to `tag`, keeping any others that arrive first.
+    private func receive(tag: UInt32) throws -> Response {
+        while true {
+            if let response = early.removeValue(forKey: tag) { return response }
+            let (other, response) = try receiveTagged()
+            if other == tag { return response }
+            early[other] = response
+        }
+    }
+
+    private func takeTag() -> UInt32 {
+        defer { nextTag &+= 1 }
+        return nextTag
     }
 
     /// Sends every payload and returns every response, in order, writing and reading at the same
     /// time so neither side's buffers fill up (a client that writes everything before reading can
     /// deadlock against a server that applies backpressure).
+    /// Tagged: every request gets its own tag, and the responses, whatever order they come in,
+    /// are returned in request order.
     public func pipeline(_ payloads: [[UInt8]]) throws -> [Response] {
         var out: [UInt8] = []
-        for payload in payloads { payload.withUnsafeBytes { FrameCodec.appendRequest($0, to: &out) } }
+        var tags: [UInt32: Int] = [:]
+        for (index, payload) in payloads.enumerated() {
+            let tag = tagged ? takeTag() : nil
+            if let tag { tags[tag] = index }
+            payload.withUnsafeBytes { FrameCodec.appendRequest($0, tag: tag, to: &out) }
+        }
         var written = 0
         var responses: [Response] = []
         responses.reserveCapacity(payloads.count)
-        while responses.count < payloads.count {
-            // Take what is already buffered first.
-            while responses.count < payloads.count, let response = try bufferedResponse() {
-                responses.append(response)
+        var byIndex: [Int: Response] = [:]
+        var received = 0
+        func take(_ tag: UInt32, _ response: Response) throws {
+            received += 1
+            guard tagged else { responses.append(response); return }
+            guard let index = tags.removeValue(forKey: tag) else {
+                throw ProtocolError(description: "a response with tag \(tag), which no request in flight has")
             }
-            if responses.count == payloads.count { break }
+            byIndex[index] = response
+        }
+        while received < payloads.count {
+            // Take what is already buffered first.
+            while received < payloads.count, let (tag, response) = try bufferedResponse() {
+                try take(tag, response)
+            }
+            if received == payloads.count { break }
             var fds = [pollfd(fd: socket.raw, events: Int16(POLLIN), revents: 0)]
             if written < out.count { fds[0].events |= Int16(POLLOUT) }
             let ready = poll(&fds, 1, Int32((timeout ?? -0.001) * 1000))
@@ -103,16 +155,22 @@ public final class PoolClient {
                 try fill(nonBlocking: true)
             }
         }
-        return responses
+        return tagged ? (0..<payloads.count).compactMap { byIndex[$0] } : responses
     }
 
-    private func bufferedResponse() throws -> Response? {
+    private func bufferedResponse() throws -> (tag: UInt32, response: Response)? {
         let available = input.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[inputStart...]) }
-        guard let (status, body, total) = FrameCodec.decodeResponse(available) else { return nil }
+        let decoded: (tag: UInt32, status: UInt8, body: Range<Int>, total: Int)?
+        if tagged {
+            decoded = FrameCodec.decodeTaggedResponse(available)
+        } else {
+            decoded = FrameCodec.decodeResponse(available).map { (0, $0.status, $0.body, $0.total) }
+        }
+        guard let (tag, status, body, total) = decoded else { return nil }
         let response = Response(statusByte: status, body: Array(available[body]))
         inputStart += total
         if inputStart == input.count { input.removeAll(keepingCapacity: true); inputStart = 0 }
-        return response
+        return (tag, response)
     }
 
     private func fill(nonBlocking: Bool = false) throws {

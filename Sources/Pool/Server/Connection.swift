@@ -40,16 +40,23 @@ final class Connection {
     /// In the master's set of connections to flush at the end of this loop turn.
     var isDirty = false
 
-    init(key: UInt64, fd: SocketFD, now: Int64, inputCapacity: Int) {
+    /// Responses go out in request order (oneshot, framed); tagged connections answer each
+    /// request when it completes and keep no list of what is owed, only how many.
+    let ordered: Bool
+    /// Tagged: requests accepted and not yet answered.
+    var unorderedInflight = 0
+
+    init(key: UInt64, fd: SocketFD, now: Int64, inputCapacity: Int, ordered: Bool = true) {
         self.key = key
         self.fd = fd
+        self.ordered = ordered
         self.lastActivity = now
         input = ByteBuffer(capacity: inputCapacity)
         output = ByteBuffer(capacity: 256)
     }
 
     /// Requests accepted and not yet written back.
-    var inflight: Int { pending.count - pendingHead }
+    var inflight: Int { ordered ? pending.count - pendingHead : unorderedInflight }
 
     /// Everything owed has been written.
     var isQuiescent: Bool { inflight == 0 && output.isEmpty }

@@ -20,6 +20,8 @@ final class Master {
     /// Where a result-mode reply goes.
     struct Route {
         var connection: UInt64
+        /// The request's place on its connection: a sequence number (in-order protocols) or the
+        /// client's tag (tagged).
         var sequence: UInt64
     }
 
@@ -291,7 +293,8 @@ final class Master {
                 readOneshot(connection)
                 continue
             }
-            let connection = Connection(key: key, fd: client, now: now, inputCapacity: 4096)
+            let connection = Connection(key: key, fd: client, now: now, inputCapacity: 4096,
+                                        ordered: configuration.wireProtocol != .tagged)
             connections[key] = connection
             watch(connection, .readable)
         }
@@ -337,7 +340,7 @@ final class Master {
         if events.contains(.readable) || events.contains(.hangup) {
             switch configuration.wireProtocol {
             case .oneshot: readOneshot(connection)
-            case .framed: readFramed(connection)
+            case .framed, .tagged: readFramed(connection)
             }
         }
     }
@@ -357,23 +360,27 @@ final class Master {
     }
 
     func parseFrames(_ connection: Connection) {
+        let tagged = !connection.ordered
         while !connection.closeWhenDone && connection.inflight < configuration.maxInflight
                 && connection.output.readableCount < Self.outputHighWater {
-            let decoded = FrameCodec.decodeRequest(connection.input.readable, maxPayload: maxMessage)
+            let bytes = connection.input.readable
+            let decoded = FrameCodec.decodeRequest(bytes, maxPayload: maxMessage, tagged: tagged)
+            // Complete for every answer but .incomplete (the decoder waits for the whole header).
+            let tag = tagged && bytes.count >= FrameCodec.requestHeaderBytes(tagged: true) ? FrameCodec.requestTag(bytes) : 0
             switch decoded {
             case .request(let start, let length):
-                let payload = UnsafeRawBufferPointer(rebasing: connection.input.readable[start..<(start + length)])
-                accept(request: payload, on: connection)
+                let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
+                accept(request: payload, tag: tag, on: connection)
                 connection.input.consume(start + length)
             case .incomplete:
                 return
             case .tooLarge(let length):
                 logger.info("request over --max-message; closing the connection", metadata: ["length": "\(length)", "max": "\(maxMessage)"])
-                refuse(connection, status: .tooLarge, body: "request of \(length) bytes exceeds --max-message \(maxMessage)")
+                refuse(connection, status: .tooLarge, body: "request of \(length) bytes exceeds --max-message \(maxMessage)", tag: tag)
                 return
             case .garbage(let length):
                 logger.info("implausible frame length; closing the connection", metadata: ["length": "\(length)"])
-                refuse(connection, status: .badRequest, body: "implausible frame length \(length)")
+                refuse(connection, status: .badRequest, body: "implausible frame length \(length)", tag: tag)
                 return
             }
         }
@@ -458,22 +465,33 @@ final class Master {
         }
     }
 
-    /// Answers `status` in order and closes the connection once everything owed is written.
-    func refuse(_ connection: Connection, status: ResponseStatus, body: String) {
-        let sequence = connection.push(id: 0)
-        _ = connection.resolve(sequence, status: status, body: Array(body.utf8))
+    /// Answers `status` (in order, or at once under `tag` on a tagged connection) and closes the
+    /// connection once everything owed is written.
+    func refuse(_ connection: Connection, status: ResponseStatus, body: String, tag: UInt32 = 0) {
         connection.closeWhenDone = true
         connection.lingerOnClose = true
-        emitReady(connection)
+        if connection.ordered {
+            let sequence = connection.push(id: 0)
+            _ = connection.resolve(sequence, status: status, body: Array(body.utf8))
+            emitReady(connection)
+        } else {
+            Array(body.utf8).withUnsafeBytes { writeTagged(connection, tag: tag, status, body: $0) }
+        }
     }
 
     // MARK: - Requests
 
     /// Takes one complete request from a connection and sends it on its way.
-    func accept(request payload: UnsafeRawBufferPointer, on connection: Connection) {
+    func accept(request payload: UnsafeRawBufferPointer, tag: UInt32 = 0, on connection: Connection) {
         let id = nextRequestID
         nextRequestID += 1
-        let sequence = connection.push(id: id)
+        let sequence: UInt64
+        if connection.ordered {
+            sequence = connection.push(id: id)
+        } else {
+            connection.unorderedInflight += 1
+            sequence = UInt64(tag)
+        }
         if phase != .running {
             answer(connection, sequence, .shuttingDown, [])
             return
@@ -628,6 +646,10 @@ final class Master {
     }
 
     func answer(_ connection: Connection, _ sequence: UInt64, _ status: ResponseStatus, _ body: [UInt8]) {
+        guard connection.ordered else {
+            body.withUnsafeBytes { answerTagged(connection, sequence, status, body: $0) }
+            return
+        }
         guard connection.resolve(sequence, status: status, body: body) else { return }
         emitReady(connection)
     }
@@ -635,6 +657,10 @@ final class Master {
     /// Answers with a body still in the reply message: the next response owed (the usual case)
     /// is encoded straight into the output; one that must wait for an earlier one is stored.
     func answer(_ connection: Connection, _ sequence: UInt64, _ status: ResponseStatus, body: UnsafeRawBufferPointer) {
+        guard connection.ordered else {
+            answerTagged(connection, sequence, status, body: body)
+            return
+        }
         guard configuration.wireProtocol == .framed, connection.takeHead(sequence) else {
             answer(connection, sequence, status, Array(body))
             return
@@ -642,6 +668,26 @@ final class Master {
         statusCounts[Int(status.rawValue)] += 1
         let header = (UInt32(body.count + 1).bigEndian, status.rawValue)
         withUnsafeBytes(of: header) { connection.output.append(UnsafeRawBufferPointer(rebasing: $0[0..<FrameCodec.responseHeaderBytes])) }
+        connection.output.append(body)
+        emitReady(connection, emitted: true)
+    }
+
+    /// Tagged: a request in flight on `connection` is answered, at once, under its tag.
+    func answerTagged(_ connection: Connection, _ tag: UInt64, _ status: ResponseStatus, body: UnsafeRawBufferPointer) {
+        // Each request is answered once (its route or batch entry goes with the answer); the
+        // guard only keeps a mistake from corrupting the count.
+        guard connection.unorderedInflight > 0 else { return }
+        connection.unorderedInflight -= 1
+        writeTagged(connection, tag: UInt32(truncatingIfNeeded: tag), status, body: body)
+    }
+
+    /// Encodes a tagged response straight into the connection's output.
+    func writeTagged(_ connection: Connection, tag: UInt32, _ status: ResponseStatus, body: UnsafeRawBufferPointer) {
+        statusCounts[Int(status.rawValue)] += 1
+        let header = (UInt32(body.count + 1).bigEndian, tag.bigEndian, status.rawValue)
+        withUnsafeBytes(of: header) {
+            connection.output.append(UnsafeRawBufferPointer(rebasing: $0[0..<FrameCodec.taggedResponseHeaderBytes]))
+        }
         connection.output.append(body)
         emitReady(connection, emitted: true)
     }
@@ -666,6 +712,9 @@ final class Master {
         switch configuration.wireProtocol {
         case .framed:
             body.withUnsafeBytes { FrameCodec.appendResponse(status: status, body: $0, to: &out) }
+        case .tagged:
+            // Only a refusal before any request is read (connection limit): no tag to echo yet.
+            body.withUnsafeBytes { FrameCodec.appendResponse(status: status, body: $0, tag: 0, to: &out) }
         case .oneshot:
             switch (status, configuration.replyMode) {
             case (.ok, .ack): out.append(contentsOf: "ok".utf8)
@@ -709,7 +758,7 @@ final class Master {
     /// Closes a finished connection or updates what epoll watches for it.
     func settle(_ connection: Connection) {
         guard connections[connection.key] != nil else { return }
-        if configuration.wireProtocol == .framed && !connection.input.isEmpty
+        if configuration.wireProtocol.isFramed && !connection.input.isEmpty
             && connection.inflight < configuration.maxInflight && !connection.closeWhenDone
             && connection.output.readableCount < Self.outputHighWater {
             // Requests already buffered while the in-flight cap was reached: no readable event

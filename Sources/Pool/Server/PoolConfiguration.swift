@@ -6,8 +6,14 @@ public struct PoolConfiguration: Sendable {
     public enum WireProtocol: String, Sendable, CaseIterable {
         /// The seed's: one message per connection, one reply, close.
         case oneshot
-        /// Length-prefixed requests and responses on a persistent connection.
+        /// Length-prefixed requests and responses on a persistent connection, answered in order.
         case framed
+        /// framed with a client-chosen tag on each request, echoed on its response; responses go
+        /// out as they complete, so a slow request never holds up the ones behind it.
+        case tagged
+
+        /// Length-prefixed frames (framed or tagged).
+        public var isFramed: Bool { self != .oneshot }
     }
 
     /// What a client is told.

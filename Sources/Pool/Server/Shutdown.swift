@@ -24,7 +24,7 @@ extension Master {
             if !controlConnections.contains(connection.key) && !connection.lingering && !connection.detached {
                 switch configuration.wireProtocol {
                 case .oneshot: readOneshot(connection)
-                case .framed: readFramed(connection)
+                case .framed, .tagged: readFramed(connection)
                 }
             }
             settle(connection)
