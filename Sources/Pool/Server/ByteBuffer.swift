@@ -3,11 +3,13 @@
 ///
 /// Storage is allocated on first use and released when the buffer empties (`release()`), so an
 /// idle connection costs no buffer memory — 10,000 idle clients must not cost 10,000 buffers.
+///
+/// Stored properties are `@exclusivity(unchecked)` for the reason given on `Master`.
 final class ByteBuffer {
-    private var storage: UnsafeMutableRawPointer?
-    private(set) var capacity = 0
-    private var readIndex = 0
-    private var writeIndex = 0
+    @exclusivity(unchecked) private var storage: UnsafeMutableRawPointer?
+    @exclusivity(unchecked) private(set) var capacity = 0
+    @exclusivity(unchecked) private var readIndex = 0
+    @exclusivity(unchecked) private var writeIndex = 0
     /// First allocation size.
     private let initialCapacity: Int
 

@@ -1,6 +1,8 @@
 /// One client connection as the master sees it: buffered input, buffered output, and the
 /// responses it is owed, in request order. Responses may be resolved out of order (workers finish
 /// when they finish) but are written strictly in order.
+///
+/// Stored properties are `@exclusivity(unchecked)` for the reason given on `Master`.
 final class Connection {
     struct Pending {
         var id: UInt64
@@ -13,38 +15,38 @@ final class Connection {
     let input: ByteBuffer
     let output: ByteBuffer
     /// Responses owed, oldest first; `pending[pendingHead]` has sequence number `headSequence`.
-    private var pending: [Pending] = []
-    private var pendingHead = 0
-    private(set) var headSequence: UInt64 = 0
-    var lastActivity: Int64
+    @exclusivity(unchecked) private var pending: [Pending] = []
+    @exclusivity(unchecked) private var pendingHead = 0
+    @exclusivity(unchecked) private(set) var headSequence: UInt64 = 0
+    @exclusivity(unchecked) var lastActivity: Int64
     /// The peer sent end of stream.
-    var peerClosed = false
+    @exclusivity(unchecked) var peerClosed = false
     /// Close once every owed response is written (oneshot after its reply; framed after a fatal
     /// protocol error).
-    var closeWhenDone = false
+    @exclusivity(unchecked) var closeWhenDone = false
     /// Oneshot: the one message has been taken; nothing more is read.
-    var messageTaken = false
+    @exclusivity(unchecked) var messageTaken = false
     /// The peer is gone in both directions (EPOLLHUP/EPOLLERR): epoll would report it on every
     /// wait, so the fd is taken out of epoll while its last responses are still being computed.
-    var hungUp = false
-    var detached = false
+    @exclusivity(unchecked) var hungUp = false
+    @exclusivity(unchecked) var detached = false
     /// After a refusal the peer may still be sending: closing with unread input makes the kernel
     /// reset the connection and the client could lose the refusal. So: shut down our side, discard
     /// input until the peer closes (or the idle timeout), then close.
-    var lingerOnClose = false
-    var lingering = false
+    @exclusivity(unchecked) var lingerOnClose = false
+    @exclusivity(unchecked) var lingering = false
     /// Events registered with epoll now, to skip redundant epoll_ctl calls.
-    var interest: Epoll.Events = []
+    @exclusivity(unchecked) var interest: Epoll.Events = []
     /// Added to epoll (a oneshot connection whose message came with the accept never is).
-    var registered = false
+    @exclusivity(unchecked) var registered = false
     /// In the master's set of connections to flush at the end of this loop turn.
-    var isDirty = false
+    @exclusivity(unchecked) var isDirty = false
 
     /// Responses go out in request order (oneshot, framed); tagged connections answer each
     /// request when it completes and keep no list of what is owed, only how many.
     let ordered: Bool
     /// Tagged: requests accepted and not yet answered.
-    var unorderedInflight = 0
+    @exclusivity(unchecked) var unorderedInflight = 0
 
     init(key: UInt64, fd: SocketFD, now: Int64, inputCapacity: Int, ordered: Bool = true) {
         self.key = key

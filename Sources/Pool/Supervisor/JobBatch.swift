@@ -1,6 +1,8 @@
 /// Jobs bound for one worker slot, gathered during a loop turn and sent as one queue message:
 /// one `msgsnd` (and one wake-up of the worker) for many requests. Flushed when full and at the
 /// end of every loop turn, so batching never holds a job across a wait.
+///
+/// Stored properties are `@exclusivity(unchecked)` for the reason given on `Master`.
 final class JobBatch {
     /// A staged job. Ack mode answers `ok` (or busy) to `ack` once the message is queued (or not).
     struct Entry {
@@ -20,8 +22,8 @@ final class JobBatch {
     let buffer: MessageBuffer
     /// Bytes a message may reach with more than one job in it (a single job may use the whole buffer).
     let byteLimit: Int
-    private(set) var length = 0
-    private(set) var entries: [Entry] = []
+    @exclusivity(unchecked) private(set) var length = 0
+    @exclusivity(unchecked) private(set) var entries: [Entry] = []
 
     init(capacity: Int, byteLimit: Int) {
         buffer = MessageBuffer(capacity: capacity)

@@ -59,8 +59,10 @@ struct WorkerLoss {
 
 /// Forks workers, binds each to its slot's queue, reaps them, replaces the dead, kills the stuck.
 /// Owns the queues and removes them; never touches client connections.
+///
+/// Stored properties are `@exclusivity(unchecked)` for the reason given on `Master`.
 final class Supervisor {
-    private(set) var slots: [WorkerSlot] = []
+    @exclusivity(unchecked) private(set) var slots: [WorkerSlot] = []
     let scoreboard: Scoreboard
     let inboxes: WorkerInboxes
     let replyQueue: MessageQueue?
@@ -354,10 +356,10 @@ final class Supervisor {
     // MARK: Scaling and rolling restarts
 
     /// Slots still to restart (SIGHUP), and the one whose quit has been queued.
-    private var rollingPending: [Int] = []
-    private var rollingCurrent: Int? = nil
+    @exclusivity(unchecked) private var rollingPending: [Int] = []
+    @exclusivity(unchecked) private var rollingCurrent: Int? = nil
     /// Slots whose quit message found the queue full; retried on every tick.
-    private var quitPending: Set<Int> = []
+    @exclusivity(unchecked) private var quitPending: Set<Int> = []
 
     var isRollingRestart: Bool { rollingCurrent != nil || !rollingPending.isEmpty }
 
@@ -446,9 +448,9 @@ final class Supervisor {
         if rollingCurrent != nil || !rollingPending.isEmpty { rollingWasActive = true }
     }
 
-    private var rollingWasActive = false
+    @exclusivity(unchecked) private var rollingWasActive = false
     /// Shared queue: when each retiring worker was last sent SIGTERM.
-    private var termSentAt: [Int: Int64] = [:]
+    @exclusivity(unchecked) private var termSentAt: [Int: Int64] = [:]
 
     /// True while something needs another tick soon (quit retries, a restart in progress).
     var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive }
