@@ -723,3 +723,54 @@ extension CodecTests {
         }
     }
 }
+
+// MARK: - ConnectionTable
+
+extension CodecTests {
+    @Suite struct ConnectionTableTests {
+        /// A connection object for descriptor `fd` (never used for I/O here).
+        static func connection(_ table: inout ConnectionTable, fd: Int32) -> Connection {
+            Connection(key: table.makeKey(fd: fd), fd: SocketFD(raw: fd), now: 0, inputCapacity: 16)
+        }
+
+        @Test func insertLookUpRemove() {
+            var table = ConnectionTable()
+            #expect(table.isEmpty && table.values.isEmpty)
+            let a = Self.connection(&table, fd: 5), b = Self.connection(&table, fd: 900)
+            table.insert(a)
+            table.insert(b)
+            #expect(table.count == 2)
+            #expect(table[a.key] === a && table[b.key] === b)
+            #expect(Set(table.values.map(\.key)) == [a.key, b.key])
+            #expect(table.removeValue(forKey: a.key) === a)
+            #expect(table[a.key] == nil && table.count == 1)
+            #expect(table.removeValue(forKey: a.key) == nil, "removing twice is a no-op")
+            #expect(table.count == 1 && table[b.key] === b)
+        }
+
+        /// A descriptor is reused as soon as it is closed: the old key (held by a route or an
+        /// epoll event from before) must not find the new connection.
+        @Test func aReusedDescriptorDoesNotAnswerToTheOldKey() {
+            var table = ConnectionTable()
+            let first = Self.connection(&table, fd: 7)
+            table.insert(first)
+            table.removeValue(forKey: first.key)
+            let second = Self.connection(&table, fd: 7)
+            table.insert(second)
+            #expect(first.key != second.key)
+            #expect(first.key & 0xFFFF_FFFF == 7 && second.key & 0xFFFF_FFFF == 7)
+            #expect(table[first.key] == nil)
+            #expect(table[second.key] === second)
+            #expect(table.removeValue(forKey: first.key) == nil && table.count == 1)
+        }
+
+        /// Keys stay clear of the loop's fixed epoll tokens (listener, signals, doorbell, control).
+        @Test func keysAreAboveTheFixedTokens() {
+            var table = ConnectionTable()
+            for fd in [0, 1, 3, 1023] as [Int32] {
+                #expect(table.makeKey(fd: fd) > Master.Token.control)
+            }
+            #expect(table[3] == nil && table[UInt64.max] == nil)
+        }
+    }
+}

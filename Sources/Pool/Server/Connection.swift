@@ -37,6 +37,8 @@ final class Connection {
     @exclusivity(unchecked) var lingering = false
     /// Events registered with epoll now, to skip redundant epoll_ctl calls.
     @exclusivity(unchecked) var interest: Epoll.Events = []
+    /// The operator's channel (`<socket>.ctl`), not a client.
+    @exclusivity(unchecked) var isControl = false
     /// Added to epoll (a oneshot connection whose message came with the accept never is).
     @exclusivity(unchecked) var registered = false
     /// In the master's set of connections to flush at the end of this loop turn.

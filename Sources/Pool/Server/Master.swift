@@ -43,7 +43,6 @@ final class Master {
         static let signals: UInt64 = 2
         static let doorbell: UInt64 = 3
         static let control: UInt64 = 4
-        static let firstConnection: UInt64 = 16
     }
 
     /// A client that does not read its responses stops being read above this much unwritten output.
@@ -58,12 +57,12 @@ final class Master {
     @exclusivity(unchecked) var listener: Listener?
     /// The operator's channel (`<socket>.ctl`): status, reload, scale, stop.
     @exclusivity(unchecked) var control: Listener?
-    @exclusivity(unchecked) var controlConnections: Set<UInt64> = []
+    /// Of `connections`, how many are the operator's (status and the like, not clients).
+    @exclusivity(unchecked) var controlConnectionCount = 0
     let notifier: SystemdNotifier
     let startedAt = monotonicNanoseconds()
     @exclusivity(unchecked) var dispatcher: Dispatcher
-    @exclusivity(unchecked) var connections: [UInt64: Connection] = [:]
-    @exclusivity(unchecked) var nextConnectionKey = Token.firstConnection
+    @exclusivity(unchecked) var connections = ConnectionTable()
     @exclusivity(unchecked) var nextRequestID: UInt64 = 1
     @exclusivity(unchecked) var routes: [UInt64: Route] = [:]
     @exclusivity(unchecked) var held = FIFO<Held>()
@@ -79,6 +78,10 @@ final class Master {
     let sendBuffer: MessageBuffer
     let receiveBuffer: MessageBuffer
     @exclusivity(unchecked) var responseScratch: [UInt8] = []
+    /// Oneshot: where a new connection's first read lands (`maxMessage + 1` bytes, so one read
+    /// also tells a message over the limit). A message that arrives whole is taken from here and
+    /// the connection never allocates an input buffer.
+    let oneshotScratch: UnsafeMutableRawBufferPointer
     /// Kept open so that at EMFILE we can close it, accept, and shed the connection.
     @exclusivity(unchecked) var spareFD: Int32
     @exclusivity(unchecked) var phase = Phase.running
@@ -111,6 +114,7 @@ final class Master {
         // Two full batches fit in a queue, so a worker finds the next one waiting.
         batchByteLimit = max(JobCodec.headerBytes, supervisor.grantedQueueBytes / 2)
         receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
+        oneshotScratch = .allocate(byteCount: configuration.wireProtocol == .oneshot ? maxMessage + 1 : 0, alignment: 16)
         spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
         idleTimeoutNanoseconds = Int64(configuration.idleTimeout * 1e9)
         idleScanInterval = max(10_000_000, min(1_000_000_000, idleTimeoutNanoseconds / 4))
@@ -284,13 +288,12 @@ final class Master {
                 continue
             }
             let now = monotonicNanoseconds()
-            let key = nextConnectionKey
-            nextConnectionKey += 1
+            let key = connections.makeKey(fd: client.raw)
             if configuration.wireProtocol == .oneshot {
                 // Sized for a whole message, so one read takes it (a 4 KiB message must not need
                 // a second read to see the socket run dry).
                 let connection = Connection(key: key, fd: client, now: now, inputCapacity: min(maxMessage + 1, 65_536))
-                connections[key] = connection
+                connections.insert(connection)
                 // The client writes right after connect(), usually before this accept: reading
                 // now saves an epoll_ctl and a whole loop turn per request. `settle` registers
                 // the connection with epoll only if it has to wait (no data yet, a reply to come).
@@ -299,7 +302,7 @@ final class Master {
             }
             let connection = Connection(key: key, fd: client, now: now, inputCapacity: 4096,
                                         ordered: configuration.wireProtocol != .tagged)
-            connections[key] = connection
+            connections.insert(connection)
             watch(connection, .readable)
         }
     }
@@ -328,7 +331,7 @@ final class Master {
 
     func connectionEvent(_ key: UInt64, _ events: Epoll.Events) {
         guard let connection = connections[key] else { return }
-        if controlConnections.contains(key) {
+        if connection.isControl {
             controlEvent(connection, events)
             return
         }
@@ -397,6 +400,7 @@ final class Master {
             settle(connection)
             return
         }
+        if connection.input.isEmpty && !connection.peerClosed && readWholeMessage(connection) { return }
         var wouldBlock = false
         reading: while true {
             switch readChunk(connection, minimum: 4096, limit: maxMessage + 1) {
@@ -424,6 +428,35 @@ final class Master {
             connection.closeWhenDone = true
         }
         settle(connection)
+    }
+
+    /// Oneshot, nothing buffered yet: one read into `oneshotScratch`. A short read is the whole
+    /// message (the socket ran dry), taken from there. Returns false when `readOneshot` must go
+    /// on: the read filled the scratch (kept in the connection's input) or saw end of stream.
+    func readWholeMessage(_ connection: Connection) -> Bool {
+        let n: Int?
+        do { n = try connection.fd.read(into: oneshotScratch) } catch {
+            close(connection, reason: "read: \(error)")
+            return true
+        }
+        guard let n else {
+            settle(connection)   // nothing yet: wait for it
+            return true
+        }
+        if n == 0 {
+            connection.peerClosed = true
+            return false
+        }
+        connection.lastActivity = monotonicNanoseconds()
+        guard n < oneshotScratch.count else {
+            connection.input.append(UnsafeRawBufferPointer(oneshotScratch))
+            return false
+        }
+        connection.messageTaken = true
+        accept(request: UnsafeRawBufferPointer(rebasing: oneshotScratch[0..<n]), on: connection)
+        connection.closeWhenDone = true
+        settle(connection)
+        return true
     }
 
     /// What one read into a connection's input buffer did.
@@ -703,7 +736,16 @@ final class Master {
             statusCounts[Int(status.rawValue)] += 1
             responseScratch.removeAll(keepingCapacity: true)
             encodeResponse(status: status, body: body, into: &responseScratch)
-            connection.output.append(responseScratch)
+            if configuration.wireProtocol == .oneshot && connection.output.isEmpty {
+                // Its one response: write it now, from the scratch, and buffer only what the
+                // socket does not take (errors surface in the flush at the end of the turn).
+                let written = responseScratch.withUnsafeBytes { (try? connection.fd.write($0)) ?? nil } ?? 0
+                if written < responseScratch.count {
+                    responseScratch.withUnsafeBytes { connection.output.append(UnsafeRawBufferPointer(rebasing: $0[written...])) }
+                }
+            } else {
+                connection.output.append(responseScratch)
+            }
             emitted = true
         }
         if emitted && !connection.isDirty {
@@ -831,7 +873,7 @@ final class Master {
 
     func close(_ connection: Connection, reason: String?) {
         guard connections.removeValue(forKey: connection.key) != nil else { return }
-        controlConnections.remove(connection.key)
+        if connection.isControl { controlConnectionCount -= 1 }
         if let reason, connection.inflight > 0 {
             logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])
         }

@@ -20,8 +20,7 @@ extension Master {
                 return
             }
             guard let client else { return }
-            let key = nextConnectionKey
-            nextConnectionKey += 1
+            let key = connections.makeKey(fd: client.raw)
             let connection = Connection(key: key, fd: client, now: monotonicNanoseconds(), inputCapacity: 256)
             guard (try? epoll.add(client.raw, events: .readable, token: key)) != nil else {
                 client.close()
@@ -29,8 +28,9 @@ extension Master {
             }
             connection.interest = .readable
             connection.registered = true
-            connections[key] = connection
-            controlConnections.insert(key)
+            connection.isControl = true
+            connections.insert(connection)
+            controlConnectionCount += 1
         }
     }
 
@@ -100,7 +100,7 @@ extension Master {
     }
 
     func notifyStatus() {
-        notifier.notify("STATUS=\(supervisor.activeCount) workers, \(connections.count - controlConnections.count) connections, \(accepted) accepted")
+        notifier.notify("STATUS=\(supervisor.activeCount) workers, \(connections.count - controlConnectionCount) connections, \(accepted) accepted")
     }
 
     func statusReport() -> StatusReport {
@@ -121,7 +121,7 @@ extension Master {
             pid: getpid(), uptime: Double(now - startedAt) / 1e9,
             wireProtocol: configuration.wireProtocol.rawValue, replyMode: configuration.replyMode.rawValue,
             dispatch: configuration.effectiveDispatch.rawValue, acceptedConnections: accepted,
-            activeConnections: connections.count - controlConnections.count,
+            activeConnections: connections.count - controlConnectionCount,
             responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
             heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers)
     }

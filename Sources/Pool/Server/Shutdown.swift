@@ -7,7 +7,7 @@ import Logging
 extension Master {
     func beginShutdown() {
         logger.info("shutdown: stopped accepting; finishing connections in progress",
-                    metadata: ["connections": "\(connections.count - controlConnections.count)", "timeout": "\(configuration.shutdownTimeout)"])
+                    metadata: ["connections": "\(connections.count - controlConnectionCount)", "timeout": "\(configuration.shutdownTimeout)"])
         phase = .draining
         notifier.notify("STOPPING=1\nSTATUS=draining \(connections.count) connections")
         supervisor.cancelPendingChanges()
@@ -19,9 +19,9 @@ extension Master {
         // rather than reset when the listener closes.
         acceptAll()
         closeListener()
-        for connection in Array(connections.values) {
+        for connection in connections.values {
             // Requests already sent but not yet read get an answer (shutting down), not silence.
-            if !controlConnections.contains(connection.key) && !connection.lingering && !connection.detached {
+            if !connection.isControl && !connection.lingering && !connection.detached {
                 switch configuration.wireProtocol {
                 case .oneshot: readOneshot(connection)
                 case .framed, .tagged: readFramed(connection)
@@ -68,7 +68,7 @@ extension Master {
                            metadata: ["workers": "\(supervisor.livePIDs)", "connections": "\(connections.count)"])
             phase = .killing
             supervisor.cancelRespawns()
-            for connection in Array(connections.values) { close(connection, reason: "shutdown deadline") }
+            for connection in connections.values { close(connection, reason: "shutdown deadline") }
             supervisor.signalAll(SIGKILL)
         }
         if (phase == .quitting || phase == .killing) && !supervisor.hasWorkersOrRespawns {
@@ -78,7 +78,7 @@ extension Master {
 
     func finish() -> Int32 {
         closeListener()
-        for connection in Array(connections.values) { close(connection, reason: "shutdown") }
+        for connection in connections.values { close(connection, reason: "shutdown") }
         supervisor.removeQueues()
         logger.info("shutdown complete")
         return 0
@@ -89,7 +89,7 @@ extension Master {
         logger.warning("forced stop: killing workers now", metadata: ["reason": "\(reason)"])
         notifier.notify("STOPPING=1\nSTATUS=forced stop")
         closeListener()
-        for connection in Array(connections.values) { close(connection, reason: "forced stop") }
+        for connection in connections.values { close(connection, reason: "forced stop") }
         supervisor.killAndReapAll()
         supervisor.removeQueues()
         logger.info("shutdown complete (forced)")
