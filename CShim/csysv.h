@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -269,6 +270,22 @@ static inline int csysv_wtermsig(int status) { return WTERMSIG(status); }
 /// Nonzero if the killed child dumped core (`WCOREDUMP`). Why C: a macro.
 static inline int csysv_wcoredump(int status) { return WCOREDUMP(status); }
 
+
+/// `SCHED_BATCH` from <sched.h>, which declares it only under _GNU_SOURCE (Linux ABI value 3).
+#ifndef SCHED_BATCH
+#define SCHED_BATCH 3
+#endif
+
+/// Puts the calling process under SCHED_BATCH (nonzero `batch`) or SCHED_OTHER. A batch task gets
+/// its full share of CPU but does not preempt a running task when it wakes up.
+/// Why C: the policy constant is hidden behind _GNU_SOURCE, which this header does not set.
+static inline int csysv_set_batch_scheduling(int batch) {
+    struct sched_param param = { .sched_priority = 0 };
+    return sched_setscheduler(0, batch ? SCHED_BATCH : SCHED_OTHER, &param);
+}
+
+/// The calling process's scheduling policy (SCHED_OTHER 0, SCHED_BATCH 3, ...).
+static inline int csysv_scheduling_policy(void) { return sched_getscheduler(0); }
 
 /// Names the process for `ps`/`top` (at most 15 bytes). Why C: prctl is variadic.
 static inline int csysv_set_process_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }

@@ -164,6 +164,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "How a worker is chosen: round-robin, least-busy, or shared (one queue all workers read). Default: shared with --reply result, round-robin with --reply ack.")
     var dispatch: DispatchChoice?
 
+    @Option(name: .long, help: "Kernel scheduling of workers: normal, or batch (SCHED_BATCH: a waking worker does not preempt the master). Default: batch with --reply ack, normal with --reply result.")
+    var workerSched: WorkerSchedChoice?
+
     @Option(name: .long, help: "Largest message in bytes (default: msgmax minus the 16-byte record header).")
     var maxMessage: Int?
 
@@ -228,6 +231,7 @@ struct Serve: ParsableCommand {
         configuration.wireProtocol = wireProtocol.value
         configuration.replyMode = reply.value
         configuration.dispatch = dispatch?.value
+        configuration.workerScheduling = workerSched?.value
         configuration.maxMessage = maxMessage
         configuration.socketMode = mode
         configuration.queueBytes = queueBytes
@@ -283,6 +287,11 @@ enum ProtocolChoice: String, ExpressibleByArgument, CaseIterable {
 enum DispatchChoice: String, ExpressibleByArgument, CaseIterable {
     case roundRobin = "round-robin", leastBusy = "least-busy", shared
     var value: PoolConfiguration.DispatchStrategy { .init(rawValue: rawValue)! }
+}
+
+enum WorkerSchedChoice: String, ExpressibleByArgument, CaseIterable {
+    case normal, batch
+    var value: PoolConfiguration.WorkerScheduling { .init(rawValue: rawValue)! }
 }
 
 enum ReplyChoice: String, ExpressibleByArgument, CaseIterable {

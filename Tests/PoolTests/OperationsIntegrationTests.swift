@@ -506,6 +506,33 @@ private typealias S = OperationsSupport
         }
     }
 
+    /// The scheduling policy of a process: field 41 of /proc/PID/stat (0 SCHED_OTHER, 3 SCHED_BATCH).
+    static func schedulingPolicy(_ pid: pid_t) -> Int? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 38 ? Int(fields[38]) : nil   // fields[0] is field 3 (state)
+    }
+
+    /// Ack mode's workers run under SCHED_BATCH, result mode's as normal processes, and
+    /// --worker-sched overrides either; the master is never changed.
+    @Test func workerSchedulingFollowsTheReplyModeUnlessSet() throws {
+        for (arguments, expected) in [([String](), 3), (["--reply", "result"], 0),
+                                      (["--reply", "result", "--worker-sched", "batch"], 3),
+                                      (["--worker-sched", "normal"], 0)] {
+            let server = try TestServer(arguments + ["--workers", "2"])
+            defer { server.stop() }
+            let pids = S.waitForWorkerCount(server, 2)
+            #expect(pids != nil, "\(arguments): no workers")
+            for pid in pids ?? [] {
+                #expect(Self.schedulingPolicy(pid) == expected, "\(arguments): worker \(pid) has policy \(String(describing: Self.schedulingPolicy(pid)))")
+            }
+            #expect(Self.schedulingPolicy(server.pid) == 0, "the master keeps SCHED_OTHER")
+            #expect(server.logLines(containing: "pool started").first?.contains("worker-sched=\(expected == 3 ? "batch" : "normal")") == true)
+            S.expectCleanExit(server)
+        }
+    }
+
     @Test func malformedConfigFilesAreRefused() throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

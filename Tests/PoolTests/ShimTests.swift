@@ -481,6 +481,16 @@ private func currentThreadBlockedSignals() -> UInt64? {
 
     // MARK: Wait statuses
 
+    /// On this test thread only (the policy is per thread), and put back afterwards.
+    @Test func batchSchedulingSetAndReset() throws {
+        #expect(!ChildProcess.hasBatchScheduling)
+        try ChildProcess.setBatchScheduling(true)
+        #expect(ChildProcess.hasBatchScheduling)
+        #expect(csysv_scheduling_policy() == 3)
+        try ChildProcess.setBatchScheduling(false)
+        #expect(!ChildProcess.hasBatchScheduling && csysv_scheduling_policy() == 0)
+    }
+
     @Test func waitStatusMacrosAndExitStatus() {
         // exit(3)
         let exited3: Int32 = 3 << 8

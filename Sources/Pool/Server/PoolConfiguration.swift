@@ -44,6 +44,22 @@ public struct PoolConfiguration: Sendable {
     /// next job, so short jobs do not wait behind long ones; see the README's trade-offs) and
     /// `round-robin` for `--reply ack` (the seed's).
     public var effectiveDispatch: DispatchStrategy { dispatch ?? (replyMode == .result ? .shared : .roundRobin) }
+
+    /// How the kernel schedules worker processes (`--worker-sched`).
+    public enum WorkerScheduling: String, Sendable, CaseIterable {
+        /// SCHED_OTHER, like any process.
+        case normal
+        /// SCHED_BATCH: the same share of CPU, but a worker that wakes up does not preempt the
+        /// running process (the master, mid-turn, or a client).
+        case batch
+    }
+
+    /// `--worker-sched`; `nil` = the default for the reply mode (`effectiveWorkerScheduling`).
+    public var workerScheduling: WorkerScheduling? = nil
+    /// As set, else `batch` for `--reply ack`, where the client has its answer before the worker
+    /// runs, so its wake-up should not interrupt the master answering others; `normal` for
+    /// `--reply result`, where the worker is what the client waits for.
+    public var effectiveWorkerScheduling: WorkerScheduling { workerScheduling ?? (replyMode == .ack ? .batch : .normal) }
     /// Number of worker processes, 1…1024 (`--workers`).
     public var workers: Int = 3
     /// The client protocol on the listening socket (`--protocol`).

@@ -17,6 +17,8 @@ struct WorkerEnvironment {
     var batchNanoseconds: Int64
     /// Jobs to handle before exiting for recycling (`nil` = forever).
     var jobLimit: Int?
+    /// Run under SCHED_BATCH (`--worker-sched batch`).
+    var batchScheduling: Bool
     var makeHandler: MessageHandlerFactory
     var logger: Logger
     /// Descriptors the worker keeps; every other inherited fd (listener, clients) is closed.
@@ -39,6 +41,12 @@ enum WorkerExit {
 func runWorker(_ env: WorkerEnvironment) -> Never {
     ChildProcess.closeDescriptors(except: env.keepDescriptors)
     ChildProcess.setName("pool-worker")
+    // A forked child keeps the parent's policy (SCHED_OTHER), so only batch needs setting.
+    if env.batchScheduling {
+        do { try ChildProcess.setBatchScheduling(true) } catch {
+            env.logger.warning("cannot switch to SCHED_BATCH; running as a normal process", metadata: ["error": "\(error)"])
+        }
+    }
     LogFile.enableReopenOnSignal()
     // SIGTERM asks for a graceful exit: finish the job in hand, then leave (jobs of the message
     // not yet started are run elsewhere by the master). That is how the master retires one

@@ -89,6 +89,19 @@ public enum ChildProcess {
         _ = keep.withUnsafeBufferPointer { csysv_close_fds_except($0.baseAddress, Int32($0.count)) }
     }
 
+    /// Puts the calling process under SCHED_BATCH (`batch`) or back under SCHED_OTHER: a batch
+    /// process gets its full share of CPU, but its wake-ups do not preempt the running process.
+    ///
+    /// The corresponding C function is `sched_setscheduler`.
+    public static func setBatchScheduling(_ batch: Bool) throws {
+        _ = try valueOrErrno("sched_setscheduler") { csysv_set_batch_scheduling(batch ? 1 : 0) }.get()
+    }
+
+    /// Whether the calling process runs under SCHED_BATCH.
+    ///
+    /// The corresponding C function is `sched_getscheduler`.
+    public static var hasBatchScheduling: Bool { csysv_scheduling_policy() == SCHED_BATCH }
+
     /// Names the calling process for `ps`/`top` (truncated to 15 bytes by the kernel).
     ///
     /// The corresponding C function is `prctl(PR_SET_NAME)`.
