@@ -98,9 +98,13 @@ final class Connection {
     }
 
     private func advanceHead() {
+        // The body was handed out (or never stored); do not keep it alive in a dead entry.
+        if !pending[pendingHead].body.isEmpty { pending[pendingHead].body = [] }
         pendingHead += 1
         headSequence += 1
-        if pendingHead == pending.count {
+        // Compacting costs as much for one dead entry as for many: do it every 32 requests on
+        // an idle connection, or once 1024 have piled up before live ones.
+        if pendingHead == pending.count && pendingHead >= 32 {
             pending.removeAll(keepingCapacity: pending.count <= 64)
             pendingHead = 0
         } else if pendingHead >= 1024 {

@@ -75,6 +75,8 @@ final class Master {
     let batchCapacity: Int
     let batchByteLimit: Int
     @exclusivity(unchecked) var dirty: [Connection] = []
+    /// The dirty list being flushed (its storage is reused turn after turn).
+    @exclusivity(unchecked) var flushing: [Connection] = []
     let sendBuffer: MessageBuffer
     let receiveBuffer: MessageBuffer
     @exclusivity(unchecked) var responseScratch: [UInt8] = []
@@ -777,9 +779,10 @@ final class Master {
 
     func flushDirty() {
         guard !dirty.isEmpty else { return }
-        let batch = dirty
-        dirty.removeAll(keepingCapacity: true)
-        for connection in batch {
+        // Swapped, not copied: a copy would make the next append allocate a new array (COW).
+        swap(&dirty, &flushing)
+        defer { flushing.removeAll(keepingCapacity: true) }
+        for connection in flushing {
             connection.isDirty = false
             guard connections[connection.key] != nil else { continue }
             flush(connection)
