@@ -188,7 +188,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Connections beyond this are answered busy and closed.")
     var maxConnections = 10_000
 
-    @Option(name: .long, help: "Result mode: requests held while all queues are full, before answering busy.")
+    @Option(name: .long, help: "Requests held while all queues are full (their clients wait), before answering busy; 0 answers busy at once.")
     var maxBacklog = 10_000
 
     @Option(name: .long, help: "Seconds of work batched into one queue message, and of replies held by a worker to send together (0: no batching).")

@@ -278,12 +278,13 @@ extension OneshotShutdownSuites {
 
         // MARK: - Busy
 
-        /// One hung worker, a queue of 8192 bytes and ~4000-byte messages: the queue fills, the next
-        /// message is answered `error: busy`, and the `ok`s are exactly the messages queued (the hang,
-        /// taken by the worker, plus what sits in the queue). Busy messages are not queued.
+        /// One hung worker, a queue of 8192 bytes and ~4000-byte messages, and `--max-backlog 0` (no
+        /// client may wait for room): the queue fills, the next message is answered `error: busy`,
+        /// and the `ok`s are exactly the messages queued (the hang, taken by the worker, plus what
+        /// sits in the queue). Busy messages are not queued.
         @Test func fullQueueAnswersBusyAndEveryOkIsQueued() throws {
             let server = try TestServer(["--workers", "1", "--handler", "sim", "--queue-bytes", "8192",
-                                         "--shutdown-timeout", "1"])
+                                         "--shutdown-timeout", "1", "--max-backlog", "0"])
             defer { server.stop() }
             #expect(waitUntil { server.workerPIDs.count == 1 })
             let worker = try #require(server.workerPIDs.first)
@@ -329,6 +330,44 @@ extension OneshotShutdownSuites {
             server.signal(SIGINT)
             let exitStatus = S.waitForExit(server, timeout: 30)
             #expect(exitStatus == 0 || exitStatus == 1, "exit status \(String(describing: exitStatus))")
+            S.expectNothingLeft(socketPath: server.socketPath, queueIDs: server.queueIDs, masterPID: server.pid, workers: workers)
+        }
+
+        /// The same full queue with the default --max-backlog: the next client is not answered
+        /// busy but waits (backpressure) and gets its `ok` once the worker has made room — and a
+        /// client that gives up while waiting has its message dropped, never run.
+        @Test func fullQueueHoldsTheClientUntilThereIsRoom() throws {
+            let server = try TestServer(["--workers", "1", "--handler", "sim", "--queue-bytes", "8192",
+                                         "--shutdown-timeout", "5"])
+            defer { server.stop() }
+            #expect(waitUntil { server.workerPIDs.count == 1 })
+            let worker = try #require(server.workerPIDs.first)
+            let queue = MessageQueue(id: try #require(server.queueIDs.first))
+
+            #expect(try S.oneshot(server.socketPath, "sleep:1500") == "ok")
+            #expect(waitUntil { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID == worker } ?? false },
+                    "the worker should have taken the sleep")
+            // Two messages fill the 8192 bytes exactly: not even a 5-byte one fits after them.
+            let size = 4096 - JobCodec.headerBytes
+            let capacity = 8192 / (size + JobCodec.headerBytes)
+            for index in 0..<capacity {
+                #expect(try S.oneshot(server.socketPath, String(repeating: Character(Unicode.Scalar(UInt8(65 + index))), count: size)) == "ok")
+            }
+            #expect(try queue.status().messages == capacity && queue.status().bytes == 8192)
+
+            // The queue is full while the worker sleeps. A client that stops waiting after 0.2 s
+            // leaves a message that must not run: "crash" would take the worker down.
+            #expect(throws: (any Error).self) { try PoolClient.oneshot(socketPath: server.socketPath, message: "crash".bytes, timeout: 0.2) }
+            // This one waits, and is acknowledged once the worker, awake again, takes a message.
+            let reply = try S.oneshot(server.socketPath, String(repeating: "w", count: size), timeout: 30)
+            #expect(reply == "ok", "a full queue should hold the client, not answer \(reply)")
+            #expect(waitUntil(timeout: 20) { (try? queue.status())?.messages == 0 }, "the queue should drain")
+            usleep(300_000)
+            #expect(server.workerPIDs == [worker], "the abandoned \"crash\" ran: the worker changed")
+            #expect(server.logLines(containing: "worker exited").isEmpty, "no worker may have died:\n\(server.log)")
+            let workers = server.workerPIDs
+            server.signal(SIGTERM)
+            S.expectExit(server, status: 0)
             S.expectNothingLeft(socketPath: server.socketPath, queueIDs: server.queueIDs, masterPID: server.pid, workers: workers)
         }
 

@@ -29,13 +29,15 @@ final class Master {
         var sequence: UInt64
     }
 
-    /// A job held in the master while every queue is full (result mode), or taken back from a
-    /// worker that died before starting it.
+    /// A job held in the master while every queue is full, or taken back from a worker that died
+    /// before starting it.
     struct Held {
         var id: UInt64
         var payload: [UInt8]
         /// Ack mode: already answered `ok`, so it must run — it has no route to check.
         var acknowledged = false
+        /// Ack mode: the client still waits for its `ok`, given when the job is queued.
+        var ack: JobBatch.Ack? = nil
     }
 
     enum Token {
@@ -177,7 +179,10 @@ final class Master {
         var until = nextIdleScan - now
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
-        if !held.isEmpty || phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
+        if phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
+        // Held jobs: result mode retries whenever replies arrive (and every 5 ms); ack mode has
+        // no replies to wake it, so it looks for room every millisecond while clients wait.
+        if !held.isEmpty { until = min(until, configuration.replyMode == .ack ? 1_000_000 : 5_000_000) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if batches.contains(where: { !$0.isEmpty }) { until = 0 }
         if configuration.jobTimeout != nil { until = min(until, 100_000_000) }
@@ -537,8 +542,13 @@ final class Master {
         }
         switch configuration.replyMode {
         case .ack:
-            // Answered when its batch is queued (`flush`), in this loop turn.
-            if !stage(id: id, payload: payload, ack: JobBatch.Ack(connection: connection.key, sequence: sequence)) {
+            // Answered when its batch is queued (`flush`): in this loop turn, or, while every
+            // queue is full, once a queue has room (the client waits: backpressure).
+            let ack = JobBatch.Ack(connection: connection.key, sequence: sequence)
+            if held.isEmpty, stage(id: id, payload: payload, ack: ack) { return }
+            if held.count < configuration.maxBacklog {
+                hold(Held(id: id, payload: Array(payload), ack: ack))
+            } else {
                 answerBusy(connection.key, sequence, id: id)
             }
         case .result:
@@ -611,7 +621,11 @@ final class Master {
         }
         for entry in batch.entries {
             if let ack = entry.ack {
-                answerBusy(ack.connection, ack.sequence, id: entry.id)
+                if held.count < configuration.maxBacklog {
+                    hold(Held(id: entry.id, payload: batch.payload(of: entry), ack: ack))
+                } else {
+                    answerBusy(ack.connection, ack.sequence, id: entry.id)
+                }
             } else if configuration.replyMode == .ack {
                 held.append(Held(id: entry.id, payload: batch.payload(of: entry), acknowledged: true))
             } else if held.count < configuration.maxBacklog {
@@ -624,9 +638,20 @@ final class Master {
         return false
     }
 
-    /// Ack mode: no queue took the job.
+    /// Ack mode: holds a job whose client waits for its `ok`. Its connection is watched meanwhile
+    /// (a oneshot client's usually is not: its answer comes in the same turn), so a client that
+    /// hangs up is noticed and its job dropped instead of run.
+    func hold(_ job: Held) {
+        held.append(job)
+        if let ack = job.ack, let connection = connections[ack.connection], !connection.hungUp,
+           !connection.registered || !connection.interest.contains(.readable) {
+            watch(connection, connection.interest.union(.readable))
+        }
+    }
+
+    /// Ack mode: no queue took the job and --max-backlog jobs already wait.
     func answerBusy(_ key: UInt64, _ sequence: UInt64, id: UInt64) {
-        logger.warning("every worker queue is full; answering busy", metadata: ["job": "\(id)"])
+        logger.warning("every worker queue is full and --max-backlog is reached; answering busy", metadata: ["job": "\(id)"])
         guard let connection = connections[key] else { return }
         answer(connection, sequence, .busy, [])
     }
@@ -634,7 +659,15 @@ final class Master {
     /// Moves held jobs, oldest first, into batches until a queue is full again.
     func dispatchHeld() {
         while let job = held.first {
-            if !job.acknowledged {
+            if let ack = job.ack {
+                guard let connection = connections[ack.connection], !connection.hungUp else {
+                    // Its client left before its `ok`: nothing was promised, so nothing is run,
+                    // and no answer will ever come to close a hung-up connection by.
+                    held.removeFirst()
+                    if let connection = connections[ack.connection] { close(connection, reason: "client left while its message was held") }
+                    continue
+                }
+            } else if !job.acknowledged {
                 guard let route = routes[job.id], connections[route.connection] != nil else {
                     // Its client left: do not spend a worker on it.
                     routes.removeValue(forKey: job.id)
@@ -649,7 +682,7 @@ final class Master {
                 guard flush(slot) else { return }
             }
             held.removeFirst()
-            job.payload.withUnsafeBytes { batch.append(id: job.id, payload: $0, ack: nil) }
+            job.payload.withUnsafeBytes { batch.append(id: job.id, payload: $0, ack: job.ack) }
         }
     }
 

@@ -80,7 +80,8 @@ public struct PoolConfiguration: Sendable {
     public var maxInflight: Int = 64
     /// Connections beyond this get a busy answer and are closed.
     public var maxConnections: Int = 10_000
-    /// Result mode: requests held in the master while every queue is full, before answering busy.
+    /// Requests held in the master while every queue is full, before answering busy (ack mode's
+    /// clients wait for their `ok` meanwhile; result mode's for their result).
     public var maxBacklog: Int = 10_000
     /// Batching: about this many seconds of work (at the workers' average job time) travel in one
     /// queue message, and a worker holds finished replies about this long to send them together.

@@ -42,7 +42,7 @@ public struct StatusReport: Sendable {
     public var activeConnections: Int
     /// Responses written, by status name (ok, busy, …).
     public var responses: [(status: String, count: Int)]
-    /// Result mode: requests held in the master because every queue was full (at most `--max-backlog`).
+    /// Requests held in the master because every queue was full (at most `--max-backlog`).
     public var heldRequests: Int
     /// Whether a rolling restart (SIGHUP or `reload`) is in progress.
     public var rollingRestart: Bool
