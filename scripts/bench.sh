@@ -357,6 +357,12 @@ pick_median() {
     jq -s "sort_by($key) | .[length / 2 | floor] + {rounds: length}" "$@" >"$out"
 }
 
+# pick_rounds PREFIX KEY — of the rounds PREFIX-N.json, the median by KEY becomes PREFIX.json.
+pick_rounds() {
+    local files=("$1-"*.json)
+    if [[ -f ${files[0]} ]]; then pick_median "$1.json" "$2" "${files[@]}"; fi
+}
+
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
 
 # mem_sample STAGE — the running pool-server's master VmRSS and VmHWM, its open descriptors and
@@ -439,8 +445,7 @@ if part scale; then
     done
     PART_COMMANDS+=("    pool (one per round, both loads): $(quote "${pool_framed[@]}")")
     for c in 8 "$SCALE_CONNECTIONS"; do
-        files=("$TMP/scale-$c-"*.json)
-        if [[ -f ${files[0]} ]]; then pick_median "$TMP/scale-$c.json" '.ok_per_second // 0' "${files[@]}"; fi
+        pick_rounds "$TMP/scale-$c" '.ok_per_second // 0'
     done
 fi
 
@@ -477,8 +482,7 @@ if part skew; then
                 stop_server
             done
             for load in $loads; do
-                files=("$TMP/skew-$setup-$mode-$load-"*.json)
-                if [[ -f ${files[0]} ]]; then pick_median "$TMP/skew-$setup-$mode-$load.json" '.latency_non_skew_us.p99 // 1e18' "${files[@]}"; fi
+                pick_rounds "$TMP/skew-$setup-$mode-$load" '.latency_non_skew_us.p99 // 1e18'
             done
         done
     done
@@ -500,8 +504,7 @@ if part sizes; then
         stop_server
     done
     for size in $SIZES; do
-        files=("$TMP/size-$size-"*.json)
-        if [[ -f ${files[0]} ]]; then pick_median "$TMP/size-$size.json" '.ok_per_second // 0' "${files[@]}"; fi
+        pick_rounds "$TMP/size-$size" '.ok_per_second // 0'
     done
 fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
