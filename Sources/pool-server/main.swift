@@ -164,7 +164,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "How a worker is chosen: round-robin, least-busy, or shared (one queue all workers read). Default: shared with --reply result, round-robin with --reply ack.")
     var dispatch: DispatchChoice?
 
-    @Option(name: .long, help: "Kernel scheduling of workers: normal, or batch (SCHED_BATCH: a waking worker does not preempt the master). Default: batch with --reply ack, normal with --reply result.")
+    @Option(name: .long, help: "Kernel scheduling of workers: normal (SCHED_OTHER) or batch (SCHED_BATCH: a waking worker does not preempt the master). Default: batch with --reply ack; with --reply result workers keep the master's policy.")
     var workerSched: WorkerSchedChoice?
 
     @Option(name: .long, help: "Largest message in bytes (default: msgmax minus the 16-byte record header).")

@@ -268,6 +268,32 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// Ack mode, one worker asleep, a queue that holds two of these messages: the rest wait in the
+    /// master (the client gets each `ok` when its message is queued, never *busy*), and the worker
+    /// runs them in the order they were sent — jobs put back after a failed send keep their place.
+    @Test func ackModeHeldMessagesKeepTheirOrder() throws {
+        let server = try TestServer(["--protocol", "framed", "--handler", "sim", "--workers", "1",
+                                     "--queue-bytes", "8192", "--log-level", "debug"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = ["sleep:400".bytes] + (0..<12).map { Array("m\($0)-".utf8) + FramedSupport.randomBytes(3000) }
+        let responses = try client.pipeline(payloads)
+        #expect(responses.map(\.frame) == payloads.map { _ in Frame(status: 0, body: []) }, "every message acknowledged ok")
+        // Job ids are given in arrival order; the worker logs each as it finishes it.
+        var handled: [Int] = []
+        _ = waitUntil(timeout: 20) {
+            handled = server.log.split(separator: "\n").compactMap { line -> Int? in
+                guard let range = line.range(of: "handled job ") else { return nil }
+                return Int(line[range.upperBound...].prefix { $0.isNumber })
+            }
+            return handled.count >= payloads.count
+        }
+        #expect(handled.count == payloads.count, "handled: \(handled)")
+        #expect(handled == handled.sorted(), "the worker ran them out of order: \(handled)")
+        #expect(!server.log.contains("answering busy"))
+        client.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     @Test func garbageLengthIsBadRequestThenClose() throws {
         let server = try TestServer(Self.resultEcho)
         let connection = try RawConnection(path: server.socketPath)

@@ -11,9 +11,10 @@ struct ConnectionTable {
     private var generation: UInt64 = 1
     private(set) var count = 0
 
-    /// Keys never collide with the loop's fixed epoll tokens, which are below 2³².
+    /// Keys never collide with the loop's fixed epoll tokens, which are below 2³²: the generation
+    /// runs from 1 to 2³¹ − 1 and starts again at 1.
     mutating func makeKey(fd: Int32) -> UInt64 {
-        defer { generation &+= 1 }
+        defer { generation = generation == (1 << 31) - 1 ? 1 : generation + 1 }
         return generation << 32 | UInt64(UInt32(bitPattern: fd))
     }
 

@@ -386,6 +386,8 @@ final class Master {
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)])
                 accept(request: payload, tag: tag, on: connection)
                 connection.input.consume(start + length)
+                // Closed meanwhile (an epoll_ctl failure): nobody is left to answer.
+                if connections[connection.key] == nil { return }
             case .incomplete:
                 return
             case .tooLarge(let length):
@@ -547,7 +549,8 @@ final class Master {
             let ack = JobBatch.Ack(connection: connection.key, sequence: sequence)
             if held.isEmpty, stage(id: id, payload: payload, ack: ack) { return }
             if held.count < configuration.maxBacklog {
-                hold(Held(id: id, payload: Array(payload), ack: ack))
+                held.append(Held(id: id, payload: Array(payload), ack: ack))
+                watchWhileHeld(ack)
             } else {
                 answerBusy(connection.key, sequence, id: id)
             }
@@ -566,11 +569,14 @@ final class Master {
     }
 
     /// Adds a job to the batch of the slot the dispatcher chooses, sending that batch first if
-    /// the job does not fit. Returns false if no slot takes work.
+    /// the job does not fit. Returns false if no slot takes work, or if that send found every
+    /// queue full: the batch's jobs are held then, and this one must wait behind them.
     func stage(id: UInt64, payload: UnsafeRawBufferPointer, ack: JobBatch.Ack?) -> Bool {
         guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return false }
         let batch = batch(for: slot)
-        if !batch.fits(payload: payload.count, recordLimit: recordLimit) { flush(slot) }
+        if !batch.fits(payload: payload.count, recordLimit: recordLimit) {
+            guard flush(slot) else { return false }
+        }
         batch.append(id: id, payload: payload, ack: ack)
         return true
     }
@@ -619,33 +625,38 @@ final class Master {
             }
             return true
         }
+        // No queue took the message. With --max-backlog 0 its clients are answered busy at once.
+        // Otherwise its jobs go back to the front of `held`, in order: they are older than anything
+        // held since (staged while nothing was held, or taken from `held`) and were admitted under
+        // the backlog already, so none is refused now (`held` may exceed --max-backlog by at most
+        // the jobs of one message per worker).
+        var keep: [JobBatch.Entry] = []
         for entry in batch.entries {
-            if let ack = entry.ack {
-                if held.count < configuration.maxBacklog {
-                    hold(Held(id: entry.id, payload: batch.payload(of: entry), ack: ack))
-                } else {
-                    answerBusy(ack.connection, ack.sequence, id: entry.id)
-                }
-            } else if configuration.replyMode == .ack {
-                held.append(Held(id: entry.id, payload: batch.payload(of: entry), acknowledged: true))
-            } else if held.count < configuration.maxBacklog {
-                held.append(Held(id: entry.id, payload: batch.payload(of: entry)))
-            } else if let route = routes.removeValue(forKey: entry.id) {
-                logger.warning("every worker queue is full and --max-backlog is reached; answering busy", metadata: ["job": "\(entry.id)"])
+            if configuration.maxBacklog == 0, let ack = entry.ack {
+                answerBusy(ack.connection, ack.sequence, id: entry.id)
+            } else if configuration.maxBacklog == 0, configuration.replyMode == .result, let route = routes.removeValue(forKey: entry.id) {
+                logger.warning("every worker queue is full and --max-backlog is 0; answering busy", metadata: ["job": "\(entry.id)"])
                 deliver(route, status: .busy, body: [])
+            } else {
+                keep.append(entry)
             }
         }
+        for entry in keep.reversed() {
+            held.prepend(Held(id: entry.id, payload: batch.payload(of: entry),
+                              acknowledged: entry.ack == nil && configuration.replyMode == .ack, ack: entry.ack))
+        }
+        for entry in keep { if let ack = entry.ack { watchWhileHeld(ack) } }
         return false
     }
 
-    /// Ack mode: holds a job whose client waits for its `ok`. Its connection is watched meanwhile
-    /// (a oneshot client's usually is not: its answer comes in the same turn), so a client that
-    /// hangs up is noticed and its job dropped instead of run.
-    func hold(_ job: Held) {
-        held.append(job)
-        if let ack = job.ack, let connection = connections[ack.connection], !connection.hungUp,
-           !connection.registered || !connection.interest.contains(.readable) {
-            watch(connection, connection.interest.union(.readable))
+    /// Ack mode: a client waits for its `ok` while its job is held. A oneshot connection answered
+    /// within its first turn is never registered with epoll; this one must be, so that a hang-up is
+    /// noticed and the job dropped instead of run. Registered with no events: epoll reports
+    /// EPOLLHUP and EPOLLERR regardless, and asking for readability could make an end of stream
+    /// (or a framed client at --max-inflight) wake the loop on every turn.
+    func watchWhileHeld(_ ack: JobBatch.Ack) {
+        if let connection = connections[ack.connection], !connection.registered, !connection.hungUp {
+            watch(connection, [])
         }
     }
 

@@ -56,10 +56,11 @@ public struct PoolConfiguration: Sendable {
 
     /// `--worker-sched`; `nil` = the default for the reply mode (`effectiveWorkerScheduling`).
     public var workerScheduling: WorkerScheduling? = nil
-    /// As set, else `batch` for `--reply ack`, where the client has its answer before the worker
-    /// runs, so its wake-up should not interrupt the master answering others; `normal` for
-    /// `--reply result`, where the worker is what the client waits for.
-    public var effectiveWorkerScheduling: WorkerScheduling { workerScheduling ?? (replyMode == .ack ? .batch : .normal) }
+    /// The policy workers switch to: as set, else `batch` for `--reply ack`, where the client has
+    /// its answer before the worker runs, so its wake-up should not interrupt the master answering
+    /// others. `nil` for `--reply result` unless set: the worker is what the client waits for, and
+    /// it keeps whatever policy the master was started with (`chrt`, systemd's CPUSchedulingPolicy).
+    public var effectiveWorkerScheduling: WorkerScheduling? { workerScheduling ?? (replyMode == .ack ? .batch : nil) }
     /// Number of worker processes, 1…1024 (`--workers`).
     public var workers: Int = 3
     /// The client protocol on the listening socket (`--protocol`).

@@ -99,7 +99,7 @@ public final class PoolServer {
             "pid": "\(getpid())", "socket": "\(configuration.socketPath)", "workers": "\(configuration.workers)",
             "protocol": "\(configuration.wireProtocol)", "reply": "\(configuration.replyMode)",
             "dispatch": "\(configuration.effectiveDispatch.rawValue)",
-            "worker-sched": "\(configuration.effectiveWorkerScheduling.rawValue)",
+            "worker-sched": "\(configuration.effectiveWorkerScheduling?.rawValue ?? "inherited")",
             "max-message": "\(maxMessage)", "queue-bytes": "\(supervisor.grantedQueueBytes)",
             "queues": "\(supervisor.slots.map(\.queue.id))", "limits": "\(limits)",
         ])

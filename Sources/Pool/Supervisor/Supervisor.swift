@@ -186,7 +186,7 @@ final class Supervisor {
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
             scoreboard: scoreboard, inboxes: inboxes, messageCapacity: limits.maxMessageBytes,
             batchNanoseconds: Int64(configuration.batchTime * 1e9), jobLimit: limit,
-            batchScheduling: configuration.effectiveWorkerScheduling == .batch,
+            scheduling: configuration.effectiveWorkerScheduling,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
         // Reset the slot's scoreboard before the fork: the child may take and finish a job before
         // the parent runs again, and a reset after that would erase its busy state and job count.

@@ -17,8 +17,8 @@ struct WorkerEnvironment {
     var batchNanoseconds: Int64
     /// Jobs to handle before exiting for recycling (`nil` = forever).
     var jobLimit: Int?
-    /// Run under SCHED_BATCH (`--worker-sched batch`).
-    var batchScheduling: Bool
+    /// The policy to switch to (`--worker-sched`); `nil`: keep the master's.
+    var scheduling: PoolConfiguration.WorkerScheduling?
     var makeHandler: MessageHandlerFactory
     var logger: Logger
     /// Descriptors the worker keeps; every other inherited fd (listener, clients) is closed.
@@ -41,10 +41,11 @@ enum WorkerExit {
 func runWorker(_ env: WorkerEnvironment) -> Never {
     ChildProcess.closeDescriptors(except: env.keepDescriptors)
     ChildProcess.setName("pool-worker")
-    // A forked child keeps the parent's policy (SCHED_OTHER), so only batch needs setting.
-    if env.batchScheduling {
-        do { try ChildProcess.setBatchScheduling(true) } catch {
-            env.logger.warning("cannot switch to SCHED_BATCH; running as a normal process", metadata: ["error": "\(error)"])
+    // A forked child starts with the master's policy; switch only when one was chosen.
+    if let scheduling = env.scheduling {
+        do { try ChildProcess.setBatchScheduling(scheduling == .batch) } catch {
+            env.logger.warning("cannot switch the worker's scheduling policy; keeping the master's",
+                               metadata: ["wanted": "\(scheduling.rawValue)", "error": "\(error)"])
         }
     }
     LogFile.enableReopenOnSignal()
