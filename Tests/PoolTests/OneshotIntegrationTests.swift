@@ -344,7 +344,9 @@ extension OneshotShutdownSuites {
             let worker = try #require(server.workerPIDs.first)
             let queue = MessageQueue(id: try #require(server.queueIDs.first))
 
-            #expect(try S.oneshot(server.socketPath, "sleep:1500") == "ok")
+            // Long enough that the queue is still full when the client below gives up, even on a
+            // loaded machine.
+            #expect(try S.oneshot(server.socketPath, "sleep:3000") == "ok")
             #expect(waitUntil { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID == worker } ?? false },
                     "the worker should have taken the sleep")
             // Two messages fill the 8192 bytes exactly: not even a 5-byte one fits after them.
