@@ -505,7 +505,10 @@ static inline int64_t csysv_slot_average_ns(const csysv_slot *s) { return __atom
 /// finds the reply, or the worker rings.
 typedef struct csysv_master_hint {
     uint32_t asleep;
-    uint32_t reserved[15];  ///< a cache line of its own
+    /// Ack mode: clients wait for queue room (jobs held in the master). The same pair: the master
+    /// stores it and then tries to send; a worker takes a message and then loads it.
+    uint32_t wants_room;
+    uint32_t reserved[14];  ///< a cache line of its own
 } csysv_master_hint;
 
 _Static_assert(sizeof(csysv_master_hint) == 64, "csysv_master_hint layout is shared between processes");
@@ -520,6 +523,17 @@ static inline void csysv_master_hint_set(csysv_master_hint *h, uint32_t asleep) 
 static inline uint32_t csysv_master_hint_asleep(const csysv_master_hint *h) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return __atomic_load_n(&h->asleep, __ATOMIC_SEQ_CST);
+}
+/// Master: about to retry held jobs and then sleep (1), or nothing held (0).
+/// Why C: a sequentially consistent store and fence on shared memory.
+static inline void csysv_master_hint_set_wants_room(csysv_master_hint *h, uint32_t wants) {
+    __atomic_store_n(&h->wants_room, wants, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+/// Worker, after taking a message off its queue: whether it must ring. Why C: a fence and a load.
+static inline uint32_t csysv_master_hint_wants_room(const csysv_master_hint *h) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return __atomic_load_n(&h->wants_room, __ATOMIC_SEQ_CST);
 }
 
 #endif

@@ -820,6 +820,14 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(board.masterMayBeAsleep)
         board.setMasterAsleep(false)
         #expect(!board.masterMayBeAsleep)
+        // The second flag, "wants room", is independent of the first.
+        #expect(!board.masterWantsRoom)
+        board.setMasterWantsRoom(true)
+        #expect(board.masterWantsRoom && !board.masterMayBeAsleep)
+        board.setMasterAsleep(true)
+        board.setMasterWantsRoom(false)
+        #expect(!board.masterWantsRoom && board.masterMayBeAsleep)
+        board.setMasterAsleep(false)
     }
 
     @Test func eventFDRingAndDrain() throws {

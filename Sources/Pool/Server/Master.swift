@@ -77,6 +77,8 @@ final class Master {
     let batchCapacity: Int
     let batchByteLimit: Int
     @exclusivity(unchecked) var dirty: [Connection] = []
+    /// `setMasterWantsRoom(true)` is in force (jobs held for lack of queue room).
+    @exclusivity(unchecked) var wantsRoom = false
     /// The dirty list being flushed (its storage is reused turn after turn).
     @exclusivity(unchecked) var flushing: [Connection] = []
     let sendBuffer: MessageBuffer
@@ -169,6 +171,18 @@ final class Master {
             flushDirty()
             flushBatches()
             flushDirty()
+            if !held.isEmpty {
+                // Jobs wait for queue room. Workers ring the doorbell when they take a message
+                // while this is set; room made before they could see it is found by this retry
+                // (the same fenced pair as `setMasterAsleep`).
+                if !wantsRoom { scoreboard.setMasterWantsRoom(true); wantsRoom = true }
+                dispatchHeld()
+                flushBatches()
+                flushDirty()
+            } else if wantsRoom {
+                scoreboard.setMasterWantsRoom(false)
+                wantsRoom = false
+            }
         }
         return finish()
     }
@@ -180,9 +194,9 @@ final class Master {
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
         if phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
-        // Held jobs: result mode retries whenever replies arrive (and every 5 ms); ack mode has
-        // no replies to wake it, so it looks for room every millisecond while clients wait.
-        if !held.isEmpty { until = min(until, configuration.replyMode == .ack ? 1_000_000 : 5_000_000) }
+        // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; the
+        // 5 ms timer is a safety net.
+        if !held.isEmpty { until = min(until, 5_000_000) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if batches.contains(where: { !$0.isEmpty }) { until = 0 }
         if configuration.jobTimeout != nil { until = min(until, 100_000_000) }

@@ -110,11 +110,12 @@ final class Supervisor {
                 created.append(queue)
                 _ = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: nil)
                 replyQueue = queue
-                doorbell = try EventFD.create()
             } else {
                 replyQueue = nil
-                doorbell = nil
             }
+            // Workers ring it: after a reply the master may be asleep for (result mode), and after
+            // taking a message while the master holds jobs for lack of room (ack mode).
+            doorbell = try EventFD.create()
         } catch {
             for queue in created { try? queue.remove() }
             throw error

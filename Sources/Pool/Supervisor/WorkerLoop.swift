@@ -5,7 +5,8 @@ import Logging
 struct WorkerEnvironment {
     var slot: Int
     var queue: MessageQueue
-    /// Result mode: where replies go, and the doorbell that wakes the master.
+    /// Result mode: where replies go. The doorbell wakes the master (for replies, and for room in
+    /// the queues when it holds jobs).
     var replyQueue: MessageQueue?
     var doorbell: EventFD?
     var scoreboard: Scoreboard
@@ -93,6 +94,8 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
             logger.warning("ignoring queue message of unknown type \(type)")
             continue
         }
+        // Taking the message made room in the queue; the master may be asleep waiting for some.
+        if env.scoreboard.masterWantsRoom { env.doorbell?.ring() }
         let text = UnsafeRawBufferPointer(inbox.text)
         var offset = 0
         var index = 0
