@@ -513,27 +513,18 @@ typedef struct csysv_master_hint {
 
 _Static_assert(sizeof(csysv_master_hint) == 64, "csysv_master_hint layout is shared between processes");
 
-/// Master: about to look at the reply queue and then sleep (1), or awake (0).
-/// Why C: a sequentially consistent store and fence on shared memory.
-static inline void csysv_master_hint_set(csysv_master_hint *h, uint32_t asleep) {
-    __atomic_store_n(&h->asleep, asleep, __ATOMIC_SEQ_CST);
+/// Sets a flag of the hint (`asleep`: the master is about to look at the reply queue and then
+/// sleep; `wants_room`: it is about to retry held jobs and then sleep), the writing half of the
+/// pair. Why C: a sequentially consistent store and fence on shared memory.
+static inline void csysv_hint_flag_set(uint32_t *flag, uint32_t value) {
+    __atomic_store_n(flag, value, __ATOMIC_SEQ_CST);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
-/// Worker, after sending a reply: whether it must ring. Why C: a fence and an atomic load.
-static inline uint32_t csysv_master_hint_asleep(const csysv_master_hint *h) {
+/// Reads a flag of the hint after a worker's own step (a reply sent, a message taken): whether it
+/// must ring. Why C: a fence and an atomic load.
+static inline uint32_t csysv_hint_flag_get(const uint32_t *flag) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return __atomic_load_n(&h->asleep, __ATOMIC_SEQ_CST);
-}
-/// Master: about to retry held jobs and then sleep (1), or nothing held (0).
-/// Why C: a sequentially consistent store and fence on shared memory.
-static inline void csysv_master_hint_set_wants_room(csysv_master_hint *h, uint32_t wants) {
-    __atomic_store_n(&h->wants_room, wants, __ATOMIC_SEQ_CST);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
-/// Worker, after taking a message off its queue: whether it must ring. Why C: a fence and a load.
-static inline uint32_t csysv_master_hint_wants_room(const csysv_master_hint *h) {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return __atomic_load_n(&h->wants_room, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
 }
 
 #endif

@@ -253,21 +253,31 @@ bench_args() {
     if (( idle > 0 )); then BENCH_ARGS+=(--idle-connections "$idle"); fi
 }
 
+# run_bench JSON LABEL SECONDS ARGS... — pool-bench (--json --quiet, --server-pid) against the
+# running server, measuring SECONDS; its JSON in JSON, or {"failed": true}.
+run_bench() {
+    local json=$1 label=$2 seconds=$3
+    shift 3
+    timeout $(( ${seconds%.*} + ${WARMUP%.*} + 4 * TIMEOUT + 60 )) \
+        "$BIN/pool-bench" --socket "$SERVER_SOCKET" --server-pid "$SERVER_PID" --json --quiet "$@" \
+        >"$json" 2>"$TMP/logs/bench.err" || true
+    if ! jq -e .requests_per_second "$json" >/dev/null 2>&1; then
+        log "  $label: pool-bench failed: $(tail -n 2 "$TMP/logs/bench.err" | tr '\n' ' ')"
+        echo '{"failed": true}' >"$json"
+        return 0
+    fi
+    log "  $label: $(jq -r '"\(.requests_per_second | floor) req/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us"
+        + (if .latency_non_skew_us then ", non-skew p50 \(.latency_non_skew_us.p50) us, p99 \(.latency_non_skew_us.p99) us" else "" end)
+        + ", errors \(.errors_total), server \(.server.cpu_us_per_request) us/req"' "$json")"
+}
+
 # measure ROW KIND ROUND — run pool-bench against the running server; JSON in
 # $TMP/r$ROW-$KIND-$ROUND.json.
 measure() {
     local row=$1 kind=$2 round=$3
     bench_args "$row"
-    local json="$TMP/r$row-$kind-$round.json"
-    timeout $(( ${DURATION%.*} + ${WARMUP%.*} + 4 * TIMEOUT + 30 )) \
-        "$BIN/pool-bench" --socket "$SERVER_SOCKET" --server-pid "$SERVER_PID" --json --quiet "${BENCH_ARGS[@]}" \
-        >"$json" 2>"$TMP/logs/bench.err" || true
-    if ! jq -e .requests_per_second "$json" >/dev/null 2>&1; then
-        log "  $kind: pool-bench failed: $(tail -n 2 "$TMP/logs/bench.err" | tr '\n' ' ')"
-        echo '{"failed": true}' >"$json"
-        return 0
-    fi
-    log "  $(printf '%-5s' "$kind")$( (( ROUNDS > 1 )) && printf ' #%s' "$round") $(jq -r '"\(.requests_per_second | floor) req/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us, errors \(.errors_total), server \(.server.cpu_us_per_request) us/req"' "$json")"
+    run_bench "$TMP/r$row-$kind-$round.json" "$kind$( (( ROUNDS > 1 )) && printf ' #%s' "$round")" \
+        "$DURATION" "${BENCH_ARGS[@]}"
 }
 
 # run_server ROW KIND ROUND SOCKET DIR COMMAND... — start, measure, stop; a server that does not
@@ -332,23 +342,6 @@ def errs: if .failed then "pool-bench failed"
     elif (.errors_total // 0) == 0 then "0"
     else [.errors | to_entries[] | "\(.value) × \(.key)"] | join(", ") end;'
 
-# run_bench JSON LABEL ARGS... — pool-bench (--json --quiet, --server-pid) against the running
-# server; its JSON in JSON, or {"failed": true}.
-run_bench() {
-    local json=$1 label=$2
-    shift 2
-    timeout $(( ${PART_DURATION%.*} + ${WARMUP%.*} + 4 * TIMEOUT + 60 )) \
-        "$BIN/pool-bench" --socket "$SERVER_SOCKET" --server-pid "$SERVER_PID" --json --quiet "$@" \
-        >"$json" 2>"$TMP/logs/bench.err" || true
-    if ! jq -e .requests_per_second "$json" >/dev/null 2>&1; then
-        log "  $label: pool-bench failed: $(tail -n 2 "$TMP/logs/bench.err" | tr '\n' ' ')"
-        echo '{"failed": true}' >"$json"
-        return 0
-    fi
-    log "  $label: $(jq -r '"\(.requests_per_second | floor) req/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us"
-        + (if .latency_non_skew_us then ", non-skew p50 \(.latency_non_skew_us.p50) us, p99 \(.latency_non_skew_us.p99) us" else "" end)
-        + ", errors \(.errors_total), server \(.server.cpu_us_per_request) us/req"' "$json")"
-}
 
 # pick_median OUT KEY FILES... — the round with the median KEY (a jq expression) becomes OUT.
 pick_median() {
@@ -439,7 +432,7 @@ if part scale; then
             args=(--protocol framed --connections "$c" --depth 1 --payload 16 --duration "$PART_DURATION"
                   --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
             (( round == 1 )) && PART_COMMANDS+=("- scale, $c connections: pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
-            run_bench "$TMP/scale-$c-$round.json" "$c conn$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+            run_bench "$TMP/scale-$c-$round.json" "$c conn$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "$PART_DURATION" "${args[@]}"
         done
         stop_server
     done
@@ -477,7 +470,7 @@ if part skew; then
                     if [[ $mode == round-robin ]] && (( round == 1 )); then
                         PART_COMMANDS+=("    load ${c}×$d (every mode, one server per mode and round): pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
                     fi
-                    run_bench "$TMP/skew-$setup-$mode-$load-$round.json" "$proto/$skew_workers $mode ${c}×$d$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+                    run_bench "$TMP/skew-$setup-$mode-$load-$round.json" "$proto/$skew_workers $mode ${c}×$d$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "$PART_DURATION" "${args[@]}"
                 done
                 stop_server
             done
@@ -499,7 +492,7 @@ if part sizes; then
             args=(--protocol framed --connections 8 --depth 16 --payload "$size" --duration "$PART_DURATION"
                   --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
             (( round == 1 )) && PART_COMMANDS+=("    $size B: pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
-            run_bench "$TMP/size-$size-$round.json" "$size B$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "${args[@]}"
+            run_bench "$TMP/size-$size-$round.json" "$size B$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "$PART_DURATION" "${args[@]}"
         done
         stop_server
     done

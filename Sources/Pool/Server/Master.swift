@@ -193,10 +193,9 @@ final class Master {
         var until = nextIdleScan - now
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
-        if phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
-        // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; the
-        // 5 ms timer is a safety net.
-        if !held.isEmpty { until = min(until, 5_000_000) }
+        // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; for
+        // them the 5 ms timer is only a safety net.
+        if !held.isEmpty || phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if batches.contains(where: { !$0.isEmpty }) { until = 0 }
         if configuration.jobTimeout != nil { until = min(until, 100_000_000) }

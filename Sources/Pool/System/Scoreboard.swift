@@ -53,13 +53,13 @@ public final class Scoreboard {
     public func averageJobNanoseconds(_ slot: Int) -> Int64 { csysv_slot_average_ns(base + slot) }
 
     /// Master: set before its last look at the reply queue ahead of `epoll_wait`, cleared on waking.
-    public func setMasterAsleep(_ asleep: Bool) { csysv_master_hint_set(hint, asleep ? 1 : 0) }
+    public func setMasterAsleep(_ asleep: Bool) { csysv_hint_flag_set(&hint.pointee.asleep, asleep ? 1 : 0) }
     /// Worker, after sending replies: whether the master may be asleep, so the doorbell must ring.
-    public var masterMayBeAsleep: Bool { csysv_master_hint_asleep(hint) != 0 }
+    public var masterMayBeAsleep: Bool { csysv_hint_flag_get(&hint.pointee.asleep) != 0 }
     /// Master (ack mode): set before its last retry of held jobs ahead of `epoll_wait`, cleared
     /// when nothing is held.
-    public func setMasterWantsRoom(_ wants: Bool) { csysv_master_hint_set_wants_room(hint, wants ? 1 : 0) }
+    public func setMasterWantsRoom(_ wants: Bool) { csysv_hint_flag_set(&hint.pointee.wants_room, wants ? 1 : 0) }
     /// Worker, after taking a message off its queue: whether the master waits for room, so the
     /// doorbell must ring.
-    public var masterWantsRoom: Bool { csysv_master_hint_wants_room(hint) != 0 }
+    public var masterWantsRoom: Bool { csysv_hint_flag_get(&hint.pointee.wants_room) != 0 }
 }
