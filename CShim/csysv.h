@@ -527,4 +527,18 @@ static inline uint32_t csysv_hint_flag_get(const uint32_t *flag) {
     return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
 }
 
+// MARK: - Payload arena
+
+/// A worker is done reading a spilled payload: it publishes the chunk's generation, and the
+/// master may reuse the chunk once it loads that value. Release ordering keeps the worker's reads
+/// of the chunk before the store. Why C: an atomic store on shared memory.
+static inline void csysv_arena_release(uint32_t *released, uint32_t generation) {
+    __atomic_store_n(released, generation, __ATOMIC_RELEASE);
+}
+/// The generation a worker last released for a chunk; acquire ordering keeps the master's next
+/// writes into the chunk after the worker's reads. Why C: an atomic load on shared memory.
+static inline uint32_t csysv_arena_released(const uint32_t *released) {
+    return __atomic_load_n(released, __ATOMIC_ACQUIRE);
+}
+
 #endif

@@ -194,6 +194,12 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds of work batched into one queue message, and of replies held by a worker to send together (0: no batching).")
     var batchTime = 0.0001
 
+    @Option(name: .long, help: "Payloads of at least this many bytes reach the worker through shared memory, so several share one queue message (0: never).")
+    var spillBytes = 1024
+
+    @Option(name: .long, help: "Chunks of shared memory for such payloads, msgmax bytes each (0: none); when all are in use, payloads travel inside the message.")
+    var arenaChunks = 256
+
     @Option(name: .long, help: "Seconds a job may run before its worker is killed and replaced (default: no limit).")
     var jobTimeout: Double?
 
@@ -242,6 +248,8 @@ struct Serve: ParsableCommand {
         configuration.maxBacklog = maxBacklog
         configuration.jobTimeout = jobTimeout
         configuration.batchTime = batchTime
+        configuration.spillBytes = spillBytes
+        configuration.arenaChunks = arenaChunks
         configuration.maxJobs = maxJobs
         configuration.maxJobsJitter = maxJobsJitter
         configuration.stateFile = stateFile

@@ -338,8 +338,8 @@ extension CodecTests {
                 #expect(JobCodec.decodeReply(raw, length: length, at: first) == nil, "length \(length)")
             }
             #expect(JobCodec.decodeJob(raw, length: 0, at: 0) == nil)
-            // A length field claiming more than is there.
-            text.storeBytes(of: UInt32.max, toByteOffset: 8, as: UInt32.self)
+            // A length field claiming more than is there (the top bit would mean "spilled").
+            text.storeBytes(of: UInt32(Int32.max), toByteOffset: 8, as: UInt32.self)
             #expect(JobCodec.decodeJob(raw, length: end, at: 0) == nil)
             #expect(JobCodec.decodeReply(raw, length: end, at: 0) == nil)
         }

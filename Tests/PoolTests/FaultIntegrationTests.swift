@@ -99,9 +99,12 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// message is [sleep, q2, q4] and slot 1's [q1, q3, q5]. Slot 0's worker is SIGKILLed during
     /// the sleep: the sleep gets 5, and q2 and q4 — taken with it but never started — are run by
     /// another worker and answered 0, in order. Nothing it held is lost or run twice.
-    @Test func jobsTakenWithAKilledWorkersJobButNotStartedAreRunElsewhere() throws {
+    /// With `--spill-bytes 1` every payload travels through the payload arena: the unstarted jobs
+    /// are read back out of it, and every chunk comes back.
+    @Test(arguments: [[], ["--spill-bytes", "1"]])
+    func jobsTakenWithAKilledWorkersJobButNotStartedAreRunElsewhere(spill: [String]) throws {
         // A generous --batch-time, so the debug build's job times still allow six jobs per message.
-        let server = try TestServer(F.framedSim + ["--workers", "2", "--log-level", "debug", "--batch-time", "0.5"])
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--log-level", "debug", "--batch-time", "0.5"] + spill)
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
         _ = try #require(waitForWorkers(server, 2))
@@ -131,8 +134,20 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(responses.map(\.status) == [5, 0, 0, 0, 0, 0], "\(responses)\n\(server.log)")
         #expect(responses.dropFirst().map(\.body) == Array(payloads.dropFirst()))
         #expect(server.logLines(containing: "worker died").contains { F.line($0, has: "pid", "\(victim)") })
+        if !spill.isEmpty { Self.expectArenaSettles(server, spilled: 14 + 2) }
         connection.close()
         F.expectCleanExit(server, footprint)
+    }
+
+    /// Every chunk of the payload arena comes back, and at least `spilled` payloads went through it.
+    private static func expectArenaSettles(_ server: TestServer, spilled: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+        func arena() -> [String: Int]? {
+            guard let text = try? ControlClient.send("status json", controlSocket: server.socketPath + ".ctl"),
+                  let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+            return object["arena"] as? [String: Int]
+        }
+        #expect(waitUntil(timeout: 10) { arena()?["in_use"] == 0 }, "arena: \(String(describing: arena()))", sourceLocation: sourceLocation)
+        #expect((arena()?["spilled"] ?? 0) >= spilled, "arena: \(String(describing: arena()))", sourceLocation: sourceLocation)
     }
 
     /// The control channel's per-worker rows (`status json`).
@@ -635,8 +650,11 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// the job in hand is answered, the two lost with the queue get 5, the master creates a new
     /// queue ("was removed from outside"), records it in the state file, and serves again; after
     /// shutdown neither the old nor the new queue exists.
-    @Test func removedWorkerQueueIsRecreated() throws {
-        let server = try TestServer(F.framedSim + ["--workers", "1"])
+    /// With `--spill-bytes 1` the jobs lost with the queue had their payloads in the arena: their
+    /// chunks are taken back.
+    @Test(arguments: [[], ["--spill-bytes", "1"]])
+    func removedWorkerQueueIsRecreated(spill: [String]) throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1"] + spill)
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
@@ -670,6 +688,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let served = try client.pipeline(after)
         #expect(Self.statuses(served) == Array(repeating: 0, count: 10))
         #expect(served.map(\.body) == after)
+        if !spill.isEmpty { Self.expectArenaSettles(server, spilled: 13) }
         client.close()
         F.expectCleanExit(server, footprint)
         #expect(!existingQueueIDs().contains(new) && !existingQueueIDs().contains(old))

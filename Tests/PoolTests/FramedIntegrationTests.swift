@@ -339,7 +339,9 @@ private extension PoolClient.Response {
     /// room appears; every one comes back byte-exact and in order.
     @Test func fullSizeRequestsBeyondQueueCapacityAreHeldNotLost() throws {
         let maximum = FramedSupport.kernelMsgmax() - JobCodec.headerBytes
-        let server = try TestServer(Self.resultEcho + ["--workers", "2", "--queue-bytes", "\(2 * FramedSupport.kernelMsgmax())"])
+        // --spill-bytes 0: payloads travel inside the messages, so the queues' bytes fill.
+        let server = try TestServer(Self.resultEcho + ["--workers", "2", "--queue-bytes", "\(2 * FramedSupport.kernelMsgmax())",
+                                                       "--spill-bytes", "0"])
         let payloads = (0..<200).map { _ in FramedSupport.randomBytes(maximum) }
         let first = try PoolClient(socketPath: server.socketPath, timeout: 60)
         let second = try PoolClient(socketPath: server.socketPath, timeout: 60)
@@ -360,7 +362,7 @@ private extension PoolClient.Response {
     /// answered busy (2) in their place in the order; the rest are answered normally.
     @Test func fullQueuesWithoutBacklogAnswerBusyInOrder() throws {
         let maximum = FramedSupport.kernelMsgmax() - JobCodec.headerBytes
-        let server = try TestServer(Self.resultSim + ["--workers", "1", "--max-backlog", "0",
+        let server = try TestServer(Self.resultSim + ["--workers", "1", "--max-backlog", "0", "--spill-bytes", "0",
                                                       "--queue-bytes", "\(2 * FramedSupport.kernelMsgmax())"])
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         // The worker sleeps on the first; its queue holds at most two full-size jobs meanwhile.

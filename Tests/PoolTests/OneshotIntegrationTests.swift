@@ -283,8 +283,9 @@ extension OneshotShutdownSuites {
         /// and the `ok`s are exactly the messages queued (the hang, taken by the worker, plus what
         /// sits in the queue). Busy messages are not queued.
         @Test func fullQueueAnswersBusyAndEveryOkIsQueued() throws {
+            // --spill-bytes 0: payloads travel inside the messages, so the queue's bytes fill.
             let server = try TestServer(["--workers", "1", "--handler", "sim", "--queue-bytes", "8192",
-                                         "--shutdown-timeout", "1", "--max-backlog", "0"])
+                                         "--shutdown-timeout", "1", "--max-backlog", "0", "--spill-bytes", "0"])
             defer { server.stop() }
             #expect(waitUntil { server.workerPIDs.count == 1 })
             let worker = try #require(server.workerPIDs.first)
@@ -338,7 +339,7 @@ extension OneshotShutdownSuites {
         /// client that gives up while waiting has its message dropped, never run.
         @Test func fullQueueHoldsTheClientUntilThereIsRoom() throws {
             let server = try TestServer(["--workers", "1", "--handler", "sim", "--queue-bytes", "8192",
-                                         "--shutdown-timeout", "5"])
+                                         "--shutdown-timeout", "5", "--spill-bytes", "0"])
             defer { server.stop() }
             #expect(waitUntil { server.workerPIDs.count == 1 })
             let worker = try #require(server.workerPIDs.first)
@@ -380,7 +381,7 @@ extension OneshotShutdownSuites {
         /// handled exactly once and both workers quit on request.
         @Test func fullQueueFallsBackToTheNextWorker() throws {
             let server = try TestServer(["--workers", "2", "--handler", "log", "--queue-bytes", "8192",
-                                         "--shutdown-timeout", "60"])
+                                         "--shutdown-timeout", "60", "--spill-bytes", "0"])
             defer { server.stop() }
             #expect(waitUntil { server.workerPIDs.count == 2 })
             let workers = server.workerPIDs

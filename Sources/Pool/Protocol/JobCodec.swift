@@ -4,6 +4,8 @@
 ///
 /// Job record (master → worker, mtype `jobType`):   u64 id, u32 length, u32 count, payload —
 /// `count` is the number of records in the message in the first record, 0 in the others.
+/// A spilled job (its payload in the shared `PayloadArena`) has the top bit of `length` set, and
+/// instead of the payload 8 bytes: u32 chunk index, u32 chunk generation.
 /// Reply record (worker → master, mtype `replyType`): u64 id, u32 length, u8 status, u8 reserved,
 /// u16 slot, body.
 /// Quit (master → worker, mtype `quitType`): no text. Control never travels as payload.
@@ -18,12 +20,28 @@ public enum JobCodec {
     /// Bytes of a job record header; a queue message carries at most `msgmax − headerBytes` of payload.
     public static let headerBytes = 16
 
+    /// Bytes of a spilled job record: the header and the chunk reference.
+    public static let spilledRecordBytes = headerBytes + 8
+    /// Set in a job record's `length` when the payload is in the arena, not in the message.
+    static let spilledFlag: UInt32 = 1 << 31
+
+    /// Where a spilled job's payload is: a chunk of the `PayloadArena`.
+    public struct Spill: Equatable, Sendable {
+        public var chunk: PayloadArena.Chunk
+        /// Payload bytes at the start of the chunk.
+        public var length: Int
+    }
+
     /// A decoded job record.
     public struct Job: Equatable, Sendable {
         /// The request id the master assigned; the reply carries it back.
         public var id: UInt64
-        /// Byte offsets of the payload within the message text.
+        /// Byte offsets of the payload within the message text (of the chunk reference, if spilled).
         public var payload: Range<Int>
+        /// Set when the payload is in the arena.
+        public var spill: Spill? = nil
+        /// Offset of the next record.
+        public var end: Int { payload.upperBound }
     }
 
     /// A decoded reply record.
@@ -48,6 +66,19 @@ public enum JobCodec {
             UnsafeMutableRawBufferPointer(rebasing: text[(offset + headerBytes)...]).copyMemory(from: payload)
         }
         return offset + headerBytes + payload.count
+    }
+
+    /// Writes a spilled job record (its payload already in `chunk`) at `offset` of `text`; returns
+    /// the offset after it.
+    @inline(__always)
+    public static func encodeSpilledJob(id: UInt64, length: Int, chunk: PayloadArena.Chunk,
+                                        into text: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        text.storeBytes(of: id, toByteOffset: offset, as: UInt64.self)
+        text.storeBytes(of: UInt32(length) | spilledFlag, toByteOffset: offset + 8, as: UInt32.self)
+        text.storeBytes(of: 0, toByteOffset: offset + 12, as: UInt32.self)
+        text.storeBytes(of: chunk.index, toByteOffset: offset + 16, as: UInt32.self)
+        text.storeBytes(of: chunk.generation, toByteOffset: offset + 20, as: UInt32.self)
+        return offset + spilledRecordBytes
     }
 
     /// Writes a reply record at `offset` of `text`; returns the offset after it.
@@ -83,8 +114,15 @@ public enum JobCodec {
     public static func decodeJob(_ text: UnsafeRawBufferPointer, length: Int, at offset: Int) -> Job? {
         guard offset + headerBytes <= length else { return nil }
         let id = text.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-        let count = Int(text.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
+        let raw = text.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
         let start = offset + headerBytes
+        if raw & spilledFlag != 0 {
+            guard start + 8 <= length else { return nil }
+            let chunk = PayloadArena.Chunk(index: text.loadUnaligned(fromByteOffset: start, as: UInt32.self),
+                                           generation: text.loadUnaligned(fromByteOffset: start + 4, as: UInt32.self))
+            return Job(id: id, payload: start..<(start + 8), spill: Spill(chunk: chunk, length: Int(raw & ~spilledFlag)))
+        }
+        let count = Int(raw)
         guard start + count <= length else { return nil }
         return Job(id: id, payload: start..<(start + count))
     }

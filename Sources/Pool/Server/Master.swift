@@ -76,6 +76,8 @@ final class Master {
     let batchNanoseconds: Int64
     let batchCapacity: Int
     let batchByteLimit: Int
+    /// Payloads of at least this many bytes go through the arena (`--spill-bytes`; `Int.max`: none).
+    let spillBytes: Int
     @exclusivity(unchecked) var dirty: [Connection] = []
     /// `setMasterWantsRoom(true)` is in force (jobs held for lack of queue room).
     @exclusivity(unchecked) var wantsRoom = false
@@ -119,6 +121,7 @@ final class Master {
         batchNanoseconds = Int64(configuration.batchTime * 1e9)
         // Two full batches fit in a queue, so a worker finds the next one waiting.
         batchByteLimit = max(JobCodec.headerBytes, supervisor.grantedQueueBytes / 2)
+        spillBytes = supervisor.arena == nil ? .max : max(1, configuration.spillBytes)
         receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
         oneshotScratch = .allocate(byteCount: configuration.wireProtocol == .oneshot ? maxMessage + 1 : 0, alignment: 16)
         spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
@@ -587,10 +590,19 @@ final class Master {
     func stage(id: UInt64, payload: UnsafeRawBufferPointer, ack: JobBatch.Ack?) -> Bool {
         guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return false }
         let batch = batch(for: slot)
-        if !batch.fits(payload: payload.count, recordLimit: recordLimit) {
-            guard flush(slot) else { return false }
+        let chunk = payload.count >= spillBytes ? supervisor.arena?.store(payload) : nil
+        let recordBytes = chunk == nil ? JobCodec.headerBytes + payload.count : JobCodec.spilledRecordBytes
+        if !batch.fits(recordBytes: recordBytes, recordLimit: recordLimit) {
+            guard flush(slot) else {
+                if let chunk { supervisor.arena?.drop(chunk) }
+                return false
+            }
         }
-        batch.append(id: id, payload: payload, ack: ack)
+        if let chunk {
+            batch.append(id: id, spilled: chunk, length: payload.count, ack: ack)
+        } else {
+            batch.append(id: id, payload: payload, ack: ack)
+        }
         return true
     }
 
@@ -630,8 +642,9 @@ final class Master {
         let length = batch.seal()
         if case .queued(let target) = dispatcher.send(batch.buffer, length: length, preferred: slot, supervisor: supervisor) {
             for entry in batch.entries {
-                logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.bytes - JobCodec.headerBytes)"])
+                logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)"])
                 supervisor.noteQueued(entry.id, bytes: entry.bytes, slot: target)
+                if let chunk = entry.spill { supervisor.arena?.noteSent(chunk, queue: supervisor.slots[target].queue.id) }
                 if let ack = entry.ack, let connection = connections[ack.connection] {
                     answer(connection, ack.sequence, .ok, [])
                 }
@@ -643,23 +656,33 @@ final class Master {
         // held since (staged while nothing was held, or taken from `held`) and were admitted under
         // the backlog already, so none is refused now (`held` may exceed --max-backlog by at most
         // the jobs of one message per worker).
-        var keep: [JobBatch.Entry] = []
+        var keep: [(entry: JobBatch.Entry, payload: [UInt8])] = []
         for entry in batch.entries {
+            // A spilled payload comes back out of the arena: a held job owns its bytes.
+            let payload = heldPayload(of: entry, in: batch)
             if configuration.maxBacklog == 0, let ack = entry.ack {
                 answerBusy(ack.connection, ack.sequence, id: entry.id)
             } else if configuration.maxBacklog == 0, configuration.replyMode == .result, let route = routes.removeValue(forKey: entry.id) {
                 logger.warning("every worker queue is full and --max-backlog is 0; answering busy", metadata: ["job": "\(entry.id)"])
                 deliver(route, status: .busy, body: [])
             } else {
-                keep.append(entry)
+                keep.append((entry, payload))
             }
         }
-        for entry in keep.reversed() {
-            held.prepend(Held(id: entry.id, payload: batch.payload(of: entry),
+        for (entry, payload) in keep.reversed() {
+            held.prepend(Held(id: entry.id, payload: payload,
                               acknowledged: entry.ack == nil && configuration.replyMode == .ack, ack: entry.ack))
         }
-        for entry in keep { if let ack = entry.ack { watchWhileHeld(ack) } }
+        for (entry, _) in keep { if let ack = entry.ack { watchWhileHeld(ack) } }
         return false
+    }
+
+    /// The payload of a staged job that no queue took, as bytes of its own; a spilled one's chunk
+    /// is given back.
+    func heldPayload(of entry: JobBatch.Entry, in batch: JobBatch) -> [UInt8] {
+        guard let chunk = entry.spill, let arena = supervisor.arena else { return batch.payload(of: entry) }
+        defer { arena.drop(chunk) }
+        return arena.payload(JobCodec.Spill(chunk: chunk, length: entry.payloadBytes)).map { Array($0) } ?? []
     }
 
     /// Ack mode: a client waits for its `ok` while its job is held. A oneshot connection answered
@@ -699,14 +722,10 @@ final class Master {
                     continue
                 }
             }
-            guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return }
-            let batch = batch(for: slot)
-            if !batch.fits(payload: job.payload.count, recordLimit: recordLimit) {
-                // A full queue sends the batch back to `held`; stop until replies make room.
-                guard flush(slot) else { return }
-            }
+            // A full queue sends the batch back to `held`; stop until replies make room.
+            let staged = job.payload.withUnsafeBytes { stage(id: job.id, payload: $0, ack: job.ack) }
+            guard staged else { return }
             held.removeFirst()
-            job.payload.withUnsafeBytes { batch.append(id: job.id, payload: $0, ack: job.ack) }
         }
     }
 

@@ -123,6 +123,9 @@ extension Master {
             dispatch: configuration.effectiveDispatch.rawValue, acceptedConnections: accepted,
             activeConnections: connections.count - controlConnectionCount,
             responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
-            heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers)
+            heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers,
+            arena: supervisor.arena.map {
+                StatusReport.Arena(chunks: $0.count, inUse: $0.inUse, spilled: $0.stored, inlineWhenFull: $0.exhausted)
+            })
     }
 }

@@ -88,6 +88,13 @@ public struct PoolConfiguration: Sendable {
     /// queue message, and a worker holds finished replies about this long to send them together.
     /// 0 sends every job and every reply on its own.
     public var batchTime: Double = 0.0001
+    /// Payloads of at least this many bytes travel to the worker through the shared payload arena
+    /// instead of inside the queue message, so that several fit one message (`--spill-bytes`;
+    /// 0: never).
+    public var spillBytes: Int = 1024
+    /// Chunks in the payload arena, each holding one payload of up to `msgmax` − 16 bytes
+    /// (`--arena-chunks`; 0: no arena). When every chunk is in use, payloads travel inline.
+    public var arenaChunks: Int = 256
     /// `listen(2)` backlog.
     public var listenBacklog: Int32 = 1024
     /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
@@ -149,6 +156,8 @@ extension PoolConfiguration {
         guard maxInflight >= 1, maxConnections >= 1, maxBacklog >= 0 else {
             throw ConfigurationError("--max-inflight and --max-connections must be at least 1")
         }
+        guard spillBytes >= 0 else { throw ConfigurationError("--spill-bytes must be 0 (never) or more") }
+        guard arenaChunks >= 0, arenaChunks <= 65_536 else { throw ConfigurationError("--arena-chunks must be within 0…65536") }
         guard batchTime >= 0, batchTime <= 1 else { throw ConfigurationError("--batch-time must be within 0…1 seconds") }
         if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }

@@ -26,6 +26,18 @@ public struct StatusReport: Sendable {
         public var rssBytes: Int?
     }
 
+    /// The payload arena's use (`nil` without one: `--spill-bytes 0` or `--arena-chunks 0`).
+    public struct Arena: Sendable {
+        /// Chunks in the arena (`--arena-chunks`).
+        public var chunks: Int
+        /// Chunks holding a payload no worker has taken yet.
+        public var inUse: Int
+        /// Jobs whose payload went through the arena since start.
+        public var spilled: Int
+        /// Jobs that would have gone through it but travelled inline: every chunk was in use.
+        public var inlineWhenFull: Int
+    }
+
     /// The master's pid.
     public var pid: pid_t
     /// Seconds since the master started.
@@ -48,6 +60,7 @@ public struct StatusReport: Sendable {
     public var rollingRestart: Bool
     /// One entry per worker slot, in slot order, retiring ones included.
     public var workers: [Worker]
+    public var arena: Arena?
 
     /// A human-readable table.
     public func table() -> String {
@@ -55,6 +68,10 @@ public struct StatusReport: Sendable {
         out += "connections: \(acceptedConnections) accepted, \(activeConnections) active; held requests: \(heldRequests)"
         out += rollingRestart ? "; rolling restart in progress\n" : "\n"
         out += "responses: " + responses.map { "\($0.status) \($0.count)" }.joined(separator: ", ") + "\n"
+        if let arena {
+            out += "payload arena: \(arena.inUse) of \(arena.chunks) chunks in use; \(arena.spilled) payloads spilled, "
+            out += "\(arena.inlineWhenFull) sent inline while it was full\n"
+        }
         let header = ["slot", "pid", "state", "jobs", "restarts", "job age", "queue", "msgs", "bytes", "rss"]
         var rows = [header]
         for w in workers {
@@ -79,7 +96,12 @@ public struct StatusReport: Sendable {
         out += "\"dispatch\":\(q(dispatch)),\"accepted_connections\":\(acceptedConnections),"
         out += "\"active_connections\":\(activeConnections),\"held_requests\":\(heldRequests),"
         out += "\"rolling_restart\":\(rollingRestart),\"responses\":{"
-        out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},\"workers\":["
+        out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},"
+        if let arena {
+            out += "\"arena\":{\"chunks\":\(arena.chunks),\"in_use\":\(arena.inUse),\"spilled\":\(arena.spilled),"
+            out += "\"inline_when_full\":\(arena.inlineWhenFull)},"
+        }
+        out += "\"workers\":["
         out += workers.map { w in
             "{\"slot\":\(w.slot),\"pid\":\(opt(w.pid)),\"state\":\(q(w.state)),\"jobs_handled\":\(w.jobsHandled),"
                 + "\"restarts\":\(w.restarts),\"job_age_seconds\":\(opt(w.jobAge)),\"queue_id\":\(w.queueID),"
@@ -102,6 +124,12 @@ public struct StatusReport: Sendable {
         metric("pool_requests_held", "gauge", "Requests held in the master while queues are full.", [("", "\(heldRequests)")])
         metric("pool_responses_total", "counter", "Responses written, by status.",
                responses.map { ("status=\"\($0.status)\"", "\($0.count)") })
+        if let arena {
+            metric("pool_arena_chunks_in_use", "gauge", "Payload arena chunks holding a payload not yet taken.", [("", "\(arena.inUse)")])
+            metric("pool_arena_spilled_total", "counter", "Payloads sent through the payload arena.", [("", "\(arena.spilled)")])
+            metric("pool_arena_inline_when_full_total", "counter", "Payloads sent inline because every arena chunk was in use.",
+                   [("", "\(arena.inlineWhenFull)")])
+        }
         metric("pool_workers", "gauge", "Worker slots taking work.", [("", "\(workers.filter { $0.state != "retiring" }.count)")])
         func perWorker(_ value: (Worker) -> String?) -> [(labels: String, value: String)] {
             workers.compactMap { w in value(w).map { ("slot=\"\(w.slot)\"", $0) } }

@@ -11,6 +11,10 @@ final class JobBatch {
         var offset: Int
         /// Bytes of its record (header and payload); the records of a message add up to its size.
         var bytes: Int
+        /// Payload bytes (in the record, or in the arena).
+        var payloadBytes: Int
+        /// Set when the payload is in the arena.
+        var spill: PayloadArena.Chunk?
         var ack: Ack?
     }
 
@@ -32,14 +36,21 @@ final class JobBatch {
 
     var isEmpty: Bool { entries.isEmpty }
 
-    /// Whether a job of `payload` bytes may join; the first always may.
-    func fits(payload: Int, recordLimit: Int) -> Bool {
-        entries.isEmpty || (entries.count < recordLimit && length + JobCodec.headerBytes + payload <= byteLimit)
+    /// Whether a record of `recordBytes` may join; the first always may.
+    func fits(recordBytes: Int, recordLimit: Int) -> Bool {
+        entries.isEmpty || (entries.count < recordLimit && length + recordBytes <= byteLimit)
     }
 
     func append(id: UInt64, payload: UnsafeRawBufferPointer, ack: Ack?) {
         let end = JobCodec.encodeJob(id: id, payload: payload, into: buffer.text, at: length)
-        entries.append(Entry(id: id, offset: length, bytes: end - length, ack: ack))
+        entries.append(Entry(id: id, offset: length, bytes: end - length, payloadBytes: payload.count, ack: ack))
+        length = end
+    }
+
+    /// Adds a job whose payload is already in the arena's `chunk`.
+    func append(id: UInt64, spilled chunk: PayloadArena.Chunk, length payloadBytes: Int, ack: Ack?) {
+        let end = JobCodec.encodeSpilledJob(id: id, length: payloadBytes, chunk: chunk, into: buffer.text, at: length)
+        entries.append(Entry(id: id, offset: length, bytes: end - length, payloadBytes: payloadBytes, spill: chunk, ack: ack))
         length = end
     }
 
@@ -49,7 +60,7 @@ final class JobBatch {
         return length
     }
 
-    /// The payload of a staged job (to hold it when no queue takes the message).
+    /// The payload of a staged inline job (to hold it when no queue takes the message).
     func payload(of entry: Entry) -> [UInt8] {
         Array(UnsafeRawBufferPointer(buffer.text)[(entry.offset + JobCodec.headerBytes)..<(entry.offset + entry.bytes)])
     }

@@ -65,6 +65,8 @@ final class Supervisor {
     @exclusivity(unchecked) private(set) var slots: [WorkerSlot] = []
     let scoreboard: Scoreboard
     let inboxes: WorkerInboxes
+    /// Where large payloads travel (`nil`: `--spill-bytes 0` or `--arena-chunks 0`).
+    let arena: PayloadArena?
     let replyQueue: MessageQueue?
     let doorbell: EventFD?
     private let configuration: PoolConfiguration
@@ -89,6 +91,10 @@ final class Supervisor {
         self.workerLogger = workerLogger
         scoreboard = try Scoreboard(slots: Self.maxWorkers)
         inboxes = try WorkerInboxes(slots: Self.maxWorkers, capacity: limits.maxMessageBytes)
+        // A chunk holds the largest payload one message could (msgmax − header).
+        arena = configuration.spillBytes > 0 && configuration.arenaChunks > 0
+            ? try PayloadArena(chunks: configuration.arenaChunks, chunkBytes: limits.maxMessageBytes - JobCodec.headerBytes)
+            : nil
         var created: [MessageQueue] = []
         do {
             let wanted = configuration.queueBytes ?? max(limits.defaultQueueBytes, 1 << 20)
@@ -185,7 +191,7 @@ final class Supervisor {
         }
         let environment = WorkerEnvironment(
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
-            scoreboard: scoreboard, inboxes: inboxes, messageCapacity: limits.maxMessageBytes,
+            scoreboard: scoreboard, inboxes: inboxes, arena: arena, messageCapacity: limits.maxMessageBytes,
             batchNanoseconds: Int64(configuration.batchTime * 1e9), jobLimit: limit,
             scheduling: configuration.effectiveWorkerScheduling,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
@@ -267,7 +273,7 @@ final class Supervisor {
         }
         slot.pruned = 0
         var unstarted: [UnstartedJob] = []
-        if let held = inboxes.held(index) {
+        if let held = inboxes.held(index, arena: arena) {
             for (position, job) in held.jobs.enumerated() {
                 if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
                 if position < held.done {
@@ -286,6 +292,9 @@ final class Supervisor {
         let queueAlive = queueStatus != nil
         if !queueAlive {
             for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
+            // Its messages are gone, so no worker will release their chunks. Only with a queue of
+            // its own: a shared queue's other readers may still be reading theirs.
+            if !sharesQueue { arena?.dropAll(sentTo: slot.queue.id) }
             if !shuttingDown, let queue = try? Self.createQueue() {
                 _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
                 logger.error("queue of slot \(index) was removed from outside (ipcrm?); created \(queue.id) in its place",

@@ -69,7 +69,9 @@ final class WorkerInboxes {
     /// What a reaped worker held: the jobs of the message it last received, in order, with how
     /// many it had started and finished. `nil` if it held no job message. The job count comes from
     /// the batch header (`JobCodec`), so stale bytes beyond the message are never read as jobs.
-    func held(_ slot: Int) -> (jobs: [(id: UInt64, payload: [UInt8])], started: Int, done: Int)? {
+    /// Spilled payloads are copied out of `arena` and their chunks given back (a chunk the worker
+    /// released, and the master has reused since, is left alone: its generation moved on).
+    func held(_ slot: Int, arena: PayloadArena?) -> (jobs: [(id: UInt64, payload: [UInt8])], started: Int, done: Int)? {
         let buffer = buffer(slot)
         guard buffer.type == JobCodec.jobType else { return nil }
         let text = UnsafeRawBufferPointer(buffer.text)
@@ -78,8 +80,13 @@ final class WorkerInboxes {
         var offset = 0
         for _ in 0..<records {
             guard let job = JobCodec.decodeJob(text, length: capacity, at: offset) else { break }
-            jobs.append((job.id, Array(text[job.payload])))
-            offset = job.payload.upperBound
+            if let spill = job.spill {
+                jobs.append((job.id, arena?.payload(spill).map { Array($0) } ?? []))
+                arena?.drop(spill.chunk)
+            } else {
+                jobs.append((job.id, Array(text[job.payload])))
+            }
+            offset = job.end
         }
         let started = min(Int(counters(slot)[0]), jobs.count)
         let done = min(Int(counters(slot)[1]), started)

@@ -12,6 +12,8 @@ struct WorkerEnvironment {
     var scoreboard: Scoreboard
     /// Where the worker receives, readable by the master after the worker is gone.
     var inboxes: WorkerInboxes
+    /// Where spilled payloads are; the worker releases each chunk once it has copied it.
+    var arena: PayloadArena?
     /// Text capacity of one queue message (`msgmax`).
     var messageCapacity: Int
     /// `--batch-time`: how long finished replies may wait to be sent together (0: never).
@@ -100,13 +102,22 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         var offset = 0
         var index = 0
         while let job = JobCodec.decodeJob(text, length: length, at: offset) {
-            offset = job.payload.upperBound
+            offset = job.end
             env.inboxes.markStarted(slot, index: index)
             env.scoreboard.begin(slot, job: job.id)
-            let message = Array(text[job.payload])
+            var message: [UInt8]? = nil
+            if let spill = job.spill {
+                if let bytes = env.arena?.payload(spill) {
+                    message = Array(bytes)
+                    env.arena?.release(spill.chunk)
+                }
+            } else {
+                message = Array(text[job.payload])
+            }
             var status = ResponseStatus.ok
             var body: [UInt8]
             do {
+                guard let message else { throw ArenaReferenceError() }
                 body = try handler(message, context)
             } catch {
                 status = .handlerError
@@ -131,6 +142,11 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         }
         replies?.send()
     }
+}
+
+/// A job record names a chunk the worker's arena does not have (never sent by a correct master).
+private struct ArenaReferenceError: Error, CustomStringConvertible {
+    var description: String { "the job's payload reference is outside the payload arena" }
 }
 
 /// Replies of finished jobs, sent together in one queue message. The master is woken (the

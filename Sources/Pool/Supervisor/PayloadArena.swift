@@ -1,0 +1,151 @@
+import CSysV
+import Glibc
+
+/// Chunks of memory shared by the master and every worker (`MAP_SHARED | MAP_ANONYMOUS`, mapped
+/// before the first fork). A payload of at least `--spill-bytes` is copied into a chunk, and the
+/// queue message carries a 24-byte record naming the chunk instead of the payload.
+///
+/// Why: a queue message holds at most `msgmax` (8192) bytes, so two 4 KiB jobs can never share
+/// one. Each would cost its own `msgsnd`, two kernel allocations, two copies through the kernel and
+/// a worker wake-up. Spilled, many such jobs travel in one message, and each payload is copied
+/// once on each side, in user space.
+///
+/// Ownership: the master takes a chunk, writes it, and sends its reference with a new generation.
+/// The worker that runs the job copies the payload out and *releases* the chunk by publishing
+/// that generation. The master reuses a chunk only when the published generation equals its own,
+/// so a stale reference (a dead worker's message, handled after the chunk moved on) can never
+/// free a chunk in use. When no chunk is free, jobs travel inline as before: the arena never
+/// refuses work.
+///
+/// Layout: `count` × u32 released generation (padded to 64 bytes), then `count` chunks.
+public final class PayloadArena {
+    /// A reference to one use of a chunk.
+    public struct Chunk: Equatable, Sendable {
+        public var index: UInt32
+        public var generation: UInt32
+        public init(index: UInt32, generation: UInt32) {
+            self.index = index
+            self.generation = generation
+        }
+    }
+
+    private let base: UnsafeMutableRawPointer
+    private let mappedBytes: Int
+    private let released: UnsafeMutablePointer<UInt32>
+    private let chunks: UnsafeMutableRawPointer
+    /// Bytes of one chunk: the largest payload it holds.
+    public let chunkBytes: Int
+    /// Number of chunks.
+    public let count: Int
+
+    // Master only (a worker's copies are stale after fork and unused).
+    @exclusivity(unchecked) private var generation: [UInt32]
+    @exclusivity(unchecked) private var free: [UInt32]
+    /// Chunks in use, oldest first: jobs of one queue finish in order, so the oldest is usually
+    /// the next released, and reusing it keeps few chunks (and pages) warm.
+    @exclusivity(unchecked) private var taken = FIFO<UInt32>()
+    /// The queue each chunk in use was sent to, to take back chunks a removed queue lost.
+    @exclusivity(unchecked) private var sentTo: [Int32]
+    /// Payloads stored since start.
+    @exclusivity(unchecked) public private(set) var stored = 0
+    /// Payloads refused since start because every chunk was in use.
+    @exclusivity(unchecked) public private(set) var exhausted = 0
+
+    /// The corresponding C function is `mmap`.
+    public init(chunks count: Int, chunkBytes: Int) throws {
+        precondition(count >= 0 && count < Int(UInt32.max) && chunkBytes > 0)
+        self.count = count
+        self.chunkBytes = (chunkBytes + 63) & ~63
+        let header = (max(count, 1) * MemoryLayout<UInt32>.stride + 63) & ~63
+        mappedBytes = header + count * self.chunkBytes
+        // MAP_NORESERVE: only chunks that are used get pages.
+        let address = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        base = address
+        released = address.bindMemory(to: UInt32.self, capacity: max(count, 1))
+        chunks = address + header
+        generation = Array(repeating: 0, count: count)
+        sentTo = Array(repeating: -1, count: count)
+        // Popped from the end: chunk 0 first.
+        free = (0..<UInt32(count)).reversed()
+    }
+
+    deinit { munmap(base, mappedBytes) }
+
+    // MARK: Master
+
+    /// Copies `payload` into a free chunk and returns its reference; `nil` if it does not fit or
+    /// every chunk is in use (the job then travels inline).
+    public func store(_ payload: UnsafeRawBufferPointer) -> Chunk? {
+        guard payload.count <= chunkBytes else { return nil }
+        while let oldest = taken.first, isReleased(oldest) {
+            taken.removeFirst()
+            free.append(oldest)
+        }
+        if free.isEmpty { reclaimOutOfOrder() }
+        guard let index = free.popLast() else {
+            exhausted += 1
+            return nil
+        }
+        stored += 1
+        generation[Int(index)] &+= 1
+        if payload.count > 0 {
+            UnsafeMutableRawBufferPointer(start: chunks + Int(index) * chunkBytes, count: payload.count).copyMemory(from: payload)
+        }
+        taken.append(index)
+        return Chunk(index: index, generation: generation[Int(index)])
+    }
+
+    /// Records the queue the chunk's job was sent to.
+    public func noteSent(_ chunk: Chunk, queue: Int32) {
+        sentTo[Int(chunk.index)] = queue
+    }
+
+    /// Master: gives the chunk back if `chunk` is still its current use — for a job that will
+    /// never reach a worker (no queue took it; its worker died holding it). A stale reference does
+    /// nothing.
+    public func drop(_ chunk: Chunk) {
+        guard Int(chunk.index) < count, generation[Int(chunk.index)] == chunk.generation else { return }
+        csysv_arena_release(released + Int(chunk.index), chunk.generation)
+    }
+
+    /// Master: a queue was removed with messages in it; no worker will ever release their chunks.
+    /// Only for a queue that no live worker reads (one worker per queue, and it has been reaped).
+    public func dropAll(sentTo queue: Int32) {
+        for index in taken.elements where sentTo[Int(index)] == queue {
+            csysv_arena_release(released + Int(index), generation[Int(index)])
+        }
+    }
+
+    /// Chunks in use now (for status and tests).
+    public var inUse: Int {
+        taken.elements.reduce(0) { $0 + (isReleased($1) ? 0 : 1) }
+    }
+
+    private func isReleased(_ index: UInt32) -> Bool {
+        csysv_arena_released(released + Int(index)) == generation[Int(index)]
+    }
+
+    /// Jobs of different queues finish out of order: take back every released chunk.
+    private func reclaimOutOfOrder() {
+        var still = FIFO<UInt32>()
+        for index in taken.elements {
+            if isReleased(index) { free.append(index) } else { still.append(index) }
+        }
+        taken = still
+    }
+
+    // MARK: Worker (and master, for a reaped worker's jobs)
+
+    /// The payload a spilled record names; `nil` if the reference is out of range.
+    public func payload(_ spill: JobCodec.Spill) -> UnsafeRawBufferPointer? {
+        guard Int(spill.chunk.index) < count, spill.length <= chunkBytes else { return nil }
+        return UnsafeRawBufferPointer(start: chunks + Int(spill.chunk.index) * chunkBytes, count: spill.length)
+    }
+
+    /// Worker: done reading the chunk; the master may reuse it.
+    public func release(_ chunk: Chunk) {
+        guard Int(chunk.index) < count else { return }
+        csysv_arena_release(released + Int(chunk.index), chunk.generation)
+    }
+}

@@ -1,0 +1,191 @@
+import Foundation
+import Glibc
+@testable import Pool
+import Testing
+
+/// The payload arena on its own, in this process (no fork: one process plays both sides), and the
+/// spilled job record.
+@Suite struct PayloadArenaUnitTests {
+    private func store(_ arena: PayloadArena, _ bytes: [UInt8]) -> PayloadArena.Chunk? {
+        bytes.withUnsafeBytes { arena.store($0) }
+    }
+
+    private func read(_ arena: PayloadArena, _ chunk: PayloadArena.Chunk, _ length: Int) -> [UInt8]? {
+        arena.payload(JobCodec.Spill(chunk: chunk, length: length)).map { Array($0) }
+    }
+
+    @Test func storedPayloadsReadBackAndChunksAreReusedOnlyOnceReleased() throws {
+        let arena = try PayloadArena(chunks: 2, chunkBytes: 100)
+        #expect(arena.chunkBytes == 128) // rounded to a cache line
+        let a = Array(repeating: UInt8(ascii: "a"), count: 100)
+        let b = Array("b".utf8)
+        let first = try #require(store(arena, a))
+        let second = try #require(store(arena, b))
+        #expect(first.index != second.index)
+        #expect(read(arena, first, a.count) == a)
+        #expect(read(arena, second, b.count) == b)
+        #expect(arena.inUse == 2)
+
+        // Both in use: the next payload travels inline, and that is counted.
+        #expect(store(arena, b) == nil)
+        #expect(arena.exhausted == 1)
+
+        // A worker releases the second; only that chunk comes back, with a new generation.
+        arena.release(second)
+        #expect(arena.inUse == 1)
+        let third = try #require(store(arena, Array("c".utf8)))
+        #expect(third.index == second.index && third.generation != second.generation)
+        #expect(read(arena, third, 1) == Array("c".utf8))
+        #expect(read(arena, first, a.count) == a, "a chunk in use is never overwritten")
+        #expect(arena.stored == 3)
+    }
+
+    @Test func aStaleReferenceNeverFreesTheChunksNextUse() throws {
+        let arena = try PayloadArena(chunks: 1, chunkBytes: 64)
+        let old = try #require(store(arena, [1, 2, 3]))
+        arena.release(old)                    // the worker took it
+        let new = try #require(store(arena, [4, 5, 6]))
+        #expect(new.index == old.index)
+        arena.drop(old)                       // the master, later, for a reaped worker's message
+        #expect(arena.inUse == 1)
+        #expect(store(arena, [7]) == nil, "the chunk still holds the new payload")
+        #expect(read(arena, new, 3) == [4, 5, 6])
+        arena.drop(new)
+        #expect(arena.inUse == 0)
+    }
+
+    @Test func outOfOrderReleasesAreReclaimedAndOversizedPayloadsStayInline() throws {
+        let arena = try PayloadArena(chunks: 3, chunkBytes: 64)
+        let chunks = try (0..<3).map { i in try #require(store(arena, [UInt8(i)])) }
+        arena.release(chunks[2])              // the newest first: another queue's worker
+        let again = try #require(store(arena, [9]))
+        #expect(again.index == chunks[2].index)
+        #expect(store(arena, Array(repeating: 0, count: 65)) == nil, "larger than a chunk")
+        #expect(arena.exhausted == 0, "too large is not 'full'")
+    }
+
+    @Test func chunksSentToARemovedQueueAreTakenBack() throws {
+        let arena = try PayloadArena(chunks: 3, chunkBytes: 64)
+        let kept = try #require(store(arena, [1]))
+        let lost = try (0..<2).map { _ in try #require(store(arena, [2])) }
+        arena.noteSent(kept, queue: 10)
+        for chunk in lost { arena.noteSent(chunk, queue: 11) }
+        arena.dropAll(sentTo: 11)
+        #expect(arena.inUse == 1)
+        #expect(read(arena, kept, 1) == [1])
+    }
+
+    @Test func spilledRecordsRoundTripBesideInlineOnes() {
+        let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+        defer { text.deallocate() }
+        let chunk = PayloadArena.Chunk(index: 7, generation: 0xFFFF_FFFE)
+        var end = JobCodec.encodeSpilledJob(id: 41, length: 4096, chunk: chunk, into: text, at: 0)
+        #expect(end == JobCodec.spilledRecordBytes)
+        end = Array("inline".utf8).withUnsafeBytes { JobCodec.encodeJob(id: 42, payload: $0, into: text, at: end) }
+        end = JobCodec.encodeSpilledJob(id: 43, length: 0, chunk: chunk, into: text, at: end)
+        let raw = UnsafeRawBufferPointer(text)
+
+        let first = JobCodec.decodeJob(raw, length: end, at: 0)
+        #expect(first?.id == 41 && first?.spill == JobCodec.Spill(chunk: chunk, length: 4096))
+        let second = first.flatMap { JobCodec.decodeJob(raw, length: end, at: $0.end) }
+        #expect(second?.id == 42 && second?.spill == nil)
+        if let second { #expect(Array(text[second.payload]) == Array("inline".utf8)) }
+        let third = second.flatMap { JobCodec.decodeJob(raw, length: end, at: $0.end) }
+        #expect(third?.id == 43 && third?.spill?.length == 0 && third?.end == end)
+        // A spilled record cut short decodes as nil.
+        if let third {
+            #expect(JobCodec.decodeJob(raw, length: end - 1, at: second!.end) == nil)
+            _ = third
+        }
+    }
+}
+
+/// Large payloads through the built server: intact, in order, and every chunk comes back —
+/// also when a worker dies holding spilled jobs or its queue is removed.
+@Suite(.serialized) struct PayloadArenaIntegrationTests {
+    private func status(_ server: TestServer) throws -> [String: Any] {
+        let text = try ControlClient.send("status json", controlSocket: server.socketPath + ".ctl")
+        return try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    private func arena(_ server: TestServer) throws -> [String: Int] {
+        try #require(try status(server)["arena"] as? [String: Int], "status json has no arena")
+    }
+
+    /// Distinct payloads; each byte depends on the index and position, so a payload read from the
+    /// wrong chunk, or a chunk overwritten too early, cannot go unnoticed.
+    private func payload(_ index: Int, size: Int) -> [UInt8] {
+        let prefix = Array("p\(index):".utf8)
+        return prefix + (0..<max(0, size - prefix.count)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index &* 7) }
+    }
+
+    @Test func largePayloadsArriveIntactAndEveryChunkComesBack() throws {
+        // Four chunks for 2 workers and 40 requests in flight: the arena runs full, so payloads
+        // also travel inline, and chunks are reused many times.
+        let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--arena-chunks", "4"])
+        defer { server.stop() }
+        let sizes = [1023, 1024, 4096, 8176, 2000]
+        let client = try PoolClient(socketPath: server.socketPath)
+        var sent = 0
+        for round in 0..<8 {
+            let payloads = (0..<40).map { i in payload(round * 40 + i, size: sizes[(round + i) % sizes.count]) }
+            let replies = try client.pipeline(payloads)
+            #expect(replies.map(\.statusByte) == Array(repeating: 0, count: payloads.count))
+            let wrong = zip(replies, payloads).enumerated().filter { $1.0.body != $1.1 }.map(\.offset)
+            #expect(wrong.isEmpty, "round \(round): replies \(wrong) differ from their requests")
+            sent += payloads.count
+        }
+        var counts = try arena(server)
+        #expect(counts["chunks"] == 4)
+        let eligible = sent * 4 / 5   // every size but 1023 is at least --spill-bytes (1024)
+        #expect(counts["spilled", default: 0] > 0 && counts["inline_when_full", default: 0] > 0, "\(counts)")
+        #expect(counts["spilled", default: 0] + counts["inline_when_full", default: 0] >= eligible, "\(counts)")
+        #expect(waitUntil(timeout: 10) { (try? arena(server)["in_use"]) == 0 }, "\(String(describing: try? arena(server)))")
+
+        // Below --spill-bytes nothing is spilled.
+        let before = counts["spilled", default: 0] + counts["inline_when_full", default: 0]
+        let small = (0..<10).map { payload(1000 + $0, size: 1023) }
+        #expect(try client.pipeline(small).map(\.body) == small)
+        counts = try arena(server)
+        #expect(counts["spilled", default: 0] + counts["inline_when_full", default: 0] == before, "\(counts)")
+        client.close()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0)
+    }
+
+    /// Ack mode: every payload, spilled or not, reaches a worker exactly once and whole (the log
+    /// handler logs its length and bytes).
+    @Test func acknowledgedSpilledMessagesAreEachHandledOnceAndWhole() throws {
+        let server = try TestServer(["--workers", "2", "--handler", "log", "--spill-bytes", "1"])
+        defer { server.stop() }
+        let messages = (0..<200).map { i in "m\(i)-" + String(repeating: "abcdefghij", count: (i * 37) % 400) }
+        for message in messages {
+            #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: Array(message.utf8), timeout: 30) == Array("ok".utf8))
+        }
+        #expect(waitUntil(timeout: 20) { (try? arena(server)["in_use"]) == 0 })
+        #expect(try arena(server)["spilled", default: 0] > 0)
+        server.signal(SIGINT)
+        #expect(server.waitForExit() == 0)
+        // The log shows a long message's start only; its "mN-" prefix and its length identify it.
+        let lines = recvLines(in: server.log)
+        var logged: [String: [Int]] = [:]
+        for line in lines { logged[String(line.message.prefix { $0 != "-" }), default: []].append(line.length) }
+        let wrong = messages.enumerated().filter { logged["m\($0.offset)"] != [$0.element.utf8.count] }.map(\.offset)
+        #expect(wrong.isEmpty, "messages not logged exactly once with their length: \(wrong.prefix(20))")
+        #expect(lines.count == messages.count)
+    }
+
+    @Test func noArenaWithSpillBytesZero() throws {
+        let server = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--spill-bytes", "0"])
+        defer { server.stop() }
+        let client = try PoolClient(socketPath: server.socketPath)
+        let big = payload(1, size: 8000)
+        #expect(try client.pipeline([big]).map(\.body) == [big])
+        #expect(try status(server)["arena"] == nil)
+        client.close()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0)
+    }
+}
