@@ -190,10 +190,13 @@ final class Master {
         return finish()
     }
 
-    /// Milliseconds until the nearest deadline (idle scan, respawn, shutdown, held retry).
+    /// Milliseconds until the nearest deadline (idle scan, respawn, shutdown, held retry); -1 when
+    /// there is none. With no connection open there is nothing to scan for idleness, and an
+    /// unarmed wait is cheaper: a oneshot pool under a lone client is often in that state.
     func nextTimeout() -> Int32 {
         let now = monotonicNanoseconds()
-        var until = nextIdleScan - now
+        let none = Int64.max
+        var until = connections.isEmpty ? none : nextIdleScan - now
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
         // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; for
@@ -202,6 +205,7 @@ final class Master {
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if batches.contains(where: { !$0.isEmpty }) { until = 0 }
         if configuration.jobTimeout != nil { until = min(until, 100_000_000) }
+        if until == none { return -1 }
         return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
     }
 
