@@ -541,4 +541,15 @@ static inline uint32_t csysv_arena_released(const uint32_t *released) {
     return __atomic_load_n(released, __ATOMIC_ACQUIRE);
 }
 
+/// A reply ring's position (bytes written by the worker, or taken by the master), published to the
+/// other side with release ordering: the bytes before it are written (or no longer read).
+/// Why C: an atomic store on shared memory.
+static inline void csysv_ring_publish(uint64_t *position, uint64_t value) {
+    __atomic_store_n(position, value, __ATOMIC_RELEASE);
+}
+/// The other side's published position, with acquire ordering. Why C: an atomic load on shared memory.
+static inline uint64_t csysv_ring_position(const uint64_t *position) {
+    return __atomic_load_n(position, __ATOMIC_ACQUIRE);
+}
+
 #endif

@@ -100,6 +100,54 @@ import Testing
     }
 }
 
+/// The reply rings, in this process (one process plays worker and master).
+@Suite struct ReplyRingUnitTests {
+    private func write(_ rings: ReplyRings, _ slot: Int, _ bytes: [UInt8]) -> UInt64? {
+        bytes.withUnsafeBytes { rings.write(slot, $0) }
+    }
+
+    @Test func bodiesNeverWrapAndSpaceComesBackInOrder() throws {
+        let rings = try ReplyRings(slots: 2, capacity: 256)
+        let a = [UInt8](repeating: 1, count: 100), b = [UInt8](repeating: 2, count: 100), c = [UInt8](repeating: 3, count: 100)
+        #expect(write(rings, 0, a) == 0)
+        #expect(write(rings, 0, b) == 100)
+        // 56 bytes left at the end, 0 free at the start: no room, the body goes inline.
+        #expect(write(rings, 0, c) == nil)
+        #expect(rings.pending(0) == 200)
+        #expect(Array(try #require(rings.body(0, position: 100, length: 100))) == b)
+        rings.consume(0, upTo: 100)                    // the master took a
+        // c does not fit in the 56 bytes at the end: it starts the next lap, at offset 0.
+        let position = try #require(write(rings, 0, c))
+        #expect(position == 256 && position % 256 == 0)
+        #expect(Array(try #require(rings.body(0, position: position, length: 100))) == c)
+        #expect(Array(try #require(rings.body(0, position: 100, length: 100))) == b, "b is not overwritten before it is taken")
+        rings.consume(0, upTo: 200)
+        rings.consume(0, upTo: position + 100)
+        #expect(rings.pending(0) == 0)
+        // Slots are independent, and a reset empties one.
+        #expect(write(rings, 1, a) == 0)
+        rings.reset(1)
+        #expect(rings.pending(1) == 0)
+        #expect(write(rings, 1, [UInt8](repeating: 0, count: 257)) == nil, "larger than the ring")
+        #expect(rings.body(0, position: 200, length: 100) == nil, "a body may not run past the ring's end")
+    }
+
+    @Test func spilledRepliesRoundTripBesideInlineOnes() {
+        let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+        defer { text.deallocate() }
+        var end = JobCodec.encodeSpilledReply(id: 7, status: .ok, slot: 513, length: 5000, position: 1 << 40, into: text, at: 0)
+        #expect(end == JobCodec.spilledRecordBytes)
+        end = Array("inline".utf8).withUnsafeBytes { JobCodec.encodeReply(id: 8, status: .handlerError, slot: 1, body: $0, into: text, at: end) }
+        let raw = UnsafeRawBufferPointer(text)
+        let first = JobCodec.decodeReply(raw, length: end, at: 0)
+        #expect(first?.id == 7 && first?.slot == 513 && first?.status == .ok)
+        #expect(first?.spill == JobCodec.RingSpill(position: 1 << 40, length: 5000))
+        let second = first.flatMap { JobCodec.decodeReply(raw, length: end, at: $0.end) }
+        #expect(second?.id == 8 && second?.spill == nil && second?.end == end)
+        #expect(JobCodec.decodeReply(raw, length: JobCodec.spilledRecordBytes - 1, at: 0) == nil)
+    }
+}
+
 /// Large payloads through the built server: intact, in order, and every chunk comes back —
 /// also when a worker dies holding spilled jobs or its queue is removed.
 @Suite(.serialized) struct PayloadArenaIntegrationTests {
@@ -142,6 +190,7 @@ import Testing
         #expect(counts["spilled", default: 0] > 0 && counts["inline_when_full", default: 0] > 0, "\(counts)")
         #expect(counts["spilled", default: 0] + counts["inline_when_full", default: 0] >= eligible, "\(counts)")
         #expect(waitUntil(timeout: 10) { (try? arena(server)["in_use"]) == 0 }, "\(String(describing: try? arena(server)))")
+        #expect(counts["replies_spilled", default: 0] > 0, "echoed bodies come back through the reply rings: \(counts)")
 
         // Below --spill-bytes nothing is spilled.
         let before = counts["spilled", default: 0] + counts["inline_when_full", default: 0]
@@ -174,6 +223,25 @@ import Testing
         let wrong = messages.enumerated().filter { logged["m\($0.offset)"] != [$0.element.utf8.count] }.map(\.offset)
         #expect(wrong.isEmpty, "messages not logged exactly once with their length: \(wrong.prefix(20))")
         #expect(lines.count == messages.count)
+    }
+
+    /// The smallest reply ring (one msgmax): large replies often find it full or at its end, so
+    /// they also travel inline and the ring wraps; every reply is still whole and in order.
+    @Test func aSmallReplyRingWrapsAndOverflowsInline() throws {
+        let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result", "--handler", "sim",
+                                     "--reply-ring", "\(FramedSupport.kernelMsgmax())", "--batch-time", "0.01"])
+        defer { server.stop() }
+        let client = try PoolClient(socketPath: server.socketPath)
+        for round in 0..<5 {
+            let payloads = (0..<48).map { i in payload(round * 48 + i, size: [3000, 5000, 1500, 8176][i % 4]) }
+            let replies = try client.pipeline(payloads)
+            let wrong = zip(replies, payloads).enumerated().filter { $1.0.statusByte != 0 || $1.0.body != $1.1 }.map(\.offset)
+            #expect(replies.count == payloads.count && wrong.isEmpty, "round \(round): replies \(wrong) differ")
+        }
+        #expect(try arena(server)["replies_spilled", default: 0] > 0)
+        client.close()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0)
     }
 
     @Test func noArenaWithSpillBytesZero() throws {

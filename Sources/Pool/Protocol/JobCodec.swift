@@ -7,7 +7,8 @@
 /// A spilled job (its payload in the shared `PayloadArena`) has the top bit of `length` set, and
 /// instead of the payload 8 bytes: u32 chunk index, u32 chunk generation.
 /// Reply record (worker → master, mtype `replyType`): u64 id, u32 length, u8 status, u8 reserved,
-/// u16 slot, body.
+/// u16 slot, body. A spilled reply (its body in the worker's `ReplyRings` ring) has the top bit of
+/// `length` set, and instead of the body a u64 ring position.
 /// Quit (master → worker, mtype `quitType`): no text. Control never travels as payload.
 public enum JobCodec {
     /// `mtype` of a job message (master → worker).
@@ -52,8 +53,19 @@ public enum JobCodec {
         public var status: ResponseStatus
         /// The slot of the worker that sent it.
         public var slot: Int
-        /// Byte offsets of the body within the message text.
+        /// Byte offsets of the body within the message text (of the ring position, if spilled).
         public var body: Range<Int>
+        /// Set when the body is in the slot's reply ring.
+        public var spill: RingSpill? = nil
+        /// Offset of the next record.
+        public var end: Int { body.upperBound }
+    }
+
+    /// Where a spilled reply's body is in its slot's reply ring.
+    public struct RingSpill: Equatable, Sendable {
+        /// Ring position of the first byte (bytes written to the ring before it).
+        public var position: UInt64
+        public var length: Int
     }
 
     /// Writes a job record at `offset` of `text`; returns the offset after it.
@@ -96,6 +108,20 @@ public enum JobCodec {
         return offset + headerBytes + body.count
     }
 
+    /// Writes a spilled reply record (its body already at `position` of the slot's reply ring) at
+    /// `offset` of `text`; returns the offset after it.
+    @inline(__always)
+    public static func encodeSpilledReply(id: UInt64, status: ResponseStatus, slot: Int, length: Int, position: UInt64,
+                                          into text: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        text.storeBytes(of: id, toByteOffset: offset, as: UInt64.self)
+        text.storeBytes(of: UInt32(length) | spilledFlag, toByteOffset: offset + 8, as: UInt32.self)
+        text.storeBytes(of: status.rawValue, toByteOffset: offset + 12, as: UInt8.self)
+        text.storeBytes(of: 0, toByteOffset: offset + 13, as: UInt8.self)
+        text.storeBytes(of: UInt16(truncatingIfNeeded: slot), toByteOffset: offset + 14, as: UInt16.self)
+        text.storeBytes(of: position, toByteOffset: offset + 16, as: UInt64.self)
+        return offset + spilledRecordBytes
+    }
+
     /// Writes the number of records into the first record of a job message (its `count` field).
     @inline(__always)
     public static func setBatchCount(_ count: Int, in text: UnsafeMutableRawBufferPointer) {
@@ -132,10 +158,17 @@ public enum JobCodec {
     public static func decodeReply(_ text: UnsafeRawBufferPointer, length: Int, at offset: Int) -> Reply? {
         guard offset + headerBytes <= length else { return nil }
         let id = text.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-        let count = Int(text.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
+        let raw = text.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
         let status = ResponseStatus(rawValue: text[offset + 12]) ?? .handlerError
         let slot = Int(text.loadUnaligned(fromByteOffset: offset + 14, as: UInt16.self))
         let start = offset + headerBytes
+        if raw & spilledFlag != 0 {
+            guard start + 8 <= length else { return nil }
+            let position = text.loadUnaligned(fromByteOffset: start, as: UInt64.self)
+            return Reply(id: id, status: status, slot: slot, body: start..<(start + 8),
+                         spill: RingSpill(position: position, length: Int(raw & ~spilledFlag)))
+        }
+        let count = Int(raw)
         guard start + count <= length else { return nil }
         return Reply(id: id, status: status, slot: slot, body: start..<(start + count))
     }

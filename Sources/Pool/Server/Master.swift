@@ -78,6 +78,8 @@ final class Master {
     let batchByteLimit: Int
     /// Payloads of at least this many bytes go through the arena (`--spill-bytes`; `Int.max`: none).
     let spillBytes: Int
+    /// Replies whose body came through a reply ring, since start.
+    @exclusivity(unchecked) var spilledReplies = 0
     @exclusivity(unchecked) var dirty: [Connection] = []
     /// `setMasterWantsRoom(true)` is in force (jobs held for lack of queue room).
     @exclusivity(unchecked) var wantsRoom = false
@@ -749,11 +751,29 @@ final class Master {
             let text = UnsafeRawBufferPointer(receiveBuffer.text)
             var offset = 0
             while let reply = JobCodec.decodeReply(text, length: length, at: offset) {
-                offset = reply.body.upperBound
+                offset = reply.end
                 supervisor.noteAnswered(reply.id, slot: reply.slot)
-                if let route = routes.removeValue(forKey: reply.id), let connection = connections[route.connection] {
-                    answer(connection, route.sequence, reply.status, body: UnsafeRawBufferPointer(rebasing: text[reply.body]))
+                let route = routes.removeValue(forKey: reply.id)
+                let connection = route.flatMap { connections[$0.connection] }
+                guard let spill = reply.spill else {
+                    if let route, let connection {
+                        answer(connection, route.sequence, reply.status, body: UnsafeRawBufferPointer(rebasing: text[reply.body]))
+                    }
+                    continue
                 }
+                // The body is in the worker's ring: copied into the response, then given back (also
+                // when nobody waits for it any more).
+                spilledReplies += 1
+                let rings = supervisor.replyRings
+                if let route, let connection {
+                    if let body = rings?.body(reply.slot, position: spill.position, length: spill.length) {
+                        answer(connection, route.sequence, reply.status, body: body)
+                    } else {
+                        logger.error("reply names bytes outside its worker's ring", metadata: ["job": "\(reply.id)", "slot": "\(reply.slot)"])
+                        answer(connection, route.sequence, .handlerError, [])
+                    }
+                }
+                rings?.consume(reply.slot, upTo: spill.position + UInt64(spill.length))
             }
         }
         if !held.isEmpty { dispatchHeld() }

@@ -124,8 +124,8 @@ extension Master {
             activeConnections: connections.count - controlConnectionCount,
             responses: ResponseStatus.allCases.map { ($0.metricName, statusCounts[Int($0.rawValue)]) },
             heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers,
-            arena: supervisor.arena.map {
-                StatusReport.Arena(chunks: $0.count, inUse: $0.inUse, spilled: $0.stored, inlineWhenFull: $0.exhausted)
-            })
+            arena: supervisor.arena == nil && supervisor.replyRings == nil ? nil : StatusReport.Arena(
+                chunks: supervisor.arena?.count ?? 0, inUse: supervisor.arena?.inUse ?? 0, spilled: supervisor.arena?.stored ?? 0,
+                inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: spilledReplies))
     }
 }

@@ -95,6 +95,9 @@ public struct PoolConfiguration: Sendable {
     /// Chunks in the payload arena, each holding one payload of up to `msgmax` − 16 bytes
     /// (`--arena-chunks`; 0: no arena). When every chunk is in use, payloads travel inline.
     public var arenaChunks: Int = 256
+    /// Result mode: bytes of each worker's ring for replies of at least `spillBytes` (`--reply-ring`;
+    /// 0: every reply inline). A multiple of 64, at least `msgmax`.
+    public var replyRingBytes: Int = 65_536
     /// `listen(2)` backlog.
     public var listenBacklog: Int32 = 1024
     /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
@@ -158,6 +161,9 @@ extension PoolConfiguration {
         }
         guard spillBytes >= 0 else { throw ConfigurationError("--spill-bytes must be 0 (never) or more") }
         guard arenaChunks >= 0, arenaChunks <= 65_536 else { throw ConfigurationError("--arena-chunks must be within 0…65536") }
+        guard replyRingBytes == 0 || (replyRingBytes % 64 == 0 && replyRingBytes >= limits.maxMessageBytes && replyRingBytes <= 1 << 24) else {
+            throw ConfigurationError("--reply-ring must be 0, or a multiple of 64 from msgmax (\(limits.maxMessageBytes)) to 16 MiB")
+        }
         guard batchTime >= 0, batchTime <= 1 else { throw ConfigurationError("--batch-time must be within 0…1 seconds") }
         if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }

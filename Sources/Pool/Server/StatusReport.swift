@@ -36,6 +36,8 @@ public struct StatusReport: Sendable {
         public var spilled: Int
         /// Jobs that would have gone through it but travelled inline: every chunk was in use.
         public var inlineWhenFull: Int
+        /// Result mode: replies whose body came back through the worker's reply ring.
+        public var repliesSpilled: Int
     }
 
     /// The master's pid.
@@ -70,7 +72,7 @@ public struct StatusReport: Sendable {
         out += "responses: " + responses.map { "\($0.status) \($0.count)" }.joined(separator: ", ") + "\n"
         if let arena {
             out += "payload arena: \(arena.inUse) of \(arena.chunks) chunks in use; \(arena.spilled) payloads spilled, "
-            out += "\(arena.inlineWhenFull) sent inline while it was full\n"
+            out += "\(arena.inlineWhenFull) sent inline while it was full; \(arena.repliesSpilled) replies through reply rings\n"
         }
         let header = ["slot", "pid", "state", "jobs", "restarts", "job age", "queue", "msgs", "bytes", "rss"]
         var rows = [header]
@@ -99,7 +101,7 @@ public struct StatusReport: Sendable {
         out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},"
         if let arena {
             out += "\"arena\":{\"chunks\":\(arena.chunks),\"in_use\":\(arena.inUse),\"spilled\":\(arena.spilled),"
-            out += "\"inline_when_full\":\(arena.inlineWhenFull)},"
+            out += "\"inline_when_full\":\(arena.inlineWhenFull),\"replies_spilled\":\(arena.repliesSpilled)},"
         }
         out += "\"workers\":["
         out += workers.map { w in
@@ -129,6 +131,8 @@ public struct StatusReport: Sendable {
             metric("pool_arena_spilled_total", "counter", "Payloads sent through the payload arena.", [("", "\(arena.spilled)")])
             metric("pool_arena_inline_when_full_total", "counter", "Payloads sent inline because every arena chunk was in use.",
                    [("", "\(arena.inlineWhenFull)")])
+            metric("pool_reply_ring_spilled_total", "counter", "Replies whose body came back through a worker's reply ring.",
+                   [("", "\(arena.repliesSpilled)")])
         }
         metric("pool_workers", "gauge", "Worker slots taking work.", [("", "\(workers.filter { $0.state != "retiring" }.count)")])
         func perWorker(_ value: (Worker) -> String?) -> [(labels: String, value: String)] {

@@ -67,6 +67,8 @@ final class Supervisor {
     let inboxes: WorkerInboxes
     /// Where large payloads travel (`nil`: `--spill-bytes 0` or `--arena-chunks 0`).
     let arena: PayloadArena?
+    /// Where large replies travel (result mode; `nil`: `--spill-bytes 0` or `--reply-ring 0`).
+    let replyRings: ReplyRings?
     let replyQueue: MessageQueue?
     let doorbell: EventFD?
     private let configuration: PoolConfiguration
@@ -94,6 +96,9 @@ final class Supervisor {
         // A chunk holds the largest payload one message could (msgmax − header).
         arena = configuration.spillBytes > 0 && configuration.arenaChunks > 0
             ? try PayloadArena(chunks: configuration.arenaChunks, chunkBytes: limits.maxMessageBytes - JobCodec.headerBytes)
+            : nil
+        replyRings = configuration.replyMode == .result && configuration.spillBytes > 0 && configuration.replyRingBytes > 0
+            ? try ReplyRings(slots: Self.maxWorkers, capacity: configuration.replyRingBytes)
             : nil
         var created: [MessageQueue] = []
         do {
@@ -191,15 +196,18 @@ final class Supervisor {
         }
         let environment = WorkerEnvironment(
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
-            scoreboard: scoreboard, inboxes: inboxes, arena: arena, messageCapacity: limits.maxMessageBytes,
+            scoreboard: scoreboard, inboxes: inboxes, arena: arena, replyRings: replyRings,
+            spillBytes: configuration.spillBytes, messageCapacity: limits.maxMessageBytes,
             batchNanoseconds: Int64(configuration.batchTime * 1e9), jobLimit: limit,
             scheduling: configuration.effectiveWorkerScheduling,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
         // Reset the slot's scoreboard before the fork: the child may take and finish a job before
         // the parent runs again, and a reset after that would erase its busy state and job count.
         scoreboard.reset(index, pid: 0)
-        // Whatever the slot's previous worker held was accounted for when it was reaped.
+        // Whatever the slot's previous worker held was accounted for when it was reaped, and every
+        // reply it sent was drained then: the new worker starts with an empty reply ring.
         inboxes.clear(index)
+        replyRings?.reset(index)
         guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
             runWorker(environment)
         }

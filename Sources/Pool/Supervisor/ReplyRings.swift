@@ -1,0 +1,92 @@
+import CSysV
+import Glibc
+
+/// One ring of shared memory per worker slot for large replies (result mode), the way back of the
+/// `PayloadArena`: a worker copies a reply body of at least `--spill-bytes` into its ring and sends
+/// a 24-byte record naming the position, so many large replies share one reply message.
+///
+/// Each ring has one writer (the slot's worker) and one reader (the master), and the master takes
+/// a slot's replies in the order the worker sent them (one reply queue, FIFO per sender). So a
+/// position pair is all the bookkeeping there is: the worker writes at `tail`, the master
+/// publishes `head` once it has copied a body out, and the worker reuses bytes below `head`. A body
+/// never wraps: one that would is placed at the start of the ring, and the skipped bytes are taken
+/// with it. A worker that finds no room sends the body inline, so it never waits for the master.
+///
+/// When a worker dies its replies sent are all drained before it is replaced, and the replacement
+/// starts with an empty ring (`reset`, before the fork).
+///
+/// Layout per slot: a cache line (u64 head, written by the master; u64 tail, by the worker), then
+/// the ring's bytes.
+final class ReplyRings {
+    private let base: UnsafeMutableRawPointer
+    private let mappedBytes: Int
+    private let stride: Int
+    /// Bytes of one ring.
+    let capacity: Int
+    let count: Int
+
+    private static let headerBytes = 64
+
+    /// The corresponding C function is `mmap`.
+    init(slots: Int, capacity: Int) throws {
+        precondition(capacity > 0 && capacity % 64 == 0)
+        self.capacity = capacity
+        count = max(slots, 1)
+        stride = Self.headerBytes + capacity
+        mappedBytes = count * stride
+        // MAP_NORESERVE: only the rings of workers that send large replies get pages.
+        let address = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        base = address
+    }
+
+    deinit { munmap(base, mappedBytes) }
+
+    private func head(_ slot: Int) -> UnsafeMutablePointer<UInt64> {
+        (base + slot * stride).assumingMemoryBound(to: UInt64.self)
+    }
+
+    private func tail(_ slot: Int) -> UnsafeMutablePointer<UInt64> {
+        (base + slot * stride + 8).assumingMemoryBound(to: UInt64.self)
+    }
+
+    private func bytes(_ slot: Int) -> UnsafeMutableRawPointer { base + slot * stride + Self.headerBytes }
+
+    /// Master, before a new worker takes the slot: an empty ring.
+    func reset(_ slot: Int) {
+        csysv_ring_publish(head(slot), 0)
+        csysv_ring_publish(tail(slot), 0)
+    }
+
+    /// Worker: copies `body` into the slot's ring; returns its position, or `nil` if there is no
+    /// room (the body then travels inline).
+    func write(_ slot: Int, _ body: UnsafeRawBufferPointer) -> UInt64? {
+        let length = UInt64(body.count)
+        guard length > 0, length <= UInt64(capacity) else { return nil }
+        var start = csysv_ring_position(tail(slot))
+        let offset = start % UInt64(capacity)
+        if offset + length > UInt64(capacity) { start += UInt64(capacity) - offset }
+        guard start + length - csysv_ring_position(head(slot)) <= UInt64(capacity) else { return nil }
+        UnsafeMutableRawBufferPointer(start: bytes(slot) + Int(start % UInt64(capacity)), count: body.count).copyMemory(from: body)
+        csysv_ring_publish(tail(slot), start + length)
+        return start
+    }
+
+    /// Master: the body a spilled reply names; `nil` if the reference is out of range.
+    func body(_ slot: Int, position: UInt64, length: Int) -> UnsafeRawBufferPointer? {
+        guard slot >= 0, slot < count, length > 0, length <= capacity,
+              Int(position % UInt64(capacity)) + length <= capacity else { return nil }
+        return UnsafeRawBufferPointer(start: bytes(slot) + Int(position % UInt64(capacity)), count: length)
+    }
+
+    /// Master: done with the body that ends at `end`; the worker may write over it.
+    func consume(_ slot: Int, upTo end: UInt64) {
+        guard slot >= 0, slot < count else { return }
+        csysv_ring_publish(head(slot), end)
+    }
+
+    /// Bytes written and not yet taken (for tests and status).
+    func pending(_ slot: Int) -> UInt64 {
+        csysv_ring_position(tail(slot)) &- csysv_ring_position(head(slot))
+    }
+}
