@@ -91,6 +91,7 @@ _ = atexit { try? queue.remove() }
 let receiveBuffer = MessageBuffer(capacity: 8192)
 let sendBuffer = MessageBuffer(capacity: 8192)
 let perBatch = 16
+let arena = try! PayloadArena(chunks: 8, chunkBytes: 8192)
 let doorbell = try! EventFD.create()
 
 /// One msgsnd (IPC_NOWAIT, as the master sends) and the msgrcv a worker does.
@@ -120,6 +121,30 @@ let roundTrips = BenchmarkSuite(name: "queue") { suite in
     }
     suite.benchmark("16 jobs of 16 B as one message") {
         roundTrip(length: encodeBatch(count: perBatch, into: sendBuffer))
+    }
+    // Large payloads: a 16 KiB queue message cannot hold two 4 KiB jobs, so without the arena
+    // each is a message of its own; spilled, the four share one message of 24-byte records
+    // (store into a chunk, send, receive, copy out and release: what master and worker do).
+    suite.benchmark("4 jobs of 4 KiB as 4 messages") {
+        for id in 0..<4 {
+            let length = large.withUnsafeBytes { JobCodec.encodeJob(id: UInt64(id), payload: $0, into: sendBuffer.text, at: 0) }
+            roundTrip(length: length)
+            consume(Array(UnsafeRawBufferPointer(receiveBuffer.text)[JobCodec.headerBytes..<length]))
+        }
+    }
+    suite.benchmark("4 jobs of 4 KiB spilled into the arena, one message") {
+        var length = 0
+        for id in 0..<4 {
+            let chunk = large.withUnsafeBytes { arena.store($0) }!
+            length = JobCodec.encodeSpilledJob(id: UInt64(id), length: large.count, chunk: chunk, into: sendBuffer.text, at: length)
+        }
+        roundTrip(length: length)
+        var offset = 0
+        while let job = JobCodec.decodeJob(UnsafeRawBufferPointer(receiveBuffer.text), length: length, at: offset), let spill = job.spill {
+            consume(Array(arena.payload(spill)!))
+            arena.release(spill.chunk)
+            offset = job.end
+        }
     }
 }
 
