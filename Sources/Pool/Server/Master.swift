@@ -247,6 +247,20 @@ final class Master {
         return forcedStop(reason: "second stop signal")
     }
 
+    /// Result mode, a removed shared queue: every worker that read it has been reaped, so a
+    /// request in flight that is not held, staged, or queued since (`queuedSince`) was in it.
+    func failRequestsLostWithTheSharedQueue(except queuedSince: Set<UInt64>) {
+        var alive = queuedSince
+        for job in held.elements { alive.insert(job.id) }
+        for batch in batches { for entry in batch.entries { alive.insert(entry.id) } }
+        let lost = routes.filter { !alive.contains($0.key) }
+        if !lost.isEmpty { logger.error("requests lost with the removed shared queue", metadata: ["jobs": "\(lost.keys.sorted())"]) }
+        for (id, route) in lost {
+            routes.removeValue(forKey: id)
+            deliver(route, status: .workerDied, body: Array("the job queue was removed".utf8))
+        }
+    }
+
     func reapChildren() {
         while let (pid, status) = ChildProcess.reapAny() {
             // Replies a worker sent before it exited are in the reply queue: take them first so
@@ -275,6 +289,7 @@ final class Master {
                     logger.error("acknowledged message lost with its worker", metadata: ["job": "\(job.id)", "status": "\(job.status)"])
                 }
             }
+            if let queuedSince = loss.sharedQueueLost { failRequestsLostWithTheSharedQueue(except: queuedSince) }
         }
         if phase == .killing {
             // Past the shutdown deadline nothing is restarted, whatever is left in the queues.
@@ -596,7 +611,8 @@ final class Master {
     func stage(id: UInt64, payload: UnsafeRawBufferPointer, ack: JobBatch.Ack?) -> Bool {
         guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return false }
         let batch = batch(for: slot)
-        let chunk = payload.count >= spillBytes ? supervisor.arena?.store(payload) : nil
+        let spills = payload.count >= spillBytes
+        let chunk = spills ? supervisor.arena?.store(payload) : nil
         let recordBytes = chunk == nil ? JobCodec.headerBytes + payload.count : JobCodec.spilledRecordBytes
         if !batch.fits(recordBytes: recordBytes, recordLimit: recordLimit) {
             guard flush(slot) else {
@@ -607,7 +623,7 @@ final class Master {
         if let chunk {
             batch.append(id: id, spilled: chunk, length: payload.count, ack: ack)
         } else {
-            batch.append(id: id, payload: payload, ack: ack)
+            batch.append(id: id, payload: payload, ack: ack, spillMissed: spills)
         }
         return true
     }
@@ -650,7 +666,11 @@ final class Master {
             for entry in batch.entries {
                 logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)"])
                 supervisor.noteQueued(entry.id, bytes: entry.bytes, slot: target)
-                if let chunk = entry.spill { supervisor.arena?.noteSent(chunk, queue: supervisor.slots[target].queue.id) }
+                if let chunk = entry.spill {
+                    supervisor.arena?.noteSent(chunk, queue: supervisor.slots[target].queue.id)
+                } else if entry.spillMissed {
+                    supervisor.arena?.noteSentInlineWhenFull()
+                }
                 if let ack = entry.ack, let connection = connections[ack.connection] {
                     answer(connection, ack.sequence, .ok, [])
                 }

@@ -15,6 +15,8 @@ final class JobBatch {
         var payloadBytes: Int
         /// Set when the payload is in the arena.
         var spill: PayloadArena.Chunk?
+        /// Inline only because the arena had no free chunk.
+        var spillMissed = false
         var ack: Ack?
     }
 
@@ -41,9 +43,10 @@ final class JobBatch {
         entries.isEmpty || (entries.count < recordLimit && length + recordBytes <= byteLimit)
     }
 
-    func append(id: UInt64, payload: UnsafeRawBufferPointer, ack: Ack?) {
+    func append(id: UInt64, payload: UnsafeRawBufferPointer, ack: Ack?, spillMissed: Bool = false) {
         let end = JobCodec.encodeJob(id: id, payload: payload, into: buffer.text, at: length)
-        entries.append(Entry(id: id, offset: length, bytes: end - length, payloadBytes: payload.count, ack: ack))
+        entries.append(Entry(id: id, offset: length, bytes: end - length, payloadBytes: payload.count,
+                             spillMissed: spillMissed, ack: ack))
         length = end
     }
 

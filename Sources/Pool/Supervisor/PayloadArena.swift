@@ -46,9 +46,9 @@ public final class PayloadArena {
     @exclusivity(unchecked) private var taken = FIFO<UInt32>()
     /// The queue each chunk in use was sent to, to take back chunks a removed queue lost.
     @exclusivity(unchecked) private var sentTo: [Int32]
-    /// Payloads stored since start.
+    /// Jobs sent with their payload in the arena, since start.
     @exclusivity(unchecked) public private(set) var stored = 0
-    /// Payloads refused since start because every chunk was in use.
+    /// Jobs sent inline, since start, because every chunk was in use when they were staged.
     @exclusivity(unchecked) public private(set) var exhausted = 0
 
     /// The corresponding C function is `mmap`.
@@ -83,12 +83,10 @@ public final class PayloadArena {
             free.append(oldest)
         }
         if free.isEmpty { reclaimOutOfOrder() }
-        guard let index = free.popLast() else {
-            exhausted += 1
-            return nil
-        }
-        stored += 1
+        guard let index = free.popLast() else { return nil }
         generation[Int(index)] &+= 1
+        // Its previous use went to some queue; this one has gone nowhere yet (`dropAll`).
+        sentTo[Int(index)] = -1
         if payload.count > 0 {
             UnsafeMutableRawBufferPointer(start: chunks + Int(index) * chunkBytes, count: payload.count).copyMemory(from: payload)
         }
@@ -96,10 +94,15 @@ public final class PayloadArena {
         return Chunk(index: index, generation: generation[Int(index)])
     }
 
-    /// Records the queue the chunk's job was sent to.
+    /// Records the queue the chunk's job was sent to. (Counted here, not in `store`: a job staged
+    /// while every queue is full is staged again on each retry.)
     public func noteSent(_ chunk: Chunk, queue: Int32) {
         sentTo[Int(chunk.index)] = queue
+        stored += 1
     }
+
+    /// Counts a job sent inline because no chunk was free when it was staged.
+    public func noteSentInlineWhenFull() { exhausted += 1 }
 
     /// Master: gives the chunk back if `chunk` is still its current use — for a job that will
     /// never reach a worker (no queue took it; its worker died holding it). A stale reference does

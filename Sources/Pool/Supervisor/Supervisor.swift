@@ -55,6 +55,10 @@ struct WorkerLoss {
     var lost: [LostJob]
     /// Jobs of its last message it had not started.
     var unstarted: [UnstartedJob]
+    /// Set when the last worker that read a removed shared queue has been reaped: the jobs still
+    /// in that queue are gone. No slot owned them, so the caller fails every request in flight
+    /// except these (sent to the new queue since) and the ones it holds or has staged.
+    var sharedQueueLost: Set<UInt64>? = nil
 }
 
 /// Forks workers, binds each to its slot's queue, reaps them, replaces the dead, kills the stuck.
@@ -69,6 +73,11 @@ final class Supervisor {
     let arena: PayloadArena?
     /// Where large replies travel (result mode; `nil`: `--spill-bytes 0` or `--reply-ring 0`).
     let replyRings: ReplyRings?
+    /// Queues removed from outside whose losses wait for these workers (that read them) to be
+    /// reaped: until then a worker may still hold one of its messages.
+    @exclusivity(unchecked) private var lostQueues: [(queue: Int32, readers: Set<pid_t>, shared: Bool)] = []
+    /// While a removed shared queue's loss is pending: the jobs queued since (to its replacement).
+    @exclusivity(unchecked) private var queuedSinceSharedLoss: Set<UInt64>? = nil
     let replyQueue: MessageQueue?
     let doorbell: EventFD?
     private let configuration: PoolConfiguration
@@ -240,7 +249,10 @@ final class Supervisor {
     /// Records that a job was queued to a slot, for attribution if its worker dies.
     func noteQueued(_ id: UInt64, bytes: Int, slot: Int) {
         // With a shared queue no slot owns a job until a worker takes it; the scoreboard says which.
-        guard !sharesQueue else { return }
+        guard !sharesQueue else {
+            queuedSinceSharedLoss?.insert(id)
+            return
+        }
         slots[slot].outstanding.append(QueuedJob(id: id, bytes: bytes))
     }
 
@@ -296,13 +308,24 @@ final class Supervisor {
             }
             inboxes.clear(index)
         }
+        // This worker's last message is accounted for (above): if it was the last reader of a
+        // removed queue, that queue's chunks come back now (or below, if it is this one's).
+        for lost in lostQueues.indices { lostQueues[lost].readers.remove(pid) }
         let queueStatus = try? slot.queue.status()
         let queueAlive = queueStatus != nil
         if !queueAlive {
             for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
-            // Its messages are gone, so no worker will release their chunks. Only with a queue of
-            // its own: a shared queue's other readers may still be reading theirs.
-            if !sharesQueue { arena?.dropAll(sentTo: slot.queue.id) }
+            // Its messages are gone, so no worker will release their chunks. A queue of its own
+            // had no other reader; a shared queue's other workers may still be reading chunks of
+            // messages they took before, so those wait until the last of them is reaped.
+            let readers = sharesQueue ? Set(slots.indices.filter { $0 != index }.compactMap { slots[$0].pid }) : []
+            lostQueues.append((slot.queue.id, readers, sharesQueue))
+            if sharesQueue {
+                if queuedSinceSharedLoss == nil { queuedSinceSharedLoss = [] }
+                if configuration.replyMode == .ack {
+                    logger.error("acknowledged messages still in the removed shared queue are lost", metadata: ["queue": "\(slot.queue.id)"])
+                }
+            }
             if !shuttingDown, let queue = try? Self.createQueue() {
                 _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
                 logger.error("queue of slot \(index) was removed from outside (ipcrm?); created \(queue.id) in its place",
@@ -317,6 +340,15 @@ final class Supervisor {
                 }
             }
         }
+
+        var sharedQueueLost: Set<UInt64>? = nil
+        lostQueues.removeAll { lost in
+            guard lost.readers.isEmpty else { return false }
+            arena?.dropAll(sentTo: lost.queue)
+            if lost.shared { sharedQueueLost = queuedSinceSharedLoss ?? [] }
+            return true
+        }
+        if sharedQueueLost != nil, !lostQueues.contains(where: \.shared) { queuedSinceSharedLoss = nil }
 
         let expected = shuttingDown || status == .exited(WorkerExit.normal)
         let lived = now - slot.startedAt
@@ -346,7 +378,7 @@ final class Supervisor {
             slots[index] = slot
             while let last = slots.last, last.removed { slots.removeLast() }
             try? writeState()
-            return WorkerLoss(slot: index, lost: lost, unstarted: unstarted)
+            return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
         }
         if shuttingDown {
             // Acknowledged work still in its queue must be handled before the pool stops. A shared
@@ -369,7 +401,7 @@ final class Supervisor {
         slot.terminatedAt = nil
         slot.timedOutJob = nil
         slots[index] = slot
-        return WorkerLoss(slot: index, lost: lost, unstarted: unstarted)
+        return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
     }
 
     // MARK: Scaling and rolling restarts
