@@ -29,8 +29,7 @@ public final class PayloadArena {
         }
     }
 
-    private let base: UnsafeMutableRawPointer
-    private let mappedBytes: Int
+    private let memory: SharedMemory
     private let released: UnsafeMutablePointer<UInt32>
     private let chunks: UnsafeMutableRawPointer
     /// Bytes of one chunk: the largest payload it holds.
@@ -57,11 +56,9 @@ public final class PayloadArena {
         self.count = count
         self.chunkBytes = (chunkBytes + 63) & ~63
         let header = (max(count, 1) * MemoryLayout<UInt32>.stride + 63) & ~63
-        mappedBytes = header + count * self.chunkBytes
-        // MAP_NORESERVE: only chunks that are used get pages.
-        let address = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
-        base = address
+        // Not reserved: only chunks that are used get pages.
+        memory = try SharedMemory(bytes: header + count * self.chunkBytes, reserve: false)
+        let address = memory.base
         released = address.bindMemory(to: UInt32.self, capacity: max(count, 1))
         chunks = address + header
         generation = Array(repeating: 0, count: count)
@@ -70,7 +67,7 @@ public final class PayloadArena {
         free = (0..<UInt32(count)).reversed()
     }
 
-    deinit { munmap(base, mappedBytes) }
+    deinit { memory.unmap() }
 
     // MARK: Master
 

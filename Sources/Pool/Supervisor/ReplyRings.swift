@@ -18,8 +18,8 @@ import Glibc
 /// Layout per slot: a cache line (u64 head, written by the master; u64 tail, by the worker), then
 /// the ring's bytes.
 final class ReplyRings {
-    private let base: UnsafeMutableRawPointer
-    private let mappedBytes: Int
+    private let memory: SharedMemory
+    private var base: UnsafeMutableRawPointer { memory.base }
     private let stride: Int
     /// Bytes of one ring.
     let capacity: Int
@@ -27,20 +27,16 @@ final class ReplyRings {
 
     private static let headerBytes = 64
 
-    /// The corresponding C function is `mmap`.
     init(slots: Int, capacity: Int) throws {
         precondition(capacity > 0 && capacity % 64 == 0)
         self.capacity = capacity
         count = max(slots, 1)
         stride = Self.headerBytes + capacity
-        mappedBytes = count * stride
-        // MAP_NORESERVE: only the rings of workers that send large replies get pages.
-        let address = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
-        base = address
+        // Not reserved: only the rings of workers that send large replies get pages.
+        memory = try SharedMemory(bytes: count * stride, reserve: false)
     }
 
-    deinit { munmap(base, mappedBytes) }
+    deinit { memory.unmap() }
 
     private func head(_ slot: Int) -> UnsafeMutablePointer<UInt64> {
         (base + slot * stride).assumingMemoryBound(to: UInt64.self)

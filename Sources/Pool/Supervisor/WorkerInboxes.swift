@@ -14,8 +14,8 @@ import Glibc
 /// Layout of one inbox: `u32 started, u32 done`, then a `struct msgbuf` (`long mtype`, text).
 /// The worker writes; the master reads only after `waitpid` has reaped the worker, so no atomics.
 final class WorkerInboxes {
-    private let base: UnsafeMutableRawPointer
-    private let bytes: Int
+    private let memory: SharedMemory
+    private var base: UnsafeMutableRawPointer { memory.base }
     private let stride: Int
     /// Text capacity of each inbox (`msgmax`).
     let capacity: Int
@@ -23,20 +23,16 @@ final class WorkerInboxes {
 
     private static let counterBytes = 8
 
-    /// The corresponding C function is `mmap`.
     init(slots: Int, capacity: Int) throws {
         let unaligned = Self.counterBytes + MessageBuffer.headerBytes + capacity
         stride = (unaligned + 63) & ~63
-        bytes = max(slots, 1) * stride
-        // MAP_NORESERVE: pages are touched only by the worker that uses an inbox.
-        let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
-        base = address
+        // Not reserved: pages are touched only by the worker that uses an inbox.
+        memory = try SharedMemory(bytes: max(slots, 1) * stride, reserve: false)
         self.capacity = capacity
         count = slots
     }
 
-    deinit { munmap(base, bytes) }
+    deinit { memory.unmap() }
 
     private func counters(_ slot: Int) -> UnsafeMutablePointer<UInt32> {
         (base + slot * stride).assumingMemoryBound(to: UInt32.self)

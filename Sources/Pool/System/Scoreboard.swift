@@ -19,16 +19,17 @@ public final class Scoreboard {
         max(slots, 1) * MemoryLayout<csysv_slot>.stride + MemoryLayout<csysv_master_hint>.stride
     }
 
-    /// The corresponding C function is `mmap`.
+    private let memory: SharedMemory
+
     public init(slots: Int) throws {
-        let address = mmap(nil, Self.bytes(slots), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        memory = try SharedMemory(bytes: Self.bytes(slots))
+        let address = memory.base
         base = address.bindMemory(to: csysv_slot.self, capacity: max(slots, 1))
         hint = (address + max(slots, 1) * MemoryLayout<csysv_slot>.stride).bindMemory(to: csysv_master_hint.self, capacity: 1)
         count = slots
     }
 
-    deinit { munmap(base, Self.bytes(count)) }
+    deinit { memory.unmap() }
 
     /// Called by the master when a new process takes the slot.
     public func reset(_ slot: Int, pid: pid_t) { csysv_slot_reset(base + slot, pid) }

@@ -1,0 +1,22 @@
+import Glibc
+
+/// Anonymous memory shared with every process forked after it is mapped: the scoreboard, the
+/// inboxes, the payload arena and the reply rings. Mapped by the master before the first fork;
+/// a worker inherits the mapping and never maps or unmaps one itself.
+struct SharedMemory {
+    let base: UnsafeMutableRawPointer
+    let bytes: Int
+
+    /// `reserve: false` adds MAP_NORESERVE, for regions of which only the parts in use get pages.
+    /// The corresponding C function is `mmap`.
+    init(bytes: Int, reserve: Bool = true) throws {
+        let flags = MAP_SHARED | MAP_ANONYMOUS | (reserve ? 0 : MAP_NORESERVE)
+        let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        base = address
+        self.bytes = bytes
+    }
+
+    /// The corresponding C function is `munmap`.
+    func unmap() { munmap(base, bytes) }
+}
