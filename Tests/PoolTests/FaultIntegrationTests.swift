@@ -563,7 +563,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(idle < 25, "\(idle) ticks in 1 s before the control connection")
 
         let control = try F.Connection(path: server.socketPath + ".ctl", timeout: 5)
-        #expect(control.send("status\n".bytes))
+        // The master may shed the connection before this write lands (the write then fails with
+        // EPIPE): what matters is that it does not spin and does not leave the client hanging.
+        _ = control.send("status\n".bytes)
         usleep(300_000)
         let ticks = try #require(F.cpuTicksUsed(by: server.pid, during: 1.0))
         #expect(ticks < 25, "the master used \(ticks) ticks of CPU in 1 s with a control connection pending at the descriptor limit (busy loop)")
