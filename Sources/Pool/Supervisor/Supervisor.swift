@@ -74,10 +74,18 @@ final class Supervisor {
     /// Where large replies travel (result mode; `nil`: `--spill-bytes 0` or `--reply-ring 0`).
     let replyRings: ReplyRings?
     /// Queues removed from outside whose losses wait for these workers (that read them) to be
-    /// reaped: until then a worker may still hold one of its messages.
-    @exclusivity(unchecked) private var lostQueues: [(queue: Int32, readers: Set<pid_t>, shared: Bool)] = []
-    /// While a removed shared queue's loss is pending: the jobs queued since (to its replacement).
-    @exclusivity(unchecked) private var queuedSinceSharedLoss: Set<UInt64>? = nil
+    /// reaped: until then a worker may still hold one of its messages. A shared queue's entry
+    /// also collects the jobs queued since its removal was found (they went to the replacement).
+    /// `readers` over-estimates (every other live worker), so entries complete in the order
+    /// they were found, also when a replacement queue is removed in turn.
+    @exclusivity(unchecked) private var lostQueues: [LostQueue] = []
+
+    private struct LostQueue {
+        var queue: Int32
+        var readers: Set<pid_t>
+        var shared: Bool
+        var queuedSince: Set<UInt64> = []
+    }
     let replyQueue: MessageQueue?
     let doorbell: EventFD?
     private let configuration: PoolConfiguration
@@ -250,7 +258,7 @@ final class Supervisor {
     func noteQueued(_ id: UInt64, bytes: Int, slot: Int) {
         // With a shared queue no slot owns a job until a worker takes it; the scoreboard says which.
         guard !sharesQueue else {
-            queuedSinceSharedLoss?.insert(id)
+            for index in lostQueues.indices where lostQueues[index].shared { lostQueues[index].queuedSince.insert(id) }
             return
         }
         slots[slot].outstanding.append(QueuedJob(id: id, bytes: bytes))
@@ -319,12 +327,9 @@ final class Supervisor {
             // had no other reader; a shared queue's other workers may still be reading chunks of
             // messages they took before, so those wait until the last of them is reaped.
             let readers = sharesQueue ? Set(slots.indices.filter { $0 != index }.compactMap { slots[$0].pid }) : []
-            lostQueues.append((slot.queue.id, readers, sharesQueue))
-            if sharesQueue {
-                if queuedSinceSharedLoss == nil { queuedSinceSharedLoss = [] }
-                if configuration.replyMode == .ack {
-                    logger.error("acknowledged messages still in the removed shared queue are lost", metadata: ["queue": "\(slot.queue.id)"])
-                }
+            lostQueues.append(LostQueue(queue: slot.queue.id, readers: readers, shared: sharesQueue))
+            if sharesQueue && configuration.replyMode == .ack {
+                logger.error("acknowledged messages still in the removed shared queue are lost", metadata: ["queue": "\(slot.queue.id)"])
             }
             if !shuttingDown, let queue = try? Self.createQueue() {
                 _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
@@ -341,14 +346,15 @@ final class Supervisor {
             }
         }
 
+        // Of shared entries completing together, the newest's list is the one that counts: what
+        // was queued before it went to a queue that is gone as well.
         var sharedQueueLost: Set<UInt64>? = nil
         lostQueues.removeAll { lost in
             guard lost.readers.isEmpty else { return false }
             arena?.dropAll(sentTo: lost.queue)
-            if lost.shared { sharedQueueLost = queuedSinceSharedLoss ?? [] }
+            if lost.shared { sharedQueueLost = lost.queuedSince }
             return true
         }
-        if sharedQueueLost != nil, !lostQueues.contains(where: \.shared) { queuedSinceSharedLoss = nil }
 
         let expected = shuttingDown || status == .exited(WorkerExit.normal)
         let lived = now - slot.startedAt
