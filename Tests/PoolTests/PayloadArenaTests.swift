@@ -224,6 +224,7 @@ import Testing
         client.close()
         server.signal(SIGTERM)
         #expect(server.waitForExit() == 0)
+        #expect(!server.log.contains("chunks still taken at exit"))
     }
 
     /// Ack mode: every payload, spilled or not, reaches a worker exactly once and whole (the log
@@ -266,6 +267,7 @@ import Testing
         client.close()
         server.signal(SIGTERM)
         #expect(server.waitForExit() == 0)
+        #expect(!server.log.contains("chunks still taken at exit"))
     }
 
     /// Every queue full while payloads spill: one worker sleeps, its 8 KiB queue fills with
@@ -293,6 +295,7 @@ import Testing
         client.close()
         server.signal(SIGTERM)
         #expect(server.waitForExit() == 0)
+        #expect(!server.log.contains("chunks still taken at exit"))
     }
 
     /// `--dispatch shared` and the one job queue removed from outside while both workers sleep
@@ -320,6 +323,7 @@ import Testing
         client.close()
         server.signal(SIGTERM)
         #expect(server.waitForExit() == 0)
+        #expect(!server.log.contains("chunks still taken at exit"))
         #expect(!existingQueueIDs().contains(Int32(queue)))
     }
 
@@ -334,5 +338,6 @@ import Testing
         client.close()
         server.signal(SIGTERM)
         #expect(server.waitForExit() == 0)
+        #expect(!server.log.contains("chunks still taken at exit"))
     }
 }
