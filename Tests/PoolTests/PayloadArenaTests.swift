@@ -183,6 +183,19 @@ import Testing
         try #require(try status(server)["arena"] as? [String: Int], "status json has no arena")
     }
 
+    /// Indices of replies that are not ok or differ from their request.
+    private func mismatches(_ replies: [PoolClient.Response], _ payloads: [[UInt8]]) -> [Int] {
+        zip(replies, payloads).enumerated().filter { $1.0.statusByte != 0 || $1.0.body != $1.1 }.map(\.offset)
+    }
+
+    /// Closes the client, stops the server with SIGTERM: it exits 0 without warning of a chunk left taken.
+    private func stopCleanly(_ server: TestServer, _ client: PoolClient, sourceLocation: SourceLocation = #_sourceLocation) {
+        client.close()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0, sourceLocation: sourceLocation)
+        #expect(!server.log.contains("chunks still taken at exit"), sourceLocation: sourceLocation)
+    }
+
     /// Distinct payloads; each byte depends on the index and position, so a payload read from the
     /// wrong chunk, or a chunk overwritten too early, cannot go unnoticed.
     private func payload(_ index: Int, size: Int) -> [UInt8] {
@@ -203,7 +216,7 @@ import Testing
             let payloads = (0..<40).map { i in payload(round * 40 + i, size: sizes[(round + i) % sizes.count]) }
             let replies = try client.pipeline(payloads)
             #expect(replies.map(\.statusByte) == Array(repeating: 0, count: payloads.count))
-            let wrong = zip(replies, payloads).enumerated().filter { $1.0.body != $1.1 }.map(\.offset)
+            let wrong = mismatches(replies, payloads)
             #expect(wrong.isEmpty, "round \(round): replies \(wrong) differ from their requests")
             sent += payloads.count
         }
@@ -221,10 +234,7 @@ import Testing
         #expect(try client.pipeline(small).map(\.body) == small)
         counts = try arena(server)
         #expect(counts["spilled", default: 0] + counts["inline_when_full", default: 0] == before, "\(counts)")
-        client.close()
-        server.signal(SIGTERM)
-        #expect(server.waitForExit() == 0)
-        #expect(!server.log.contains("chunks still taken at exit"))
+        stopCleanly(server, client)
     }
 
     /// Ack mode: every payload, spilled or not, reaches a worker exactly once and whole (the log
@@ -260,14 +270,11 @@ import Testing
         for round in 0..<5 {
             let payloads = (0..<48).map { i in payload(round * 48 + i, size: [3000, 5000, 1500, 8176][i % 4]) }
             let replies = try client.pipeline(payloads)
-            let wrong = zip(replies, payloads).enumerated().filter { $1.0.statusByte != 0 || $1.0.body != $1.1 }.map(\.offset)
+            let wrong = mismatches(replies, payloads)
             #expect(replies.count == payloads.count && wrong.isEmpty, "round \(round): replies \(wrong) differ")
         }
         #expect(try arena(server)["replies_spilled", default: 0] > 0)
-        client.close()
-        server.signal(SIGTERM)
-        #expect(server.waitForExit() == 0)
-        #expect(!server.log.contains("chunks still taken at exit"))
+        stopCleanly(server, client)
     }
 
     /// Every queue full while payloads spill: one worker sleeps, its 8 KiB queue fills with
@@ -285,17 +292,14 @@ import Testing
         #expect(waitUntil(timeout: 20) { ((try? status(server)["held_requests"]) as? Int ?? 0) > 0 },
                 "no request was held: the queue never filled")
         let replies = try payloads.map { _ in try client.receive() }
-        let wrong = zip(replies, payloads).enumerated().filter { $1.0.statusByte != 0 || $1.0.body != $1.1 }.map(\.offset)
+        let wrong = mismatches(replies, payloads)
         #expect(wrong.isEmpty, "replies \(wrong.prefix(20)) differ from their requests")
         let counts = try arena(server)
         #expect(waitUntil(timeout: 10) { (try? arena(server)["in_use"]) == 0 }, "\(counts)")
         #expect(counts["spilled", default: 0] > 0 && counts["inline_when_full", default: 0] > 0, "\(counts)")
         #expect(counts["spilled", default: 0] + counts["inline_when_full", default: 0] == payloads.count,
                 "each job counted once, when sent: \(counts)")
-        client.close()
-        server.signal(SIGTERM)
-        #expect(server.waitForExit() == 0)
-        #expect(!server.log.contains("chunks still taken at exit"))
+        stopCleanly(server, client)
     }
 
     /// `--dispatch shared` and the one job queue removed from outside while both workers sleep
@@ -320,10 +324,7 @@ import Testing
         #expect(waitUntil(timeout: 10) { (try? arena(server)["in_use"]) == 0 }, "\(String(describing: try? arena(server)))")
         let after = (0..<6).map { "after-\($0)".bytes }
         #expect(try client.pipeline(after).map(\.body) == after)
-        client.close()
-        server.signal(SIGTERM)
-        #expect(server.waitForExit() == 0)
-        #expect(!server.log.contains("chunks still taken at exit"))
+        stopCleanly(server, client)
         #expect(!existingQueueIDs().contains(Int32(queue)))
     }
 
@@ -335,9 +336,6 @@ import Testing
         let big = payload(1, size: 8000)
         #expect(try client.pipeline([big]).map(\.body) == [big])
         #expect(try status(server)["arena"] == nil)
-        client.close()
-        server.signal(SIGTERM)
-        #expect(server.waitForExit() == 0)
-        #expect(!server.log.contains("chunks still taken at exit"))
+        stopCleanly(server, client)
     }
 }
