@@ -153,6 +153,7 @@ import Testing
         #expect(rings.pending(1) == 0)
         #expect(write(rings, 1, [UInt8](repeating: 0, count: 257)) == nil, "larger than the ring")
         #expect(rings.body(0, position: 200, length: 100) == nil, "a body may not run past the ring's end")
+        #expect(write(rings, 2, a) == nil, "a slot beyond the rings replies inline")
     }
 
     @Test func spilledRepliesRoundTripBesideInlineOnes() {
@@ -313,9 +314,15 @@ import Testing
         let queue = try #require(workers.first?["queue_id"] as? Int)
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let payloads = ["sleep:1500", "sleep:1500", "a", "b"].map(\.bytes)
-        for payload in payloads { try client.send(payload) }
+        // Both workers asleep first, so a and b can only wait in the queue.
+        for payload in payloads.prefix(2) { try client.send(payload) }
+        let bothBusy = waitUntil(timeout: 20) {
+            ((try? status(server)["workers"]) as? [[String: Any]])?.filter { $0["state"] as? String == "busy" }.count == 2
+        }
+        try #require(bothBusy, "both workers should be running a sleep")
+        for payload in payloads.suffix(2) { try client.send(payload) }
         #expect(waitUntil(timeout: 20) { (try? MessageQueue(id: Int32(queue)).status().messages) == 2 },
-                "both sleeps taken, a and b waiting in the queue")
+                "a and b waiting in the queue")
         #expect(try arena(server)["in_use"] == 2)
         try MessageQueue(id: Int32(queue)).remove()
 

@@ -50,15 +50,16 @@ final class ReplyRings {
 
     /// Master, before a new worker takes the slot: an empty ring.
     func reset(_ slot: Int) {
+        guard slot >= 0, slot < count else { return }
         csysv_ring_publish(head(slot), 0)
         csysv_ring_publish(tail(slot), 0)
     }
 
     /// Worker: copies `body` into the slot's ring; returns its position, or `nil` if there is no
-    /// room (the body then travels inline).
+    /// room, or the slot has no ring (the body then travels inline).
     func write(_ slot: Int, _ body: UnsafeRawBufferPointer) -> UInt64? {
         let length = UInt64(body.count)
-        guard length > 0, length <= UInt64(capacity) else { return nil }
+        guard slot >= 0, slot < count, length > 0, length <= UInt64(capacity) else { return nil }
         var start = csysv_ring_position(tail(slot))
         let offset = start % UInt64(capacity)
         if offset + length > UInt64(capacity) { start += UInt64(capacity) - offset }
@@ -83,6 +84,7 @@ final class ReplyRings {
 
     /// Bytes written and not yet taken (for tests and status).
     func pending(_ slot: Int) -> UInt64 {
-        csysv_ring_position(tail(slot)) &- csysv_ring_position(head(slot))
+        guard slot >= 0, slot < count else { return 0 }
+        return csysv_ring_position(tail(slot)) &- csysv_ring_position(head(slot))
     }
 }

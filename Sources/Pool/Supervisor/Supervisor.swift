@@ -114,8 +114,10 @@ final class Supervisor {
         arena = configuration.spillBytes > 0 && configuration.arenaChunks > 0
             ? try PayloadArena(chunks: configuration.arenaChunks, chunkBytes: limits.maxMessageBytes - JobCodec.headerBytes)
             : nil
+        // Rings for four times the starting pool (at least 64 slots), not for all 1024 possible
+        // slots: a ring is 64 KiB of address space. Slots added beyond (TTIN) reply inline.
         replyRings = configuration.replyMode == .result && configuration.spillBytes > 0 && configuration.replyRingBytes > 0
-            ? try ReplyRings(slots: Self.maxWorkers, capacity: configuration.replyRingBytes)
+            ? try ReplyRings(slots: min(Self.maxWorkers, max(configuration.workers * 4, 64)), capacity: configuration.replyRingBytes)
             : nil
         var created: [MessageQueue] = []
         do {
