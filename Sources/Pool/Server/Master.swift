@@ -76,10 +76,6 @@ final class Master {
     let batchNanoseconds: Int64
     let batchCapacity: Int
     let batchByteLimit: Int
-    /// Payloads of at least this many bytes go through the arena (`--spill-bytes`; `Int.max`: none).
-    let spillBytes: Int
-    /// Replies whose body came through a reply ring, since start.
-    @exclusivity(unchecked) var spilledReplies = 0
     @exclusivity(unchecked) var dirty: [Connection] = []
     /// `setMasterWantsRoom(true)` is in force (jobs held for lack of queue room).
     @exclusivity(unchecked) var wantsRoom = false
@@ -123,7 +119,6 @@ final class Master {
         batchNanoseconds = Int64(configuration.batchTime * 1e9)
         // Two full batches fit in a queue, so a worker finds the next one waiting.
         batchByteLimit = max(JobCodec.headerBytes, supervisor.grantedQueueBytes / 2)
-        spillBytes = supervisor.arena == nil ? .max : max(1, configuration.spillBytes)
         receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
         oneshotScratch = .allocate(byteCount: configuration.wireProtocol == .oneshot ? maxMessage + 1 : 0, alignment: 16)
         spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
@@ -611,7 +606,7 @@ final class Master {
     func stage(id: UInt64, payload: UnsafeRawBufferPointer, ack: JobBatch.Ack?) -> Bool {
         guard let slot = dispatcher.choose(supervisor: supervisor, staged: batches) else { return false }
         let batch = batch(for: slot)
-        let spills = payload.count >= spillBytes
+        let spills = supervisor.arena?.takes(payload.count) == true
         let chunk = spills ? supervisor.arena?.store(payload) : nil
         let recordBytes = chunk == nil ? JobCodec.headerBytes + payload.count : JobCodec.spilledRecordBytes
         if !batch.fits(recordBytes: recordBytes, recordLimit: recordLimit) {
@@ -773,27 +768,20 @@ final class Master {
             while let reply = JobCodec.decodeReply(text, length: length, at: offset) {
                 offset = reply.end
                 supervisor.noteAnswered(reply.id, slot: reply.slot)
-                let route = routes.removeValue(forKey: reply.id)
-                let connection = route.flatMap { connections[$0.connection] }
-                guard let spill = reply.spill else {
-                    if let route, let connection {
-                        answer(connection, route.sequence, reply.status, body: UnsafeRawBufferPointer(rebasing: text[reply.body]))
-                    }
-                    continue
-                }
-                // The body is in the worker's ring: copied into the response, then given back (also
-                // when nobody waits for it any more).
-                spilledReplies += 1
                 let rings = supervisor.replyRings
-                if let route, let connection {
-                    if let body = rings?.body(reply.slot, position: spill.position, length: spill.length) {
+                // A spilled body is read in the worker's ring, copied into the response, then given
+                // back (also when nobody waits for it any more).
+                let body = reply.spill.map { rings?.body(reply.slot, position: $0.position, length: $0.length) }
+                    ?? UnsafeRawBufferPointer(rebasing: text[reply.body])
+                if let route = routes.removeValue(forKey: reply.id), let connection = connections[route.connection] {
+                    if let body {
                         answer(connection, route.sequence, reply.status, body: body)
                     } else {
                         logger.error("reply names bytes outside its worker's ring", metadata: ["job": "\(reply.id)", "slot": "\(reply.slot)"])
                         answer(connection, route.sequence, .handlerError, [])
                     }
                 }
-                rings?.consume(reply.slot, upTo: spill.position + UInt64(spill.length))
+                if let spill = reply.spill { rings?.consume(reply.slot, upTo: spill.position + UInt64(spill.length)) }
             }
         }
         if !held.isEmpty { dispatchHeld() }

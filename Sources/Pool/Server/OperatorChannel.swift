@@ -126,6 +126,6 @@ extension Master {
             heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers,
             arena: supervisor.arena == nil && supervisor.replyRings == nil ? nil : StatusReport.Arena(
                 chunks: supervisor.arena?.count ?? 0, inUse: supervisor.arena?.inUse ?? 0, spilled: supervisor.arena?.stored ?? 0,
-                inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: spilledReplies))
+                inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: supervisor.replyRings?.taken ?? 0))
     }
 }

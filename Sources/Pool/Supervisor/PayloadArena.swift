@@ -34,6 +34,8 @@ public final class PayloadArena {
     private let chunks: UnsafeMutableRawPointer
     /// Bytes of one chunk: the largest payload it holds.
     public let chunkBytes: Int
+    /// Payloads of at least this many bytes go through the arena (`--spill-bytes`).
+    public let threshold: Int
     /// Number of chunks.
     public let count: Int
 
@@ -51,9 +53,10 @@ public final class PayloadArena {
     @exclusivity(unchecked) public private(set) var exhausted = 0
 
     /// The corresponding C function is `mmap`.
-    public init(chunks count: Int, chunkBytes: Int) throws {
-        precondition(count >= 0 && count < Int(UInt32.max) && chunkBytes > 0)
+    public init(chunks count: Int, chunkBytes: Int, threshold: Int = 1) throws {
+        precondition(count >= 0 && count < Int(UInt32.max) && chunkBytes > 0 && threshold > 0)
         self.count = count
+        self.threshold = threshold
         self.chunkBytes = (chunkBytes + 63) & ~63
         let header = (max(count, 1) * MemoryLayout<UInt32>.stride + 63) & ~63
         // Not reserved: only chunks that are used get pages.
@@ -70,6 +73,10 @@ public final class PayloadArena {
     deinit { memory.unmap() }
 
     // MARK: Master
+
+    /// Whether a payload of `count` bytes should go through the arena (if a chunk is free).
+    @inline(__always)
+    public func takes(_ count: Int) -> Bool { count >= threshold }
 
     /// Copies `payload` into a free chunk and returns its reference; `nil` if it does not fit or
     /// every chunk is in use (the job then travels inline).

@@ -24,12 +24,17 @@ final class ReplyRings {
     /// Bytes of one ring.
     let capacity: Int
     let count: Int
+    /// Bodies of at least this many bytes go through a ring (`--spill-bytes`).
+    let threshold: Int
+    /// Master: replies whose body it took from a ring, since start.
+    @exclusivity(unchecked) private(set) var taken = 0
 
     private static let headerBytes = 64
 
-    init(slots: Int, capacity: Int) throws {
-        precondition(capacity > 0 && capacity % 64 == 0)
+    init(slots: Int, capacity: Int, threshold: Int = 1) throws {
+        precondition(capacity > 0 && capacity % 64 == 0 && threshold > 0)
         self.capacity = capacity
+        self.threshold = threshold
         count = max(slots, 1)
         stride = Self.headerBytes + capacity
         // Not reserved: only the rings of workers that send large replies get pages.
@@ -55,11 +60,11 @@ final class ReplyRings {
         csysv_ring_publish(tail(slot), 0)
     }
 
-    /// Worker: copies `body` into the slot's ring; returns its position, or `nil` if there is no
-    /// room, or the slot has no ring (the body then travels inline).
+    /// Worker: copies `body` into the slot's ring; returns its position, or `nil` if it is below
+    /// the threshold, there is no room, or the slot has no ring (the body then travels inline).
     func write(_ slot: Int, _ body: UnsafeRawBufferPointer) -> UInt64? {
         let length = UInt64(body.count)
-        guard slot >= 0, slot < count, length > 0, length <= UInt64(capacity) else { return nil }
+        guard slot >= 0, slot < count, body.count >= threshold, length <= UInt64(capacity) else { return nil }
         var start = csysv_ring_position(tail(slot))
         let offset = start % UInt64(capacity)
         if offset + length > UInt64(capacity) { start += UInt64(capacity) - offset }
@@ -79,6 +84,7 @@ final class ReplyRings {
     /// Master: done with the body that ends at `end`; the worker may write over it.
     func consume(_ slot: Int, upTo end: UInt64) {
         guard slot >= 0, slot < count else { return }
+        taken += 1
         csysv_ring_publish(head(slot), end)
     }
 

@@ -112,12 +112,14 @@ final class Supervisor {
         inboxes = try WorkerInboxes(slots: Self.maxWorkers, capacity: limits.maxMessageBytes)
         // A chunk holds the largest payload one message could (msgmax − header).
         arena = configuration.spillBytes > 0 && configuration.arenaChunks > 0
-            ? try PayloadArena(chunks: configuration.arenaChunks, chunkBytes: limits.maxMessageBytes - JobCodec.headerBytes)
+            ? try PayloadArena(chunks: configuration.arenaChunks, chunkBytes: limits.maxMessageBytes - JobCodec.headerBytes,
+                               threshold: configuration.spillBytes)
             : nil
         // Rings for four times the starting pool (at least 64 slots), not for all 1024 possible
         // slots: a ring is 64 KiB of address space. Slots added beyond (TTIN) reply inline.
         replyRings = configuration.replyMode == .result && configuration.spillBytes > 0 && configuration.replyRingBytes > 0
-            ? try ReplyRings(slots: min(Self.maxWorkers, max(configuration.workers * 4, 64)), capacity: configuration.replyRingBytes)
+            ? try ReplyRings(slots: min(Self.maxWorkers, max(configuration.workers * 4, 64)), capacity: configuration.replyRingBytes,
+                             threshold: configuration.spillBytes)
             : nil
         var created: [MessageQueue] = []
         do {
@@ -216,7 +218,7 @@ final class Supervisor {
         let environment = WorkerEnvironment(
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
             scoreboard: scoreboard, inboxes: inboxes, arena: arena, replyRings: replyRings,
-            spillBytes: configuration.spillBytes, messageCapacity: limits.maxMessageBytes,
+            messageCapacity: limits.maxMessageBytes,
             batchNanoseconds: Int64(configuration.batchTime * 1e9), jobLimit: limit,
             scheduling: configuration.effectiveWorkerScheduling,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)

@@ -14,9 +14,8 @@ struct WorkerEnvironment {
     var inboxes: WorkerInboxes
     /// Where spilled payloads are; the worker releases each chunk once it has copied it.
     var arena: PayloadArena?
-    /// Result mode: where replies of at least `spillBytes` go (the slot's ring), if anywhere.
+    /// Result mode: where large replies go (the slot's ring), if anywhere.
     var replyRings: ReplyRings?
-    var spillBytes: Int
     /// Text capacity of one queue message (`msgmax`).
     var messageCapacity: Int
     /// `--batch-time`: how long finished replies may wait to be sent together (0: never).
@@ -70,7 +69,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     let inbox = env.inboxes.buffer(slot)
     var replies = env.replyQueue.map {
         ReplyBatch(queue: $0, doorbell: env.doorbell!, scoreboard: env.scoreboard, capacity: env.messageCapacity,
-                   budget: env.batchNanoseconds, rings: env.replyRings, spillBytes: env.spillBytes, logger: logger)
+                   budget: env.batchNanoseconds, rings: env.replyRings, logger: logger)
     }
     let maxReplyBody = env.messageCapacity - JobCodec.headerBytes
     var handled = 0
@@ -165,28 +164,26 @@ private struct ReplyBatch {
     let logger: Logger
     /// How long the oldest reply may wait (`--batch-time`).
     let budget: Int64
+    /// Large bodies go to the slot's ring when it has room.
     let rings: ReplyRings?
-    /// Bodies of at least this many bytes go to the slot's ring when it has room.
-    let spillBytes: Int
     var length = 0
     /// When the oldest reply held was added.
     var since: Int64 = 0
 
     init(queue: MessageQueue, doorbell: EventFD, scoreboard: Scoreboard, capacity: Int, budget: Int64,
-         rings: ReplyRings?, spillBytes: Int, logger: Logger) {
+         rings: ReplyRings?, logger: Logger) {
         self.budget = budget
         self.queue = queue
         self.doorbell = doorbell
         self.scoreboard = scoreboard
         buffer = MessageBuffer(capacity: capacity)
         self.rings = rings
-        self.spillBytes = spillBytes
         self.logger = logger
     }
 
     mutating func append(id: UInt64, status: ResponseStatus, slot: Int, body: [UInt8]) {
         // Into the ring before the record is placed: positions grow in the order records are sent.
-        let position = body.count >= spillBytes ? body.withUnsafeBytes { rings?.write(slot, $0) } ?? nil : nil
+        let position = rings.flatMap { rings in body.withUnsafeBytes { rings.write(slot, $0) } }
         let recordBytes = position == nil ? JobCodec.headerBytes + body.count : JobCodec.spilledRecordBytes
         if length + recordBytes > buffer.capacity { send() }
         if length == 0 { since = monotonicNanoseconds() }
