@@ -398,6 +398,77 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    // MARK: - --idle-timeout
+
+    /// Idle time counts from the last byte moved, not from the last request read: a connection
+    /// whose 2.5 s job outlived --idle-timeout 1 is not closed the moment its answer is written,
+    /// and can send again. A silent connection beside it is closed, not before the timeout.
+    @Test func idleTimeCountsFromTheLastByteMoved() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "2", "--idle-timeout", "1"])
+        let start = monotonicNanoseconds()
+        let silent = try RawConnection(path: server.socketPath, timeout: 30)
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("sleep:2500".bytes).frame == Frame(status: 0, body: "sleep:2500".bytes))
+        // Idle scans run every quarter of the timeout: one would have closed the connection by now
+        // had its idle time started with the request.
+        usleep(400_000)
+        #expect(try client.request("again".bytes).frame == Frame(status: 0, body: "again".bytes))
+
+        let (frames, rest, end) = silent.readToEnd()
+        let closedAfter = Double(monotonicNanoseconds() - start) / 1e9
+        #expect(frames.isEmpty && rest.isEmpty && end == .eof, "\(frames) \(rest) \(end)")
+        #expect(closedAfter >= 0.95, "the silent connection was closed after \(closedAfter) s, before --idle-timeout 1")
+        client.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    /// A client that stops reading its answers is closed once --idle-timeout passes without a byte
+    /// moving, rather than holding its unwritten output (up to 1 MiB) for good.
+    @Test func clientThatStopsReadingIsClosedAfterTheIdleTimeout() throws {
+        let server = try TestServer(Self.resultEcho + ["--workers", "2", "--idle-timeout", "1"])
+        let connection = try RawConnection(path: server.socketPath, timeout: 30)
+        let frame = FramedWire.requestFrame(FramedSupport.randomBytes(4000))
+        // Write requests without reading until the server stops taking them (its output is past
+        // the high-water mark and the socket buffers are full): 2 s without progress, or the
+        // server closing the connection (EPIPE) once a second has passed with nothing moving.
+        var requestsWritten = 0
+        var offset = 0
+        var stalls = 0
+        writing: while stalls < 40 && requestsWritten < 2000 {
+            let n = frame.withUnsafeBytes {
+                send(connection.fd.raw, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                stalls = 0
+                offset += n
+                if offset == frame.count { offset = 0; requestsWritten += 1 }
+                continue
+            }
+            switch errno {
+            case EAGAIN, EINTR:
+                stalls += 1
+                usleep(50_000)
+            case EPIPE, ECONNRESET:
+                break writing
+            case let error:
+                Issue.record("send failed: errno \(error)")
+                break writing
+            }
+        }
+        #expect(requestsWritten < 2000, "the server never stopped reading")
+        // More than a second has passed with no byte moved: the connection is closed, with what it
+        // was owed beyond the socket buffer dropped.
+        let (frames, _, end) = connection.readToEnd()
+        #expect(end == .eof || end == .reset, "expected the server to close the connection, got \(end)")
+        #expect(frames.count < requestsWritten, "all \(requestsWritten) answers arrived: the connection was never closed")
+        #expect(frames.allSatisfy { $0.status == 0 && $0.body.count == 4000 })
+        // Others are served.
+        let other = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try other.request("next".bytes).frame == Frame(status: 0, body: "next".bytes))
+        other.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     @Test func connectionsBeyondTheLimitGetBusyAndAreClosed() throws {
         let server = try TestServer(Self.resultEcho + ["--max-connections", "2"])
         let first = try PoolClient(socketPath: server.socketPath, timeout: 30)

@@ -45,10 +45,13 @@ final class Master {
         static let signals: UInt64 = 2
         static let doorbell: UInt64 = 3
         static let control: UInt64 = 4
+        static let scanTimer: UInt64 = 5
     }
 
     /// A client that does not read its responses stops being read above this much unwritten output.
     static let outputHighWater = 1 << 20
+    /// How often job ages are checked against `--job-timeout` (and the SIGKILL grace after it).
+    static let jobScanInterval: Int64 = 100_000_000
 
     let configuration: PoolConfiguration
     let maxMessage: Int
@@ -95,6 +98,12 @@ final class Master {
     /// Workers that have been sent their quit message (shutdown).
     @exclusivity(unchecked) var quitSent: Set<pid_t> = []
     @exclusivity(unchecked) var nextIdleScan: Int64 = 0
+    /// With `--job-timeout`: when the loop must next wake to check job ages.
+    @exclusivity(unchecked) var nextJobScan: Int64 = 0
+    /// Wakes the loop for the idle scan and job-timeout checks (see `armScanTimer`).
+    let scanTimer: TimerFD
+    /// The deadline `scanTimer` is armed for; nil once it has fired (or was never armed).
+    @exclusivity(unchecked) var scanTimerDeadline: Int64?
     @exclusivity(unchecked) var nextRespawn: Int64? = nil
     let idleTimeoutNanoseconds: Int64
     let idleScanInterval: Int64
@@ -114,6 +123,7 @@ final class Master {
         self.listener = listener
         self.wake = wake
         epoll = try Epoll(maxEvents: 512)
+        scanTimer = try TimerFD.create()
         sendBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
         batchCapacity = limits.maxMessageBytes
         batchNanoseconds = Int64(configuration.batchTime * 1e9)
@@ -126,6 +136,7 @@ final class Master {
         idleScanInterval = max(10_000_000, min(1_000_000_000, idleTimeoutNanoseconds / 4))
         try epoll.add(listener.socket.raw, events: .readable, token: Token.listener)
         try epoll.add(wake.fd, events: .readable, token: Token.signals)
+        try epoll.add(scanTimer.fd, events: .readable, token: Token.scanTimer)
         if let control { try epoll.add(control.socket.raw, events: .readable, token: Token.control) }
         if let doorbell = supervisor.doorbell {
             // Edge-triggered: a ring only wakes the loop; the reply queue is drained every turn
@@ -141,6 +152,7 @@ final class Master {
         let scoreboard = supervisor.scoreboard
         let collectsReplies = supervisor.replyQueue != nil
         while phase != .finished {
+            armScanTimer()
             let timeout = nextTimeout()
             do {
                 try epoll.wait(timeoutMilliseconds: timeout) { token, events in
@@ -149,6 +161,9 @@ final class Master {
                     case Token.control: acceptControl()
                     case Token.signals: wake.drain()
                     case Token.doorbell: break
+                    case Token.scanTimer:
+                        scanTimer.drain()
+                        scanTimerDeadline = nil
                     default: connectionEvent(token, events)
                     }
                 }
@@ -164,7 +179,7 @@ final class Master {
                 // Workers ring the doorbell only while this is set; a reply sent before they could
                 // see it is taken here. Both sides fence, so none is missed (`csysv_master_hint`).
                 scoreboard.setMasterAsleep(true)
-                drainReplies()
+                drainReplies(stopWhenNoneAwaited: true)
             }
             // Writing responses frees in-flight room, which parses requests already buffered;
             // their batches go out before the wait, and ack mode answers them in turn.
@@ -187,13 +202,13 @@ final class Master {
         return finish()
     }
 
-    /// Milliseconds until the nearest deadline (idle scan, respawn, shutdown, held retry); -1 when
-    /// there is none. With no connection open there is nothing to scan for idleness, and an
-    /// unarmed wait is cheaper: a oneshot pool under a lone client is often in that state.
+    /// Milliseconds until the nearest deadline of a state that passes (respawn, shutdown, held
+    /// retry); -1 when there is none, as in steady state: the periodic deadlines are the scan
+    /// timer's, so a wait arms no kernel timer.
     func nextTimeout() -> Int32 {
         let now = monotonicNanoseconds()
         let none = Int64.max
-        var until = connections.isEmpty ? none : nextIdleScan - now
+        var until = none
         if let respawn = nextRespawn { until = min(until, respawn - now) }
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
         // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; for
@@ -201,13 +216,30 @@ final class Master {
         if !held.isEmpty || phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if batches.contains(where: { !$0.isEmpty }) { until = 0 }
-        if configuration.jobTimeout != nil { until = min(until, 100_000_000) }
         if until == none { return -1 }
         return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
     }
 
+    /// Arms the scan timer for the earliest periodic deadline: the idle scan while a connection is
+    /// open, the job-age check with `--job-timeout`. Re-armed only for an earlier deadline than the
+    /// one set (a later one waits for the firing), so at most once per deadline, not per turn.
+    func armScanTimer() {
+        var deadline = connections.isEmpty ? Int64.max : nextIdleScan
+        if configuration.jobTimeout != nil { deadline = min(deadline, nextJobScan) }
+        guard deadline != .max, scanTimerDeadline.map({ deadline < $0 }) ?? true else { return }
+        do {
+            try scanTimer.arm(at: deadline)
+            scanTimerDeadline = deadline
+        } catch {
+            // Cannot happen with a valid descriptor and time; without the timer, idle connections
+            // would be closed late, so say so rather than spin.
+            logger.error("could not arm the scan timer", metadata: ["error": "\(error)"])
+        }
+    }
+
     func runTimers() {
         let now = monotonicNanoseconds()
+        if configuration.jobTimeout != nil, now >= nextJobScan { nextJobScan = now + Self.jobScanInterval }
         if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
@@ -751,7 +783,13 @@ final class Master {
     }
 
     /// Drains the reply queue (result mode). Called every loop turn and before reaping.
-    func drainReplies() {
+    ///
+    /// `stopWhenNoneAwaited`: once no request awaits a reply, stop without the `msgrcv` that would
+    /// find the queue empty. At one request in flight that call sat between the reply and the
+    /// response (the response is written after the drain). Only the loop turn stops early: what it
+    /// leaves has no route (a reply nobody waits for) and is taken by the next drain; the drain
+    /// before reaping goes to the end, so no reply of a dead worker survives its slot's reset.
+    func drainReplies(stopWhenNoneAwaited: Bool = false) {
         guard let replyQueue = supervisor.replyQueue else { return }
         while true {
             let received: (type: Int, length: Int)?
@@ -783,6 +821,7 @@ final class Master {
                 }
                 if let spill = reply.spill { rings?.consume(reply.slot, upTo: spill.position + UInt64(spill.length)) }
             }
+            if stopWhenNoneAwaited && routes.isEmpty { break }
         }
         if !held.isEmpty { dispatchHeld() }
     }
@@ -898,6 +937,12 @@ final class Master {
     }
 
     func flush(_ connection: Connection) {
+        var wrote = false
+        defer {
+            // Progress in either direction is activity: a connection whose long job just got its
+            // answer, or a slow reader catching up, starts its idle time now.
+            if wrote { connection.lastActivity = monotonicNanoseconds() }
+        }
         while !connection.output.isEmpty {
             let n: Int?
             do { n = try connection.fd.write(connection.output.readable) } catch {
@@ -907,6 +952,7 @@ final class Master {
             }
             guard let n else { break }
             connection.output.consume(n)
+            wrote = true
         }
         if connection.output.isEmpty { connection.output.release() }
         settle(connection)
@@ -992,12 +1038,17 @@ final class Master {
         connection.fd.close()
     }
 
+    /// Closes connections with nothing in flight and no bytes moved for `--idle-timeout`: silent
+    /// clients, and clients that stopped reading what they are owed (whose output would
+    /// otherwise be held for good).
     func closeIdleConnections(now: Int64) {
-        for connection in connections.values where connection.isQuiescent {
+        for connection in connections.values where connection.inflight == 0 {
             // Buffers of connections that went quiet go back to the allocator.
-            if connection.input.isEmpty { connection.input.release() }
+            if connection.isQuiescent && connection.input.isEmpty { connection.input.release() }
             if now - connection.lastActivity >= idleTimeoutNanoseconds {
-                logger.debug("closing idle connection", metadata: ["idle-timeout": "\(configuration.idleTimeout)"])
+                logger.debug("closing idle connection", metadata: [
+                    "idle-timeout": "\(configuration.idleTimeout)", "unwritten-bytes": "\(connection.output.readableCount)",
+                ])
                 close(connection, reason: "idle timeout")
             }
         }
