@@ -346,8 +346,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
     // MARK: - 5. Shutdown under faults
 
-    /// A worker stuck in `hang` at SIGTERM is SIGKILLed at --shutdown-timeout 1; its client's
-    /// connection is closed unanswered; the master exits 0, leaving nothing.
+    /// A worker stuck in `hang` at SIGTERM is SIGKILLed at --shutdown-timeout 1; its client gets
+    /// status 6 (shutting down), then the connection is closed; the master exits 0, leaving nothing.
     @Test func hungWorkerIsKilledAtTheShutdownTimeout() throws {
         let server = try TestServer(F.framedSim + ["--workers", "2", "--shutdown-timeout", "1"])
         let footprint = F.Footprint(server)
@@ -366,7 +366,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         footprint.observe()
         server.signal(SIGTERM)
         let (bytes, end) = connection.readToEnd()
-        #expect(bytes.isEmpty && end != .timeout, "the hung request's connection should be closed unanswered: \(bytes) \(end)")
+        let (frames, rest, malformed) = F.parseResponses(bytes)
+        #expect(frames.map(\.status) == [ResponseStatus.shuttingDown.rawValue] && rest.isEmpty && malformed == nil,
+                "the hung request should be answered 6 at the deadline: \(frames) \(rest) \(String(describing: malformed))")
+        #expect(end == .eof, "then the connection should be closed: \(end)")
         #expect(server.waitForExit(timeout: 30) == 0, "\(server.log)")
         #expect(!server.logLines(containing: "--shutdown-timeout reached").isEmpty)
         if let hung {

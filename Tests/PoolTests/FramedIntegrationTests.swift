@@ -534,4 +534,69 @@ private extension PoolClient.Response {
         #expect(existingQueueIDs().isDisjoint(with: queues))
         FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
     }
+
+    /// SIGTERM while a client has pipelined far more than --max-inflight (most of it still unread
+    /// in the socket): every request gets an answer — ok for those in flight, 6 for the rest, in
+    /// order — and then end of stream; none is cut off by a reset.
+    @Test func stopAnswersPipelinedRequestsNotYetRead() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "2", "--max-inflight", "4"])
+        let connection = try RawConnection(path: server.socketPath, timeout: 30)
+        let count = 1000
+        try connection.write(FramedWire.requestFrames(Array(repeating: "sleep:300".bytes, count: count)))
+        #expect(waitForWorkers(server, 2) != nil)
+        usleep(100_000)
+        let queues = FramedSupport.ownedQueueIDs(server)
+        server.signal(SIGTERM)
+        let (frames, rest, end) = connection.readToEnd()
+        #expect(frames.count == count && rest.isEmpty, "\(frames.count) of \(count) answered")
+        #expect(end == .eof, "expected end of stream, got \(end)")
+        let okCount = frames.prefix { $0.status == ResponseStatus.ok.rawValue }.count
+        #expect(okCount >= 1 && okCount <= 4, "answered ok: \(okCount); at most --max-inflight 4 were in flight when stopped")
+        #expect(frames.prefix(okCount).allSatisfy { $0.body == "sleep:300".bytes })
+        #expect(frames.dropFirst(okCount).allSatisfy { $0 == Frame(status: ResponseStatus.shuttingDown.rawValue, body: []) })
+        FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
+    }
+
+    /// At --shutdown-timeout a request still running gets 6 (shutting down), and the answers
+    /// already computed behind it go out with it, in order, before the connection is closed.
+    @Test func shutdownDeadlineAnswersWhatIsOwed() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "2", "--dispatch", "shared", "--shutdown-timeout", "1"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try client.send("hang".bytes)
+        // The hanging job holds one worker; the other computes these two, which wait behind it.
+        // (Sent a moment later so they do not share the hanging job's queue message.)
+        usleep(300_000)
+        try client.send("hi".bytes)
+        try client.send("there".bytes)
+        usleep(300_000)
+        let queues = FramedSupport.ownedQueueIDs(server)
+        server.signal(SIGTERM)
+        let answers = try (0..<3).map { _ in try client.receive().frame }
+        #expect(answers == [Frame(status: ResponseStatus.shuttingDown.rawValue, body: []),
+                            Frame(status: 0, body: "hi".bytes), Frame(status: 0, body: "there".bytes)], "\(answers)")
+        #expect(throws: (any Error).self, "the connection should be closed after the deadline") { _ = try client.receive() }
+        #expect(!server.logLines(containing: "--shutdown-timeout reached").isEmpty)
+        FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
+    }
+
+    /// A connection that owes nothing but stays open — here lingering after a refusal, its client
+    /// neither reading nor closing — does not keep the workers from quitting: the stop completes
+    /// without reaching --shutdown-timeout and the workers exit on their quit message.
+    @Test func openConnectionOwingNothingDoesNotHoldTheStop() throws {
+        let server = try TestServer(Self.resultEcho + ["--workers", "2", "--shutdown-timeout", "20", "--idle-timeout", "60", "--max-message", "100"])
+        let lingering = try RawConnection(path: server.socketPath, timeout: 30)
+        try lingering.write(FramedWire.requestFrame(Array(repeating: 0x41, count: 101)))
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "request over --max-message").isEmpty })
+        let workers = Set(server.workerPIDs)
+        let queues = FramedSupport.ownedQueueIDs(server)
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 15) == 0, "the stop waited for the lingering connection")
+        #expect(server.logLines(containing: "--shutdown-timeout reached").isEmpty)
+        for worker in workers {
+            let lines = OneshotShutdownSupport.exitLines(of: worker, in: server.log)
+            #expect(lines.count == 1 && lines.first?.contains("status=exit 0") == true, "worker \(worker) should have quit on request: \(lines)")
+        }
+        lingering.close()
+        FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
+    }
 }

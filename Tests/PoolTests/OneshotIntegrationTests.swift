@@ -251,6 +251,41 @@ extension OneshotShutdownSuites {
             S.expectExit(server, status: 0)
         }
 
+        /// A client that keeps streaming after its refusal is read only so far (what it sent is
+        /// thrown away, a few 64 KiB reads per loop turn), then closed once 4 MiB have been
+        /// discarded: it cannot keep the master reading for as long as it likes.
+        @Test func clientStreamingAfterItsRefusalIsClosed() throws {
+            let server = try TestServer(["--workers", "1", "--handler", "log", "--max-message", "100", "--idle-timeout", "60"])
+            defer { server.stop() }
+            let flood = try SocketFD.unixStream(nonBlocking: false)
+            defer { flood.close() }
+            try flood.connect(path: server.socketPath)
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            #expect(setsockopt(flood.raw, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0)
+            let chunk = [UInt8](repeating: 0x43, count: 65_536)
+            var written = 0
+            var failure: Int32 = 0
+            while written < 32 << 20 {
+                let n = chunk.withUnsafeBytes { send(flood.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    break
+                }
+                written += n
+            }
+            #expect(failure == EPIPE || failure == ECONNRESET,
+                    "expected the server to close the connection (errno \(failure) after \(written) bytes)")
+            #expect(written < 32 << 20, "the server read \(written) bytes without closing")
+            #expect(waitUntil { !server.logLines(containing: "kept sending after its message or refusal").isEmpty }, "\(server.log)")
+            // Nothing of it reached a worker, and the server still serves.
+            #expect(try S.oneshot(server.socketPath, "after the flood") == "ok")
+            #expect(waitUntil { S.recvCounts(in: server.log)["after the flood"] == 1 })
+            #expect(S.recvCounts(in: server.log).count == 1, "only the last message should have been delivered")
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
         // MARK: - --max-message
 
         /// With --max-message 100: 101 bytes (and far more) get exactly `error: too large` and reach

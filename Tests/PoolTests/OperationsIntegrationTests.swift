@@ -610,6 +610,22 @@ private typealias S = OperationsSupport
         server.stop()
     }
 
+    /// `stop` on the control socket is answered (`ok stopping`) before that connection closes.
+    @Test func controlStopIsAnswered() throws {
+        let server = try TestServer(["--workers", "1"] + Self.framedEcho)
+        defer { server.stop() }
+        guard S.waitForWorkerCount(server, 1) != nil else {
+            Issue.record("the pool never had a settled worker:\n\(server.log)")
+            return
+        }
+        let (queues, workers) = S.owned(server)
+        let answer = try ControlClient.send("stop", controlSocket: server.socketPath + ".ctl")
+        #expect(answer == "ok stopping\n", "\(answer.debugDescription)")
+        #expect(server.waitForExit(timeout: 20) == 0, "\(server.log)")
+        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers)
+        server.stop()
+    }
+
     @Test func subcommandsWithoutAServerFailWithAReason() throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

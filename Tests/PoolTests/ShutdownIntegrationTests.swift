@@ -169,6 +169,34 @@ extension OneshotShutdownSuites {
             S.expectNothingLeft(socketPath: server.socketPath, queueIDs: queues, masterPID: server.pid, workers: workers)
         }
 
+        /// At --shutdown-timeout, acknowledged messages that will never run are named in the log:
+        /// the one its SIGKILLed worker was running and the ones still in its queue (before, those
+        /// were removed with the queue without a word).
+        @Test func shutdownDeadlineNamesAcknowledgedMessagesNotRun() throws {
+            let server = try TestServer(["--workers", "1", "--handler", "sim", "--batch-time", "0", "--shutdown-timeout", "1"])
+            defer { server.stop() }
+            #expect(waitUntil { server.workerPIDs.count == 1 })
+            let workers = server.workerPIDs
+            let worker = try #require(workers.first)
+            let queues = server.queueIDs
+            let queue = MessageQueue(id: try #require(queues.first))
+
+            #expect(try S.oneshot(server.socketPath, "hang") == "ok")
+            #expect(waitUntil { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID == worker } ?? false },
+                    "the worker should have taken the hang message")
+            for message in ["a", "b", "c"] { #expect(try S.oneshot(server.socketPath, message) == "ok") }
+            #expect((try? queue.status())?.messages == 3)
+
+            server.signal(SIGTERM)
+            S.expectExit(server, status: 0)
+            let log = server.log
+            #expect(log.split(separator: "\n").contains { $0.contains("acknowledged message lost with its worker") && $0.contains("job=1") },
+                    "the running message (job 1) should be logged lost:\n\(log)")
+            #expect(log.split(separator: "\n").contains { $0.contains("acknowledged messages not run: removed with their queues") && $0.contains("[2, 3, 4]") },
+                    "the queued messages (jobs 2, 3, 4) should be named:\n\(log)")
+            S.expectNothingLeft(socketPath: server.socketPath, queueIDs: queues, masterPID: server.pid, workers: workers)
+        }
+
         // MARK: - SIGINT and workers
 
         /// A SIGINT sent to a worker alone (as a terminal would send to the whole group) is ignored:

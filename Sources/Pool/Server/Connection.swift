@@ -35,6 +35,8 @@ final class Connection {
     /// input until the peer closes (or the idle timeout), then close.
     @exclusivity(unchecked) var lingerOnClose = false
     @exclusivity(unchecked) var lingering = false
+    /// Bytes read and thrown away after the message or a refusal (`Master.drainAndIgnore`).
+    @exclusivity(unchecked) var discardedBytes = 0
     /// Events registered with epoll now, to skip redundant epoll_ctl calls.
     @exclusivity(unchecked) var interest: Epoll.Events = []
     /// The operator's channel (`<socket>.ctl`), not a client.

@@ -50,6 +50,8 @@ final class Master {
 
     /// A client that does not read its responses stops being read above this much unwritten output.
     static let outputHighWater = 1 << 20
+    /// Bytes read and discarded from one connection (see `drainAndIgnore`) before it is closed.
+    static let discardLimit = 4 << 20
     /// How often job ages are checked against `--job-timeout` (and the SIGKILL grace after it).
     static let jobScanInterval: Int64 = 100_000_000
 
@@ -91,6 +93,8 @@ final class Master {
     /// also tells a message over the limit). A message that arrives whole is taken from here and
     /// the connection never allocates an input buffer.
     let oneshotScratch: UnsafeMutableRawBufferPointer
+    /// Where `drainAndIgnore` reads what it throws away.
+    let discardScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
     /// Kept open so that at EMFILE we can close it, accept, and shed the connection.
     @exclusivity(unchecked) var spareFD: Int32
     @exclusivity(unchecked) var phase = Phase.running
@@ -216,6 +220,9 @@ final class Master {
         if !held.isEmpty || phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if batches.contains(where: { !$0.isEmpty }) { until = 0 }
+        // Nor on unwritten answers: the turn's last flush can itself produce one (a refusal parsed
+        // once the in-flight cap freed up), and epoll is not watching for writability then.
+        if !dirty.isEmpty { until = 0 }
         if until == none { return -1 }
         return Int32(clamping: max(0, (until + 999_999) / 1_000_000))
     }
@@ -566,12 +573,25 @@ final class Master {
         return .data(drained: n < space.count)
     }
 
+    /// Reads and throws away what a client sends after its oneshot message or after a refusal,
+    /// watching for end of stream. Reading lets a client finish the write it was in and read its
+    /// answer instead of a reset; the bounds keep a client streaming junk from costing more than
+    /// that: a few 64 KiB reads per loop turn (level-triggered epoll brings the rest next turn, so
+    /// others are served in between), and `discardLimit` bytes in all before the connection is
+    /// closed.
     func drainAndIgnore(_ connection: Connection) {
-        var scratch = [UInt8](repeating: 0, count: 512)
-        while true {
-            let n: Int?? = scratch.withUnsafeMutableBytes { try? connection.fd.read(into: $0) }
+        for _ in 0..<4 {
+            let n: Int?? = try? connection.fd.read(into: discardScratch)
+            // Would block, or failed: the next event (or the close) deals with it.
             guard let n, let count = n else { return }
             if count == 0 { connection.peerClosed = true; return }
+            connection.discardedBytes += count
+            if connection.discardedBytes > Self.discardLimit {
+                logger.info("closing a connection that kept sending after its message or refusal",
+                            metadata: ["discarded-bytes": "\(connection.discardedBytes)"])
+                close(connection, reason: "sent too much to discard")
+                return
+            }
         }
     }
 
@@ -974,15 +994,18 @@ final class Master {
                 try? connection.fd.shutdownWrite()
             }
             drainAndIgnore(connection)
+            guard connections[connection.key] != nil else { return }
             if !connection.peerClosed {
                 if connection.interest != .readable || !connection.registered { watch(connection, .readable) }
                 return
             }
         }
-        if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || connection.hungUp || phase != .running) {
+        if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || connection.hungUp
+                                      || (phase != .running && readBeforeClosing(connection))) {
             close(connection, reason: nil)
             return
         }
+        guard connections[connection.key] != nil else { return }
         if connection.hungUp {
             // Nobody will read what is still owed; stop epoll from reporting the hang-up in a loop
             // and close when the last reply has been routed here.
@@ -1010,6 +1033,31 @@ final class Master {
         if wanted != connection.interest || (!connection.registered && !wanted.isEmpty) {
             watch(connection, wanted)
         }
+    }
+
+    /// Stopping, a framed connection that owes nothing: reads what the client sent before it saw
+    /// the stop (also what the in-flight cap or the output high-water mark had left unread), so
+    /// each request gets an answer (shutting down) instead of a reset from closing with unread
+    /// data. True when the connection may close: nothing owed, no partial frame, socket dry.
+    func readBeforeClosing(_ connection: Connection) -> Bool {
+        guard configuration.wireProtocol.isFramed && !connection.isControl else { return true }
+        let limit = FrameCodec.lengthBytes + maxMessage + 65_536
+        while connection.output.readableCount < Self.outputHighWater {
+            switch readChunk(connection, minimum: 4096, limit: limit) {
+            case .failed:
+                return false   // closed
+            case .data:
+                parseFrames(connection)
+                if connections[connection.key] == nil { return false }
+                // A refusal (too large, garbage) ends the connection the usual way: lingering.
+                if connection.closeWhenDone { return false }
+            case .wouldBlock:
+                return connection.isQuiescent && connection.input.isEmpty
+            case .endOfStream, .noSpace:
+                return connection.isQuiescent
+            }
+        }
+        return false
     }
 
     /// Sets what epoll reports for a connection, registering it on first use.

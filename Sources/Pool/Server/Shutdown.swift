@@ -19,9 +19,10 @@ extension Master {
         // rather than reset when the listener closes.
         acceptAll()
         closeListener()
-        for connection in connections.values {
+        // The operator's connections are left alone: the one that sent `stop` gets its answer.
+        for connection in connections.values where !connection.isControl {
             // Requests already sent but not yet read get an answer (shutting down), not silence.
-            if !connection.isControl && !connection.lingering && !connection.detached {
+            if !connection.lingering && !connection.detached {
                 switch configuration.wireProtocol {
                 case .oneshot: readOneshot(connection)
                 case .framed, .tagged: readFramed(connection)
@@ -49,8 +50,11 @@ extension Master {
     func advanceShutdown(now: Int64) {
         // Jobs staged this turn go ahead of any quit message.
         flushBatches()
-        if phase == .draining && connections.isEmpty && held.isEmpty {
-            logger.info("shutdown: connections done; asking workers to quit after their queued work")
+        // Workers are needed only for requests in flight. A connection that owes nothing but is
+        // still open (a silent client, one lingering after a refusal, a slow reader being written
+        // to) must not keep them from their quit until the deadline.
+        if phase == .draining && held.isEmpty && connections.values.allSatisfy({ $0.inflight == 0 }) {
+            logger.info("shutdown: nothing in flight; asking workers to quit after their queued work")
             phase = .quitting
         }
         if phase == .quitting {
@@ -68,17 +72,61 @@ extension Master {
                            metadata: ["workers": "\(supervisor.livePIDs)", "connections": "\(connections.count)"])
             phase = .killing
             supervisor.cancelRespawns()
-            for connection in connections.values { close(connection, reason: "shutdown deadline") }
+            answerEverythingOwed()
+            for connection in connections.values {
+                // One non-blocking write of what it is owed; a client not reading loses the rest.
+                while !connection.output.isEmpty, let n = (try? connection.fd.write(connection.output.readable)) ?? nil, n > 0 {
+                    connection.output.consume(n)
+                }
+                close(connection, reason: "shutdown deadline")
+            }
             supervisor.signalAll(SIGKILL)
         }
-        if (phase == .quitting || phase == .killing) && !supervisor.hasWorkersOrRespawns {
+        // Answers still being written (a slow reader) are finished first, until the deadline; what
+        // is left then owes nothing (silent, lingering) and is closed by `finish`.
+        if ((phase == .quitting && connections.values.allSatisfy(\.isQuiescent)) || phase == .killing)
+            && !supervisor.hasWorkersOrRespawns {
             phase = .finished
+        }
+    }
+
+    /// The shutdown deadline: every request still owed an answer gets "shutting down" (answers
+    /// already computed behind it, in order, go out with it), and acknowledged messages that will
+    /// not run are named in the log. The workers are about to be killed.
+    func answerEverythingOwed() {
+        for (_, route) in routes { deliver(route, status: .shuttingDown, body: []) }
+        routes.removeAll()
+        var notRun: [UInt64] = []
+        for job in held.removeAll() {
+            if let ack = job.ack {
+                // Never acknowledged: the client is told, nothing is lost.
+                if let connection = connections[ack.connection] { answer(connection, ack.sequence, .shuttingDown, []) }
+            } else if job.acknowledged {
+                notRun.append(job.id)
+            }
+        }
+        if !notRun.isEmpty {
+            logger.error("acknowledged messages not run: the shutdown deadline passed", metadata: ["jobs": "\(notRun)"])
+        }
+    }
+
+    /// Names the jobs left in the queues being removed (only after a deadline or a forced stop:
+    /// a graceful stop quits each worker behind its queued work). Their clients were answered
+    /// (result mode) or acknowledged (ack mode: lost, hence an error).
+    func logJobsLeftInQueues() {
+        let left = supervisor.takeUnrunJobs(buffer: receiveBuffer)
+        guard !left.isEmpty else { return }
+        if configuration.replyMode == .ack {
+            logger.error("acknowledged messages not run: removed with their queues at shutdown", metadata: ["jobs": "\(left)"])
+        } else {
+            logger.warning("jobs not run: removed with their queues at shutdown", metadata: ["jobs": "\(left)"])
         }
     }
 
     func finish() -> Int32 {
         closeListener()
         for connection in connections.values { close(connection, reason: "shutdown") }
+        logJobsLeftInQueues()
         supervisor.removeQueues()
         // Every worker is reaped and every queue was drained: a chunk still taken was lost track
         // of (a bug; harmless now, the memory goes with the process, but worth knowing).
@@ -96,6 +144,7 @@ extension Master {
         closeListener()
         for connection in connections.values { close(connection, reason: "forced stop") }
         supervisor.killAndReapAll()
+        logJobsLeftInQueues()
         supervisor.removeQueues()
         logger.info("shutdown complete (forced)")
         return 1

@@ -594,6 +594,26 @@ final class Supervisor {
         }
     }
 
+    /// Every worker reaped: empties the job queues (IPC_NOWAIT) and returns the ids of the jobs
+    /// still in them, giving their arena chunks back.
+    func takeUnrunJobs(buffer: MessageBuffer) -> [UInt64] {
+        var ids: [UInt64] = []
+        var seen = Set<Int32>()
+        for queue in slots.filter({ !$0.removed }).map(\.queue) where seen.insert(queue.id).inserted {
+            while let (type, length) = (try? queue.receive(into: buffer, nowait: true)) ?? nil {
+                guard type == JobCodec.jobType else { continue }
+                let text = UnsafeRawBufferPointer(buffer.text)
+                var offset = 0
+                while let job = JobCodec.decodeJob(text, length: length, at: offset) {
+                    offset = job.end
+                    ids.append(job.id)
+                    if let spill = job.spill { arena?.drop(spill.chunk) }
+                }
+            }
+        }
+        return ids
+    }
+
     /// Removes every queue. Only the master calls this, once, after its workers are reaped.
     func removeQueues() {
         for queue in allQueues {
