@@ -194,6 +194,15 @@ static inline int csysv_signal_unblock_all(void) {
     return pthread_sigmask(SIG_SETMASK, &none, NULL);
 }
 
+/// Unblocks one signal (a forked worker's SIGTERM, once its handler is in place).
+/// Why C: sigset_t is manipulated through macros.
+static inline int csysv_signal_unblock(int signo) {
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, signo);
+    return pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+}
+
 // MARK: - Processes
 
 /// Asks the kernel to send `signo` to the caller when its parent thread dies.
@@ -207,6 +216,10 @@ enum {
     /// SIGPIPE, and SIGUSR1 until the worker installs its log-reopen handler (its default action
     /// would kill a worker forked a moment before the master forwards a reopen).
     CSYSV_FORK_IGNORE_GROUP_SIGNALS = 1 << 0,
+    /// Child keeps SIGTERM blocked: a SIGTERM sent right after the fork (retiring the worker
+    /// while it starts) stays pending until the child has installed its handler and unblocks it,
+    /// instead of killing it with the default action.
+    CSYSV_FORK_HOLD_SIGTERM = 1 << 1,
 };
 
 /// Forks with every signal blocked across the fork, so no handler of the parent runs in the child
@@ -235,13 +248,16 @@ static inline pid_t csysv_fork(int pdeathsig, int options) {
             for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) sigaction(ignored[i], &sa, NULL);
         }
         csysv_signal_wake_fd = -1;
+        // Counts of signals the parent had not yet taken are the parent's, not the child's.
+        for (int s = 0; s < _NSIG; s++) csysv_signal_counts[s] = 0;
         if (pdeathsig > 0) {
             if (csysv_set_parent_death_signal(pdeathsig) < 0) _exit(70);
             if (getppid() != parent) _exit(70);
         }
-        sigset_t none;
-        sigemptyset(&none);
-        pthread_sigmask(SIG_SETMASK, &none, NULL);
+        sigset_t mask;
+        sigemptyset(&mask);
+        if (options & CSYSV_FORK_HOLD_SIGTERM) sigaddset(&mask, SIGTERM);
+        pthread_sigmask(SIG_SETMASK, &mask, NULL);
         return 0;
     }
     int saved = errno;

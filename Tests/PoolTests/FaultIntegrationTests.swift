@@ -706,6 +706,96 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!existingQueueIDs().contains(new) && !existingQueueIDs().contains(old))
     }
 
+    /// `ipcrm -q` of the reply queue: the master creates a new one (recorded in the state file),
+    /// restarts the workers so they send to it, and serves again; after shutdown neither queue
+    /// exists. (It used to stop the whole pool, with exit status 0.)
+    @Test func removedReplyQueueIsRecreated() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let workers = try #require(waitForWorkers(server, 2))
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("before".bytes).body == "before".bytes)
+        let old = try #require(Set(stateFileQueueIDs(server.stateFilePath)).subtracting(server.queueIDs).first)
+
+        try MessageQueue(id: old).remove()
+        // The master finds out on its next loop turn; a request makes one.
+        _ = try? client.request("wake".bytes)
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "reply queue was removed from outside").isEmpty }, "\(server.log)")
+        // Both workers are restarted (they held the old id) before the pool serves again.
+        #expect(waitUntil(timeout: 20) {
+            let alive = Set(server.workerPIDs)
+            return alive.count == 2 && alive.isDisjoint(with: workers)
+        }, "the workers were not restarted: \(server.workerPIDs) (before: \(workers))")
+        footprint.observe()
+        let recorded = Set(stateFileQueueIDs(server.stateFilePath))
+        let new = try #require(recorded.subtracting(server.queueIDs).first)
+        #expect(new != old && existingQueueIDs().contains(new) && !recorded.contains(old), "state file: \(recorded)")
+
+        let after = (0..<10).map { "after-\($0)".bytes }
+        let served = try client.pipeline(after)
+        #expect(Self.statuses(served) == Array(repeating: 0, count: 10))
+        #expect(served.map(\.body) == after)
+        client.close()
+        F.expectCleanExit(server, footprint)
+        #expect(!existingQueueIDs().contains(new))
+    }
+
+    /// A worker being retired (scaled down) that ends before taking its quit — here recycled by
+    /// --max-jobs — keeps its slot until its queue is drained: every acknowledged message still
+    /// runs, exactly once. (Its queue used to be removed with the messages in it.)
+    @Test func retiredWorkerEndingEarlyStillDrainsItsQueue() throws {
+        let server = try TestServer(["--workers", "2", "--handler", "log", "--dispatch", "round-robin",
+                                     "--batch-time", "0", "--max-jobs", "3"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        _ = try #require(waitForWorkers(server, 2))
+        // The worker of slot 1 (the one scaling down retires) is frozen while messages pile up
+        // in its queue; the quit goes behind them; then it runs 3 jobs and is recycled.
+        let spawned = server.logLines(containing: "worker spawned").first { F.line($0, has: "slot", "1") }
+        let worker = pid_t(try #require(spawned.flatMap { intField($0, "pid") }))
+        kill(worker, SIGSTOP)
+        let messages = (0..<20).map { "retire-\($0)" }
+        for message in messages {
+            #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes)
+        }
+        server.signal(SIGTTOU)
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "scale down: retiring slot 1").isEmpty })
+        kill(worker, SIGCONT)
+        #expect(waitUntil(timeout: 30) {
+            let counts = F.recvMessages(inLog: server.log).reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+            return messages.allSatisfy { counts[$0] != nil }
+        }, "acknowledged messages were not run: \(Set(messages).subtracting(F.recvMessages(inLog: server.log)).sorted())")
+        let counts = F.recvMessages(inLog: server.log).reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+        #expect(messages.allSatisfy { counts[$0] == 1 }, "run more than once: \(counts.filter { $0.value > 1 })")
+        #expect(server.logLines(containing: "not run").isEmpty && server.logLines(containing: "lost").isEmpty, "\(server.log)")
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// Workers that end without taking their quit (here SIGTERMed directly, as systemd's
+    /// KillMode=control-group does along with the master's) leave quits in the shared queue. The
+    /// stop completes anyway: leftover quits get no replacement worker. (Counting them as work
+    /// respawned and re-quit workers in a loop until --shutdown-timeout.)
+    @Test func leftoverQuitsInTheSharedQueueDoNotRespawnWorkers() throws {
+        let server = try TestServer(F.framedEcho + ["--dispatch", "shared", "--workers", "2", "--shutdown-timeout", "10"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let workers = try #require(waitForWorkers(server, 2))
+        // Stopped workers are out of msgrcv, so the quits the master sends stay in the queue.
+        for worker in workers { kill(worker, SIGSTOP) }
+        server.signal(SIGTERM)
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "asking workers to quit").isEmpty }, "\(server.log)")
+        let queue = MessageQueue(id: try #require(server.queueIDs.first))
+        #expect(waitUntil(timeout: 20) { (try? queue.status())?.messages == 2 }, "two quits should be queued")
+        // Resumed with SIGTERM pending, each leaves without taking a quit.
+        for worker in workers { kill(worker, SIGTERM); kill(worker, SIGCONT) }
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        #expect(server.logLines(containing: "--shutdown-timeout reached").isEmpty, "\(server.log.suffix(3000))")
+        let spawns = server.logLines(containing: "worker spawned").count
+        #expect(spawns == 2, "\(spawns) workers spawned")
+        F.expectCleanExit(server, footprint, alreadySignalled: true)
+    }
+
     // MARK: - 7. Security
 
     /// Socket, control socket and queues are 0600: another user (nobody) cannot connect to the

@@ -98,6 +98,10 @@ final class Master {
     /// Kept open so that at EMFILE we can close it, accept, and shed the connection.
     @exclusivity(unchecked) var spareFD: Int32
     @exclusivity(unchecked) var phase = Phase.running
+    /// What `run` returns after a graceful stop: 1 if the stop was forced on us by a failure.
+    @exclusivity(unchecked) var exitStatus: Int32 = 0
+    /// The reply queue failed for good: it is not read again.
+    @exclusivity(unchecked) var repliesFailed = false
     @exclusivity(unchecked) var deadline: Int64 = .max
     /// Workers that have been sent their quit message (shutdown).
     @exclusivity(unchecked) var quitSent: Set<pid_t> = []
@@ -810,14 +814,17 @@ final class Master {
     /// leaves has no route (a reply nobody waits for) and is taken by the next drain; the drain
     /// before reaping goes to the end, so no reply of a dead worker survives its slot's reset.
     func drainReplies(stopWhenNoneAwaited: Bool = false) {
-        guard let replyQueue = supervisor.replyQueue else { return }
+        guard !repliesFailed, let replyQueue = supervisor.replyQueue else { return }
         while true {
             let received: (type: Int, length: Int)?
             do {
                 received = try replyQueue.receive(into: receiveBuffer, nowait: true)
+            } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
+                replaceReplyQueue(after: error)
+                return
             } catch {
                 logger.critical("reply queue failed; stopping", metadata: ["error": "\(error)"])
-                if phase == .running { beginShutdown() }
+                failReplies()
                 return
             }
             guard let (_, length) = received else { break }
@@ -844,6 +851,38 @@ final class Master {
             if stopWhenNoneAwaited && routes.isEmpty { break }
         }
         if !held.isEmpty { dispatchHeld() }
+    }
+
+    /// The reply queue was removed from outside (`ipcrm`, logind's `RemoveIPC=`) with whatever
+    /// replies were in it. A new one takes its place; every request in flight is answered 5
+    /// (worker died: which replies were lost cannot be told), and the workers are restarted
+    /// (SIGTERM: they finish the job in hand) so that they send to the new queue.
+    func replaceReplyQueue(after error: SystemError) {
+        let replaced: (old: Int32?, new: Int32)
+        do { replaced = try supervisor.replaceReplyQueue() } catch let failure {
+            logger.critical("the reply queue was removed and no new one could be created; stopping",
+                            metadata: ["error": "\(error)", "create": "\(failure)"])
+            failReplies()
+            return
+        }
+        logger.error("the reply queue was removed from outside (ipcrm?); created a new one, answering the requests in flight with 5 and restarting the workers",
+                     metadata: ["old": "\(replaced.old.map(String.init) ?? "-")", "new": "\(replaced.new)", "requests": "\(routes.count)"])
+        answerEveryRoute(.workerDied, body: Array("the reply queue was removed".utf8))
+        supervisor.signalAll(SIGTERM)
+    }
+
+    /// No reply queue to read any more: stop, answer what is in flight, and exit 1 (a failure).
+    func failReplies() {
+        repliesFailed = true
+        exitStatus = 1
+        answerEveryRoute(.shuttingDown, body: [])
+        if phase == .running { beginShutdown() }
+    }
+
+    func answerEveryRoute(_ status: ResponseStatus, body: [UInt8]) {
+        let owed = routes
+        routes.removeAll()
+        for (_, route) in owed { deliver(route, status: status, body: body) }
     }
 
     func deliver(_ route: Route, status: ResponseStatus, body: [UInt8]) {

@@ -86,6 +86,8 @@ extension Master {
 
     func scale(to target: Int) {
         supervisor.scale(to: target)
+        // A slot whose worker could not be started waits for a retry.
+        nextRespawn = supervisor.respawnDue(now: monotonicNanoseconds())
         notifyStatus()
     }
 

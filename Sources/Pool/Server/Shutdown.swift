@@ -94,8 +94,7 @@ extension Master {
     /// already computed behind it, in order, go out with it), and acknowledged messages that will
     /// not run are named in the log. The workers are about to be killed.
     func answerEverythingOwed() {
-        for (_, route) in routes { deliver(route, status: .shuttingDown, body: []) }
-        routes.removeAll()
+        answerEveryRoute(.shuttingDown, body: [])
         var notRun: [UInt64] = []
         for job in held.removeAll() {
             if let ack = job.ack {
@@ -134,7 +133,7 @@ extension Master {
             logger.warning("payload arena chunks still taken at exit", metadata: ["in_use": "\(arena.inUse)"])
         }
         logger.info("shutdown complete")
-        return 0
+        return exitStatus
     }
 
     /// A second stop signal, or a fatal loop error: kill everything now, still cleaning up.

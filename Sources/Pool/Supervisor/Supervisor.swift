@@ -86,7 +86,8 @@ final class Supervisor {
         var shared: Bool
         var queuedSince: Set<UInt64> = []
     }
-    let replyQueue: MessageQueue?
+    /// Result mode: where workers send replies. Replaced if removed from outside.
+    private(set) var replyQueue: MessageQueue?
     let doorbell: EventFD?
     private let configuration: PoolConfiguration
     private let limits: QueueLimits
@@ -229,7 +230,7 @@ final class Supervisor {
         // reply it sent was drained then: the new worker starts with an empty reply ring.
         inboxes.clear(index)
         replyRings?.reset(index)
-        guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
+        guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true, holdTermination: true) else {
             runWorker(environment)
         }
         slots[index].pid = pid
@@ -374,15 +375,20 @@ final class Supervisor {
         }
         if rollingCurrent == index { rollingCurrent = nil }
         if sharesQueue {
+            // A retiring slot goes below, however its worker ended: the others read the queue.
             termSentAt[index] = nil
-            if !(slot.retiring && status != .exited(WorkerExit.normal)) { quitPending.remove(index) }
+            quitPending.remove(index)
         }
-        if slot.retiring && !shuttingDown && status != .exited(WorkerExit.normal) {
-            // Died before draining its queue: a replacement finishes the queue, then quits.
+        // A retiring worker with a queue of its own leaves its slot only once that queue holds no
+        // job (a quit carries no bytes). It may have ended before its quit (a crash, --max-jobs, a
+        // job timeout, a handler's exit 0) or taken an earlier quit with jobs queued behind it
+        // (scaled down, up, and down again).
+        let drained = sharesQueue || ((queueStatus?.bytes ?? 0) == 0 && slot.outstanding.isEmpty)
+        if slot.retiring && !shuttingDown && !drained {
+            // A replacement finishes the queue, then quits.
             quitPending.insert(index)
         } else if slot.retiring && !shuttingDown {
-            // Scaled down: its queue was drained before the quit; remove queue and slot (a shared
-            // queue stays: the others read it).
+            // Scaled down and drained: remove queue and slot (a shared queue stays).
             if !sharesQueue { try? slot.queue.remove() }
             slot.removed = true
             slots[index] = slot
@@ -392,9 +398,11 @@ final class Supervisor {
         }
         if shuttingDown {
             // Acknowledged work still in its queue must be handled before the pool stops. A shared
-            // queue is not tracked per job: any message left in it (jobs taken back from a dead
-            // worker may sit behind the quits) gets a worker, which is then sent its own quit.
-            let pending = sharesQueue ? (queueStatus?.messages ?? 0) > 0 : !slot.outstanding.isEmpty
+            // queue is not tracked per job: a job left in it (jobs taken back from a dead worker
+            // may sit behind the quits) gets a worker, which is then sent its own quit. Quits left
+            // over (a worker that ended without taking one) carry no bytes and get none: counting
+            // them respawned and re-quit workers in a loop until the deadline.
+            let pending = sharesQueue ? (queueStatus?.bytes ?? 0) > 0 : !slot.outstanding.isEmpty
             if queueAlive && pending && !slot.removed {
                 slot.restarts += 1
                 slot.respawnAt = now
@@ -446,20 +454,34 @@ final class Supervisor {
                 quitPending.remove(index)
                 logger.info("scale up: slot \(index) kept", metadata: ["workers": "\(active + 1)"])
             } else {
+                // Slot indices index the shared mappings (scoreboard, inboxes, rings), sized for
+                // `maxWorkers`; removed slots in the middle are not reused.
+                guard slots.count < Self.maxWorkers else {
+                    logger.error("scale up stopped: no slot left", metadata: ["slots": "\(slots.count)", "max": "\(Self.maxWorkers)"])
+                    break
+                }
+                let queue: MessageQueue
                 do {
-                    let queue: MessageQueue
                     if sharesQueue, let existing = slots.first?.queue {
                         queue = existing
                     } else {
                         queue = try Self.createQueue()
                         _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
                     }
-                    slots.append(WorkerSlot(index: slots.count, queue: queue))
-                    try spawn(slots.count - 1)
-                    logger.info("scale up: added slot \(slots.count - 1)", metadata: ["workers": "\(active + 1)"])
                 } catch {
                     logger.error("scale up failed", metadata: ["error": "\(error)"])
                     break
+                }
+                slots.append(WorkerSlot(index: slots.count, queue: queue))
+                let index = slots.count - 1
+                do {
+                    try spawn(index)
+                    logger.info("scale up: added slot \(index)", metadata: ["workers": "\(active + 1)"])
+                } catch {
+                    // The slot takes work from now on, so it must get a worker: retried like a
+                    // respawn (the caller picks the time up from `respawnDue`).
+                    slots[index].respawnAt = monotonicNanoseconds() + 1_000_000_000
+                    logger.error("scale up: could not start the worker of slot \(index); retrying in 1 s", metadata: ["error": "\(error)"])
                 }
             }
             active += 1
@@ -612,6 +634,19 @@ final class Supervisor {
             }
         }
         return ids
+    }
+
+    /// The reply queue was removed from outside: creates another and records it (state file).
+    /// Workers started from now on send to it; the caller restarts the running ones.
+    func replaceReplyQueue() throws -> (old: Int32?, new: Int32) {
+        let queue = try Self.createQueue()
+        _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
+        let old = replyQueue?.id
+        replyQueue = queue
+        do { try writeState() } catch {
+            logger.warning("could not update the state file", metadata: ["error": "\(error)"])
+        }
+        return (old, queue.id)
     }
 
     /// Removes every queue. Only the master calls this, once, after its workers are reaped.

@@ -59,6 +59,8 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     // particular worker when several share a queue (a quit message would go to whichever worker
     // takes it). A worker stuck in a job is SIGKILLed after a grace period.
     _ = try? Signals.install([SIGTERM])
+    // Blocked since the fork (a SIGTERM sent while the worker started waited here, not killed it).
+    Signals.unblock(SIGTERM)
     let pid = getpid()
     let slot = env.slot
     env.scoreboard.setPID(slot, pid)

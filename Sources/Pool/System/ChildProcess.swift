@@ -38,12 +38,17 @@ public enum ChildProcess {
     /// leaves locks held by other threads locked forever in the child, and workers run Swift.
     ///
     /// The corresponding C function is `fork`.
-    public static func fork(parentDeathSignal: Int32 = SIGKILL, ignoreGroupSignals: Bool = true) throws -> pid_t? {
+    /// With `holdTermination`, the child starts with SIGTERM blocked (see `CSYSV_FORK_HOLD_SIGTERM`)
+    /// and must call `Signals.unblock(SIGTERM)` once it handles it.
+    public static func fork(parentDeathSignal: Int32 = SIGKILL, ignoreGroupSignals: Bool = true,
+                            holdTermination: Bool = false) throws -> pid_t? {
         #if DEBUG
         let threads = csysv_thread_count()
         precondition(threads == 1, "fork with \(threads) threads: the master must stay single-threaded")
         #endif
-        let options = ignoreGroupSignals ? Int32(CSYSV_FORK_IGNORE_GROUP_SIGNALS) : 0
+        var options: Int32 = 0
+        if ignoreGroupSignals { options |= Int32(CSYSV_FORK_IGNORE_GROUP_SIGNALS) }
+        if holdTermination { options |= Int32(CSYSV_FORK_HOLD_SIGTERM) }
         let pid = try valueOrErrno("fork") { csysv_fork(parentDeathSignal, options) }.get()
         return pid == 0 ? nil : pid
     }

@@ -34,6 +34,13 @@ public enum Signals {
         _ = csysv_signal_unblock_all()
     }
 
+    /// Unblocks one signal (held blocked since the fork, until its handler was installed).
+    ///
+    /// The corresponding C function is `pthread_sigmask(SIG_UNBLOCK)`.
+    public static func unblock(_ signo: Int32) {
+        _ = csysv_signal_unblock(signo)
+    }
+
     /// How many times `signo` arrived since the last call.
     public static func take(_ signo: Int32) -> Int { Int(csysv_signal_take(signo)) }
 }
