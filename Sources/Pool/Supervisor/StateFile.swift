@@ -63,16 +63,18 @@ public struct PoolState: Equatable, Sendable {
         return PoolState(pid: pid, uid: uid, socketPath: socket, queues: queues)
     }
 
-    /// Writes atomically: a temporary file in the same directory, fsync, rename over the target.
+    /// Writes atomically: a temporary file in the same directory, renamed over the target. No
+    /// fsync: the master calls this from its event loop (scaling, a recreated queue), which must
+    /// not wait on the disk, and what the file records — System V queues — does not outlive a
+    /// reboot either; the rename alone keeps a reader from ever seeing half a file.
     public func write(to path: String) throws {
         let temporary = "\(path).tmp.\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("open(\(temporary))", .current) }
         var bytes = Array(encoded().utf8)
         let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd)
         Glibc.close(fd)
-        guard written == bytes.count, synced == 0 else {
+        guard written == bytes.count else {
             unlink(temporary)
             throw SystemError("write(\(temporary))", .current)
         }
