@@ -24,16 +24,28 @@ struct PoolClientCommand: ParsableCommand {
     var messages: [String] = []
 
     func run() throws {
+        guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds") }
         var payloads = messages.map { Array($0.utf8) }
-        if stdin {
-            while let line = readLine(strippingNewline: true) { payloads.append(Array(line.utf8)) }
-        }
+        if stdin { payloads += Self.standardInputLines() }
         guard !payloads.isEmpty else { throw ValidationError("give at least one MESSAGE, or --stdin") }
         var failures = 0
         switch wireProtocol {
         case "framed", "tagged":
             let client = try PoolClient(socketPath: socket, timeout: timeout, tagged: wireProtocol == "tagged")
-            for response in try client.pipeline(payloads) {
+            var responses: [PoolClient.Response?]
+            var ended: String? = nil
+            do {
+                responses = try client.pipeline(payloads)
+            } catch let incomplete as PoolClient.IncompletePipeline {
+                responses = incomplete.responses
+                ended = incomplete.reason
+            }
+            for response in responses {
+                guard let response else {
+                    failures += 1
+                    printError("error: no reply (\(ended ?? "connection ended"))")
+                    continue
+                }
                 if response.isOK {
                     printLine(response.body)
                 } else {
@@ -43,6 +55,8 @@ struct PoolClientCommand: ParsableCommand {
                 }
             }
         case "oneshot":
+            // The protocol has no way to send nothing: the server would wait for the idle timeout.
+            guard !payloads.contains(where: \.isEmpty) else { throw ValidationError("a oneshot message must have at least 1 byte") }
             for payload in payloads {
                 let reply = try PoolClient.oneshot(socketPath: socket, message: payload, timeout: timeout)
                 if reply.starts(with: Array("error: ".utf8)) {
@@ -56,6 +70,21 @@ struct PoolClientCommand: ParsableCommand {
             throw ValidationError("--protocol must be oneshot, framed or tagged")
         }
         if failures > 0 { throw ExitCode(1) }
+    }
+
+    /// Standard input split on newlines, byte for byte (no UTF-8 repair, no `\r` stripping).
+    static func standardInputLines() -> [[UInt8]] {
+        var all: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            all.append(contentsOf: chunk[0..<n])
+        }
+        var lines = all.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+        if all.last == 0x0A || all.isEmpty { lines.removeLast() }
+        return lines
     }
 
     private func printLine(_ bytes: [UInt8]) {

@@ -106,11 +106,15 @@ enum ConfigFile {
                 token.unicodeScalars.append(c)
                 chars.removeFirst()
             }
-            if token == "true" { return "" }
+            if token == "true" { return flagOnly }
             if token == "false" || token == "null" { return nil }
-            guard Double(token) != nil else { throw ParseError(description: "unsupported value '\(token)'") }
+            guard let number = Double(token) else { throw ParseError(description: "unsupported value '\(token)'") }
+            // JSON has one number type: 1e3 and 2.0 are the integers an Int option expects.
+            if number == number.rounded(), abs(number) < 9e15 { return String(Int(number)) }
             return token
         }
+        /// `true`: the flag alone, without a value.
+        let flagOnly = "\u{0}true"
         var flags: [String] = []
         try expect("{")
         skipSpace()
@@ -137,13 +141,14 @@ enum ConfigFile {
                     if chars.isEmpty { throw ParseError(description: "unterminated array") }
                 }
                 chars.removeFirst()
-                value = items.joined(separator: ",")
+                // An empty list sets nothing (as if the key were absent).
+                value = items.isEmpty ? nil : items.joined(separator: ",")
             } else {
                 value = try scalar()
             }
             if let value {
-                flags.append("--\(key)")
-                if !value.isEmpty { flags.append(value) }
+                // One argument, `--key=value`: an empty string or a value starting with `-` stays a value.
+                flags.append(value == flagOnly ? "--\(key)" : "--\(key)=\(value)")
             }
             skipSpace()
             if chars.first == "," { chars.removeFirst(); continue }

@@ -133,6 +133,7 @@ struct Scale: ParsableCommand {
     var workers: Int
     func run() throws {
         guard workers >= 1 else { throw ValidationError("the pool needs at least 1 worker") }
+        guard workers <= PoolConfiguration.maxWorkers else { throw ValidationError("the pool has at most \(PoolConfiguration.maxWorkers) workers") }
         print(try options.send("scale \(workers)"), terminator: "")
         try options.waitFor("\(workers) workers") { status in
             let states = jsonField(status, "state")

@@ -52,6 +52,29 @@ import Testing
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// A refusal closes the connection (too large): the replies before it are still printed, the
+    /// refusal is named, and each request left without a reply is reported; exit status 1.
+    @Test func framedRefusalKeepsTheRepliesBeforeIt() throws {
+        let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "echo", "--max-message", "100"])
+        let result = try run(server, ["--protocol", "framed", "hello", String(repeating: "y", count: 101), "after"])
+        #expect(result.stdout == "hello\n", "stdout: \(result.stdout)")
+        #expect(result.stderr.contains("error: too large"), "stderr: \(result.stderr)")
+        #expect(result.stderr.contains("error: no reply"), "stderr: \(result.stderr)")
+        #expect(result.status == 1)
+        FramedSupport.expectCleanShutdown(server)
+    }
+
+    /// --stdin splits on newlines only and takes the bytes as they are (a `\r` before the newline
+    /// is part of the message).
+    @Test func stdinLinesAreSentByteForByte() throws {
+        let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "echo"])
+        let input = "a\u{FF}b\nx\r\n"   // as UTF-8: 61 C3 BF 62 0A 78 0D 0A
+        let result = try run(server, ["--protocol", "framed", "--stdin"], stdin: input)
+        #expect(Array(result.stdout.utf8) == Array("a\u{FF}b\nx\r\n".utf8), "stdout: \(Array(result.stdout.utf8))")
+        #expect(result.status == 0)
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     @Test func oneshotAgainstTheDefaultServerPrintsOk() throws {
         let server = try TestServer()
         let result = try run(server, ["hello"])

@@ -35,7 +35,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func killedWorkerIsReplaced() throws {
         let server = try TestServer(F.framedSim + ["--workers", "2"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let initial = try #require(waitForWorkers(server, 2))
         let victim = initial[0]
 
@@ -66,7 +66,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func requestsQueuedForAKilledWorkerAreServedByItsReplacement() throws {
         let server = try TestServer(F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
         let queue = try #require(server.queueIDs.first)
 
@@ -106,7 +106,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         // A generous --batch-time, so the debug build's job times still allow six jobs per message.
         let server = try TestServer(F.framedSim + ["--workers", "2", "--log-level", "debug", "--batch-time", "0.5"] + spill)
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
 
         // Warm up: every worker gets a job time on record, which turns batching on.
@@ -164,7 +164,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func exitingWorkerIsReplaced() throws {
         let server = try TestServer(F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
@@ -186,7 +186,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func crashLoopBacksOffAndThePoolRecovers() throws {
         let server = try TestServer(F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 1))
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
@@ -292,7 +292,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func jobTimeoutAnswersTimeoutAndReplacesTheWorker() throws {
         let server = try TestServer(F.framedSim + ["--workers", "1", "--job-timeout", "0.5"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
@@ -323,7 +323,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(["--max-jobs", "5", "--workers", "1", "--reply", "result",
                                      "--protocol", "framed", "--handler", "echo"] + spill)
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let first = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
@@ -351,7 +351,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func hungWorkerIsKilledAtTheShutdownTimeout() throws {
         let server = try TestServer(F.framedSim + ["--workers", "2", "--shutdown-timeout", "1"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let workers = try #require(waitForWorkers(server, 2))
         let queues = server.queueIDs
 
@@ -392,9 +392,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func stopDuringRespawnBackOffKeepsAcknowledgedMessages() throws {
         let server = try TestServer(["--workers", "1", "--handler", "log"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         var killed: [pid_t] = []
-        for _ in 0..<5 {
+        // Six quick deaths: a back-off of 3.2 s, time enough to see no worker and send a message.
+        for _ in 0..<6 {
             var next: pid_t = 0
             let found = waitUntil(timeout: 20) {
                 guard let pid = server.workerPIDs.first(where: { !killed.contains($0) }) else { return false }
@@ -407,12 +408,12 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             killed.append(next)
         }
         footprint.observe()
-        #expect(waitUntil(timeout: 20) { server.logLines(containing: "worker died").count == 5 })
+        #expect(waitUntil(timeout: 20) { server.logLines(containing: "worker died").count == 6 })
         let delays = server.logLines(containing: "crash-looping").compactMap { line -> Int? in
             guard let range = line.range(of: "respawn in ") else { return nil }
             return Int(line[range.upperBound...].prefix { $0.isNumber })
         }
-        #expect((delays.last ?? 0) >= 800, "the slot should be in a long back-off: \(delays)")
+        #expect((delays.max() ?? 0) >= 800, "the slot should be in a long back-off: \(delays)")
         #expect(server.workerPIDs.isEmpty, "no worker should run during the back-off")
 
         let reply = String(decoding: try PoolClient.oneshot(socketPath: server.socketPath, message: "during-backoff".bytes), as: UTF8.self)
@@ -432,7 +433,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func sigintToTheProcessGroupShutsDownCleanly() throws {
         let server = try ProcessGroupServer(["--workers", "3", "--handler", "log"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let workers = try #require(waitForWorkers(server, 3))
         #expect(server.processGroup == server.pid, "the server should lead its own process group")
 
@@ -466,7 +467,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
         let server = try F.ShellServer(prelude: "trap \"\" CHLD INT", F.framedSim + ["--workers", "1"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
@@ -511,7 +512,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func lowDescriptorLimitShedsWithoutSpinningAndRecovers() throws {
         let server = try F.ShellServer(prelude: "ulimit -n 64", F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
         let limits = (try? String(contentsOfFile: "/proc/\(server.pid)/limits", encoding: .utf8)) ?? ""
         #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains(" 64 ") }, "\(limits)")
@@ -564,7 +565,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func controlConnectionAtTheDescriptorLimitDoesNotSpinTheMaster() throws {
         let server = try F.ShellServer(prelude: "ulimit -n 64", F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
         let base = F.descriptorCount(server.pid)
         var (connections, shed) = saturate(server, count: 200, baseDescriptors: base)
@@ -668,12 +669,12 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     func removedWorkerQueueIsRecreated(spill: [String]) throws {
         let server = try TestServer(F.framedSim + ["--workers", "1"] + spill)
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
         let old = try #require(server.queueIDs.first)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        let payloads = ["sleep:1500", "a", "b"].map(\.bytes)
+        let payloads = ["sleep:5000", "a", "b"].map(\.bytes)
         for payload in payloads { try client.send(payload) }
         #expect(waitUntil(timeout: 20) {
             guard let status = try? MessageQueue(id: old).status() else { return false }
@@ -712,7 +713,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func removedReplyQueueIsRecreated() throws {
         let server = try TestServer(F.framedEcho + ["--workers", "2"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let workers = try #require(waitForWorkers(server, 2))
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         #expect(try client.request("before".bytes).body == "before".bytes)
@@ -748,13 +749,15 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(["--workers", "2", "--handler", "log", "--dispatch", "round-robin",
                                      "--batch-time", "0", "--max-jobs", "3"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
         // The worker of slot 1 (the one scaling down retires) is frozen while messages pile up
         // in its queue; the quit goes behind them; then it runs 3 jobs and is recycled.
         let spawned = server.logLines(containing: "worker spawned").first { F.line($0, has: "slot", "1") }
         let worker = pid_t(try #require(spawned.flatMap { intField($0, "pid") }))
         kill(worker, SIGSTOP)
+        defer { kill(worker, SIGCONT) }
+        #expect(waitUntil(timeout: 20) { processState(worker) == "T" }, "the worker did not stop")
         let messages = (0..<20).map { "retire-\($0)" }
         for message in messages {
             #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes)
@@ -779,10 +782,12 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func leftoverQuitsInTheSharedQueueDoNotRespawnWorkers() throws {
         let server = try TestServer(F.framedEcho + ["--dispatch", "shared", "--workers", "2", "--shutdown-timeout", "10"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let workers = try #require(waitForWorkers(server, 2))
         // Stopped workers are out of msgrcv, so the quits the master sends stay in the queue.
         for worker in workers { kill(worker, SIGSTOP) }
+        defer { for worker in workers { kill(worker, SIGCONT) } }
+        #expect(waitUntil(timeout: 20) { workers.allSatisfy { processState($0) == "T" } }, "the workers did not stop")
         server.signal(SIGTERM)
         #expect(waitUntil(timeout: 20) { !server.logLines(containing: "asking workers to quit").isEmpty }, "\(server.log)")
         let queue = MessageQueue(id: try #require(server.queueIDs.first))
@@ -804,7 +809,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     func socketAndQueuesRefuseOtherUsers() throws {
         let server = try TestServer(F.framedEcho + ["--workers", "2"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         // nobody must be able to reach the socket's directory, so that only the socket's own
         // mode can stop it.
         #expect(chmod(server.directory, 0o755) == 0)
@@ -904,7 +909,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func acknowledgedMessagesSurviveAKilledWorkerAndAStopUnderLoad() throws {
         let server = try TestServer(["--workers", "3", "--handler", "log"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let initial = try #require(waitForWorkers(server, 3))
 
         let record = F.LoadRecord()
@@ -1086,7 +1091,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let maxMessage = 512
         let server = try TestServer(F.framedEcho + ["--workers", "2", "--max-message", "\(maxMessage)"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         var rng = SplitMix64(seed: 0x5EED_F00D_2024)
         var failures: [String] = []
         var statusesSeen = Set<UInt8>()

@@ -401,23 +401,23 @@ private extension PoolClient.Response {
     // MARK: - --idle-timeout
 
     /// Idle time counts from the last byte moved, not from the last request read: a connection
-    /// whose 2.5 s job outlived --idle-timeout 1 is not closed the moment its answer is written,
+    /// whose 7 s job outlived --idle-timeout 3 is not closed the moment its answer is written,
     /// and can send again. A silent connection beside it is closed, not before the timeout.
     @Test func idleTimeCountsFromTheLastByteMoved() throws {
-        let server = try TestServer(Self.resultSim + ["--workers", "2", "--idle-timeout", "1"])
+        let server = try TestServer(Self.resultSim + ["--workers", "2", "--idle-timeout", "3"])
         let start = monotonicNanoseconds()
         let silent = try RawConnection(path: server.socketPath, timeout: 30)
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        #expect(try client.request("sleep:2500".bytes).frame == Frame(status: 0, body: "sleep:2500".bytes))
-        // Idle scans run every quarter of the timeout: one would have closed the connection by now
-        // had its idle time started with the request.
-        usleep(400_000)
+        #expect(try client.request("sleep:7000".bytes).frame == Frame(status: 0, body: "sleep:7000".bytes))
+        // Idle scans run every quarter of the timeout (0.75 s): one would have closed the
+        // connection by now had its idle time started with the request; 1.8 s of margin remain.
+        usleep(1_200_000)
         #expect(try client.request("again".bytes).frame == Frame(status: 0, body: "again".bytes))
 
         let (frames, rest, end) = silent.readToEnd()
         let closedAfter = Double(monotonicNanoseconds() - start) / 1e9
         #expect(frames.isEmpty && rest.isEmpty && end == .eof, "\(frames) \(rest) \(end)")
-        #expect(closedAfter >= 0.95, "the silent connection was closed after \(closedAfter) s, before --idle-timeout 1")
+        #expect(closedAfter >= 2.95, "the silent connection was closed after \(closedAfter) s, before --idle-timeout 3")
         client.close()
         FramedSupport.expectCleanShutdown(server)
     }
@@ -512,7 +512,7 @@ private extension PoolClient.Response {
         let queue = try #require(server.queueIDs.first)
         let worker = try #require(waitForWorkers(server, 1)?.first)
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        try client.send("sleep:1500".bytes)
+        try client.send("sleep:5000".bytes)
         #expect(waitUntil(timeout: 20) { queueRow(queue)?.lastReceivePID == worker }, "the worker never took the job")
 
         let queues = FramedSupport.ownedQueueIDs(server)
@@ -524,7 +524,7 @@ private extension PoolClient.Response {
 
         try client.send("late".bytes)
         let drained = try client.receive()
-        #expect(drained.frame == Frame(status: ResponseStatus.ok.rawValue, body: "sleep:1500".bytes))
+        #expect(drained.frame == Frame(status: ResponseStatus.ok.rawValue, body: "sleep:5000".bytes))
         let late = try client.receive()
         #expect(late.statusByte == ResponseStatus.shuttingDown.rawValue, "\(late)")
         #expect(throws: PoolClient.ProtocolError.self, "the connection should be closed once drained") {
@@ -542,17 +542,19 @@ private extension PoolClient.Response {
         let server = try TestServer(Self.resultSim + ["--workers", "2", "--max-inflight", "4"])
         let connection = try RawConnection(path: server.socketPath, timeout: 30)
         let count = 1000
-        try connection.write(FramedWire.requestFrames(Array(repeating: "sleep:300".bytes, count: count)))
-        #expect(waitForWorkers(server, 2) != nil)
-        usleep(100_000)
+        // Long enough that none of the 4 in flight can finish before the stop.
+        try connection.write(FramedWire.requestFrames(Array(repeating: "sleep:3000".bytes, count: count)))
+        #expect(waitUntil(timeout: 20) {
+            OperationsSupport.status(server.socketPath)?.workers.filter { $0.state == "busy" }.count == 2
+        }, "both workers should be running a sleep")
         let queues = FramedSupport.ownedQueueIDs(server)
         server.signal(SIGTERM)
         let (frames, rest, end) = connection.readToEnd()
         #expect(frames.count == count && rest.isEmpty, "\(frames.count) of \(count) answered")
         #expect(end == .eof, "expected end of stream, got \(end)")
         let okCount = frames.prefix { $0.status == ResponseStatus.ok.rawValue }.count
-        #expect(okCount >= 1 && okCount <= 4, "answered ok: \(okCount); at most --max-inflight 4 were in flight when stopped")
-        #expect(frames.prefix(okCount).allSatisfy { $0.body == "sleep:300".bytes })
+        #expect(okCount >= 2 && okCount <= 4, "answered ok: \(okCount); 2 to --max-inflight 4 were in flight when stopped")
+        #expect(frames.prefix(okCount).allSatisfy { $0.body == "sleep:3000".bytes })
         #expect(frames.dropFirst(okCount).allSatisfy { $0 == Frame(status: ResponseStatus.shuttingDown.rawValue, body: []) })
         FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
     }

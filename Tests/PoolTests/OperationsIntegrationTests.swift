@@ -488,7 +488,8 @@ private typealias S = OperationsSupport
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = directory + "/pool.json"
         #expect(FileManager.default.createFile(
-            atPath: config, contents: Data(#"{"workers": 2, "handler": "echo", "reply": "result", "protocol": "framed"}"#.utf8)))
+            // 2.0: JSON's one number type, for an Int option; []: an empty list sets nothing.
+            atPath: config, contents: Data(#"{"workers": 2.0, "handler": "echo", "reply": "result", "protocol": "framed", "allow-uid": []}"#.utf8)))
 
         for (arguments, expected) in [(["--config", config], 2), (["--config", config, "--workers", "3"], 3),
                                       (["--workers", "1", "--config=\(config)"], 1)] {
@@ -608,6 +609,22 @@ private typealias S = OperationsSupport
         #expect(server.waitForExit(timeout: 10) == 0, "\(server.log)")
         #expect(server.log.contains("shutdown complete"))
         server.stop()
+    }
+
+    /// The operator's connections do not count against --max-connections: with one allowed and a
+    /// control connection held open, a client is still served (it used to get *busy*).
+    @Test func controlConnectionsDoNotCountAgainstMaxConnections() throws {
+        let server = try TestServer(["--workers", "1", "--max-connections", "1"] + Self.framedEcho)
+        defer { server.stop() }
+        let held = try SocketFD.unixStream(nonBlocking: false)
+        defer { held.close() }
+        try held.connect(path: server.socketPath + ".ctl")
+        // Answered only after a loop turn that accepted every pending control connection.
+        #expect(S.status(server.socketPath) != nil)
+        let reply = try PoolClient(socketPath: server.socketPath).request(Array("served".utf8))
+        #expect(reply.statusByte == 0 && Self.text(reply.body) == "served", "\(reply)")
+        held.close()
+        S.expectCleanExit(server)
     }
 
     /// `stop` on the control socket is answered (`ok stopping`) before that connection closes.

@@ -288,7 +288,7 @@ import Testing
                                      "--max-inflight", "1000"])
         defer { server.stop() }
         let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
-        let payloads = [Array("sleep:1500".utf8)] + (1..<300).map { payload($0, size: 1000 + $0 % 7) }
+        let payloads = [Array("sleep:5000".utf8)] + (1..<300).map { payload($0, size: 1000 + $0 % 7) }
         for payload in payloads { try client.send(payload) }
         #expect(waitUntil(timeout: 20) { ((try? status(server)["held_requests"]) as? Int ?? 0) > 0 },
                 "no request was held: the queue never filled")
@@ -313,7 +313,8 @@ import Testing
         let workers = try #require(try status(server)["workers"] as? [[String: Any]])
         let queue = try #require(workers.first?["queue_id"] as? Int)
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        let payloads = ["sleep:1500", "sleep:1500", "a", "b"].map(\.bytes)
+        // Sleeps long enough for every step below on a slow machine: a and b must still be queued.
+        let payloads = ["sleep:5000", "sleep:5000", "a", "b"].map(\.bytes)
         // Both workers asleep first, so a and b can only wait in the queue.
         for payload in payloads.prefix(2) { try client.send(payload) }
         let bothBusy = waitUntil(timeout: 20) {

@@ -31,10 +31,12 @@ import Testing
         #expect(slots.count == 2)
         #expect(Set(slots.compactMap { $0["queue_id"] as? Int }).count == 1)
         #expect(server.queueIDs.count == 2) // the shared job queue, logged once per slot
+        // Both workers waiting in msgrcv before the jobs arrive.
+        #expect(waitUntil(timeout: 20) { (try? workers(server))?.filter { $0["state"] as? String == "idle" }.count == 2 })
         let client = try PoolClient(socketPath: server.socketPath)
-        let replies = try client.pipeline(["sleep:700", "a", "b", "c", "d"].map(\.bytes))
+        let replies = try client.pipeline(["sleep:3000", "a", "b", "c", "d"].map(\.bytes))
         #expect(replies.map(\.statusByte) == [0, 0, 0, 0, 0])
-        #expect(replies.map { String(decoding: $0.body, as: UTF8.self) } == ["sleep:700", "a", "b", "c", "d"])
+        #expect(replies.map { String(decoding: $0.body, as: UTF8.self) } == ["sleep:3000", "a", "b", "c", "d"])
         // Round-robin would have queued two of the fast jobs behind the sleep; here the free
         // worker took all four.
         let jobs = try workers(server).compactMap { $0["jobs_handled"] as? Int }.sorted()

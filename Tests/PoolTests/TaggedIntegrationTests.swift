@@ -46,14 +46,15 @@ import Testing
 
     @Test func aSlowRequestDoesNotHoldUpTheOnesBehindIt() throws {
         let server = try TestServer(Self.resultSim + ["--workers", "2"])
+        #expect(waitForWorkers(server, 2) != nil)
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30, tagged: true)
-        try client.send("sleep:600".bytes, tag: 7)
+        try client.send("sleep:3000".bytes, tag: 7)
         try client.send("quick".bytes, tag: 9)
         let first = try client.receiveTagged()
         let second = try client.receiveTagged()
         // framed would answer 7 first (request order); tagged answers what completes first.
         #expect(first.tag == 9 && first.response.isOK && first.response.body == "quick".bytes, "\(first)")
-        #expect(second.tag == 7 && second.response.isOK && second.response.body == "sleep:600".bytes, "\(second)")
+        #expect(second.tag == 7 && second.response.isOK && second.response.body == "sleep:3000".bytes, "\(second)")
 
         // request() and pipeline() still hand back request order, whatever order the wire had.
         let payloads = ["sleep:400", "a", "sleep:300", "b", "c"].map(\.bytes)
@@ -142,7 +143,7 @@ import Testing
         let queue = try #require(server.queueIDs.first)
         let worker = try #require(waitForWorkers(server, 1)?.first)
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30, tagged: true)
-        try client.send("sleep:1500".bytes, tag: 100)
+        try client.send("sleep:5000".bytes, tag: 100)
         #expect(waitUntil(timeout: 20) { queueRow(queue)?.lastReceivePID == worker }, "the worker never took the job")
         let queues = FramedSupport.ownedQueueIDs(server)
         server.signal(SIGTERM)
@@ -153,7 +154,7 @@ import Testing
             let (tag, response) = try client.receiveTagged()
             answers[tag] = response
         }
-        #expect(answers[100].map { $0.isOK && $0.body == "sleep:1500".bytes } == true, "\(answers)")
+        #expect(answers[100].map { $0.isOK && $0.body == "sleep:5000".bytes } == true, "\(answers)")
         #expect(answers[101]?.status == .shuttingDown, "\(answers)")
         FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
     }

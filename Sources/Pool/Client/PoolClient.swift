@@ -30,6 +30,19 @@ public final class PoolClient {
         public let description: String
     }
 
+    /// `pipeline` ended before every request was answered — the server closed the connection
+    /// (as it does after *too large* or *bad request*), reset it, or went quiet — with the
+    /// responses that did arrive.
+    public struct IncompletePipeline: Error, CustomStringConvertible, Sendable {
+        /// Why it ended early.
+        public let reason: String
+        /// One entry per payload, in request order: its response, or nil if none arrived.
+        public let responses: [Response?]
+        public var description: String {
+            "\(reason) (\(responses.lazy.filter { $0 != nil }.count) of \(responses.count) requests answered)"
+        }
+    }
+
     private let socket: SocketFD
     private var input: [UInt8] = []
     private var inputStart = 0
@@ -139,23 +152,43 @@ public final class PoolClient {
             if received == payloads.count { break }
             var fds = [pollfd(fd: socket.raw, events: Int16(POLLIN), revents: 0)]
             if written < out.count { fds[0].events |= Int16(POLLOUT) }
-            let ready = poll(&fds, 1, Int32((timeout ?? -0.001) * 1000))
+            // Milliseconds, rounded up (a positive timeout never polls for 0 ms) and clamped.
+            let ready = poll(&fds, 1, timeout.map { Int32(clamping: Int(($0 * 1000).rounded(.up).clamped(to: 1...2e9))) } ?? -1)
             if ready < 0 { if errno == EINTR { continue }; throw SystemError("poll", .current) }
-            if ready == 0 { throw ProtocolError(description: "timed out waiting for the server") }
-            if fds[0].revents & Int16(POLLOUT) != 0 {
+            if ready == 0 { throw incomplete("timed out waiting for the server") }
+            // Read before writing: a server that refuses a request answers what came before it
+            // and closes, and those answers must be taken before a write fails on the closed socket.
+            if fds[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                do { try fill(nonBlocking: true) } catch let error as ProtocolError {
+                    while received < payloads.count, let (tag, response) = try bufferedResponse() { try take(tag, response) }
+                    if received == payloads.count { break }
+                    throw incomplete(error.description)
+                }
+            }
+            if written < out.count && fds[0].revents & Int16(POLLOUT) != 0 {
                 let chunk = min(out.count - written, 1 << 16)
                 let n = out.withUnsafeBytes {
                     Glibc.send(socket.raw, $0.baseAddress! + written, chunk, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
                 }
-                if n > 0 { written += n } else if n < 0 && errno != EAGAIN && errno != EINTR {
+                if n > 0 {
+                    written += n
+                } else if n < 0 && (errno == EPIPE || errno == ECONNRESET) {
+                    // The server stopped reading: nothing more goes out; what it answered is
+                    // still to be read.
+                    written = out.count
+                } else if n < 0 && errno != EAGAIN && errno != EINTR {
                     throw SystemError("send", .current)
                 }
             }
-            if fds[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-                try fill(nonBlocking: true)
-            }
         }
         return tagged ? (0..<payloads.count).compactMap { byIndex[$0] } : responses
+
+        func incomplete(_ reason: String) -> IncompletePipeline {
+            let answered: [Response?] = tagged
+                ? (0..<payloads.count).map { byIndex[$0] }
+                : (0..<payloads.count).map { $0 < responses.count ? responses[$0] : nil }
+            return IncompletePipeline(reason: reason, responses: answered)
+        }
     }
 
     private func bufferedResponse() throws -> (tag: UInt32, response: Response)? {
@@ -206,7 +239,12 @@ public final class PoolClient {
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN { throw ProtocolError(description: "timed out waiting for the server") }
-                if errno == ECONNRESET { break }
+                // A reset after the reply (a server closing with our unread bytes) ends it; one
+                // before any reply is a refusal, not an empty answer.
+                if errno == ECONNRESET {
+                    if reply.isEmpty { throw ProtocolError(description: "the server reset the connection without a reply") }
+                    break
+                }
                 throw SystemError("read", .current)
             }
             if n == 0 { break }
@@ -214,4 +252,8 @@ public final class PoolClient {
         }
         return reply
     }
+}
+
+private extension Double {
+    func clamped(to range: ClosedRange<Double>) -> Double { Swift.min(Swift.max(self, range.lowerBound), range.upperBound) }
 }

@@ -364,7 +364,8 @@ final class Master {
                     continue
                 }
             }
-            if connections.count >= configuration.maxConnections {
+            // The operator's connections do not count: `status` must work on a full server.
+            if connections.count - controlConnectionCount >= configuration.maxConnections {
                 logger.warning("connection limit reached; answering busy", metadata: ["max-connections": "\(configuration.maxConnections)"])
                 rejectBusy(client)
                 continue

@@ -61,6 +61,8 @@ public struct PoolConfiguration: Sendable {
     /// others. `nil` for `--reply result` unless set: the worker is what the client waits for, and
     /// it keeps whatever policy the master was started with (`chrt`, systemd's CPUSchedulingPolicy).
     public var effectiveWorkerScheduling: WorkerScheduling? { workerScheduling ?? (replyMode == .ack ? .batch : nil) }
+    /// Most worker slots a pool has (the shared mappings are sized for them).
+    public static let maxWorkers = 1024
     /// Number of worker processes, 1…1024 (`--workers`).
     public var workers: Int = 3
     /// The client protocol on the listening socket (`--protocol`).
@@ -101,6 +103,8 @@ public struct PoolConfiguration: Sendable {
     /// `listen(2)` backlog.
     public var listenBacklog: Int32 = 1024
     /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
+    /// Longest accepted value of each timeout, in seconds.
+    public static let longestTimeout = 100_000_000.0
     public var jobTimeout: Double? = nil
     /// Jobs a worker handles before it is replaced (`nil` = forever), plus up to this much jitter.
     public var maxJobs: Int? = nil
@@ -140,7 +144,7 @@ extension PoolConfiguration {
     /// max message size.
     public func validate(limits: QueueLimits) throws -> Int {
         guard workers >= 1 else { throw ConfigurationError("--workers must be at least 1 (got \(workers))") }
-        guard workers <= 1024 else { throw ConfigurationError("--workers must be at most 1024 (got \(workers))") }
+        guard workers <= Self.maxWorkers else { throw ConfigurationError("--workers must be at most \(Self.maxWorkers) (got \(workers))") }
         let largest = Self.largestMessage(limits: limits)
         guard largest >= 1 else {
             throw ConfigurationError("msgmax (\(limits.maxMessageBytes)) leaves no room for a message after the \(JobCodec.headerBytes)-byte header")
@@ -156,6 +160,11 @@ extension PoolConfiguration {
         }
         guard socketMode & ~0o777 == 0 else { throw ConfigurationError("--socket-mode must be within 0777") }
         guard shutdownTimeout >= 0, idleTimeout > 0 else { throw ConfigurationError("timeouts must be positive") }
+        // Deadlines are nanoseconds in an Int64: about 292 years; 10⁸ s (3 years) is plenty.
+        for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--job-timeout", jobTimeout ?? 1)]
+        where !(seconds <= Self.longestTimeout) {
+            throw ConfigurationError("\(flag) must be at most \(Int(Self.longestTimeout)) seconds")
+        }
         guard maxInflight >= 1, maxConnections >= 1, maxBacklog >= 0 else {
             throw ConfigurationError("--max-inflight and --max-connections must be at least 1")
         }

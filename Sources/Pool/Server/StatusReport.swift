@@ -127,6 +127,7 @@ public struct StatusReport: Sendable {
         metric("pool_responses_total", "counter", "Responses written, by status.",
                responses.map { ("status=\"\($0.status)\"", "\($0.count)") })
         if let arena {
+            metric("pool_arena_chunks", "gauge", "Payload arena chunks (--arena-chunks).", [("", "\(arena.chunks)")])
             metric("pool_arena_chunks_in_use", "gauge", "Payload arena chunks holding a payload not yet taken.", [("", "\(arena.inUse)")])
             metric("pool_arena_spilled_total", "counter", "Payloads sent through the payload arena.", [("", "\(arena.spilled)")])
             metric("pool_arena_inline_when_full_total", "counter", "Payloads sent inline because every arena chunk was in use.",

@@ -98,7 +98,7 @@ final class Supervisor {
     /// Descriptors a worker keeps (doorbell, log file).
     private let keepDescriptors: [Int32]
 
-    static let maxWorkers = 1024
+    static let maxWorkers = PoolConfiguration.maxWorkers
     static let quickDeath: Int64 = 1_000_000_000
     static let termGrace: Int64 = 1_000_000_000
 

@@ -92,9 +92,12 @@ final class TestServer {
         guard !stopped else { return }
         stopped = true
         let workers = childPIDs(of: pid)
+        // The state file lists every queue (the reply queue, recreated ones); a graceful exit
+        // deletes it, so it is read first, for the case where the server has to be killed.
+        let recorded = stateFileQueueIDs(stateFilePath)
         terminateGracefully(pid) { hasExited }
         killLiving(workers)
-        removeQueues(queueIDs)
+        removeQueues(Set(queueIDs).union(recorded))
         try? FileManager.default.removeItem(atPath: directory)
     }
 }

@@ -1,0 +1,42 @@
+import Pool
+import Testing
+
+/// `PoolConfiguration.validate`: what a start refuses before any worker, queue or socket exists.
+@Suite struct ConfigurationTests {
+    static let limits = QueueLimits.current()
+
+    static func refusal(_ change: (inout PoolConfiguration) -> Void) -> String? {
+        var configuration = PoolConfiguration()
+        change(&configuration)
+        do {
+            _ = try configuration.validate(limits: limits)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func defaultsAreValid() {
+        #expect(Self.refusal { _ in } == nil)
+    }
+
+    /// Deadlines are Int64 nanoseconds: a timeout beyond 10⁸ s, infinite or NaN is refused at
+    /// start (each used to pass, then trap in the running master and leave its queues behind).
+    @Test(arguments: [1e12, .infinity, .nan])
+    func hugeOrNonFiniteTimeoutsAreRefused(seconds: Double) {
+        let idle = Self.refusal { $0.idleTimeout = seconds }
+        let shutdown = Self.refusal { $0.shutdownTimeout = seconds }
+        let job = Self.refusal { $0.jobTimeout = seconds }
+        for refusal in [idle, shutdown, job] {
+            #expect(refusal?.contains("timeout") == true, "\(String(describing: refusal))")
+        }
+    }
+
+    @Test func longestTimeoutIsAccepted() {
+        #expect(Self.refusal {
+            $0.idleTimeout = PoolConfiguration.longestTimeout
+            $0.shutdownTimeout = PoolConfiguration.longestTimeout
+            $0.jobTimeout = PoolConfiguration.longestTimeout
+        } == nil)
+    }
+}
