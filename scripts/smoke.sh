@@ -66,10 +66,10 @@ reply=$("$bin/pool-client" --socket pool.sock quit)
 [ "$reply" = "ok" ] || fail "pool-client got '$reply'"
 
 if command -v php >/dev/null; then
-  seed="$root/../shared/seed/client.php"
+  seed="$root/Tests/Fixtures/seed-client.php"
   if [ -f "$seed" ]; then
-    cp "$seed" .
-    out=$(php client.php)
+    cp "$seed" client.php
+    out=$(php client.php) || fail "seed client.php failed: $out"
     [ "$out" = "11ok" ] || fail "seed client.php printed '$out', expected '11ok'"
     echo "smoke: seed client.php printed 11ok"
   fi

@@ -5,6 +5,37 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build --build-tests
 scripts/smoke.sh
+
+# Every test server lives in a /tmp/pool-test-* directory of its own and removes it when it
+# stops. One left after the run means a server was not stopped — the test runner crashed, or a
+# test leaked it: its master is stopped, its queues removed (through its state file), and the run
+# fails, so a leak is seen rather than left on the machine.
+marker=$(mktemp /tmp/pool-test-run.XXXXXX)
+sweep() {
+    local leaked=0 dir pid
+    for dir in $(find /tmp -maxdepth 1 -name 'pool-test-*' -type d -newer "$marker" 2>/dev/null); do
+        leaked=1
+        echo "test.sh: left behind by the run: $dir" >&2
+        pid=$(sed -n 's/^pid=//p' "$dir/pool.sock.state" 2>/dev/null | head -1)
+        if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.2
+        fi
+        "$(swift build --show-bin-path)/pool-server" cleanup --socket "$dir/pool.sock" >&2 || true
+        rm -rf "$dir"
+    done
+    rm -f "$marker"
+    return $leaked
+}
+
 # Suites that spawn servers run one at a time: on 2 cores, parallel suites only add noise and
 # timeouts, and Foundation's Process can miss an exit when two children start at once.
-swift test --no-parallel
+status=0
+swift test --no-parallel || status=$?
+if ! sweep; then
+    echo "test.sh: FAIL: test servers were left running or not cleaned up (removed now)" >&2
+    (( status != 0 )) || status=1
+fi
+exit "$status"
