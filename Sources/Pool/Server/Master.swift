@@ -98,6 +98,8 @@ final class Master {
     /// Kept open so that at EMFILE we can close it, accept, and shed the connection.
     @exclusivity(unchecked) var spareFD: Int32
     @exclusivity(unchecked) var phase = Phase.running
+    /// Per-client refusals and *busy* answers are logged at most once a second per kind.
+    @exclusivity(unchecked) var logThrottle = LogThrottle()
     /// What `run` returns after a graceful stop: 1 if the stop was forced on us by a failure.
     @exclusivity(unchecked) var exitStatus: Int32 = 0
     /// The reply queue failed for good: it is not read again.
@@ -359,14 +361,15 @@ final class Master {
             if let allowed = configuration.allowedUIDs {
                 let uid = (try? client.peerCredentials().uid) ?? uid_t.max
                 if !allowed.contains(uid) {
-                    logger.warning("connection refused: peer uid not in --allow-uid", metadata: ["uid": "\(uid)"])
+                    logger.log(throttledBy: &logThrottle, level: .warning, "connection refused: peer uid not in --allow-uid", metadata: ["uid": "\(uid)"])
                     client.close()
                     continue
                 }
             }
             // The operator's connections do not count: `status` must work on a full server.
             if connections.count - controlConnectionCount >= configuration.maxConnections {
-                logger.warning("connection limit reached; answering busy", metadata: ["max-connections": "\(configuration.maxConnections)"])
+                logger.log(throttledBy: &logThrottle, level: .warning, "connection limit reached; answering busy",
+                           metadata: ["max-connections": "\(configuration.maxConnections)"])
                 rejectBusy(client)
                 continue
             }
@@ -467,11 +470,12 @@ final class Master {
             case .incomplete:
                 return
             case .tooLarge(let length):
-                logger.info("request over --max-message; closing the connection", metadata: ["length": "\(length)", "max": "\(maxMessage)"])
+                logger.log(throttledBy: &logThrottle, level: .info, "request over --max-message; closing the connection",
+                           metadata: ["length": "\(length)", "max": "\(maxMessage)"])
                 refuse(connection, status: .tooLarge, body: "request of \(length) bytes exceeds --max-message \(maxMessage)", tag: tag)
                 return
             case .garbage(let length):
-                logger.info("implausible frame length; closing the connection", metadata: ["length": "\(length)"])
+                logger.log(throttledBy: &logThrottle, level: .info, "implausible frame length; closing the connection", metadata: ["length": "\(length)"])
                 refuse(connection, status: .badRequest, body: "implausible frame length \(length)", tag: tag)
                 return
             }
@@ -502,7 +506,7 @@ final class Master {
         let count = connection.input.readableCount
         if count > maxMessage {
             connection.messageTaken = true
-            logger.info("oneshot message over --max-message; not delivered", metadata: ["max": "\(maxMessage)"])
+            logger.log(throttledBy: &logThrottle, level: .info, "oneshot message over --max-message; not delivered", metadata: ["max": "\(maxMessage)"])
             refuse(connection, status: .tooLarge, body: "")
         } else if count > 0 && (wouldBlock || connection.peerClosed) {
             // The message is what the client has sent when the socket runs dry: the seed's client
@@ -651,7 +655,8 @@ final class Master {
                 routes[id] = route
                 held.append(Held(id: id, payload: Array(payload)))
             } else {
-                logger.warning("every worker queue is full and --max-backlog is reached; answering busy", metadata: ["job": "\(id)"])
+                logger.log(throttledBy: &logThrottle, level: .warning, "every worker queue is full and --max-backlog is reached; answering busy",
+                           metadata: ["job": "\(id)"])
                 answer(connection, sequence, .busy, [])
             }
         }
@@ -741,7 +746,8 @@ final class Master {
             if configuration.maxBacklog == 0, let ack = entry.ack {
                 answerBusy(ack.connection, ack.sequence, id: entry.id)
             } else if configuration.maxBacklog == 0, configuration.replyMode == .result, let route = routes.removeValue(forKey: entry.id) {
-                logger.warning("every worker queue is full and --max-backlog is 0; answering busy", metadata: ["job": "\(entry.id)"])
+                logger.log(throttledBy: &logThrottle, level: .warning, "every worker queue is full and --max-backlog is 0; answering busy",
+                           metadata: ["job": "\(entry.id)"])
                 deliver(route, status: .busy, body: [])
             } else {
                 keep.append((entry, payload))
@@ -776,7 +782,8 @@ final class Master {
 
     /// Ack mode: no queue took the job and --max-backlog jobs already wait.
     func answerBusy(_ key: UInt64, _ sequence: UInt64, id: UInt64) {
-        logger.warning("every worker queue is full and --max-backlog is reached; answering busy", metadata: ["job": "\(id)"])
+        logger.log(throttledBy: &logThrottle, level: .warning, "every worker queue is full and --max-backlog is reached; answering busy",
+                           metadata: ["job": "\(id)"])
         guard let connection = connections[key] else { return }
         answer(connection, sequence, .busy, [])
     }
