@@ -179,8 +179,11 @@ extension OneshotShutdownSuites {
             // Each is handled (logged) by a worker, i.e. the workers did take them...
             #expect(waitUntil { let counts = S.recvCounts(in: server.log); return payloads.allSatisfy { counts[$0] == 1 } },
                     "quit payloads should be logged once each:\n\(server.log)")
-            // ...and, given a moment to act on them, none of the workers exited or was replaced.
-            usleep(300_000)
+            // ...and went on: one more message for each (round robin) is handled after them, so a
+            // worker that had quit would have been replaced by now.
+            let markers = (0..<3).map { "marker-\($0)" }
+            for marker in markers { #expect(try S.oneshot(server.socketPath, marker) == "ok") }
+            #expect(waitUntil { let counts = S.recvCounts(in: server.log); return markers.allSatisfy { counts[$0] == 1 } })
             #expect(server.workerPIDs == before, "workers before \(before), after \(server.workerPIDs)")
             #expect(before.allSatisfy(processIsAlive))
             #expect(server.logLines(containing: "worker exited").isEmpty && server.logLines(containing: "worker died").isEmpty,
@@ -403,7 +406,11 @@ extension OneshotShutdownSuites {
             let reply = try S.oneshot(server.socketPath, String(repeating: "w", count: size), timeout: 30)
             #expect(reply == "ok", "a full queue should hold the client, not answer \(reply)")
             #expect(waitUntil(timeout: 20) { (try? queue.status())?.messages == 0 }, "the queue should drain")
-            usleep(300_000)
+            // One more message behind everything: the worker takes it only after finishing all
+            // before it, so had "crash" run, a replacement would be the one to take it.
+            #expect(try S.oneshot(server.socketPath, "after-abandoned") == "ok")
+            #expect(waitUntil(timeout: 20) { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID != 0 } ?? false })
+            #expect((try? queue.status())?.lastReceivePID == worker, "the last message was taken by another worker")
             #expect(server.workerPIDs == [worker], "the abandoned \"crash\" ran: the worker changed")
             #expect(server.logLines(containing: "worker exited").isEmpty, "no worker may have died:\n\(server.log)")
             let workers = server.workerPIDs

@@ -215,7 +215,9 @@ private typealias S = OperationsSupport
 
         // TTOU at 1: never below 1.
         server.signal(SIGTTOU)
-        usleep(1_000_000)
+        // The signal is pending before this status request connects; the loop turn that answers
+        // it takes its signals after, so the status after that one reflects the TTOU.
+        _ = S.status(server.socketPath)
         if let s1 = S.status(server.socketPath) {
             #expect(s1.workers.count == 1 && s1.workerPIDs == slot0.map { [$0] }, "workers after TTOU at 1: \(s1.workers)")
             #expect(s1.settled)

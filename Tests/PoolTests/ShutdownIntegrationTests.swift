@@ -143,6 +143,14 @@ extension OneshotShutdownSuites {
 
         // MARK: - Forced stop
 
+        /// Whether `signo` is set to SIG_IGN in `pid` (the `SigIgn` mask of /proc/PID/status).
+        static func ignores(_ pid: pid_t, _ signo: Int32) -> Bool {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigIgn:") }),
+                  let mask = UInt64(line.dropFirst("SigIgn:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+            return mask & (1 << UInt64(signo - 1)) != 0
+        }
+
         /// A one-worker `sim` pool: sends `hang` and waits until the worker has taken it off its queue.
         static func hangTheOnlyWorker(_ server: TestServer) throws -> (worker: pid_t, queue: MessageQueue) {
             #expect(waitUntil { server.workerPIDs.count == 1 })
@@ -164,7 +172,7 @@ extension OneshotShutdownSuites {
             let queues = [queue.id]
 
             server.signal(SIGINT)
-            usleep(300_000)
+            #expect(waitUntil { !server.logLines(containing: "shutdown: stopped accepting").isEmpty }, "the SIGINT was not taken")
             #expect(S.isRunning(server), "one SIGINT must wait for the stuck worker (shutdown-timeout 30)")
             #expect(processIsAlive(worker))
 
@@ -207,8 +215,9 @@ extension OneshotShutdownSuites {
             let workers = server.workerPIDs
             let target = try #require(workers.first)
 
+            // Ignored, not handled: the kernel discards it at once, so the worker cannot die of it.
+            #expect(Self.ignores(target, SIGINT), "worker \(target) does not ignore SIGINT")
             #expect(kill(target, SIGINT) == 0)
-            usleep(300_000)
             #expect(processIsAlive(target), "worker \(target) died of SIGINT")
             #expect(server.workerPIDs == workers)
 
@@ -238,8 +247,8 @@ extension OneshotShutdownSuites {
             #expect(waitUntil(timeout: 15) { let now = server.workerPIDs; return now.count == 1 && now[0] != original },
                     "the dead worker should be replaced:\n\(server.log)")
             let replacement = try #require(server.workerPIDs.first)
+            #expect(Self.ignores(replacement, SIGINT), "the replacement worker does not ignore SIGINT")
             #expect(kill(replacement, SIGINT) == 0)
-            usleep(300_000)
             #expect(processIsAlive(replacement), "the replacement worker died of SIGINT")
             #expect(server.workerPIDs == [replacement])
             #expect(try S.oneshot(server.socketPath, "still served") == "ok")
