@@ -10,23 +10,26 @@ scripts/smoke.sh
 # stops. One left after the run means a server was not stopped — the test runner crashed, or a
 # test leaked it: its master is stopped, its queues removed (through its state file), and the run
 # fails, so a leak is seen rather than left on the machine.
-marker=$(mktemp /tmp/pool-test-run.XXXXXX)
+# The run's directories are named after it (POOL_TEST_RUN), so another run at the same time is
+# left alone; a pid from a state file is signalled only if it is still that directory's server.
+export POOL_TEST_RUN="r$$"
+# Whether pid $1 is (still) the server of test directory $2.
+ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$2/"; }
 sweep() {
     local leaked=0 dir pid
-    for dir in $(find /tmp -maxdepth 1 -name 'pool-test-*' -type d -newer "$marker" 2>/dev/null); do
+    for dir in /tmp/pool-test-"$POOL_TEST_RUN"-*; do
+        [[ -d $dir ]] || continue
         leaked=1
         echo "test.sh: left behind by the run: $dir" >&2
         pid=$(sed -n 's/^pid=//p' "$dir/pool.sock.state" 2>/dev/null | head -1)
-        if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        if [[ -n $pid ]] && ours "$pid" "$dir"; then
             kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-            sleep 0.2
+            for _ in $(seq 50); do ours "$pid" "$dir" || break; sleep 0.1; done
+            if ours "$pid" "$dir"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
         fi
         "$(swift build --show-bin-path)/pool-server" cleanup --socket "$dir/pool.sock" >&2 || true
         rm -rf "$dir"
     done
-    rm -f "$marker"
     return $leaked
 }
 

@@ -742,6 +742,47 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!existingQueueIDs().contains(new))
     }
 
+    /// Replies lost with a removed reply queue (the master stopped while they arrived) are
+    /// answered 5; the jobs they answered must not be thought still queued: scaling down then
+    /// retires the slot once, and the stop completes before its deadline. (The books kept them,
+    /// and the retired slot was respawned and re-quit in a loop.)
+    @Test func lostRepliesDoNotKeepARetiredSlotAlive() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--shutdown-timeout", "10"])
+        let footprint = F.Footprint(server)
+        defer { kill(server.pid, SIGCONT); server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        let replyQueue = MessageQueue(id: try #require(Set(stateFileQueueIDs(server.stateFilePath)).subtracting(server.queueIDs).first))
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        // Queued to the workers; the master is stopped while they run, so their replies wait in
+        // the reply queue when it is removed.
+        for _ in 0..<4 { try client.send("sleep:1000".bytes) }
+        #expect(waitUntil(timeout: 20) {
+            OperationsSupport.status(server.socketPath)?.workers.filter { $0.state == "busy" }.count == 2
+        }, "both workers should be running a job")
+        kill(server.pid, SIGSTOP)
+        #expect(waitUntil(timeout: 20) { processState(server.pid) == "T" })
+        #expect(waitUntil(timeout: 20) { ((try? replyQueue.status())?.messages ?? 0) > 0 }, "no reply arrived")
+        try replyQueue.remove()
+        kill(server.pid, SIGCONT)
+        let answers = try (0..<4).map { _ in try client.receive() }
+        #expect(answers.contains { $0.statusByte == ResponseStatus.workerDied.rawValue }, "\(Self.statuses(answers))")
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "reply queue was removed from outside").isEmpty })
+
+        let spawnedBefore = server.logLines(containing: "worker spawned").count
+        server.signal(SIGTTOU)
+        #expect(waitUntil(timeout: 20) {
+            guard let status = OperationsSupport.status(server.socketPath) else { return false }
+            return status.workers.count == 1 && status.settled
+        }, "the pool did not settle at 1 worker")
+        let spawned = server.logLines(containing: "worker spawned").count - spawnedBefore
+        #expect(spawned <= 4, "\(spawned) workers spawned after the scale-down")
+        client.close()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        #expect(server.logLines(containing: "--shutdown-timeout reached").isEmpty)
+        F.expectCleanExit(server, footprint, alreadySignalled: true)
+    }
+
     /// A worker being retired (scaled down) that ends before taking its quit — here recycled by
     /// --max-jobs — keeps its slot until its queue is drained: every acknowledged message still
     /// runs, exactly once. (Its queue used to be removed with the messages in it.)

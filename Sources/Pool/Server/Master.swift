@@ -104,6 +104,8 @@ final class Master {
     @exclusivity(unchecked) var exitStatus: Int32 = 0
     /// The reply queue failed for good: it is not read again.
     @exclusivity(unchecked) var repliesFailed = false
+    /// Every worker is to be restarted (SIGTERM) at the next timer run: a new reply queue.
+    @exclusivity(unchecked) var restartWorkers = false
     @exclusivity(unchecked) var deadline: Int64 = .max
     /// Workers that have been sent their quit message (shutdown).
     @exclusivity(unchecked) var quitSent: Set<pid_t> = []
@@ -223,7 +225,11 @@ final class Master {
         if phase != .running { until = min(until, deadline - now, 50_000_000) }
         // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; for
         // them the 5 ms timer is only a safety net.
-        if !held.isEmpty || phase == .quitting || supervisor.needsTick { until = min(until, 5_000_000) }
+        // Quitting: quits may wait for queue room and workers are being reaped; once they are all
+        // gone, a stop held open by a slow reader needs no ticking.
+        if !held.isEmpty || (phase == .quitting && supervisor.hasWorkersOrRespawns) || supervisor.needsTick {
+            until = min(until, 5_000_000)
+        }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if batches.contains(where: { !$0.isEmpty }) { until = 0 }
         // Nor on unwritten answers: the turn's last flush can itself produce one (a refusal parsed
@@ -252,6 +258,10 @@ final class Master {
 
     func runTimers() {
         let now = monotonicNanoseconds()
+        if restartWorkers {
+            restartWorkers = false
+            supervisor.signalAll(SIGTERM)
+        }
         if configuration.jobTimeout != nil, now >= nextJobScan { nextJobScan = now + Self.jobScanInterval }
         if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
@@ -876,7 +886,10 @@ final class Master {
         logger.error("the reply queue was removed from outside (ipcrm?); created a new one, answering the requests in flight with 5 and restarting the workers",
                      metadata: ["old": "\(replaced.old.map(String.init) ?? "-")", "new": "\(replaced.new)", "requests": "\(routes.count)"])
         answerEveryRoute(.workerDied, body: Array("the reply queue was removed".utf8))
-        supervisor.signalAll(SIGTERM)
+        supervisor.forgetRepliesInFlight()
+        // Not here: this may run while reaping, between a worker's waitpid and its books, and that
+        // pid must not be signalled again (it may be reused). `runTimers` sends it.
+        restartWorkers = true
     }
 
     /// No reply queue to read any more: stop, answer what is in flight, and exit 1 (a failure).
@@ -884,6 +897,7 @@ final class Master {
         repliesFailed = true
         exitStatus = 1
         answerEveryRoute(.shuttingDown, body: [])
+        supervisor.forgetRepliesInFlight()
         if phase == .running { beginShutdown() }
     }
 
@@ -1089,15 +1103,19 @@ final class Master {
     func readBeforeClosing(_ connection: Connection) -> Bool {
         guard configuration.wireProtocol.isFramed && !connection.isControl else { return true }
         let limit = FrameCodec.lengthBytes + maxMessage + 65_536
-        while connection.output.readableCount < Self.outputHighWater {
+        // A few reads per turn, as for any connection: a client streaming frames during the stop
+        // must not hold the loop (epoll brings this one back while it is readable).
+        for _ in 0..<4 where connection.output.readableCount < Self.outputHighWater {
             switch readChunk(connection, minimum: 4096, limit: limit) {
             case .failed:
                 return false   // closed
-            case .data:
+            case .data(let drained):
                 parseFrames(connection)
                 if connections[connection.key] == nil { return false }
                 // A refusal (too large, garbage) ends the connection the usual way: lingering.
                 if connection.closeWhenDone { return false }
+                // A short read emptied the socket.
+                if drained { return connection.isQuiescent && connection.input.isEmpty }
             case .wouldBlock:
                 return connection.isQuiescent && connection.input.isEmpty
             case .endOfStream, .noSpace:

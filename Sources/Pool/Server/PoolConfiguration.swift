@@ -102,9 +102,9 @@ public struct PoolConfiguration: Sendable {
     public var replyRingBytes: Int = 65_536
     /// `listen(2)` backlog.
     public var listenBacklog: Int32 = 1024
-    /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
     /// Longest accepted value of each timeout, in seconds.
     public static let longestTimeout = 100_000_000.0
+    /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
     public var jobTimeout: Double? = nil
     /// Jobs a worker handles before it is replaced (`nil` = forever), plus up to this much jitter.
     public var maxJobs: Int? = nil

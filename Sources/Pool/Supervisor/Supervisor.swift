@@ -383,13 +383,18 @@ final class Supervisor {
         // job (a quit carries no bytes). It may have ended before its quit (a crash, --max-jobs, a
         // job timeout, a handler's exit 0) or taken an earlier quit with jobs queued behind it
         // (scaled down, up, and down again).
-        let drained = sharesQueue || ((queueStatus?.bytes ?? 0) == 0 && slot.outstanding.isEmpty)
+        // Its inbox is accounted for above, so a job still owed is a job still in the queue: the
+        // queue's bytes say so even where the books cannot (replies lost with a removed reply
+        // queue leave their jobs in `outstanding`).
+        let jobsQueued = (queueStatus?.bytes ?? 0) > 0
+        let drained = sharesQueue || !jobsQueued
         if slot.retiring && !shuttingDown && !drained {
             // A replacement finishes the queue, then quits.
             quitPending.insert(index)
         } else if slot.retiring && !shuttingDown {
             // Scaled down and drained: remove queue and slot (a shared queue stays).
             if !sharesQueue { try? slot.queue.remove() }
+            quitPending.remove(index)
             slot.removed = true
             slots[index] = slot
             while let last = slots.last, last.removed { slots.removeLast() }
@@ -402,7 +407,7 @@ final class Supervisor {
             // may sit behind the quits) gets a worker, which is then sent its own quit. Quits left
             // over (a worker that ended without taking one) carry no bytes and get none: counting
             // them respawned and re-quit workers in a loop until the deadline.
-            let pending = sharesQueue ? (queueStatus?.bytes ?? 0) > 0 : !slot.outstanding.isEmpty
+            let pending = jobsQueued
             if queueAlive && pending && !slot.removed {
                 slot.restarts += 1
                 slot.respawnAt = now
@@ -589,7 +594,7 @@ final class Supervisor {
     /// Queues a quit behind each live worker's pending work. Returns the slots whose queue was full.
     func sendQuit(to indices: [Int], buffer: MessageBuffer) -> [Int] {
         var retry: [Int] = []
-        for index in indices where slots[index].pid != nil {
+        for index in indices where slots.indices.contains(index) && slots[index].pid != nil {
             do {
                 if try !slots[index].queue.send(buffer, type: JobCodec.quitType, length: 0, nowait: true) {
                     retry.append(index)
@@ -634,6 +639,12 @@ final class Supervisor {
             }
         }
         return ids
+    }
+
+    /// Result mode, the replies in flight were lost (the reply queue removed or failed) and their
+    /// requests answered: no slot waits for them any more.
+    func forgetRepliesInFlight() {
+        for index in slots.indices { _ = slots[index].outstanding.removeAll() }
     }
 
     /// The reply queue was removed from outside: creates another and records it (state file).

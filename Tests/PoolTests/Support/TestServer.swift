@@ -26,9 +26,12 @@ func waitUntil(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
-/// A fresh short directory under /tmp (socket paths must fit in 107 bytes).
+/// A fresh short directory under /tmp (socket paths must fit in 107 bytes). Under
+/// `scripts/test.sh` its name carries the run's id (`POOL_TEST_RUN`), so that the script's sweep
+/// for leftovers takes only this run's.
 func makeTemporaryDirectory() -> String {
-    var template = Array("/tmp/pool-test-XXXXXX".utf8CString)
+    let run = ProcessInfo.processInfo.environment["POOL_TEST_RUN"].map { "\($0.prefix(12))-" } ?? ""
+    var template = Array("/tmp/pool-test-\(run)XXXXXX".utf8CString)
     return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
 }
 
