@@ -59,7 +59,13 @@ public struct LineLogHandler: LogHandler {
             while offset < buffer.count {
                 let n = write(target, buffer.baseAddress! + offset, buffer.count - offset)
                 if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
+                if n <= 0 {
+                    // The line is lost (a non-blocking log full, a closed pipe). If part of it went
+                    // out, end that part, so the next line starts on a line of its own (a JSON
+                    // reader would otherwise lose that one too).
+                    if offset > 0 { var newline: UInt8 = 0x0A; _ = write(target, &newline, 1) }
+                    return
+                }
                 offset += n
             }
         }
