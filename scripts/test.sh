@@ -16,7 +16,8 @@ export POOL_TEST_RUN="r$$"
 # Whether pid $1 is (still) the server of test directory $2.
 ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$2/"; }
 sweep() {
-    local leaked=0 dir pid
+    local leaked=0 dir pid bin
+    bin=$(swift build --show-bin-path)
     for dir in /tmp/pool-test-"$POOL_TEST_RUN"-*; do
         [[ -d $dir ]] || continue
         leaked=1
@@ -27,7 +28,7 @@ sweep() {
             for _ in $(seq 50); do ours "$pid" "$dir" || break; sleep 0.1; done
             if ours "$pid" "$dir"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
         fi
-        "$(swift build --show-bin-path)/pool-server" cleanup --socket "$dir/pool.sock" >&2 || true
+        "$bin/pool-server" cleanup --socket "$dir/pool.sock" >&2 || true
         rm -rf "$dir"
     done
     return $leaked

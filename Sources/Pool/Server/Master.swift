@@ -50,6 +50,9 @@ final class Master {
 
     /// A client that does not read its responses stops being read above this much unwritten output.
     static let outputHighWater = 1 << 20
+    /// Most bytes a framed connection's input buffer holds: a whole largest frame, and room to read
+    /// on behind it.
+    var framedInputLimit: Int { FrameCodec.lengthBytes + maxMessage + 65_536 }
     /// Bytes read and discarded from one connection (see `drainAndIgnore`) before it is closed.
     static let discardLimit = 4 << 20
     /// How often job ages are checked against `--job-timeout` (and the SIGKILL grace after it).
@@ -449,7 +452,7 @@ final class Master {
     }
 
     func readFramed(_ connection: Connection) {
-        let limit = FrameCodec.lengthBytes + maxMessage + 65_536
+        let limit = framedInputLimit
         while !connection.closeWhenDone && !connection.peerClosed && connection.inflight < configuration.maxInflight
                 && connection.output.readableCount < Self.outputHighWater {
             let chunk = readChunk(connection, minimum: 4096, limit: limit)
@@ -1018,25 +1021,29 @@ final class Master {
     }
 
     func flush(_ connection: Connection) {
+        do {
+            try writeOutput(connection)
+        } catch {
+            // EPIPE/ECONNRESET: the client left; what it was owed is dropped with it.
+            close(connection, reason: "write: \(error)")
+            return
+        }
+        if connection.output.isEmpty { connection.output.release() }
+        settle(connection)
+    }
+
+    /// Writes what the socket takes of a connection's output, without blocking.
+    func writeOutput(_ connection: Connection) throws {
         var wrote = false
         defer {
             // Progress in either direction is activity: a connection whose long job just got its
             // answer, or a slow reader catching up, starts its idle time now.
             if wrote { connection.lastActivity = monotonicNanoseconds() }
         }
-        while !connection.output.isEmpty {
-            let n: Int?
-            do { n = try connection.fd.write(connection.output.readable) } catch {
-                // EPIPE/ECONNRESET: the client left; what it was owed is dropped with it.
-                close(connection, reason: "write: \(error)")
-                return
-            }
-            guard let n else { break }
+        while !connection.output.isEmpty, let n = try connection.fd.write(connection.output.readable) {
             connection.output.consume(n)
             wrote = true
         }
-        if connection.output.isEmpty { connection.output.release() }
-        settle(connection)
     }
 
     /// Closes a finished connection or updates what epoll watches for it.
@@ -1102,7 +1109,7 @@ final class Master {
     /// data. True when the connection may close: nothing owed, no partial frame, socket dry.
     func readBeforeClosing(_ connection: Connection) -> Bool {
         guard configuration.wireProtocol.isFramed && !connection.isControl else { return true }
-        let limit = FrameCodec.lengthBytes + maxMessage + 65_536
+        let limit = framedInputLimit
         // A few reads per turn, as for any connection: a client streaming frames during the stop
         // must not hold the loop (epoll brings this one back while it is readable).
         for _ in 0..<4 where connection.output.readableCount < Self.outputHighWater {

@@ -74,10 +74,8 @@ extension Master {
             supervisor.cancelRespawns()
             answerEverythingOwed()
             for connection in connections.values {
-                // One non-blocking write of what it is owed; a client not reading loses the rest.
-                while !connection.output.isEmpty, let n = (try? connection.fd.write(connection.output.readable)) ?? nil, n > 0 {
-                    connection.output.consume(n)
-                }
+                // What the socket takes of what it is owed; a client not reading loses the rest.
+                try? writeOutput(connection)
                 close(connection, reason: "shutdown deadline")
             }
             supervisor.signalAll(SIGKILL)

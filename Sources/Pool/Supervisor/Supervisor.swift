@@ -163,9 +163,12 @@ final class Supervisor {
     }
 
     /// Every queue we own: the workers' and the reply queue.
-    var allQueues: [MessageQueue] {
+    var allQueues: [MessageQueue] { jobQueues + (replyQueue.map { [$0] } ?? []) }
+
+    /// The job queues of the slots in use, each once (a shared queue is every slot's).
+    var jobQueues: [MessageQueue] {
         var seen = Set<Int32>()
-        return (slots.filter { !$0.removed }.map(\.queue) + (replyQueue.map { [$0] } ?? [])).filter { seen.insert($0.id).inserted }
+        return slots.filter { !$0.removed }.map(\.queue).filter { seen.insert($0.id).inserted }
     }
 
     /// All workers read one queue (`--dispatch shared`).
@@ -625,8 +628,7 @@ final class Supervisor {
     /// still in them, giving their arena chunks back.
     func takeUnrunJobs(buffer: MessageBuffer) -> [UInt64] {
         var ids: [UInt64] = []
-        var seen = Set<Int32>()
-        for queue in slots.filter({ !$0.removed }).map(\.queue) where seen.insert(queue.id).inserted {
+        for queue in jobQueues {
             while let (type, length) = (try? queue.receive(into: buffer, nowait: true)) ?? nil {
                 guard type == JobCodec.jobType else { continue }
                 let text = UnsafeRawBufferPointer(buffer.text)
