@@ -56,6 +56,40 @@ extension OneshotShutdownSuites {
             S.expectNothingLeft(socketPath: absolute, queueIDs: server.queueIDs, masterPID: server.pid, workers: workers)
         }
 
+        /// Fifty clients connect and send while the master is frozen (SIGSTOP), so all of them wait
+        /// in the listen backlog at once. After SIGCONT every one is answered `ok`. The master takes
+        /// one oneshot client per loop turn and relies on the listener being level-triggered to be
+        /// told of the rest: were it edge-triggered, all but the first would wait for a new connect.
+        @Test func clientsWaitingInTheListenBacklogAreAllAnswered() throws {
+            let server = try TestServer(["--workers", "2", "--handler", "echo"])
+            var stopped = false
+            defer {
+                if stopped { kill(server.pid, SIGCONT) }
+                server.stop()
+            }
+            #expect(try S.oneshot(server.socketPath, "before") == "ok")
+            kill(server.pid, SIGSTOP)
+            stopped = true
+            #expect(waitUntil(timeout: 10) { processState(server.pid) == "T" })
+            let clients = try (0..<50).map { index in
+                let client = try FaultSupport.Connection(path: server.socketPath, timeout: 30)
+                #expect(client.send("waiting-\(index)".bytes))
+                return client
+            }
+            kill(server.pid, SIGCONT)
+            stopped = false
+            // One deadline for all fifty (each read's own timeout would add up to minutes).
+            #expect(waitUntil(timeout: 30) { clients.allSatisfy { $0.readable(within: 0) } },
+                    "clients with no answer: \(clients.indices.filter { !clients[$0].readable(within: 0) })")
+            for (index, client) in clients.enumerated() where client.readable(within: 0) {
+                let (bytes, end) = client.readToEnd()
+                #expect(String(decoding: bytes, as: UTF8.self) == "ok" && end == .eof,
+                        "client \(index): \(bytes.count) bytes, \(end)")
+            }
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
         // MARK: - The log handler
 
         /// 1000 distinct messages, one connection each: every one is acknowledged `ok` (busy is retried)

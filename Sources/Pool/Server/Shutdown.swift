@@ -17,7 +17,7 @@ extension Master {
         nextRespawn = now
         // Clients already waiting in the listen backlog are taken in and answered (shutting down)
         // rather than reset when the listener closes.
-        acceptAll()
+        acceptClients(untilEmpty: true)
         closeListener()
         // The operator's connections are left alone: the one that sent `stop` gets its answer.
         for connection in connections.values where !connection.isControl {
