@@ -32,6 +32,16 @@ import Testing
         }
     }
 
+    /// The scoreboard, inboxes and reply rings are mapped for `maxWorkers` slots at start, so a
+    /// larger pool is refused rather than writing past them.
+    @Test func workerCountIsBoundedBySlots() {
+        #expect(Self.refusal { $0.workers = PoolConfiguration.maxWorkers } == nil)
+        for workers in [0, PoolConfiguration.maxWorkers + 1] {
+            let refusal = Self.refusal { $0.workers = workers }
+            #expect(refusal?.contains("--workers") == true, "\(workers): \(String(describing: refusal))")
+        }
+    }
+
     @Test func longestTimeoutIsAccepted() {
         #expect(Self.refusal {
             $0.idleTimeout = PoolConfiguration.longestTimeout
