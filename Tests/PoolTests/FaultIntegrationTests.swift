@@ -1171,4 +1171,78 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                 "\(server.log.suffix(3000))")
         F.expectCleanExit(server, footprint)
     }
+
+    // MARK: - Fork failures (debug builds: POOL_DEBUG_FAIL_FORKS)
+
+    /// The test runner's environment plus `POOL_DEBUG_FAIL_FORKS`: the master's forks numbered
+    /// in `calls` (from 1) fail with EAGAIN, as at the process limit, which root does not meet.
+    static func failingForks(_ calls: String) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["POOL_DEBUG_FAIL_FORKS"] = calls
+        return environment
+    }
+
+    /// The second of three forks at start fails: the master exits 2 naming the call and leaves
+    /// nothing. The worker it had started is killed and reaped, its four queues (three workers',
+    /// one for replies) are removed, and no socket, control socket or state file stays.
+    @Test func forkFailingAtStartLeavesNothing() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "3"], waitForStart: false,
+                                    environment: Self.failingForks("2"))
+        defer { server.stop() }
+        #expect(server.waitForExit(timeout: 30) == 2, "\(server.log)")
+        #expect(server.log.contains("cannot start: fork"), "\(server.log)")
+        let started = spawnedWorkerPIDs(inLog: server.log)
+        #expect(started.count == 1, "\(server.log)")
+        #expect(waitUntil(timeout: 10) { started.allSatisfy { !processIsAlive($0) } }, "a worker outlived the failed start")
+        let removedLine = try #require(server.logLines(containing: "queues removed").first, "\(server.log)")
+        let removed = Set(startedQueueIDs(inLine: removedLine))
+        #expect(removed.count == 4 && removed.isSuperset(of: spawnedQueueIDs(inLog: server.log)), "\(server.log)")
+        #expect(existingQueueIDs().isDisjoint(with: removed), "queues left: \(existingQueueIDs().intersection(removed))")
+        for path in [server.socketPath, server.socketPath + ".ctl", server.stateFilePath] {
+            #expect(!fileExists(path), "\(path) left behind")
+        }
+    }
+
+    /// The fork for a slot added by `scale 3` fails. The slot takes jobs from then on, so its
+    /// worker is retried a second later, and the jobs round-robin gave its queue are answered.
+    /// (The slot used to stay without a worker for good, and its jobs were never answered.)
+    @Test func workerOfAScaledUpSlotIsRetriedWhenItsForkFails() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"], environment: Self.failingForks("3"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        let reply = try ControlClient.send("scale 3", controlSocket: server.socketPath + ".ctl")
+        #expect(reply.hasPrefix("ok scaling to 3"), "\(reply)")
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "could not start the worker of slot 2").isEmpty },
+                "\(server.log.suffix(3000))")
+        // Six requests in turn over three slots: two go to slot 2, whether its worker runs yet or not.
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        for index in 0..<6 { try client.send("job-\(index)".bytes) }
+        let answers = try (0..<6).map { _ in try client.receive() }
+        #expect(answers.map(\.body) == (0..<6).map { "job-\($0)".bytes }, "\(Self.statuses(answers))")
+        client.close()
+        #expect(waitForWorkers(server, 3) != nil, "\(server.log.suffix(3000))")
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// A respawn whose fork fails is retried a second later, and the pool is whole again.
+    @Test func respawnIsRetriedWhenItsForkFails() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"], environment: Self.failingForks("3"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let workers = try #require(waitForWorkers(server, 2))
+        kill(workers[0], SIGKILL)
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "respawn failed; retrying in 1 s").isEmpty },
+                "\(server.log.suffix(3000))")
+        #expect(waitUntil(timeout: 20) {
+            let now = server.workerPIDs
+            return now.count == 2 && !now.contains(workers[0])
+        }, "\(server.log.suffix(3000))")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        for index in 0..<4 { try client.send("after-\(index)".bytes) }
+        let answers = try (0..<4).map { _ in try client.receive() }
+        #expect(answers.map(\.body) == (0..<4).map { "after-\($0)".bytes }, "\(Self.statuses(answers))")
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
 }

@@ -664,11 +664,17 @@ final class Supervisor {
 
     /// Removes every queue. Only the master calls this, once, after its workers are reaped.
     func removeQueues() {
+        var removed: [Int32] = []
         for queue in allQueues {
-            do { try queue.remove() } catch {
+            do {
+                try queue.remove()
+                removed.append(queue.id)
+            } catch {
                 logger.warning("could not remove queue", metadata: ["queue": "\(queue.id)", "error": "\(error)"])
             }
         }
+        // The operator's answer to "did it leave anything in ipcs -q?", after a failed start too.
+        logger.info("queues removed", metadata: ["queues": "\(removed)"])
         doorbell?.close()
         unlink(configuration.stateFilePath)
     }
