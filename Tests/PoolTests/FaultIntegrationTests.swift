@@ -1225,6 +1225,27 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// A SIGTERM sent to a worker before it has installed its handler (the window held open for a
+    /// second by POOL_DEBUG_WORKER_START_DELAY_MS) waits, blocked since the fork, and then ends the
+    /// worker gracefully (exit 0) instead of killing it (signal 15, logged as a crash).
+    @Test func terminationSentWhileAWorkerStartsIsHandledGracefully() throws {
+        var environment = ProcessInfo.processInfo.environment
+        environment["POOL_DEBUG_WORKER_START_DELAY_MS"] = "1500"
+        let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: environment)
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let worker = try #require(waitForWorkers(server, 1)?.first)
+        kill(worker, SIGTERM)
+        let exitLine = "pid=\(worker) "
+        #expect(waitUntil(timeout: 20) {
+            server.logLines(containing: "worker ").contains { $0.contains(exitLine) && !$0.contains("worker spawned") }
+        }, "\(server.log.suffix(3000))")
+        let ended = server.logLines(containing: exitLine).filter { !$0.contains("worker spawned") }
+        #expect(ended.contains { $0.contains("worker exited") && $0.contains("status=exit 0") }, "\(ended)")
+        #expect(server.logLines(containing: "worker died").isEmpty, "\(server.log.suffix(3000))")
+        F.expectCleanExit(server, footprint)
+    }
+
     /// A respawn whose fork fails is retried a second later, and the pool is whole again.
     @Test func respawnIsRetriedWhenItsForkFails() throws {
         let server = try TestServer(F.framedEcho + ["--workers", "2"], environment: Self.failingForks("3"))
