@@ -32,8 +32,8 @@ import Testing
         }
     }
 
-    /// The scoreboard, inboxes and reply rings are mapped for `maxWorkers` slots at start, so a
-    /// larger pool is refused rather than writing past them.
+    /// The scoreboard and inboxes are mapped for `maxWorkers` slots at start, so a larger pool is
+    /// refused rather than writing past them.
     @Test func workerCountIsBoundedBySlots() {
         #expect(Self.refusal { $0.workers = PoolConfiguration.maxWorkers } == nil)
         for workers in [0, PoolConfiguration.maxWorkers + 1] {

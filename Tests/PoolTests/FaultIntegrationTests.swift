@@ -1172,7 +1172,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    #if DEBUG
     // MARK: - Fork failures (debug builds: POOL_DEBUG_FAIL_FORKS)
+    // These need the failpoints of a debug pool-server; `swift test -c release` builds neither.
 
     /// The test runner's environment plus `POOL_DEBUG_FAIL_FORKS`: the master's forks numbered
     /// in `calls` (from 1) fail with EAGAIN, as at the process limit, which root does not meet.
@@ -1230,11 +1232,14 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// worker gracefully (exit 0) instead of killing it (signal 15, logged as a crash).
     @Test func terminationSentWhileAWorkerStartsIsHandledGracefully() throws {
         var environment = ProcessInfo.processInfo.environment
-        environment["POOL_DEBUG_WORKER_START_DELAY_MS"] = "1500"
+        environment["POOL_DEBUG_WORKER_START_DELAY_MS"] = "2000"
         let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: environment)
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
+        // Inside the window: SIGTERM blocked and no handler yet (else the test proves nothing).
+        try #require(signalSet("SigBlk", of: worker, contains: SIGTERM) && !signalSet("SigCgt", of: worker, contains: SIGTERM),
+                     "the worker was not signalled inside its start window")
         kill(worker, SIGTERM)
         let exitLine = "pid=\(worker) "
         #expect(waitUntil(timeout: 20) {
@@ -1266,4 +1271,5 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         client.close()
         F.expectCleanExit(server, footprint)
     }
+    #endif
 }

@@ -144,12 +144,7 @@ extension OneshotShutdownSuites {
         // MARK: - Forced stop
 
         /// Whether `signo` is set to SIG_IGN in `pid` (the `SigIgn` mask of /proc/PID/status).
-        static func ignores(_ pid: pid_t, _ signo: Int32) -> Bool {
-            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigIgn:") }),
-                  let mask = UInt64(line.dropFirst("SigIgn:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
-            return mask & (1 << UInt64(signo - 1)) != 0
-        }
+        static func ignores(_ pid: pid_t, _ signo: Int32) -> Bool { signalSet("SigIgn", of: pid, contains: signo) }
 
         /// A one-worker `sim` pool: sends `hang` and waits until the worker has taken it off its queue.
         static func hangTheOnlyWorker(_ server: TestServer) throws -> (worker: pid_t, queue: MessageQueue) {

@@ -20,6 +20,15 @@ func procStatFields(_ pid: pid_t) -> [Substring]? {
 /// The state letter of /proc/PID/stat ("R", "S", "T", "Z", ...), nil if the pid is gone.
 func processState(_ pid: pid_t) -> Character? { procStatFields(pid)?.first?.first }
 
+/// Whether `signo` is in the signal set `field` ("SigBlk", "SigIgn", "SigCgt", "SigPnd",
+/// "ShdPnd") of /proc/PID/status; false if the pid is gone.
+func signalSet(_ field: String, of pid: pid_t, contains signo: Int32) -> Bool {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+          let mask = UInt64(line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+    return mask & (1 << UInt64(signo - 1)) != 0
+}
+
 /// True if `pid` exists and is not a zombie.
 func processIsAlive(_ pid: pid_t) -> Bool {
     guard let state = processState(pid) else { return false }
