@@ -416,15 +416,9 @@ extension OneshotShutdownSuites {
             let server = try TestServer(["--workers", "1", "--handler", "sim", "--queue-bytes", "8192",
                                          "--shutdown-timeout", "5", "--spill-bytes", "0"])
             defer { server.stop() }
-            #expect(waitUntil { server.workerPIDs.count == 1 })
-            let worker = try #require(server.workerPIDs.first)
-            let queue = MessageQueue(id: try #require(server.queueIDs.first))
-
             // Long enough that the queue is still full when the client below gives up, even on a
             // loaded machine.
-            #expect(try S.oneshot(server.socketPath, "sleep:3000") == "ok")
-            #expect(waitUntil { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID == worker } ?? false },
-                    "the worker should have taken the sleep")
+            let (worker, queue) = try S.occupyTheOnlyWorker(server, with: "sleep:3000")
             // Two messages fill the 8192 bytes exactly: not even a 5-byte one fits after them.
             let size = 4096 - JobCodec.headerBytes
             let capacity = 8192 / (size + JobCodec.headerBytes)

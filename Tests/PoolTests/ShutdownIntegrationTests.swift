@@ -146,23 +146,12 @@ extension OneshotShutdownSuites {
         /// Whether `signo` is set to SIG_IGN in `pid` (the `SigIgn` mask of /proc/PID/status).
         static func ignores(_ pid: pid_t, _ signo: Int32) -> Bool { signalSet("SigIgn", of: pid, contains: signo) }
 
-        /// A one-worker `sim` pool: sends `hang` and waits until the worker has taken it off its queue.
-        static func hangTheOnlyWorker(_ server: TestServer) throws -> (worker: pid_t, queue: MessageQueue) {
-            #expect(waitUntil { server.workerPIDs.count == 1 })
-            let worker = try #require(server.workerPIDs.first)
-            let queue = MessageQueue(id: try #require(server.queueIDs.first))
-            #expect(try S.oneshot(server.socketPath, "hang") == "ok")
-            #expect(waitUntil { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID == worker } ?? false },
-                    "the worker should have taken the hang message")
-            return (worker, queue)
-        }
-
         /// With a worker stuck in a job and --shutdown-timeout 30, one SIGINT waits; a second SIGINT
         /// stops at once (exit status 1), still removing queues and socket and leaving no process.
         @Test func secondSIGINTForcesAnImmediateStop() throws {
             let server = try TestServer(["--workers", "1", "--handler", "sim", "--shutdown-timeout", "30"])
             defer { server.stop() }
-            let (worker, queue) = try Self.hangTheOnlyWorker(server)
+            let (worker, queue) = try S.occupyTheOnlyWorker(server, with: "hang")
             let workers = [worker]
             let queues = [queue.id]
 
@@ -183,7 +172,7 @@ extension OneshotShutdownSuites {
         @Test func shutdownDeadlineNamesAcknowledgedMessagesNotRun() throws {
             let server = try TestServer(["--workers", "1", "--handler", "sim", "--batch-time", "0", "--shutdown-timeout", "1"])
             defer { server.stop() }
-            let (worker, queue) = try Self.hangTheOnlyWorker(server)
+            let (worker, queue) = try S.occupyTheOnlyWorker(server, with: "hang")
             let workers = [worker]
             let queues = [queue.id]
             for message in ["a", "b", "c"] { #expect(try S.oneshot(server.socketPath, message) == "ok") }

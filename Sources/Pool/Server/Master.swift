@@ -675,9 +675,7 @@ final class Master {
                 routes[id] = route
                 held.append(Held(id: id, payload: Array(payload)))
             } else {
-                logger.log(throttledBy: &logThrottle, level: .warning, "every worker queue is full and --max-backlog is reached; answering busy",
-                           metadata: ["job": "\(id)"])
-                answer(connection, sequence, .busy, [])
+                answerBusy(connection.key, sequence, id: id)
             }
         }
     }
@@ -800,10 +798,10 @@ final class Master {
         }
     }
 
-    /// Ack mode: no queue took the job and --max-backlog jobs already wait.
+    /// No queue took the job and --max-backlog jobs already wait.
     func answerBusy(_ key: UInt64, _ sequence: UInt64, id: UInt64) {
         logger.log(throttledBy: &logThrottle, level: .warning, "every worker queue is full and --max-backlog is reached; answering busy",
-                           metadata: ["job": "\(id)"])
+                   metadata: ["job": "\(id)"])
         guard let connection = connections[key] else { return }
         answer(connection, sequence, .busy, [])
     }

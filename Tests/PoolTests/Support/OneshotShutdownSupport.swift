@@ -29,6 +29,18 @@ enum OneshotShutdownSupport {
     }
 
     /// One oneshot round trip, the reply decoded as UTF-8.
+    /// A one-worker `sim` pool: sends `payload` (`hang`, `sleep:MS`) and waits until the worker
+    /// has taken it off its queue, so the queue is empty and the worker busy.
+    static func occupyTheOnlyWorker(_ server: TestServer, with payload: String) throws -> (worker: pid_t, queue: MessageQueue) {
+        #expect(waitUntil { server.workerPIDs.count == 1 })
+        let worker = try #require(server.workerPIDs.first)
+        let queue = MessageQueue(id: try #require(server.queueIDs.first))
+        #expect(try oneshot(server.socketPath, payload) == "ok")
+        #expect(waitUntil { (try? queue.status()).map { $0.messages == 0 && $0.lastReceivePID == worker } ?? false },
+                "the worker should have taken \(payload)")
+        return (worker, queue)
+    }
+
     static func oneshot(_ socketPath: String, _ message: String, timeout: Double = 30) throws -> String {
         try oneshot(socketPath, bytes: Array(message.utf8), timeout: timeout)
     }
