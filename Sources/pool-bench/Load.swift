@@ -88,6 +88,10 @@ final class LoadResult: @unchecked Sendable {
     let failed = Atomic<Int>(0)        // of which errors
     var latency = Histogram()          // every measured request that got a reply
     var normalLatency = Histogram()    // the same, without the skewed ones (only kept with --skew)
+    /// Framed with --skew: the non-skew requests sent while no skew request was in flight before
+    /// them on their connection. In-order responses hold the others behind the skew job whatever
+    /// the dispatch does, so this separates the wait dispatch can change from the protocol's.
+    var clearLatency = Histogram()
     var ok = 0
     var errors: [String: Int] = [:]
     var lastCompletion: UInt64 = 0
@@ -284,13 +288,15 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
     plan.skewPayload.withUnsafeBytes { FrameCodec.appendRequest($0, tag: tagged ? 0 : nil, to: &skewFrame) }
     let frameCapacity = max(normalFrame.count, skewFrame.count)
 
-    // Requests in flight, by slot: send time and flags (1 measured, 2 skewed, 4 in flight).
+    // Requests in flight, by slot: send time and flags (1 measured, 2 skewed, 4 in flight,
+    // 8 sent behind a skewed request in flight on this connection: framed only, see clearLatency).
     // Framed: slots form a ring, oldest at `head`. Tagged: any free slot, its number the tag.
     var sentAt = [UInt64](repeating: 0, count: depth)
     var flags = [UInt8](repeating: 0, count: depth)
     var head = 0
     var inflight = 0
     var freeSlots = Array((0..<depth).reversed())
+    var skewedInflight = 0
 
     let output = UnsafeMutableRawPointer.allocate(byteCount: depth * frameCapacity, alignment: 8)
     defer { output.deallocate() }
@@ -312,6 +318,7 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
         }
         head = 0
         inflight = 0
+        skewedInflight = 0
         inputLength = 0
         freeSlots = Array((0..<depth).reversed())
     }
@@ -349,7 +356,9 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
                 }
                 length += frame.count
                 sentAt[slot] = now
-                flags[slot] = (admission == .measured ? 1 : 0) | (skewed ? 2 : 0) | 4
+                let behind = !tagged && skewedInflight > 0
+                flags[slot] = (admission == .measured ? 1 : 0) | (skewed ? 2 : 0) | 4 | (behind ? 8 : 0)
+                if skewed { skewedInflight += 1 }
                 if admission == .warmup { result.warmupRequests += 1 }
                 inflight += 1
             }
@@ -398,12 +407,16 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
             flags[slot] &= ~4
             if tagged { freeSlots.append(slot) } else { head = (head + 1) % depth }
             inflight -= 1
+            let skewed = flags[slot] & 2 != 0
+            if skewed { skewedInflight -= 1 }
             let measured = flags[slot] & 1 != 0
             guard measured else { continue }
-            let skewed = flags[slot] & 2 != 0
             let latency = now &- sentAt[slot]
             result.latency.record(latency)
-            if plan.skewPercent > 0 && !skewed { result.normalLatency.record(latency) }
+            if plan.skewPercent > 0 && !skewed {
+                result.normalLatency.record(latency)
+                if !tagged && flags[slot] & 8 == 0 { result.clearLatency.record(latency) }
+            }
             result.lastCompletion = now
             if status != 0 {
                 result.fail(ResponseStatus(rawValue: status)?.description ?? "status \(status)", measured: true)

@@ -185,6 +185,7 @@ struct PoolBench: ParsableCommand {
         // Merge.
         var latency = Histogram()
         var normal = Histogram()
+        var clear = Histogram()
         var errors: [String: Int] = [:]
         var ok = 0
         var unanswered = 0
@@ -193,6 +194,7 @@ struct PoolBench: ParsableCommand {
         for result in results {
             latency.merge(result.latency)
             normal.merge(result.normalLatency)
+            clear.merge(result.clearLatency)
             ok += result.ok
             unanswered += result.unanswered
             warmupRequests += result.warmupRequests
@@ -240,6 +242,7 @@ struct PoolBench: ParsableCommand {
                 members.append(("skew", .object([("percent", .number(skewPercent)),
                                                  ("payload", .string(String(decoding: skewPayload, as: UTF8.self)))])))
                 members.append(("latency_non_skew_us", latencyJSON(normal)))
+                if wireProtocol == .framed { members.append(("latency_non_skew_clear_us", latencyJSON(clear))) }
             }
             if let serverPid, let serverCPU, let cpuAfter {
                 members.append(("server", .object([
@@ -275,6 +278,11 @@ struct PoolBench: ParsableCommand {
                 ("latency", latencyLine(latency)),
             ]
             if skew != nil { rows.append(("latency non-skew", latencyLine(normal))) }
+            if skew != nil && wireProtocol == .framed {
+                let behind = normal.total - clear.total
+                rows.append(("  not behind skew", latencyLine(clear)))
+                rows.append(("", "(\(behind) of \(normal.total) non-skew requests were sent behind a skew request on their connection)"))
+            }
             if let serverPid, let serverCPU, let cpuAfter {
                 let value = perRequest(serverCPU.total).map { fixed($0, 2) + " us/req" } ?? "-"
                 rows.append(("server CPU", value + "  (pid \(serverPid)\(cpuAfter.masterAlive ? "" : " gone"): "

@@ -1,0 +1,44 @@
+import Foundation
+import Glibc
+import Testing
+
+/// pool-bench's skew accounting, which `scripts/bench.sh` turns into the "not behind" columns of
+/// the skew benchmark. Counts only: latencies are measured, never asserted.
+@Suite(.serialized) struct PoolBenchTests {
+    /// Runs pool-bench against `server` and returns its JSON report.
+    private func bench(_ server: TestServer, _ arguments: [String]) throws -> [String: Any] {
+        let run = try runCapturing(Binaries.path("pool-bench"),
+                                   ["--socket", server.socketPath, "--json", "--quiet", "--timeout", "10"] + arguments,
+                                   timeout: 60, overrunSignals: [SIGKILL])
+        guard run.exitStatus == 0,
+              let report = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any] else {
+            throw TestFailure("pool-bench \(arguments) exited \(String(describing: run.exitStatus)): \(run.stdout) \(run.stderr)")
+        }
+        return report
+    }
+
+    private func count(_ report: [String: Any], _ key: String) -> Int? {
+        (report[key] as? [String: Any])?["count"] as? Int
+    }
+
+    /// In framed mode a non-skew request sent while a skew request is in flight ahead of it on its
+    /// connection is held by the in-order reply whatever the dispatch; pool-bench keeps those out
+    /// of `latency_non_skew_clear_us`. At depth 1 no request is ever behind another; at depth 4
+    /// with half the requests skewed, many are.
+    @Test func framedSkewSeparatesRequestsSentBehindASkewRequest() throws {
+        let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result", "--handler", "sim"])
+        defer { server.stop() }
+        let common = ["--protocol", "framed", "--connections", "2", "--payload", "16", "--requests", "400",
+                      "--skew", "50:sleep:1", "--expect", "x"]
+
+        let deep = try bench(server, common + ["--depth", "4"])
+        let normal = try #require(count(deep, "latency_non_skew_us"))
+        let clear = try #require(count(deep, "latency_non_skew_clear_us"))
+        #expect(normal > 100, "about half of 400 requests are not skewed")
+        #expect(clear > 0 && clear < normal, "depth 4: some but not all non-skew requests are behind a skew one (\(clear) of \(normal) clear)")
+
+        let shallow = try bench(server, common + ["--depth", "1"])
+        #expect(count(shallow, "latency_non_skew_clear_us") == count(shallow, "latency_non_skew_us"),
+                "depth 1: nothing is ever sent behind another request")
+    }
+}
