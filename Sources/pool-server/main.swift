@@ -44,11 +44,16 @@ struct ControlOptions: ParsableArguments {
 
     var controlSocket: String { socket + ".ctl" }
 
+    func validate() throws {
+        guard timeout > 0 && timeout <= 100_000_000 else { throw ValidationError("--timeout must be > 0 and at most 1e8 seconds") }
+    }
+
+    /// One command, its answer awaited at most `--timeout` seconds.
     func send(_ command: String) throws -> String {
         do {
-            return try ControlClient.send(command, controlSocket: controlSocket)
+            return try ControlClient.send(command, controlSocket: controlSocket, timeout: timeout)
         } catch {
-            throw ValidationError("cannot reach the server at \(controlSocket): \(error)")
+            throw ControlFailure("cannot reach the server at \(controlSocket): \(error)")
         }
     }
 
@@ -56,12 +61,19 @@ struct ControlOptions: ParsableArguments {
     func waitFor(_ what: String, _ done: (String) -> Bool) throws {
         var waited = 0.0
         while waited < timeout {
-            if let status = try? ControlClient.send("status json", controlSocket: controlSocket), done(status) { return }
+            if let status = try? ControlClient.send("status json", controlSocket: controlSocket, timeout: timeout), done(status) { return }
             usleep(100_000)
             waited += 0.1
         }
-        throw ValidationError("timed out waiting for \(what)")
+        throw ControlFailure("timed out waiting for \(what)")
     }
+}
+
+/// A subcommand that parsed but could not do its work (server unreachable, timed out): exit 1,
+/// not the usage error's 64, since the command line was right.
+struct ControlFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Pulls `"key":value` pairs out of the status JSON without a JSON library (the master's own format).
@@ -99,14 +111,14 @@ struct Stop: ParsableCommand {
     @OptionGroup var options: ControlOptions
     func run() throws {
         let status = try options.send("status json")
-        guard let pid = jsonField(status, "pid").first.flatMap({ pid_t($0) }) else { throw ValidationError("no pid in status") }
+        guard let pid = jsonField(status, "pid").first.flatMap({ pid_t($0) }) else { throw ControlFailure("no pid in status") }
         _ = try options.send("stop")
         var waited = 0.0
         while kill(pid, 0) == 0 && waited < options.timeout {
             usleep(100_000)
             waited += 0.1
         }
-        guard kill(pid, 0) != 0 else { throw ValidationError("pid \(pid) still running after \(options.timeout) s") }
+        guard kill(pid, 0) != 0 else { throw ControlFailure("pid \(pid) still running after \(options.timeout) s") }
         print("stopped pid \(pid)")
     }
 }
@@ -264,8 +276,11 @@ struct Serve: ParsableCommand {
             configuration.allowedUIDs = uids.compactMap { $0 }
         }
         if let logFile {
+            // Like any other resource the server cannot get at start: exit 2, reason on stderr.
             do { try LogFile.redirectStandardError(to: logFile) } catch {
-                throw ValidationError("--log-file: \(error)")
+                let line = "pool-server: cannot start: --log-file \(logFile): \(error)\n"
+                _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+                throw ExitCode(2)
             }
         }
         let level = logLevel

@@ -650,13 +650,29 @@ private typealias S = OperationsSupport
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/none.sock"
         for arguments in [["status"], ["stop"], ["reload"], ["scale", "2"]] {
+            // The command line was right, the server is not there: a failure (1), not a usage
+            // error (64), and no usage text.
             let result = try S.poolServer(arguments + ["--socket", socket], timeout: 30)
-            #expect(!result.timedOut && result.status != 0, "\(arguments): status \(result.status)")
-            #expect(result.stderr.contains("cannot reach"), "\(arguments): \(result.stderr)")
+            #expect(!result.timedOut && result.status == 1, "\(arguments): status \(result.status)")
+            #expect(result.stderr.contains("cannot reach") && !result.stderr.contains("Usage:"), "\(arguments): \(result.stderr)")
         }
         let zero = try S.poolServer(["scale", "0", "--socket", socket], timeout: 30)
-        #expect(zero.status != 0 && zero.stderr.contains("at least 1"), "\(zero.stderr)")
+        #expect(zero.status == 64 && zero.stderr.contains("at least 1"), "\(zero.stderr)")
         let format = try S.poolServer(["status", "--format", "xml", "--socket", socket], timeout: 30)
-        #expect(format.status != 0 && format.stderr.contains("--format"), "\(format.stderr)")
+        #expect(format.status == 64 && format.stderr.contains("--format"), "\(format.stderr)")
+        let timeout = try S.poolServer(["status", "--timeout", "0", "--socket", socket], timeout: 30)
+        #expect(timeout.status == 64 && timeout.stderr.contains("--timeout"), "\(timeout.stderr)")
+    }
+
+    /// A log file that cannot be opened is a resource the server cannot get, like its socket:
+    /// exit 2 with the reason, and nothing created.
+    @Test func unopenableLogFileStopsTheStartWithExit2() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/pool.sock"
+        let result = try S.poolServer(["--socket", socket, "--log-file", directory + "/missing-dir/pool.log"], timeout: 30)
+        #expect(!result.timedOut && result.status == 2, "status \(result.status): \(result.stderr)")
+        #expect(result.stderr.contains("--log-file") && result.stderr.contains("No such file"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: socket) && !FileManager.default.fileExists(atPath: socket + ".state"))
     }
 }
