@@ -213,8 +213,8 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Chunks of shared memory for such payloads, msgmax bytes each (0: none); when all are in use, payloads travel inside the message.")
     var arenaChunks = 256
 
-    @Option(name: .long, help: "Result mode: bytes of each worker's shared ring for replies of at least --spill-bytes (0: replies always inside the message).")
-    var replyRing = 65_536
+    @Option(name: .long, help: "Result mode: bytes of each worker's shared ring for replies of at least --spill-bytes (0: replies always inside the message; default: 65536, or msgmax rounded up to 64 when larger).")
+    var replyRing: Int?
 
     @Option(name: .long, help: "Seconds a job may run before its worker is killed and replaced (default: no limit).")
     var jobTimeout: Double?

@@ -49,4 +49,34 @@ import Testing
             $0.jobTimeout = PoolConfiguration.longestTimeout
         } == nil)
     }
+
+    /// The default reply ring follows a kernel that allows messages larger than 64 KiB (the ring
+    /// must hold one), so the default server still starts there; an explicit size is checked.
+    @Test func defaultReplyRingFitsTheLargestMessage() throws {
+        let big = QueueLimits(maxMessageBytes: 100_000, defaultQueueBytes: 200_000, maxQueues: 32_000)
+        let configuration = PoolConfiguration()
+        #expect(throws: Never.self) { _ = try configuration.validate(limits: big) }
+        #expect(configuration.effectiveReplyRingBytes(limits: big) == 100_032)
+        #expect(configuration.effectiveReplyRingBytes(limits: Self.limits) == max(65_536, (Self.limits.maxMessageBytes + 63) / 64 * 64))
+        var explicit = configuration
+        explicit.replyRingBytes = 65_536
+        #expect(throws: ConfigurationError.self) { _ = try explicit.validate(limits: big) }
+        explicit.replyRingBytes = 0
+        #expect(throws: Never.self) { _ = try explicit.validate(limits: big) }
+    }
+
+    /// Each limit's refusal names its own flag.
+    @Test func refusalsNameTheirFlag() {
+        let cases: [(String, (inout PoolConfiguration) -> Void)] = [
+            ("--max-inflight", { $0.maxInflight = 0 }),
+            ("--max-connections", { $0.maxConnections = 0 }),
+            ("--max-backlog", { $0.maxBacklog = -1 }),
+            ("--shutdown-timeout", { $0.shutdownTimeout = -1 }),
+            ("--idle-timeout", { $0.idleTimeout = 0 }),
+        ]
+        for (flag, change) in cases {
+            let refusal = Self.refusal(change)
+            #expect(refusal?.contains(flag) == true, "\(flag): \(String(describing: refusal))")
+        }
+    }
 }

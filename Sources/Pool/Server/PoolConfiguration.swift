@@ -98,8 +98,14 @@ public struct PoolConfiguration: Sendable {
     /// (`--arena-chunks`; 0: no arena). When every chunk is in use, payloads travel inline.
     public var arenaChunks: Int = 256
     /// Result mode: bytes of each worker's ring for replies of at least `spillBytes` (`--reply-ring`;
-    /// 0: every reply inline). A multiple of 64, at least `msgmax`.
-    public var replyRingBytes: Int = 65_536
+    /// 0: every reply inline). A multiple of 64, at least `msgmax`. `nil`: 64 KiB, or `msgmax`
+    /// rounded up to 64 where the kernel allows larger messages, so the default always starts.
+    public var replyRingBytes: Int? = nil
+
+    /// The ring size in effect under `limits` (see `replyRingBytes`).
+    public func effectiveReplyRingBytes(limits: QueueLimits) -> Int {
+        replyRingBytes ?? max(65_536, (limits.maxMessageBytes + 63) / 64 * 64)
+    }
     /// `listen(2)` backlog.
     public var listenBacklog: Int32 = 1024
     /// Longest accepted value of each timeout, in seconds.
@@ -159,18 +165,20 @@ extension PoolConfiguration {
             throw ConfigurationError("--socket path is \(socketPath.utf8.count) bytes; a Unix socket path holds at most \(unixSocketPathMax) bytes (sun_path), and the control socket <socket>.ctl needs 4 more. Use a shorter or relative path")
         }
         guard socketMode & ~0o777 == 0 else { throw ConfigurationError("--socket-mode must be within 0777") }
-        guard shutdownTimeout >= 0, idleTimeout > 0 else { throw ConfigurationError("timeouts must be positive") }
+        guard shutdownTimeout >= 0 else { throw ConfigurationError("--shutdown-timeout must be 0 or more") }
+        guard idleTimeout > 0 else { throw ConfigurationError("--idle-timeout must be positive") }
         // Deadlines are nanoseconds in an Int64: about 292 years; 10⁸ s (3 years) is plenty.
         for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--job-timeout", jobTimeout ?? 1)]
         where !(seconds <= Self.longestTimeout) {
             throw ConfigurationError("\(flag) must be at most \(Int(Self.longestTimeout)) seconds")
         }
-        guard maxInflight >= 1, maxConnections >= 1, maxBacklog >= 0 else {
-            throw ConfigurationError("--max-inflight and --max-connections must be at least 1")
-        }
+        guard maxInflight >= 1 else { throw ConfigurationError("--max-inflight must be at least 1") }
+        guard maxConnections >= 1 else { throw ConfigurationError("--max-connections must be at least 1") }
+        guard maxBacklog >= 0 else { throw ConfigurationError("--max-backlog must be 0 or more") }
         guard spillBytes >= 0 else { throw ConfigurationError("--spill-bytes must be 0 (never) or more") }
         guard arenaChunks >= 0, arenaChunks <= 65_536 else { throw ConfigurationError("--arena-chunks must be within 0…65536") }
-        guard replyRingBytes == 0 || (replyRingBytes % 64 == 0 && replyRingBytes >= limits.maxMessageBytes && replyRingBytes <= 1 << 24) else {
+        let ring = effectiveReplyRingBytes(limits: limits)
+        guard ring == 0 || (ring % 64 == 0 && ring >= limits.maxMessageBytes && ring <= 1 << 24) else {
             throw ConfigurationError("--reply-ring must be 0, or a multiple of 64 from msgmax (\(limits.maxMessageBytes)) to 16 MiB")
         }
         guard batchTime >= 0, batchTime <= 1 else { throw ConfigurationError("--batch-time must be within 0…1 seconds") }

@@ -118,8 +118,9 @@ final class Supervisor {
             : nil
         // Rings for four times the starting pool (at least 64 slots), not for all 1024 possible
         // slots: a ring is 64 KiB of address space. Slots added beyond (TTIN) reply inline.
-        replyRings = configuration.replyMode == .result && configuration.spillBytes > 0 && configuration.replyRingBytes > 0
-            ? try ReplyRings(slots: min(Self.maxWorkers, max(configuration.workers * 4, 64)), capacity: configuration.replyRingBytes,
+        let ringBytes = configuration.effectiveReplyRingBytes(limits: limits)
+        replyRings = configuration.replyMode == .result && configuration.spillBytes > 0 && ringBytes > 0
+            ? try ReplyRings(slots: min(Self.maxWorkers, max(configuration.workers * 4, 64)), capacity: ringBytes,
                              threshold: configuration.spillBytes)
             : nil
         var created: [MessageQueue] = []

@@ -156,6 +156,13 @@ public struct QueueLimits: Sendable, CustomStringConvertible {
     /// Largest number of queues on the system (`msgmni`).
     public var maxQueues: Int
 
+    /// Limits as given (what a configuration would meet on another kernel).
+    public init(maxMessageBytes: Int, defaultQueueBytes: Int, maxQueues: Int) {
+        self.maxMessageBytes = maxMessageBytes
+        self.defaultQueueBytes = defaultQueueBytes
+        self.maxQueues = maxQueues
+    }
+
     /// Reads the limits in force now; falls back to the Linux defaults if /proc is unreadable.
     public static func current() -> QueueLimits {
         QueueLimits(
