@@ -29,6 +29,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -307,33 +308,52 @@ static inline int csysv_scheduling_policy(void) { return sched_getscheduler(0); 
 /// Names the process for `ps`/`top` (at most 15 bytes). Why C: prctl is variadic.
 static inline int csysv_set_process_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
-/// Closes every fd from 3 up, except the `count` fds in `keep` (sorted or not).
-/// Why C: runs right after fork in a respawned worker, which must not hold clients' sockets open.
-static inline int csysv_close_fds_except(const int *keep, int count) {
-    DIR *dir = opendir("/proc/self/fd");
-    if (!dir) return -1;
-    int dfd = dirfd(dir);
-    int fds[4096];
-    int n = 0;
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL && n < 4096) {
-        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-        int fd = atoi(entry->d_name);
-        if (fd < 3 || fd == dfd) continue;
-        int kept = 0;
-        for (int i = 0; i < count; i++) if (keep[i] == fd) kept = 1;
-        if (!kept) fds[n++] = fd;
-    }
-    closedir(dir);
-    for (int i = 0; i < n; i++) close(fds[i]);
-    return n == 4096 ? csysv_close_fds_except(keep, count) : 0;
+/// `close_range(2)`'s number: <sys/syscall.h> has it, but glibc declares the wrapper only under
+/// _GNU_SOURCE. 436 on every architecture (the syscall is newer than the table split).
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+/// Closes the fds in [first, last]; falls back to one close(2) each (bounded by RLIMIT_NOFILE)
+/// on a kernel without close_range (before 5.9). Returns 0, or -1 with errno.
+static inline int csysv_close_fd_range(unsigned int first, unsigned int last) {
+    if (first > last) return 0;
+    if (syscall(SYS_close_range, first, last, 0) == 0) return 0;
+    if (errno != ENOSYS) return -1;
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) < 0) return -1;
+    unsigned long top = limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > (1ul << 20) ? (1ul << 20) : limit.rlim_cur;
+    for (unsigned long fd = first; fd <= last && fd < top; fd++) close((int)fd);
+    return 0;
 }
 
-/// Number of threads in the calling process (from /proc/self/task), or -1.
+/// Closes every fd from 3 up, except the `count` fds in `keep` (any order, at most 64).
+/// Why C: runs right after fork in a respawned worker, which must not hold clients' sockets open.
+/// It needs no free descriptor (close_range, not a /proc/self/fd listing), because a master at its
+/// descriptor limit still respawns workers, and a child of it has none free either.
+static inline int csysv_close_fds_except(const int *keep, int count) {
+    if (count < 0 || count > 64) { errno = EINVAL; return -1; }
+    int sorted[64];
+    for (int i = 0; i < count; i++) {
+        int value = keep[i], j = i;
+        for (; j > 0 && sorted[j - 1] > value; j--) sorted[j] = sorted[j - 1];
+        sorted[j] = value;
+    }
+    unsigned int next = 3;
+    for (int i = 0; i < count; i++) {
+        if (sorted[i] < (int)next) continue;   // below 3, or a duplicate
+        if (csysv_close_fd_range(next, (unsigned int)sorted[i] - 1) < 0) return -1;
+        next = (unsigned int)sorted[i] + 1;
+    }
+    return csysv_close_fd_range(next, ~0u);
+}
+
+/// Number of threads in the calling process (from /proc/self/task), -2 when it cannot be counted
+/// because the process has no descriptor free (EMFILE/ENFILE), or -1.
 /// Why C: a debug-build check that the master is single-threaded before every fork.
 static inline int csysv_thread_count(void) {
     DIR *dir = opendir("/proc/self/task");
-    if (!dir) return -1;
+    if (!dir) return errno == EMFILE || errno == ENFILE ? -2 : -1;
     int n = 0;
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) if (entry->d_name[0] != '.') n++;

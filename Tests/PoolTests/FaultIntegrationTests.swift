@@ -599,6 +599,49 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectNothingLeft(footprint)
     }
 
+    /// A worker forked while the master is at its descriptor limit (here: recycled by
+    /// `--max-jobs 1`) must still shed every inherited client socket. Listing /proc/self/fd needs a
+    /// free descriptor, which neither the master nor its fresh child has there; the old code then
+    /// kept all of them open in the worker (and the debug thread check trapped the master).
+    @Test func workerForkedAtTheDescriptorLimitHoldsNoClientSocket() throws {
+        let server = try F.ShellServer(prelude: "ulimit -n 64",
+                                       F.framedEcho + ["--workers", "2", "--idle-timeout", "120", "--max-jobs", "1"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let first = Set(try #require(waitForWorkers(server, 2)))
+        let workerBase = first.map(F.descriptorCount).max() ?? 0
+        let base = F.descriptorCount(server.pid)
+        let (connections, shed) = saturate(server, count: 200, baseDescriptors: base)
+        #expect(shed > 0, "200 connections cannot fit under 64 descriptors")
+        #expect(F.descriptorCount(server.pid) >= 60, "the master is not at its limit: \(F.descriptorCount(server.pid)) fds")
+
+        // One job per worker: each then exits and is replaced while the master's table is full.
+        var served = 0
+        for (index, connection) in connections.enumerated() where served < 2 {
+            let payload = "recycle-\(index)".bytes
+            connection.send(FramedWire.requestFrame(payload))
+            if let frame = connection.readFrames(1)?.first, frame == Frame(status: 0, body: payload) { served += 1 }
+        }
+        #expect(served == 2, "the accepted connections were not served")
+        var fresh: [pid_t] = []
+        let replaced = waitUntil(timeout: 20) {
+            fresh = server.workerPIDs.filter { !first.contains($0) && processState($0) != "Z" }
+            return fresh.count >= 1
+        }
+        #expect(replaced, "no worker was forked at the limit: \(server.log.suffix(2000))")
+        for pid in fresh {
+            let count = F.descriptorCount(pid)
+            #expect(count <= workerBase, "worker \(pid) forked at the limit holds \(count) fds, one forked before \(workerBase)")
+        }
+        #expect(server.process.isRunning, "\(server.log.suffix(2000))")
+        for connection in connections { connection.close() }
+
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        F.expectNothingLeft(footprint)
+    }
+
     /// 2000 non-blocking connects while the master is stopped (SIGSTOP), so they overflow its
     /// listen backlog (EAGAIN beyond it). After SIGCONT the master is alive and serves old and new
     /// connections, and after they all close, new ones.

@@ -38,13 +38,19 @@ enum WorkerExit {
     static let queueGone: Int32 = 3
     /// An unexpected error receiving or replying.
     static let ipcFailure: Int32 = 4
+    /// It could not shed the master's descriptors or install its SIGTERM handler; running on
+    /// would hold clients' sockets open or die on the master's first retire request.
+    static let setupFailure: Int32 = 5
 }
 
 /// The worker's main loop: receive from its own queue (blocking — a worker may block, the master
 /// never does), run the handler on each job of the message, reply if asked. Never returns; ends
 /// with `_exit`, so nothing of the master's (atexit, deinit, the socket file, queues) is touched.
 func runWorker(_ env: WorkerEnvironment) -> Never {
-    ChildProcess.closeDescriptors(except: env.keepDescriptors)
+    do { try ChildProcess.closeDescriptors(except: env.keepDescriptors) } catch {
+        env.logger.critical("worker cannot close the master's descriptors; exiting", metadata: ["error": "\(error)"])
+        ChildProcess.exitImmediately(WorkerExit.setupFailure)
+    }
     ChildProcess.setName("pool-worker")
     // A forked child starts with the master's policy; switch only when one was chosen.
     if let scheduling = env.scheduling {
@@ -65,7 +71,10 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     // not yet started are run elsewhere by the master). That is how the master retires one
     // particular worker when several share a queue (a quit message would go to whichever worker
     // takes it). A worker stuck in a job is SIGKILLed after a grace period.
-    _ = try? Signals.install([SIGTERM])
+    do { try Signals.install([SIGTERM]) } catch {
+        env.logger.critical("worker cannot install its SIGTERM handler; exiting", metadata: ["error": "\(error)"])
+        ChildProcess.exitImmediately(WorkerExit.setupFailure)
+    }
     // Blocked since the fork (a SIGTERM sent while the worker started waited here, not killed it).
     Signals.unblock(SIGTERM)
     let pid = getpid()
