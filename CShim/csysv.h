@@ -464,7 +464,8 @@ static inline int csysv_notify_socket_send(const char *path, const void *message
     if (addrlen > sizeof addr) addrlen = sizeof addr;
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    ssize_t sent = sendto(fd, message, length, MSG_NOSIGNAL, (struct sockaddr *)&addr, addrlen);
+    // MSG_DONTWAIT: the master never blocks; a receiver whose queue is full loses a status line.
+    ssize_t sent = sendto(fd, message, length, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&addr, addrlen);
     int saved = errno;
     close(fd);
     errno = saved;

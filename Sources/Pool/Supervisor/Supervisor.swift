@@ -614,13 +614,35 @@ final class Supervisor {
         for pid in livePIDs { ChildProcess.signal(pid, signo) }
     }
 
-    /// Forced stop: SIGKILL and reap every worker, blocking (nothing else is left to serve).
-    func killAndReapAll() {
+    /// Forced stop: SIGKILL every worker and reap them, polling for at most `deadline` seconds.
+    /// A worker SIGKILL cannot end at once (uninterruptible sleep, e.g. on a hung NFS mount) is
+    /// logged and left to init; the queues are removed anyway, so it gets EIDRM when it wakes.
+    func killAndReapAll(deadline: Double = 5) {
+        var pending: [(index: Int, pid: pid_t)] = []
         for index in slots.indices {
             guard let pid = slots[index].pid else { continue }
             ChildProcess.signal(pid, SIGKILL)
-            let status = ChildProcess.waitBlocking(pid)
-            logger.info("worker killed", metadata: ["slot": "\(index)", "pid": "\(pid)", "status": "\(status.map { "\($0)" } ?? "?")"])
+            pending.append((index, pid))
+        }
+        let end = monotonicNanoseconds() + Int64(deadline * 1e9)
+        while !pending.isEmpty {
+            pending.removeAll { index, pid in
+                let status: String
+                switch ChildProcess.reap(pid) {
+                case .success(nil): return false
+                case .success(let exit?): status = "\(exit)"
+                case .failure(let error): status = "? (\(error))"   // reaped already: gone
+                }
+                logger.info("worker killed", metadata: ["slot": "\(index)", "pid": "\(pid)", "status": "\(status)"])
+                slots[index].pid = nil
+                return true
+            }
+            if pending.isEmpty || monotonicNanoseconds() >= end { break }
+            usleep(1_000)
+        }
+        for (index, pid) in pending {
+            logger.error("worker still alive after SIGKILL; not waiting for it",
+                         metadata: ["slot": "\(index)", "pid": "\(pid)", "waited_s": "\(deadline)"])
             slots[index].pid = nil
         }
     }

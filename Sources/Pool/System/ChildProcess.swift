@@ -85,16 +85,14 @@ public enum ChildProcess {
         return (pid, ExitStatus(waitStatus: status))
     }
 
-    /// Waits for one specific child, blocking. Used only at the very end of a forced stop, after
-    /// SIGKILL, when there is nothing else left to do.
+    /// Reaps one specific child if it has exited, without blocking: `.success(nil)` while it
+    /// runs; ECHILD when it is not (or no longer) a child of ours.
     ///
-    /// The corresponding C function is `waitpid`.
-    public static func waitBlocking(_ pid: pid_t) -> ExitStatus? {
+    /// The corresponding C function is `waitpid(pid, WNOHANG)`.
+    public static func reap(_ pid: pid_t) -> Result<ExitStatus?, SystemError> {
         var status: Int32 = 0
-        guard case .success(let got) = valueOrErrno("waitpid", { waitpid(pid, &status, 0) }), got == pid else {
-            return nil
-        }
-        return ExitStatus(waitStatus: status)
+        return valueOrErrno("waitpid") { csysv_waitpid_nohang(pid, &status) }
+            .map { $0 == pid ? ExitStatus(waitStatus: status) : nil }
     }
 
     /// Sends a signal; a vanished process (ESRCH) is not an error.
