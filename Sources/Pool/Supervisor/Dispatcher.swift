@@ -15,8 +15,10 @@ struct Dispatcher {
 
     enum Outcome {
         case queued(slot: Int)
-        /// Every queue is full (or gone): the caller answers busy or holds the jobs.
-        case full
+        /// Every queue is full (or gone): the caller answers busy or holds the jobs. `failures`:
+        /// sends that failed for another reason than a full queue (EACCES after someone's
+        /// IPC_SET, ...), for the caller to log; a removed queue (EIDRM/EINVAL) is not one.
+        case full(failures: [(slot: Int, error: SystemError)])
     }
 
     /// The slot whose batch the next job joins; `nil` if no slot takes work.
@@ -44,7 +46,8 @@ struct Dispatcher {
     func send(_ buffer: MessageBuffer, length: Int, preferred: Int, supervisor: Supervisor) -> Outcome {
         let slots = supervisor.slots
         let count = slots.count
-        guard count > 0 else { return .full }
+        guard count > 0 else { return .full(failures: []) }
+        var failures: [(slot: Int, error: SystemError)] = []
         // With one shared queue there is nothing else to try.
         let attempts = strategy == .shared ? 1 : count
         for attempt in 0..<attempts {
@@ -54,12 +57,14 @@ struct Dispatcher {
                 if try slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
                     return .queued(slot: index)
                 }
-            } catch {
+            } catch let error as SystemError {
                 // EIDRM/EINVAL: the queue was removed from outside. Its worker wakes with EIDRM and
                 // exits; the supervisor recreates the queue when it reaps it. Skip it meanwhile.
-                continue
+                if error.errno != .identifierRemoved && error.errno != .invalidArgument { failures.append((index, error)) }
+            } catch {
+                failures.append((index, SystemError("msgsnd", .ioError)))
             }
         }
-        return .full
+        return .full(failures: failures)
     }
 }
