@@ -263,7 +263,7 @@ final class Master {
         let now = monotonicNanoseconds()
         if restartWorkers {
             restartWorkers = false
-            supervisor.signalAll(SIGTERM)
+            supervisor.restartAll()
         }
         if configuration.jobTimeout != nil, now >= nextJobScan { nextJobScan = now + Self.jobScanInterval }
         if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }

@@ -506,8 +506,29 @@ final class Supervisor {
         try? writeState()
     }
 
+    /// Restarts every live worker (SIGTERM: finish the job in hand, then exit; the slot respawns),
+    /// asking again every 0.5 s until each is gone: a signal landing just before a worker blocks
+    /// in msgrcv is only seen after its next job.
+    func restartAll() {
+        let now = monotonicNanoseconds()
+        for pid in livePIDs {
+            restarting[pid] = now
+            ChildProcess.signal(pid, SIGTERM)
+        }
+    }
+
     /// Advances rolling restarts and retries quit messages that found a full queue.
     func tick(buffer: MessageBuffer) {
+        if !restarting.isEmpty {
+            // Only pids still in a slot: a reaped one may be reused by an unrelated process.
+            let live = Set(livePIDs)
+            restarting = restarting.filter { live.contains($0.key) }
+            let now = monotonicNanoseconds()
+            for (pid, asked) in restarting where now - asked >= 500_000_000 {
+                restarting[pid] = now
+                ChildProcess.signal(pid, SIGTERM)
+            }
+        }
         if rollingCurrent == nil, !rollingPending.isEmpty {
             let index = rollingPending.removeFirst()
             if slots.indices.contains(index), slots[index].accepting, slots[index].pid != nil {
@@ -543,15 +564,18 @@ final class Supervisor {
     @exclusivity(unchecked) private var rollingWasActive = false
     /// Shared queue: when each retiring worker was last sent SIGTERM.
     @exclusivity(unchecked) private var termSentAt: [Int: Int64] = [:]
+    /// `restartAll`: workers to restart, and when each was last sent SIGTERM.
+    @exclusivity(unchecked) private var restarting: [pid_t: Int64] = [:]
 
     /// True while something needs another tick soon (quit retries, a restart in progress).
-    var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive }
+    var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive || !restarting.isEmpty }
 
     /// Stops rolling restarts and scaling (shutdown takes over).
     func cancelPendingChanges() {
         rollingPending = []
         rollingCurrent = nil
         quitPending = []
+        restarting = [:]
     }
 
     /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
