@@ -629,6 +629,54 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
+    /// Sends `bytes` on a fresh control connection and reads the answer to EOF.
+    private static func controlExchange(_ server: TestServer, _ bytes: [UInt8]) throws -> String {
+        let socket = try connectBlocking(path: server.socketPath + ".ctl", timeout: 10)
+        defer { socket.close() }
+        try bytes.withUnsafeBytes { try socket.writeAll($0) }
+        var answer: [UInt8] = []
+        while case .success(let chunk) = receiveChunk(socket.raw) { answer += chunk }
+        return text(answer)
+    }
+
+    /// A command line past 1023 bytes is refused whole: cut at the limit, `scale 1` followed by
+    /// padding used to run as `scale 1`.
+    @Test func overlongControlLineIsRefusedNotCut() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedEcho)
+        defer { server.stop() }
+        #expect(S.waitForWorkerCount(server, 2) != nil, "\(server.log)")
+        let padded = Array("scale 1".utf8) + [UInt8](repeating: 0x20, count: 1100) + [0x0A]
+        let answer = try Self.controlExchange(server, padded)
+        #expect(answer.hasPrefix("error: command line longer than 1023 bytes"), "\(answer.debugDescription)")
+        // Exactly at the limit (1023 bytes and the newline) still runs.
+        let fits = Array("status json".utf8) + [UInt8](repeating: 0x20, count: 1023 - 11) + [0x0A]
+        #expect(try Self.controlExchange(server, fits).hasPrefix("{"))
+        usleep(300_000)
+        #expect(S.status(server.socketPath)?.workers.count == 2, "the cut-short command ran")
+        S.expectCleanExit(server)
+    }
+
+    /// Control connections are capped (64 open at once): the next one is told so and closed, and
+    /// the socket serves again once they go.
+    @Test func controlConnectionsAreCapped() throws {
+        let server = try TestServer(["--workers", "1", "--idle-timeout", "60"] + Self.framedEcho)
+        defer { server.stop() }
+        var held: [SocketFD] = []
+        defer { for socket in held { socket.close() } }
+        for _ in 0..<64 { held.append(try connectBlocking(path: server.socketPath + ".ctl", timeout: 10)) }
+        // The master accepts them on its next turns; the 65th is then over the cap.
+        var answer = ""
+        let refused = waitUntil(timeout: 20) {
+            answer = (try? Self.controlExchange(server, Array("status\n".utf8))) ?? ""
+            return answer.hasPrefix("error: too many control connections (64)")
+        }
+        #expect(refused, "65th control connection: \(answer.debugDescription)")
+        for socket in held { socket.close() }
+        held = []
+        #expect(waitUntil(timeout: 20) { S.status(server.socketPath) != nil }, "no status after the held connections closed")
+        S.expectCleanExit(server)
+    }
+
     /// `stop` on the control socket is answered (`ok stopping`) before that connection closes.
     @Test func controlStopIsAnswered() throws {
         let server = try TestServer(["--workers", "1"] + Self.framedEcho)

@@ -20,6 +20,15 @@ extension Master {
                 return
             }
             guard let client else { return }
+            // The control socket is the owner's alone (0600), but a stuck script could still open
+            // connections without end: past the cap, answer and close at once.
+            if controlConnectionCount >= Self.maxControlConnections {
+                // One short write to a fresh non-blocking socket: it fits, or the answer is lost.
+                let refusal = Array("error: too many control connections (\(Self.maxControlConnections))\n".utf8)
+                _ = refusal.withUnsafeBytes { try? client.write($0) }
+                client.close()
+                continue
+            }
             let key = connections.makeKey(fd: client.raw)
             let connection = Connection(key: key, fd: client, now: monotonicNanoseconds(), inputCapacity: 256)
             guard (try? epoll.add(client.raw, events: .readable, token: key)) != nil else {
@@ -34,23 +43,34 @@ extension Master {
         }
     }
 
+    /// Longest control command line, its newline included.
+    static let maxControlLine = 1024
+    /// Control connections open at once.
+    static let maxControlConnections = 64
+
     /// One command line in, one answer out, then close.
     func controlEvent(_ connection: Connection, _ events: Epoll.Events) {
         if events.contains(.writable) { flush(connection); return }
         reading: while true {
-            switch readChunk(connection, minimum: 256, limit: 1024) {
+            switch readChunk(connection, minimum: 256, limit: Self.maxControlLine) {
             case .failed: return
             case .data: continue
             case .noSpace, .wouldBlock, .endOfStream: break reading
             }
         }
         let bytes = Array(connection.input.readable)
-        guard let newline = bytes.firstIndex(of: 0x0A) ?? (connection.peerClosed || bytes.count >= 1024 ? bytes.count : nil) else {
+        let answer: String
+        if let end = bytes.firstIndex(of: 0x0A) ?? (connection.peerClosed && bytes.count < Self.maxControlLine ? bytes.count : nil),
+           end < Self.maxControlLine {
+            answer = runControl(String(decoding: bytes[..<end], as: UTF8.self))
+        } else if bytes.count >= Self.maxControlLine || connection.peerClosed {
+            // Never run a command cut short: `scale 1` is not what `scale 10…` meant.
+            answer = "error: command line longer than \(Self.maxControlLine - 1) bytes\n"
+        } else {
             return
         }
-        let line = String(decoding: bytes[..<newline], as: UTF8.self)
         connection.input.consume(bytes.count)
-        connection.output.append(Array(runControl(line).utf8))
+        connection.output.append(Array(answer.utf8))
         connection.closeWhenDone = true
         connection.messageTaken = true
         flush(connection)
