@@ -120,7 +120,10 @@ struct PoolBench: ParsableCommand {
             let fd = connectUnix(socket, timeout: timeout)
             guard fd >= 0 else {
                 for fd in idle { close(fd) }
-                throw ValidationError("idle connection \(idle.count + 1) of \(idleConnections): connect: \(errnoText(-fd))")
+                // A run that failed, not a bad command line: exit 1, no usage text.
+                var message = "pool-bench: idle connection \(idle.count + 1) of \(idleConnections): connect: \(errnoText(-fd))\n"
+                message.withUTF8 { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
+                throw ExitCode(1)
             }
             idle.append(fd)
         }
