@@ -48,7 +48,7 @@ typedef struct csysv_msgbuf {
 // The kernel reads `long mtype` then the text immediately after it; our layout must match
 // `struct msgbuf` from <sys/msg.h> (glibc declares it with `char mtext[1]`).
 _Static_assert(offsetof(csysv_msgbuf, mtext) == sizeof(long), "mtext must follow mtype");
-#ifdef __USE_GNU
+#ifdef __USE_GNU   // compiled by scripts/smoke.sh with -D_GNU_SOURCE (the module cannot set it)
 _Static_assert(offsetof(struct msgbuf, mtext) == offsetof(csysv_msgbuf, mtext),
                "csysv_msgbuf must match the system's struct msgbuf");
 _Static_assert(sizeof(struct msgbuf) >= sizeof(csysv_msgbuf), "struct msgbuf is a long plus text");
@@ -303,6 +303,7 @@ static inline int csysv_set_batch_scheduling(int batch) {
 }
 
 /// The calling process's scheduling policy (SCHED_OTHER 0, SCHED_BATCH 3, ...).
+/// Why C: beside its setter, whose constant only this header knows.
 static inline int csysv_scheduling_policy(void) { return sched_getscheduler(0); }
 
 /// Names the process for `ps`/`top` (at most 15 bytes). Why C: prctl is variadic.
@@ -432,7 +433,7 @@ typedef struct csysv_ucred {
 } csysv_ucred;
 _Static_assert(sizeof(csysv_ucred) == 12 && offsetof(csysv_ucred, uid) == 4 && offsetof(csysv_ucred, gid) == 8,
                "csysv_ucred must match the kernel's struct ucred");
-#ifdef __USE_GNU
+#ifdef __USE_GNU   // compiled by scripts/smoke.sh with -D_GNU_SOURCE (the module cannot set it)
 _Static_assert(sizeof(struct ucred) == sizeof(csysv_ucred), "csysv_ucred must match struct ucred");
 #endif
 
@@ -510,12 +511,13 @@ static inline void csysv_slot_end(csysv_slot *s, int64_t now_ns) {
     __atomic_add_fetch(&s->jobs, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, CSYSV_SLOT_IDLE, __ATOMIC_RELEASE);
 }
-/// Master, when process `pid` takes the slot: no jobs counted, no job, idle.
-/// Why C: C11 atomic builtins, as above.
 /// Publishes the pid of the process that now owns the slot (the worker does, first thing).
 /// Why C: an atomic store on shared memory.
 static inline void csysv_slot_set_pid(csysv_slot *s, int32_t pid) { __atomic_store_n(&s->pid, pid, __ATOMIC_RELEASE); }
+/// The pid that owns the slot, loaded with acquire ordering. Why C: C11 atomic builtin.
 static inline int32_t csysv_slot_pid(const csysv_slot *s) { return __atomic_load_n(&s->pid, __ATOMIC_ACQUIRE); }
+/// Master, when process `pid` takes the slot: no jobs counted, no job, idle.
+/// Why C: C11 atomic builtins, as above.
 static inline void csysv_slot_reset(csysv_slot *s, int32_t pid) {
     __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
     __atomic_store_n(&s->jobs, 0, __ATOMIC_RELAXED);

@@ -30,6 +30,13 @@ trap cleanup EXIT
 children() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -c . || true; }
 child_pids() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . | sort -n | tr '\n' ' '; }
 
+# The shim's layout asserts against glibc's own structs (struct msgbuf, struct ucred) compile only
+# under _GNU_SOURCE, which the Swift module must not set (see CShim/csysv.h): compile them here.
+cc_bin=$(command -v clang || command -v cc || true)
+[ -n "$cc_bin" ] || fail "no C compiler (clang ships with the Swift toolchain) to check the shim's layout asserts"
+printf '#include "csysv.h"\n#ifndef __USE_GNU\n#error "_GNU_SOURCE had no effect: the layout asserts were skipped"\n#endif\nint main(void) { return 0; }\n' \
+  | "$cc_bin" -D_GNU_SOURCE -fsyntax-only -Werror -x c -I CShim - || fail "CShim/csysv.h: layout asserts failed under _GNU_SOURCE"
+
 # The C shim used directly from Swift, without the Pool module.
 "$bin/csysv-demo" | grep -q "received type 1: hello, queue" || fail "csysv-demo did not round-trip a message"
 cd "$work"
