@@ -763,8 +763,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let old = try #require(Set(stateFileQueueIDs(server.stateFilePath)).subtracting(server.queueIDs).first)
 
         try MessageQueue(id: old).remove()
-        // The master finds out on its next loop turn; a request makes one.
-        _ = try? client.request("wake".bytes)
+        // The master finds out on its next loop turn; a request makes one. Its reply can only
+        // have gone to the removed queue, so it is answered 5 (worker died), never ok.
+        let wake = try client.request("wake".bytes)
+        #expect(wake.statusByte == ResponseStatus.workerDied.rawValue, "\(wake)")
         #expect(waitUntil(timeout: 20) { !server.logLines(containing: "reply queue was removed from outside").isEmpty }, "\(server.log)")
         // Both workers are restarted (they held the old id) before the pool serves again.
         #expect(waitUntil(timeout: 20) {
