@@ -17,21 +17,36 @@ if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "send", let tar
 }
 
 let qid = csysv_msgget_private(0o600)
-guard qid >= 0 else { fatalError("msgget: \(String(cString: strerror(errno)))") }
-defer { _ = csysv_msgctl_remove(qid) }
+guard qid >= 0 else {
+    print("msgget: \(String(cString: strerror(errno)))")
+    exit(1)
+}
+
+/// Removes the queue before failing: `exit` (and `fatalError`) skip top-level `defer`s.
+func fail(_ call: String) -> Never {
+    let error = errno
+    _ = csysv_msgctl_remove(qid)
+    print("\(call): \(String(cString: strerror(error)))")
+    exit(1)
+}
 
 let capacity = 64
 let buffer = UnsafeMutableRawPointer.allocate(byteCount: Int(csysv_msg_header_size()) + capacity, alignment: 8)
-defer { buffer.deallocate() }
 let text = Array("hello, queue".utf8)
 text.withUnsafeBytes { csysv_msg_text(buffer).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-guard csysv_msgsnd(qid, buffer, 1, text.count, 1) == 0 else { fatalError("msgsnd: \(String(cString: strerror(errno)))") }
+guard csysv_msgsnd(qid, buffer, 1, text.count, 1) == 0 else { fail("msgsnd") }
 
 var info = csysv_msqinfo()
-_ = csysv_msgctl_stat(qid, &info)
+guard csysv_msgctl_stat(qid, &info) == 0 else { fail("msgctl(IPC_STAT)") }
 print("queue \(qid): mode \(String(info.mode, radix: 8)), \(info.messages) message(s), \(info.bytes) byte(s), capacity \(info.max_bytes)")
 
 var type = 0
 let n = csysv_msgrcv(qid, buffer, capacity, 0, 1, &type)
-let received = UnsafeRawBufferPointer(start: csysv_msg_text(buffer), count: max(n, 0))
+guard n >= 0 else { fail("msgrcv") }
+let received = UnsafeRawBufferPointer(start: csysv_msg_text(buffer), count: n)
 print("received type \(type): \(String(decoding: received, as: UTF8.self))")
+buffer.deallocate()
+guard csysv_msgctl_remove(qid) == 0 else {
+    print("msgctl(IPC_RMID): \(String(cString: strerror(errno)))")
+    exit(1)
+}
