@@ -495,8 +495,10 @@ _Static_assert(sizeof(csysv_slot) == 64, "csysv_slot layout is shared between pr
 /// The state is stored last with release ordering, so a reader that sees BUSY sees this job.
 /// Why C: Swift has no atomics on raw shared memory without a package; these are C11 builtins.
 static inline void csysv_slot_begin(csysv_slot *s, uint64_t job, int64_t now_ns) {
-    __atomic_store_n(&s->job, job, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->started_ns, now_ns, __ATOMIC_RELAXED);
+    // The start before the id: a reader that sees the same id before and after reading the start
+    // (csysv_slot_job, csysv_slot_started_ns, csysv_slot_job) has that job's start or a later one.
+    __atomic_store_n(&s->started_ns, now_ns, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->job, job, __ATOMIC_RELEASE);
     __atomic_store_n(&s->state, CSYSV_SLOT_BUSY, __ATOMIC_RELEASE);
 }
 /// Worker, after the job (and its reply, if any): counts one more job done and marks the slot idle.
@@ -528,9 +530,9 @@ static inline void csysv_slot_reset(csysv_slot *s, int32_t pid) {
 /// The slot's state (CSYSV_SLOT_*), loaded with acquire ordering. Why C: C11 atomic builtin.
 static inline uint32_t csysv_slot_state(const csysv_slot *s) { return __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); }
 /// Id of the job being handled (valid while the state is BUSY). Why C: C11 atomic builtin.
-static inline uint64_t csysv_slot_job(const csysv_slot *s) { return __atomic_load_n(&s->job, __ATOMIC_RELAXED); }
+static inline uint64_t csysv_slot_job(const csysv_slot *s) { return __atomic_load_n(&s->job, __ATOMIC_ACQUIRE); }
 /// CLOCK_MONOTONIC time of the current job's start, in nanoseconds. Why C: C11 atomic builtin.
-static inline int64_t csysv_slot_started_ns(const csysv_slot *s) { return __atomic_load_n(&s->started_ns, __ATOMIC_RELAXED); }
+static inline int64_t csysv_slot_started_ns(const csysv_slot *s) { return __atomic_load_n(&s->started_ns, __ATOMIC_ACQUIRE); }
 /// Jobs completed by the slot's current process. Why C: C11 atomic builtin.
 static inline uint64_t csysv_slot_jobs(const csysv_slot *s) { return __atomic_load_n(&s->jobs, __ATOMIC_RELAXED); }
 /// Moving average of the slot's job durations, in nanoseconds. Why C: C11 atomic builtin.

@@ -607,8 +607,12 @@ final class Supervisor {
                 continue
             }
             guard scoreboard.state(index) == .busy else { continue }
-            if now - scoreboard.jobStartedNanoseconds(index) >= limit {
-                let job = scoreboard.job(index)
+            // The worker may end this job and begin another between these loads: the start is
+            // that job's only if the same job is still running after it was read.
+            let job = scoreboard.job(index)
+            let started = scoreboard.jobStartedNanoseconds(index)
+            guard scoreboard.job(index) == job, scoreboard.state(index) == .busy else { continue }
+            if now - started >= limit {
                 logger.warning("job exceeded --job-timeout; terminating its worker", metadata: [
                     "slot": "\(index)", "pid": "\(pid)", "job": "\(job)", "timeout": "\(timeout)",
                 ])
