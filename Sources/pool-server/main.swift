@@ -285,7 +285,8 @@ struct Serve: ParsableCommand {
         }
         let level = logLevel
         let format = logFormat
-        let master = Logger(label: "pool.master") { LineLogHandler(label: $0, level: level, format: format) }
+        // The master's lines never wait for a slow log reader (dropped and counted instead).
+        let master = Logger(label: "pool.master") { LineLogHandler(label: $0, level: level, format: format, nonBlocking: true) }
         let worker = Logger(label: "pool.worker") { LineLogHandler(label: $0, level: level, format: format) }
         let server = PoolServer(configuration: configuration, logger: master, workerLogger: worker,
                                 makeHandler: handler.value.factory)

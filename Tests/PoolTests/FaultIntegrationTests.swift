@@ -642,6 +642,53 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectNothingLeft(footprint)
     }
 
+    /// The master's stderr is a pipe whose reader has stopped reading (a wedged journald or
+    /// `| tee`), full before the server starts. The master must serve anyway, dropping its lines;
+    /// once the reader drains the pipe, the next line says how many were dropped. (Its blocking
+    /// write used to stop the whole event loop at the first log line.)
+    @Test func masterServesWhileItsLogPipeIsFull() throws {
+        let directory = makeTemporaryDirectory()
+        let fifo = directory + "/log.fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        try #require(reader >= 0)
+        defer { close(reader) }
+        // Fill it: the pipe holds what it holds, then refuses (EAGAIN).
+        let filler = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        try #require(filler >= 0)
+        let block = [UInt8](repeating: 0x2E, count: 4096)
+        var filled = 0
+        while case let n = block.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }), n > 0 { filled += n }
+        close(filler)
+        #expect(filled >= 4096, "the pipe took \(filled) bytes")
+
+        // Workers log nothing per job at info level, so only the master writes to the pipe.
+        let server = try F.ShellServer(prelude: "exec 2>log.fifo", F.framedEcho + ["--workers", "1"],
+                                       directory: directory, waitForStart: false)
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        var reply: PoolClient.Response? = nil
+        let served = waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 5) else { return false }
+            reply = try? client.request("logless".bytes)
+            return reply != nil
+        }
+        #expect(served && reply?.isOK == true && reply?.body == "logless".bytes,
+                "not served while the log pipe was full: \(String(describing: reply))")
+
+        // The reader catches up; the stop's lines then get through, the first saying what was lost.
+        var drained = [UInt8](repeating: 0, count: 65_536)
+        while read(reader, &drained, drained.count) > 0 {}
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0)
+        var log: [UInt8] = []
+        while case let n = read(reader, &drained, drained.count), n > 0 { log += drained[0..<n] }
+        let text = String(decoding: log, as: UTF8.self)
+        #expect(text.contains("log lines dropped") && text.contains("dropped="), "\(text.suffix(2000))")
+        F.expectNothingLeft(footprint)
+    }
+
     /// 2000 non-blocking connects while the master is stopped (SIGSTOP), so they overflow its
     /// listen backlog (EAGAIN beyond it). After SIGCONT the master is alive and serves old and new
     /// connections, and after they all close, new ones.

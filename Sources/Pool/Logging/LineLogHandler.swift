@@ -5,7 +5,8 @@ import Logging
 ///
 /// Not `StreamLogHandler`: stdio buffers are copied by `fork`, so a line buffered in the master
 /// could be printed again by every worker. One unbuffered write per line also keeps lines from
-/// different processes sharing the fd whole (up to PIPE_BUF).
+/// different processes sharing the fd whole (up to PIPE_BUF). The master's handler is
+/// `nonBlocking` (see `MasterLogOutput`): its event loop never waits for the log's reader.
 public struct LineLogHandler: LogHandler {
     /// `text`: `time level label[pid]: message key=value`; `json`: one JSON object per line.
     public enum Format: String, Sendable, CaseIterable { case text, json }
@@ -19,12 +20,18 @@ public struct LineLogHandler: LogHandler {
     private let label: String
     private let format: Format
     private let fd: @Sendable () -> Int32
+    private let nonBlocking: Bool
 
-    /// - Parameter fd: where to write, read on every entry (so a reopened log file takes effect).
-    public init(label: String, level: Logger.Level, format: Format = .text, fd: @escaping @Sendable () -> Int32 = { 2 }) {
+    /// - Parameters:
+    ///   - fd: where to write, read on every entry (so a reopened log file takes effect).
+    ///   - nonBlocking: for the master's logger: write stderr through `MasterLogOutput`, dropping
+    ///     (and counting) a line a full pipe or socket has no room for instead of waiting.
+    public init(label: String, level: Logger.Level, format: Format = .text, nonBlocking: Bool = false,
+                fd: @escaping @Sendable () -> Int32 = { 2 }) {
         self.label = label
         self.logLevel = level
         self.format = format
+        self.nonBlocking = nonBlocking
         self.fd = fd
     }
 
@@ -39,35 +46,59 @@ public struct LineLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { $1 } }
+        LogFile.reopenIfSignalled()
+        if nonBlocking && MasterLogOutput.dropped > 0 {
+            let notice = line(level: .warning, message: "log lines dropped: the log's reader had no room for them",
+                              metadata: ["dropped": "\(MasterLogOutput.dropped)"])
+            guard write(notice) else { MasterLogOutput.dropped += 1; return }
+            MasterLogOutput.dropped = 0
+        }
+        if !write(line(level: event.level, message: "\(event.message)", metadata: all)) && nonBlocking {
+            MasterLogOutput.dropped += 1
+        }
+    }
+
+    private func line(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
         var line: String
         let pid = getpid()
         switch format {
         case .text:
-            line = "\(Self.timestamp()) \(event.level) \(label)[\(pid)]: \(event.message)"
-            for (key, value) in all.sorted(by: { $0.key < $1.key }) { line += " \(key)=\(value)" }
+            line = "\(Self.timestamp()) \(level) \(label)[\(pid)]: \(message)"
+            for (key, value) in metadata.sorted(by: { $0.key < $1.key }) { line += " \(key)=\(value)" }
         case .json:
-            line = "{\"time\":\"\(Self.timestamp())\",\"level\":\"\(event.level)\",\"label\":\(Self.jsonString(label)),\"pid\":\(pid),\"message\":\(Self.jsonString("\(event.message)"))"
-            for (key, value) in all.sorted(by: { $0.key < $1.key }) { line += ",\(Self.jsonString(key)):\(Self.jsonString("\(value)"))" }
+            line = "{\"time\":\"\(Self.timestamp())\",\"level\":\"\(level)\",\"label\":\(Self.jsonString(label)),\"pid\":\(pid),\"message\":\(Self.jsonString(message))"
+            for (key, value) in metadata.sorted(by: { $0.key < $1.key }) { line += ",\(Self.jsonString(key)):\(Self.jsonString("\(value)"))" }
             line += "}"
         }
-        line += "\n"
+        return line + "\n"
+    }
+
+    /// Writes one line; false if none of it went out (the non-blocking output was full, or the
+    /// descriptor is closed).
+    private func write(_ line: String) -> Bool {
         var bytes = Array(line.utf8)
-        LogFile.reopenIfSignalled()
         let target = fd()
-        bytes.withUnsafeMutableBytes { buffer in
+        let viaMasterOutput = nonBlocking && target == 2
+        return bytes.withUnsafeMutableBytes { buffer in
             var offset = 0
             while offset < buffer.count {
-                let n = write(target, buffer.baseAddress! + offset, buffer.count - offset)
+                let n = viaMasterOutput
+                    ? MasterLogOutput.write(buffer.baseAddress! + offset, buffer.count - offset)
+                    : Glibc.write(target, buffer.baseAddress! + offset, buffer.count - offset)
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 {
-                    // The line is lost (a non-blocking log full, a closed pipe). If part of it went
-                    // out, end that part, so the next line starts on a line of its own (a JSON
-                    // reader would otherwise lose that one too).
-                    if offset > 0 { var newline: UInt8 = 0x0A; _ = write(target, &newline, 1) }
-                    return
+                    // The rest of the line is lost. If part of it went out, end that part, so the
+                    // next line starts on a line of its own (a JSON reader would otherwise lose
+                    // that one too).
+                    if offset > 0 {
+                        var newline: UInt8 = 0x0A
+                        _ = viaMasterOutput ? MasterLogOutput.write(&newline, 1) : Glibc.write(target, &newline, 1)
+                    }
+                    return offset > 0
                 }
                 offset += n
             }
+            return true
         }
     }
 

@@ -116,6 +116,7 @@ extension Master {
         do { try LogFile.reopen() } catch {
             logger.error("could not reopen the log file", metadata: ["error": "\(error)"])
         }
+        MasterLogOutput.prepare()
         // Workers reopen theirs before their next line.
         supervisor.signalAll(SIGUSR1)
         logger.info("log file reopened (SIGUSR1)")

@@ -297,15 +297,19 @@ enum FaultSupport {
 
         var pid: pid_t { process.processIdentifier }
 
-        init(prelude: String, _ arguments: [String]) throws {
-            directory = makeTemporaryDirectory()
-            socketPath = directory + "/pool.sock"
-            logPath = directory + "/server.log"
+        /// `prelude` runs in bash first, in `directory` (`$PWD`). `waitForStart: false` for a
+        /// prelude that sends the log elsewhere (no "pool started" to wait for).
+        init(prelude: String, _ arguments: [String], directory: String? = nil, waitForStart: Bool = true) throws {
+            self.directory = directory ?? makeTemporaryDirectory()
+            socketPath = self.directory + "/pool.sock"
+            logPath = self.directory + "/server.log"
             process = try launchLogged("/bin/bash", ["-c", "\(prelude); exec \"$0\" \"$@\"", Binaries.path("pool-server"),
                                                      "--socket", socketPath] + arguments,
-                                       directory: directory, logPath: logPath)
-            try requirePoolStart("pool-server (via bash)", log: { self.log }, isRunning: { self.process.isRunning },
-                                 stop: { self.stop() })
+                                       directory: self.directory, logPath: logPath)
+            if waitForStart {
+                try requirePoolStart("pool-server (via bash)", log: { self.log }, isRunning: { self.process.isRunning },
+                                     stop: { self.stop() })
+            }
         }
 
         deinit { stop() }

@@ -1,0 +1,46 @@
+import CSysV
+import Glibc
+
+/// Where the master's log lines go without ever blocking its event loop.
+///
+/// Descriptor 2 is shared with the workers (and often with a shell), so its file status flags are
+/// not ours to change. When it is a pipe or FIFO (a journald stream is a socket, `| tee` a pipe),
+/// the master reopens it through /proc/self/fd/2, which gives a description of its own that can be
+/// non-blocking; a socket is written with `MSG_DONTWAIT`. A line the reader has no room for is
+/// dropped and counted, and the next line that gets through is preceded by a count of them. A
+/// regular file or a terminal is written as before (neither reports "full"). Workers keep the
+/// blocking descriptor: a worker may wait for its log, the master may not.
+enum MasterLogOutput {
+    enum Mode { case blocking, privatePipe(Int32), socket }
+
+    nonisolated(unsafe) private static var mode: Mode?
+    /// Lines dropped since the last one written.
+    nonisolated(unsafe) static var dropped = 0
+
+    /// Chooses the mode for what descriptor 2 is now (again after a log file was reopened onto it).
+    static func prepare() {
+        if case .privatePipe(let fd) = mode { close(fd) }
+        mode = .blocking
+        var info = stat()
+        guard fstat(2, &info) == 0 else { return }
+        switch info.st_mode & S_IFMT {
+        case S_IFIFO:
+            let fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+            if fd >= 0 { mode = .privatePipe(fd) }
+        case S_IFSOCK:
+            mode = .socket
+        default:
+            break
+        }
+    }
+
+    /// Writes `count` bytes at `bytes` once: the bytes written, or -1 with errno (EAGAIN: no room).
+    static func write(_ bytes: UnsafeRawPointer, _ count: Int) -> Int {
+        if mode == nil { prepare() }
+        switch mode! {
+        case .blocking: return Glibc.write(2, bytes, count)
+        case .privatePipe(let fd): return Glibc.write(fd, bytes, count)
+        case .socket: return send(2, bytes, count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+        }
+    }
+}
