@@ -19,10 +19,9 @@ public enum LogFile {
     /// The corresponding C functions are `open` and `dup2`.
     public static func reopen() throws {
         guard let path else { return }
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw SystemError("open(\(path))", .current) }
+        let fd = try valueOrErrno("open(\(path))") { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640) }.get()
         defer { close(fd) }
-        guard dup2(fd, 2) >= 0 else { throw SystemError("dup2", .current) }
+        _ = try valueOrErrno("dup2") { dup2(fd, 2) }.get()
     }
 
     /// Whether a log file is in use.

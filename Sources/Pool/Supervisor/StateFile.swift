@@ -69,14 +69,24 @@ public struct PoolState: Equatable, Sendable {
     /// reboot either; the rename alone keeps a reader from ever seeing half a file.
     public func write(to path: String) throws {
         let temporary = "\(path).tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemError("open(\(temporary))", .current) }
+        let fd = try valueOrErrno("open(\(temporary))") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }.get()
         var bytes = Array(encoded().utf8)
-        let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        // A short write (a full disk) goes on from where it stopped; its error is the one thrown.
+        var failure: SystemError? = nil
+        bytes.withUnsafeMutableBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                switch valueOrErrno("write(\(temporary))", { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }) {
+                case .success(let n) where n > 0: offset += n
+                case .success: failure = SystemError("write(\(temporary))", .noSpace); return
+                case .failure(let error): failure = error; return
+                }
+            }
+        }
         Glibc.close(fd)
-        guard written == bytes.count else {
+        if let failure {
             unlink(temporary)
-            throw SystemError("write(\(temporary))", .current)
+            throw failure
         }
         guard rename(temporary, path) == 0 else {
             let error = SystemError("rename(\(path))", .current)
