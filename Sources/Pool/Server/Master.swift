@@ -416,7 +416,9 @@ final class Master {
     /// Out of descriptors: free the spare, take the waiting connection and close it so the client
     /// is not left hanging in the backlog and the listener does not spin.
     func shedOneConnection(_ listener: Listener) {
-        logger.warning("out of file descriptors; closing a new connection (raise ulimit -n)")
+        // Caused by clients like the other refusals, so throttled like them: a connect flood at
+        // the limit must not become a log line per connection.
+        logger.log(throttledBy: &logThrottle, level: .warning, "out of file descriptors; closing a new connection (raise ulimit -n)")
         if spareFD >= 0 { Glibc.close(spareFD) }
         if let client = try? listener.socket.accept() {
             rejectBusy(client)
