@@ -60,6 +60,40 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// A worker killed in the middle of a queue message: a job of that message it finished and
+    /// whose reply was delivered is not lost, and the "worker died" line does not name it; the job
+    /// it was running is (and is answered 5). The line used to list every finished job of the
+    /// message, delivered or not.
+    @Test func workerDiedNamesOnlyTheJobsItsClientsLost() throws {
+        // --batch-time 1 ms: after echo jobs the master packs many jobs into one message, and a
+        // 20 ms job (an eighth of it moves the average past 1 ms) has its reply sent at once.
+        let server = try TestServer(F.framedSim + ["--workers", "1", "--batch-time", "0.001"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let worker = try #require(waitForWorkers(server, 1)?.first)
+        let connection = try F.Connection(path: server.socketPath, timeout: 30)
+        let warmup = (0..<200).map { "x\($0)".bytes }
+        connection.send(FramedWire.requestFrames(warmup))
+        #expect(connection.readFrames(warmup.count)?.map(\.status) == Array(repeating: 0, count: warmup.count))
+
+        // Both in one write, so in one read and one message.
+        connection.send(FramedWire.requestFrames(["sleep:20".bytes, "sleep:10000".bytes]))
+        let first = connection.readFrames(1)?.first
+        #expect(first == Frame(status: 0, body: "sleep:20".bytes), "\(String(describing: first))")
+        #expect(waitUntil(timeout: 20) {
+            OperationsSupport.status(server.socketPath)?.workers.first?.state == "busy"
+        }, "the worker did not start the long job")
+        kill(worker, SIGKILL)
+        let second = connection.readFrames(1)?.first
+        #expect(second?.status == ResponseStatus.workerDied.rawValue, "\(String(describing: second))")
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "worker died").isEmpty })
+        let died = server.logLines(containing: "worker died").first.map(String.init) ?? ""
+        let lost = died.range(of: "lost=[").map { died[$0.upperBound...].prefix { $0 != "]" } } ?? ""
+        #expect(lost.split(separator: ",").count == 1, "only the running job is lost: \(died)")
+        connection.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// With one worker: `sleep` then five requests pipelined; the worker is SIGKILLed during the
     /// sleep. The sleep request gets 5 (worker died); the five queued behind it stay in the slot's
     /// queue and are answered 0 by the replacement, in order.

@@ -320,7 +320,8 @@ final class Master {
             // they are delivered, not reported lost. Per child, since each may have exited after
             // the previous drain.
             drainReplies()
-            guard let loss = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running) else {
+            guard let loss = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running,
+                                                     awaitsReply: { self.routes[$0] != nil }) else {
                 continue
             }
             // Never started: run elsewhere, ahead of what is held (they are older), in their order.

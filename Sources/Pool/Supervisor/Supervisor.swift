@@ -293,7 +293,10 @@ final class Supervisor {
 
     /// Handles a reaped worker: returns its slot and the request(s) it took down with it.
     /// Call after draining the reply queue, so replies it sent before dying are not counted lost.
-    func workerExited(pid: pid_t, status: ExitStatus, shuttingDown: Bool) -> WorkerLoss? {
+    /// `awaitsReply`: result mode, whether a job's reply is still owed to a client (a job it
+    /// finished whose reply was delivered is not lost, and is not named so in the log).
+    func workerExited(pid: pid_t, status: ExitStatus, shuttingDown: Bool,
+                      awaitsReply: (UInt64) -> Bool = { _ in true }) -> WorkerLoss? {
         guard let index = slotIndex(of: pid) else { return nil }
         let now = monotonicNanoseconds()
         var slot = slots[index]
@@ -314,9 +317,9 @@ final class Supervisor {
             for (position, job) in held.jobs.enumerated() {
                 if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
                 if position < held.done {
-                    // Finished, but its reply may have been waiting in the worker's batch; if it
-                    // was delivered the caller finds no route for it and ignores this.
-                    if configuration.replyMode == .result { lost.append(LostJob(id: job.id, status: .workerDied)) }
+                    // Finished, but its reply may have been waiting in the worker's batch, and
+                    // then died with it.
+                    if configuration.replyMode == .result && awaitsReply(job.id) { lost.append(LostJob(id: job.id, status: .workerDied)) }
                 } else if position < held.started {
                     lost.append(LostJob(id: job.id, status: lostStatus))
                 } else {
