@@ -85,6 +85,35 @@ import Testing
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// Past --max-connections the server answers busy and closes, usually before the client has
+    /// written its message: the write fails (EPIPE) but the answer is there to read. The client
+    /// used to report the broken pipe in about two of three tries.
+    @Test func oneshotAtTheConnectionLimitReportsBusyNotABrokenPipe() throws {
+        let server = try TestServer(["--max-connections", "2", "--idle-timeout", "60"])
+        var held: [SocketFD] = []
+        defer { for socket in held { socket.close() } }
+        for _ in 0..<2 { held.append(try connectBlocking(path: server.socketPath, timeout: 10)) }
+        #expect(waitUntil(timeout: 20) {
+            (try? PoolClient.oneshot(socketPath: server.socketPath, message: "probe".bytes, timeout: 10)) == "error: busy".bytes
+        }, "the held connections never filled the limit")
+        var answers: [String: Int] = [:]
+        for _ in 0..<40 {
+            let answer: String
+            do {
+                answer = String(decoding: try PoolClient.oneshot(socketPath: server.socketPath, message: "over".bytes, timeout: 10), as: UTF8.self)
+            } catch {
+                answer = "thrown: \(error)"
+            }
+            answers[answer, default: 0] += 1
+        }
+        #expect(answers == ["error: busy": 40], "\(answers)")
+        let result = try run(server, ["over"])
+        #expect(result.status == 1 && result.stderr.contains("error: busy"), "\(result.stderr)")
+        for socket in held { socket.close() }
+        held = []
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     @Test func noServerIsAnError() throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

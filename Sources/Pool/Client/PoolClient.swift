@@ -231,7 +231,15 @@ public final class PoolClient {
         defer { socket.close() }
         try socket.connect(path: socketPath)
         if let timeout { try socket.setReceiveTimeout(seconds: timeout) }
-        try message.withUnsafeBytes { try socket.writeAll($0) }
+        // A server refusing the connection (busy at --max-connections) answers and closes at
+        // once, often before the message is written: the write then fails (EPIPE), but the answer
+        // is waiting to be read. Only with nothing to read is the write's error the outcome.
+        var writeError: SystemError? = nil
+        do {
+            try message.withUnsafeBytes { try socket.writeAll($0) }
+        } catch let error as SystemError where error.errno == .brokenPipe || error.errno == .connectionReset {
+            writeError = error
+        }
         var reply: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
         while true {
@@ -242,6 +250,7 @@ public final class PoolClient {
                 // A reset after the reply (a server closing with our unread bytes) ends it; one
                 // before any reply is a refusal, not an empty answer.
                 if errno == ECONNRESET {
+                    if let writeError, reply.isEmpty { throw writeError }
                     if reply.isEmpty { throw ProtocolError(description: "the server reset the connection without a reply") }
                     break
                 }
@@ -250,6 +259,7 @@ public final class PoolClient {
             if n == 0 { break }
             reply.append(contentsOf: chunk[0..<n])
         }
+        if let writeError, reply.isEmpty { throw writeError }
         return reply
     }
 }
