@@ -201,6 +201,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Connections beyond this are answered busy and closed.")
     var maxConnections = 10_000
 
+    @Option(name: .long, help: "Connections the kernel queues for accept (listen(2) backlog; capped by net.core.somaxconn).")
+    var listenBacklog: Int32 = 1024
+
     @Option(name: .long, help: "Requests held while all queues are full (their clients wait), before answering busy; 0 answers busy at once.")
     var maxBacklog = 10_000
 
@@ -261,6 +264,7 @@ struct Serve: ParsableCommand {
         configuration.idleTimeout = idleTimeout
         configuration.maxInflight = maxInflight
         configuration.maxConnections = maxConnections
+        configuration.listenBacklog = listenBacklog
         configuration.maxBacklog = maxBacklog
         configuration.jobTimeout = jobTimeout
         configuration.batchTime = batchTime

@@ -73,6 +73,7 @@ import Testing
             ("--max-backlog", { $0.maxBacklog = -1 }),
             ("--shutdown-timeout", { $0.shutdownTimeout = -1 }),
             ("--idle-timeout", { $0.idleTimeout = 0 }),
+            ("--listen-backlog", { $0.listenBacklog = 0 }),
         ]
         for (flag, change) in cases {
             let refusal = Self.refusal(change)

@@ -175,6 +175,7 @@ extension PoolConfiguration {
         guard maxInflight >= 1 else { throw ConfigurationError("--max-inflight must be at least 1") }
         guard maxConnections >= 1 else { throw ConfigurationError("--max-connections must be at least 1") }
         guard maxBacklog >= 0 else { throw ConfigurationError("--max-backlog must be 0 or more") }
+        guard listenBacklog >= 1 else { throw ConfigurationError("--listen-backlog must be at least 1") }
         guard spillBytes >= 0 else { throw ConfigurationError("--spill-bytes must be 0 (never) or more") }
         guard arenaChunks >= 0, arenaChunks <= 65_536 else { throw ConfigurationError("--arena-chunks must be within 0…65536") }
         let ring = effectiveReplyRingBytes(limits: limits)
