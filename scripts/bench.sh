@@ -719,7 +719,7 @@ if part skew; then
                     if [[ $mode != round-robin && $clear_ratio != "–" ]] && { [[ -z $clear_best ]] || jq -en "$clear_ratio < $clear_best" >/dev/null; }; then
                         clear_best=$clear_ratio clear_mode=$mode
                     fi
-                    echo "| $mode | $(jqf "$f" 'if .failed then "failed | – | – | – | –" else "\(.requests_per_second | rps) | \(.latency_non_skew_us.p50 | lat) | \(.latency_non_skew_us.p99 | lat)" end') | $( [[ $ratio == "–" ]] && echo "–" || echo "${ratio}×") | $(jqf "$f" 'if .failed then "–" else .latency_us.p99 | lat end') | $(jqf "$f" 'if (.latency_non_skew_clear_us // null) == null or .latency_non_skew_us.count == 0 then "– | –" else "\((1 - .latency_non_skew_clear_us.count / .latency_non_skew_us.count) * 100 | round) % | \(.latency_non_skew_clear_us.p99 | lat)" end') | $( [[ $clear_ratio == "–" ]] && echo "–" || echo "${clear_ratio}×") | $(jqf "$f" 'errs') |"
+                    echo "| $mode | $(jqf "$f" 'if .failed then "failed | – | –" else "\(.requests_per_second | rps) | \(.latency_non_skew_us.p50 | lat) | \(.latency_non_skew_us.p99 | lat)" end') | $( [[ $ratio == "–" ]] && echo "–" || echo "${ratio}×") | $(jqf "$f" 'if .failed then "–" else .latency_us.p99 | lat end') | $(jqf "$f" 'if (.latency_non_skew_clear_us // null) == null or .latency_non_skew_us.count == 0 then "– | –" else "\((1 - .latency_non_skew_clear_us.count / .latency_non_skew_us.count) * 100 | round) % | \(.latency_non_skew_clear_us.p99 | lat)" end') | $( [[ $clear_ratio == "–" ]] && echo "–" || echo "${clear_ratio}×") | $(jqf "$f" 'errs') |"
                 done
                 echo
                 if [[ -n $best ]]; then

@@ -48,22 +48,28 @@ struct ControlOptions: ParsableArguments {
         guard timeout > 0 && timeout <= 100_000_000 else { throw ValidationError("--timeout must be > 0 and at most 1e8 seconds") }
     }
 
-    /// One command, its answer awaited at most `--timeout` seconds.
+    /// One command, its answer awaited at most `--timeout` seconds. An `error: …` answer (the
+    /// master refused it) is a failure too.
     func send(_ command: String) throws -> String {
+        let answer: String
         do {
-            return try ControlClient.send(command, controlSocket: controlSocket, timeout: timeout)
+            answer = try ControlClient.send(command, controlSocket: controlSocket, timeout: timeout)
         } catch {
             throw ControlFailure("cannot reach the server at \(controlSocket): \(error)")
         }
+        if answer.hasPrefix("error:") {
+            throw ControlFailure("the server refused '\(command)': \(answer.hasSuffix("\n") ? String(answer.dropLast()) : answer)")
+        }
+        return answer
     }
 
-    /// Polls the JSON status until `done` holds or the timeout passes.
+    /// Polls the JSON status until `done` holds or `--timeout` has passed (by the clock, each
+    /// poll bounded by what is left of it).
     func waitFor(_ what: String, _ done: (String) -> Bool) throws {
-        var waited = 0.0
-        while waited < timeout {
-            if let status = try? ControlClient.send("status json", controlSocket: controlSocket, timeout: timeout), done(status) { return }
+        let deadline = monotonicNanoseconds() + Int64(timeout * 1e9)
+        while case let left = Double(deadline - monotonicNanoseconds()) / 1e9, left > 0 {
+            if let status = try? ControlClient.send("status json", controlSocket: controlSocket, timeout: left), done(status) { return }
             usleep(100_000)
-            waited += 0.1
         }
         throw ControlFailure("timed out waiting for \(what)")
     }
@@ -113,10 +119,9 @@ struct Stop: ParsableCommand {
         let status = try options.send("status json")
         guard let pid = jsonField(status, "pid").first.flatMap({ pid_t($0) }) else { throw ControlFailure("no pid in status") }
         _ = try options.send("stop")
-        var waited = 0.0
-        while kill(pid, 0) == 0 && waited < options.timeout {
+        let deadline = monotonicNanoseconds() + Int64(options.timeout * 1e9)
+        while kill(pid, 0) == 0 && monotonicNanoseconds() < deadline {
             usleep(100_000)
-            waited += 0.1
         }
         guard kill(pid, 0) != 0 else { throw ControlFailure("pid \(pid) still running after \(options.timeout) s") }
         print("stopped pid \(pid)")

@@ -63,6 +63,10 @@ import Testing
         #expect(throws: ConfigurationError.self) { _ = try explicit.validate(limits: big) }
         explicit.replyRingBytes = 0
         #expect(throws: Never.self) { _ = try explicit.validate(limits: big) }
+        // Beyond the largest ring (16 MiB) the default is no ring, not a refusal.
+        let huge = QueueLimits(maxMessageBytes: (1 << 24) + 1, defaultQueueBytes: 1 << 25, maxQueues: 32_000)
+        #expect(configuration.effectiveReplyRingBytes(limits: huge) == 0)
+        #expect(throws: Never.self) { _ = try configuration.validate(limits: huge) }
     }
 
     /// Each limit's refusal names its own flag.

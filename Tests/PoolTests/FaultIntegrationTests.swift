@@ -67,7 +67,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func workerDiedNamesOnlyTheJobsItsClientsLost() throws {
         // --batch-time 1 ms: after echo jobs the master packs many jobs into one message, and a
         // 20 ms job (an eighth of it moves the average past 1 ms) has its reply sent at once.
-        let server = try TestServer(F.framedSim + ["--workers", "1", "--batch-time", "0.001"])
+        let server = try TestServer(F.framedSim + ["--workers", "1", "--batch-time", "0.001", "--log-level", "debug"])
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         let worker = try #require(waitForWorkers(server, 1)?.first)
@@ -83,6 +83,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(waitUntil(timeout: 20) {
             OperationsSupport.status(server.socketPath)?.workers.first?.state == "busy"
         }, "the worker did not start the long job")
+        // Otherwise the test proves nothing: the finished job must be in the dead worker's message.
+        let queued = Array(server.logLines(containing: " queued ").suffix(2))
+        let messages = queued.map { intField($0, "message") }
+        #expect(messages.count == 2 && messages[0] != nil && messages[0] == messages[1], "the two jobs went in different messages: \(queued)")
         kill(worker, SIGKILL)
         let second = connection.readFrames(1)?.first
         #expect(second?.status == ResponseStatus.workerDied.rawValue, "\(String(describing: second))")

@@ -629,11 +629,12 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
-    /// Sends `bytes` on a fresh control connection and reads the answer to EOF.
+    /// Sends `bytes` on a fresh control connection, half-closes it, and reads the answer to EOF.
     private static func controlExchange(_ server: TestServer, _ bytes: [UInt8]) throws -> String {
         let socket = try connectBlocking(path: server.socketPath + ".ctl", timeout: 10)
         defer { socket.close() }
         try bytes.withUnsafeBytes { try socket.writeAll($0) }
+        try? socket.shutdownWrite()
         var answer: [UInt8] = []
         while case .success(let chunk) = receiveChunk(socket.raw) { answer += chunk }
         return text(answer)
@@ -651,6 +652,11 @@ private typealias S = OperationsSupport
         // Exactly at the limit (1023 bytes and the newline) still runs.
         let fits = Array("status json".utf8) + [UInt8](repeating: 0x20, count: 1023 - 11) + [0x0A]
         #expect(try Self.controlExchange(server, fits).hasPrefix("{"))
+        // Ended by EOF without a newline (a client killed mid-write): `status` runs, a command
+        // that changes the pool does not.
+        #expect(try Self.controlExchange(server, Array("status json".utf8)).hasPrefix("{"))
+        let cut = try Self.controlExchange(server, Array("scale 1".utf8))
+        #expect(cut.hasPrefix("error: a command that changes the pool must end with a newline"), "\(cut.debugDescription)")
         usleep(300_000)
         #expect(S.status(server.socketPath)?.workers.count == 2, "the cut-short command ran")
         S.expectCleanExit(server)
@@ -671,6 +677,9 @@ private typealias S = OperationsSupport
             return answer.hasPrefix("error: too many control connections (64)")
         }
         #expect(refused, "65th control connection: \(answer.debugDescription)")
+        // The CLI reads that answer (the master closes before reading its line) and fails with it.
+        let cli = try S.poolServer(["status", "--socket", server.socketPath], timeout: 30)
+        #expect(cli.status == 1 && cli.stderr.contains("too many control connections (64)"), "\(cli)")
         for socket in held { socket.close() }
         held = []
         #expect(waitUntil(timeout: 20) { S.status(server.socketPath) != nil }, "no status after the held connections closed")

@@ -124,6 +124,8 @@ final class Master {
     let idleScanInterval: Int64
 
     @exclusivity(unchecked) private(set) var accepted = 0
+    /// Queue messages sent (debug log lines name the message a job went in).
+    @exclusivity(unchecked) private var messagesQueued: UInt64 = 0
     @exclusivity(unchecked) private(set) var statusCounts = [Int](repeating: 0, count: 8)
 
     init(configuration: PoolConfiguration, maxMessage: Int, limits: QueueLimits, logger: Logger,
@@ -750,8 +752,10 @@ final class Master {
             }
         }
         if case .queued(let target) = outcome {
+            messagesQueued &+= 1
             for entry in batch.entries {
-                logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)"])
+                logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)",
+                                                  "message": "\(messagesQueued)"])
                 supervisor.noteQueued(entry.id, bytes: entry.bytes, slot: target)
                 if let chunk = entry.spill {
                     supervisor.arena?.noteSent(chunk, queue: supervisor.slots[target].queue.id)

@@ -60,9 +60,14 @@ extension Master {
         }
         let bytes = Array(connection.input.readable)
         let answer: String
-        if let end = bytes.firstIndex(of: 0x0A) ?? (connection.peerClosed && bytes.count < Self.maxControlLine ? bytes.count : nil),
-           end < Self.maxControlLine {
-            answer = runControl(String(decoding: bytes[..<end], as: UTF8.self))
+        if let newline = bytes.firstIndex(of: 0x0A), newline < Self.maxControlLine {
+            answer = runControl(String(decoding: bytes[..<newline], as: UTF8.self))
+        } else if connection.peerClosed && bytes.count < Self.maxControlLine {
+            // Ended by EOF alone: it may be a client killed mid-write (`scale 1` of `scale 12`),
+            // so only a command that changes nothing runs that way.
+            let line = String(decoding: bytes, as: UTF8.self)
+            answer = line.split(separator: " ").first == "status" || line.isEmpty
+                ? runControl(line) : "error: a command that changes the pool must end with a newline\n"
         } else if bytes.count >= Self.maxControlLine || connection.peerClosed {
             // Never run a command cut short: `scale 1` is not what `scale 10…` meant.
             answer = "error: command line longer than \(Self.maxControlLine - 1) bytes\n"

@@ -99,12 +99,15 @@ public struct PoolConfiguration: Sendable {
     public var arenaChunks: Int = 256
     /// Result mode: bytes of each worker's ring for replies of at least `spillBytes` (`--reply-ring`;
     /// 0: every reply inline). A multiple of 64, at least `msgmax`. `nil`: 64 KiB, or `msgmax`
-    /// rounded up to 64 where the kernel allows larger messages, so the default always starts.
+    /// rounded up to 64 where the kernel allows larger messages (none above 16 MiB, the most a
+    /// ring may have: replies then travel inline), so the default always starts.
     public var replyRingBytes: Int? = nil
 
     /// The ring size in effect under `limits` (see `replyRingBytes`).
     public func effectiveReplyRingBytes(limits: QueueLimits) -> Int {
-        replyRingBytes ?? max(65_536, (limits.maxMessageBytes + 63) / 64 * 64)
+        if let replyRingBytes { return replyRingBytes }
+        let fitting = max(65_536, (limits.maxMessageBytes + 63) / 64 * 64)
+        return fitting <= 1 << 24 ? fitting : 0
     }
     /// `listen(2)` backlog.
     public var listenBacklog: Int32 = 1024

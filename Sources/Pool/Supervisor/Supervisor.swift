@@ -298,6 +298,8 @@ final class Supervisor {
     func workerExited(pid: pid_t, status: ExitStatus, shuttingDown: Bool,
                       awaitsReply: (UInt64) -> Bool = { _ in true }) -> WorkerLoss? {
         guard let index = slotIndex(of: pid) else { return nil }
+        // Reaped: its pid may be reused at once, by a worker respawned before the next tick.
+        restarting[pid] = nil
         let now = monotonicNanoseconds()
         var slot = slots[index]
         slot.pid = nil

@@ -111,6 +111,10 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
             exitOnQueueFailure(error, "msgrcv of a job", logger: logger)
         }
         guard let (type, length) = received else { continue }
+        // A SIGTERM that landed just before msgrcv blocked was counted but did not interrupt
+        // it: leave before starting anything. The message's jobs, none started, are run by
+        // another worker (the master reads them from this slot's inbox).
+        if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM before starting its message") }
         if type == JobCodec.quitType {
             logger.debug("worker quitting on the master's request")
             ChildProcess.exitImmediately(WorkerExit.normal)

@@ -99,6 +99,15 @@ public struct SocketFD: Hashable, Sendable {
         }.get()
     }
 
+    /// Sets a send timeout (client side, blocking sockets). On a Unix socket it also bounds
+    /// `connect`, which blocks while the listener's backlog is full.
+    public func setSendTimeout(seconds: Double) throws {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        _ = try valueOrErrno("setsockopt(SO_SNDTIMEO)") {
+            setsockopt(raw, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }.get()
+    }
+
     /// Closes the descriptor. EINTR is not retried: on Linux the fd is gone either way.
     ///
     /// The corresponding C function is `close`.
