@@ -13,26 +13,9 @@ public enum ControlClient {
         try socket.setSendTimeout(seconds: timeout)
         try socket.connect(path: path)
         try socket.setReceiveTimeout(seconds: timeout)
-        // A refusal (too many control connections, a line too long) is written and the socket
-        // closed before our line is read: the write may then fail, and the read end with a
-        // reset, but the answer is there to read first.
-        var writeError: SystemError? = nil
-        do {
-            try Array((command + "\n").utf8).withUnsafeBytes { try socket.writeAll($0) }
-        } catch let error as SystemError where error.errno == .brokenPipe || error.errno == .connectionReset {
-            writeError = error
-        }
-        var reply: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(socket.raw, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && errno == ECONNRESET && !reply.isEmpty { break }
-            if n < 0 { throw writeError ?? SystemError("read", .current) }
-            if n == 0 { break }
-            reply.append(contentsOf: chunk[0..<n])
-        }
-        if let writeError, reply.isEmpty { throw writeError }
+        // A refusal (too many control connections, a line too long) may come before the line is
+        // read: `requestThenReadToEnd` still returns it.
+        let reply = try socket.requestThenReadToEnd(Array((command + "\n").utf8))
         return String(decoding: reply, as: UTF8.self)
     }
 }

@@ -231,30 +231,37 @@ public final class PoolClient {
         defer { socket.close() }
         try socket.connect(path: socketPath)
         if let timeout { try socket.setReceiveTimeout(seconds: timeout) }
-        // A server refusing the connection (busy at --max-connections) answers and closes at
-        // once, often before the message is written: the write then fails (EPIPE), but the answer
-        // is waiting to be read. Only with nothing to read is the write's error the outcome.
+        return try socket.requestThenReadToEnd(message)
+    }
+}
+
+extension SocketFD {
+    /// Writes `request`, then reads until the server closes. A server refusing the connection
+    /// (busy at `--max-connections`, the control socket's refusals) answers and closes at once,
+    /// often before the request is written: the write then fails (EPIPE) and the read may end in
+    /// a reset, but the answer is there to read first. Only with nothing read is either error the
+    /// outcome.
+    func requestThenReadToEnd(_ request: [UInt8]) throws -> [UInt8] {
         var writeError: SystemError? = nil
         do {
-            try message.withUnsafeBytes { try socket.writeAll($0) }
+            try request.withUnsafeBytes { try writeAll($0) }
         } catch let error as SystemError where error.errno == .brokenPipe || error.errno == .connectionReset {
             writeError = error
         }
         var reply: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(socket.raw, $0.baseAddress, $0.count) }
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(raw, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                if errno == EAGAIN { throw ProtocolError(description: "timed out waiting for the server") }
+                if errno == EAGAIN { throw PoolClient.ProtocolError(description: "timed out waiting for the server") }
                 // A reset after the reply (a server closing with our unread bytes) ends it; one
                 // before any reply is a refusal, not an empty answer.
                 if errno == ECONNRESET {
-                    if let writeError, reply.isEmpty { throw writeError }
-                    if reply.isEmpty { throw ProtocolError(description: "the server reset the connection without a reply") }
-                    break
+                    if !reply.isEmpty { break }
+                    throw writeError ?? PoolClient.ProtocolError(description: "the server reset the connection without a reply")
                 }
-                throw SystemError("read", .current)
+                throw writeError ?? SystemError("read", .current)
             }
             if n == 0 { break }
             reply.append(contentsOf: chunk[0..<n])

@@ -1,4 +1,5 @@
 import Glibc
+import SystemPackage
 
 /// What a running master records beside its socket so that, if it is SIGKILLed, the next start
 /// (or `pool-server cleanup`) can remove the queues it left: System V queues outlive processes.
@@ -70,18 +71,14 @@ public struct PoolState: Equatable, Sendable {
     public func write(to path: String) throws {
         let temporary = "\(path).tmp.\(getpid())"
         let fd = try valueOrErrno("open(\(temporary))") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }.get()
-        var bytes = Array(encoded().utf8)
-        // A short write (a full disk) goes on from where it stopped; its error is the one thrown.
+        // writeAll goes on after a short write and retries EINTR; a full disk throws ENOSPC.
         var failure: SystemError? = nil
-        bytes.withUnsafeMutableBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                switch valueOrErrno("write(\(temporary))", { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }) {
-                case .success(let n) where n > 0: offset += n
-                case .success: failure = SystemError("write(\(temporary))", .noSpace); return
-                case .failure(let error): failure = error; return
-                }
-            }
+        do {
+            _ = try FileDescriptor(rawValue: fd).writeAll(Array(encoded().utf8))
+        } catch let error as Errno {
+            failure = SystemError("write(\(temporary))", error)
+        } catch {
+            failure = SystemError("write(\(temporary))", .ioError)
         }
         Glibc.close(fd)
         if let failure {
