@@ -1390,6 +1390,31 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// A SIGTERM that lands after a worker's check and before its msgrcv is only seen once msgrcv
+    /// returns a message: the worker must leave without starting it (a restart for a new reply
+    /// queue depends on that), and the master must run the untouched message on the replacement.
+    /// Debug builds widen the window with `POOL_DEBUG_WORKER_RECEIVE_DELAY_MS`.
+    @Test func workerSignalledBeforeItsReceiveLeavesTheMessageUnstarted() throws {
+        var environment = ProcessInfo.processInfo.environment
+        environment["POOL_DEBUG_WORKER_RECEIVE_DELAY_MS"] = "1500"
+        let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: environment)
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let worker = try #require(waitForWorkers(server, 1)?.first)
+        // Its handler is in place, so it is now in the delay before its first msgrcv.
+        try #require(waitUntil(timeout: 20) { signalSet("SigCgt", of: worker, contains: SIGTERM) })
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try client.send("untouched".bytes)
+        kill(worker, SIGTERM)
+        let response = try client.receive()
+        #expect(response.isOK && response.body == "untouched".bytes, "\(response)")
+        #expect(!server.logLines(containing: "before starting its message").isEmpty, "\(server.log.suffix(3000))")
+        #expect(server.logLines(containing: "worker died").isEmpty, "\(server.log.suffix(3000))")
+        #expect(!server.workerPIDs.contains(worker))
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// A respawn whose fork fails is retried a second later, and the pool is whole again.
     @Test func respawnIsRetriedWhenItsForkFails() throws {
         let server = try TestServer(F.framedEcho + ["--workers", "2"], environment: Self.failingForks("3"))

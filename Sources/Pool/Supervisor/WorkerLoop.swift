@@ -98,10 +98,18 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         ChildProcess.exitImmediately(WorkerExit.normal)
     }
 
+    #if DEBUG
+    // Debug builds only: widens the window between the SIGTERM check and msgrcv, so a test can
+    // land a signal inside it (`POOL_DEBUG_WORKER_RECEIVE_DELAY_MS`).
+    let receiveDelay = getenv("POOL_DEBUG_WORKER_RECEIVE_DELAY_MS").flatMap { UInt32(String(cString: $0)) }
+    #endif
     logger.debug("worker started", metadata: ["queue": "\(env.queue.id)"])
     while true {
         if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM") }
         env.inboxes.clear(slot)
+        #if DEBUG
+        if let receiveDelay { usleep(receiveDelay * 1000) }
+        #endif
         let received: (type: Int, length: Int)?
         do {
             received = try env.queue.receive(into: inbox, nowait: false, retryOnInterrupt: false)
