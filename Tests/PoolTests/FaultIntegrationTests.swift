@@ -1317,10 +1317,25 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
     /// The test runner's environment plus `POOL_DEBUG_FAIL_FORKS`: the master's forks numbered
     /// in `calls` (from 1) fail with EAGAIN, as at the process limit, which root does not meet.
-    static func failingForks(_ calls: String) -> [String: String] {
+    static func failingForks(_ calls: String) -> [String: String] { debugEnvironment("POOL_DEBUG_FAIL_FORKS", calls) }
+
+    /// This process's environment plus one of the debug builds' failpoint variables.
+    static func debugEnvironment(_ variable: String, _ value: String) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment
-        environment["POOL_DEBUG_FAIL_FORKS"] = calls
+        environment[variable] = value
         return environment
+    }
+
+    /// A one-worker framed echo server started with a failpoint variable, and its worker's pid.
+    /// (Stopped by its deinit if the worker never shows up.)
+    private func oneWorkerServer(debug variable: String, _ value: String) throws -> (TestServer, F.Footprint, pid_t) {
+        let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: Self.debugEnvironment(variable, value))
+        let footprint = F.Footprint(server)
+        guard let worker = waitForWorkers(server, 1)?.first else {
+            footprint.removeLeftovers()
+            throw TestFailure("no worker started:\n\(server.log.suffix(2000))")
+        }
+        return (server, footprint, worker)
     }
 
     /// The second of three forks at start fails: the master exits 2 naming the call and leaves
@@ -1370,12 +1385,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// second by POOL_DEBUG_WORKER_START_DELAY_MS) waits, blocked since the fork, and then ends the
     /// worker gracefully (exit 0) instead of killing it (signal 15, logged as a crash).
     @Test func terminationSentWhileAWorkerStartsIsHandledGracefully() throws {
-        var environment = ProcessInfo.processInfo.environment
-        environment["POOL_DEBUG_WORKER_START_DELAY_MS"] = "2000"
-        let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: environment)
-        let footprint = F.Footprint(server)
+        let (server, footprint, worker) = try oneWorkerServer(debug: "POOL_DEBUG_WORKER_START_DELAY_MS", "2000")
         defer { server.stop(); footprint.removeLeftovers() }
-        let worker = try #require(waitForWorkers(server, 1)?.first)
         // Inside the window: SIGTERM blocked and no handler yet (else the test proves nothing).
         try #require(signalSet("SigBlk", of: worker, contains: SIGTERM) && !signalSet("SigCgt", of: worker, contains: SIGTERM),
                      "the worker was not signalled inside its start window")
@@ -1395,12 +1406,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// queue depends on that), and the master must run the untouched message on the replacement.
     /// Debug builds widen the window with `POOL_DEBUG_WORKER_RECEIVE_DELAY_MS`.
     @Test func workerSignalledBeforeItsReceiveLeavesTheMessageUnstarted() throws {
-        var environment = ProcessInfo.processInfo.environment
-        environment["POOL_DEBUG_WORKER_RECEIVE_DELAY_MS"] = "1500"
-        let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: environment)
-        let footprint = F.Footprint(server)
+        let (server, footprint, worker) = try oneWorkerServer(debug: "POOL_DEBUG_WORKER_RECEIVE_DELAY_MS", "1500")
         defer { server.stop(); footprint.removeLeftovers() }
-        let worker = try #require(waitForWorkers(server, 1)?.first)
         // Its handler is in place, so it is now in the delay before its first msgrcv.
         try #require(waitUntil(timeout: 20) { signalSet("SigCgt", of: worker, contains: SIGTERM) })
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
