@@ -18,6 +18,8 @@ enum MasterLogOutput {
     nonisolated(unsafe) static var dropped = 0
 
     /// Chooses the mode for what descriptor 2 is now (again after a log file was reopened onto it).
+    /// A pipe that cannot be reopened now (no descriptor free) is written blocking for this line
+    /// and tried again at the next.
     static func prepare() {
         if case .privatePipe(let fd) = mode { close(fd) }
         mode = .blocking
@@ -26,7 +28,7 @@ enum MasterLogOutput {
         switch info.st_mode & S_IFMT {
         case S_IFIFO:
             let fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-            if fd >= 0 { mode = .privatePipe(fd) }
+            mode = fd >= 0 ? .privatePipe(fd) : nil
         case S_IFSOCK:
             mode = .socket
         default:
@@ -37,7 +39,7 @@ enum MasterLogOutput {
     /// Writes `count` bytes at `bytes` once: the bytes written, or -1 with errno (EAGAIN: no room).
     static func write(_ bytes: UnsafeRawPointer, _ count: Int) -> Int {
         if mode == nil { prepare() }
-        switch mode! {
+        switch mode ?? .blocking {
         case .blocking: return Glibc.write(2, bytes, count)
         case .privatePipe(let fd): return Glibc.write(fd, bytes, count)
         case .socket: return send(2, bytes, count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
