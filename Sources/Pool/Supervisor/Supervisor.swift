@@ -299,7 +299,8 @@ final class Supervisor {
                       awaitsReply: (UInt64) -> Bool = { _ in true }) -> WorkerLoss? {
         guard let index = slotIndex(of: pid) else { return nil }
         // Reaped: its pid may be reused at once, by a worker respawned before the next tick.
-        restarting[pid] = nil
+        restarting.remove(pid)
+        termAskedAt[pid] = nil
         let now = monotonicNanoseconds()
         var slot = slots[index]
         slot.pid = nil
@@ -385,7 +386,6 @@ final class Supervisor {
         if rollingCurrent == index { rollingCurrent = nil }
         if sharesQueue {
             // A retiring slot goes below, however its worker ended: the others read the queue.
-            termSentAt[index] = nil
             quitPending.remove(index)
         }
         // A retiring worker with a queue of its own leaves its slot only once that queue holds no
@@ -511,29 +511,26 @@ final class Supervisor {
         try? writeState()
     }
 
-    /// Restarts every live worker (SIGTERM: finish the job in hand, then exit; the slot respawns),
-    /// asking again every 0.5 s until each is gone: a signal landing just before a worker blocks
-    /// in msgrcv is only seen after its next job.
+    /// Restarts every live worker (SIGTERM: finish the job in hand, then exit; the slot respawns).
     func restartAll() {
         let now = monotonicNanoseconds()
-        for pid in livePIDs {
-            restarting[pid] = now
-            ChildProcess.signal(pid, SIGTERM)
-        }
+        restarting = Set(livePIDs)
+        for pid in restarting { askToFinish(pid, now: now) }
+    }
+
+    /// SIGTERM (finish the job in hand, then exit), repeated by each tick at most every 0.5 s
+    /// until the worker is reaped: a worker idle in msgrcv when the signal lands just before it
+    /// blocks sees it only when a message comes.
+    private func askToFinish(_ pid: pid_t, now: Int64) {
+        guard now - (termAskedAt[pid] ?? 0) >= 500_000_000 else { return }
+        termAskedAt[pid] = now
+        ChildProcess.signal(pid, SIGTERM)
     }
 
     /// Advances rolling restarts and retries quit messages that found a full queue.
     func tick(buffer: MessageBuffer) {
-        if !restarting.isEmpty {
-            // Only pids still in a slot: a reaped one may be reused by an unrelated process.
-            let live = Set(livePIDs)
-            restarting = restarting.filter { live.contains($0.key) }
-            let now = monotonicNanoseconds()
-            for (pid, asked) in restarting where now - asked >= 500_000_000 {
-                restarting[pid] = now
-                ChildProcess.signal(pid, SIGTERM)
-            }
-        }
+        let now = monotonicNanoseconds()
+        for pid in restarting { askToFinish(pid, now: now) }
         if rollingCurrent == nil, !rollingPending.isEmpty {
             let index = rollingPending.removeFirst()
             if slots.indices.contains(index), slots[index].accepting, slots[index].pid != nil {
@@ -543,15 +540,10 @@ final class Supervisor {
         }
         if !quitPending.isEmpty && sharesQueue {
             // A quit message in a shared queue would stop whichever worker takes it: ask this one
-            // with SIGTERM (finish the job in hand, then exit), repeated until it has gone, since
-            // a signal landing just before it blocks in msgrcv is only seen after its next job.
-            let now = monotonicNanoseconds()
+            // with SIGTERM instead.
             for index in quitPending {
                 guard slots.indices.contains(index), let pid = slots[index].pid else { continue }
-                if now - (termSentAt[index] ?? 0) >= 500_000_000 {
-                    termSentAt[index] = now
-                    ChildProcess.signal(pid, SIGTERM)
-                }
+                askToFinish(pid, now: now)
             }
         } else if !quitPending.isEmpty {
             // A slot waiting for its replacement worker gets its quit once that worker runs.
@@ -567,10 +559,10 @@ final class Supervisor {
     }
 
     @exclusivity(unchecked) private var rollingWasActive = false
-    /// Shared queue: when each retiring worker was last sent SIGTERM.
-    @exclusivity(unchecked) private var termSentAt: [Int: Int64] = [:]
-    /// `restartAll`: workers to restart, and when each was last sent SIGTERM.
-    @exclusivity(unchecked) private var restarting: [pid_t: Int64] = [:]
+    /// When each worker asked to finish (`askToFinish`) was last sent SIGTERM, until reaped.
+    @exclusivity(unchecked) private var termAskedAt: [pid_t: Int64] = [:]
+    /// `restartAll`: the workers still to go.
+    @exclusivity(unchecked) private var restarting: Set<pid_t> = []
 
     /// True while something needs another tick soon (quit retries, a restart in progress).
     var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive || !restarting.isEmpty }
@@ -580,7 +572,7 @@ final class Supervisor {
         rollingPending = []
         rollingCurrent = nil
         quitPending = []
-        restarting = [:]
+        restarting = []
     }
 
     /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
