@@ -742,16 +742,15 @@ final class Master {
         guard !batch.isEmpty else { return true }
         defer { batch.reset() }
         let length = batch.seal()
-        let outcome = dispatcher.send(batch.buffer, length: length, preferred: slot, supervisor: supervisor)
-        if case .full(let failures) = outcome {
-            // Not a full queue: a send the kernel refused (the jobs are held or refused as on a
-            // full one, but an operator must learn why no worker gets work).
+        switch dispatcher.send(batch.buffer, length: length, preferred: slot, supervisor: supervisor) {
+        case .full(let failures):
+            // Besides full queues, sends the kernel refused: the jobs are held or refused below as
+            // for a full queue, but an operator must learn why no worker gets work.
             for (failed, error) in failures {
                 logger.log(throttledBy: &logThrottle, level: .error, "cannot queue jobs for a worker",
                            metadata: ["slot": "\(failed)", "error": "\(error)"])
             }
-        }
-        if case .queued(let target) = outcome {
+        case .queued(let target):
             messagesQueued &+= 1
             for entry in batch.entries {
                 logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)",
