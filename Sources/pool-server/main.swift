@@ -215,6 +215,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds of work batched into one queue message, and of replies held by a worker to send together (0: no batching).")
     var batchTime = 0.0001
 
+    @Option(name: .long, help: "Seconds the master polls for events before it sleeps, after a busy turn (0: never); lower latency for few clients at the cost of CPU.")
+    var busyPoll = 0.0
+
     @Option(name: .long, help: "Payloads of at least this many bytes reach the worker through shared memory, so several share one queue message (0: never).")
     var spillBytes = 1024
 
@@ -273,6 +276,7 @@ struct Serve: ParsableCommand {
         configuration.maxBacklog = maxBacklog
         configuration.jobTimeout = jobTimeout
         configuration.batchTime = batchTime
+        configuration.busyPoll = busyPoll
         configuration.spillBytes = spillBytes
         configuration.arenaChunks = arenaChunks
         configuration.replyRingBytes = replyRing

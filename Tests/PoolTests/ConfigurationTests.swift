@@ -47,6 +47,7 @@ import Testing
             $0.idleTimeout = PoolConfiguration.longestTimeout
             $0.shutdownTimeout = PoolConfiguration.longestTimeout
             $0.jobTimeout = PoolConfiguration.longestTimeout
+            $0.busyPoll = PoolConfiguration.longestBusyPoll
         } == nil)
     }
 
@@ -78,6 +79,9 @@ import Testing
             ("--shutdown-timeout", { $0.shutdownTimeout = -1 }),
             ("--idle-timeout", { $0.idleTimeout = 0 }),
             ("--listen-backlog", { $0.listenBacklog = 0 }),
+            ("--busy-poll", { $0.busyPoll = -0.001 }),
+            ("--busy-poll", { $0.busyPoll = PoolConfiguration.longestBusyPoll * 2 }),
+            ("--busy-poll", { $0.busyPoll = .nan }),
         ]
         for (flag, change) in cases {
             let refusal = Self.refusal(change)

@@ -238,6 +238,29 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// `--busy-poll` at its longest (10 ms): sequential requests, whose next one arrives while the
+    /// master polls, are all answered. Polling follows traffic only: the master wakes ten times a
+    /// second for `--job-timeout`'s scan, and a poll after each of those wake-ups would cost it
+    /// ~10 ticks a second (1 tick = 10 ms); an idle master uses ~0.
+    @Test func busyPollingAnswersEveryRequestAndStopsWhenTrafficDoes() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "2", "--busy-poll", "0.01", "--job-timeout", "60"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        for index in 0..<200 {
+            let payload = "request-\(index)".bytes
+            let response = try client.request(payload)
+            guard response.frame == Frame(status: 0, body: payload) else {
+                Issue.record("request \(index): \(response.frame)")
+                break
+            }
+        }
+        usleep(200_000)
+        let ticks = try #require(FaultSupport.cpuTicksUsed(by: server.pid, during: 2.0))
+        #expect(ticks < 8, "the master used \(ticks) ticks of CPU in 2 s with no traffic (polling after timer wake-ups)")
+        #expect(try client.request("after".bytes).frame == Frame(status: 0, body: "after".bytes))
+        client.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     @Test func halfClosedClientStillGetsEveryResponse() throws {
         let server = try TestServer(Self.resultSim)
         let connection = try RawConnection(path: server.socketPath)

@@ -880,4 +880,37 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(try epoll.wait(timeoutMilliseconds: 0) { seen.append(($0, $1)) } == 0)
         expectSystemError("epoll_ctl(DEL)", [ENOENT]) { try epoll.remove(event.fd) }
     }
+
+    /// `--busy-poll`'s wait: an event rung while it polls is taken without sleeping; with nothing
+    /// ready it still sleeps its whole timeout after polling; a zero timeout never polls. The
+    /// bounds are 10–25 times what a correct wait takes, so a loaded machine does not trip them.
+    @Test func epollBusyPollTakesAnEventWhilePollingAndOtherwiseSleepsItsTimeout() throws {
+        let epoll = try Epoll(maxEvents: 8)
+        let event = try EventFD.create()
+        defer { event.close() }
+        try epoll.add(event.fd, events: .readable, token: 5)
+        func seconds(_ body: () throws -> Int) rethrows -> (count: Int, seconds: Double) {
+            let start = monotonicNanoseconds()
+            let count = try body()
+            return (count, Double(monotonicNanoseconds() - start) / 1e9)
+        }
+
+        // Rung 20 ms into a poll of up to 5 s, with no timeout after it: found by the poll.
+        Thread.detachNewThread { usleep(20_000); event.ring() }
+        var tokens: [UInt64] = []
+        let rung = try seconds { try epoll.wait(timeoutMilliseconds: -1, busyPollNanoseconds: 5_000_000_000) { token, _ in tokens.append(token) } }
+        #expect(rung.count == 1 && tokens == [5])
+        #expect(rung.seconds < 2, "the event took \(rung.seconds) s to be seen while polling")
+        event.drain()
+
+        // Nothing ready: 5 ms of polling, then the 100 ms sleep.
+        let quiet = try seconds { try epoll.wait(timeoutMilliseconds: 100, busyPollNanoseconds: 5_000_000) { _, _ in } }
+        #expect(quiet.count == 0)
+        #expect(quiet.seconds >= 0.099, "returned after \(quiet.seconds) s, before its 100 ms timeout")
+
+        // A zero timeout returns at once, however long the poll allowed.
+        let immediate = try seconds { try epoll.wait(timeoutMilliseconds: 0, busyPollNanoseconds: 5_000_000_000) { _, _ in } }
+        #expect(immediate.count == 0)
+        #expect(immediate.seconds < 2, "a zero-timeout wait polled for \(immediate.seconds) s")
+    }
 }

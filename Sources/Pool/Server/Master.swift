@@ -82,6 +82,8 @@ final class Master {
     /// job time, so slow jobs are not batched behind each other.
     @exclusivity(unchecked) var recordLimit = 1
     let batchNanoseconds: Int64
+    /// `--busy-poll`: how long the loop polls before it sleeps, after a turn that had events.
+    let busyPollNanoseconds: Int64
     let batchCapacity: Int
     let batchByteLimit: Int
     @exclusivity(unchecked) var dirty: [Connection] = []
@@ -144,6 +146,7 @@ final class Master {
         sendBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
         batchCapacity = limits.maxMessageBytes
         batchNanoseconds = Int64(configuration.batchTime * 1e9)
+        busyPollNanoseconds = Int64(configuration.busyPoll * 1e9)
         // Two full batches fit in a queue, so a worker finds the next one waiting.
         batchByteLimit = max(JobCodec.headerBytes, supervisor.grantedQueueBytes / 2)
         receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
@@ -168,20 +171,29 @@ final class Master {
     func run() -> Int32 {
         let scoreboard = supervisor.scoreboard
         let collectsReplies = supervisor.replyQueue != nil
+        // Busy polling follows traffic only (clients, worker replies): a wait ended by its timeout,
+        // a timer or a signal is followed by a plain sleep, so an idle server does not poll.
+        var trafficSeen = false
         while phase != .finished {
             armScanTimer()
             let timeout = nextTimeout()
+            let busyPoll = trafficSeen ? busyPollNanoseconds : 0
+            trafficSeen = false
             do {
-                try epoll.wait(timeoutMilliseconds: timeout) { token, events in
+                try epoll.wait(timeoutMilliseconds: timeout, busyPollNanoseconds: busyPoll) { token, events in
                     switch token {
-                    case Token.listener: acceptClients(untilEmpty: configuration.wireProtocol != .oneshot)
+                    case Token.listener:
+                        trafficSeen = true
+                        acceptClients(untilEmpty: configuration.wireProtocol != .oneshot)
                     case Token.control: acceptControl()
                     case Token.signals: wake.drain()
-                    case Token.doorbell: break
+                    case Token.doorbell: trafficSeen = true
                     case Token.scanTimer:
                         scanTimer.drain()
                         scanTimerDeadline = nil
-                    default: connectionEvent(token, events)
+                    default:
+                        trafficSeen = true
+                        connectionEvent(token, events)
                     }
                 }
             } catch {

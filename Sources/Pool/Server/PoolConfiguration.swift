@@ -90,6 +90,9 @@ public struct PoolConfiguration: Sendable {
     /// queue message, and a worker holds finished replies about this long to send them together.
     /// 0 sends every job and every reply on its own.
     public var batchTime: Double = 0.0001
+    /// Seconds the master's loop polls for events before it sleeps, after a turn that had some
+    /// (`--busy-poll`; 0: never polls). Off by default: it trades CPU for latency.
+    public var busyPoll: Double = 0
     /// Payloads of at least this many bytes travel to the worker through the shared payload arena
     /// instead of inside the queue message, so that several fit one message (`--spill-bytes`;
     /// 0: never).
@@ -113,6 +116,8 @@ public struct PoolConfiguration: Sendable {
     public var listenBacklog: Int32 = 1024
     /// Longest accepted value of each timeout, in seconds.
     public static let longestTimeout = 100_000_000.0
+    /// Longest `--busy-poll`, in seconds: beyond a few wake-up costs, polling only burns CPU.
+    public static let longestBusyPoll = 0.01
     /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
     public var jobTimeout: Double? = nil
     /// Jobs a worker handles before it is replaced (`nil` = forever), plus up to this much jitter.
@@ -186,6 +191,9 @@ extension PoolConfiguration {
             throw ConfigurationError("--reply-ring must be 0, or a multiple of 64 from msgmax (\(limits.maxMessageBytes)) to 16 MiB")
         }
         guard batchTime >= 0, batchTime <= 1 else { throw ConfigurationError("--batch-time must be within 0…1 seconds") }
+        guard busyPoll >= 0, busyPoll <= Self.longestBusyPoll else {
+            throw ConfigurationError("--busy-poll must be within 0…\(Self.longestBusyPoll) seconds")
+        }
         if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }
         if let queueBytes, queueBytes < limits.maxMessageBytes {
