@@ -27,6 +27,8 @@
 #   BENCH_SKEW_SETUPS        protocol:workers:loads of the skew part, a load being connections×depth
 #                            (default "framed:2:8x4,4x1,2x1 framed:36:8x4 tagged:36:8x4,4x1")
 #   BENCH_DISPATCH           dispatch modes to compare (default: every value of --dispatch)
+#   BENCH_BUSY_POLL  the matrix also runs pool-server with --busy-poll SECONDS (default 0.00005;
+#                   0: not run), in the same rounds, as a table of its own
 #   BENCH_STATIC    1 (default): build with --static-swift-stdlib, as for deployment (one binary,
 #                   no Swift runtime libraries to map: about 3 MiB less RSS per process); 0: the
 #                   plain `swift build -c release`
@@ -49,6 +51,7 @@ MEM_HOLD=4           # seconds the memory part's connections stay open (sampled 
 MEM_TARGET_KB=$((16 * 1024))
 SCALE_CONNECTIONS=${BENCH_SCALE_CONNECTIONS:-1000}
 SKEW="5:sleep:20"
+BUSY_POLL=${BENCH_BUSY_POLL:-0.00005}
 SKEW_SETUPS=${BENCH_SKEW_SETUPS:-framed:$WORKERS:8x4,4x1,2x1 framed:36:8x4 tagged:36:8x4,4x1}
 REF_DIR="$ROOT/../shared/bench-ref"
 SEED_PHP="$ROOT/../shared/seed/server.php"
@@ -322,6 +325,9 @@ if part matrix; then
         ref=cref; [[ $protocol == framed ]] && ref=cref_framed
         for ((round = 1; round <= ROUNDS; round++)); do
             run_server "$row" pool "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}"
+            if [[ $BUSY_POLL != 0 ]]; then
+                run_server "$row" poll "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}" --busy-poll "$BUSY_POLL"
+            fi
             if (( HAVE_REF )); then
                 run_server "$row" ref "$round" "$TMP/ref.sock" "$TMP" "$TMP/$ref" "$TMP/ref.sock" "$WORKERS"
             fi
@@ -329,7 +335,7 @@ if part matrix; then
                 run_server "$row" php "$round" "$TMP/php/pool.sock" "$TMP/php" php "$SEED_PHP"
             fi
         done
-        for kind in pool ref php; do median "$row" "$kind"; done
+        for kind in pool poll ref php; do median "$row" "$kind"; done
     done
 fi
 LOAD_AFTER_MATRIX=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -521,14 +527,21 @@ cell() {   # cell ROW KIND FIELD: rps | p50 | p99 | cpu
         elif $f == "cpu" then (if .server.cpu_us_per_request == null then "–" else "\((.server.cpu_us_per_request * 10 | round) / 10) µs" end)
         else "?" end' "$json"
 }
-ratio() {  # pool req/s ÷ other req/s
-    local a="$TMP/r$1-pool.json" b="$TMP/r$1-$2.json"
+ratio() {  # ratio ROW OTHER [KIND]: KIND's (default pool) req/s ÷ OTHER's
+    local a="$TMP/r$1-${3:-pool}.json" b="$TMP/r$1-$2.json"
     [[ -f $a && -f $b ]] || { printf '–'; return; }
     jq -rn --slurpfile a "$a" --slurpfile b "$b" '
         if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
         then "\((($a[0].ok_per_second / $b[0].ok_per_second) * 100 | round) / 100)×" else "–" end'
 }
 size() { (( $1 >= 1024 )) && echo "$(( $1 / 1024 )) KiB" || echo "$1 B"; }
+p50_ratio() {  # p50_ratio ROW KIND OTHER: KIND's p50 ÷ OTHER's, or – when either has none
+    local a="$TMP/r$1-$2.json" b="$TMP/r$1-$3.json"
+    [[ -f $a && -f $b ]] || { printf '–'; return; }
+    jq -rn --slurpfile a "$a" --slurpfile b "$b" '
+        if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
+        then "\((($a[0].latency_us.p50 / $b[0].latency_us.p50) * 100 | round) / 100)×" else "–" end'
+}
 
 TABLE=$(
     echo "| load | payload | pool req/s | pool p50 | pool p99 | ref req/s | ref p50 | ref p99 | pool/ref | PHP req/s | PHP p50 | PHP p99 | pool/PHP |"
@@ -551,10 +564,22 @@ CPU_TABLE=$(
         echo "| $label | $(size "$payload") | $(cell "$row" pool cpu) | $(cell "$row" ref cpu) | $(cell "$row" php cpu) |"
     done
 )
+BUSY_TABLE=$(
+    echo "| load | payload | req/s | p50 | p99 | req/s ÷ ref | p50 ÷ ref | req/s ÷ pool | p50 ÷ pool | CPU/request: pool → --busy-poll |"
+    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    for row in "${!ROWS[@]}"; do
+        IFS='|' read -r label _ _ _ payload _ <<<"${ROWS[$row]}"
+        printf '| %s | %s | %s | %s | %s |' "$label" "$(size "$payload")" \
+            "$(cell "$row" poll rps)" "$(cell "$row" poll p50)" "$(cell "$row" poll p99)"
+        printf ' %s | %s | %s | %s |' "$(ratio "$row" ref poll)" "$(p50_ratio "$row" poll ref)" \
+            "$(ratio "$row" pool poll)" "$(p50_ratio "$row" poll pool)"
+        echo " $(cell "$row" pool cpu) → $(cell "$row" poll cpu) |"
+    done
+)
 ERRORS=$(
     for row in "${!ROWS[@]}"; do
         IFS='|' read -r label _ _ _ payload _ <<<"${ROWS[$row]}"
-        for json in "$TMP/r$row-"{pool,ref,php}-*.json; do
+        for json in "$TMP/r$row-"{pool,poll,ref,php}-*.json; do
             [[ -f $json ]] || continue
             kind=${json##*/r$row-}; kind=${kind%.json}; round=${kind##*-}; kind=${kind%-*}
             jq -r --arg where "$label, $(size "$payload"), $kind$( (( ROUNDS > 1 )) && printf ', round %s' "$round")" '
@@ -569,12 +594,12 @@ ERRORS=$(
 )
 
 ROUNDS_TABLE=$(
-    echo "| load | payload | pool | ref | PHP |"
-    echo "|---|---|--:|--:|--:|"
+    echo "| load | payload | pool | pool --busy-poll | ref | PHP |"
+    echo "|---|---|--:|--:|--:|--:|"
     for row in "${!ROWS[@]}"; do
         IFS='|' read -r label _ _ _ payload _ <<<"${ROWS[$row]}"
         printf '| %s | %s |' "$label" "$(size "$payload")"
-        for kind in pool ref php; do
+        for kind in pool poll ref php; do
             files=("$TMP/r$row-$kind-"*.json)
             if [[ -f ${files[0]} ]]; then
                 printf ' %s |' "$(jq -rs 'map(if (.ok // 0) == 0 then "stalled" else
@@ -607,6 +632,48 @@ ok_ratio() {
         then ($a[0].ok_per_second / $b[0].ok_per_second * 100 | round) / 100 else empty end'
 }
 TARGETS=()           # "| target | this run | verdict |" rows
+
+# matrix_target TEXT KIND CHECK THRESHOLD LOAD... — a target of item 3 over the matrix rows LOAD
+# ("label|payload"), for KIND (pool, or poll = --busy-poll): CHECK rps (KIND's ok replies/s ÷
+# ref's ≥ THRESHOLD on every row) or p50 (KIND's p50 ÷ ref's ≤ THRESHOLD on every row).
+matrix_target() {
+    local text=$1 kind=$2 check=$3 threshold=$4 load row label payload value values="" met=1
+    shift 4
+    for load in "$@"; do
+        value=""
+        for row in "${!ROWS[@]}"; do
+            IFS='|' read -r label _ _ _ payload _ <<<"${ROWS[$row]}"
+            [[ "$label|$payload" == "$load" ]] || continue
+            local a="$TMP/r$row-$kind.json" b="$TMP/r$row-ref.json"
+            [[ -f $a && -f $b ]] || continue
+            if [[ $check == rps ]]; then value=$(ok_ratio "$a" "$b")
+            else value=$(jq -rn --slurpfile a "$a" --slurpfile b "$b" '
+                if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
+                then ($a[0].latency_us.p50 / $b[0].latency_us.p50 * 100 | round) / 100 else empty end')
+            fi
+        done
+        if [[ -z $value ]]; then met=""; values+="${values:+, }${load%%|*} $(size "${load##*|}"): no result"; continue; fi
+        values+="${values:+, }${load%%|*} $(size "${load##*|}"): ${value}×"
+        if [[ $check == rps ]]; then
+            awk -v v="$value" -v t="$threshold" 'BEGIN { exit !(v >= t) }' || met=${met:+0}
+        else
+            awk -v v="$value" -v t="$threshold" 'BEGIN { exit !(v <= t) }' || met=${met:+0}
+        fi
+    done
+    TARGETS+=("| $text | $values | $(verdict "$met") |")
+}
+if part matrix && (( HAVE_REF )); then
+    for kind in pool poll; do
+        [[ $kind == poll && $BUSY_POLL == 0 ]] && continue
+        with=""; [[ $kind == poll ]] && with=", with \`--busy-poll $BUSY_POLL\`"
+        matrix_target "oneshot/ack throughput ≥ 1.0× the reference's$with" "$kind" rps 1.0 \
+            "oneshot ack, 1 conn|16" "oneshot ack, 8 conn|16" "oneshot ack, 1 conn|4096" "oneshot ack, 8 conn|4096"
+        matrix_target "framed 1×1 p50 latency ≤ 1.1× the reference's$with" "$kind" p50 1.1 \
+            "framed echo 1×1|16" "framed echo 1×1|4096"
+        matrix_target "framed 8×16 throughput ≥ 1.5× the reference's (16 B: at 4 KiB the reference stalls)$with" "$kind" rps 1.5 \
+            "framed echo 8×16|16"
+    done
+fi
 
 MEM_SECTION="Not run (BENCH_PARTS=$PARTS)."
 if part memory && [[ -f $TMP/mem-idle ]]; then
@@ -835,6 +902,17 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "connect to EOF). *stalled*: no request answered at all, or some never answered (no reply within"
     echo "$TIMEOUT s: see the notes)."
     echo
+    if [[ $BUSY_POLL != 0 ]]; then
+    echo "## With \`--busy-poll $BUSY_POLL\`"
+    echo
+    echo "The same pool-server with \`--busy-poll $BUSY_POLL\` (off by default), measured in the same rounds as the"
+    echo "columns above: after a turn with traffic the master polls for up to $BUSY_POLL s before it sleeps. It"
+    echo "saves the master's wake-ups, which cost tens of microseconds on this virtual machine, and spends"
+    echo "CPU polling instead (the last column)."
+    echo
+    echo "$BUSY_TABLE"
+    echo
+    fi
     echo "## Server CPU per request"
     echo
     echo "utime + stime of the master and its workers (and of any reaped worker), from /proc, over the measured"

@@ -882,7 +882,7 @@ private func currentThreadBlockedSignals() -> UInt64? {
     }
 
     /// `--busy-poll`'s wait: an event rung while it polls is taken without sleeping; with nothing
-    /// ready it still sleeps its whole timeout after polling; a zero timeout never polls. The
+    /// ready, polling and sleeping together last the timeout; a zero timeout never polls. The
     /// bounds are 10–25 times what a correct wait takes, so a loaded machine does not trip them.
     @Test func epollBusyPollTakesAnEventWhilePollingAndOtherwiseSleepsItsTimeout() throws {
         let epoll = try Epoll(maxEvents: 8)
@@ -903,10 +903,15 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(rung.seconds < 2, "the event took \(rung.seconds) s to be seen while polling")
         event.drain()
 
-        // Nothing ready: 5 ms of polling, then the 100 ms sleep.
+        // Nothing ready: 5 ms of polling, then sleep for the rest of the 100 ms.
         let quiet = try seconds { try epoll.wait(timeoutMilliseconds: 100, busyPollNanoseconds: 5_000_000) { _, _ in } }
         #expect(quiet.count == 0)
         #expect(quiet.seconds >= 0.099, "returned after \(quiet.seconds) s, before its 100 ms timeout")
+
+        // The timeout bounds the poll too: 20 ms, however long the poll allowed.
+        let short = try seconds { try epoll.wait(timeoutMilliseconds: 20, busyPollNanoseconds: 5_000_000_000) { _, _ in } }
+        #expect(short.count == 0)
+        #expect(short.seconds >= 0.019 && short.seconds < 2, "a 20 ms wait with a 5 s poll took \(short.seconds) s")
 
         // A zero timeout returns at once, however long the poll allowed.
         let immediate = try seconds { try epoll.wait(timeoutMilliseconds: 0, busyPollNanoseconds: 5_000_000_000) { _, _ in } }

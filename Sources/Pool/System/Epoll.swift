@@ -65,10 +65,10 @@ public final class Epoll {
     /// A signal interrupting the wait returns 0 events (the loop then looks at its signal state).
     ///
     /// `busyPollNanoseconds` > 0: before sleeping, polls (a zero timeout, yielding the CPU to
-    /// anything else runnable between polls) for up to that long. Waking a sleeping process costs
-    /// tens of microseconds on a virtual machine, more than a short request takes, so a
-    /// low-concurrency load is answered sooner; the price is CPU spent polling. The sleep that
-    /// follows still lasts the whole timeout: deadlines are at most that much late.
+    /// anything else runnable between polls) for up to that long, and no longer than the timeout.
+    /// Waking a sleeping process costs tens of microseconds on a virtual machine, more than a
+    /// short request takes, so a low-concurrency load is answered sooner; the price is CPU spent
+    /// polling. Polling and the sleep after it together last the timeout.
     ///
     /// The corresponding C function is `epoll_wait`.
     @discardableResult
@@ -77,14 +77,17 @@ public final class Epoll {
         let polls = busyPollNanoseconds > 0 && timeoutMilliseconds != 0
         guard var count = try collect(timeoutMilliseconds: polls ? 0 : timeoutMilliseconds) else { return 0 }
         if count == 0 && polls {
-            let end = monotonicNanoseconds() + busyPollNanoseconds
+            let start = monotonicNanoseconds()
+            let timeout = timeoutMilliseconds > 0 ? Int64(timeoutMilliseconds) * 1_000_000 : Int64.max
+            let end = start + min(busyPollNanoseconds, timeout)
             while count == 0 && monotonicNanoseconds() < end {
                 sched_yield()
                 guard let polled = try collect(timeoutMilliseconds: 0) else { return 0 }
                 count = polled
             }
             if count == 0 {
-                guard let slept = try collect(timeoutMilliseconds: timeoutMilliseconds) else { return 0 }
+                let rest = timeout == .max ? -1 : Int32((timeout - (monotonicNanoseconds() - start) + 999_999) / 1_000_000)
+                guard let slept = try collect(timeoutMilliseconds: max(rest, 0)) else { return 0 }
                 count = slept
             }
         }
