@@ -238,25 +238,39 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
-    /// `--busy-poll` at its longest (10 ms): sequential requests, whose next one arrives while the
-    /// master polls, are all answered. Polling follows traffic only: the master wakes ten times a
-    /// second for `--job-timeout`'s scan, and a poll after each of those wake-ups would cost it
-    /// ~10 ticks a second (1 tick = 10 ms); an idle master uses ~0.
+    /// `--busy-poll` at its longest (10 ms). Sequential requests, whose next one arrives while the
+    /// master polls, are all answered. One request every 20 ms keeps it polling most of the time:
+    /// ~100 ticks a second (1 tick = 10 ms) where a sleeping master uses ~1. Polling follows
+    /// traffic only: the master wakes ten times a second for `--job-timeout`'s scan, and a poll
+    /// after each of those would cost it ~10 ticks a second; an idle master uses ~0.
     @Test func busyPollingAnswersEveryRequestAndStopsWhenTrafficDoes() throws {
         let server = try TestServer(Self.resultSim + ["--workers", "2", "--busy-poll", "0.01", "--job-timeout", "60"])
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        for index in 0..<200 {
+        func ticks(during body: () throws -> Void) throws -> Int {
+            let before = try #require(cpuTicks(server.pid))
+            try body()
+            return try #require(cpuTicks(server.pid)) - before
+        }
+        func request(_ index: Int) throws -> Bool {
             let payload = "request-\(index)".bytes
             let response = try client.request(payload)
-            guard response.frame == Frame(status: 0, body: payload) else {
-                Issue.record("request \(index): \(response.frame)")
-                break
+            if response.frame != Frame(status: 0, body: payload) { Issue.record("request \(index): \(response.frame)") }
+            return response.frame == Frame(status: 0, body: payload)
+        }
+        for index in 0..<200 where try !request(index) { break }
+
+        let paced = try ticks {
+            for index in 0..<50 {
+                guard try request(index) else { break }
+                usleep(20_000)
             }
         }
+        #expect(paced >= 15, "a request every 20 ms cost the master \(paced) ticks: it does not poll")
+
         usleep(200_000)
-        let ticks = try #require(FaultSupport.cpuTicksUsed(by: server.pid, during: 2.0))
-        #expect(ticks < 8, "the master used \(ticks) ticks of CPU in 2 s with no traffic (polling after timer wake-ups)")
-        #expect(try client.request("after".bytes).frame == Frame(status: 0, body: "after".bytes))
+        let idle = try ticks { usleep(2_000_000) }
+        #expect(idle < 8, "the master used \(idle) ticks of CPU in 2 s with no traffic (polling after timer wake-ups)")
+        #expect(try request(-1))
         client.close()
         FramedSupport.expectCleanShutdown(server)
     }

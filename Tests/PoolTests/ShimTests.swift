@@ -881,40 +881,55 @@ private func currentThreadBlockedSignals() -> UInt64? {
         expectSystemError("epoll_ctl(DEL)", [ENOENT]) { try epoll.remove(event.fd) }
     }
 
-    /// `--busy-poll`'s wait: an event rung while it polls is taken without sleeping; with nothing
-    /// ready, polling and sleeping together last the timeout; a zero timeout never polls. The
-    /// bounds are 10–25 times what a correct wait takes, so a loaded machine does not trip them.
-    @Test func epollBusyPollTakesAnEventWhilePollingAndOtherwiseSleepsItsTimeout() throws {
+    /// `--busy-poll`'s wait: an event rung while it polls is taken, and the polling shows as this
+    /// thread's CPU time (a sleeping wait uses next to none); after polling it still sleeps, for
+    /// the rest of its timeout only, or forever with -1; a zero timeout never polls. The bounds
+    /// are far from what a correct wait takes, so a loaded machine does not trip them.
+    @Test func epollBusyPollTakesEventsWhilePollingThenSleepsTheRestOfItsTimeout() throws {
         let epoll = try Epoll(maxEvents: 8)
         let event = try EventFD.create()
         defer { event.close() }
         try epoll.add(event.fd, events: .readable, token: 5)
-        func seconds(_ body: () throws -> Int) rethrows -> (count: Int, seconds: Double) {
-            let start = monotonicNanoseconds()
-            let count = try body()
-            return (count, Double(monotonicNanoseconds() - start) / 1e9)
+        func threadCPU() -> Double {
+            var time = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+            return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
         }
-
-        // Rung 20 ms into a poll of up to 5 s, with no timeout after it: found by the poll.
-        Thread.detachNewThread { usleep(20_000); event.ring() }
+        func measure(_ body: () throws -> Int) rethrows -> (count: Int, seconds: Double, cpu: Double) {
+            let (start, cpu) = (monotonicNanoseconds(), threadCPU())
+            let count = try body()
+            return (count, Double(monotonicNanoseconds() - start) / 1e9, threadCPU() - cpu)
+        }
         var tokens: [UInt64] = []
-        let rung = try seconds { try epoll.wait(timeoutMilliseconds: -1, busyPollNanoseconds: 5_000_000_000) { token, _ in tokens.append(token) } }
-        #expect(rung.count == 1 && tokens == [5])
-        #expect(rung.seconds < 2, "the event took \(rung.seconds) s to be seen while polling")
+
+        // Rung 100 ms into a poll of up to 5 s: taken by the poll, which spent CPU meanwhile.
+        Thread.detachNewThread { usleep(100_000); event.ring() }
+        let polled = try measure { try epoll.wait(timeoutMilliseconds: -1, busyPollNanoseconds: 5_000_000_000) { token, _ in tokens.append(token) } }
+        #expect(polled.count == 1 && tokens == [5])
+        #expect(polled.seconds < 2, "the event took \(polled.seconds) s to be seen while polling")
+        #expect(polled.cpu >= 0.01, "100 ms of polling used \(polled.cpu) s of CPU: it slept instead")
         event.drain()
 
-        // Nothing ready: 5 ms of polling, then sleep for the rest of the 100 ms.
-        let quiet = try seconds { try epoll.wait(timeoutMilliseconds: 100, busyPollNanoseconds: 5_000_000) { _, _ in } }
-        #expect(quiet.count == 0)
-        #expect(quiet.seconds >= 0.099, "returned after \(quiet.seconds) s, before its 100 ms timeout")
+        // Rung 100 ms into a wait without timeout that polls 5 ms: the sleep after the poll takes it.
+        tokens = []
+        Thread.detachNewThread { usleep(100_000); event.ring() }
+        let slept = try measure { try epoll.wait(timeoutMilliseconds: -1, busyPollNanoseconds: 5_000_000) { token, _ in tokens.append(token) } }
+        #expect(slept.count == 1 && tokens == [5], "a wait without timeout returned \(slept.count) events after \(slept.seconds) s")
+        event.drain()
 
-        // The timeout bounds the poll too: 20 ms, however long the poll allowed.
-        let short = try seconds { try epoll.wait(timeoutMilliseconds: 20, busyPollNanoseconds: 5_000_000_000) { _, _ in } }
+        // Nothing ready: 250 ms of polling, then a sleep for the rest of the 300 ms only.
+        let quiet = try measure { try epoll.wait(timeoutMilliseconds: 300, busyPollNanoseconds: 250_000_000) { _, _ in } }
+        #expect(quiet.count == 0)
+        #expect(quiet.seconds >= 0.299, "returned after \(quiet.seconds) s, before its 300 ms timeout")
+        #expect(quiet.seconds < 0.5, "took \(quiet.seconds) s: it slept the whole timeout after polling")
+
+        // The timeout bounds the poll: 20 ms, however long the poll allowed.
+        let short = try measure { try epoll.wait(timeoutMilliseconds: 20, busyPollNanoseconds: 5_000_000_000) { _, _ in } }
         #expect(short.count == 0)
         #expect(short.seconds >= 0.019 && short.seconds < 2, "a 20 ms wait with a 5 s poll took \(short.seconds) s")
 
         // A zero timeout returns at once, however long the poll allowed.
-        let immediate = try seconds { try epoll.wait(timeoutMilliseconds: 0, busyPollNanoseconds: 5_000_000_000) { _, _ in } }
+        let immediate = try measure { try epoll.wait(timeoutMilliseconds: 0, busyPollNanoseconds: 5_000_000_000) { _, _ in } }
         #expect(immediate.count == 0)
         #expect(immediate.seconds < 2, "a zero-timeout wait polled for \(immediate.seconds) s")
     }

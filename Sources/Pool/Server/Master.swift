@@ -172,13 +172,14 @@ final class Master {
         let scoreboard = supervisor.scoreboard
         let collectsReplies = supervisor.replyQueue != nil
         // Busy polling follows traffic only (clients, worker replies): a wait ended by its timeout,
-        // a timer or a signal is followed by a plain sleep, so an idle server does not poll.
+        // a timer or a signal is followed by a plain sleep, so an idle server does not poll. A
+        // turn that does not sleep (timeout 0) keeps the traffic seen for the next wait that does.
         var trafficSeen = false
         while phase != .finished {
             armScanTimer()
             let timeout = nextTimeout()
             let busyPoll = trafficSeen ? busyPollNanoseconds : 0
-            trafficSeen = false
+            if timeout != 0 { trafficSeen = false }
             do {
                 try epoll.wait(timeoutMilliseconds: timeout, busyPollNanoseconds: busyPoll) { token, events in
                     switch token {
