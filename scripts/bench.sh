@@ -52,6 +52,8 @@ MEM_TARGET_KB=$((16 * 1024))
 SCALE_CONNECTIONS=${BENCH_SCALE_CONNECTIONS:-1000}
 SKEW="5:sleep:20"
 BUSY_POLL=${BENCH_BUSY_POLL:-0.00005}
+# POLLS: 1 when the matrix also runs the --busy-poll server (BENCH_BUSY_POLL above 0).
+POLLS=$(awk -v v="$BUSY_POLL" 'BEGIN { if (v !~ /^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$/) print "bad"; else if (v + 0 > 0.01) print "bad"; else print (v + 0 > 0) }')
 SKEW_SETUPS=${BENCH_SKEW_SETUPS:-framed:$WORKERS:8x4,4x1,2x1 framed:36:8x4 tagged:36:8x4,4x1}
 REF_DIR="$ROOT/../shared/bench-ref"
 SEED_PHP="$ROOT/../shared/seed/server.php"
@@ -62,6 +64,7 @@ for part in ${PARTS//,/ }; do
     case $part in matrix|memory|scale|skew|sizes) ;; *) log "BENCH_PARTS: unknown part '$part' (matrix,memory,scale,skew,sizes)"; exit 2 ;; esac
 done
 part() { [[ ",$PARTS," == *",$1,"* ]]; }
+[[ $POLLS != bad ]] || { log "BENCH_BUSY_POLL: '$BUSY_POLL' is not a number of seconds from 0 to 0.01"; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pool-bench.XXXXXX")
 SERVER_PID=""        # the running server's master; started with setsid, so also its process group
@@ -83,6 +86,9 @@ running() {          # a pid that exists and is not a zombie
     [[ -n $state && $state != Z* ]]
 }
 
+# is_pool KIND — KIND is a pool-server (the default one, or `poll`: with --busy-poll).
+is_pool() { [[ $1 == pool || $1 == poll ]]; }
+
 session_pids() { ps -o pid= -s "$1" 2>/dev/null | tr -s ' \n' ' ' || true; }
 
 stop_server() {
@@ -92,7 +98,7 @@ stop_server() {
     kill -INT "$pid" 2>/dev/null || true
     # pool-server drains for up to --shutdown-timeout (3 s here); the refs and PHP stop at once
     # or (a deadlocked cref_framed) never.
-    [[ $SERVER_KIND == pool ]] && patience=60
+    is_pool "$SERVER_KIND" && patience=60
     while running "$pid" && (( waited < patience )); do sleep 0.1; waited=$((waited + 1)); done
     if running "$pid"; then
         log "  $SERVER_KIND (pid $pid) did not stop within $((patience / 10)) s of SIGINT: SIGKILL to its process group"
@@ -118,7 +124,7 @@ stop_server() {
             fi
         done
     done < <(awk 'NR > 1' /proc/sysvipc/msg)
-    if [[ $SERVER_KIND == pool ]]; then
+    if is_pool "$SERVER_KIND"; then
         "$BIN/pool-server" cleanup --socket "$SERVER_SOCKET" >/dev/null 2>&1 || true
         for id in $SERVER_QUEUES; do
             if awk -v id="$id" 'NR > 1 && $2 == id { found = 1 } END { exit !found }' /proc/sysvipc/msg; then
@@ -209,7 +215,7 @@ start_server() {
     done
     sleep 0.3    # bind happens just before listen; let the workers settle too
     SERVER_PIDS=$(session_pids "$SERVER_PID")
-    if [[ $SERVER_KIND == pool && -f $SERVER_SOCKET.state ]]; then
+    if is_pool "$SERVER_KIND" && [[ -f $SERVER_SOCKET.state ]]; then
         SERVER_QUEUES=$(sed -n 's/^queue=\([0-9]*\):.*/\1/p' "$SERVER_SOCKET.state" | tr '\n' ' ')
         OUR_QUEUES="$OUR_QUEUES $SERVER_QUEUES"
     fi
@@ -325,7 +331,7 @@ if part matrix; then
         ref=cref; [[ $protocol == framed ]] && ref=cref_framed
         for ((round = 1; round <= ROUNDS; round++)); do
             run_server "$row" pool "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}"
-            if [[ $BUSY_POLL != 0 ]]; then
+            if (( POLLS )); then
                 run_server "$row" poll "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}" --busy-poll "$BUSY_POLL"
             fi
             if (( HAVE_REF )); then
@@ -593,13 +599,20 @@ ERRORS=$(
     done
 )
 
+ROUND_KINDS=(pool ref php)
+(( POLLS )) && ROUND_KINDS=(pool poll ref php)
 ROUNDS_TABLE=$(
-    echo "| load | payload | pool | pool --busy-poll | ref | PHP |"
-    echo "|---|---|--:|--:|--:|--:|"
+    if (( POLLS )); then
+        echo "| load | payload | pool | pool --busy-poll | ref | PHP |"
+        echo "|---|---|--:|--:|--:|--:|"
+    else
+        echo "| load | payload | pool | ref | PHP |"
+        echo "|---|---|--:|--:|--:|"
+    fi
     for row in "${!ROWS[@]}"; do
         IFS='|' read -r label _ _ _ payload _ <<<"${ROWS[$row]}"
         printf '| %s | %s |' "$label" "$(size "$payload")"
-        for kind in pool poll ref php; do
+        for kind in "${ROUND_KINDS[@]}"; do
             files=("$TMP/r$row-$kind-"*.json)
             if [[ -f ${files[0]} ]]; then
                 printf ' %s |' "$(jq -rs 'map(if (.ok // 0) == 0 then "stalled" else
@@ -635,9 +648,11 @@ TARGETS=()           # "| target | this run | verdict |" rows
 
 # matrix_target TEXT KIND CHECK THRESHOLD LOAD... — a target of item 3 over the matrix rows LOAD
 # ("label|payload"), for KIND (pool, or poll = --busy-poll): CHECK rps (KIND's ok replies/s ÷
-# ref's ≥ THRESHOLD on every row) or p50 (KIND's p50 ÷ ref's ≤ THRESHOLD on every row).
+# ref's ≥ THRESHOLD on every row) or p50 (KIND's p50 ÷ ref's ≤ THRESHOLD on every row). Judged on
+# the exact ratio, shown to 2 decimals; a row that missed makes it "not met", else a row without a
+# result (failed, stalled) "no result".
 matrix_target() {
-    local text=$1 kind=$2 check=$3 threshold=$4 load row label payload value values="" met=1
+    local text=$1 kind=$2 check=$3 threshold=$4 load row label payload value values="" missed=0 missing=0
     shift 4
     for load in "$@"; do
         value=""
@@ -646,25 +661,29 @@ matrix_target() {
             [[ "$label|$payload" == "$load" ]] || continue
             local a="$TMP/r$row-$kind.json" b="$TMP/r$row-ref.json"
             [[ -f $a && -f $b ]] || continue
-            if [[ $check == rps ]]; then value=$(ok_ratio "$a" "$b")
-            else value=$(jq -rn --slurpfile a "$a" --slurpfile b "$b" '
+            value=$(jq -rn --slurpfile a "$a" --slurpfile b "$b" --arg check "$check" '
                 if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
-                then ($a[0].latency_us.p50 / $b[0].latency_us.p50 * 100 | round) / 100 else empty end')
-            fi
+                   and ($a[0].latency_us.p50 // 0) > 0 and ($b[0].latency_us.p50 // 0) > 0
+                then (if $check == "rps" then $a[0].ok_per_second / $b[0].ok_per_second
+                      else $a[0].latency_us.p50 / $b[0].latency_us.p50 end)
+                else empty end' || true)
         done
-        if [[ -z $value ]]; then met=""; values+="${values:+, }${load%%|*} $(size "${load##*|}"): no result"; continue; fi
-        values+="${values:+, }${load%%|*} $(size "${load##*|}"): ${value}×"
+        local where="${load%%|*} $(size "${load##*|}")"
+        if [[ -z $value ]]; then missing=1; values+="${values:+, }$where: no result"; continue; fi
+        values+="${values:+, }$where: $(awk -v v="$value" 'BEGIN { printf "%.2f", v }')×"
         if [[ $check == rps ]]; then
-            awk -v v="$value" -v t="$threshold" 'BEGIN { exit !(v >= t) }' || met=${met:+0}
+            awk -v v="$value" -v t="$threshold" 'BEGIN { exit !(v >= t) }' || missed=1
         else
-            awk -v v="$value" -v t="$threshold" 'BEGIN { exit !(v <= t) }' || met=${met:+0}
+            awk -v v="$value" -v t="$threshold" 'BEGIN { exit !(v <= t) }' || missed=1
         fi
     done
+    local met=1
+    if (( missed )); then met=0; elif (( missing )); then met=""; fi
     TARGETS+=("| $text | $values | $(verdict "$met") |")
 }
 if part matrix && (( HAVE_REF )); then
     for kind in pool poll; do
-        [[ $kind == poll && $BUSY_POLL == 0 ]] && continue
+        [[ $kind == poll ]] && (( ! POLLS )) && continue
         with=""; [[ $kind == poll ]] && with=", with \`--busy-poll $BUSY_POLL\`"
         matrix_target "oneshot/ack throughput ≥ 1.0× the reference's$with" "$kind" rps 1.0 \
             "oneshot ack, 1 conn|16" "oneshot ack, 8 conn|16" "oneshot ack, 1 conn|4096" "oneshot ack, 8 conn|4096"
@@ -902,13 +921,13 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "connect to EOF). *stalled*: no request answered at all, or some never answered (no reply within"
     echo "$TIMEOUT s: see the notes)."
     echo
-    if [[ $BUSY_POLL != 0 ]]; then
+    if (( POLLS )); then
     echo "## With \`--busy-poll $BUSY_POLL\`"
     echo
     echo "The same pool-server with \`--busy-poll $BUSY_POLL\` (off by default), measured in the same rounds as the"
     echo "columns above: after a turn with traffic the master polls for up to $BUSY_POLL s before it sleeps. It"
-    echo "saves the master's wake-ups, which cost tens of microseconds on this virtual machine, and spends"
-    echo "CPU polling instead (the last column)."
+    echo "saves the master's wake-ups, which are costly where waking a sleeping CPU is (virtual machines"
+    echo "especially), and spends CPU polling instead (the last column)."
     echo
     echo "$BUSY_TABLE"
     echo
@@ -973,7 +992,7 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo
     echo "## Commands"
     echo
-    echo "\`BENCH_PARTS=$PARTS BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_ROUNDS=$ROUNDS"
+    echo "\`BENCH_PARTS=$PARTS BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_ROUNDS=$ROUNDS BENCH_BUSY_POLL=$BUSY_POLL"
     echo "BENCH_PART_DURATION=$PART_DURATION BENCH_PART_ROUNDS=$PART_ROUNDS scripts/bench.sh\`, which ran, with \`\$TMP\` its temporary"
     echo "directory, \`\$BIN\` = \`${BIN#"$ROOT"/}\` (built by \`${BUILD[*]}\`),"
     echo "the references built with \`gcc -O2 -o \$TMP/cref ../shared/bench-ref/cref.c\` (and cref_framed alike),"
