@@ -35,8 +35,9 @@ public enum BuiltinHandler: String, CaseIterable, Sendable {
     case log
     /// Returns the message unchanged.
     case echo
-    /// For tests: `sleep:MS` sleeps then echoes, `crash` aborts, `hang` never returns,
-    /// `fail:MSG` throws MSG, `exit:N` exits with status N; anything else is echoed.
+    /// For tests: `sleep:MS` sleeps then echoes, `cpu:MS` computes for MS milliseconds of CPU time
+    /// then echoes, `crash` aborts, `hang` never returns, `fail:MSG` throws MSG, `exit:N` exits
+    /// with status N; anything else is echoed.
     case sim
 
     /// The factory that builds this handler in each worker.
@@ -69,6 +70,13 @@ private func simulate(_ message: [UInt8], _ context: WorkerContext) throws -> [U
         while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
         return message
     }
+    // A CPU-bound job (a template render, a hash): measured in the thread's own CPU time, so time
+    // spent waiting for a CPU does not count as work done.
+    if let ms = after("cpu:"), let value = Int(ms) {
+        let end = threadCPUNanoseconds() + Int64(value) * 1_000_000
+        while threadCPUNanoseconds() < end {}
+        return message
+    }
     if message == Array("crash".utf8) { abort() }
     if message == Array("hang".utf8) {
         while true { sleep(3600) }
@@ -76,4 +84,11 @@ private func simulate(_ message: [UInt8], _ context: WorkerContext) throws -> [U
     if let text = after("fail:") { throw HandlerError(text) }
     if let code = after("exit:"), let status = Int32(code) { ChildProcess.exitImmediately(status) }
     return message
+}
+
+/// This thread's CPU time.
+private func threadCPUNanoseconds() -> Int64 {
+    var time = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+    return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
 }
