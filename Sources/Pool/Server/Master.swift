@@ -82,7 +82,7 @@ final class Master {
     /// job time, so slow jobs are not batched behind each other.
     @exclusivity(unchecked) var recordLimit = 1
     let batchNanoseconds: Int64
-    /// `--busy-poll`: how long the loop polls before it sleeps, after a turn that had events.
+    /// `--busy-poll`: how long the loop polls before it sleeps, after a turn with traffic.
     let busyPollNanoseconds: Int64
     let batchCapacity: Int
     let batchByteLimit: Int
