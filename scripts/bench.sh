@@ -631,11 +631,11 @@ mib2() { awk -v kb="$1" 'BEGIN { if (kb == "") print "–"; else printf "%.2f Mi
 verdict() { if [[ $1 == 1 ]]; then echo "met"; elif [[ $1 == 0 ]]; then echo "**not met**"; else echo "no result"; fi; }
 # jqf FILE EXPR [JQ OPTIONS...] — EXPR (with the JQ_DEFS helpers) of a part's JSON, or – without one
 jqf() { local file=$1 expr=$2; shift 2; if [[ -f $file ]]; then jq -r "$@" "$JQ_DEFS $expr" "$file"; else printf '–'; fi; }
-# p99_ratio A B KEY — A's .KEY.p99 over B's, to 2 decimals, or – when either is missing.
+# p99_ratio A B KEY [DIGITS] — A's .KEY.p99 over B's, to DIGITS decimals (2), or – when either is missing.
 p99_ratio() {
-    jq -rn --slurpfile a "$1" --slurpfile b "$2" --arg k "$3" '
+    jq -rn --slurpfile a "$1" --slurpfile b "$2" --arg k "$3" --argjson digits "${4:-2}" '
         if ($a[0][$k].p99 // null) != null and ($b[0][$k].p99 // 0) > 0
-        then ($a[0][$k].p99 / $b[0][$k].p99 * 100 | round) / 100 else "–" end'
+        then ($a[0][$k].p99 / $b[0][$k].p99 * pow(10; $digits) | round) / pow(10; $digits) else "–" end'
 }
 # ok_ratio A B — A's ok replies/s ÷ B's, as a number ("" if either failed or stalled)
 ok_ratio() {
@@ -791,19 +791,22 @@ if part skew; then
                 echo "| dispatch | req/s (all) | non-skew p50 | non-skew p99 | p99 ÷ rr | p99 of all | not behind: share | not behind: p99 | ÷ rr | errors |"
                 echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
                 rr="$TMP/skew-$setup-round-robin-$load.json"
-                best="" best_mode="" clear_best="" clear_mode=""
+                best="" best_exact="" best_mode="" clear_best="" clear_best_exact="" clear_mode=""
                 for mode in $DISPATCH_MODES; do
                     f="$TMP/skew-$setup-$mode-$load.json"
-                    ratio="–" clear_ratio="–"
+                    ratio="–" clear_ratio="–" exact="–" clear_exact="–"
                     if [[ -f $f && -f $rr ]]; then
                         ratio=$(p99_ratio "$f" "$rr" latency_non_skew_us)
                         clear_ratio=$(p99_ratio "$f" "$rr" latency_non_skew_clear_us)
+                        # The best is chosen on the unrounded ratio: two modes at "0.01×" still differ.
+                        exact=$(p99_ratio "$f" "$rr" latency_non_skew_us 9)
+                        clear_exact=$(p99_ratio "$f" "$rr" latency_non_skew_clear_us 9)
                     fi
-                    if [[ $mode != round-robin && $ratio != "–" ]] && { [[ -z $best ]] || jq -en "$ratio < $best" >/dev/null; }; then
-                        best=$ratio best_mode=$mode
+                    if [[ $mode != round-robin && $exact != "–" ]] && { [[ -z $best ]] || jq -en "$exact < $best_exact" >/dev/null; }; then
+                        best=$ratio best_exact=$exact best_mode=$mode
                     fi
-                    if [[ $mode != round-robin && $clear_ratio != "–" ]] && { [[ -z $clear_best ]] || jq -en "$clear_ratio < $clear_best" >/dev/null; }; then
-                        clear_best=$clear_ratio clear_mode=$mode
+                    if [[ $mode != round-robin && $clear_exact != "–" ]] && { [[ -z $clear_best ]] || jq -en "$clear_exact < $clear_best_exact" >/dev/null; }; then
+                        clear_best=$clear_ratio clear_best_exact=$clear_exact clear_mode=$mode
                     fi
                     echo "| $mode | $(jqf "$f" 'if .failed then "failed | – | –" else "\(.requests_per_second | rps) | \(.latency_non_skew_us.p50 | lat) | \(.latency_non_skew_us.p99 | lat)" end') | $( [[ $ratio == "–" ]] && echo "–" || echo "${ratio}×") | $(jqf "$f" 'if .failed then "–" else .latency_us.p99 | lat end') | $(jqf "$f" 'if (.latency_non_skew_clear_us // null) == null or .latency_non_skew_us.count == 0 then "– | –" else "\((1 - .latency_non_skew_clear_us.count / .latency_non_skew_us.count) * 100 | round) % | \(.latency_non_skew_clear_us.p99 | lat)" end') | $( [[ $clear_ratio == "–" ]] && echo "–" || echo "${clear_ratio}×") | $(jqf "$f" 'errs') |"
                 done
