@@ -28,15 +28,22 @@ public final class Epoll {
 
     /// The epoll descriptor itself, closed on deinit.
     public let fd: Int32
-    private var events: [epoll_event]
+    /// Filled by each `epoll_wait`. Raw memory rather than an array in a `var`: the master's loop
+    /// reads it every turn, and an array property would cost an exclusivity check and a
+    /// uniqueness check each time.
+    private let events: UnsafeMutableBufferPointer<epoll_event>
 
     /// The corresponding C function is `epoll_create1`.
     public init(maxEvents: Int = 256) throws {
         fd = try valueOrErrno("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }.get()
-        events = Array(repeating: epoll_event(), count: maxEvents)
+        events = .allocate(capacity: max(1, maxEvents))
+        events.initialize(repeating: epoll_event())
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        events.deallocate()
+    }
 
     /// The corresponding C function is `epoll_ctl(EPOLL_CTL_ADD)`.
     public func add(_ target: Int32, events interest: Events, token: UInt64) throws {
@@ -101,9 +108,7 @@ public final class Epoll {
 
     /// One `epoll_wait` into `events`: the count ready, or `nil` if a signal interrupted it.
     private func collect(timeoutMilliseconds: Int32) throws -> Int? {
-        let count = events.withUnsafeMutableBufferPointer { buffer in
-            epoll_wait(fd, buffer.baseAddress, Int32(buffer.count), timeoutMilliseconds)
-        }
+        let count = epoll_wait(fd, events.baseAddress, Int32(events.count), timeoutMilliseconds)
         if count < 0 {
             if Glibc.errno == EINTR { return nil }
             throw SystemError("epoll_wait", .current)
