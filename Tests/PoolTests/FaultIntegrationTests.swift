@@ -844,6 +844,50 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!existingQueueIDs().contains(new) && !existingQueueIDs().contains(old))
     }
 
+    /// Ack mode, `--dispatch shared`: `ipcrm -q` of the one queue while every worker runs a long
+    /// job and three acknowledged messages wait in it. Their clients were told "ok", so the log
+    /// names exactly those three jobs (it used to say only that some were lost), and not the
+    /// jobs the workers had taken before: one finished, the long ones in hand. With 2 workers the
+    /// first one reaped finds the queue gone while the other still reads it: the jobs are named
+    /// once that one has exited too. Each worker has cleared its inbox for its next receive by
+    /// then, so how far the queue was read comes from the id it noted when it took its message.
+    @Test(arguments: [1, 2])
+    func removedSharedQueueNamesTheAcknowledgedJobsItTook(workers: Int) throws {
+        let server = try TestServer(["--workers", "\(workers)", "--dispatch", "shared", "--handler", "sim", "--batch-time", "0"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let started = try #require(waitForWorkers(server, workers))
+        let old = try #require(server.queueIDs.first)
+        func send(_ message: String) throws {
+            #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes)
+        }
+        // Job ids count from 1 in arrival order: "first" is 1, the long jobs follow, then the three.
+        try send("first")
+        #expect(waitUntil { (try? MessageQueue(id: old).status())?.messages == 0 })
+        for worker in 0..<workers { try send("sleep:\(2000 + 500 * worker)") }
+        #expect(waitUntil { (try? MessageQueue(id: old).status())?.messages == 0 }, "every worker should hold a long job")
+        for message in ["a", "b", "c"] { try send(message) }
+        #expect((try? MessageQueue(id: old).status())?.messages == 3)
+        try MessageQueue(id: old).remove()
+
+        let named = UInt64(2 + workers)...UInt64(4 + workers)
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "acknowledged messages lost with the removed shared queue").isEmpty },
+                "\(server.log)")
+        let lines = server.logLines(containing: "acknowledged messages lost with the removed shared queue")
+        #expect(lines.count == 1 && lines.allSatisfy {
+            $0.contains("jobs=\(Array(named))") && F.line($0, has: "count", "3") && F.line($0, has: "queue", "\(old)")
+        }, "\(lines)")
+        #expect(server.logLines(containing: "was removed from outside").count == 1, "\(server.log)")
+        if workers > 1 {
+            #expect(server.logLines(containing: "named once its last reader has exited").count == 1, "\(server.log)")
+        }
+        // The pool serves again, from the new queue, with new workers.
+        #expect(waitUntil { let pids = server.workerPIDs; return pids.count == workers && Set(pids).isDisjoint(with: started) })
+        try send("after")
+        F.expectCleanExit(server, footprint)
+        #expect(!existingQueueIDs().contains(old))
+    }
+
     /// `ipcrm -q` of the reply queue: the master creates a new one (recorded in the state file),
     /// restarts the workers so they send to it, and serves again; after shutdown neither queue
     /// exists. (It used to stop the whole pool, with exit status 0.)

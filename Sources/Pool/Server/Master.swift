@@ -768,6 +768,7 @@ final class Master {
             }
         case .queued(let target):
             messagesQueued &+= 1
+            supervisor.noteMessageQueued(batch.entries.lazy.map(\.id))
             for entry in batch.entries {
                 logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)",
                                                   "message": "\(messagesQueued)"])

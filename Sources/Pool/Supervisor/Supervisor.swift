@@ -85,7 +85,11 @@ final class Supervisor {
         var readers: Set<pid_t>
         var shared: Bool
         var queuedSince: Set<UInt64> = []
+        /// Ack mode, shared queue: what was sent to it, to name what it took with it.
+        var sent: SentMessages? = nil
     }
+    /// Ack mode with a shared queue: the jobs sent to the current queue lately (`SentMessages`).
+    @exclusivity(unchecked) private var sharedSent: SentMessages?
     /// Result mode: where workers send replies. Replaced if removed from outside.
     private(set) var replyQueue: MessageQueue?
     let doorbell: EventFD?
@@ -139,6 +143,8 @@ final class Supervisor {
                 slots.append(WorkerSlot(index: index, queue: queue))
             }
             queueBytes = granted
+            sharedSent = configuration.replyMode == .ack && configuration.effectiveDispatch == .shared
+                ? SentMessages(queueBytes: granted) : nil
             if configuration.replyMode == .result {
                 let queue = try Self.createQueue()
                 created.append(queue)
@@ -232,7 +238,7 @@ final class Supervisor {
         scoreboard.reset(index, pid: 0)
         // Whatever the slot's previous worker held was accounted for when it was reaped, and every
         // reply it sent was drained then: the new worker starts with an empty reply ring.
-        inboxes.clear(index)
+        inboxes.reset(index)
         replyRings?.reset(index)
         guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true, holdTermination: true) else {
             runWorker(environment)
@@ -264,6 +270,12 @@ final class Supervisor {
     func slotIndex(of pid: pid_t) -> Int? { slots.firstIndex { $0.pid == pid } }
 
     /// Records that a job was queued to a slot, for attribution if its worker dies.
+    /// Master, once per queue message before `noteQueued` for its jobs: records the message's
+    /// jobs (ack mode with a shared queue; see `SentMessages`).
+    func noteMessageQueued(_ ids: some Sequence<UInt64>) {
+        sharedSent?.sent(ids)
+    }
+
     func noteQueued(_ id: UInt64, bytes: Int, slot: Int) {
         // With a shared queue no slot owns a job until a worker takes it; the scoreboard says which.
         guard !sharesQueue else {
@@ -316,6 +328,12 @@ final class Supervisor {
         }
         slot.pruned = 0
         var unstarted: [UnstartedJob] = []
+        // Ack mode, shared queue: every message up to the last one it took has left the queue
+        // (the current one, or one removed since: ids are never in both).
+        if sharedSent != nil, let first = inboxes.lastTakenFirstJob(index) {
+            sharedSent?.taken(firstJob: first)
+            for lost in lostQueues.indices { lostQueues[lost].sent?.taken(firstJob: first) }
+        }
         if let held = inboxes.held(index, arena: arena) {
             for (position, job) in held.jobs.enumerated() {
                 if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
@@ -342,9 +360,16 @@ final class Supervisor {
             // had no other reader; a shared queue's other workers may still be reading chunks of
             // messages they took before, so those wait until the last of them is reaped.
             let readers = sharesQueue ? Set(slots.indices.filter { $0 != index }.compactMap { slots[$0].pid }) : []
-            lostQueues.append(LostQueue(queue: slot.queue.id, readers: readers, shared: sharesQueue))
-            if sharesQueue && configuration.replyMode == .ack {
-                logger.error("acknowledged messages still in the removed shared queue are lost", metadata: ["queue": "\(slot.queue.id)"])
+            lostQueues.append(LostQueue(queue: slot.queue.id, readers: readers, shared: sharesQueue,
+                                        sent: sharesQueue ? sharedSent : nil))
+            if sharedSent != nil, sharesQueue {
+                // The replacement's record starts empty; the removed queue's is completed as its
+                // other readers are reaped, and its losses are named then (below).
+                sharedSent = SentMessages(queueBytes: queueBytes)
+                if !readers.isEmpty {
+                    logger.error("acknowledged messages in the removed shared queue are lost; they are named once its last reader has exited",
+                                 metadata: ["queue": "\(slot.queue.id)", "readers": "\(readers.sorted())"])
+                }
             }
             if !shuttingDown, let queue = try? Self.createQueue() {
                 _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
@@ -368,6 +393,11 @@ final class Supervisor {
             guard lost.readers.isEmpty else { return false }
             arena?.dropAll(sentTo: lost.queue)
             if lost.shared { sharedQueueLost = lost.queuedSince }
+            if let gone = lost.sent?.notTaken, !gone.isEmpty {
+                logger.error("acknowledged messages lost with the removed shared queue", metadata: [
+                    "queue": "\(lost.queue)", "count": "\(gone.count)", "jobs": "\(gone)",
+                ])
+            }
             return true
         }
 

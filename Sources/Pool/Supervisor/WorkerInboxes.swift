@@ -11,8 +11,9 @@ import Glibc
 /// started (and can be run elsewhere) — also with a shared queue, where no other record says which
 /// worker took which message.
 ///
-/// Layout of one inbox: `u32 started, u32 done`, then a `struct msgbuf` (`long mtype`, text).
-/// The worker writes; the master reads only after `waitpid` has reaped the worker, so no atomics.
+/// Layout of one inbox: `u32 started, u32 done, u64 last taken`, then a `struct msgbuf`
+/// (`long mtype`, text). The worker writes; the master reads only after `waitpid` has reaped the
+/// worker, so no atomics.
 final class WorkerInboxes {
     private let memory: SharedMemory
     private var base: UnsafeMutableRawPointer { memory.base }
@@ -21,7 +22,7 @@ final class WorkerInboxes {
     let capacity: Int
     let count: Int
 
-    private static let counterBytes = 8
+    private static let counterBytes = 16
 
     init(slots: Int, capacity: Int) throws {
         let unaligned = Self.counterBytes + MessageBuffer.headerBytes + capacity
@@ -46,12 +47,39 @@ final class WorkerInboxes {
         MessageBuffer(borrowing: message(slot), capacity: capacity)
     }
 
-    /// Worker, before each receive (and master, before a new worker takes the slot): nothing
-    /// held. A message the kernel copies in sets `mtype`.
+    /// The first job id of the last job message the slot's worker took (0: none yet).
+    private func lastTaken(_ slot: Int) -> UnsafeMutablePointer<UInt64> {
+        (base + slot * stride + 8).assumingMemoryBound(to: UInt64.self)
+    }
+
+    /// Worker, before each receive: nothing held. A message the kernel copies in sets `mtype`.
+    /// The last taken id stays: it outlives the message it names.
     func clear(_ slot: Int) {
         counters(slot)[0] = 0
         counters(slot)[1] = 0
         message(slot).storeBytes(of: 0, as: Int.self)
+    }
+
+    /// Master, before a new worker takes the slot: nothing held, nothing taken.
+    func reset(_ slot: Int) {
+        clear(slot)
+        lastTaken(slot).pointee = 0
+    }
+
+    /// Worker: took a job message whose first job is `id`. Until the next `clear` the message
+    /// itself says so; after it, this does.
+    @inline(__always)
+    func noteTaken(_ slot: Int, firstJob id: UInt64) { lastTaken(slot).pointee = id }
+
+    /// The first job of the last job message a reaped worker took: the one it holds, or else the
+    /// one it noted before clearing its inbox for the next receive. `nil` if it took none.
+    func lastTakenFirstJob(_ slot: Int) -> UInt64? {
+        let buffer = buffer(slot)
+        if buffer.type == JobCodec.jobType, let job = JobCodec.decodeJob(UnsafeRawBufferPointer(buffer.text), length: capacity, at: 0) {
+            return job.id
+        }
+        let noted = lastTaken(slot).pointee
+        return noted == 0 ? nil : noted
     }
 
     /// Worker: about to run the job at `index` of the message held.

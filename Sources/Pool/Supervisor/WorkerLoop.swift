@@ -134,6 +134,9 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         // Taking the message made room in the queue; the master may be asleep waiting for some.
         if env.scoreboard.masterWantsRoom { env.doorbell?.ring() }
         let text = UnsafeRawBufferPointer(inbox.text)
+        // Outlives the inbox's next clear: if this queue is removed while the worker waits for its
+        // next message, the master still learns how far the queue had been read.
+        if let first = JobCodec.decodeJob(text, length: length, at: 0) { env.inboxes.noteTaken(slot, firstJob: first.id) }
         var offset = 0
         var index = 0
         while let job = JobCodec.decodeJob(text, length: length, at: offset) {
