@@ -36,6 +36,11 @@ set -euo pipefail
 SCRIPT_START=$SECONDS
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# The code measured: the commit, and whether the tree had changes besides (the doc itself aside).
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ $COMMIT != unknown && -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ':!docs/benchmarks.md' 2>/dev/null) ]]; then
+    COMMIT+=" (with uncommitted changes)"
+fi
 DURATION=${BENCH_DURATION:-2}
 WARMUP=${BENCH_WARMUP:-0.3}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -601,7 +606,9 @@ ERRORS=$(
 
 ROUND_KINDS=(pool ref php)
 (( POLLS )) && ROUND_KINDS=(pool poll ref php)
-ROUNDS_TABLE=$(
+# rounds_table CELL — the table of every round: CELL is a jq expression turning one round's JSON
+# into its cell (rounds in the order run: files sorted by round number, not by name).
+rounds_table() {
     if (( POLLS )); then
         echo "| load | payload | pool | pool --busy-poll | ref | PHP |"
         echo "|---|---|--:|--:|--:|--:|"
@@ -615,16 +622,18 @@ ROUNDS_TABLE=$(
         for kind in "${ROUND_KINDS[@]}"; do
             files=("$TMP/r$row-$kind-"*.json)
             if [[ -f ${files[0]} ]]; then
-                printf ' %s |' "$(jq -rs 'map(if (.ok // 0) == 0 then "stalled" else
-                    (if .ok_per_second >= 1000 then "\((.ok_per_second / 100 | round) / 10)k" else "\(.ok_per_second | round)" end)
-                    + (if .unanswered > 0 then " (stalled)" else "" end) end) | join(" · ")' "${files[@]}")"
+                mapfile -t files < <(printf '%s\n' "${files[@]}" | sort -V)
+                printf ' %s |' "$(jq -rs "$JQ_DEFS map(if (.ok // 0) == 0 then \"stalled\" else ($1)
+                    + (if .unanswered > 0 then \" (stalled)\" else \"\" end) end) | join(\" · \")" "${files[@]}")"
             else
                 printf ' – |'
             fi
         done
         echo
     done
-)
+}
+ROUND_KINDS=(pool ref php)
+(( POLLS )) && ROUND_KINDS=(pool poll ref php)
 # --- the parts' report ----------------------------------------------------------------------------
 mib() { awk -v kb="$1" 'BEGIN { if (kb == "") print "–"; else printf "%.1f MiB", kb / 1024 }'; }
 mib2() { awk -v kb="$1" 'BEGIN { if (kb == "") print "–"; else printf "%.2f MiB", kb / 1024 }'; }
@@ -873,7 +882,7 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 {
     echo "# Benchmarks"
     echo
-    echo "Written by \`scripts/bench.sh\` on $START_TIME (parts: $PARTS; the whole script took $((SECONDS - SCRIPT_START)) s)."
+    echo "Written by \`scripts/bench.sh\` on $START_TIME at commit $COMMIT (parts: $PARTS; the whole script took $((SECONDS - SCRIPT_START)) s)."
     echo "The matrix: pool-server (release) beside the reference"
     echo "servers of \`../shared/bench-ref\` (\`cref\` for oneshot, \`cref_framed\` for framed; C, same architecture,"
     echo "no error handling: a floor, not a design) and the seed's PHP server, each row measured back to back"
@@ -947,7 +956,12 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "ok replies per second of each round, in the order run (the servers of a row alternate). A spread"
     echo "within one cell is the machine's noise, not the server's."
     echo
-    echo "$ROUNDS_TABLE"
+    rounds_table '.ok_per_second | rps'
+    echo
+    echo "The p50 latency of each round, in the same order (the main table shows the p50 of the median"
+    echo "round by ok replies/s):"
+    echo
+    rounds_table '.latency_us.p50 | lat'
     echo
     echo "## Errors"
     echo
