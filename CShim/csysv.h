@@ -570,6 +570,13 @@ static inline uint32_t csysv_hint_flag_get(const uint32_t *flag) {
     return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
 }
 
+/// Keeps a worker's plain stores to its inbox in program order: the master reads them after the
+/// worker died, possibly between two of them (a kill lands between instructions, so only the
+/// compiler could reorder them). Why C: Swift has no compiler fence.
+static inline void csysv_compiler_fence(void) {
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
 // MARK: - Payload arena
 
 /// A worker is done reading a spilled payload: it publishes the chunk's generation, and the

@@ -888,6 +888,39 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!existingQueueIDs().contains(old))
     }
 
+    /// The same with a forced stop (a second SIGINT) while a reader of the removed queue still runs
+    /// a long job: the first worker's exit found the queue gone and said its messages may be lost;
+    /// the forced stop kills the other reader and names them then (it used to reap without a word).
+    @Test func forcedStopNamesTheJobsARemovedSharedQueueTook() throws {
+        let server = try TestServer(["--workers", "2", "--dispatch", "shared", "--handler", "sim", "--batch-time", "0"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        let old = try #require(server.queueIDs.first)
+        func send(_ message: String) throws {
+            #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes)
+        }
+        for message in ["sleep:1000", "sleep:60000"] { try send(message) }
+        #expect(waitUntil { (try? MessageQueue(id: old).status())?.messages == 0 }, "both workers should hold a long job")
+        for message in ["a", "b", "c"] { try send(message) }
+        #expect((try? MessageQueue(id: old).status())?.messages == 3)
+        try MessageQueue(id: old).remove()
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "may be lost; they are named once its last reader has exited").isEmpty },
+                "\(server.log)")
+        #expect(server.logLines(containing: "acknowledged messages lost with the removed shared queue").isEmpty)
+
+        footprint.observe()
+        server.signal(SIGINT)
+        #expect(waitUntil { !server.logLines(containing: "shutdown: stopped accepting").isEmpty }, "the SIGINT was not taken")
+        server.signal(SIGINT)
+        let status = server.waitForExit(timeout: 30)
+        #expect(status == 1, "a second SIGINT is a forced stop (status 1), got \(String(describing: status))")
+        let lines = server.logLines(containing: "acknowledged messages lost with the removed shared queue")
+        #expect(lines.count == 1 && lines.allSatisfy { $0.contains("jobs=[3, 4, 5]") && F.line($0, has: "count", "3") }, "\(server.log)")
+        F.expectNothingLeft(footprint)
+        #expect(!existingQueueIDs().contains(old))
+    }
+
     /// `ipcrm -q` of the reply queue: the master creates a new one (recorded in the state file),
     /// restarts the workers so they send to it, and serves again; after shutdown neither queue
     /// exists. (It used to stop the whole pool, with exit status 0.)

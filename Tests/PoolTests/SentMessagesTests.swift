@@ -25,13 +25,20 @@ import Testing
         #expect(sent.notTaken.isEmpty)
     }
 
-    /// A queue of 64 bytes holds at most 64 / 16 = 4 messages (one empty job record each), so only
-    /// the last 5 are kept: anything older has surely been taken.
-    @Test func keepsNoMoreMessagesThanTheQueueCanHold() {
+    /// A queue of 64 bytes holds at most 64 / 16 = 4 jobs (an empty job record each), so only the
+    /// newest messages holding at most 4 jobs in all are kept: anything older has surely been
+    /// taken, however many jobs a message carries.
+    @Test func keepsNoMoreJobsThanTheQueueCanHold() {
         var sent = SentMessages(queueBytes: 64)
-        #expect(sent.limit == 5)
+        #expect(sent.limit == 4)
         for first in stride(from: UInt64(1), through: 19, by: 2) { sent.sent([first, first + 1]) }
-        #expect(sent.notTaken == Array(11...20))
+        #expect(sent.notTaken == Array(17...20))
+        sent.sent([21, 22, 23])
+        #expect(sent.notTaken == [21, 22, 23])
+        sent.sent([24, 25, 26, 27, 28])
+        #expect(sent.notTaken == [24, 25, 26, 27, 28], "a message larger than the limit is kept whole, alone")
+        sent.taken(firstJob: 24)
+        #expect(sent.notTaken.isEmpty)
     }
 
     /// A job run again after its worker died keeps its id: the new message is found once the old

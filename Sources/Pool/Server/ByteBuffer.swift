@@ -1,8 +1,9 @@
 /// A growable byte buffer with separate read and write positions, for socket I/O without
 /// per-read allocation. Readable bytes are `[readIndex, writeIndex)`.
 ///
-/// Storage is allocated on first use and released when the buffer empties (`release()`), so an
-/// idle connection costs no buffer memory — 10,000 idle clients must not cost 10,000 buffers.
+/// Storage is allocated on first use and can be given back once the buffer is empty (`release()`):
+/// the master does so for connections that go quiet, so an idle connection costs no buffer memory
+/// — 10,000 idle clients must not cost 10,000 buffers.
 ///
 /// Stored properties are `@exclusivity(unchecked)` for the reason given on `Master`.
 final class ByteBuffer {

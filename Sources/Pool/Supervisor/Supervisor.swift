@@ -269,13 +269,13 @@ final class Supervisor {
 
     func slotIndex(of pid: pid_t) -> Int? { slots.firstIndex { $0.pid == pid } }
 
-    /// Records that a job was queued to a slot, for attribution if its worker dies.
     /// Master, once per queue message before `noteQueued` for its jobs: records the message's
     /// jobs (ack mode with a shared queue; see `SentMessages`).
     func noteMessageQueued(_ ids: some Sequence<UInt64>) {
         sharedSent?.sent(ids)
     }
 
+    /// Records that a job was queued to a slot, for attribution if its worker dies.
     func noteQueued(_ id: UInt64, bytes: Int, slot: Int) {
         // With a shared queue no slot owns a job until a worker takes it; the scoreboard says which.
         guard !sharesQueue else {
@@ -367,8 +367,8 @@ final class Supervisor {
                 // other readers are reaped, and its losses are named then (below).
                 sharedSent = SentMessages(queueBytes: queueBytes)
                 if !readers.isEmpty {
-                    logger.error("acknowledged messages in the removed shared queue are lost; they are named once its last reader has exited",
-                                 metadata: ["queue": "\(slot.queue.id)", "readers": "\(readers.sorted())"])
+                    logger.warning("acknowledged messages in the removed shared queue may be lost; they are named once its last reader has exited",
+                                   metadata: ["queue": "\(slot.queue.id)", "readers": "\(readers.sorted())"])
                 }
             }
             if !shuttingDown, let queue = try? Self.createQueue() {
@@ -393,11 +393,7 @@ final class Supervisor {
             guard lost.readers.isEmpty else { return false }
             arena?.dropAll(sentTo: lost.queue)
             if lost.shared { sharedQueueLost = lost.queuedSince }
-            if let gone = lost.sent?.notTaken, !gone.isEmpty {
-                logger.error("acknowledged messages lost with the removed shared queue", metadata: [
-                    "queue": "\(lost.queue)", "count": "\(gone.count)", "jobs": "\(gone)",
-                ])
-            }
+            if let sent = lost.sent { reportLostWithQueue(lost.queue, sent) }
             return true
         }
 
@@ -699,6 +695,29 @@ final class Supervisor {
             logger.error("worker still alive after SIGKILL; not waiting for it",
                          metadata: ["slot": "\(index)", "pid": "\(pid)", "waited_s": "\(deadline)"])
             slots[index].pid = nil
+        }
+        // Removed shared queues still waiting for readers: those readers are gone now (or past
+        // waiting for), so what they took is final and the rest is named.
+        for index in slots.indices {
+            guard let first = inboxes.lastTakenFirstJob(index) else { continue }
+            for lost in lostQueues.indices { lostQueues[lost].sent?.taken(firstJob: first) }
+        }
+        for lost in lostQueues {
+            arena?.dropAll(sentTo: lost.queue)
+            if let sent = lost.sent { reportLostWithQueue(lost.queue, sent) }
+        }
+        lostQueues.removeAll()
+    }
+
+    /// Ack mode: names the acknowledged jobs a removed shared queue took with it, once no worker
+    /// that read it is left (or says it held none).
+    private func reportLostWithQueue(_ queue: Int32, _ sent: SentMessages) {
+        let gone = sent.notTaken
+        if gone.isEmpty {
+            logger.info("the removed shared queue held no acknowledged message", metadata: ["queue": "\(queue)"])
+        } else {
+            logger.error("acknowledged messages lost with the removed shared queue",
+                         metadata: ["queue": "\(queue)", "count": "\(gone.count)", "jobs": "\(gone)"])
         }
     }
 

@@ -1,3 +1,4 @@
+import CSysV
 import Glibc
 
 /// Every worker's receive buffer, in memory shared with the master (`MAP_SHARED | MAP_ANONYMOUS`,
@@ -55,9 +56,13 @@ final class WorkerInboxes {
     /// Worker, before each receive: nothing held. A message the kernel copies in sets `mtype`.
     /// The last taken id stays: it outlives the message it names.
     func clear(_ slot: Int) {
+        // The message goes first: a worker killed between these stores must not leave a finished
+        // message with its counters at zero, which would read as "none of its jobs started" and
+        // run them all again.
+        message(slot).storeBytes(of: 0, as: Int.self)
+        csysv_compiler_fence()
         counters(slot)[0] = 0
         counters(slot)[1] = 0
-        message(slot).storeBytes(of: 0, as: Int.self)
     }
 
     /// Master, before a new worker takes the slot: nothing held, nothing taken.
