@@ -188,6 +188,29 @@ extension OneshotShutdownSuites {
             S.expectNothingLeft(socketPath: server.socketPath, queueIDs: queues, masterPID: server.pid, workers: workers)
         }
 
+        /// A forced stop (a second SIGTERM) names the acknowledged messages it takes: the one its
+        /// killed worker was running and the ones still in the queue. It used to name only the
+        /// queued ones: the job in the worker's hands vanished without a word.
+        @Test func forcedStopNamesAcknowledgedMessagesInWorkersHands() throws {
+            let server = try TestServer(["--workers", "1", "--handler", "sim", "--batch-time", "0", "--shutdown-timeout", "30"])
+            defer { server.stop() }
+            let (worker, queue) = try S.occupyTheOnlyWorker(server, with: "hang")
+            for message in ["a", "b"] { #expect(try S.oneshot(server.socketPath, message) == "ok") }
+            #expect((try? queue.status())?.messages == 2)
+
+            server.signal(SIGTERM)
+            #expect(waitUntil { !server.logLines(containing: "shutdown: stopped accepting").isEmpty }, "the SIGTERM was not taken")
+            server.signal(SIGTERM)
+            let status = S.waitForExit(server, timeout: 20)
+            #expect(status == 1, "a second SIGTERM is a forced stop (status 1), got \(String(describing: status))")
+            let log = server.log
+            #expect(log.split(separator: "\n").contains { $0.contains("acknowledged messages lost with their workers at the forced stop") && $0.contains("[1]") },
+                    "the running message (job 1) should be named:\n\(log)")
+            #expect(log.split(separator: "\n").contains { $0.contains("acknowledged messages not run: removed with their queues") && $0.contains("[2, 3]") },
+                    "the queued messages (jobs 2, 3) should be named:\n\(log)")
+            S.expectNothingLeft(socketPath: server.socketPath, queueIDs: [queue.id], masterPID: server.pid, workers: [worker])
+        }
+
         // MARK: - SIGINT and workers
 
         /// A SIGINT sent to a worker alone (as a terminal would send to the whole group) is ignored:

@@ -140,7 +140,19 @@ extension Master {
         notifier.notify("STOPPING=1\nSTATUS=forced stop")
         closeListener()
         for connection in connections.values { close(connection, reason: "forced stop") }
-        supervisor.killAndReapAll()
+        let unfinished = supervisor.killAndReapAll()
+        if configuration.replyMode == .ack {
+            // Their clients were told "ok": name what the stop takes from them (result mode's
+            // clients see their connections close unanswered).
+            let inHand = unfinished.filter(\.started).map(\.id)
+            let notRun = unfinished.filter { !$0.started }.map(\.id) + held.removeAll().filter(\.acknowledged).map(\.id)
+            if !inHand.isEmpty {
+                logger.error("acknowledged messages lost with their workers at the forced stop", metadata: ["jobs": "\(inHand)"])
+            }
+            if !notRun.isEmpty {
+                logger.error("acknowledged messages not run: forced stop", metadata: ["jobs": "\(notRun)"])
+            }
+        }
         logJobsLeftInQueues()
         supervisor.removeQueues()
         logger.info("shutdown complete (forced)")

@@ -668,13 +668,17 @@ final class Supervisor {
     /// Forced stop: SIGKILL every worker and reap them, polling for at most `deadline` seconds.
     /// A worker SIGKILL cannot end at once (uninterruptible sleep, e.g. on a hung NFS mount) is
     /// logged and left to init; the queues are removed anyway, so it gets EIDRM when it wakes.
-    func killAndReapAll(deadline: Double = 5) {
+    /// Returns the jobs the killed workers held and had not finished (from their inboxes, as
+    /// `workerExited` reads them), for the caller to name: `started` had begun to run.
+    @discardableResult
+    func killAndReapAll(deadline: Double = 5) -> [(id: UInt64, started: Bool)] {
         var pending: [(index: Int, pid: pid_t)] = []
         for index in slots.indices {
             guard let pid = slots[index].pid else { continue }
             ChildProcess.signal(pid, SIGKILL)
             pending.append((index, pid))
         }
+        let killed = pending.map(\.index)
         let end = monotonicNanoseconds() + Int64(deadline * 1e9)
         while !pending.isEmpty {
             pending.removeAll { index, pid in
@@ -707,6 +711,15 @@ final class Supervisor {
             if let sent = lost.sent { reportLostWithQueue(lost.queue, sent) }
         }
         lostQueues.removeAll()
+        var unfinished: [(id: UInt64, started: Bool)] = []
+        for index in killed {
+            guard let held = inboxes.held(index, arena: arena) else { continue }
+            for (position, job) in held.jobs.enumerated() where position >= held.done {
+                unfinished.append((job.id, position < held.started))
+            }
+            inboxes.clear(index)
+        }
+        return unfinished
     }
 
     /// Ack mode: names the acknowledged jobs a removed shared queue took with it, once no worker

@@ -61,6 +61,10 @@ final class WorkerInboxes {
         // run them all again.
         message(slot).storeBytes(of: 0, as: Int.self)
         csysv_compiler_fence()
+        // And the old message's first record: `msgrcv` writes the type before it copies the text,
+        // so a copy that faults (EFAULT: the message is gone) would leave the new type over the
+        // old, finished text. With no record count there, it reads as holding nothing.
+        (message(slot) + MessageBuffer.headerBytes).initializeMemory(as: UInt8.self, repeating: 0, count: JobCodec.headerBytes)
         counters(slot)[0] = 0
         counters(slot)[1] = 0
     }
@@ -80,7 +84,9 @@ final class WorkerInboxes {
     /// one it noted before clearing its inbox for the next receive. `nil` if it took none.
     func lastTakenFirstJob(_ slot: Int) -> UInt64? {
         let buffer = buffer(slot)
-        if buffer.type == JobCodec.jobType, let job = JobCodec.decodeJob(UnsafeRawBufferPointer(buffer.text), length: capacity, at: 0) {
+        // Job ids start at 1: a zero is a cleared record (see `clear`).
+        if buffer.type == JobCodec.jobType, let job = JobCodec.decodeJob(UnsafeRawBufferPointer(buffer.text), length: capacity, at: 0),
+           job.id != 0 {
             return job.id
         }
         let noted = lastTaken(slot).pointee
