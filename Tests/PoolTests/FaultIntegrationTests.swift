@@ -382,6 +382,38 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// A stop while a worker recycled by --max-jobs leaves jobs of its last message unstarted and
+    /// its queue empty: during a stop such a worker is not replaced, and those jobs went back to
+    /// its slot's queue with no one to read it, to be answered 6 at --shutdown-timeout. Now the
+    /// slot gets a worker again when jobs are sent to it, and every request is answered.
+    @Test func unstartedJobsOfAWorkerRecycledDuringAStopAreStillRun() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1", "--max-jobs", "5", "--batch-time", "0.05", "--shutdown-timeout", "15"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let worker = try #require(waitForWorkers(server, 1)?.first)
+        let queue = MessageQueue(id: try #require(server.queueIDs.first))
+        // Three quick jobs teach the master that jobs are short (--batch-time 0.05: many fit in one
+        // message), so the next burst, read at once, goes out as one message: the worker runs the
+        // sleep and "a" (its fifth job), then leaves with "b" and "c" unstarted.
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(Self.statuses(try client.pipeline(["w1", "w2", "w3"].map(\.bytes))) == [0, 0, 0])
+        let raw = try FramedSupport.RawConnection(path: server.socketPath, timeout: 60)
+        let burst = ["sleep:1500", "a", "b", "c"]
+        try raw.write(FramedWire.requestFrames(burst.map(\.bytes)))
+        // The worker takes the burst and sleeps 1.5 s. Had the burst gone out as several messages,
+        // some would still be queued: the test needs them in one (its jobs unstarted, the queue empty).
+        usleep(300_000)
+        let held = try queue.status()
+        #expect(held.messages == 0 && held.lastReceivePID == worker, "the worker should hold the whole burst: \(held)")
+        server.signal(SIGTERM)
+        let frames = raw.readFrames(4)
+        #expect(frames?.map(\.status) == [0, 0, 0, 0], "\(String(describing: frames))\n\(server.log)")
+        #expect(server.logLines(containing: "recycled").count == 1, "\(server.log)")
+        raw.close()
+        client.close()
+        F.expectCleanExit(server, footprint, alreadySignalled: true)
+    }
+
     // MARK: - 5. Shutdown under faults
 
     /// A worker stuck in `hang` at SIGTERM is SIGKILLed at --shutdown-timeout 1; its client gets

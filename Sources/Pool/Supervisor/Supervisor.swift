@@ -602,6 +602,21 @@ final class Supervisor {
     }
 
     /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
+    /// During a stop a worker that ends is replaced only if its queue still holds jobs (counting
+    /// quits as work respawned workers in a loop). Jobs sent to its slot after that — the
+    /// unstarted jobs of a message it left, held jobs — would wait for the deadline: the slot gets
+    /// a worker again. Returns whether one was scheduled (now).
+    func ensureWorker(slot index: Int, now: Int64) -> Bool {
+        guard slots.indices.contains(index) else { return false }
+        let slot = slots[index]
+        guard slot.pid == nil, slot.respawnAt == nil, slot.accepting else { return false }
+        // Every worker reads a shared queue: one alive, or on its way, is enough.
+        if sharesQueue && slots.contains(where: { $0.pid != nil || $0.respawnAt != nil }) { return false }
+        slots[index].restarts += 1
+        slots[index].respawnAt = now
+        return true
+    }
+
     func respawnDue(now: Int64) -> Int64? {
         var next: Int64? = nil
         for index in slots.indices where slots[index].pid == nil {
