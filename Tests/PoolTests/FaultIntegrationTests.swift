@@ -254,6 +254,48 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// A slot whose worker is waiting out a crash back-off gets no new work while another slot has
+    /// a worker: its queue would hold the jobs until the replacement starts (3.2 s or more here).
+    /// Slot 0's workers are killed as soon as they start until its back-off is 3.2 s; then requests
+    /// sent meanwhile are all answered by slot 1 before slot 0 has a worker again. Before, every
+    /// other one went to slot 0's queue and the framed connection waited for the respawn.
+    @Test func aSlotInCrashBackOffGetsNoNewWorkWhileAnotherHasAWorker() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        func slot0Spawns() -> [pid_t] {
+            server.logLines(containing: "worker spawned").filter { F.line($0, has: "slot", "0") }.compactMap { intField($0, "pid").map(pid_t.init) }
+        }
+        // Each replacement dies within 1 s of its start, so each respawn waits twice as long as the
+        // last (from 100 ms), until the delay is 3.2 s. A death counts once the master has reaped
+        // the worker and logged it: from then on the slot has no worker.
+        var delay = 0
+        for _ in 0..<10 where delay < 3200 {
+            let spawns = slot0Spawns()
+            guard let pid = spawns.last else { break }
+            Glibc.kill(pid, SIGKILL)
+            #expect(waitUntil(timeout: 20) { !server.logLines(containing: "worker died").filter { F.line($0, has: "pid", "\(pid)") }.isEmpty },
+                    "\(server.log)")
+            delay = server.logLines(containing: "crash-looping").last.flatMap { line in
+                line.range(of: "respawn in ").flatMap { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
+            } ?? 0
+            if delay < 3200 { #expect(waitUntil(timeout: 20) { slot0Spawns().count == spawns.count + 1 }, "\(server.log)") }
+        }
+        #expect(delay >= 3200, "\(server.log)")
+        let spawnsBefore = slot0Spawns().count
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = (0..<10).map { "r\($0)".bytes }
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == Array(repeating: 0, count: 10))
+        #expect(responses.map(\.body) == payloads)
+        #expect(slot0Spawns().count == spawnsBefore, "answered only once slot 0 had a worker again: \(server.log)")
+        client.close()
+        #expect(waitForWorkers(server, 2) != nil)
+        F.expectCleanExit(server, footprint)
+    }
+
     // MARK: - 2. Orphan safety and stale IPC recovery
 
     /// SIGKILL the master: every worker dies with it (PR_SET_PDEATHSIG). Its queues stay; a new

@@ -28,15 +28,24 @@ struct Dispatcher {
         guard count > 0 else { return nil }
         var chosen: Int? = nil
         var best = Int.max
+        // A slot whose worker is gone (waiting out a crash back-off of up to 10 s, or a respawn
+        // about to happen) takes work only when no slot has a worker: its queue would hold the
+        // job until the replacement starts while a live worker could run it now.
+        var workerless: Int? = nil
         for attempt in 0..<count {
             let index = (next + attempt) % count
             guard slots[index].accepting else { continue }
+            if slots[index].pid == nil {
+                if workerless == nil { workerless = index }
+                continue
+            }
             guard strategy == .leastBusy else { chosen = index; break }
             let load = slots[index].outstanding.count + (index < staged.count ? staged[index].entries.count : 0)
                 + (supervisor.scoreboard.state(index) == .busy ? 1 : 0)
             if load < best { best = load; chosen = index }
             if load == 0 { break }
         }
+        if chosen == nil { chosen = workerless }
         if let chosen { next = (chosen + 1) % count }
         return chosen
     }
