@@ -328,12 +328,7 @@ final class Supervisor {
         }
         slot.pruned = 0
         var unstarted: [UnstartedJob] = []
-        // Ack mode, shared queue: every message up to the last one it took has left the queue
-        // (the current one, or one removed since: ids are never in both).
-        if sharedSent != nil, let first = inboxes.lastTakenFirstJob(index) {
-            sharedSent?.taken(firstJob: first)
-            for lost in lostQueues.indices { lostQueues[lost].sent?.taken(firstJob: first) }
-        }
+        noteTaken(by: index)
         if let held = inboxes.held(index, arena: arena) {
             for (position, job) in held.jobs.enumerated() {
                 if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
@@ -391,9 +386,8 @@ final class Supervisor {
         var sharedQueueLost: Set<UInt64>? = nil
         lostQueues.removeAll { lost in
             guard lost.readers.isEmpty else { return false }
-            arena?.dropAll(sentTo: lost.queue)
             if lost.shared { sharedQueueLost = lost.queuedSince }
-            if let sent = lost.sent { reportLostWithQueue(lost.queue, sent) }
+            finish(lost)
             return true
         }
 
@@ -601,7 +595,6 @@ final class Supervisor {
         restarting = []
     }
 
-    /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
     /// During a stop a worker that ends is replaced only if its queue still holds jobs (counting
     /// quits as work respawned workers in a loop). Jobs sent to its slot after that — the
     /// unstarted jobs of a message it left, held jobs — would wait for the deadline: the slot gets
@@ -617,6 +610,7 @@ final class Supervisor {
         return true
     }
 
+    /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
     func respawnDue(now: Int64) -> Int64? {
         var next: Int64? = nil
         for index in slots.indices where slots[index].pid == nil {
@@ -717,14 +711,8 @@ final class Supervisor {
         }
         // Removed shared queues still waiting for readers: those readers are gone now (or past
         // waiting for), so what they took is final and the rest is named.
-        for index in slots.indices {
-            guard let first = inboxes.lastTakenFirstJob(index) else { continue }
-            for lost in lostQueues.indices { lostQueues[lost].sent?.taken(firstJob: first) }
-        }
-        for lost in lostQueues {
-            arena?.dropAll(sentTo: lost.queue)
-            if let sent = lost.sent { reportLostWithQueue(lost.queue, sent) }
-        }
+        for index in slots.indices { noteTaken(by: index) }
+        for lost in lostQueues { finish(lost) }
         lostQueues.removeAll()
         var unfinished: [(id: UInt64, started: Bool)] = []
         for index in killed {
@@ -737,15 +725,24 @@ final class Supervisor {
         return unfinished
     }
 
-    /// Ack mode: names the acknowledged jobs a removed shared queue took with it, once no worker
-    /// that read it is left (or says it held none).
-    private func reportLostWithQueue(_ queue: Int32, _ sent: SentMessages) {
-        let gone = sent.notTaken
+    /// Ack mode, shared queue: a reaped worker took every message up to its last one, from the
+    /// current queue or from one removed since (ids are never in both).
+    private func noteTaken(by index: Int) {
+        guard sharedSent != nil, let first = inboxes.lastTakenFirstJob(index) else { return }
+        sharedSent?.taken(firstJob: first)
+        for lost in lostQueues.indices { lostQueues[lost].sent?.taken(firstJob: first) }
+    }
+
+    /// A removed queue no worker reads any more: its arena chunks come back, and (ack mode,
+    /// shared queue) the acknowledged jobs it took with it are named.
+    private func finish(_ lost: LostQueue) {
+        arena?.dropAll(sentTo: lost.queue)
+        guard let gone = lost.sent?.notTaken else { return }
         if gone.isEmpty {
-            logger.info("the removed shared queue held no acknowledged message", metadata: ["queue": "\(queue)"])
+            logger.info("the removed shared queue held no acknowledged message", metadata: ["queue": "\(lost.queue)"])
         } else {
             logger.error("acknowledged messages lost with the removed shared queue",
-                         metadata: ["queue": "\(queue)", "count": "\(gone.count)", "jobs": "\(gone)"])
+                         metadata: ["queue": "\(lost.queue)", "count": "\(gone.count)", "jobs": "\(gone)"])
         }
     }
 
