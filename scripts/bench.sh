@@ -604,8 +604,6 @@ ERRORS=$(
     done
 )
 
-ROUND_KINDS=(pool ref php)
-(( POLLS )) && ROUND_KINDS=(pool poll ref php)
 # rounds_table CELL — the table of every round: CELL is a jq expression turning one round's JSON
 # into its cell (rounds in the order run: files sorted by round number, not by name).
 rounds_table() {

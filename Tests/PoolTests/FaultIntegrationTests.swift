@@ -426,8 +426,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
     /// A stop while a worker recycled by --max-jobs leaves jobs of its last message unstarted and
     /// its queue empty: during a stop such a worker is not replaced, and those jobs went back to
-    /// its slot's queue with no one to read it, to be answered 6 at --shutdown-timeout. Now the
-    /// slot gets a worker again when jobs are sent to it, and every request is answered.
+    /// its slot's queue with no one to read it, to be answered 6 at --shutdown-timeout. Now a
+    /// worker that leaves jobs unstarted is replaced during a stop too, and every request is
+    /// answered.
     @Test func unstartedJobsOfAWorkerRecycledDuringAStopAreStillRun() throws {
         let server = try TestServer(F.framedSim + ["--workers", "1", "--max-jobs", "5", "--batch-time", "0.05", "--shutdown-timeout", "15"])
         let footprint = F.Footprint(server)
@@ -927,22 +928,15 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// then, so how far the queue was read comes from the id it noted when it took its message.
     @Test(arguments: [1, 2])
     func removedSharedQueueNamesTheAcknowledgedJobsItTook(workers: Int) throws {
-        let server = try TestServer(["--workers", "\(workers)", "--dispatch", "shared", "--handler", "sim", "--batch-time", "0"])
+        let server = try TestServer(["--workers", "\(workers)"] + Self.sharedAckSim)
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         let started = try #require(waitForWorkers(server, workers))
         let old = try #require(server.queueIDs.first)
-        func send(_ message: String) throws {
-            #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes)
-        }
         // Job ids count from 1 in arrival order: "first" is 1, the long jobs follow, then the three.
-        try send("first")
+        try Self.sendAcknowledged(server, "first")
         #expect(waitUntil { (try? MessageQueue(id: old).status())?.messages == 0 })
-        for worker in 0..<workers { try send("sleep:\(2000 + 500 * worker)") }
-        #expect(waitUntil { (try? MessageQueue(id: old).status())?.messages == 0 }, "every worker should hold a long job")
-        for message in ["a", "b", "c"] { try send(message) }
-        #expect((try? MessageQueue(id: old).status())?.messages == 3)
-        try MessageQueue(id: old).remove()
+        try Self.removeSharedQueueWithThreeWaiting(server, old, behind: (0..<workers).map { "sleep:\(2000 + 500 * $0)" })
 
         let named = UInt64(2 + workers)...UInt64(4 + workers)
         #expect(waitUntil(timeout: 20) { !server.logLines(containing: "acknowledged messages lost with the removed shared queue").isEmpty },
@@ -957,28 +951,40 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         }
         // The pool serves again, from the new queue, with new workers.
         #expect(waitUntil { let pids = server.workerPIDs; return pids.count == workers && Set(pids).isDisjoint(with: started) })
-        try send("after")
+        try Self.sendAcknowledged(server, "after")
         F.expectCleanExit(server, footprint)
         #expect(!existingQueueIDs().contains(old))
+    }
+
+    static let sharedAckSim = ["--dispatch", "shared", "--handler", "sim", "--batch-time", "0"]
+
+    static func sendAcknowledged(_ server: TestServer, _ message: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes,
+                sourceLocation: sourceLocation)
+    }
+
+    /// Ack mode, shared queue `old`: every worker takes one of `longJobs`, then "a", "b" and "c"
+    /// wait in the queue, which is removed from outside.
+    static func removeSharedQueueWithThreeWaiting(_ server: TestServer, _ old: Int32, behind longJobs: [String],
+                                                  sourceLocation: SourceLocation = #_sourceLocation) throws {
+        for job in longJobs { try sendAcknowledged(server, job, sourceLocation: sourceLocation) }
+        #expect(waitUntil { (try? MessageQueue(id: old).status())?.messages == 0 }, "every worker should hold a long job",
+                sourceLocation: sourceLocation)
+        for message in ["a", "b", "c"] { try sendAcknowledged(server, message, sourceLocation: sourceLocation) }
+        #expect((try? MessageQueue(id: old).status())?.messages == 3, sourceLocation: sourceLocation)
+        try MessageQueue(id: old).remove()
     }
 
     /// The same with a forced stop (a second SIGINT) while a reader of the removed queue still runs
     /// a long job: the first worker's exit found the queue gone and said its messages may be lost;
     /// the forced stop kills the other reader and names them then (it used to reap without a word).
     @Test func forcedStopNamesTheJobsARemovedSharedQueueTook() throws {
-        let server = try TestServer(["--workers", "2", "--dispatch", "shared", "--handler", "sim", "--batch-time", "0"])
+        let server = try TestServer(["--workers", "2"] + Self.sharedAckSim)
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
         let old = try #require(server.queueIDs.first)
-        func send(_ message: String) throws {
-            #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes)
-        }
-        for message in ["sleep:1000", "sleep:60000"] { try send(message) }
-        #expect(waitUntil { (try? MessageQueue(id: old).status())?.messages == 0 }, "both workers should hold a long job")
-        for message in ["a", "b", "c"] { try send(message) }
-        #expect((try? MessageQueue(id: old).status())?.messages == 3)
-        try MessageQueue(id: old).remove()
+        try Self.removeSharedQueueWithThreeWaiting(server, old, behind: ["sleep:1000", "sleep:60000"])
         #expect(waitUntil(timeout: 20) { !server.logLines(containing: "may be lost; they are named once its last reader has exited").isEmpty },
                 "\(server.log)")
         #expect(server.logLines(containing: "acknowledged messages lost with the removed shared queue").isEmpty)

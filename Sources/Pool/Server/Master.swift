@@ -769,10 +769,6 @@ final class Master {
         case .queued(let target):
             messagesQueued &+= 1
             supervisor.noteMessageQueued(batch.entries.lazy.map(\.id))
-            if phase != .running {
-                let now = monotonicNanoseconds()
-                if supervisor.ensureWorker(slot: target, now: now) { nextRespawn = min(nextRespawn ?? now, now) }
-            }
             for entry in batch.entries {
                 logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)",
                                                   "message": "\(messagesQueued)"])

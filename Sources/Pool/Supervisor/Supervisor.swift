@@ -433,10 +433,12 @@ final class Supervisor {
         if shuttingDown {
             // Acknowledged work still in its queue must be handled before the pool stops. A shared
             // queue is not tracked per job: a job left in it (jobs taken back from a dead worker
-            // may sit behind the quits) gets a worker, which is then sent its own quit. Quits left
-            // over (a worker that ended without taking one) carry no bytes and get none: counting
-            // them respawned and re-quit workers in a loop until the deadline.
-            let pending = jobsQueued
+            // may sit behind the quits) gets a worker, which is then sent its own quit. So do the
+            // jobs it left unstarted, which are sent again and must not wait, with no worker left
+            // to read them, for the deadline. Quits left over (a worker that ended without taking
+            // one) carry no bytes and get none: counting them respawned and re-quit workers in a
+            // loop until the deadline.
+            let pending = jobsQueued || !unstarted.isEmpty
             if queueAlive && pending && !slot.removed {
                 slot.restarts += 1
                 slot.respawnAt = now
@@ -593,21 +595,6 @@ final class Supervisor {
         rollingCurrent = nil
         quitPending = []
         restarting = []
-    }
-
-    /// During a stop a worker that ends is replaced only if its queue still holds jobs (counting
-    /// quits as work respawned workers in a loop). Jobs sent to its slot after that — the
-    /// unstarted jobs of a message it left, held jobs — would wait for the deadline: the slot gets
-    /// a worker again. Returns whether one was scheduled (now).
-    func ensureWorker(slot index: Int, now: Int64) -> Bool {
-        guard slots.indices.contains(index) else { return false }
-        let slot = slots[index]
-        guard slot.pid == nil, slot.respawnAt == nil, slot.accepting else { return false }
-        // Every worker reads a shared queue: one alive, or on its way, is enough.
-        if sharesQueue && slots.contains(where: { $0.pid != nil || $0.respawnAt != nil }) { return false }
-        slots[index].restarts += 1
-        slots[index].respawnAt = now
-        return true
     }
 
     /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
