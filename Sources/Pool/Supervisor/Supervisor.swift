@@ -317,7 +317,10 @@ final class Supervisor {
         var slot = slots[index]
         slot.pid = nil
         var lost: [LostJob] = []
-        let lostStatus: ResponseStatus = slot.timedOutJob != nil ? .timeout : .workerDied
+        // Only the job the worker was condemned for timed out. The worker may have finished it and
+        // started the next one between the master's look at the scoreboard and the signal; that
+        // one was cut short by the kill, not by its own running time.
+        func lostStatus(_ job: UInt64) -> ResponseStatus { job == slot.timedOutJob ? .timeout : .workerDied }
 
         // Jobs it finished are pruned (ack: by its published count; result: by the replies the
         // caller drained first). What it still held is in its inbox, exactly: the message it last
@@ -337,7 +340,7 @@ final class Supervisor {
                     // then died with it.
                     if configuration.replyMode == .result && awaitsReply(job.id) { lost.append(LostJob(id: job.id, status: .workerDied)) }
                 } else if position < held.started {
-                    lost.append(LostJob(id: job.id, status: lostStatus))
+                    lost.append(LostJob(id: job.id, status: lostStatus(job.id)))
                 } else {
                     unstarted.append(UnstartedJob(id: job.id, payload: job.payload))
                 }
