@@ -13,16 +13,27 @@ bin=$(swift build --show-bin-path)
 work=$(mktemp -d /tmp/pool-smoke-XXXXXX)
 log="$work/server.log"
 server_pid=""
-# On a failure: stop the server gracefully if it will (it removes its queues), else kill it and
-# remove its queues through the state file, before the directory holding that file goes.
+queues=""            # the server's queues, from its "pool started" line
+worker_pids=""
+passed=0
+# On a failure: stop the server gracefully if it will (it removes its queues), else kill it; then
+# remove what a dead master left (state file, socket, queues) and what is left of its workers,
+# before the directory holding the state file goes. A crashed master is no longer there to kill,
+# so this runs whatever happened to it. After a pass there is nothing left, and nothing is
+# touched: a queue id seen gone may belong to someone else by now.
 cleanup() {
+  [ "$passed" = 1 ] && { rm -rf "$work"; return; }
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$server_pid" 2>/dev/null || true
     sleep 0.2
-    "$bin/pool-server" cleanup --socket "$work/pool.sock" >/dev/null 2>&1 || true
   fi
+  "$bin/pool-server" cleanup --socket "$work/pool.sock" >/dev/null 2>&1 || true
+  for pid in $worker_pids; do
+    [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = pool-worker ] && kill -KILL "$pid" 2>/dev/null || true
+  done
+  for q in $queues; do ipcrm -q "$q" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,12 +55,15 @@ cd "$work"
 server_pid=$!
 for _ in $(seq 100); do grep -q "pool started" "$log" && break; sleep 0.1; done
 grep -q "pool started" "$log" || fail "server did not start"
+queues=$(sed -n 's/.*queues=\[\([0-9, ]*\)\].*/\1/p' "$log" | head -1 | tr -d ' ' | tr ',' ' ')
+[ -n "$queues" ] || fail "the start line names no queues"
 [ -S pool.sock ] || fail "no socket file"
 [ "$(stat -c %a pool.sock)" = "600" ] || fail "socket mode is $(stat -c %a pool.sock), expected 600"
 for _ in $(seq 100); do [ "$(children "$server_pid")" -eq 3 ] && break; sleep 0.1; done
 workers=$(children "$server_pid")
 [ "$workers" -eq 3 ] || fail "expected 3 workers, found $workers"
 workers_before=$(child_pids "$server_pid")
+worker_pids=$workers_before
 
 # The seed's protocol with a minimal client: connect, write, read the answer (no half-close).
 if command -v python3 >/dev/null; then
@@ -86,7 +100,6 @@ for _ in $(seq 50); do [ "$(grep -c 'recv' "$log")" -ge 2 ] && break; sleep 0.1;
 grep -q "recv 11 bytes: i am client" "$log" || fail "worker did not log the message"
 [ "$(child_pids "$server_pid")" = "$workers_before" ] || fail "a worker stopped after a 'quit' payload (workers $workers_before, now $(child_pids "$server_pid"))"
 
-queues=$(sed -n 's/.*queues=\[\([0-9, ]*\)\].*/\1/p' "$log" | tr -d ' ' | tr ',' ' ')
 worker_pids=$(child_pids "$server_pid")
 kill -INT "$server_pid"
 for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
@@ -103,4 +116,5 @@ for pid in $worker_pids; do
 done
 [ ! -e pool.sock.state ] || fail "state file left behind"
 [ ! -e pool.sock.ctl ] || fail "control socket left behind"
+passed=1
 echo "smoke: ok — build, start, python/pool-client/php clients, quit payload, SIGINT clean-up"

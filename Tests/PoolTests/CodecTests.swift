@@ -198,7 +198,6 @@ extension CodecTests {
             var rng = SplitMix64(seed: 0x5EED_CAFE_F00D_0001)
             let limits = [0, 1, 16, 64, 1000, 1 << 20, 1 << 30, Int(UInt32.max), Int.max]
             var seen = (request: 0, incomplete: 0, tooLarge: 0, garbage: 0)
-            let start = ContinuousClock.now
             for iteration in 0..<20_000 {
                 let count = Int(rng.next() % 80)
                 var buffer = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -236,7 +235,6 @@ extension CodecTests {
             }
             // The generator exercised every outcome.
             #expect(seen.request > 100 && seen.incomplete > 100 && seen.tooLarge > 100 && seen.garbage > 100, "\(seen)")
-            #expect(ContinuousClock.now - start < .seconds(2))
         }
     }
 }

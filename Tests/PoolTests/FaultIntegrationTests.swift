@@ -441,13 +441,17 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         #expect(Self.statuses(try client.pipeline(["w1", "w2", "w3"].map(\.bytes))) == [0, 0, 0])
         let raw = try FramedSupport.RawConnection(path: server.socketPath, timeout: 60)
-        let burst = ["sleep:1500", "a", "b", "c"]
+        let burst = ["sleep:3000", "a", "b", "c"]
         try raw.write(FramedWire.requestFrames(burst.map(\.bytes)))
-        // The worker takes the burst and sleeps 1.5 s. Had the burst gone out as several messages,
-        // some would still be queued: the test needs them in one (its jobs unstarted, the queue empty).
-        usleep(300_000)
-        let held = try queue.status()
-        #expect(held.messages == 0 && held.lastReceivePID == worker, "the worker should hold the whole burst: \(held)")
+        // The worker takes the burst and sleeps 3 s; the stop must land in that sleep. Had the
+        // burst gone out as several messages, some would still be queued: the test needs them in
+        // one (its jobs unstarted, the queue empty).
+        var held = try queue.status()
+        #expect(waitUntil(timeout: 2) {
+            held = (try? queue.status()) ?? held
+            return held.messages == 0 && OperationsSupport.status(server.socketPath)?.workers.first?.state == "busy"
+        }, "the worker should be running the sleep: \(held)")
+        #expect(held.lastReceivePID == worker, "the worker should hold the whole burst: \(held)")
         server.signal(SIGTERM)
         let frames = raw.readFrames(4)
         #expect(frames?.map(\.status) == [0, 0, 0, 0], "\(String(describing: frames))\n\(server.log)")
@@ -808,7 +812,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         while case let n = read(reader, &drained, drained.count), n > 0 { log += drained[0..<n] }
         let text = String(decoding: log, as: UTF8.self)
         #expect(text.contains("log lines dropped") && text.contains("dropped="), "\(text.suffix(2000))")
-        F.expectNothingLeft(footprint)
+        F.expectNothingLeft(footprint, log: text)
     }
 
     /// 2000 non-blocking connects while the master is stopped (SIGSTOP), so they overflow its
@@ -984,7 +988,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
         let old = try #require(server.queueIDs.first)
-        try Self.removeSharedQueueWithThreeWaiting(server, old, behind: ["sleep:1000", "sleep:60000"])
+        try Self.removeSharedQueueWithThreeWaiting(server, old, behind: ["sleep:2500", "sleep:60000"])
         #expect(waitUntil(timeout: 20) { !server.logLines(containing: "may be lost; they are named once its last reader has exited").isEmpty },
                 "\(server.log)")
         #expect(server.logLines(containing: "acknowledged messages lost with the removed shared queue").isEmpty)

@@ -239,8 +239,9 @@ private extension PoolClient.Response {
     }
 
     /// `--busy-poll` at its longest (10 ms). Sequential requests, whose next one arrives while the
-    /// master polls, are all answered. One request every 20 ms keeps it polling most of the time:
-    /// ~100 ticks a second (1 tick = 10 ms) where a sleeping master uses ~1. Polling follows
+    /// master polls, are all answered. One request every 5 ms keeps it polling all the time: ~75
+    /// ticks (1 tick = 10 ms) for 150 requests where a sleeping master uses ~1, and a master given
+    /// a third of a core still ~25. Polling follows
     /// traffic only: the master wakes ten times a second for `--job-timeout`'s scan, and a poll
     /// after each of those would cost it ~10 ticks a second; an idle master uses ~0.
     @Test func busyPollingAnswersEveryRequestAndStopsWhenTrafficDoes() throws {
@@ -260,12 +261,12 @@ private extension PoolClient.Response {
         for index in 0..<200 where try !request(index) { break }
 
         let paced = try ticks {
-            for index in 0..<50 {
+            for index in 0..<150 {
                 guard try request(index) else { break }
-                usleep(20_000)
+                usleep(5_000)
             }
         }
-        #expect(paced >= 15, "a request every 20 ms cost the master \(paced) ticks: it does not poll")
+        #expect(paced >= 15, "a request every 5 ms cost the master \(paced) ticks: it does not poll")
 
         usleep(200_000)
         let idle = try ticks { usleep(2_000_000) }
@@ -603,11 +604,15 @@ private extension PoolClient.Response {
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         try client.send("hang".bytes)
         // The hanging job holds one worker; the other computes these two, which wait behind it.
-        // (Sent a moment later so they do not share the hanging job's queue message.)
-        usleep(300_000)
+        // (Sent once it runs, so they do not share the hanging job's queue message.)
+        #expect(waitUntil(timeout: 20) {
+            OperationsSupport.status(server.socketPath)?.workers.filter { $0.state == "busy" }.count == 1
+        }, "a worker should be running the hanging job")
         try client.send("hi".bytes)
         try client.send("there".bytes)
-        usleep(300_000)
+        #expect(waitUntil(timeout: 20) {
+            OperationsSupport.status(server.socketPath)?.workers.map(\.jobsHandled).reduce(0, +) == 2
+        }, "the other worker should have computed both")
         let queues = FramedSupport.ownedQueueIDs(server)
         server.signal(SIGTERM)
         let answers = try (0..<3).map { _ in try client.receive().frame }

@@ -902,12 +902,13 @@ private func currentThreadBlockedSignals() -> UInt64? {
         }
         var tokens: [UInt64] = []
 
-        // Rung 100 ms into a poll of up to 5 s: taken by the poll, which spent CPU meanwhile.
-        Thread.detachNewThread { usleep(100_000); event.ring() }
+        // Rung 300 ms into a poll of up to 5 s: taken by the poll, which spent CPU meanwhile (a
+        // tenth of that time is enough, so a loaded machine does not fail it).
+        Thread.detachNewThread { usleep(300_000); event.ring() }
         let polled = try measure { try epoll.wait(timeoutMilliseconds: -1, busyPollNanoseconds: 5_000_000_000) { token, _ in tokens.append(token) } }
         #expect(polled.count == 1 && tokens == [5])
         #expect(polled.seconds < 2, "the event took \(polled.seconds) s to be seen while polling")
-        #expect(polled.cpu >= 0.01, "100 ms of polling used \(polled.cpu) s of CPU: it slept instead")
+        #expect(polled.cpu >= 0.03, "300 ms of polling used \(polled.cpu) s of CPU: it slept instead")
         event.drain()
 
         // Rung 100 ms into a wait without timeout that polls 5 ms: the sleep after the poll takes it.
@@ -917,11 +918,12 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(slept.count == 1 && tokens == [5], "a wait without timeout returned \(slept.count) events after \(slept.seconds) s")
         event.drain()
 
-        // Nothing ready: 250 ms of polling, then a sleep for the rest of the 300 ms only.
-        let quiet = try measure { try epoll.wait(timeoutMilliseconds: 300, busyPollNanoseconds: 250_000_000) { _, _ in } }
+        // Nothing ready: 900 ms of polling, then a sleep for the rest of the 1 s only. Sleeping
+        // the whole timeout after the poll would take 1.9 s; the bound leaves 0.6 s for load.
+        let quiet = try measure { try epoll.wait(timeoutMilliseconds: 1000, busyPollNanoseconds: 900_000_000) { _, _ in } }
         #expect(quiet.count == 0)
-        #expect(quiet.seconds >= 0.299, "returned after \(quiet.seconds) s, before its 300 ms timeout")
-        #expect(quiet.seconds < 0.5, "took \(quiet.seconds) s: it slept the whole timeout after polling")
+        #expect(quiet.seconds >= 0.999, "returned after \(quiet.seconds) s, before its 1 s timeout")
+        #expect(quiet.seconds < 1.6, "took \(quiet.seconds) s: it slept the whole timeout after polling")
 
         // The timeout bounds the poll: 20 ms, however long the poll allowed.
         let short = try measure { try epoll.wait(timeoutMilliseconds: 20, busyPollNanoseconds: 5_000_000_000) { _, _ in } }

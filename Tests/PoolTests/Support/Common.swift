@@ -187,6 +187,12 @@ func stateFileQueues(_ path: String) -> [(id: Int32, changeTime: Int)] {
 
 func stateFileQueueIDs(_ path: String) -> [Int32] { stateFileQueues(path).map(\.id) }
 
+/// The master's pid a state file records (`pid=N`), if there is one.
+func stateFilePID(_ path: String) -> pid_t? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    return text.split(separator: "\n").first { $0.hasPrefix("pid=") }.flatMap { pid_t($0.dropFirst("pid=".count)) }
+}
+
 // MARK: - Deterministic randomness
 
 /// SplitMix64: a tiny deterministic PRNG (same sequence on every run and platform), for fixed seeds.

@@ -110,10 +110,12 @@ enum FaultSupport {
     }
 
     /// After the master exited: no socket, control socket or state file; none of its queues in
-    /// `ipcs -q`; no child of the master; every worker gone (not alive, not a zombie: the master
-    /// reaps its workers before it exits). Anything left is removed afterwards. Stricter than the
-    /// common `expectServerGone` (zombies, the master's children, `.ctl`), so kept apart.
-    static func expectNothingLeft(_ footprint: Footprint, sourceLocation: SourceLocation = #_sourceLocation) {
+    /// `ipcs -q`; every worker reaped by the master itself (its log has the reap line for each:
+    /// once the master is gone its orphans are init's, so their absence alone would not show who
+    /// reaped them) and gone (not alive, not a zombie). Anything left is removed afterwards.
+    /// Stricter than the common `expectServerGone` (reaping, zombies, `.ctl`), so kept apart.
+    /// `log`: where the master's log went, if not to the server's log file.
+    static func expectNothingLeft(_ footprint: Footprint, log: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
         footprint.observe()
         let path = footprint.socketPath
         #expect(!footprint.queues.isEmpty, "no queue ids were observed", sourceLocation: sourceLocation)
@@ -122,8 +124,12 @@ enum FaultSupport {
         #expect(!fileExists(path + ".state"), "state file left at \(path).state", sourceLocation: sourceLocation)
         let left = existingQueueIDs().intersection(footprint.queues)
         #expect(left.isEmpty, "queues left in ipcs -q: \(left.sorted())", sourceLocation: sourceLocation)
-        let children = childPIDs(of: footprint.masterPID)
-        #expect(children.isEmpty, "children of the master \(footprint.masterPID) left: \(children)",
+        let reaped = Set((log ?? footprint.server.log).split(separator: "\n").filter { line in
+            line.contains("pool.master") && ["worker exited", "worker died", "worker killed"].contains { line.contains($0) }
+                && !line.contains("status=?")
+        }.compactMap { intField($0, "pid").map(pid_t.init) })
+        let unreaped = footprint.workers.subtracting(reaped).sorted()
+        #expect(unreaped.isEmpty, "workers the master did not reap (no exit line in its log): \(unreaped)",
                 sourceLocation: sourceLocation)
         let lingering = { footprint.workers.filter { processIsAlive($0) || processState($0) == "Z" }.sorted() }
         _ = waitUntil(timeout: 5) { lingering().isEmpty }

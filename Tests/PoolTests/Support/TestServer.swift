@@ -96,11 +96,14 @@ final class TestServer {
         stopped = true
         let workers = childPIDs(of: pid)
         // The state file lists every queue (the reply queue, recreated ones); a graceful exit
-        // deletes it, so it is read first, for the case where the server has to be killed.
-        let recorded = stateFileQueueIDs(stateFilePath)
+        // deletes it, so it is read first, for the case where the server has to be killed. It is
+        // read only if it is this server's: a second server refused on the same socket path must
+        // not take the first one's queues down. The log names the rest, including the queues of
+        // a start that failed before its state file was written.
+        let recorded = stateFilePID(stateFilePath) == pid ? stateFileQueueIDs(stateFilePath) : []
         terminateGracefully(pid) { hasExited }
         killLiving(workers)
-        removeQueues(Set(queueIDs).union(recorded))
+        removeQueues(Set(queueIDs).union(recorded).union(loggedQueueIDs(inLog: log)))
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
