@@ -82,6 +82,8 @@ import Testing
             ("--busy-poll", { $0.busyPoll = -0.001 }),
             ("--busy-poll", { $0.busyPoll = PoolConfiguration.longestBusyPoll * 2 }),
             ("--busy-poll", { $0.busyPoll = .nan }),
+            ("--max-jobs-jitter", { $0.maxJobsJitter = -1 }),
+            ("--max-jobs-jitter", { $0.maxJobs = .max; $0.maxJobsJitter = 1 }),
         ]
         for (flag, change) in cases {
             let refusal = Self.refusal(change)

@@ -196,6 +196,11 @@ extension PoolConfiguration {
         }
         if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }
+        guard maxJobsJitter >= 0 else { throw ConfigurationError("--max-jobs-jitter must be 0 or more") }
+        // Each worker's limit is --max-jobs plus a draw up to the jitter, computed in the master.
+        if let maxJobs, maxJobs.addingReportingOverflow(maxJobsJitter).overflow {
+            throw ConfigurationError("--max-jobs-jitter \(maxJobsJitter) plus --max-jobs \(maxJobs) exceeds \(Int.max)")
+        }
         if let queueBytes, queueBytes < limits.maxMessageBytes {
             throw ConfigurationError("--queue-bytes \(queueBytes) is below msgmax \(limits.maxMessageBytes): a full-size message would never fit")
         }
