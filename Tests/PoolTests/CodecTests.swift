@@ -728,7 +728,7 @@ extension CodecTests {
     @Suite struct ConnectionTableTests {
         /// A connection object for descriptor `fd` (never used for I/O here).
         static func connection(_ table: inout ConnectionTable, fd: Int32) -> Connection {
-            Connection(key: table.makeKey(fd: fd), fd: SocketFD(raw: fd), now: 0, inputCapacity: 16)
+            Connection(key: table.makeKey(fd: fd)!, fd: SocketFD(raw: fd), now: 0, inputCapacity: 16)
         }
 
         @Test func insertLookUpRemove() {
@@ -756,19 +756,27 @@ extension CodecTests {
             let second = Self.connection(&table, fd: 7)
             table.insert(second)
             #expect(first.key != second.key)
-            #expect(first.key & 0xFFFF_FFFF == 7 && second.key & 0xFFFF_FFFF == 7)
+            #expect(first.key & 0xF_FFFF == 7 && second.key & 0xF_FFFF == 7)
             #expect(table[first.key] == nil)
             #expect(table[second.key] === second)
             #expect(table.removeValue(forKey: first.key) == nil && table.count == 1)
         }
 
-        /// Keys stay clear of the loop's fixed epoll tokens (listener, signals, doorbell, control).
+        /// Keys stay clear of the loop's fixed epoll tokens (listener, signals, doorbell, control,
+        /// scan timer); a descriptor too large for a key gets none.
         @Test func keysAreAboveTheFixedTokens() {
             var table = ConnectionTable()
-            for fd in [0, 1, 3, 1023] as [Int32] {
-                #expect(table.makeKey(fd: fd) > Master.Token.control)
+            for fd in [0, 1, 3, 1023, Int32(ConnectionTable.descriptorLimit - 1)] {
+                #expect((table.makeKey(fd: fd) ?? 0) > Master.Token.scanTimer)
             }
+            #expect(table.makeKey(fd: Int32(ConnectionTable.descriptorLimit)) == nil)
+            #expect(table.makeKey(fd: -1) == nil)
             #expect(table[3] == nil && table[UInt64.max] == nil)
+        }
+
+        /// The most connections the flags allow, plus the master's own descriptors, still fit a key.
+        @Test func theConnectionLimitLeavesRoomInTheDescriptorField() {
+            #expect(PoolConfiguration.mostConnections + 10_000 < ConnectionTable.descriptorLimit)
         }
     }
 }

@@ -75,6 +75,7 @@ import Testing
         let cases: [(String, (inout PoolConfiguration) -> Void)] = [
             ("--max-inflight", { $0.maxInflight = 0 }),
             ("--max-connections", { $0.maxConnections = 0 }),
+            ("--max-connections", { $0.maxConnections = PoolConfiguration.mostConnections + 1 }),
             ("--max-backlog", { $0.maxBacklog = -1 }),
             ("--shutdown-timeout", { $0.shutdownTimeout = -1 }),
             ("--idle-timeout", { $0.idleTimeout = 0 }),

@@ -432,7 +432,14 @@ final class Master {
                 continue
             }
             let now = monotonicNanoseconds()
-            let key = connections.makeKey(fd: client.raw)
+            guard let key = connections.makeKey(fd: client.raw) else {
+                // Not reached while --max-connections is within its limit (descriptors are
+                // handed out lowest first); refused like a connection past that limit.
+                logger.log(throttledBy: &logThrottle, level: .warning, "descriptor too large for a connection key; answering busy",
+                           metadata: ["fd": "\(client.raw)"])
+                rejectBusy(client)
+                continue
+            }
             if configuration.wireProtocol == .oneshot {
                 // Sized for a whole message, so one read takes it (a 4 KiB message must not need
                 // a second read to see the socket run dry).

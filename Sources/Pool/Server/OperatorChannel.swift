@@ -29,7 +29,10 @@ extension Master {
                 client.close()
                 continue
             }
-            let key = connections.makeKey(fd: client.raw)
+            guard let key = connections.makeKey(fd: client.raw) else {
+                client.close()
+                continue
+            }
             let connection = Connection(key: key, fd: client, now: monotonicNanoseconds(), inputCapacity: 256)
             guard (try? epoll.add(client.raw, events: .readable, token: key)) != nil else {
                 client.close()

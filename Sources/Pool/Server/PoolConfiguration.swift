@@ -118,6 +118,8 @@ public struct PoolConfiguration: Sendable {
     public static let longestTimeout = 100_000_000.0
     /// Longest `--busy-poll`, in seconds: beyond a few wake-up costs, polling only burns CPU.
     public static let longestBusyPoll = 0.01
+    /// Largest `--max-connections`.
+    public static let mostConnections = 1_000_000
     /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
     public var jobTimeout: Double? = nil
     /// Jobs a worker handles before it is replaced (`nil` = forever), plus up to this much jitter.
@@ -182,6 +184,11 @@ extension PoolConfiguration {
         }
         guard maxInflight >= 1 else { throw ConfigurationError("--max-inflight must be at least 1") }
         guard maxConnections >= 1 else { throw ConfigurationError("--max-connections must be at least 1") }
+        // Connection keys hold the descriptor in 20 bits (ConnectionTable), and descriptors are
+        // handed out lowest first: this keeps every client's below 2²⁰ with room for the master's own.
+        guard maxConnections <= Self.mostConnections else {
+            throw ConfigurationError("--max-connections must be at most \(Self.mostConnections)")
+        }
         guard maxBacklog >= 0 else { throw ConfigurationError("--max-backlog must be 0 or more") }
         guard listenBacklog >= 1 else { throw ConfigurationError("--listen-backlog must be at least 1") }
         guard spillBytes >= 0 else { throw ConfigurationError("--spill-bytes must be 0 (never) or more") }
