@@ -16,18 +16,43 @@ import Testing
         #expect(map.isEmpty && map[2] == nil && map.entries.isEmpty)
     }
 
-    /// Ids a multiple of the table size apart share a home slot: removing the first of a probe run
-    /// must keep the rest reachable, also when the run wraps past the table's end.
+    /// Ids that share a home slot: removing the first of a probe run must keep the rest
+    /// reachable, also when the run wraps past the table's end.
     @Test func removalInsideAProbeRunKeepsTheRestReachable() {
         var map = RequestIDMap<UInt64>(capacity: 8)   // 16 slots; 5 entries do not grow it
-        let ids: [UInt64] = [15, 31, 47, 16, 32]      // homes 15, 15, 15, 0, 0: slots 15, 0, 1, 2, 3
-        for id in ids { map[id] = id * 10 }
-        #expect(map.removeValue(forKey: 15) == 150)
-        for id in ids.dropFirst() { #expect(map[id] == id * 10, "id \(id)") }
-        #expect(map.removeValue(forKey: 16) == 160)
-        for id in [31, 47, 32] as [UInt64] { #expect(map[id] == id * 10, "id \(id)") }
+        let last = 15                                  // the table's last slot
+        func ids(home: Int, count: Int) -> [UInt64] { Array((1...100_000).lazy.filter { map.home($0) == home }.prefix(count)) }
+        let atEnd = ids(home: last, count: 3), atStart = ids(home: 0, count: 2)
+        #expect(atEnd.count == 3 && atStart.count == 2)
+        let all = atEnd + atStart                      // slots 15, 0, 1, then 2, 3: the run wraps
+        for id in all { map[id] = id * 10 }
+        #expect(map.longestProbe == 3, "the run should wrap as laid out")
+        #expect(map.removeValue(forKey: atEnd[0]) == atEnd[0] * 10)
+        for id in all.dropFirst() { #expect(map[id] == id * 10, "id \(id)") }
+        #expect(map.removeValue(forKey: atStart[0]) == atStart[0] * 10)
+        let rest = [atEnd[1], atEnd[2], atStart[1]]
+        for id in rest { #expect(map[id] == id * 10, "id \(id)") }
         #expect(map.count == 3)
-        #expect(Set(map.entries.map(\.id)) == [31, 47, 32])
+        #expect(Set(map.entries.map(\.id)) == Set(rest))
+        #expect(map.removeValue(forKey: 0) == nil && map[0] == nil && map.count == 3, "id 0 is never present")
+    }
+
+    /// A burst of 1000 long jobs in flight, then 100,000 quick requests one after another: probes
+    /// stay short (with ids placed by their low bits the burst forms one run, and the quick ids
+    /// that land in it probe past the whole of it).
+    @Test func aBurstOfLongJobsDoesNotLengthenProbes() {
+        var map = RequestIDMap<UInt64>()
+        var next: UInt64 = 1
+        for _ in 0..<1000 { map[next] = next; next += 1 }
+        var longest = 0
+        for _ in 0..<100_000 {
+            map[next] = next
+            if next % 97 == 0 { longest = max(longest, map.longestProbe) }
+            map[next] = nil
+            next += 1
+        }
+        #expect(map.count == 1000)
+        #expect(longest < 40, "longest probe \(longest)")
     }
 
     /// 200,000 random operations in the master's pattern, checked against a Dictionary after

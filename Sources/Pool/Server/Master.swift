@@ -77,10 +77,10 @@ final class Master {
     @exclusivity(unchecked) var dispatcher: Dispatcher
     @exclusivity(unchecked) var connections = ConnectionTable()
     @exclusivity(unchecked) var nextRequestID: UInt64 = 1
-    /// The clock, read once per loop turn when `epoll_wait` returns: activity stamps, timers and
-    /// the next wait's timeout use it. A reading is a vDSO call costing about as much as a tenth
-    /// of the master's other work per request, and six of them were taken per framed request;
-    /// nothing in a turn needs finer time than the turn.
+    /// The clock, read once per loop turn when `epoll_wait` returns (before the turn's first
+    /// event): connections' activity stamps and the timers use it. A reading is a vDSO call
+    /// costing about as much as a tenth of the master's other work per request, and six of them
+    /// were taken per framed request; nothing in a turn needs finer time than the turn.
     @exclusivity(unchecked) var turnStart = monotonicNanoseconds()
     @exclusivity(unchecked) var routes = RequestIDMap<Route>()
     @exclusivity(unchecked) var held = FIFO<Held>()
@@ -190,14 +190,20 @@ final class Master {
         // Signals are counted by the C handler, which also rings `wake`: they need looking at
         // (seven atomic exchanges) only in a turn that woke for them, and in the first.
         var signalsRang = true
-        turnStart = monotonicNanoseconds()
         while phase != .finished {
             armScanTimer()
             let timeout = nextTimeout()
             let busyPoll = trafficSeen ? busyPollNanoseconds : 0
             if timeout != 0 { trafficSeen = false }
+            // The turn's clock is read when the wait ends, before its first event is handled
+            // (reads and writes in the events stamp connections with it).
+            var clockRead = false
             do {
                 try epoll.wait(timeoutMilliseconds: timeout, busyPollNanoseconds: busyPoll) { token, events in
+                    if !clockRead {
+                        turnStart = monotonicNanoseconds()
+                        clockRead = true
+                    }
                     switch token {
                     case Token.listener:
                         trafficSeen = true
@@ -219,7 +225,7 @@ final class Master {
                 logger.critical("epoll_wait failed; stopping", metadata: ["error": "\(error)"])
                 return forcedStop(reason: "event loop failure")
             }
-            turnStart = monotonicNanoseconds()
+            if !clockRead { turnStart = monotonicNanoseconds() }
             if collectsReplies { scoreboard.setMasterAsleep(false) }
             if signalsRang {
                 signalsRang = false
@@ -250,7 +256,6 @@ final class Master {
                 scoreboard.setMasterWantsRoom(false)
                 wantsRoom = false
             }
-            updateRecordLimit()
         }
         return finish()
     }
@@ -259,11 +264,15 @@ final class Master {
     /// retry); -1 when there is none, as in steady state: the periodic deadlines are the scan
     /// timer's, so a wait arms no kernel timer.
     func nextTimeout() -> Int32 {
-        let now = turnStart
         let none = Int64.max
         var until = none
-        if let respawn = nextRespawn { until = min(until, respawn - now) }
-        if phase != .running { until = min(until, deadline - now, 50_000_000) }
+        // Only these deadlines need the clock, read now rather than at the turn's start: that
+        // turn's work may have taken a while.
+        if nextRespawn != nil || phase != .running {
+            let now = monotonicNanoseconds()
+            if let respawn = nextRespawn { until = min(until, respawn - now) }
+            if phase != .running { until = min(until, deadline - now, 50_000_000) }
+        }
         // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; for
         // them the 5 ms timer is only a safety net.
         // Quitting: quits may wait for queue room and workers are being reaped; once they are all
@@ -737,6 +746,9 @@ final class Master {
         let spills = supervisor.arena?.takes(payload.count) == true
         let chunk = spills ? supervisor.arena?.store(payload) : nil
         let recordBytes = chunk == nil ? JobCodec.headerBytes + payload.count : JobCodec.spilledRecordBytes
+        // A message's size is settled when it would take a second job, at the workers' job times
+        // then (a worker started since has none on record yet, which means one job per message).
+        if batch.entries.count == 1 { updateRecordLimit() }
         if !batch.fits(recordBytes: recordBytes, recordLimit: recordLimit) {
             guard flush(slot) else {
                 if let chunk { supervisor.arena?.drop(chunk) }
@@ -766,9 +778,9 @@ final class Master {
         }
     }
 
-    /// How many jobs the next turn puts in one message: `--batch-time` worth at the workers'
-    /// average job time. Once per turn, before the wait (it was worked out on each of the four
-    /// flushes of a framed request's two turns).
+    /// How many jobs a message takes: `--batch-time` worth at the workers' average job time.
+    /// Worked out once per message that would hold more than one job (it was worked out on each
+    /// of the four flushes of a framed request's two turns, batching or not).
     func updateRecordLimit() {
         guard batchNanoseconds > 0 else { return }
         var total: Int64 = 0
