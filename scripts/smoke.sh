@@ -106,19 +106,21 @@ for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; d
 if kill -0 "$server_pid" 2>/dev/null; then fail "server still running 10 s after SIGINT"; fi
 wait "$server_pid" && status=0 || status=$?
 server_pid=""
-# From here on the clean-up removes only queues seen left behind: the server removed the others,
-# and their ids may be someone else's by now.
+# From here on the clean-up removes only queues and workers seen left behind: the server removed
+# the others, and their ids may be someone else's by now.
 left=""
 for q in $queues; do
-  awk 'NR>1{print $2}' /proc/sysvipc/msg | grep -qx "$q" && left="$left $q"
+  # awk alone: with pipefail, grep -q quitting early can fail the pipe (awk's SIGPIPE).
+  awk -v q="$q" 'NR>1 && $2==q {found=1} END {exit !found}' /proc/sysvipc/msg && left="$left $q"
 done
 queues=$left
+alive=""
+for pid in $worker_pids; do [ -d "/proc/$pid" ] && alive="$alive $pid"; done
+worker_pids=$alive
 [ "$status" -eq 0 ] || fail "exit status $status after SIGINT"
 [ -z "$left" ] || fail "queues left behind (ipcs -q):$left"
 [ ! -e pool.sock ] || fail "socket file left behind"
-for pid in $worker_pids; do
-  [ -d "/proc/$pid" ] && fail "worker $pid left running"
-done
+[ -z "$worker_pids" ] || fail "workers left running:$worker_pids"
 [ ! -e pool.sock.state ] || fail "state file left behind"
 [ ! -e pool.sock.ctl ] || fail "control socket left behind"
 passed=1

@@ -747,7 +747,7 @@ final class Master {
         let chunk = spills ? supervisor.arena?.store(payload) : nil
         let recordBytes = chunk == nil ? JobCodec.headerBytes + payload.count : JobCodec.spilledRecordBytes
         // A message's size is settled when it would take a second job, at the workers' job times
-        // then (a worker started since has none on record yet, which means one job per message).
+        // then.
         if batch.entries.count == 1 { updateRecordLimit() }
         if !batch.fits(recordBytes: recordBytes, recordLimit: recordLimit) {
             guard flush(slot) else {
@@ -769,18 +769,19 @@ final class Master {
         return batches[slot]
     }
 
-    /// Sends every staged batch (end of a loop turn), then sizes the next turn's batches: one job
-    /// per message until every worker has a job time on record (a slow first job must not hold
-    /// others behind it), then as many as take about the batching budget at the average time.
+    /// Sends every staged batch (`stage` sizes them: `updateRecordLimit`).
     func flushBatches() {
         for slot in batches.indices where !batches[slot].isEmpty {
             flush(slot)
         }
     }
 
-    /// How many jobs a message takes: `--batch-time` worth at the workers' average job time.
-    /// Worked out once per message that would hold more than one job (it was worked out on each
-    /// of the four flushes of a framed request's two turns, batching or not).
+    /// How many jobs a message takes: one until every worker has a job time on record (a slow
+    /// first job must not hold others behind it), then `--batch-time` worth at the workers'
+    /// average job time. Worked out when a message would take its second job (it was worked out
+    /// on each of the four flushes of a framed request's two turns, batching or not). A message
+    /// already past its second job keeps the size it had then, also if a worker is replaced
+    /// before it is sent, as before.
     func updateRecordLimit() {
         guard batchNanoseconds > 0 else { return }
         var total: Int64 = 0
