@@ -326,6 +326,40 @@ extension OneshotShutdownSuites {
             S.expectExit(server, status: 0)
         }
 
+        /// A refused connection is answered and then drained (so the client can finish writing
+        /// without a reset) until --idle-timeout counted from its refusal, also when the refusal
+        /// came in the first loop turn after the server sat idle for longer than that: activity is
+        /// stamped with that turn's time, not with the time before the idle wait (else the idle
+        /// scan due in the same turn closes the connection at once).
+        @Test func refusalAfterALongIdleSpellIsStillDrained() throws {
+            let server = try TestServer(["--workers", "1", "--max-message", "100", "--idle-timeout", "2"])
+            defer { server.stop() }
+            // No connection: the master sleeps without a timer, and its idle scan falls overdue.
+            usleep(2_500_000)
+            let client = try SocketFD.unixStream(nonBlocking: false)
+            defer { client.close() }
+            try client.connect(path: server.socketPath)
+            try client.setReceiveTimeout(seconds: 20)
+            let message = [UInt8](repeating: 0x42, count: 101)
+            #expect(message.withUnsafeBytes { send(client.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == 101)
+            var answer: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { Glibc.read(client.raw, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                answer += buffer[0..<n]
+            }
+            #expect(String(decoding: answer, as: UTF8.self) == "error: too large")
+            // Still drained a moment later: the rest of a message is taken, not refused with EPIPE.
+            usleep(200_000)
+            let rest = [UInt8](repeating: 0x43, count: 10)
+            let sent = rest.withUnsafeBytes { send(client.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            #expect(sent == 10, "the rest of the message got \(sent) (errno \(errno)): the refused connection was closed at once")
+            server.signal(SIGINT)
+            S.expectExit(server, status: 0)
+        }
+
         // MARK: - --max-message
 
         /// With --max-message 100: 101 bytes (and far more) get exactly `error: too large` and reach
