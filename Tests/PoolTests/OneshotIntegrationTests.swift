@@ -173,14 +173,7 @@ extension OneshotShutdownSuites {
             try halfClosing.setReceiveTimeout(seconds: 30)
             try Array("half-closed".utf8).withUnsafeBytes { try halfClosing.writeAll($0) }
             try halfClosing.shutdownWrite()
-            var reply: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 256)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(halfClosing.raw, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                reply.append(contentsOf: chunk[0..<n])
-            }
+            let reply = receiveToEnd(halfClosing.raw)
             #expect(String(decoding: reply, as: UTF8.self) == "ok")
 
             let fireAndForget = try SocketFD.unixStream(nonBlocking: false)
@@ -342,14 +335,7 @@ extension OneshotShutdownSuites {
             try client.setReceiveTimeout(seconds: 20)
             let message = [UInt8](repeating: 0x42, count: 101)
             #expect(message.withUnsafeBytes { send(client.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == 101)
-            var answer: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 256)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { Glibc.read(client.raw, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                answer += buffer[0..<n]
-            }
+            let answer = receiveToEnd(client.raw)
             #expect(String(decoding: answer, as: UTF8.self) == "error: too large")
             // Still drained a moment later: the rest of a message is taken, not refused with EPIPE.
             usleep(200_000)

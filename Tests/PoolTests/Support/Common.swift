@@ -173,25 +173,27 @@ func recvLines(in log: String) -> [RecvLine] {
     return lines
 }
 
-/// `queue=ID:CTIME` entries of a state file, parsed here rather than by the library's PoolState
-/// (empty if there is no file).
-func stateFileQueues(_ path: String) -> [(id: Int32, changeTime: Int)] {
+/// The values of a state file's `KEY=` lines, in order, parsed here rather than by the library's
+/// PoolState (empty if there is no file).
+private func stateFileValues(_ path: String, key: String) -> [Substring] {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-    var queues: [(id: Int32, changeTime: Int)] = []
-    for line in text.split(separator: "\n") where line.hasPrefix("queue=") {
-        let parts = line.dropFirst("queue=".count).split(separator: ":")
-        if parts.count == 2, let id = Int32(parts[0]), let time = Int(parts[1]) { queues.append((id, time)) }
+    let prefix = key + "="
+    return text.split(separator: "\n").filter { $0.hasPrefix(prefix) }.map { $0.dropFirst(prefix.count) }
+}
+
+/// `queue=ID:CTIME` entries of a state file.
+func stateFileQueues(_ path: String) -> [(id: Int32, changeTime: Int)] {
+    stateFileValues(path, key: "queue").compactMap { value in
+        let parts = value.split(separator: ":")
+        guard parts.count == 2, let id = Int32(parts[0]), let time = Int(parts[1]) else { return nil }
+        return (id, time)
     }
-    return queues
 }
 
 func stateFileQueueIDs(_ path: String) -> [Int32] { stateFileQueues(path).map(\.id) }
 
 /// The master's pid a state file records (`pid=N`), if there is one.
-func stateFilePID(_ path: String) -> pid_t? {
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-    return text.split(separator: "\n").first { $0.hasPrefix("pid=") }.flatMap { pid_t($0.dropFirst("pid=".count)) }
-}
+func stateFilePID(_ path: String) -> pid_t? { stateFileValues(path, key: "pid").first.flatMap { pid_t($0) } }
 
 // MARK: - Deterministic randomness
 
@@ -416,6 +418,13 @@ func receiveChunk(_ fd: Int32) -> Result<[UInt8], ReceiveEnd> {
         if error == EINTR { continue }
         return .failure(error == EAGAIN ? .timeout : .failed(error))
     }
+}
+
+/// Every byte a blocking socket gives until end of stream (or its receive timeout, or an error).
+func receiveToEnd(_ fd: Int32) -> [UInt8] {
+    var bytes: [UInt8] = []
+    while case .success(let chunk) = receiveChunk(fd) { bytes += chunk }
+    return bytes
 }
 
 // MARK: - Clean-shutdown checks
