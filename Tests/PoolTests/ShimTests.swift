@@ -356,6 +356,8 @@ private func currentThreadBlockedSignals() -> UInt64? {
             #expect(csysv_msgsnd(queue.id, raw.base, 0, 1, 1) == -1)
             #expect(Glibc.errno == EINVAL)
             #expect(try queue.status().messages == 0)
+            // The same errno as a removed queue's: only IPC_STAT tells the two apart.
+            #expect(!queue.isRemoved())
             // msgmax itself is fine (see the round trip test); the boundary is exact.
             #expect(try queue.send(buffer, type: 1, length: msgmax, nowait: true))
         }
@@ -367,8 +369,10 @@ private func currentThreadBlockedSignals() -> UInt64? {
         try withQueue { queue throws in
             let buffer = MessageBuffer(capacity: 16)
             try queue.send(buffer, type: 1, length: 4, nowait: true)
+            #expect(!queue.isRemoved())
             try queue.remove()
             #expect(!existingQueueIDs().contains(queue.id))
+            #expect(queue.isRemoved())
 
             let gone: Set<Int32> = [EIDRM, EINVAL]
             expectSystemError("msgsnd", gone) { try queue.send(buffer, type: 1, length: 4, nowait: true) }
@@ -692,6 +696,21 @@ private func currentThreadBlockedSignals() -> UInt64? {
             close(pipeFDs[1])
         }
         expectSystemError("getsockopt(SO_PEERCRED)", [ENOTSOCK]) { try SocketFD(raw: pipeFDs[0]).peerCredentials() }
+    }
+
+    @Test func writeAllThrowsETIMEDOUTWhenTheSendTimeoutPasses() throws {
+        var fds: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        defer {
+            close(fds[0])
+            close(fds[1])
+        }
+        // The peer never reads: once the socket buffers fill, a blocking send waits for the
+        // timeout and reports EAGAIN, which writeAll must turn into an error, not another wait.
+        let writer = SocketFD(raw: fds[0])
+        try writer.setSendTimeout(seconds: 0.05)
+        let bytes = [UInt8](repeating: 7, count: 16 << 20)
+        expectSystemError("send", [ETIMEDOUT]) { try bytes.withUnsafeBytes { try writer.writeAll($0) } }
     }
 
     // MARK: Signals

@@ -131,6 +131,22 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
             changeTime: info.change_time)
     }
 
+    /// Whether the queue is gone (IPC_RMID by someone). A call failing with EINVAL means that, or
+    /// for `msgsnd` a message over `kernel.msgmax` (lowered while running): only IPC_STAT, which
+    /// fails with EINVAL for a removed id alone, tells the two apart.
+    ///
+    /// The corresponding C function is `msgctl(IPC_STAT)`.
+    public func isRemoved() -> Bool {
+        do {
+            _ = try status()
+            return false
+        } catch let error as SystemError {
+            return error.errno == .invalidArgument || error.errno == .identifierRemoved
+        } catch {
+            return false
+        }
+    }
+
     /// Sets the queue's capacity in bytes. Above `/proc/sys/kernel/msgmnb` this needs
     /// CAP_SYS_RESOURCE and otherwise throws EPERM.
     ///

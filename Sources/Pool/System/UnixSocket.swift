@@ -66,11 +66,13 @@ public struct SocketFD: Hashable, Sendable {
     }
 
     /// Writes every byte, blocking as needed (client side only; the master never calls this).
+    /// Throws `ETIMEDOUT` when the socket's send timeout (`setSendTimeout`) passes: a blocking
+    /// send reports that as EAGAIN, and trying again would wait past the bound the caller set.
     public func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
         var offset = 0
         while offset < bytes.count {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
-            guard let n = try write(rest) else { continue }
+            guard let n = try write(rest) else { throw SystemError("send", .timedOut) }
             offset += n
         }
     }
@@ -137,8 +139,11 @@ public func probeSocketPath(_ path: String) -> SocketPathState {
         return Glibc.errno == ENOENT ? .absent : .unusable(SystemError("lstat", .current))
     }
     guard (st.st_mode & S_IFMT) == S_IFSOCK else { return .notASocket }
-    guard let probe = try? SocketFD.unixStream(nonBlocking: true) else {
-        return .unusable(SystemError("socket", .current))
+    let probe: SocketFD
+    do { probe = try SocketFD.unixStream(nonBlocking: true) } catch let error as SystemError {
+        return .unusable(error)
+    } catch {
+        return .unusable(SystemError("socket", .ioError))
     }
     defer { probe.close() }
     do {
