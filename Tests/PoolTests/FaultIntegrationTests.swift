@@ -254,19 +254,15 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
-    /// A slot whose worker is waiting out a crash back-off gets no new work while another slot has
-    /// a worker: its queue would hold the jobs until the replacement starts (3.2 s or more here).
-    /// Slot 0's workers are killed as soon as they start until its back-off is 3.2 s; then requests
-    /// sent meanwhile are all answered by slot 1 before slot 0 has a worker again. Before, every
-    /// other one went to slot 0's queue and the framed connection waited for the respawn.
-    @Test func aSlotInCrashBackOffGetsNoNewWorkWhileAnotherHasAWorker() throws {
-        let server = try TestServer(F.framedSim + ["--workers", "2"])
-        let footprint = F.Footprint(server)
-        defer { server.stop(); footprint.removeLeftovers() }
-        _ = try #require(waitForWorkers(server, 2))
-        func slot0Spawns() -> [pid_t] {
-            server.logLines(containing: "worker spawned").filter { F.line($0, has: "slot", "0") }.compactMap { intField($0, "pid").map(pid_t.init) }
-        }
+    /// Spawns of slot 0's workers, from the log.
+    static func slot0Spawns(_ server: TestServer) -> [pid_t] {
+        server.logLines(containing: "worker spawned").filter { F.line($0, has: "slot", "0") }.compactMap { intField($0, "pid").map(pid_t.init) }
+    }
+
+    /// Kills slot 0's workers as soon as they start until its crash back-off is 3.2 s; returns its
+    /// spawn count then (a later one means it had a worker again).
+    static func putSlot0InLongBackOff(_ server: TestServer) -> Int {
+        func slot0Spawns() -> [pid_t] { Self.slot0Spawns(server) }
         // Each replacement dies within 1 s of its start, so each respawn waits twice as long as the
         // last (from 100 ms), until the delay is 3.2 s. A death counts once the master has reaped
         // the worker and logged it: from then on the slot has no worker.
@@ -283,15 +279,59 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             if delay < 3200 { #expect(waitUntil(timeout: 20) { slot0Spawns().count == spawns.count + 1 }, "\(server.log)") }
         }
         #expect(delay >= 3200, "\(server.log)")
-        let spawnsBefore = slot0Spawns().count
+        return slot0Spawns().count
+    }
+
+    /// A slot whose worker is waiting out a crash back-off gets no new work while another slot has
+    /// a worker: its queue would hold the jobs until the replacement starts (3.2 s or more here).
+    /// Slot 0's workers are killed as soon as they start until its back-off is 3.2 s; then requests
+    /// sent meanwhile are all answered by slot 1 before slot 0 has a worker again. Before, every
+    /// other one went to slot 0's queue and the framed connection waited for the respawn.
+    @Test func aSlotInCrashBackOffGetsNoNewWorkWhileAnotherHasAWorker() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        let spawnsBefore = Self.putSlot0InLongBackOff(server)
 
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let payloads = (0..<10).map { "r\($0)".bytes }
         let responses = try client.pipeline(payloads)
         #expect(Self.statuses(responses) == Array(repeating: 0, count: 10))
         #expect(responses.map(\.body) == payloads)
-        #expect(slot0Spawns().count == spawnsBefore, "answered only once slot 0 had a worker again: \(server.log)")
+        #expect(Self.slot0Spawns(server).count == spawnsBefore, "answered only once slot 0 had a worker again: \(server.log)")
         client.close()
+        #expect(waitForWorkers(server, 2) != nil)
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// The same, for a message that finds the live worker's queue full: it is held until that
+    /// queue has room, not sent to the back-off slot's queue (where it waited for the respawn).
+    /// Slot 1's worker sleeps 1 s on one connection while another sends six 3000-byte jobs: two
+    /// fill its 8192-byte queue, and the next message finds it full.
+    @Test func aMessageFindingTheLiveQueueFullIsHeldNotSentToASlotInCrashBackOff() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--queue-bytes", "8192", "--arena-chunks", "0"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        let spawnsBefore = Self.putSlot0InLongBackOff(server)
+
+        let sleeper = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try sleeper.send("sleep:1000".bytes)
+        // Slot 1's worker takes it and sleeps; its queue is empty again.
+        let sleeping = OperationsSupport.waitForStatus(server.socketPath) { status in
+            status.workers.contains { $0.slot == 1 && $0.state == "busy" }
+        }
+        #expect(sleeping.ok, "slot 1 should be running the sleep job: \(String(describing: sleeping.last))")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = (0..<6).map { index in Array(repeating: UInt8(ascii: "a") + UInt8(index), count: 3000) }
+        let responses = try client.pipeline(payloads)
+        #expect(Self.statuses(responses) == Array(repeating: 0, count: 6))
+        #expect(responses.map(\.body) == payloads)
+        #expect(Self.slot0Spawns(server).count == spawnsBefore, "answered only once slot 0 had a worker again: \(server.log)")
+        #expect(try sleeper.receive().status == .ok)
+        client.close()
+        sleeper.close()
         #expect(waitForWorkers(server, 2) != nil)
         F.expectCleanExit(server, footprint)
     }

@@ -17,7 +17,7 @@ struct Dispatcher {
         case queued(slot: Int)
         /// Every queue is full (or gone): the caller answers busy or holds the jobs. `failures`:
         /// sends that failed for another reason than a full queue (EACCES after someone's
-        /// IPC_SET, ...), for the caller to log; a removed queue (EIDRM/EINVAL) is not one.
+        /// IPC_SET, a message over `msgmax`, ...), for the caller to log; a removed queue is not one.
         case full(failures: [(slot: Int, error: SystemError)])
     }
 
@@ -59,9 +59,15 @@ struct Dispatcher {
         var failures: [(slot: Int, error: SystemError)] = []
         // With one shared queue there is nothing else to try.
         let attempts = strategy == .shared ? 1 : count
+        // As in `choose`: a slot without a worker is tried only when `choose` picked one (no slot
+        // has a worker). Its queue would hold the message until a replacement starts — in a stop,
+        // none may ever start, and the jobs would end unrun — while a live worker's queue makes
+        // room soon; full everywhere, the jobs are held and retried.
+        let workerless = slots[preferred].pid == nil
         for attempt in 0..<attempts {
             let index = (preferred + attempt) % count
             guard slots[index].accepting || (attempt == 0 && strategy == .shared) else { continue }
+            guard attempt == 0 || workerless || slots[index].pid != nil else { continue }
             do {
                 if try slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
                     return .queued(slot: index)
@@ -69,7 +75,11 @@ struct Dispatcher {
             } catch let error as SystemError {
                 // EIDRM/EINVAL: the queue was removed from outside. Its worker wakes with EIDRM and
                 // exits; the supervisor recreates the queue when it reaps it. Skip it meanwhile.
-                if error.errno != .identifierRemoved && error.errno != .invalidArgument { failures.append((index, error)) }
+                // EINVAL with the queue still there (a message over a msgmax lowered while
+                // running) is a failure to report: otherwise jobs would wait, unexplained, forever.
+                let removed = error.errno == .identifierRemoved
+                    || (error.errno == .invalidArgument && slots[index].queue.isRemoved())
+                if !removed { failures.append((index, error)) }
             } catch {
                 failures.append((index, SystemError("msgsnd", .ioError)))
             }

@@ -116,7 +116,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         } catch let error as SystemError where error.errno == .interrupted {
             continue
         } catch {
-            exitOnQueueFailure(error, "msgrcv of a job", logger: logger)
+            exitOnQueueFailure(error, "msgrcv of a job", queue: env.queue, logger: logger)
         }
         guard let (type, length) = received else { continue }
         // A SIGTERM that landed just before msgrcv blocked was counted but did not interrupt
@@ -244,7 +244,7 @@ private struct ReplyBatch {
         do {
             try queue.send(buffer, type: JobCodec.replyType, length: length, nowait: false)
         } catch {
-            exitOnQueueFailure(error, "msgsnd of a reply", logger: logger)
+            exitOnQueueFailure(error, "msgsnd of a reply", queue: queue, logger: logger)
         }
         length = 0
         if scoreboard.masterMayBeAsleep { doorbell.ring() }
@@ -252,9 +252,11 @@ private struct ReplyBatch {
 }
 
 /// A worker's queue call failed: exit with the code that tells the master why. A removed queue
-/// (EIDRM/EINVAL, e.g. `ipcrm`) exits `queueGone`, so the master recreates it.
-private func exitOnQueueFailure(_ error: Error, _ call: String, logger: Logger) -> Never {
-    if let error = error as? SystemError, error.errno == .identifierRemoved || error.errno == .invalidArgument {
+/// (EIDRM/EINVAL, e.g. `ipcrm`) exits `queueGone`, so the master recreates it; EINVAL from a
+/// queue still there (a reply over a msgmax lowered while running) is an IPC failure.
+private func exitOnQueueFailure(_ error: Error, _ call: String, queue: MessageQueue, logger: Logger) -> Never {
+    if let error = error as? SystemError,
+       error.errno == .identifierRemoved || (error.errno == .invalidArgument && queue.isRemoved()) {
         logger.error("queue removed under the worker (\(call)); exiting so the master can recreate it", metadata: ["error": "\(error)"])
         ChildProcess.exitImmediately(WorkerExit.queueGone)
     }
