@@ -271,7 +271,12 @@ final class Master {
         if nextRespawn != nil || phase != .running {
             let now = monotonicNanoseconds()
             if let respawn = nextRespawn { until = min(until, respawn - now) }
-            if phase != .running { until = min(until, deadline - now, 50_000_000) }
+            // Killing, the deadline is past: SIGCHLD wakes the loop for each reap, and only the
+            // bound on waiting for them is left (a zero timeout would spin until the last reap).
+            if phase != .running {
+                let end = phase == .killing ? deadline + Self.killGraceNanoseconds : deadline
+                until = min(until, end - now, 50_000_000)
+            }
         }
         // Held jobs are retried when a worker makes room (the doorbell) or a reply arrives; for
         // them the 5 ms timer is only a safety net.
@@ -366,7 +371,7 @@ final class Master {
             // Replies a worker sent before it exited are in the reply queue: take them first so
             // they are delivered, not reported lost. Per child, since each may have exited after
             // the previous drain.
-            drainReplies()
+            drainReplies(retryHeld: false)
             guard let loss = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running,
                                                      awaitsReply: { self.routes[$0] != nil }) else {
                 continue
@@ -470,13 +475,20 @@ final class Master {
 
     /// Out of descriptors: free the spare, take the waiting connection and close it so the client
     /// is not left hanging in the backlog and the listener does not spin.
-    func shedOneConnection(_ listener: Listener) {
+    /// `control`: the operator's socket, whose clients read text, not the client protocol.
+    func shedOneConnection(_ listener: Listener, control: Bool = false) {
         // Caused by clients like the other refusals, so throttled like them: a connect flood at
         // the limit must not become a log line per connection.
         logger.log(throttledBy: &logThrottle, level: .warning, "out of file descriptors; closing a new connection (raise ulimit -n)")
         if spareFD >= 0 { Glibc.close(spareFD) }
         if let client = try? listener.socket.accept() {
-            rejectBusy(client)
+            if control {
+                let refusal = Array("error: out of file descriptors (raise ulimit -n)\n".utf8)
+                _ = refusal.withUnsafeBytes { try? client.write($0) }
+                client.close()
+            } else {
+                rejectBusy(client)
+            }
         }
         spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
     }
@@ -919,7 +931,11 @@ final class Master {
     /// response (the response is written after the drain). Only the loop turn stops early: what it
     /// leaves has no route (a reply nobody waits for) and is taken by the next drain; the drain
     /// before reaping goes to the end, so no reply of a dead worker survives its slot's reset.
-    func drainReplies(stopWhenNoneAwaited: Bool = false) {
+    ///
+    /// `retryHeld`: replies make room, so held jobs are tried again — but not from `reapChildren`,
+    /// whose worker still counts as alive until `workerExited`: jobs staged for its slot would wait
+    /// out a crash back-off in its queue. `runTimers` retries them after the reaps.
+    func drainReplies(stopWhenNoneAwaited: Bool = false, retryHeld: Bool = true) {
         guard !repliesFailed, let replyQueue = supervisor.replyQueue else { return }
         while true {
             let received: (type: Int, length: Int)?
@@ -956,7 +972,7 @@ final class Master {
             }
             if stopWhenNoneAwaited && routes.isEmpty { break }
         }
-        if !held.isEmpty { dispatchHeld() }
+        if retryHeld && !held.isEmpty { dispatchHeld() }
     }
 
     /// The reply queue was removed from outside (`ipcrm`, logind's `RemoveIPC=`) with whatever
@@ -1182,7 +1198,7 @@ final class Master {
         // A dirty connection is flushed at the end of this loop turn; ask epoll for writability
         // only if that flush could not write everything.
         if !connection.output.isEmpty && !connection.isDirty { wanted.insert(.writable) }
-        if configuration.wireProtocol == .oneshot && connection.messageTaken && !connection.peerClosed {
+        if configuration.wireProtocol == .oneshot && connection.messageTaken && !connection.peerClosed && !connection.isControl {
             // Ack mode answers within this loop turn (when the batch is queued); only a result
             // waits, and then a client that hangs up before it is written must still be noticed.
             if configuration.replyMode == .ack && wanted.isEmpty { return }
@@ -1238,13 +1254,23 @@ final class Master {
         }
     }
 
+    /// How long after a fork a close also removes the epoll registration: ample for a new worker
+    /// to close its copies of the master's descriptors; a slower one costs a brief spin only.
+    static let forkCopiesNanoseconds: Int64 = 1_000_000_000
+
     func close(_ connection: Connection, reason: String?) {
         guard connections.removeValue(forKey: connection.key) != nil else { return }
         if connection.isControl { controlConnectionCount -= 1 }
         if let reason, connection.inflight > 0 {
             logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])
         }
-        // close(2) drops the epoll registration with the last reference; no EPOLL_CTL_DEL needed.
+        // close(2) drops the epoll registration with the last reference to the open socket, so no
+        // EPOLL_CTL_DEL is needed — unless a worker forked moments ago still holds a copy (it
+        // closes the master's descriptors first thing): the registration would outlive the close,
+        // and a client's hang-up would wake every wait, under a key nobody has, until then.
+        if connection.registered && !connection.detached && turnStart - supervisor.lastForkAt < Self.forkCopiesNanoseconds {
+            try? epoll.remove(connection.fd.raw)
+        }
         connection.fd.close()
     }
 

@@ -14,7 +14,7 @@ extension Master {
             } catch let error as SystemError where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
                 // Same as the client socket: shed it, or the pending connection keeps the listener
                 // readable and the loop spins.
-                shedOneConnection(control)
+                shedOneConnection(control, control: true)
                 return
             } catch {
                 return
@@ -53,7 +53,9 @@ extension Master {
 
     /// One command line in, one answer out, then close.
     func controlEvent(_ connection: Connection, _ events: Epoll.Events) {
-        if events.contains(.writable) { flush(connection); return }
+        // Once answered, only writing the answer remains: more bytes (a second command) or a
+        // hang-up from the client must neither run anything nor add to the answer.
+        if events.contains(.writable) || connection.closeWhenDone { flush(connection); return }
         reading: while true {
             switch readChunk(connection, minimum: 256, limit: Self.maxControlLine) {
             case .failed: return

@@ -80,6 +80,12 @@ extension Master {
             }
             supervisor.signalAll(SIGKILL)
         }
+        // SIGKILL ends a worker at once, unless it is in uninterruptible sleep (a hung NFS mount):
+        // such a one is left to init after a grace, as in a forced stop, so the queues still go.
+        if phase == .killing && supervisor.hasWorkersOrRespawns && now >= deadline + Self.killGraceNanoseconds {
+            logger.error("shutdown: workers still alive after SIGKILL; not waiting for them", metadata: ["workers": "\(supervisor.livePIDs)"])
+            logUnfinished(supervisor.killAndReapAll(deadline: 0, waited: Double(Self.killGraceNanoseconds) / 1e9), stop: "shutdown deadline")
+        }
         // Answers still being written (a slow reader) are finished first, until the deadline; what
         // is left then owes nothing (silent, lingering) and is closed by `finish`.
         if ((phase == .quitting && connections.values.allSatisfy(\.isQuiescent)) || phase == .killing)
@@ -134,25 +140,31 @@ extension Master {
         return exitStatus
     }
 
+    /// How long the shutdown waits for SIGKILLed workers to be reaped (`killAndReapAll`'s bound).
+    static let killGraceNanoseconds: Int64 = 5_000_000_000
+
+    /// Names the acknowledged jobs killed workers took with them (`unfinished`, from
+    /// `killAndReapAll`) and those still held. Their clients were told "ok"; result mode's clients
+    /// see their connections close unanswered.
+    func logUnfinished(_ unfinished: [(id: UInt64, started: Bool)], stop: String) {
+        guard configuration.replyMode == .ack else { return }
+        let inHand = unfinished.filter(\.started).map(\.id)
+        let notRun = unfinished.filter { !$0.started }.map(\.id) + held.removeAll().filter(\.acknowledged).map(\.id)
+        if !inHand.isEmpty {
+            logger.error("acknowledged messages lost with their workers at the \(stop)", metadata: ["jobs": "\(inHand)"])
+        }
+        if !notRun.isEmpty {
+            logger.error("acknowledged messages not run: \(stop)", metadata: ["jobs": "\(notRun)"])
+        }
+    }
+
     /// A second stop signal, or a fatal loop error: kill everything now, still cleaning up.
     func forcedStop(reason: String) -> Int32 {
         logger.warning("forced stop: killing workers now", metadata: ["reason": "\(reason)"])
         notifier.notify("STOPPING=1\nSTATUS=forced stop")
         closeListener()
         for connection in connections.values { close(connection, reason: "forced stop") }
-        let unfinished = supervisor.killAndReapAll()
-        if configuration.replyMode == .ack {
-            // Their clients were told "ok": name what the stop takes from them (result mode's
-            // clients see their connections close unanswered).
-            let inHand = unfinished.filter(\.started).map(\.id)
-            let notRun = unfinished.filter { !$0.started }.map(\.id) + held.removeAll().filter(\.acknowledged).map(\.id)
-            if !inHand.isEmpty {
-                logger.error("acknowledged messages lost with their workers at the forced stop", metadata: ["jobs": "\(inHand)"])
-            }
-            if !notRun.isEmpty {
-                logger.error("acknowledged messages not run: forced stop", metadata: ["jobs": "\(notRun)"])
-            }
-        }
+        logUnfinished(supervisor.killAndReapAll(), stop: "forced stop")
         logJobsLeftInQueues()
         supervisor.removeQueues()
         logger.info("shutdown complete (forced)")

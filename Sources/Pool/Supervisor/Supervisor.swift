@@ -93,6 +93,9 @@ final class Supervisor {
     /// Result mode: where workers send replies. Replaced if removed from outside.
     private(set) var replyQueue: MessageQueue?
     let doorbell: EventFD?
+    /// When the last worker was forked (monotonic ns): until its first steps close them, it holds
+    /// copies of the master's descriptors (see `Master.close`).
+    private(set) var lastForkAt: Int64 = -(1 << 62)
     private let configuration: PoolConfiguration
     private let limits: QueueLimits
     private let queueBytes: Int
@@ -245,6 +248,7 @@ final class Supervisor {
         }
         slots[index].pid = pid
         slots[index].startedAt = monotonicNanoseconds()
+        lastForkAt = slots[index].startedAt
         slots[index].respawnAt = nil
         slots[index].terminatedAt = nil
         slots[index].timedOutJob = nil
@@ -670,7 +674,8 @@ final class Supervisor {
     /// Returns the jobs the killed workers held and had not finished (from their inboxes, as
     /// `workerExited` reads them), for the caller to name: `started` had begun to run.
     @discardableResult
-    func killAndReapAll(deadline: Double = 5) -> [(id: UInt64, started: Bool)] {
+    /// `waited`: seconds the caller already gave them since an earlier SIGKILL (for the log).
+    func killAndReapAll(deadline: Double = 5, waited: Double = 0) -> [(id: UInt64, started: Bool)] {
         var pending: [(index: Int, pid: pid_t)] = []
         for index in slots.indices {
             guard let pid = slots[index].pid else { continue }
@@ -696,7 +701,7 @@ final class Supervisor {
         }
         for (index, pid) in pending {
             logger.error("worker still alive after SIGKILL; not waiting for it",
-                         metadata: ["slot": "\(index)", "pid": "\(pid)", "waited_s": "\(deadline)"])
+                         metadata: ["slot": "\(index)", "pid": "\(pid)", "waited_s": "\(waited + deadline)"])
             slots[index].pid = nil
         }
         // Removed shared queues still waiting for readers: those readers are gone now (or past
@@ -788,6 +793,10 @@ final class Supervisor {
         // The operator's answer to "did it leave anything in ipcs -q?", after a failed start too.
         logger.info("queues removed", metadata: ["queues": "\(removed)"])
         doorbell?.close()
-        unlink(configuration.stateFilePath)
+        // Only our own record: a master that failed to start (its socket was live) must not
+        // remove the record of the one that started beside it at the same moment and overwrote
+        // ours — without it, that master's queues could not be found after a SIGKILL.
+        let recorded = PoolState.read(from: configuration.stateFilePath)
+        if recorded == nil || recorded?.pid == getpid() { unlink(configuration.stateFilePath) }
     }
 }
