@@ -32,6 +32,13 @@ private func withRawQueue<T>(mode: Int32 = 0o600, _ body: (Int32) throws -> T) t
     return try body(qid)
 }
 
+/// A connected pair of blocking Unix stream sockets; the caller closes both.
+private func socketPair() throws -> [Int32] {
+    var fds: [Int32] = [-1, -1]
+    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw TestFailure("socketpair failed: errno \(Glibc.errno)") }
+    return fds
+}
+
 /// A raw `csysv_msgbuf`-shaped allocation with `capacity` bytes of text.
 private final class RawMessage {
     let base: UnsafeMutableRawPointer
@@ -667,12 +674,8 @@ private func currentThreadBlockedSignals() -> UInt64? {
     }
 
     @Test func peerCredentialsOnASocketpair() throws {
-        var fds: [Int32] = [-1, -1]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
-        defer {
-            close(fds[0])
-            close(fds[1])
-        }
+        let fds = try socketPair()
+        defer { fds.forEach { close($0) } }
         var pid: pid_t = -1
         var uid: uid_t = .max
         var gid: gid_t = .max
@@ -699,12 +702,8 @@ private func currentThreadBlockedSignals() -> UInt64? {
     }
 
     @Test func writeAllThrowsETIMEDOUTWhenTheSendTimeoutPasses() throws {
-        var fds: [Int32] = [-1, -1]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
-        defer {
-            close(fds[0])
-            close(fds[1])
-        }
+        let fds = try socketPair()
+        defer { fds.forEach { close($0) } }
         // The peer never reads: once the socket buffers fill, a blocking send waits for the
         // timeout and reports EAGAIN, which writeAll must turn into an error, not another wait.
         let writer = SocketFD(raw: fds[0])
