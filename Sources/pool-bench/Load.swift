@@ -126,7 +126,8 @@ func errnoText(_ code: Int32) -> String { String(cString: strerror(code)) }
 func connectUnix(_ path: String, timeout: Double) -> Int32 {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return -errno }
-    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+    // The library's conversion: never a zero timeval, which would mean "wait forever".
+    var tv = SocketFD.socketTimeout(timeout)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var address = sockaddr_un()

@@ -79,13 +79,14 @@ struct PoolBench: ParsableCommand {
         if wireProtocol == .oneshot && payload == 0 { throw ValidationError("oneshot needs --payload ≥ 1 (an empty message is an idle client)") }
         if requests != nil && duration != nil { throw ValidationError("give --requests or --duration, not both") }
         if let requests, requests < 1 { throw ValidationError("--requests must be ≥ 1") }
-        if let duration, !(duration > 0) { throw ValidationError("--duration must be > 0") }
-        guard warmup >= 0 else { throw ValidationError("--warmup must be ≥ 0") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be > 0") }
+        // Seconds become integer nanoseconds and timevals: bounded like the server's (10⁸ s).
+        if let duration, !(duration > 0 && duration <= 1e8) { throw ValidationError("--duration must be > 0 and at most 1e8") }
+        guard warmup >= 0 && warmup <= 1e8 else { throw ValidationError("--warmup must be from 0 to 1e8") }
+        guard timeout > 0 && timeout <= 1e8 else { throw ValidationError("--timeout must be > 0 and at most 1e8") }
         guard idleConnections >= 0 else { throw ValidationError("--idle-connections must be ≥ 0") }
         if let skew { _ = try parseSkew(skew) }
         if let hold {
-            guard hold >= 0 else { throw ValidationError("--hold must be ≥ 0") }
+            guard hold >= 0 && hold <= 1e8 else { throw ValidationError("--hold must be from 0 to 1e8") }
             guard idleConnections >= 1 else { throw ValidationError("--hold needs --idle-connections ≥ 1") }
         }
         if readyFile != nil && hold == nil { throw ValidationError("--ready-file applies to --hold only") }
@@ -312,11 +313,20 @@ extension PoolBench {
     func runHold(_ idle: [Int32], opened openStart: UInt64, seconds: Double) throws {
         let openSeconds = Double(monotonicNanos() - openStart) / 1e9
         if let readyFile {
-            let fd = open(readyFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if fd >= 0 {
-                var line = "\(idle.count)\n"
-                line.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
-                close(fd)
+            // Written whole under a temporary name, then renamed: a script waiting for the file
+            // never reads it empty. A file that cannot be written fails the run, or it would wait
+            // for ever.
+            let temporary = readyFile + ".tmp.\(getpid())"
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            var line = "\(idle.count)\n"
+            let written = fd >= 0 ? line.withUTF8 { write(fd, $0.baseAddress, $0.count) } : -1
+            if fd >= 0 { close(fd) }
+            guard written == line.utf8.count, rename(temporary, readyFile) == 0 else {
+                let code = errno
+                unlink(temporary)
+                for fd in idle { close(fd) }
+                writeStderr("pool-bench: --ready-file \(readyFile): \(errnoText(code))\n")
+                throw ExitCode.failure
             }
         }
         if !quiet { writeStderr("holding \(idle.count) connections for \(fixed(seconds, 2, trim: true)) s\n") }

@@ -24,7 +24,7 @@ struct PoolClientCommand: ParsableCommand {
     var messages: [String] = []
 
     func run() throws {
-        guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds") }
+        guard timeout > 0, timeout <= 1e8 else { throw ValidationError("--timeout must be > 0 and at most 1e8 seconds") }
         var payloads = messages.map { Array($0.utf8) }
         if stdin { payloads += Self.standardInputLines() }
         guard !payloads.isEmpty else { throw ValidationError("give at least one MESSAGE, or --stdin") }

@@ -120,10 +120,11 @@ struct Stop: ParsableCommand {
         guard let pid = jsonField(status, "pid").first.flatMap({ pid_t($0) }) else { throw ControlFailure("no pid in status") }
         _ = try options.send("stop")
         let deadline = monotonicNanoseconds() + Int64(options.timeout * 1e9)
-        while kill(pid, 0) == 0 && monotonicNanoseconds() < deadline {
+        // A zombie has exited: its parent has only not reaped it yet.
+        while processIsRunning(pid) && monotonicNanoseconds() < deadline {
             usleep(100_000)
         }
-        guard kill(pid, 0) != 0 else { throw ControlFailure("pid \(pid) still running after \(options.timeout) s") }
+        guard !processIsRunning(pid) else { throw ControlFailure("pid \(pid) still running after \(options.timeout) s") }
         print("stopped pid \(pid)")
     }
 }
@@ -285,7 +286,8 @@ struct Serve: ParsableCommand {
         configuration.stateFile = stateFile
         if let allowUid {
             let uids = allowUid.split(separator: ",").map { uid_t(String($0.filter { $0 != " " })) }
-            guard !uids.contains(nil) else { throw ValidationError("--allow-uid takes numeric uids, e.g. 0,1000") }
+            // An empty list would let nobody in (the config file's [] means anyone): refused.
+            guard !uids.isEmpty, !uids.contains(nil) else { throw ValidationError("--allow-uid takes numeric uids, e.g. 0,1000") }
             configuration.allowedUIDs = uids.compactMap { $0 }
         }
         if let logFile {

@@ -259,15 +259,16 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         server.logLines(containing: "worker spawned").filter { F.line($0, has: "slot", "0") }.compactMap { intField($0, "pid").map(pid_t.init) }
     }
 
-    /// Kills slot 0's workers as soon as they start until its crash back-off is 3.2 s; returns its
-    /// spawn count then (a later one means it had a worker again).
-    static func putSlot0InLongBackOff(_ server: TestServer) -> Int {
+    /// Kills slot 0's workers as soon as they start until its crash back-off is `milliseconds`
+    /// (3.2 s, or a doubling of it); returns its spawn count then (a later one means it had a
+    /// worker again).
+    static func putSlot0InLongBackOff(_ server: TestServer, milliseconds: Int = 3200) -> Int {
         func slot0Spawns() -> [pid_t] { Self.slot0Spawns(server) }
         // Each replacement dies within 1 s of its start, so each respawn waits twice as long as the
-        // last (from 100 ms), until the delay is 3.2 s. A death counts once the master has reaped
+        // last (from 100 ms), until the delay is long enough. A death counts once the master has reaped
         // the worker and logged it: from then on the slot has no worker.
         var delay = 0
-        for _ in 0..<10 where delay < 3200 {
+        for _ in 0..<10 where delay < milliseconds {
             let spawns = slot0Spawns()
             guard let pid = spawns.last else { break }
             Glibc.kill(pid, SIGKILL)
@@ -276,9 +277,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             delay = server.logLines(containing: "crash-looping").last.flatMap { line in
                 line.range(of: "respawn in ").flatMap { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
             } ?? 0
-            if delay < 3200 { #expect(waitUntil(timeout: 20) { slot0Spawns().count == spawns.count + 1 }, "\(server.log)") }
+            if delay < milliseconds { #expect(waitUntil(timeout: 20) { slot0Spawns().count == spawns.count + 1 }, "\(server.log)") }
         }
-        #expect(delay >= 3200, "\(server.log)")
+        #expect(delay >= milliseconds, "\(server.log)")
         return slot0Spawns().count
     }
 
@@ -308,13 +309,14 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// The same, for a message that finds the live worker's queue full: it is held until that
     /// queue has room, not sent to the back-off slot's queue (where it waited for the respawn).
     /// Slot 1's worker sleeps 1 s on one connection while another sends six 3000-byte jobs: two
-    /// fill its 8192-byte queue, and the next message finds it full.
+    /// fill its 8192-byte queue, and the next message finds it full. A 6.4 s back-off leaves room
+    /// for a slow machine's polls around that second.
     @Test func aMessageFindingTheLiveQueueFullIsHeldNotSentToASlotInCrashBackOff() throws {
         let server = try TestServer(F.framedSim + ["--workers", "2", "--queue-bytes", "8192", "--arena-chunks", "0"])
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
-        let spawnsBefore = Self.putSlot0InLongBackOff(server)
+        let spawnsBefore = Self.putSlot0InLongBackOff(server, milliseconds: 6400)
 
         let sleeper = try PoolClient(socketPath: server.socketPath, timeout: 30)
         try sleeper.send("sleep:1000".bytes)
@@ -403,6 +405,31 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         // The dead master also left its control socket (<socket>.ctl); cleanup must remove it too.
         #expect(!fileExists(dead.socketPath + ".ctl"),
                 "`pool-server cleanup` left the dead master's control socket \(dead.socketPath).ctl behind")
+    }
+
+    /// `pool-server cleanup` refuses while the recorded master runs, also when it runs under
+    /// another process name (a renamed binary, an embedding program): the state file names it by
+    /// pid and start time. Its queues and socket are untouched. Before, only a master of the same
+    /// name as the cleanup's counted as alive, and its queues were removed under it.
+    @Test func cleanupRefusesWhileTheMasterRunsUnderAnotherName() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1"], executableName: "poold")
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 1))
+        let comm = (try? String(contentsOfFile: "/proc/\(server.pid)/comm", encoding: .utf8)) ?? ""
+        #expect(comm.hasPrefix("poold"), "the master should run as poold: \(comm)")
+        let queues = stateFileQueueIDs(server.stateFilePath)
+        #expect(queues.count == 2, "1 worker queue + the reply queue: \(queues)")
+
+        let result = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", server.socketPath])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stdout.contains("master pid \(server.pid) is running; nothing removed"), "\(result)")
+        #expect(Set(queues).isSubset(of: existingQueueIDs()), "cleanup removed a live master's queues")
+        #expect(fileExists(server.socketPath) && fileExists(server.stateFilePath))
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("still here".bytes).body == "still here".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
     }
 
     // MARK: - 3. Job timeout

@@ -719,6 +719,17 @@ private typealias S = OperationsSupport
         #expect(format.status == 64 && format.stderr.contains("--format"), "\(format.stderr)")
         let timeout = try S.poolServer(["status", "--timeout", "0", "--socket", socket], timeout: 30)
         #expect(timeout.status == 64 && timeout.stderr.contains("--timeout"), "\(timeout.stderr)")
+        // An empty uid list would let nobody in: refused before anything starts.
+        let uids = try S.poolServer(["--allow-uid", ",", "--socket", socket], timeout: 30)
+        #expect(uids.status == 64 && uids.stderr.contains("--allow-uid"), "\(uids.stderr)")
+        #expect(!fileExists(socket))
+        // Seconds past 10⁸ would trap converting to integers: refused, in the client and bench too.
+        let client = try FramedSupport.runCommand(Binaries.path("pool-client"), ["--socket", socket, "--timeout", "1e19", "x"])
+        #expect(client.status == 64 && client.stderr.contains("--timeout"), "\(client.stderr)")
+        for flag in [["--timeout", "inf"], ["--duration", "2e10"], ["--warmup", "inf"]] {
+            let bench = try FramedSupport.runCommand(Binaries.path("pool-bench"), ["--socket", socket] + flag)
+            #expect(bench.status == 64 && bench.stderr.contains(flag[0]), "\(flag): \(bench.stderr)")
+        }
     }
 
     /// A log file that cannot be opened is a resource the server cannot get, like its socket:

@@ -701,6 +701,21 @@ private func currentThreadBlockedSignals() -> UInt64? {
         expectSystemError("getsockopt(SO_PEERCRED)", [ENOTSOCK]) { try SocketFD(raw: pipeFDs[0]).peerCredentials() }
     }
 
+    @Test func socketTimeoutsAreNeverZeroAndNeverOverflow() {
+        func micros(_ seconds: Double) -> Int {
+            let tv = SocketFD.socketTimeout(seconds)
+            return tv.tv_sec * 1_000_000 + tv.tv_usec
+        }
+        #expect(micros(1.5) == 1_500_000)
+        #expect(micros(0.05) == 50_000)
+        // A zero timeval would mean "never time out".
+        #expect(micros(1e-7) == 1)
+        #expect(micros(0) == 1)
+        #expect(micros(1e19) == 100_000_000 * 1_000_000)
+        #expect(micros(.infinity) == 100_000_000 * 1_000_000)
+        #expect(micros(.nan) == 100_000_000 * 1_000_000)
+    }
+
     @Test func writeAllThrowsETIMEDOUTWhenTheSendTimeoutPasses() throws {
         let fds = try socketPair()
         defer { fds.forEach { close($0) } }
@@ -710,6 +725,24 @@ private func currentThreadBlockedSignals() -> UInt64? {
         try writer.setSendTimeout(seconds: 0.05)
         let bytes = [UInt8](repeating: 7, count: 16 << 20)
         expectSystemError("send", [ETIMEDOUT]) { try bytes.withUnsafeBytes { try writer.writeAll($0) } }
+    }
+
+    @Test func stateFileNamesTheMasterByPidAndStartTime() throws {
+        let started = try #require(processStatus(getpid())).startTime
+        let me = PoolState(pid: getpid(), startTime: started, uid: getuid(), socketPath: "/tmp/x.sock", queues: [(id: 7, changeTime: 9)])
+        #expect(PoolState.decode(me.encoded()) == me)
+        #expect(me.encoded().contains("start=\(started)\n"))
+        #expect(isRecordedMaster(me))
+        // Same pid, another start: a recycled pid, not the master.
+        var recycled = me
+        recycled.startTime = started + 1
+        #expect(!isRecordedMaster(recycled))
+        // A record written before start times were kept: the process name decides (ours matches).
+        let old = try #require(PoolState.decode("pid=\(getpid())\nuid=\(getuid())\nsocket=/tmp/x.sock\n"))
+        #expect(old.startTime == nil)
+        #expect(isRecordedMaster(old))
+        #expect(processIsRunning(getpid()))
+        #expect(!processIsRunning(0x3FFF_FFF0))
     }
 
     // MARK: Signals

@@ -54,11 +54,13 @@ public final class PoolClient {
     private var nextTag: UInt32 = 0
 
     /// Connects to a framed-protocol (or, with `tagged`, tagged-protocol) server.
-    /// - Parameter timeout: seconds to wait for any one read (`nil`: forever).
+    /// - Parameter timeout: seconds to wait for the connect (a full listen backlog blocks it), or
+    ///   for any one write or read (`nil`: forever).
     public init(socketPath: String, timeout: Double? = 30, tagged: Bool = false) throws {
         self.tagged = tagged
         socket = try SocketFD.unixStream(nonBlocking: false)
         do {
+            if let timeout { try socket.setSendTimeout(seconds: timeout) }
             try socket.connect(path: socketPath)
             if let timeout { try socket.setReceiveTimeout(seconds: timeout) }
         } catch {
@@ -229,6 +231,7 @@ public final class PoolClient {
     public static func oneshot(socketPath: String, message: [UInt8], timeout: Double? = 30) throws -> [UInt8] {
         let socket = try SocketFD.unixStream(nonBlocking: false)
         defer { socket.close() }
+        if let timeout { try socket.setSendTimeout(seconds: timeout) }
         try socket.connect(path: socketPath)
         if let timeout { try socket.setReceiveTimeout(seconds: timeout) }
         return try socket.requestThenReadToEnd(message)

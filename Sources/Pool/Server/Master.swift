@@ -123,6 +123,8 @@ final class Master {
     /// Every worker is to be restarted (SIGTERM) at the next timer run: a new reply queue.
     @exclusivity(unchecked) var restartWorkers = false
     @exclusivity(unchecked) var deadline: Int64 = .max
+    /// When the shutdown deadline's SIGKILL went out: reaping is waited for until 5 s after it.
+    @exclusivity(unchecked) var killedAt: Int64 = .max
     /// Workers that have been sent their quit message (shutdown).
     @exclusivity(unchecked) var quitSent: Set<pid_t> = []
     @exclusivity(unchecked) var nextIdleScan: Int64 = 0
@@ -274,7 +276,7 @@ final class Master {
             // Killing, the deadline is past: SIGCHLD wakes the loop for each reap, and only the
             // bound on waiting for them is left (a zero timeout would spin until the last reap).
             if phase != .running {
-                let end = phase == .killing ? deadline + Self.killGraceNanoseconds : deadline
+                let end = phase == .killing ? killedAt + Self.killGraceNanoseconds : deadline
                 until = min(until, end - now, 50_000_000)
             }
         }

@@ -90,6 +90,10 @@ public final class PoolServer {
                                              backlog: configuration.listenBacklog, logger: logger)
             }
             control = try Listener.open(path: configuration.controlSocketPath, mode: 0o600, backlog: 16, logger: logger)
+            // Written again now that the socket is ours: a master started at the same moment on
+            // the same socket may have overwritten the record since; it fails to bind and removes
+            // only a record of its own (`removeQueues`).
+            try supervisor.writeState()
             master = try Master(configuration: configuration, maxMessage: maxMessage, limits: limits, logger: logger,
                                 supervisor: supervisor, listener: listener!, control: control, wake: wake, notifier: notifier)
         } catch {

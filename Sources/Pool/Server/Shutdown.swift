@@ -79,10 +79,11 @@ extension Master {
                 close(connection, reason: "shutdown deadline")
             }
             supervisor.signalAll(SIGKILL)
+            killedAt = now
         }
         // SIGKILL ends a worker at once, unless it is in uninterruptible sleep (a hung NFS mount):
         // such a one is left to init after a grace, as in a forced stop, so the queues still go.
-        if phase == .killing && supervisor.hasWorkersOrRespawns && now >= deadline + Self.killGraceNanoseconds {
+        if phase == .killing && supervisor.hasWorkersOrRespawns && now - killedAt >= Self.killGraceNanoseconds {
             logger.error("shutdown: workers still alive after SIGKILL; not waiting for them", metadata: ["workers": "\(supervisor.livePIDs)"])
             logUnfinished(supervisor.killAndReapAll(deadline: 0, waited: Double(Self.killGraceNanoseconds) / 1e9), stop: "shutdown deadline")
         }

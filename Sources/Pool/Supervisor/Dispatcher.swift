@@ -59,15 +59,20 @@ struct Dispatcher {
         var failures: [(slot: Int, error: SystemError)] = []
         // With one shared queue there is nothing else to try.
         let attempts = strategy == .shared ? 1 : count
-        // As in `choose`: a slot without a worker is tried only when `choose` picked one (no slot
-        // has a worker). Its queue would hold the message until a replacement starts — in a stop,
-        // none may ever start, and the jobs would end unrun — while a live worker's queue makes
-        // room soon; full everywhere, the jobs are held and retried.
-        let workerless = slots[preferred].pid == nil
+        // As in `choose`: a slot without a worker takes the message only when no slot has one.
+        // Its queue would hold it until a replacement starts — in a stop none may ever start, and
+        // the jobs would end unrun — while a live worker's queue makes room soon; full everywhere,
+        // the jobs are held and retried. This is checked here too, not only in `choose`: the
+        // preferred slot's worker may have been reaped since its jobs were staged. (A shared
+        // queue is every worker's: there is no other to choose.)
+        var anyWorker: Bool? = nil
         for attempt in 0..<attempts {
             let index = (preferred + attempt) % count
             guard slots[index].accepting || (attempt == 0 && strategy == .shared) else { continue }
-            guard attempt == 0 || workerless || slots[index].pid != nil else { continue }
+            if strategy != .shared && slots[index].pid == nil {
+                if anyWorker == nil { anyWorker = slots.contains { $0.accepting && $0.pid != nil } }
+                if anyWorker == true { continue }
+            }
             do {
                 if try slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
                     return .queued(slot: index)

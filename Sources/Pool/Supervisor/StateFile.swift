@@ -4,11 +4,16 @@ import SystemPackage
 /// What a running master records beside its socket so that, if it is SIGKILLed, the next start
 /// (or `pool-server cleanup`) can remove the queues it left: System V queues outlive processes.
 ///
-/// Format: one `key=value` per line — `pid`, `uid`, `socket`, and one `queue=ID:CTIME` per queue
-/// (CTIME is the queue's `msg_ctime`, which tells a reused id from ours).
+/// Format: one `key=value` per line — `pid`, `start` (the master's start time), `uid`, `socket`,
+/// and one `queue=ID:CTIME` per queue (CTIME is the queue's `msg_ctime`, which tells a reused id
+/// from ours).
 public struct PoolState: Equatable, Sendable {
     /// The master's process id; while it runs a pool master, recovery touches nothing.
     public var pid: pid_t
+    /// When that process started (field 22 of `/proc/PID/stat`, clock ticks since boot): with the
+    /// pid it names one process, so a recycled pid is told from the master whatever the names.
+    /// `nil` in a file written before this was recorded.
+    public var startTime: UInt64?
     /// The user id the master ran as (`getuid()`).
     public var uid: uid_t
     /// The listening socket the master served (`--socket`).
@@ -18,8 +23,9 @@ public struct PoolState: Equatable, Sendable {
     public var queues: [(id: Int32, changeTime: Int)]
 
     /// Creates the record of a master's pid, uid, socket and queues.
-    public init(pid: pid_t, uid: uid_t, socketPath: String, queues: [(id: Int32, changeTime: Int)]) {
+    public init(pid: pid_t, startTime: UInt64? = nil, uid: uid_t, socketPath: String, queues: [(id: Int32, changeTime: Int)]) {
         self.pid = pid
+        self.startTime = startTime
         self.uid = uid
         self.socketPath = socketPath
         self.queues = queues
@@ -27,16 +33,19 @@ public struct PoolState: Equatable, Sendable {
 
     /// Field-by-field equality (spelled out because tuples, as in `queues`, are not `Equatable`).
     public static func == (a: PoolState, b: PoolState) -> Bool {
-        a.pid == b.pid && a.uid == b.uid && a.socketPath == b.socketPath
+        a.pid == b.pid && a.startTime == b.startTime && a.uid == b.uid && a.socketPath == b.socketPath
             && a.queues.map(\.id) == b.queues.map(\.id) && a.queues.map(\.changeTime) == b.queues.map(\.changeTime)
     }
 
     /// The state file used for a socket when `--state-file` is not given.
     public static func defaultPath(forSocket socket: String) -> String { socket + ".state" }
 
-    /// The file's text: `pid=`, `uid=` and `socket=` lines, then one `queue=ID:CTIME` line per queue.
+    /// The file's text: `pid=`, `start=`, `uid=` and `socket=` lines, then one `queue=ID:CTIME`
+    /// line per queue.
     public func encoded() -> String {
-        var text = "pid=\(pid)\nuid=\(uid)\nsocket=\(socketPath)\n"
+        var text = "pid=\(pid)\n"
+        if let startTime { text += "start=\(startTime)\n" }
+        text += "uid=\(uid)\nsocket=\(socketPath)\n"
         for queue in queues { text += "queue=\(queue.id):\(queue.changeTime)\n" }
         return text
     }
@@ -44,13 +53,14 @@ public struct PoolState: Equatable, Sendable {
     /// Parses text written by `encoded()`; `nil` if `pid` or `uid` is missing or a `queue` line is
     /// malformed. Unknown keys are ignored.
     public static func decode(_ text: String) -> PoolState? {
-        var pid: pid_t?, uid: uid_t?, socket = ""
+        var pid: pid_t?, startTime: UInt64?, uid: uid_t?, socket = ""
         var queues: [(id: Int32, changeTime: Int)] = []
         for line in text.split(separator: "\n") {
             guard let eq = line.firstIndex(of: "=") else { continue }
             let key = line[..<eq], value = line[line.index(after: eq)...]
             switch key {
             case "pid": pid = pid_t(value)
+            case "start": startTime = UInt64(value)
             case "uid": uid = uid_t(value)
             case "socket": socket = String(value)
             case "queue":
@@ -61,7 +71,7 @@ public struct PoolState: Equatable, Sendable {
             }
         }
         guard let pid, let uid else { return nil }
-        return PoolState(pid: pid, uid: uid, socketPath: socket, queues: queues)
+        return PoolState(pid: pid, startTime: startTime, uid: uid, socketPath: socket, queues: queues)
     }
 
     /// Writes atomically: a temporary file in the same directory, renamed over the target. No
@@ -139,7 +149,7 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     let controlPath = socketPath + ".ctl"
     var report = RecoveryReport()
     if let state = PoolState.read(from: statePath) {
-        if state.pid != getpid() && kill(state.pid, 0) == 0 && isPoolMaster(state.pid) {
+        if state.pid != getpid() && kill(state.pid, 0) == 0 && isRecordedMaster(state) {
             report.liveMaster = state.pid
             return report
         }
@@ -170,15 +180,16 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     return report
 }
 
-/// Whether `pid` runs a pool master (its process name is the binary's, not `pool-worker`), so a
-/// recycled pid of an unrelated process does not keep stale queues alive forever.
-private func isPoolMaster(_ pid: pid_t) -> Bool {
+/// Whether the recorded master still runs: the process with its pid is alive (not a zombie) and
+/// started when it did. A recycled pid of another process does not keep stale queues alive, and a
+/// master whose binary has another name than ours is still seen. A record without a start time
+/// (an older master's) falls back to comparing process names.
+func isRecordedMaster(_ state: PoolState) -> Bool {
+    guard let (status, started) = processStatus(state.pid) else { return false }
     // A zombie (killed, not yet reaped by its parent) is dead for our purposes.
-    if let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") {
-        let state = stat[stat.index(close, offsetBy: 2)]
-        if state == "Z" || state == "X" { return false }
-    }
-    guard let name = readSmallFile("/proc/\(pid)/comm")?.trimmingWhitespace() else { return false }
+    if status == "Z" || status == "X" { return false }
+    if let recorded = state.startTime { return started == recorded }
+    guard let name = readSmallFile("/proc/\(state.pid)/comm")?.trimmingWhitespace() else { return false }
     guard let own = readSmallFile("/proc/self/comm")?.trimmingWhitespace() else { return true }
     return name == own
 }

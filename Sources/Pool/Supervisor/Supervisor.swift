@@ -187,7 +187,8 @@ final class Supervisor {
     /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
     func writeState() throws {
         let queues = allQueues.map { queue in (id: queue.id, changeTime: (try? queue.status().changeTime) ?? 0) }
-        let state = PoolState(pid: getpid(), uid: getuid(), socketPath: configuration.socketPath, queues: queues)
+        let state = PoolState(pid: getpid(), startTime: processStatus(getpid())?.startTime, uid: getuid(),
+                              socketPath: configuration.socketPath, queues: queues)
         try state.write(to: configuration.stateFilePath)
     }
 
@@ -794,8 +795,10 @@ final class Supervisor {
         logger.info("queues removed", metadata: ["queues": "\(removed)"])
         doorbell?.close()
         // Only our own record: a master that failed to start (its socket was live) must not
-        // remove the record of the one that started beside it at the same moment and overwrote
-        // ours — without it, that master's queues could not be found after a SIGKILL.
+        // remove the record of one started beside it at the same moment, which wrote after ours
+        // — without it, that master's queues could not be found after a SIGKILL. (That master
+        // writes its record again once its socket is bound; only a start slower than that whole
+        // start can still overwrite and then remove it.)
         let recorded = PoolState.read(from: configuration.stateFilePath)
         if recorded == nil || recorded?.pid == getpid() { unlink(configuration.stateFilePath) }
     }

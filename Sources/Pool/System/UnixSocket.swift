@@ -93,9 +93,17 @@ public struct SocketFD: Hashable, Sendable {
         return (pid, uid, gid)
     }
 
-    /// Sets a receive timeout (client side, blocking sockets).
+    /// `seconds` as a socket timeout: at least 1 µs, since a zero `timeval` means "never time
+    /// out", and at most 10⁸ s, which also keeps the conversion from trapping (NaN counts as 10⁸).
+    public static func socketTimeout(_ seconds: Double) -> timeval {
+        let bounded = seconds.isNaN ? 1e8 : min(max(seconds, 1e-6), 1e8)
+        let microseconds = max(1, Int((bounded * 1e6).rounded(.up)))
+        return timeval(tv_sec: microseconds / 1_000_000, tv_usec: microseconds % 1_000_000)
+    }
+
+    /// Sets a receive timeout (client side, blocking sockets); see `socketTimeout` for the bounds.
     public func setReceiveTimeout(seconds: Double) throws {
-        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        var tv = Self.socketTimeout(seconds)
         _ = try valueOrErrno("setsockopt(SO_RCVTIMEO)") {
             setsockopt(raw, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         }.get()
@@ -104,7 +112,7 @@ public struct SocketFD: Hashable, Sendable {
     /// Sets a send timeout (client side, blocking sockets). On a Unix socket it also bounds
     /// `connect`, which blocks while the listener's backlog is full.
     public func setSendTimeout(seconds: Double) throws {
-        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        var tv = Self.socketTimeout(seconds)
         _ = try valueOrErrno("setsockopt(SO_SNDTIMEO)") {
             setsockopt(raw, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         }.get()

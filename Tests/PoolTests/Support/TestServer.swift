@@ -50,12 +50,20 @@ final class TestServer {
     var pid: pid_t { process.processIdentifier }
 
     /// Starts `pool-server --socket <tmp>/pool.sock ARGUMENTS` and waits for "pool started".
+    /// `executableName`: run the binary through a symlink of that name in the server's directory
+    /// (its process name is then that, not `pool-server`).
     init(_ arguments: [String] = [], socketPath: String? = nil, waitForStart: Bool = true,
-         environment: [String: String]? = nil) throws {
+         environment: [String: String]? = nil, executableName: String? = nil) throws {
         directory = makeTemporaryDirectory()
         self.socketPath = socketPath ?? directory + "/pool.sock"
         logPath = directory + "/server.log"
-        process = try launchLogged(Binaries.path("pool-server"), ["--socket", self.socketPath] + arguments,
+        var executable = Binaries.path("pool-server")
+        if let executableName {
+            let link = directory + "/" + executableName
+            guard symlink(executable, link) == 0 else { throw TestFailure("symlink \(link): errno \(errno)") }
+            executable = link
+        }
+        process = try launchLogged(executable, ["--socket", self.socketPath] + arguments,
                                    directory: directory, logPath: logPath, environment: environment)
         if waitForStart {
             try requirePoolStart("pool-server", log: { self.log }, isRunning: { self.process.isRunning }, stop: { self.stop() })
