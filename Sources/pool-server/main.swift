@@ -48,12 +48,18 @@ struct ControlOptions: ParsableArguments {
         guard timeout > 0 && timeout <= 100_000_000 else { throw ValidationError("--timeout must be > 0 and at most 1e8 seconds") }
     }
 
-    /// One command, its answer awaited at most `--timeout` seconds. An `error: …` answer (the
-    /// master refused it) is a failure too.
-    func send(_ command: String) throws -> String {
+    /// When `--timeout` seconds from now have passed: one budget for a subcommand's every step
+    /// (its commands and its wait), read once at its start.
+    func deadline() -> Int64 { monotonicNanoseconds() + Int64(timeout * 1e9) }
+
+    /// One command, its answer awaited until `deadline` (default: `--timeout` seconds). An
+    /// `error: …` answer (the master refused it) is a failure too.
+    func send(_ command: String, until deadline: Int64? = nil) throws -> String {
+        let left = deadline.map { Double($0 - monotonicNanoseconds()) / 1e9 } ?? timeout
+        guard left > 0 else { throw ControlFailure("timed out before sending '\(command)'") }
         let answer: String
         do {
-            answer = try ControlClient.send(command, controlSocket: controlSocket, timeout: timeout)
+            answer = try ControlClient.send(command, controlSocket: controlSocket, timeout: left)
         } catch {
             throw ControlFailure("cannot reach the server at \(controlSocket): \(error)")
         }
@@ -63,10 +69,9 @@ struct ControlOptions: ParsableArguments {
         return answer
     }
 
-    /// Polls the JSON status until `done` holds or `--timeout` has passed (by the clock, each
+    /// Polls the JSON status until `done` holds or `deadline` has passed (by the clock, each
     /// poll bounded by what is left of it).
-    func waitFor(_ what: String, _ done: (String) -> Bool) throws {
-        let deadline = monotonicNanoseconds() + Int64(timeout * 1e9)
+    func waitFor(_ what: String, until deadline: Int64, _ done: (String) -> Bool) throws {
         while case let left = Double(deadline - monotonicNanoseconds()) / 1e9, left > 0 {
             if let status = try? ControlClient.send("status json", controlSocket: controlSocket, timeout: left), done(status) { return }
             usleep(100_000)
@@ -116,10 +121,10 @@ struct Stop: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Stop the running pool gracefully and wait until it has exited.")
     @OptionGroup var options: ControlOptions
     func run() throws {
-        let status = try options.send("status json")
+        let deadline = options.deadline()
+        let status = try options.send("status json", until: deadline)
         guard let pid = jsonField(status, "pid").first.flatMap({ pid_t($0) }) else { throw ControlFailure("no pid in status") }
-        _ = try options.send("stop")
-        let deadline = monotonicNanoseconds() + Int64(options.timeout * 1e9)
+        _ = try options.send("stop", until: deadline)
         // A zombie has exited: its parent has only not reaped it yet.
         while processIsRunning(pid) && monotonicNanoseconds() < deadline {
             usleep(100_000)
@@ -133,9 +138,10 @@ struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Restart every worker, one at a time, and wait until done (like SIGHUP).")
     @OptionGroup var options: ControlOptions
     func run() throws {
-        let before = Set(jsonField(try options.send("status json"), "pid").dropFirst())
-        print(try options.send("reload"), terminator: "")
-        try options.waitFor("the rolling restart") { status in
+        let deadline = options.deadline()
+        let before = Set(jsonField(try options.send("status json", until: deadline), "pid").dropFirst())
+        print(try options.send("reload", until: deadline), terminator: "")
+        try options.waitFor("the rolling restart", until: deadline) { status in
             jsonField(status, "rolling_restart").first == "false"
                 && Set(jsonField(status, "pid").dropFirst()).isDisjoint(with: before)
                 && !jsonField(status, "pid").dropFirst().contains("null")
@@ -152,8 +158,9 @@ struct Scale: ParsableCommand {
     func run() throws {
         guard workers >= 1 else { throw ValidationError("the pool needs at least 1 worker") }
         guard workers <= PoolConfiguration.maxWorkers else { throw ValidationError("the pool has at most \(PoolConfiguration.maxWorkers) workers") }
-        print(try options.send("scale \(workers)"), terminator: "")
-        try options.waitFor("\(workers) workers") { status in
+        let deadline = options.deadline()
+        print(try options.send("scale \(workers)", until: deadline), terminator: "")
+        try options.waitFor("\(workers) workers", until: deadline) { status in
             let states = jsonField(status, "state")
             return states.count == workers && !states.contains("\"retiring\"") && !states.contains("\"starting\"")
         }
