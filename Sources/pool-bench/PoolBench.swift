@@ -313,19 +313,22 @@ extension PoolBench {
     func runHold(_ idle: [Int32], opened openStart: UInt64, seconds: Double) throws {
         let openSeconds = Double(monotonicNanos() - openStart) / 1e9
         if let readyFile {
-            // Written whole under a temporary name, then renamed: a script waiting for the file
-            // never reads it empty. A file that cannot be written fails the run, or it would wait
-            // for ever.
-            let temporary = readyFile + ".tmp.\(getpid())"
-            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            // A file is written whole under a temporary name, then renamed: a script waiting for
+            // it never reads it empty. Anything else there (a FIFO, /dev/stdout) is written
+            // through. One that cannot be written fails the run, or its reader would wait forever.
+            var info = stat()
+            let special = lstat(readyFile, &info) == 0 && (info.st_mode & S_IFMT) != S_IFREG
+            let target = special ? readyFile : readyFile + ".tmp.\(getpid())"
+            let fd = open(target, O_WRONLY | O_CLOEXEC | (special ? 0 : O_CREAT | O_TRUNC), 0o644)
             var line = "\(idle.count)\n"
             let written = fd >= 0 ? line.withUTF8 { write(fd, $0.baseAddress, $0.count) } : -1
+            var failure: String? = written < 0 ? errnoText(errno) : written != line.utf8.count ? "short write" : nil
             if fd >= 0 { close(fd) }
-            guard written == line.utf8.count, rename(temporary, readyFile) == 0 else {
-                let code = errno
-                unlink(temporary)
+            if failure == nil && !special && rename(target, readyFile) != 0 { failure = errnoText(errno) }
+            if let failure {
+                if !special { unlink(target) }
                 for fd in idle { close(fd) }
-                writeStderr("pool-bench: --ready-file \(readyFile): \(errnoText(code))\n")
+                writeStderr("pool-bench: --ready-file \(readyFile): \(failure)\n")
                 throw ExitCode.failure
             }
         }

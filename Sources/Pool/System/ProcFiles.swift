@@ -19,17 +19,21 @@ func readSmallFile(_ path: String) -> String? {
 /// A process's state letter and start time (clock ticks since boot) from `/proc/PID/stat`: fields
 /// 3 and 22, counted after the command name, which may itself hold spaces and parentheses.
 func processStatus(_ pid: pid_t) -> (state: Character, startTime: UInt64)? {
-    guard let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
-    let fields = stat[stat.index(after: close)...].split(separator: " ")
-    guard fields.count > 19, let state = fields[0].first, let started = UInt64(fields[19]) else { return nil }
-    return (state, started)
+    // Bytes, not Characters: a name ending in a combining character would fuse with ")".
+    guard let stat = readSmallFile("/proc/\(pid)/stat")?.utf8, let close = stat.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: UInt8(ascii: " "))
+    guard fields.count > 19, let state = fields[0].first, let started = UInt64(String(decoding: fields[19], as: UTF8.self)) else {
+        return nil
+    }
+    return (Character(Unicode.Scalar(state)), started)
 }
 
 /// Whether `pid` is a running process: it exists and is not a zombie (dead, not yet reaped by its
 /// parent), which `kill(pid, 0)` alone would count as alive.
 public func processIsRunning(_ pid: pid_t) -> Bool {
     guard kill(pid, 0) == 0 || Glibc.errno == EPERM else { return false }
-    guard let (state, _) = processStatus(pid) else { return false }
+    // No /proc to look in (a chroot, a minimal container): kill's answer stands.
+    guard let (state, _) = processStatus(pid) else { return true }
     return state != "Z" && state != "X"
 }
 
