@@ -77,6 +77,11 @@ struct PoolBench: ParsableCommand {
         if wireProtocol == .oneshot && depth != 1 { throw ValidationError("--depth applies to --protocol framed and tagged only") }
         guard payload >= 0 && payload < 1 << 30 else { throw ValidationError("--payload must be 0…2^30-1") }
         if wireProtocol == .oneshot && payload == 0 { throw ValidationError("oneshot needs --payload ≥ 1 (an empty message is an idle client)") }
+        // Each connection buffers its requests in flight and twice as much for replies: bounded so
+        // that a large depth and payload are refused here rather than abort in an allocation.
+        guard connections * depth * (payload + 16) <= 1 << 31 else {
+            throw ValidationError("--connections × --depth × (--payload + 16) must be at most 2^31 bytes (the requests in flight are buffered)")
+        }
         if requests != nil && duration != nil { throw ValidationError("give --requests or --duration, not both") }
         if let requests, requests < 1 { throw ValidationError("--requests must be ≥ 1") }
         // Seconds become integer nanoseconds and timevals: bounded like the server's (10⁸ s).
