@@ -308,26 +308,30 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
     /// The same, for a message that finds the live worker's queue full: it is held until that
     /// queue has room, not sent to the back-off slot's queue (where it waited for the respawn).
-    /// Slot 1's worker sleeps 1 s on one connection while another sends six 3000-byte jobs: two
-    /// fill its 8192-byte queue, and the next message finds it full. A 6.4 s back-off leaves room
-    /// for a slow machine's polls around that second.
+    /// Slot 1's worker sleeps 3 s on one connection while another sends six jobs of 3/8 msgmax:
+    /// two to a message, and a queue of msgmax bytes holds one message, so a later one finds it
+    /// full — seen as held requests in the status. A 6.4 s back-off leaves room around that.
     @Test func aMessageFindingTheLiveQueueFullIsHeldNotSentToASlotInCrashBackOff() throws {
-        let server = try TestServer(F.framedSim + ["--workers", "2", "--queue-bytes", "8192", "--arena-chunks", "0"])
+        let msgmax = FramedSupport.kernelMsgmax()
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--queue-bytes", "\(msgmax)", "--arena-chunks", "0"])
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
         let spawnsBefore = Self.putSlot0InLongBackOff(server, milliseconds: 6400)
 
         let sleeper = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        try sleeper.send("sleep:1000".bytes)
+        try sleeper.send("sleep:3000".bytes)
         // Slot 1's worker takes it and sleeps; its queue is empty again.
         let sleeping = OperationsSupport.waitForStatus(server.socketPath) { status in
             status.workers.contains { $0.slot == 1 && $0.state == "busy" }
         }
         #expect(sleeping.ok, "slot 1 should be running the sleep job: \(String(describing: sleeping.last))")
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        let payloads = (0..<6).map { index in Array(repeating: UInt8(ascii: "a") + UInt8(index), count: 3000) }
-        let responses = try client.pipeline(payloads)
+        let payloads = (0..<6).map { index in Array(repeating: UInt8(ascii: "a") + UInt8(index), count: msgmax * 3 / 8) }
+        for payload in payloads { try client.send(payload) }
+        let held = OperationsSupport.waitForStatus(server.socketPath, timeout: 10) { $0.heldRequests > 0 }
+        #expect(held.ok, "no job was held: the live queue never filled, or a message went elsewhere: \(String(describing: held.last))")
+        let responses = try payloads.map { _ in try client.receive() }
         #expect(Self.statuses(responses) == Array(repeating: 0, count: 6))
         #expect(responses.map(\.body) == payloads)
         #expect(Self.slot0Spawns(server).count == spawnsBefore, "answered only once slot 0 had a worker again: \(server.log)")

@@ -716,7 +716,8 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(micros(.nan) == 100_000_000 * 1_000_000)
     }
 
-    @Test func writeAllThrowsETIMEDOUTWhenTheSendTimeoutPasses() throws {
+    // Bounded: without the fix writeAll waits again after every timeout, forever.
+    @Test(.timeLimit(.minutes(1))) func writeAllThrowsETIMEDOUTWhenTheSendTimeoutPasses() throws {
         let fds = try socketPair()
         defer { fds.forEach { close($0) } }
         // The peer never reads: once the socket buffers fill, a blocking send waits for the

@@ -149,7 +149,8 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     let controlPath = socketPath + ".ctl"
     var report = RecoveryReport()
     if let state = PoolState.read(from: statePath) {
-        if state.pid != getpid() && kill(state.pid, 0) == 0 && isRecordedMaster(state) {
+        // EPERM: a process of another user, alive all the same.
+        if state.pid != getpid() && (kill(state.pid, 0) == 0 || errno == EPERM) && isRecordedMaster(state) {
             report.liveMaster = state.pid
             return report
         }

@@ -58,13 +58,19 @@ final class TestServer {
         self.socketPath = socketPath ?? directory + "/pool.sock"
         logPath = directory + "/server.log"
         var executable = Binaries.path("pool-server")
-        if let executableName {
-            let link = directory + "/" + executableName
-            guard symlink(executable, link) == 0 else { throw TestFailure("symlink \(link): errno \(errno)") }
-            executable = link
+        do {
+            if let executableName {
+                let link = directory + "/" + executableName
+                guard symlink(executable, link) == 0 else { throw TestFailure("symlink \(link): errno \(errno)") }
+                executable = link
+            }
+            process = try launchLogged(executable, ["--socket", self.socketPath] + arguments,
+                                       directory: directory, logPath: logPath, environment: environment)
+        } catch {
+            // No deinit runs for an object whose init threw: its directory goes here.
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
         }
-        process = try launchLogged(executable, ["--socket", self.socketPath] + arguments,
-                                   directory: directory, logPath: logPath, environment: environment)
         if waitForStart {
             try requirePoolStart("pool-server", log: { self.log }, isRunning: { self.process.isRunning }, stop: { self.stop() })
         }
