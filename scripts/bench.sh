@@ -1036,12 +1036,16 @@ fi
 log ""
 log "written to $OUTPUT ($((SECONDS - SCRIPT_START)) s)"
 
-# Nothing of ours may remain: no server process, no queue it created.
+# Nothing of ours may remain: no server process, no queue it created. A leftover fails the run
+# (after the table is written: the measurements stand, the leak is the server's or this script's).
+leaked=0
 for pid in $STARTED_PIDS; do
-    if running "$pid" || kill -0 -- "-$pid" 2>/dev/null; then log "warning: process group $pid still alive"; fi
+    if running "$pid" || kill -0 -- "-$pid" 2>/dev/null; then log "FAIL: process group $pid still alive"; leaked=1; fi
 done
 for id in $OUR_QUEUES; do
     if awk -v id="$id" 'NR > 1 && $2 == id { found = 1 } END { exit !found }' /proc/sysvipc/msg; then
-        log "warning: queue $id of a pool-server of ours still exists"
+        log "FAIL: queue $id of a pool-server of ours still exists"
+        leaked=1
     fi
 done
+(( leaked == 0 )) || exit 1

@@ -33,13 +33,17 @@ cleanup() {
   for pid in $worker_pids; do
     [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = pool-worker ] && kill -KILL "$pid" 2>/dev/null || true
   done
-  for q in $queues; do ipcrm -q "$q" 2>/dev/null || true; done
+  # Only ids still listed: the server may have removed its queues before the failure, and a freed
+  # id may be someone else's by now.
+  for q in $queues; do
+    awk -v q="$q" 'NR > 1 && $2 == q { found = 1 } END { exit !found }' /proc/sysvipc/msg && ipcrm -q "$q" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
 # A process's children, from /proc (procps' pgrep may not be installed).
 children() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -c . || true; }
-child_pids() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . | sort -n | tr '\n' ' '; }
+child_pids() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | { grep . || true; } | sort -n | tr '\n' ' '; }
 
 # The shim's layout asserts against glibc's own structs (struct msgbuf, struct ucred) compile only
 # under _GNU_SOURCE, which the Swift module must not set (see CShim/csysv.h): compile them here.
@@ -70,6 +74,7 @@ if command -v python3 >/dev/null; then
 reply=$(python3 - <<'PY'
 import socket
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(20)   # a wedged server fails the test instead of hanging it
 s.connect("pool.sock")
 s.sendall(b"i am client")
 print(s.recv(1024).decode(), end="")
@@ -90,14 +95,20 @@ if command -v php >/dev/null; then
   seed="$root/Tests/Fixtures/seed-client.php"
   if [ -f "$seed" ]; then
     cp "$seed" client.php
-    out=$(php client.php) || fail "seed client.php failed: $out"
+    out=$(timeout 20 php client.php) || fail "seed client.php failed or hung: $out"
     [ "$out" = "11ok" ] || fail "seed client.php printed '$out', expected '11ok'"
     echo "smoke: seed client.php printed 11ok"
+  else
+    echo "smoke: SKIP seed client.php: $seed is missing"
   fi
+else
+  echo "smoke: SKIP seed client.php: no php (apt-get install php8.2-cli)"
 fi
 
-for _ in $(seq 50); do [ "$(grep -c 'recv' "$log")" -ge 2 ] && break; sleep 0.1; done
+# The worker that took "quit" must have handled it before its survival below means anything.
+for _ in $(seq 50); do grep -q "recv 4 bytes: quit" "$log" && grep -q "recv 11 bytes: i am client" "$log" && break; sleep 0.1; done
 grep -q "recv 11 bytes: i am client" "$log" || fail "worker did not log the message"
+grep -q "recv 4 bytes: quit" "$log" || fail "no worker logged the 'quit' payload"
 [ "$(child_pids "$server_pid")" = "$workers_before" ] || fail "a worker stopped after a 'quit' payload (workers $workers_before, now $(child_pids "$server_pid"))"
 
 worker_pids=$(child_pids "$server_pid")

@@ -34,12 +34,47 @@ sweep() {
     return $leaked
 }
 
+# A server whose directory was removed but whose processes live on escapes the sweep: every
+# process of the run is found by its command line (workers are forks: they keep the master's,
+# whose --socket is in the run's directory), killed, and fails the run.
+stray() {
+    local found=0 pid cmd
+    for pid in /proc/[0-9]*; do
+        pid=${pid#/proc/}
+        cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || continue
+        if [[ $cmd == *"/tmp/pool-test-$POOL_TEST_RUN-"* ]]; then
+            found=1
+            echo "test.sh: still running after the run: pid $pid ($cmd)" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    return $found
+}
+# Our uid's queues, by id.
+our_queues() { awk -v uid="$(id -u)" 'NR > 1 && $8 == uid { print $2 }' /proc/sysvipc/msg | sort; }
+
 # Suites that spawn servers run one at a time: on 2 cores, parallel suites only add noise and
 # timeouts, and Foundation's Process can miss an exit when two children start at once.
 status=0
+queues_before=$(our_queues)
 swift test --no-parallel || status=$?
 if ! sweep; then
     echo "test.sh: FAIL: test servers were left running or not cleaned up (removed now)" >&2
     (( status != 0 )) || status=1
+fi
+if ! stray; then
+    echo "test.sh: FAIL: processes of the run outlived it (killed now)" >&2
+    (( status != 0 )) || status=1
+fi
+# Queues created during the run and still there: a test leaked them, unless another pool of ours
+# runs beside this one (then they may be its, and are only named).
+new_queues=$(comm -13 <(echo "$queues_before") <(our_queues) | tr '\n' ' ')
+if [[ -n ${new_queues// /} ]]; then
+    if grep -qsx -e pool-server -e pool-worker /proc/[0-9]*/comm; then
+        echo "test.sh: note: queues created during the run remain ($new_queues); another pool of ours is running, so they may be its" >&2
+    else
+        echo "test.sh: FAIL: queues created during the run remain: $new_queues(ipcrm -q ID removes one)" >&2
+        (( status != 0 )) || status=1
+    fi
 fi
 exit "$status"

@@ -24,5 +24,7 @@ import Testing
         let start = Self.threadCPUSeconds()
         #expect(try handler(Array("cpu:lots".utf8), context) == Array("cpu:lots".utf8))
         #expect(Self.threadCPUSeconds() - start < 0.02)
+        // Milliseconds whose nanoseconds overflow: a handler error (the worker trapped on them).
+        #expect(throws: HandlerError.self) { try handler(Array("cpu:9223372036855".utf8), context) }
     }
 }

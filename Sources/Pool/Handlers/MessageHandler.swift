@@ -73,7 +73,10 @@ private func simulate(_ message: [UInt8], _ context: WorkerContext) throws -> [U
     // A CPU-bound job (a template render, a hash): measured in the thread's own CPU time, so time
     // spent waiting for a CPU does not count as work done.
     if let ms = after("cpu:"), let value = Int(ms) {
-        let end = threadCPUNanoseconds() + Int64(value) * 1_000_000
+        // Past about 292 years of CPU the nanoseconds overflow: a handler error, not a trap.
+        let (nanoseconds, overflow) = Int64(value).multipliedReportingOverflow(by: 1_000_000)
+        guard !overflow, nanoseconds <= Int64.max / 2 else { throw HandlerError("cpu:\(ms) is out of range") }
+        let end = threadCPUNanoseconds() + nanoseconds
         while threadCPUNanoseconds() < end {}
         return message
     }

@@ -4,12 +4,13 @@ import Glibc
 /// Where the master's log lines go without ever blocking its event loop.
 ///
 /// Descriptor 2 is shared with the workers (and often with a shell), so its file status flags are
-/// not ours to change. When it is a pipe or FIFO (a journald stream is a socket, `| tee` a pipe),
-/// the master reopens it through /proc/self/fd/2, which gives a description of its own that can be
+/// not ours to change. When it is a pipe or FIFO (a journald stream is a socket, `| tee` a pipe)
+/// or a terminal (stopped with Ctrl-S, or behind a stalled ssh, it blocks writers), the master
+/// reopens it through /proc/self/fd/2, which gives a description of its own that can be
 /// non-blocking; a socket is written with `MSG_DONTWAIT`. A line the reader has no room for is
 /// dropped and counted, and the next line that gets through is preceded by a count of them. A
-/// regular file or a terminal is written as before (neither reports "full"). Workers keep the
-/// blocking descriptor: a worker may wait for its log, the master may not.
+/// regular file is written as before (it never reports "full"). Workers keep the blocking
+/// descriptor: a worker may wait for its log, the master may not.
 enum MasterLogOutput {
     enum Mode { case blocking, privatePipe(Int32), socket }
 
@@ -25,15 +26,22 @@ enum MasterLogOutput {
         mode = .blocking
         var info = stat()
         guard fstat(2, &info) == 0 else { return }
-        switch info.st_mode & S_IFMT {
-        case S_IFIFO:
-            let fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        let kind = info.st_mode & S_IFMT
+        // Of the character devices only a terminal blocks (/dev/null above all never does).
+        if kind == S_IFIFO || (kind == S_IFCHR && isatty(2) != 0) {
+            let fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
             mode = fd >= 0 ? .privatePipe(fd) : nil
-        case S_IFSOCK:
+        } else if kind == S_IFSOCK {
             mode = .socket
-        default:
-            break
         }
+    }
+
+    /// In a worker just forked: its copy of the master's own descriptor was closed with the rest,
+    /// and its number may be reused by a handler's file. A logger shared with the master (a library
+    /// user's default) writes descriptor 2 from now on, blocking, as a worker may.
+    static func becomeWorker() {
+        mode = .blocking
+        dropped = 0
     }
 
     /// Writes `count` bytes at `bytes` once: the bytes written, or -1 with errno (EAGAIN: no room).

@@ -23,9 +23,12 @@ struct LogThrottle {
 }
 
 extension Logger {
-    /// Logs through `throttle`: at most once per interval per message text.
-    func log(throttledBy throttle: inout LogThrottle, level: Logger.Level, _ message: String, metadata: Logger.Metadata = [:]) {
-        guard logLevel <= level, let suppressed = throttle.admit(message, now: monotonicNanoseconds()) else { return }
+    /// Logs through `throttle`: at most once per interval per message text, or per message text
+    /// and `kind` (a cause, such as an errno, that must not hide behind another of the same text:
+    /// keep its values few, each is remembered).
+    func log(throttledBy throttle: inout LogThrottle, level: Logger.Level, _ message: String, kind: String = "",
+             metadata: Logger.Metadata = [:]) {
+        guard logLevel <= level, let suppressed = throttle.admit(kind.isEmpty ? message : message + "\u{0}" + kind, now: monotonicNanoseconds()) else { return }
         var metadata = metadata
         if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
         log(level: level, "\(message)", metadata: metadata)

@@ -823,7 +823,8 @@ final class Master {
             // Besides full queues, sends the kernel refused: the jobs are held or refused below as
             // for a full queue, but an operator must learn why no worker gets work.
             for (failed, error) in failures {
-                logger.log(throttledBy: &logThrottle, level: .error, "cannot queue jobs for a worker",
+                // Throttled per errno: a second cause must not pass unseen behind the first.
+                logger.log(throttledBy: &logThrottle, level: .error, "cannot queue jobs for a worker", kind: "\(error.errno.rawValue)",
                            metadata: ["slot": "\(failed)", "error": "\(error)"])
             }
         case .queued(let target):

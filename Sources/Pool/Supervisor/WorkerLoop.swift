@@ -47,6 +47,7 @@ enum WorkerExit {
 /// never does), run the handler on each job of the message, reply if asked. Never returns; ends
 /// with `_exit`, so nothing of the master's (atexit, deinit, the socket file, queues) is touched.
 func runWorker(_ env: WorkerEnvironment) -> Never {
+    MasterLogOutput.becomeWorker()
     do { try ChildProcess.closeDescriptors(except: env.keepDescriptors) } catch {
         env.logger.critical("worker cannot close the master's descriptors; exiting", metadata: ["error": "\(error)"])
         ChildProcess.exitImmediately(WorkerExit.setupFailure)
