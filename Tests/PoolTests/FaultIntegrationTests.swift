@@ -463,6 +463,35 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// A job's reply still held in its worker's batch when a later job of the same message times
+    /// out is answered with that reply, not "worker died": the batch is built in shared memory,
+    /// where the master finds it after reaping the worker. "fast" and "hang" travel in one queue
+    /// message (checked in the debug log); "fast" finishes at once, and its reply waits for the
+    /// batch while "hang" runs into --job-timeout. Before, the reply died with the worker.
+    @Test func aFinishedReplyHeldForTheBatchOutlivesAWorkerKilledForTheNextJob() throws {
+        // A long --batch-time: the batch rule (at the average job time, as much work as it) must
+        // not split them, whatever a debug build's first job took.
+        let server = try TestServer(F.framedSim + ["--workers", "1", "--job-timeout", "0.5", "--batch-time", "0.5", "--log-level", "debug"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let worker = try #require(waitForWorkers(server, 1)?.first)
+
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        // A finished job first: until every worker has one, the master sends one job per message.
+        #expect(try client.request("warm".bytes).isOK)
+        let responses = try client.pipeline(["fast".bytes, "hang".bytes])
+        #expect(responses.first?.status == .ok && responses.first?.body == "fast".bytes, "\(responses)")
+        #expect(responses.last?.status == .timeout, "\(responses)")
+        let queued = server.logLines(containing: " queued ").suffix(2).map { intField($0, "message") }
+        #expect(queued.count == 2 && queued[0] != nil && queued[0] == queued[1],
+                "fast and hang should share one queue message: \(server.logLines(containing: " queued ").suffix(3))")
+        #expect(waitUntil(timeout: 10) { !processIsAlive(worker) }, "the hung worker should be gone")
+        let next = try client.request("next".bytes)
+        #expect(next.isOK && next.body == "next".bytes, "\(next)")
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     // MARK: - 4. Recycling
 
     /// --max-jobs 5 with one worker: 12 pipelined requests are all answered, in order, while the

@@ -374,6 +374,7 @@ final class Master {
             // they are delivered, not reported lost. Per child, since each may have exited after
             // the previous drain.
             drainReplies(retryHeld: false)
+            if let slot = supervisor.slotIndex(of: pid) { deliverUnsentReplies(slot: slot) }
             guard let loss = supervisor.workerExited(pid: pid, status: status, shuttingDown: phase != .running,
                                                      awaitsReply: { self.routes[$0] != nil }) else {
                 continue
@@ -953,29 +954,44 @@ final class Master {
                 return
             }
             guard let (_, length) = received else { break }
-            let text = UnsafeRawBufferPointer(receiveBuffer.text)
-            var offset = 0
-            while let reply = JobCodec.decodeReply(text, length: length, at: offset) {
-                offset = reply.end
-                supervisor.noteAnswered(reply.id, slot: reply.slot)
-                let rings = supervisor.replyRings
-                // A spilled body is read in the worker's ring, copied into the response, then given
-                // back (also when nobody waits for it any more).
-                let body = reply.spill.map { rings?.body(reply.slot, position: $0.position, length: $0.length) }
-                    ?? UnsafeRawBufferPointer(rebasing: text[reply.body])
-                if let route = routes.removeValue(forKey: reply.id), let connection = connections[route.connection] {
-                    if let body {
-                        answer(connection, route.sequence, reply.status, body: body)
-                    } else {
-                        logger.error("reply names bytes outside its worker's ring", metadata: ["job": "\(reply.id)", "slot": "\(reply.slot)"])
-                        answer(connection, route.sequence, .handlerError, [])
-                    }
-                }
-                if let spill = reply.spill { rings?.consume(reply.slot, upTo: spill.position + UInt64(spill.length)) }
-            }
+            deliverReplies(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer.text)[0..<length]))
             if stopWhenNoneAwaited && routes.isEmpty { break }
         }
         if retryHeld && !held.isEmpty { dispatchHeld() }
+    }
+
+    /// Answers the reply records in `text` (a reply message, or a dead worker's unsent batch).
+    /// `fromQueue`: spilled bodies are given back to their ring, in order; a dead worker's ring is
+    /// reset before its slot's next worker instead (its unsent records may lie behind ones taken).
+    func deliverReplies(_ text: UnsafeRawBufferPointer, fromQueue: Bool = true) {
+        var offset = 0
+        while let reply = JobCodec.decodeReply(text, length: text.count, at: offset) {
+            offset = reply.end
+            supervisor.noteAnswered(reply.id, slot: reply.slot)
+            let rings = supervisor.replyRings
+            // A spilled body is read in the worker's ring, copied into the response, then given
+            // back (also when nobody waits for it any more).
+            let body = reply.spill.map { rings?.body(reply.slot, position: $0.position, length: $0.length) }
+                ?? UnsafeRawBufferPointer(rebasing: text[reply.body])
+            if let route = routes.removeValue(forKey: reply.id), let connection = connections[route.connection] {
+                if let body {
+                    answer(connection, route.sequence, reply.status, body: body)
+                } else {
+                    logger.error("reply names bytes outside its worker's ring", metadata: ["job": "\(reply.id)", "slot": "\(reply.slot)"])
+                    answer(connection, route.sequence, .handlerError, [])
+                }
+            }
+            if fromQueue, let spill = reply.spill { rings?.consume(reply.slot, upTo: spill.position + UInt64(spill.length)) }
+        }
+    }
+
+    /// Result mode, a reaped worker's slot: the replies it built and never sent (held for the
+    /// batch when it died) are answered like sent ones — those jobs ran. Called after the reply
+    /// queue is drained, so the replies it did send are delivered first and not repeated.
+    func deliverUnsentReplies(slot: Int) {
+        guard let outboxes = supervisor.outboxes, let unsent = outboxes.unsent(slot) else { return }
+        deliverReplies(unsent, fromQueue: false)
+        outboxes.reset(slot)
     }
 
     /// The reply queue was removed from outside (`ipcrm`, logind's `RemoveIPC=`) with whatever

@@ -69,6 +69,8 @@ final class Supervisor {
     @exclusivity(unchecked) private(set) var slots: [WorkerSlot] = []
     let scoreboard: Scoreboard
     let inboxes: WorkerInboxes
+    /// Result mode: where each worker builds its reply batch, readable after it is gone.
+    let outboxes: ReplyOutboxes?
     /// Where large payloads travel (`nil`: `--spill-bytes 0` or `--arena-chunks 0`).
     let arena: PayloadArena?
     /// Where large replies travel (result mode; `nil`: `--spill-bytes 0` or `--reply-ring 0`).
@@ -118,6 +120,7 @@ final class Supervisor {
         self.workerLogger = workerLogger
         scoreboard = try Scoreboard(slots: Self.maxWorkers)
         inboxes = try WorkerInboxes(slots: Self.maxWorkers, capacity: limits.maxMessageBytes)
+        outboxes = configuration.replyMode == .result ? try ReplyOutboxes(slots: Self.maxWorkers, capacity: limits.maxMessageBytes) : nil
         // A chunk holds the largest payload one message could (msgmax − header).
         arena = configuration.spillBytes > 0 && configuration.arenaChunks > 0
             ? try PayloadArena(chunks: configuration.arenaChunks, chunkBytes: limits.maxMessageBytes - JobCodec.headerBytes,
@@ -232,7 +235,7 @@ final class Supervisor {
         }
         let environment = WorkerEnvironment(
             slot: index, queue: slots[index].queue, replyQueue: replyQueue, doorbell: doorbell,
-            scoreboard: scoreboard, inboxes: inboxes, arena: arena, replyRings: replyRings,
+            scoreboard: scoreboard, inboxes: inboxes, outboxes: outboxes, arena: arena, replyRings: replyRings,
             messageCapacity: limits.maxMessageBytes,
             batchNanoseconds: Int64(configuration.batchTime * 1e9), jobLimit: limit,
             scheduling: configuration.effectiveWorkerScheduling,
@@ -243,6 +246,7 @@ final class Supervisor {
         // Whatever the slot's previous worker held was accounted for when it was reaped, and every
         // reply it sent was drained then: the new worker starts with an empty reply ring.
         inboxes.reset(index)
+        outboxes?.reset(index)
         replyRings?.reset(index)
         guard let pid = try ChildProcess.fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true, holdTermination: true) else {
             runWorker(environment)

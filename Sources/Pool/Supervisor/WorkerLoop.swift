@@ -12,6 +12,8 @@ struct WorkerEnvironment {
     var scoreboard: Scoreboard
     /// Where the worker receives, readable by the master after the worker is gone.
     var inboxes: WorkerInboxes
+    /// Result mode: where the worker builds its reply batch, readable by the master after it is gone.
+    var outboxes: ReplyOutboxes?
     /// Where spilled payloads are; the worker releases each chunk once it has copied it.
     var arena: PayloadArena?
     /// Result mode: where large replies go (the slot's ring), if anywhere.
@@ -87,7 +89,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     let handler = env.makeHandler(context)
     let inbox = env.inboxes.buffer(slot)
     var replies = env.replyQueue.map {
-        ReplyBatch(queue: $0, doorbell: env.doorbell!, scoreboard: env.scoreboard, capacity: env.messageCapacity,
+        ReplyBatch(queue: $0, doorbell: env.doorbell!, scoreboard: env.scoreboard, outboxes: env.outboxes!, slot: slot,
                    budget: env.batchNanoseconds, rings: env.replyRings, logger: logger)
     }
     let maxReplyBody = env.messageCapacity - JobCodec.headerBytes
@@ -190,10 +192,13 @@ private struct ArenaReferenceError: Error, CustomStringConvertible {
 
 /// Replies of finished jobs, sent together in one queue message. The master is woken (the
 /// doorbell) only if it may be asleep; while it is awake it looks at the reply queue every turn.
+/// Built in the slot's outbox, where the master finds them if the worker dies before sending.
 private struct ReplyBatch {
     let queue: MessageQueue
     let doorbell: EventFD
     let scoreboard: Scoreboard
+    let outboxes: ReplyOutboxes
+    let slot: Int
     let buffer: MessageBuffer
     let logger: Logger
     /// How long the oldest reply may wait (`--batch-time`).
@@ -204,13 +209,15 @@ private struct ReplyBatch {
     /// When the oldest reply held was added.
     var since: Int64 = 0
 
-    init(queue: MessageQueue, doorbell: EventFD, scoreboard: Scoreboard, capacity: Int, budget: Int64,
+    init(queue: MessageQueue, doorbell: EventFD, scoreboard: Scoreboard, outboxes: ReplyOutboxes, slot: Int, budget: Int64,
          rings: ReplyRings?, logger: Logger) {
         self.budget = budget
         self.queue = queue
         self.doorbell = doorbell
         self.scoreboard = scoreboard
-        buffer = MessageBuffer(capacity: capacity)
+        self.outboxes = outboxes
+        self.slot = slot
+        buffer = outboxes.buffer(slot)
         self.rings = rings
         self.logger = logger
     }
@@ -229,6 +236,7 @@ private struct ReplyBatch {
                 JobCodec.encodeReply(id: id, status: status, slot: slot, body: $0, into: buffer.text, at: length)
             }
         }
+        outboxes.publish(self.slot, length: length)
     }
 
     /// Sends now if holding the replies for one more job (of `averageJob` nanoseconds) would keep
@@ -248,6 +256,7 @@ private struct ReplyBatch {
             exitOnQueueFailure(error, "msgsnd of a reply", queue: queue, logger: logger)
         }
         length = 0
+        outboxes.publish(slot, length: 0)
         if scoreboard.masterMayBeAsleep { doorbell.ring() }
     }
 }
