@@ -26,10 +26,7 @@ final class WorkerInboxes {
     private static let counterBytes = 16
 
     init(slots: Int, capacity: Int) throws {
-        let unaligned = Self.counterBytes + MessageBuffer.headerBytes + capacity
-        stride = (unaligned + 63) & ~63
-        // Not reserved: pages are touched only by the worker that uses an inbox.
-        memory = try SharedMemory(bytes: max(slots, 1) * stride, reserve: false)
+        (memory, stride) = try SharedMemory.perSlot(slots, bytesEach: Self.counterBytes + MessageBuffer.headerBytes + capacity)
         self.capacity = capacity
         count = slots
     }

@@ -1,7 +1,7 @@
 import Glibc
 
 /// Anonymous memory shared with every process forked after it is mapped: the scoreboard, the
-/// inboxes, the payload arena and the reply rings. Mapped by the master before the first fork;
+/// inboxes and outboxes, the payload arena and the reply rings. Mapped by the master before the first fork;
 /// a worker inherits the mapping and never maps or unmaps one itself.
 struct SharedMemory {
     let base: UnsafeMutableRawPointer
@@ -15,6 +15,13 @@ struct SharedMemory {
         guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
         base = address
         self.bytes = bytes
+    }
+
+    /// One region of `bytesEach` per worker slot, each starting on a cache line of its own (no
+    /// false sharing between workers). Not reserved: only a slot in use gets pages.
+    static func perSlot(_ slots: Int, bytesEach: Int) throws -> (memory: SharedMemory, stride: Int) {
+        let stride = (bytesEach + 63) & ~63
+        return (try SharedMemory(bytes: max(slots, 1) * stride, reserve: false), stride)
     }
 
     /// The corresponding C function is `munmap`.
