@@ -51,7 +51,8 @@ struct UnstartedJob {
 /// What a reaped worker took down with it.
 struct WorkerLoss {
     var slot: Int
-    /// Jobs it was running, or finished without its reply reaching the master (result mode).
+    /// Jobs it was running, or (result mode) finished with no reply delivered: neither sent nor in
+    /// its outbox, which the master reads before this.
     var lost: [LostJob]
     /// Jobs of its last message it had not started.
     var unstarted: [UnstartedJob]
@@ -345,11 +346,13 @@ final class Supervisor {
             for (position, job) in held.jobs.enumerated() {
                 if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
                 if position < held.done {
-                    // Finished, but its reply may have been waiting in the worker's batch, and
-                    // then died with it.
+                    // Finished: its reply was sent or left in the outbox, both delivered before
+                    // this; still owed only if that went wrong (a reply queue removed meanwhile).
                     if configuration.replyMode == .result && awaitsReply(job.id) { lost.append(LostJob(id: job.id, status: .workerDied)) }
                 } else if position < held.started {
-                    lost.append(LostJob(id: job.id, status: lostStatus(job.id)))
+                    // Running — or finished just as it died, its reply in the outbox but not yet
+                    // marked done: answered then, so not named lost.
+                    if configuration.replyMode == .ack || awaitsReply(job.id) { lost.append(LostJob(id: job.id, status: lostStatus(job.id))) }
                 } else {
                     unstarted.append(UnstartedJob(id: job.id, payload: job.payload))
                 }
