@@ -41,4 +41,23 @@ import Testing
         #expect(count(shallow, "latency_non_skew_clear_us") == count(shallow, "latency_non_skew_us"),
                 "depth 1: nothing is ever sent behind another request")
     }
+
+    /// `--hold` with a ready file: written whole once the connections are open (the count), and
+    /// a file that cannot be written fails the run rather than leave a script waiting for it.
+    @Test func holdWritesItsReadyFileOrFails() throws {
+        let server = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result", "--handler", "echo"])
+        defer { server.stop() }
+        func hold(_ readyFile: String) throws -> (status: Int32?, stderr: String) {
+            let run = try runCapturing(Binaries.path("pool-bench"),
+                                       ["--socket", server.socketPath, "--idle-connections", "3", "--hold", "0.1",
+                                        "--ready-file", readyFile, "--quiet"], timeout: 60, overrunSignals: [SIGKILL])
+            return (run.exitStatus, run.stderr)
+        }
+        let ready = server.directory + "/hold.ready"
+        let written = try hold(ready)
+        #expect(written.status == 0, "\(written.stderr)")
+        #expect((try? String(contentsOfFile: ready, encoding: .utf8)) == "3\n")
+        let failed = try hold(server.directory + "/missing-dir/hold.ready")
+        #expect(failed.status == 1 && failed.stderr.contains("--ready-file"), "\(failed)")
+    }
 }
