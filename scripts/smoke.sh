@@ -36,11 +36,13 @@ cleanup() {
   # Only ids still listed: the server may have removed its queues before the failure, and a freed
   # id may be someone else's by now.
   for q in $queues; do
-    awk -v q="$q" 'NR > 1 && $2 == q { found = 1 } END { exit !found }' /proc/sysvipc/msg && ipcrm -q "$q" 2>/dev/null || true
+    queue_listed "$q" && ipcrm -q "$q" 2>/dev/null || true
   done
   rm -rf "$work"
 }
 trap cleanup EXIT
+# Whether queue id $1 is still listed (by the kernel; awk alone, so no pipe can hide a miss).
+queue_listed() { awk -v q="$1" 'NR > 1 && $2 == q { found = 1 } END { exit !found }' /proc/sysvipc/msg; }
 # A process's children, from /proc (procps' pgrep may not be installed).
 children() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -c . || true; }
 child_pids() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | { grep . || true; } | sort -n | tr '\n' ' '; }
@@ -122,7 +124,7 @@ server_pid=""
 left=""
 for q in $queues; do
   # awk alone: with pipefail, grep -q quitting early can fail the pipe (awk's SIGPIPE).
-  awk -v q="$q" 'NR>1 && $2==q {found=1} END {exit !found}' /proc/sysvipc/msg && left="$left $q"
+  queue_listed "$q" && left="$left $q"
 done
 queues=$left
 alive=""

@@ -13,8 +13,8 @@ scripts/smoke.sh
 # The run's directories are named after it (POOL_TEST_RUN), so another run at the same time is
 # left alone; a pid from a state file is signalled only if it is still that directory's server.
 export POOL_TEST_RUN="r$$"
-# Whether pid $1 is (still) the server of test directory $2.
-ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$2/"; }
+# Whether pid $1's command line names a path under $2 (a test directory, or the run's prefix).
+ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$2"; }
 sweep() {
     local leaked=0 dir pid bin
     bin=$(swift build --show-bin-path)
@@ -23,10 +23,10 @@ sweep() {
         leaked=1
         echo "test.sh: left behind by the run: $dir" >&2
         pid=$(sed -n 's/^pid=//p' "$dir/pool.sock.state" 2>/dev/null | head -1)
-        if [[ -n $pid ]] && ours "$pid" "$dir"; then
+        if [[ -n $pid ]] && ours "$pid" "$dir/"; then
             kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do ours "$pid" "$dir" || break; sleep 0.1; done
-            if ours "$pid" "$dir"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+            for _ in $(seq 50); do ours "$pid" "$dir/" || break; sleep 0.1; done
+            if ours "$pid" "$dir/"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
         fi
         "$bin/pool-server" cleanup --socket "$dir/pool.sock" >&2 || true
         rm -rf "$dir"
@@ -38,13 +38,12 @@ sweep() {
 # process of the run is found by its command line (workers are forks: they keep the master's,
 # whose --socket is in the run's directory), killed, and fails the run.
 stray() {
-    local found=0 pid cmd
+    local found=0 pid
     for pid in /proc/[0-9]*; do
         pid=${pid#/proc/}
-        cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || continue
-        if [[ $cmd == *"/tmp/pool-test-$POOL_TEST_RUN-"* ]]; then
+        if ours "$pid" "/tmp/pool-test-$POOL_TEST_RUN-"; then
             found=1
-            echo "test.sh: still running after the run: pid $pid ($cmd)" >&2
+            echo "test.sh: still running after the run: pid $pid ($(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline"))" >&2
             kill -KILL "$pid" 2>/dev/null || true
         fi
     done

@@ -149,8 +149,7 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     let controlPath = socketPath + ".ctl"
     var report = RecoveryReport()
     if let state = PoolState.read(from: statePath) {
-        // EPERM: a process of another user, alive all the same.
-        if state.pid != getpid() && (kill(state.pid, 0) == 0 || errno == EPERM) && isRecordedMaster(state) {
+        if state.pid != getpid() && isRecordedMaster(state) {
             report.liveMaster = state.pid
             return report
         }
@@ -186,9 +185,8 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
 /// master whose binary has another name than ours is still seen. A record without a start time
 /// (an older master's) falls back to comparing process names.
 func isRecordedMaster(_ state: PoolState) -> Bool {
-    guard let (status, started) = processStatus(state.pid) else { return false }
-    // A zombie (killed, not yet reaped by its parent) is dead for our purposes.
-    if status == "Z" || status == "X" { return false }
+    // Running: alive (another user's too) and not a zombie, which is dead for our purposes.
+    guard processIsRunning(state.pid), let (_, started) = processStatus(state.pid) else { return false }
     if let recorded = state.startTime { return started == recorded }
     guard let name = readSmallFile("/proc/\(state.pid)/comm")?.trimmingWhitespace() else { return false }
     guard let own = readSmallFile("/proc/self/comm")?.trimmingWhitespace() else { return true }
