@@ -888,8 +888,36 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         close(filler)
         #expect(filled >= 4096, "the pipe took \(filled) bytes")
 
-        // Workers log nothing per job at info level, so only the master writes to the pipe.
-        let server = try F.ShellServer(prelude: "exec 2>log.fifo", F.framedEcho + ["--workers", "1"],
+        try Self.expectServedWhileTheLogIsFull(prelude: "exec 2>log.fifo", directory: directory, reader: reader)
+    }
+
+    /// The same with the master's stderr on a terminal whose output is stopped (Ctrl-S; a stalled
+    /// ssh session fills it likewise): a tty blocks its writers like a full pipe. (The master wrote
+    /// to a terminal blocking, so the whole pool stopped with its output.)
+    @Test func masterServesWhileItsLogTerminalIsStopped() throws {
+        let directory = makeTemporaryDirectory()
+        let (terminal, name) = try #require(openPseudoTerminal())
+        defer { close(terminal) }
+        // Held open until the end, so the terminal does not hang up between its writers.
+        let control = open(name, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
+        try #require(control >= 0)
+        defer { close(control) }
+        #expect(isatty(control) == 1)
+        // Ctrl-S: output stops, and every writer of the terminal waits (or gets EAGAIN) until Ctrl-Q.
+        try #require(tcflow(control, TCOOFF) == 0)
+        let probe: [UInt8] = [0x2E]
+        #expect(write(control, probe, 1) == -1 && errno == EAGAIN, "the stopped terminal took a byte")
+        try Self.expectServedWhileTheLogIsFull(prelude: "exec 2>\(name)", directory: directory, reader: terminal,
+                                               resume: { #expect(tcflow(control, TCOON) == 0) })
+    }
+
+    /// Starts a framed echo pool whose stderr `prelude` points at a full log, expects a request
+    /// served, then lets the log move again (`resume`, and draining `reader`, non-blocking) and
+    /// expects the stop's lines to say how many lines were dropped.
+    private static func expectServedWhileTheLogIsFull(prelude: String, directory: String, reader: Int32, resume: () -> Void = {},
+                                                     sourceLocation: SourceLocation = #_sourceLocation) throws {
+        // Workers log nothing per job at info level, so only the master writes to the log.
+        let server = try F.ShellServer(prelude: prelude, F.framedEcho + ["--workers", "1"],
                                        directory: directory, waitForStart: false)
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
@@ -900,19 +928,30 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             return reply != nil
         }
         #expect(served && reply?.isOK == true && reply?.body == "logless".bytes,
-                "not served while the log pipe was full: \(String(describing: reply))")
+                "not served while the log was full: \(String(describing: reply))", sourceLocation: sourceLocation)
 
         // The reader catches up; the stop's lines then get through, the first saying what was lost.
-        var drained = [UInt8](repeating: 0, count: 65_536)
-        while read(reader, &drained, drained.count) > 0 {}
+        resume()
+        _ = readUntilQuiet(reader)
         footprint.observe()
         server.signal(SIGTERM)
-        #expect(server.waitForExit(timeout: 30) == 0)
-        var log: [UInt8] = []
-        while case let n = read(reader, &drained, drained.count), n > 0 { log += drained[0..<n] }
-        let text = String(decoding: log, as: UTF8.self)
-        #expect(text.contains("log lines dropped") && text.contains("dropped="), "\(text.suffix(2000))")
-        F.expectNothingLeft(footprint, log: text)
+        #expect(server.waitForExit(timeout: 30) == 0, sourceLocation: sourceLocation)
+        let text = String(decoding: readUntilQuiet(reader), as: UTF8.self)
+        #expect(text.contains("log lines dropped") && text.contains("dropped="), "\(text.suffix(2000))", sourceLocation: sourceLocation)
+        F.expectNothingLeft(footprint, log: text, sourceLocation: sourceLocation)
+    }
+
+    /// Reads `fd` (non-blocking) until nothing more arrives for 0.3 s. A terminal passes what its
+    /// writer wrote on to its reader asynchronously, so "nothing now" is not "nothing left".
+    private static func readUntilQuiet(_ fd: Int32) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while poll(&ready, 1, 300) > 0 {
+            let n = read(fd, &chunk, chunk.count)
+            if n > 0 { bytes += chunk[0..<n] } else if n == 0 || errno != EAGAIN && errno != EINTR { break }
+        }
+        return bytes
     }
 
     /// 2000 non-blocking connects while the master is stopped (SIGSTOP), so they overflow its

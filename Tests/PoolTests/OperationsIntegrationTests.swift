@@ -613,6 +613,26 @@ private typealias S = OperationsSupport
         server.stop()
     }
 
+    /// A master whose parent has not reaped it yet (a zombie, as under a supervisor that is slow to
+    /// wait) has exited: `stop` reports it stopped. (It used to count the zombie as running and
+    /// fail after its whole --timeout.) Launched with posix_spawn, which, unlike Foundation's
+    /// Process, leaves the reaping to this test.
+    @Test func stopCountsAnUnreapedMasterAsStopped() throws {
+        let server = try ProcessGroupServer(["--workers", "1"] + Self.framedEcho)
+        defer { server.stop() }
+        var workers: [pid_t] = []
+        #expect(waitUntil(timeout: 20) { workers = server.workerPIDs; return workers.count == 1 }, "\(server.log)")
+        let queues = Set(stateFileQueueIDs(server.stateFilePath))
+        #expect(queues.count == 2, "the worker's queue and the reply queue: \(queues)")
+
+        let result = try S.poolServer(["stop", "--socket", server.socketPath, "--timeout", "30"])
+        #expect(result.status == 0 && !result.timedOut, "stop failed (\(result.status)): \(result.stdout) \(result.stderr)")
+        #expect(result.stdout.contains("stopped pid \(server.pid)"), "\(result.stdout)")
+        #expect(processState(server.pid) == "Z", "the master was to stay unreaped until now")
+        #expect(server.waitForExit(timeout: 10) == 0, "\(server.log)")
+        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: Set(workers))
+    }
+
     /// The operator's connections do not count against --max-connections: with one allowed and a
     /// control connection held open, a client is still served (it used to get *busy*).
     @Test func controlConnectionsDoNotCountAgainstMaxConnections() throws {

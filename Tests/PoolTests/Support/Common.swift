@@ -238,6 +238,24 @@ private let addCloseFrom: AddCloseFrom? = {
     return unsafeBitCast(symbol, to: AddCloseFrom.self)
 }()
 
+/// A new pseudo-terminal: its master side (non-blocking, close-on-exec) and the path of its
+/// terminal side. `unlockpt` and `ptsname_r` come through dlsym: Swift's Glibc module does not
+/// import them (X/Open).
+func openPseudoTerminal() -> (master: Int32, path: String)? {
+    typealias Unlock = @convention(c) (Int32) -> Int32
+    typealias Name = @convention(c) (Int32, UnsafeMutablePointer<CChar>, Int) -> Int32
+    guard let unlockSymbol = dlsym(nil, "unlockpt"), let nameSymbol = dlsym(nil, "ptsname_r") else { return nil }
+    let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
+    guard master >= 0 else { return nil }
+    var name = [CChar](repeating: 0, count: 128)
+    guard unsafeBitCast(unlockSymbol, to: Unlock.self)(master) == 0,
+          unsafeBitCast(nameSymbol, to: Name.self)(master, &name, name.count) == 0 else {
+        close(master)
+        return nil
+    }
+    return (master, String(cString: name))
+}
+
 /// Starts `argv` (argv[0] is the program's path) with posix_spawn, for launches Foundation cannot
 /// do: stdin from /dev/null, stdout and stderr appended to `logPath`, `inherited[i]` as
 /// descriptor 3 + i and every other descriptor closed (the runner's, e.g. Foundation's
