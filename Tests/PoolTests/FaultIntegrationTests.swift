@@ -436,6 +436,38 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// Two masters started at the same moment on one socket. The late one, held by
+    /// POOL_DEBUG_START_DELAY_MS between its start-up check and its first record, finds the winner
+    /// recorded by then and refuses before writing anything, so the winner's record (its queues,
+    /// for a cleanup after a SIGKILL) stays. The late one used to replace the record, fail to bind,
+    /// and remove it as its own.
+    @Test func aMasterStartedBesideAnotherRefusesWithoutReplacingItsRecord() throws {
+        let before = existingQueueIDs()
+        let late = try TestServer(F.framedSim + ["--workers", "1"], waitForStart: false,
+                                  environment: Self.debugEnvironment("POOL_DEBUG_START_DELAY_MS", "5000"))
+        defer { late.stop() }
+        // The late master's check found nothing: its delay has begun once its process runs.
+        #expect(waitUntil(timeout: 10) { processState(late.pid) != nil })
+        let winner = try TestServer(F.framedSim + ["--workers", "1"], socketPath: late.socketPath)
+        let footprint = F.Footprint(winner)
+        defer { winner.stop(); footprint.removeLeftovers() }
+        let recorded = stateFileQueueIDs(winner.stateFilePath)
+        #expect(stateFilePID(winner.stateFilePath) == winner.pid && recorded.count == 2, "\(recorded)")
+        try #require(!late.hasExited, "the late master ended before the winner had started:\n\(late.log)")
+
+        #expect(late.waitForExit(timeout: 30) == 2, "\(late.log)")
+        #expect(late.log.contains("master pid \(winner.pid) recorded in \(winner.stateFilePath) is running; refusing to start"),
+                "\(late.log)")
+        #expect(stateFilePID(winner.stateFilePath) == winner.pid && stateFileQueueIDs(winner.stateFilePath) == recorded,
+                "the winner's record was replaced or removed")
+        let client = try PoolClient(socketPath: winner.socketPath, timeout: 30)
+        #expect(try client.request("winner".bytes).body == "winner".bytes)
+        client.close()
+        let strays = existingQueueIDs().subtracting(before).subtracting(recorded)
+        #expect(strays.isEmpty, "queues left by the late master: \(strays.sorted())")
+        F.expectCleanExit(winner, footprint)
+    }
+
     // MARK: - 3. Job timeout
 
     /// `hang` overruns --job-timeout 0.5: the request gets 4 (timeout), its worker is terminated

@@ -58,8 +58,13 @@ public final class PoolServer {
         let recovery = recoverStaleState(statePath: configuration.stateFilePath, socketPath: configuration.socketPath,
                                          probeSocket: activated.isEmpty)
         if let live = recovery.liveMaster {
-            throw ConfigurationError("\(configuration.socketPath): master pid \(live) recorded in \(configuration.stateFilePath) is running; refusing to start")
+            throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
         }
+        #if DEBUG
+        // Debug builds only: widens the window between this check and the first record
+        // (`Supervisor.claimState`), so a test can start another master inside it.
+        if let delay = getenv("POOL_DEBUG_START_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) { usleep(delay * 1000) }
+        #endif
         for line in recovery.lines {
             logger.warning("stale state of a dead master: \(line)", metadata: ["state-file": "\(configuration.stateFilePath)"])
         }
@@ -90,9 +95,9 @@ public final class PoolServer {
                                              backlog: configuration.listenBacklog, logger: logger)
             }
             control = try Listener.open(path: configuration.controlSocketPath, mode: 0o600, backlog: 16, logger: logger)
-            // Written again now that the socket is ours: a master started at the same moment on
-            // the same socket may have overwritten the record since; it fails to bind and removes
-            // only a record of its own (`removeQueues`).
+            // Written again now that the socket is ours, whatever the file holds: a master started
+            // at the same moment on the same socket may have recorded itself since; it fails to
+            // bind and removes only a record of its own (`removeQueues`).
             try supervisor.writeState()
             master = try Master(configuration: configuration, maxMessage: maxMessage, limits: limits, logger: logger,
                                 supervisor: supervisor, listener: listener!, control: control, wake: wake, notifier: notifier)

@@ -148,11 +148,11 @@ public struct RecoveryReport: Sendable {
 public func recoverStaleState(statePath: String, socketPath: String, probeSocket: Bool = true) -> RecoveryReport {
     let controlPath = socketPath + ".ctl"
     var report = RecoveryReport()
+    if let live = liveMasterRecorded(at: statePath) {
+        report.liveMaster = live
+        return report
+    }
     if let state = PoolState.read(from: statePath) {
-        if state.pid != getpid() && isRecordedMaster(state) {
-            report.liveMaster = state.pid
-            return report
-        }
         for queue in state.queues {
             guard let status = try? MessageQueue(id: queue.id).status() else {
                 report.skippedQueues.append((queue.id, "already gone"))
@@ -178,6 +178,17 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
         report.removedControlSocket = unlink(controlPath) == 0
     }
     return report
+}
+
+/// The pid of another master recorded in the state file at `path` that still runs, if any.
+func liveMasterRecorded(at path: String) -> pid_t? {
+    guard let state = PoolState.read(from: path), state.pid != getpid(), isRecordedMaster(state) else { return nil }
+    return state.pid
+}
+
+/// A start refused because the master recorded for the socket still runs.
+func liveMasterError(_ pid: pid_t, socketPath: String, statePath: String) -> ConfigurationError {
+    ConfigurationError("\(socketPath): master pid \(pid) recorded in \(statePath) is running; refusing to start")
 }
 
 /// Whether the recorded master still runs: the process with its pid is alive (not a zombie) and

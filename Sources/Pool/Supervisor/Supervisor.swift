@@ -169,7 +169,7 @@ final class Supervisor {
         }
         self.keepDescriptors = keepDescriptors + (doorbell.map { [$0.fd] } ?? [])
         do {
-            try writeState()
+            try claimState()
         } catch {
             for queue in created { try? queue.remove() }
             throw error
@@ -187,6 +187,19 @@ final class Supervisor {
 
     /// All workers read one queue (`--dispatch shared`).
     var sharesQueue: Bool { configuration.effectiveDispatch == .shared }
+
+    /// The first record of a starting master: refused (throws) if another live master recorded
+    /// itself since the start-up check (`recoverStaleState`). Two masters started at the same
+    /// moment on one socket: the first to record wins and the other stops here, before its record
+    /// could replace the winner's and be removed with its failed start, which would leave the
+    /// winner's queues unfindable after a SIGKILL. Only a record landing between this read and
+    /// the write's rename can still be replaced.
+    func claimState() throws {
+        if let live = liveMasterRecorded(at: configuration.stateFilePath) {
+            throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
+        }
+        try writeState()
+    }
 
     /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
     func writeState() throws {
@@ -804,8 +817,8 @@ final class Supervisor {
         // Only our own record: a master that failed to start (its socket was live) must not
         // remove the record of one started beside it at the same moment, which wrote after ours
         // — without it, that master's queues could not be found after a SIGKILL. (That master
-        // writes its record again once its socket is bound; only a start slower than that whole
-        // start can still overwrite and then remove it.)
+        // writes its record again once its socket is bound, and a later start finds it there
+        // and refuses before recording itself: `claimState`.)
         let recorded = PoolState.read(from: configuration.stateFilePath)
         if recorded == nil || recorded?.pid == getpid() { unlink(configuration.stateFilePath) }
     }
