@@ -53,6 +53,16 @@ import Testing
 
     /// The default reply ring follows a kernel that allows messages larger than 64 KiB (the ring
     /// must hold one), so the default server still starts there; an explicit size is checked.
+    /// msgmax raised to 65536 with msgmnb left at 16384 and no CAP_SYS_RESOURCE: the queues get
+    /// 16384 bytes and a message of msgmax would never fit, so the start is refused, naming msgmnb.
+    @Test func queuesSmallerThanMsgmaxAreRefused() throws {
+        let raised = QueueLimits(maxMessageBytes: 65_536, defaultQueueBytes: 16_384, maxQueues: 32_000)
+        let error = #expect(throws: ConfigurationError.self) { try PoolConfiguration.checkQueueCapacity(16_384, limits: raised) }
+        #expect(error?.description.contains("kernel.msgmnb") == true, "\(String(describing: error))")
+        try PoolConfiguration.checkQueueCapacity(65_536, limits: raised)
+        try PoolConfiguration.checkQueueCapacity(16_384, limits: QueueLimits(maxMessageBytes: 8192, defaultQueueBytes: 16_384, maxQueues: 32_000))
+    }
+
     @Test func defaultReplyRingFitsTheLargestMessage() throws {
         let big = QueueLimits(maxMessageBytes: 100_000, defaultQueueBytes: 200_000, maxQueues: 32_000)
         let configuration = PoolConfiguration()

@@ -151,6 +151,16 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
 }
 
 extension PoolConfiguration {
+    /// Refuses queues smaller than msgmax (what the queues got, `granted`, is known only once
+    /// they exist). Such a queue never takes a message of msgmax bytes, and the inboxes, the
+    /// batches, the arena and `--max-message` are sized for one: its send would be refused forever
+    /// (a job, held at the head of the line) or wait forever (a worker's reply). Only a msgmax
+    /// raised without msgmnb, and without CAP_SYS_RESOURCE for `--queue-bytes`, gets here.
+    public static func checkQueueCapacity(_ granted: Int, limits: QueueLimits) throws {
+        guard granted < limits.maxMessageBytes else { return }
+        throw ConfigurationError("message queues hold \(granted) bytes, less than kernel.msgmax (\(limits.maxMessageBytes)), so the largest messages would never fit: raise kernel.msgmnb to at least msgmax, run with CAP_SYS_RESOURCE (--queue-bytes), or lower kernel.msgmax")
+    }
+
     /// Largest payload one queue message holds with our record header, given `msgmax`.
     public static func largestMessage(limits: QueueLimits) -> Int {
         limits.maxMessageBytes - JobCodec.headerBytes

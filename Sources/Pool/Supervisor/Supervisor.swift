@@ -150,6 +150,7 @@ final class Supervisor {
                 slots.append(WorkerSlot(index: index, queue: queue))
             }
             queueBytes = granted
+            try PoolConfiguration.checkQueueCapacity(granted, limits: limits)
             sharedSent = configuration.replyMode == .ack && configuration.effectiveDispatch == .shared
                 ? SentMessages(queueBytes: granted) : nil
             if configuration.replyMode == .result {
@@ -355,7 +356,9 @@ final class Supervisor {
         slot.pruned = 0
         var unstarted: [UnstartedJob] = []
         noteTaken(by: index)
+        var tookMessage = false
         if let held = inboxes.held(index, arena: arena) {
+            tookMessage = true
             for (position, job) in held.jobs.enumerated() {
                 if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
                 if position < held.done {
@@ -375,8 +378,10 @@ final class Supervisor {
         // This worker's last message is accounted for (above): if it was the last reader of a
         // removed queue, that queue's chunks come back now (or below, if it is this one's).
         for lost in lostQueues.indices { lostQueues[lost].readers.remove(pid) }
+        // Gone only if IPC_STAT says so (EINVAL, EIDRM): a queue we may no longer read (its mode
+        // changed from outside: EACCES) still holds its jobs and is still ours to remove.
         let queueStatus = try? slot.queue.status()
-        let queueAlive = queueStatus != nil
+        let queueAlive = queueStatus != nil || !slot.queue.isRemoved()
         if !queueAlive {
             for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
             // Its messages are gone, so no worker will release their chunks. A queue of its own
@@ -419,13 +424,20 @@ final class Supervisor {
             return true
         }
 
-        let expected = shuttingDown || status == .exited(WorkerExit.normal)
-        let lived = now - slot.startedAt
-        if expected {
+        let normal = status == .exited(WorkerExit.normal)
+        let quickDeath = !normal && now - slot.startedAt < Self.quickDeath
+        if shuttingDown {
+            // Stopping, a slot with jobs left is respawned at once, so only a worker that died
+            // before taking any (a handler that cannot start) counts towards the back-off: it
+            // would be forked again and again until the deadline. One that died on a job made
+            // progress, and the jobs behind it must not wait.
+            slot.crashStreak = quickDeath && !tookMessage ? slot.crashStreak + 1 : 0
+            logger.info("worker exited", metadata: ["slot": "\(index)", "pid": "\(pid)", "status": "\(status)"])
+        } else if normal {
             slot.crashStreak = 0
             logger.info("worker exited", metadata: ["slot": "\(index)", "pid": "\(pid)", "status": "\(status)"])
         } else {
-            slot.crashStreak = lived < Self.quickDeath ? slot.crashStreak + 1 : 0
+            slot.crashStreak = quickDeath ? slot.crashStreak + 1 : 0
             logger.error("worker died", metadata: [
                 "slot": "\(index)", "pid": "\(pid)", "status": "\(status)",
                 "lost": "\(lost.map(\.id))", "cause": "\(slot.timedOutJob != nil ? "job timeout" : "crash")",
@@ -469,21 +481,26 @@ final class Supervisor {
             let pending = jobsQueued || !unstarted.isEmpty
             if queueAlive && pending && !slot.removed {
                 slot.restarts += 1
-                slot.respawnAt = now
+                slot.respawnAt = now + respawnDelay(slot)
             }
         } else {
             slot.restarts += 1
-            let delay: Int64 = slot.crashStreak == 0 ? 0 : min(100_000_000 << min(slot.crashStreak - 1, 7), 10_000_000_000)
-            if delay > 0 {
-                logger.warning("worker of slot \(index) is crash-looping; respawn in \(delay / 1_000_000) ms",
-                               metadata: ["deaths": "\(slot.crashStreak)"])
-            }
-            slot.respawnAt = now + delay
+            slot.respawnAt = now + respawnDelay(slot)
         }
         slot.terminatedAt = nil
         slot.timedOutJob = nil
         slots[index] = slot
         return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
+    }
+
+    /// The crash-loop back-off after `slot.crashStreak` quick deaths in a row: none without one,
+    /// 100 ms after the first, doubling up to 10 s. Logged when there is one.
+    private func respawnDelay(_ slot: WorkerSlot) -> Int64 {
+        guard slot.crashStreak > 0 else { return 0 }
+        let delay = min(Int64(100_000_000) << min(slot.crashStreak - 1, 7), 10_000_000_000)
+        logger.warning("worker of slot \(slot.index) is crash-looping; respawn in \(delay / 1_000_000) ms",
+                       metadata: ["deaths": "\(slot.crashStreak)"])
+        return delay
     }
 
     // MARK: Scaling and rolling restarts

@@ -49,6 +49,8 @@ enum WorkerExit {
 /// never does), run the handler on each job of the message, reply if asked. Never returns; ends
 /// with `_exit`, so nothing of the master's (atexit, deinit, the socket file, queues) is touched.
 func runWorker(_ env: WorkerEnvironment) -> Never {
+    // The fork window checked that the master was alive after asking for its death signal.
+    let master = getppid()
     MasterLogOutput.becomeWorker()
     do { try ChildProcess.closeDescriptors(except: env.keepDescriptors) } catch {
         env.logger.critical("worker cannot close the master's descriptors; exiting", metadata: ["error": "\(error)"])
@@ -87,6 +89,12 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     logger[metadataKey: "slot"] = "\(slot)"
     let context = WorkerContext(slot: slot, pid: pid, logger: logger)
     let handler = env.makeHandler(context)
+    // A factory that changed credentials (a root master's workers dropping to a service user)
+    // cleared the master's death signal: asked for again, so a SIGKILLed master takes its workers.
+    if !ChildProcess.renewParentDeathSignal(SIGKILL, parent: master) {
+        logger.error("the master died while the worker started; exiting")
+        ChildProcess.exitImmediately(WorkerExit.setupFailure)
+    }
     let inbox = env.inboxes.buffer(slot)
     var replies = env.replyQueue.map {
         ReplyBatch(queue: $0, doorbell: env.doorbell!, scoreboard: env.scoreboard, outboxes: env.outboxes!, slot: slot,
@@ -173,8 +181,10 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
             } else {
                 logger.debug("handled job \(job.id) status \(status)")
             }
-            env.scoreboard.end(slot)
+            // Done first: killed between the two, the job counts as finished by the inbox (not
+            // named lost) and the master's by-id pruning makes up for the count lagging by one.
             env.inboxes.markDone(slot, index: index)
+            env.scoreboard.end(slot)
             index += 1
             handled += 1
             replies?.sendIfDue(averageJob: env.scoreboard.averageJobNanoseconds(slot))

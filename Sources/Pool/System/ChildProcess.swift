@@ -103,6 +103,16 @@ public enum ChildProcess {
         _ = Glibc.kill(pid, signo)
     }
 
+    /// Asks for `signo` when the parent dies, again: a change of credentials clears the request
+    /// (the fork window made it). False if `parent` is no longer the parent, having died before
+    /// the request took effect (no signal will come then).
+    ///
+    /// The corresponding C function is `prctl(PR_SET_PDEATHSIG)`.
+    public static func renewParentDeathSignal(_ signo: Int32, parent: pid_t) -> Bool {
+        _ = csysv_set_parent_death_signal(signo)
+        return getppid() == parent
+    }
+
     /// Ends the calling process at once: no atexit handlers, no deinit, no flushing of stdio.
     /// What a worker does instead of returning, so it never runs the master's cleanup.
     public static func exitImmediately(_ status: Int32) -> Never {
