@@ -403,6 +403,7 @@ final class Master {
         if phase == .killing {
             // Past the shutdown deadline nothing is restarted, whatever is left in the queues.
             supervisor.cancelRespawns()
+            nextRespawn = nil
         } else {
             nextRespawn = supervisor.respawnDue(now: monotonicNanoseconds())
         }
@@ -1297,7 +1298,9 @@ final class Master {
     /// clients, and clients that stopped reading what they are owed (whose output would
     /// otherwise be held for good).
     func closeIdleConnections(now: Int64) {
-        for connection in connections.values where connection.inflight == 0 {
+        // Not one answered this turn and not yet flushed: a long job's answer, produced by the
+        // same turn's reap (a reply drained, a worker's death), is written first.
+        for connection in connections.values where connection.inflight == 0 && !connection.isDirty {
             // Buffers of connections that went quiet go back to the allocator.
             if connection.isQuiescent {
                 if connection.input.isEmpty { connection.input.release() }

@@ -72,6 +72,9 @@ extension Master {
                            metadata: ["workers": "\(supervisor.livePIDs)", "connections": "\(connections.count)"])
             phase = .killing
             supervisor.cancelRespawns()
+            // A respawn time left from before (a fork that failed) would make every wait a
+            // zero-timeout poll until the last reap.
+            nextRespawn = nil
             answerEverythingOwed()
             for connection in connections.values {
                 // What the socket takes of what it is owed; a client not reading loses the rest.
