@@ -639,13 +639,15 @@ private typealias S = OperationsSupport
         let server = try TestServer(["--workers", "1", "--max-connections", "1"] + Self.framedEcho)
         defer { server.stop() }
         let held = try SocketFD.unixStream(nonBlocking: false)
-        defer { held.close() }
+        var heldOpen = true
+        defer { if heldOpen { held.close() } }
         try held.connect(path: server.socketPath + ".ctl")
         // Answered only after a loop turn that accepted every pending control connection.
         #expect(S.status(server.socketPath) != nil)
         let reply = try PoolClient(socketPath: server.socketPath).request(Array("served".utf8))
         #expect(reply.statusByte == 0 && Self.text(reply.body) == "served", "\(reply)")
         held.close()
+        heldOpen = false
         S.expectCleanExit(server)
     }
 

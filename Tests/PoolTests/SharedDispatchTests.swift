@@ -85,8 +85,8 @@ import Testing
         #expect(before.count == 2)
         // A rolling restart while a job runs: the job finishes (SIGTERM is graceful), every pid changes.
         let client = try PoolClient(socketPath: server.socketPath)
-        try client.send("sleep:1500".bytes)
-        #expect(waitUntil(timeout: 1) { ((try? workers(server)) ?? []).contains { $0["state"] as? String == "busy" } },
+        try client.send("sleep:6000".bytes)
+        #expect(waitUntil(timeout: 5) { ((try? workers(server)) ?? []).contains { $0["state"] as? String == "busy" } },
                 "the job should be running when SIGHUP lands")
         server.signal(SIGHUP)
         #expect(try client.receive().statusByte == 0)

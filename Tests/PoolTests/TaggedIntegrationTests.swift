@@ -116,7 +116,8 @@ import Testing
         try garbage.write("GET / HTTP/1.1\r\n".bytes)
         let (refusal, _, closed) = Self.readTagged(garbage.fd, count: 2)
         #expect(closed)
-        #expect(refusal == [Tagged(tag: 0x2F20_4854, status: ResponseStatus.badRequest.rawValue, body: refusal.first?.body ?? [])], "\(refusal)")
+        #expect(refusal.map(\.tag) == [0x2F20_4854] && refusal.first?.status == ResponseStatus.badRequest.rawValue
+                && String(decoding: refusal.first?.body ?? [], as: UTF8.self).hasPrefix("implausible frame length"), "\(refusal)")
         tooLarge.close()
         garbage.close()
         FramedSupport.expectCleanShutdown(server)

@@ -63,7 +63,10 @@ public final class PoolServer {
         #if DEBUG
         // Debug builds only: widens the window between this check and the first record
         // (`Supervisor.claimState`), so a test can start another master inside it.
-        if let delay = getenv("POOL_DEBUG_START_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) { usleep(delay * 1000) }
+        if let delay = getenv("POOL_DEBUG_START_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) {
+            logger.info("debug: holding the start", metadata: ["milliseconds": "\(delay)"])
+            usleep(delay * 1000)
+        }
         #endif
         for line in recovery.lines {
             logger.warning("stale state of a dead master: \(line)", metadata: ["state-file": "\(configuration.stateFilePath)"])
