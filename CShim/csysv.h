@@ -204,6 +204,23 @@ static inline int csysv_signal_unblock(int signo) {
     return pthread_sigmask(SIG_UNBLOCK, &one, NULL);
 }
 
+/// Writes with `signo` blocked, then restores the mask; errno is the write's. For the master's
+/// log on a terminal: a background process writing to its terminal with `stty tostop` gets SIGTTOU
+/// and EINTR-restarts forever while it has a handler for it (the master's scales down); blocked,
+/// the kernel lets the write through, and a SIGTTOU sent meanwhile stays pending.
+/// Why C: sigset_t is manipulated through macros, and errno must outlive the mask restore.
+static inline ssize_t csysv_write_holding_signal(int fd, const void *buffer, size_t count, int signo) {
+    sigset_t one, old;
+    sigemptyset(&one);
+    sigaddset(&one, signo);
+    pthread_sigmask(SIG_BLOCK, &one, &old);
+    ssize_t n = write(fd, buffer, count);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return n;
+}
+
 // MARK: - Processes
 
 /// Asks the kernel to send `signo` to the caller when its parent thread dies.

@@ -915,6 +915,84 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                                                resume: { #expect(tcflow(control, TCOON) == 0) })
     }
 
+    /// A master run in the background of its controlling terminal (`pool-server &` under job
+    /// control) with `stty tostop` set, logging to that terminal. Each write there raised SIGTTOU,
+    /// which the master handles (scale down), so the write restarted forever: the master spun and
+    /// never served. It writes with SIGTTOU blocked now, which lets the write through.
+    @Test(.enabled(if: fileExists("/dev/ptmx") && fileExists("/bin/bash"), "needs pseudo-terminals and bash"))
+    func masterInTheBackgroundOfATostopTerminalServes() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (terminal, name) = try #require(openPseudoTerminal())
+        defer { close(terminal) }
+        let socketPath = directory + "/pool.sock"
+        let pidFile = directory + "/server.pid"
+        // Job control (set -m) puts the server in a background process group of the session whose
+        // controlling terminal this is (bash leads a new session and opens the terminal first).
+        let script = "set -m; stty tostop || exit 9; \"$0\" --socket \(socketPath) --workers 1 \(F.framedEcho.joined(separator: " ")) & echo $! > \(pidFile); wait"
+        let shell = try Self.spawnOnTerminal(["/bin/bash", "-c", script, Binaries.path("pool-server")], terminal: name)
+        var shellStatus: Int32? = nil
+        var server: pid_t = 0
+        defer {
+            if server > 0 {
+                // A master stuck at its first log line (the defect) has not recorded its first
+                // queue yet: that one is left, and test.sh reports it with the failure.
+                let queues = stateFileQueueIDs(socketPath + ".state")
+                terminateGracefully(server) { !processIsAlive(server) }
+                removeQueues(queues)
+            }
+            terminateGracefully(shell) { !childIsRunning(shell, status: &shellStatus) }
+        }
+        #expect(waitUntil(timeout: 20) {
+            server = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+            return server > 0 || !childIsRunning(shell, status: &shellStatus)
+        }, "no server pid")
+        try #require(server > 0, "the shell ended first (status \(String(describing: shellStatus)))")
+        #expect(getpgid(server) != tcgetpgrp(terminal), "the server should be in a background process group")
+
+        var reply: PoolClient.Response? = nil
+        let served = waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: socketPath, timeout: 5) else { return false }
+            reply = try? client.request("in the background".bytes)
+            return reply != nil
+        }
+        #expect(served && reply?.body == "in the background".bytes,
+                "not served (master state \(String(describing: processState(server))), cpu ticks \(String(describing: cpuTicks(server))))")
+        #expect(kill(server, SIGTERM) == 0)
+        #expect(waitUntil(timeout: 30) { !childIsRunning(shell, status: &shellStatus) }, "the server did not stop")
+        #expect(!fileExists(socketPath) && !fileExists(socketPath + ".state"))
+    }
+
+    /// Starts `argv` as the leader of a new session whose controlling terminal is `terminal`
+    /// (opened as stdin, stdout and stderr, without O_NOCTTY). The caller reaps it.
+    private static func spawnOnTerminal(_ argv: [String], terminal: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, terminal, O_RDWR, 0)
+        posix_spawn_file_actions_adddup2(&actions, 0, 1)
+        posix_spawn_file_actions_adddup2(&actions, 0, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        posix_spawnattr_setsigmask(&attributes, &mask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signo in [SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP, SIGTTOU, SIGTTIN, SIGTSTP] { sigaddset(&defaults, signo) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        // POSIX_SPAWN_SETSID (glibc 2.26), a macro Swift does not import.
+        let setsid: Int32 = 0x80
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
+        let cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, argv[0], &actions, &attributes, cArguments, environ)
+        guard rc == 0 else { throw TestFailure("posix_spawn(\(argv[0])) failed: \(String(cString: strerror(rc)))") }
+        return child
+    }
+
     /// Starts a framed echo pool whose stderr `prelude` points at a full log, expects a request
     /// served, then lets the log move again (`resume`, and draining `reader`, non-blocking) and
     /// expects the stop's lines to say how many lines were dropped.

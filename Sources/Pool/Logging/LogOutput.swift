@@ -12,7 +12,7 @@ import Glibc
 /// regular file is written as before (it never reports "full"). Workers keep the blocking
 /// descriptor: a worker may wait for its log, the master may not.
 enum MasterLogOutput {
-    enum Mode { case blocking, privatePipe(Int32), socket }
+    enum Mode { case blocking, privatePipe(Int32), terminal(Int32), socket }
 
     nonisolated(unsafe) private static var mode: Mode?
     /// Lines dropped since the last one written.
@@ -22,15 +22,19 @@ enum MasterLogOutput {
     /// A pipe that cannot be reopened now (no descriptor free) is written blocking for this line
     /// and tried again at the next.
     static func prepare() {
-        if case .privatePipe(let fd) = mode { close(fd) }
+        switch mode {
+        case .privatePipe(let fd), .terminal(let fd): close(fd)
+        default: break
+        }
         mode = .blocking
         var info = stat()
         guard fstat(2, &info) == 0 else { return }
         let kind = info.st_mode & S_IFMT
         // Of the character devices only a terminal blocks (/dev/null above all never does).
-        if kind == S_IFIFO || (kind == S_IFCHR && isatty(2) != 0) {
+        let terminal = kind == S_IFCHR && isatty(2) != 0
+        if kind == S_IFIFO || terminal {
             let fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
-            mode = fd >= 0 ? .privatePipe(fd) : nil
+            mode = fd < 0 ? nil : terminal ? .terminal(fd) : .privatePipe(fd)
         } else if kind == S_IFSOCK {
             mode = .socket
         }
@@ -50,6 +54,8 @@ enum MasterLogOutput {
         switch mode ?? .blocking {
         case .blocking: return Glibc.write(2, bytes, count)
         case .privatePipe(let fd): return Glibc.write(fd, bytes, count)
+        // SIGTTOU held: in the background with `stty tostop`, it would restart the write forever.
+        case .terminal(let fd): return csysv_write_holding_signal(fd, bytes, count, SIGTTOU)
         case .socket: return send(2, bytes, count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
         }
     }
