@@ -276,8 +276,10 @@ func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
 
 /// Framed and tagged: one persistent connection keeping `depth` requests in flight. After each
 /// read it takes every complete response, then sends as many new requests as were answered in one
-/// write. Latency is from the write that carried a request to the read that completed its
-/// response. Framed responses match requests in order (the protocol answers in request order);
+/// write. What the socket does not take at once is sent as it takes it, while responses are read
+/// meanwhile: a server stops reading a client that does not read its responses (1 MiB of them
+/// unread, in pool-server), so waiting for the whole write first could wait for ever. Latency is
+/// from the write that carried a request to the read that completed its response. Framed responses match requests in order (the protocol answers in request order);
 /// tagged ones by tag, which is the request's slot (0..<depth), so they may come in any order.
 func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
     var picker = SkewPicker(seed: index, percent: plan.skewPercent)
@@ -305,6 +307,10 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
     var input = UnsafeMutableRawPointer.allocate(byteCount: inputCapacity, alignment: 8)
     defer { input.deallocate() }
     var inputLength = 0
+    // Requests staged but not yet taken by the socket: output[outputStart..<outputEnd].
+    var outputStart = 0
+    var outputEnd = 0
+    let timeoutMilliseconds = Int32(min(plan.timeout * 1000, Double(Int32.max)).rounded(.up))
 
     var fd = connectUnix(plan.socketPath, timeout: plan.timeout)
     var connectError = fd < 0 ? -fd : 0
@@ -321,6 +327,8 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
         inflight = 0
         skewedInflight = 0
         inputLength = 0
+        outputStart = 0
+        outputEnd = 0
         freeSlots = Array((0..<depth).reversed())
     }
 
@@ -341,10 +349,16 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
                 continue
             }
         }
-        // Top up to `depth` in flight, in one write.
+        // Top up to `depth` in flight, in one write. The staged bytes of requests in flight never
+        // exceed `depth` frames, so the unsent rest moved to the front leaves room for the new ones.
         if sending && inflight < depth {
             let now = monotonicNanos()
-            var length = 0
+            if outputStart > 0 {
+                if outputEnd > outputStart { memmove(output, output + outputStart, outputEnd - outputStart) }
+                outputEnd -= outputStart
+                outputStart = 0
+            }
+            var length = outputEnd
             while inflight < depth {
                 let admission = plan.admit(now)
                 if admission == .stop { sending = false; break }
@@ -363,18 +377,37 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
                 if admission == .warmup { result.warmupRequests += 1 }
                 inflight += 1
             }
-            if length > 0 {
-                let error = writeAll(fd, output, length)
-                if error != 0 {
-                    close(fd); fd = -1
-                    failInflight(error == EAGAIN ? "timeout (write blocked \(plan.timeout) s)" : "write: " + errnoText(error))
-                    continue
-                }
-            }
+            outputEnd = length
+        }
+        // Send what the socket takes now.
+        while outputEnd > outputStart {
+            let n = send(fd, output + outputStart, outputEnd - outputStart, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { break }
+            outputStart += n
+        }
+        if outputEnd > outputStart && errno != EAGAIN && errno != EWOULDBLOCK {
+            let error = errno
+            close(fd); fd = -1
+            failInflight("write: " + errnoText(error))
+            continue
         }
         if inflight == 0 {
             if !sending { break }
             continue
+        }
+        if outputEnd > outputStart {
+            // Part of the requests is still unsent: wait for room or for responses, whichever comes.
+            var ready = pollfd(fd: fd, events: Int16(POLLIN | POLLOUT), revents: 0)
+            let polled = poll(&ready, 1, timeoutMilliseconds)
+            if polled < 0 && errno == EINTR { continue }
+            if polled == 0 {
+                close(fd); fd = -1
+                failInflight("timeout (write blocked \(plan.timeout) s)")
+                continue
+            }
+            // Room only: send more before reading (a read now would wait).
+            if polled > 0 && ready.revents & Int16(POLLIN | POLLERR | POLLHUP) == 0 { continue }
         }
         // Read what is there (blocking, bounded by SO_RCVTIMEO).
         if inputLength == inputCapacity {

@@ -73,10 +73,15 @@ public struct LineLogHandler: LogHandler {
         return line + "\n"
     }
 
-    /// Writes one line; false if none of it went out (the non-blocking output was full, or the
-    /// descriptor is closed).
+    /// A line was cut short and its end could not be written either: the next write starts with a
+    /// newline, so the next line does not run on from the fragment (a JSON reader would lose both).
+    nonisolated(unsafe) private static var lineOpen = false
+
+    /// Writes one line; false unless all of it went out (the non-blocking output was full, or the
+    /// descriptor is closed): a line cut short counts as dropped.
     private func write(_ line: String) -> Bool {
         var bytes = Array(line.utf8)
+        if Self.lineOpen { bytes.insert(0x0A, at: 0) }
         let target = fd()
         let viaMasterOutput = nonBlocking && target == 2
         return bytes.withUnsafeMutableBytes { buffer in
@@ -87,16 +92,17 @@ public struct LineLogHandler: LogHandler {
                     : Glibc.write(target, buffer.baseAddress! + offset, buffer.count - offset)
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 {
-                    // The rest of the line is lost. If part of it went out, end that part, so the
-                    // next line starts on a line of its own (a JSON reader would otherwise lose
-                    // that one too).
+                    // The rest of the line is lost. If part of it went out, end that part now or
+                    // before the next line.
                     if offset > 0 {
                         var newline: UInt8 = 0x0A
-                        _ = viaMasterOutput ? MasterLogOutput.write(&newline, 1) : Glibc.write(target, &newline, 1)
+                        let ended = viaMasterOutput ? MasterLogOutput.write(&newline, 1) : Glibc.write(target, &newline, 1)
+                        Self.lineOpen = ended != 1
                     }
-                    return offset > 0
+                    return false
                 }
                 offset += n
+                Self.lineOpen = false
             }
             return true
         }

@@ -33,11 +33,23 @@ public enum LogFile {
         guard path != nil else { return }
         reopenOnSignal = true
         _ = try? Signals.install([SIGUSR1])
+        // A rotation signalled since the fork found SIGUSR1 still ignored (the fork window's
+        // default for a worker) and was lost: opened once now, the file is the current one.
+        reopenReportingFailure()
     }
 
     /// Called before each log line.
     @inline(__always)
     static func reopenIfSignalled() {
-        if reopenOnSignal && Signals.take(SIGUSR1) > 0 { try? reopen() }
+        if reopenOnSignal && Signals.take(SIGUSR1) > 0 { reopenReportingFailure() }
+    }
+
+    /// A worker's reopen; a failure (a worker whose handler dropped privileges may not open a file
+    /// the master created) is said in the file it keeps writing to.
+    private static func reopenReportingFailure() {
+        do { try reopen() } catch {
+            let line = "\(getpid()): cannot reopen the log file; still writing to the one opened before: \(error)\n"
+            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        }
     }
 }
