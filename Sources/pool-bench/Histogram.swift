@@ -51,12 +51,17 @@ struct Histogram {
         maxValue = max(maxValue, other.maxValue)
     }
 
-    /// The value at percentile `p` (0…100): the smallest recorded value such that at least p % of
-    /// the recorded values are ≤ it, to the histogram's precision. `nil` when empty.
+    /// The value at percentile `p` (0…100, to a thousandth): the smallest recorded value such that
+    /// at least p % of the recorded values are ≤ it, to the histogram's precision. `nil` when empty.
     func percentile(_ p: Double) -> UInt64? {
         guard total > 0 else { return nil }
         if p >= 100 { return maxValue }
-        let rank = max(1, UInt64((p / 100 * Double(total)).rounded(.up)))
+        // In integers: 99.9 / 100 × 1000 is 999.0000000000001 in doubles, which rounds up to the
+        // maximum instead of the 999th value.
+        let thousandths = UInt64(max(0, (p * 1000).rounded()))
+        let (high, low) = thousandths.multipliedFullWidth(by: total)
+        let (quotient, remainder) = UInt64(100_000).dividingFullWidth((high, low))
+        let rank = max(1, quotient + (remainder > 0 ? 1 : 0))
         var cumulative: UInt64 = 0
         for i in 0..<counts.count where counts[i] > 0 {
             cumulative &+= counts[i]

@@ -94,7 +94,11 @@ final class LoadResult: @unchecked Sendable {
     var clearLatency = Histogram()
     var ok = 0
     var errors: [String: Int] = [:]
-    var lastCompletion: UInt64 = 0
+    var lastCompletion: UInt64 = 0     // the last reply (ok or error status)
+    /// The last request that failed without a reply (a timeout, reset, failed connect). With
+    /// --duration it counts only up to the end of the window: a request timing out 10 s after it
+    /// would otherwise stretch the run's seconds and cut its requests/s.
+    var lastUnanswered: UInt64 = 0
     var warmupRequests = 0
 
     var unanswered = 0                 // of the errors, requests that got no reply at all
@@ -104,8 +108,12 @@ final class LoadResult: @unchecked Sendable {
     @inline(__always)
     func fail(_ key: String, measured: Bool, answered: Bool = true) {
         guard measured else { return }
-        if !answered { unanswered += 1 }
-        lastCompletion = max(lastCompletion, monotonicNanos())
+        if answered {
+            lastCompletion = max(lastCompletion, monotonicNanos())
+        } else {
+            unanswered += 1
+            lastUnanswered = max(lastUnanswered, monotonicNanos())
+        }
         errors[key, default: 0] += 1
         failed.add(1, ordering: .relaxed)
         completed.add(1, ordering: .relaxed)
@@ -257,10 +265,10 @@ func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
         let verdict: String? = reply.withUnsafeBytes { raw in
             let body = UnsafeRawBufferPointer(rebasing: raw[0..<length])
             if length == 0 { return "empty reply (closed without answering)" }
-            if !skewed, let expect = plan.expect {
-                return body.starts(with: expect) ? nil : printable(body)
-            }
-            return body.starts(with: oneshotError) ? printable(body) : nil
+            // The server's refusal first: an --expect of "" or "error" must not pass it as ok.
+            if body.starts(with: oneshotError) { return printable(body) }
+            if !skewed, let expect = plan.expect, !body.starts(with: expect) { return printable(body) }
+            return nil
         }
         if let verdict {
             result.fail(verdict, measured: true, answered: length > 0)

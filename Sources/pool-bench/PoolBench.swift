@@ -79,8 +79,10 @@ struct PoolBench: ParsableCommand {
         if wireProtocol == .oneshot && payload == 0 { throw ValidationError("oneshot needs --payload ≥ 1 (an empty message is an idle client)") }
         // Each connection buffers its requests in flight and twice as much for replies: bounded so
         // that a large depth and payload are refused here rather than abort in an allocation.
-        guard connections * depth * (payload + 16) <= 1 << 31 else {
-            throw ValidationError("--connections × --depth × (--payload + 16) must be at most 2^31 bytes (the requests in flight are buffered)")
+        // A --skew payload is bounded the same way: the buffers hold the larger of the two.
+        let largest = max(payload, try skew.map { try parseSkew($0).payload.count } ?? 0)
+        guard connections * depth * (largest + 16) <= 1 << 31 else {
+            throw ValidationError("--connections × --depth × (the larger of --payload and the --skew payload, + 16) must be at most 2^31 bytes (the requests in flight are buffered)")
         }
         if requests != nil && duration != nil { throw ValidationError("give --requests or --duration, not both") }
         if let requests, requests < 1 { throw ValidationError("--requests must be ≥ 1") }
@@ -88,7 +90,8 @@ struct PoolBench: ParsableCommand {
         if let duration, !(duration > 0 && duration <= 1e8) { throw ValidationError("--duration must be > 0 and at most 1e8") }
         guard warmup >= 0 && warmup <= 1e8 else { throw ValidationError("--warmup must be from 0 to 1e8") }
         guard timeout > 0 && timeout <= 1e8 else { throw ValidationError("--timeout must be > 0 and at most 1e8") }
-        guard idleConnections >= 0 else { throw ValidationError("--idle-connections must be ≥ 0") }
+        // Each is a descriptor and a connection the server holds: bounded like --connections' sum.
+        guard idleConnections >= 0 && idleConnections <= 1_000_000 else { throw ValidationError("--idle-connections must be 0…1000000") }
         if let skew { _ = try parseSkew(skew) }
         if let hold {
             guard hold >= 0 && hold <= 1e8 else { throw ValidationError("--hold must be from 0 to 1e8") }
@@ -208,7 +211,7 @@ struct PoolBench: ParsableCommand {
             unanswered += result.unanswered
             warmupRequests += result.warmupRequests
             for (key, count) in result.errors { errors[key, default: 0] += count }
-            last = max(last, result.lastCompletion)
+            last = max(last, result.lastCompletion, min(result.lastUnanswered, plan.stopAt))
         }
         let errorTotal = errors.values.reduce(0, +)
         let completed = ok + errorTotal

@@ -20,6 +20,11 @@ enum ConfigFile {
             path = String(arguments[index].dropFirst("--config=".count))
             rest.remove(at: index)
         }
+        // One file: a second would be ignored, and a setting the operator meant to apply silently not.
+        if rest.contains(where: { $0 == "--config" || $0.hasPrefix("--config=") }) {
+            FileHandleStderr.write("pool-server: --config given more than once; put the settings in one file\n")
+            exit(64)
+        }
         let flags: [String]
         do {
             flags = try parse(read(path))

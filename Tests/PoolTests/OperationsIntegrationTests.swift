@@ -724,6 +724,34 @@ private typealias S = OperationsSupport
         server.stop()
     }
 
+    /// A control answer cut short (the master died mid-answer) is a failure, not a half-read
+    /// "ok": a stand-in master answers `ok stop` without its newline and closes.
+    @Test func aControlAnswerCutShortFails() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/pool.sock"
+        let listener = try SocketFD.unixStream(nonBlocking: false)
+        defer { listener.close() }
+        try listener.bind(path: socket + ".ctl")
+        try listener.listen(backlog: 4)
+        try listener.setReceiveTimeout(seconds: 30)
+        let served = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { served.signal() }
+            guard let client = try? listener.accept() else { return }
+            defer { client.close() }
+            try? client.setReceiveTimeout(seconds: 10)
+            var line = [UInt8](repeating: 0, count: 64)
+            _ = try? line.withUnsafeMutableBytes { try client.read(into: $0) }
+            _ = try? Array("ok stop".utf8).withUnsafeBytes { try client.writeAll($0) }
+        }
+        thread.start()
+        let result = try S.poolServer(["stop", "--socket", socket, "--timeout", "20"], timeout: 60)
+        served.wait()
+        #expect(!result.timedOut && result.status == 1, "status \(result.status): \(result.stderr)")
+        #expect(result.stderr.contains("cut short after 7 bytes"), "\(result.stderr)")
+    }
+
     @Test func subcommandsWithoutAServerFailWithAReason() throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -748,8 +776,15 @@ private typealias S = OperationsSupport
         // Seconds past 10⁸ would trap converting to integers: refused, in the client and bench too.
         let client = try FramedSupport.runCommand(Binaries.path("pool-client"), ["--socket", socket, "--timeout", "1e19", "x"])
         #expect(client.status == 64 && client.stderr.contains("at most 1e8"), "\(client.stderr)")
-        for flag in [["--timeout", "inf"], ["--duration", "2e10"], ["--warmup", "inf"],
-                     ["--depth", "65536", "--payload", "1073741823", "--protocol", "framed"]] {
+        // A second --config would be ignored: refused.
+        let configs = try S.poolServer(["--config", "/dev/null", "--config=/dev/null", "--socket", socket], timeout: 30)
+        #expect(configs.status == 64 && configs.stderr.contains("--config given more than once"), "\(configs.stderr)")
+        #expect(!fileExists(socket))
+        // The buffers' bound counts the --skew payload (the plain payload alone is within it).
+        for flag in [["--timeout", "inf"], ["--duration", "2e10"], ["--warmup", "inf"], ["--idle-connections", "1000001"],
+                     ["--depth", "65536", "--payload", "1073741823", "--protocol", "framed"],
+                     ["--connections", "1000", "--depth", "65536", "--protocol", "framed",
+                      "--skew", "1:" + String(repeating: "x", count: 100)]] {
             let bench = try FramedSupport.runCommand(Binaries.path("pool-bench"), ["--socket", socket] + flag)
             #expect(bench.status == 64 && bench.stderr.contains(flag[0]), "\(flag): \(bench.stderr)")
         }

@@ -16,6 +16,18 @@ public enum ControlClient {
         // A refusal (too many control connections, a line too long) may come before the line is
         // read: `requestThenReadToEnd` still returns it.
         let reply = try socket.requestThenReadToEnd(Array((command + "\n").utf8))
+        // Every answer ends with a newline: without one the master closed mid-answer (it died,
+        // or was killed), and a cut "ok …" or half a status report must not pass for the whole.
+        guard reply.last == UInt8(ascii: "\n") else { throw AnswerCutShort(received: reply.count) }
         return String(decoding: reply, as: UTF8.self)
+    }
+
+    /// The connection closed before the answer's final newline.
+    public struct AnswerCutShort: Error, CustomStringConvertible {
+        public let received: Int
+        public var description: String {
+            received == 0 ? "the server closed the control connection without an answer"
+                : "the server's answer was cut short after \(received) bytes"
+        }
     }
 }
