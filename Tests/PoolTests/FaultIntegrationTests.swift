@@ -1812,6 +1812,51 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// During a graceful stop, a slot whose workers die at once without taking a job (a handler
+    /// that cannot start) waits out the crash back-off between forks, as it does while running:
+    /// the log shows the doubling delay. It used to fork again at once, in a loop until the
+    /// deadline. Here each worker is killed inside its start window
+    /// (POOL_DEBUG_WORKER_START_DELAY_MS), before it can take the job waiting in its queue; the
+    /// one then left alive runs that job, and the pool stops cleanly.
+    @Test func workersDyingAtStartDuringAStopBackOff() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "1"],
+                                    environment: Self.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "1500"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let queue = try #require(F.queueIDs(inLog: server.log).first, "\(server.log)")
+        var spawns = Self.slot0Spawns(server)
+        let first = try #require(spawns.last, "\(server.log)")
+        // Its job waits in the queue while it sleeps before its first receive.
+        try #require(!signalSet("SigCgt", of: first, contains: SIGTERM), "the worker was past its start window")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        defer { client.close() }
+        try client.send("waiting".bytes)
+        try #require(waitUntil(timeout: 20) { (queueRow(queue)?.messages ?? 0) > 0 }, "the job never reached the queue")
+        kill(server.pid, SIGTERM)
+        try #require(waitUntil(timeout: 20) { !server.logLines(containing: "shutdown: stopped accepting").isEmpty }, "\(server.log)")
+
+        // Kill each new worker as it appears, until two respawns waited (or ten kills without).
+        var killed = 0
+        while killed < 10 && server.logLines(containing: "crash-looping").count < 2 {
+            guard let pid = spawns.last else { break }
+            kill(pid, SIGKILL)
+            killed += 1
+            #expect(waitUntil(timeout: 20) { Self.slot0Spawns(server).count > spawns.count || server.hasExited },
+                    "no replacement: \(server.log.suffix(3000))")
+            spawns = Self.slot0Spawns(server)
+        }
+        let delays = server.logLines(containing: "crash-looping").compactMap { line in
+            line.range(of: "respawn in ").flatMap { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
+        }
+        #expect(delays.count >= 2 && zip(delays, delays.dropFirst()).allSatisfy { $1 == $0 * 2 },
+                "after \(killed) kills during the stop: \(delays)\n\(server.log.suffix(3000))")
+        // The last one lives: it runs the job, and the pool ends.
+        let answer = try client.receive()
+        #expect(answer.isOK && answer.body == "waiting".bytes, "\(answer)")
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        F.expectNothingLeft(footprint, log: server.log)
+    }
+
     /// A SIGTERM that lands after a worker's check and before its msgrcv is only seen once msgrcv
     /// returns a message: the worker must leave without starting it (a restart for a new reply
     /// queue depends on that), and the master must run the untouched message on the replacement.
