@@ -1020,6 +1020,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(server.waitForExit(timeout: 30) == 0, sourceLocation: sourceLocation)
         let text = String(decoding: readUntilQuiet(reader), as: UTF8.self)
         #expect(text.contains("log lines dropped") && text.contains("dropped="), "\(text.suffix(2000))", sourceLocation: sourceLocation)
+        // A line cut short by the full output is ended before the next: no line holds two.
+        let stamp = #/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /#
+        let runOn = text.split(whereSeparator: \.isNewline).filter { $0.matches(of: stamp).count > 1 }
+        #expect(runOn.isEmpty, "lines run together: \(runOn.prefix(3))", sourceLocation: sourceLocation)
         F.expectNothingLeft(footprint, log: text, sourceLocation: sourceLocation)
     }
 
