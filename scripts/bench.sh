@@ -146,7 +146,10 @@ stop_server() {
 
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    # Ignored, not default: a second Ctrl-C must not cut the clean-up short (a reference server's
+    # workers do not die with their master, and its queues outlive both).
+    trap '' INT TERM
+    trap - EXIT
     if [[ -n $HOLD_PID ]]; then kill -TERM "$HOLD_PID" 2>/dev/null || true; wait "$HOLD_PID" 2>/dev/null || true; fi
     stop_server || true
     rm -rf "$TMP"
@@ -158,7 +161,9 @@ trap 'exit 143' TERM
 
 # Descriptors: 1000 idle connections on both ends in the matrix (the servers inherit this soft
 # limit); the memory part raises the soft limit towards the hard one (30000 if we may raise it).
-ulimit -Hn 30000 2>/dev/null || true
+hard=$(ulimit -Hn)
+# Raised only: a hard limit already higher stays (lowering it would cap the memory part).
+if [[ $hard != unlimited ]] && (( hard < 30000 )); then ulimit -Hn 30000 2>/dev/null || true; fi
 hard=$(ulimit -Hn)
 if [[ $hard == unlimited ]] || (( hard >= 8192 )); then ulimit -Sn 8192; else ulimit -Sn "$hard"; fi
 (( $(ulimit -n) > IDLE + 100 )) || log "warning: ulimit -n is $(ulimit -n); the idle row needs more than $((IDLE + 100))"
@@ -272,7 +277,8 @@ bench_args() {
 run_bench() {
     local json=$1 label=$2 seconds=$3
     shift 3
-    timeout $(( ${seconds%.*} + ${WARMUP%.*} + 4 * TIMEOUT + 60 )) \
+    # --foreground: pool-bench stays in our process group, so a Ctrl-C reaches it at once.
+    timeout --foreground $(( ${seconds%.*} + ${WARMUP%.*} + 4 * TIMEOUT + 60 )) \
         "$BIN/pool-bench" --socket "$SERVER_SOCKET" --server-pid "$SERVER_PID" --json --quiet "$@" \
         >"$json" 2>"$TMP/logs/bench.err" || true
     if ! jq -e .requests_per_second "$json" >/dev/null 2>&1; then

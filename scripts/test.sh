@@ -56,7 +56,25 @@ our_queues() { awk -v uid="$(id -u)" 'NR > 1 && $8 == uid { print $2 }' /proc/sy
 # timeouts, and Foundation's Process can miss an exit when two children start at once.
 status=0
 queues_before=$(our_queues)
-swift test --no-parallel || status=$?
+# In the background, so a signal to this script is handled at once rather than after the run:
+# interrupted (Ctrl-C, a CI timeout's SIGTERM), the runner is stopped and what it started is
+# cleaned up. Test servers run in process groups of their own and do not get a terminal's
+# Ctrl-C; a runner killed mid-test never stops them itself. The runner gets a process group of
+# its own (setsid), so it and the test process it starts are stopped together.
+setsid swift test --no-parallel &
+runner=$!
+interrupted() {
+    trap '' INT TERM HUP
+    echo "test.sh: interrupted; stopping the test runner and the run's servers" >&2
+    kill -TERM -- "-$runner" 2>/dev/null || true
+    wait "$runner" 2>/dev/null || true
+    sweep || true
+    stray || true
+    exit 130
+}
+trap interrupted INT TERM HUP
+wait "$runner" || status=$?
+trap - INT TERM HUP
 if ! sweep; then
     echo "test.sh: FAIL: test servers were left running or not cleaned up (removed now)" >&2
     (( status != 0 )) || status=1

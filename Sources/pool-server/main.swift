@@ -263,6 +263,8 @@ struct Serve: ParsableCommand {
     var config: String?
 
     func run() throws {
+        // Before the log file's open, which must not take a closed 2's number.
+        StandardDescriptors.ensureOpen()
         guard let mode = mode_t(socketMode, radix: 8) else {
             throw ValidationError("--socket-mode must be octal, e.g. 0600")
         }

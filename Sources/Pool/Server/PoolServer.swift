@@ -40,6 +40,7 @@ public final class PoolServer {
     /// clean shutdown, 1 after a forced one). Throws if the pool cannot start, having removed
     /// whatever it had created.
     public func run() throws -> Int32 {
+        StandardDescriptors.ensureOpen()
         let limits = QueueLimits.current()
         let maxMessage = try configuration.validate(limits: limits)
         let notifier = SystemdNotifier()

@@ -175,7 +175,9 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
             if replies != nil {
                 if body.count > maxReplyBody {
                     status = .handlerError
-                    body = Array("reply of \(body.count) bytes exceeds the \(maxReplyBody)-byte limit of one queue message".utf8)
+                    // Cut to the limit too: with a tiny msgmax the explanation is itself too long.
+                    body = Array(Array("reply of \(body.count) bytes exceeds the \(maxReplyBody)-byte limit of one queue message".utf8)
+                        .prefix(maxReplyBody))
                 }
                 replies!.append(id: job.id, status: status, slot: slot, body: body)
             } else {

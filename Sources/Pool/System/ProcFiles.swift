@@ -31,7 +31,8 @@ func processStatus(_ pid: pid_t) -> (state: Character, startTime: UInt64)? {
 /// Whether `pid` is a running process: it exists and is not a zombie (dead, not yet reaped by its
 /// parent), which `kill(pid, 0)` alone would count as alive.
 public func processIsRunning(_ pid: pid_t) -> Bool {
-    guard kill(pid, 0) == 0 || Glibc.errno == EPERM else { return false }
+    // kill(0 or a negative pid, 0) asks about a process group, not a process.
+    guard pid > 0, kill(pid, 0) == 0 || Glibc.errno == EPERM else { return false }
     // No /proc to look in (a chroot, a minimal container): kill's answer stands.
     guard let (state, _) = processStatus(pid) else { return true }
     return state != "Z" && state != "X"

@@ -33,7 +33,9 @@ public enum SocketActivation {
     public static func takeListeners() -> [Int32] {
         guard let pidText = getenv("LISTEN_PID").map({ String(cString: $0) }),
               let fdsText = getenv("LISTEN_FDS").map({ String(cString: $0) }),
-              pid_t(pidText) == getpid(), let count = Int32(fdsText), count > 0 else { return [] }
+              pid_t(pidText) == getpid(), let count = Int32(fdsText), count > 0,
+              // No more than could be open: a bogus count would overflow the descriptor numbers.
+              Int(count) <= Int(getdtablesize()) - Int(firstDescriptor) else { return [] }
         unsetenv("LISTEN_PID")
         unsetenv("LISTEN_FDS")
         unsetenv("LISTEN_FDNAMES")
