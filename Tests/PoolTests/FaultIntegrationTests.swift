@@ -868,6 +868,33 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectNothingLeft(footprint)
     }
 
+    /// Started with stderr closed (`2>&-`, as some supervisors do) and `--log-file`: the file
+    /// gets every line, before and after a reopen (SIGUSR1), and the stop's too. The file used to
+    /// be opened on the free descriptor 2 and closed again by the same open-and-dup2 step, so
+    /// nothing reached it and later descriptors (an eventfd, a socket) took its number.
+    @Test func aLogFileGetsEveryLineWhenStderrStartsClosed() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let logPath = directory + "/pool.log"
+        func read() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+        let server = try F.ShellServer(prelude: "exec 2>&-", F.framedEcho + ["--workers", "1", "--log-file", logPath],
+                                       directory: directory, waitForStart: false)
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        try #require(waitUntil(timeout: 20) { read().contains("pool started") && !footprint.server.workerPIDs.isEmpty },
+                     "nothing logged to the file:\n\(read())")
+        server.signal(SIGUSR1)
+        #expect(waitUntil(timeout: 20) { read().contains("log file reopened") }, "\(read())")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("logged".bytes).body == "logged".bytes)
+        client.close()
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(read())")
+        #expect(read().contains("shutdown complete"), "\(read())")
+        F.expectNothingLeft(footprint, log: read())
+    }
+
     /// The master's stderr is a pipe whose reader has stopped reading (a wedged journald or
     /// `| tee`), full before the server starts. The master must serve anyway, dropping its lines;
     /// once the reader drains the pipe, the next line says how many were dropped. (Its blocking
