@@ -96,6 +96,7 @@ typedef struct csysv_msqinfo {
     pid_t last_send_pid;        ///< msg_lspid
     pid_t last_receive_pid;     ///< msg_lrpid
     long change_time;           ///< msg_ctime: creation or last IPC_SET, seconds since the epoch
+    uid_t creator_uid;          ///< msg_perm.cuid: who created it (IPC_SET changes the owner, never this)
 } csysv_msqinfo;
 
 /// Reads a queue's depth, capacity and owner.
@@ -111,6 +112,7 @@ static inline int csysv_msgctl_stat(int qid, csysv_msqinfo *info) {
     info->last_send_pid = ds.msg_lspid;
     info->last_receive_pid = ds.msg_lrpid;
     info->change_time = (long)ds.msg_ctime;
+    info->creator_uid = ds.msg_perm.cuid;
     return 0;
 }
 
@@ -120,6 +122,16 @@ static inline int csysv_msgctl_set_max_bytes(int qid, unsigned long max_bytes) {
     struct msqid_ds ds;
     if (msgctl(qid, IPC_STAT, &ds) < 0) return -1;
     ds.msg_qbytes = max_bytes;
+    return msgctl(qid, IPC_SET, &ds);
+}
+
+/// Gives a queue to another owner (workers that run as another user); the creator stays.
+/// Why C: IPC_SET is a read-modify-write of `struct msqid_ds`.
+static inline int csysv_msgctl_set_owner(int qid, uid_t uid, gid_t gid) {
+    struct msqid_ds ds;
+    if (msgctl(qid, IPC_STAT, &ds) < 0) return -1;
+    ds.msg_perm.uid = uid;
+    ds.msg_perm.gid = gid;
     return msgctl(qid, IPC_SET, &ds);
 }
 

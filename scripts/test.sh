@@ -49,8 +49,8 @@ stray() {
     done
     return $found
 }
-# Our uid's queues, by id.
-our_queues() { awk -v uid="$(id -u)" 'NR > 1 && $8 == uid { print $2 }' /proc/sysvipc/msg | sort; }
+# Queues our uid created (the creator, $10: with --user a queue is owned by the workers' user).
+our_queues() { awk -v uid="$(id -u)" 'NR > 1 && $10 == uid { print $2 }' /proc/sysvipc/msg | sort; }
 
 # Suites that spawn servers run one at a time: on 2 cores, parallel suites only add noise and
 # timeouts, and Foundation's Process can miss an exit when two children start at once.

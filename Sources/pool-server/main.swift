@@ -247,6 +247,12 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Comma-separated uids allowed to connect (checked with SO_PEERCRED).")
     var allowUid: String?
 
+    @Option(name: .long, help: "Run workers as this user (name or uid; the master must be root). Default: the master's user.")
+    var user: String?
+
+    @Option(name: .long, help: "With --user: the workers' group (name or gid). Default: the user's primary group.")
+    var group: String?
+
     @Option(name: .long, help: "State file recording pid and queues, for clean-up after a crash (default: <socket>.state).")
     var stateFile: String?
 
@@ -293,6 +299,13 @@ struct Serve: ParsableCommand {
         configuration.maxJobs = maxJobs
         configuration.maxJobsJitter = maxJobsJitter
         configuration.stateFile = stateFile
+        if let user {
+            do { configuration.workerUser = try WorkerUser.lookUp(user: user, group: group) } catch {
+                throw ValidationError("\(error)")
+            }
+        } else if group != nil {
+            throw ValidationError("--group applies with --user only")
+        }
         if let allowUid {
             let uids = allowUid.split(separator: ",").map { uid_t(String($0.filter { $0 != " " })) }
             // An empty list would let nobody in (the config file's [] means anyone): refused.

@@ -411,6 +411,62 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                 "`pool-server cleanup` left the dead master's control socket \(dead.socketPath).ctl behind")
     }
 
+    /// `--user nobody` under a root master: every worker runs as nobody (uid, gid, and nogroup as
+    /// its only group) while the master stays root; the queues are nobody's (created by root) so
+    /// the workers can use them, and requests are served. SIGKILLing the master still takes the
+    /// workers (the uid change cleared their parent-death signal; they asked for it again), and
+    /// `cleanup` removes the queues though another user owns them (it goes by their creator).
+    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil, "needs root and a user named nobody"))
+    func workersRunAsTheUserGivenWithUser() throws {
+        let nobody = try #require(getpwnam("nobody")).pointee
+        let server = try TestServer(F.framedEcho + ["--workers", "2", "--user", "nobody"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        let workers = try #require(waitForWorkers(server, 2))
+        func ids(_ pid: pid_t, _ field: String) -> [String] {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            return status.split(separator: "\n").first { $0.hasPrefix(field + ":") }?
+                .dropFirst(field.count + 1).split(whereSeparator: \.isWhitespace).map(String.init) ?? []
+        }
+        for pid in workers {
+            #expect(ids(pid, "Uid") == Array(repeating: "\(nobody.pw_uid)", count: 4), "worker \(pid): \(ids(pid, "Uid"))")
+            #expect(ids(pid, "Gid") == Array(repeating: "\(nobody.pw_gid)", count: 4), "worker \(pid): \(ids(pid, "Gid"))")
+            #expect(ids(pid, "Groups") == ["\(nobody.pw_gid)"], "worker \(pid): \(ids(pid, "Groups"))")
+        }
+        #expect(ids(server.pid, "Uid").first == "0")
+        let queues = stateFileQueueIDs(server.stateFilePath)
+        #expect(queues.count == 3, "2 worker queues + the reply queue: \(queues)")
+        for queue in queues {
+            let status = try MessageQueue(id: queue).status()
+            #expect(status.uid == nobody.pw_uid && status.creatorUID == 0 && status.mode == 0o600, "queue \(queue): \(status)")
+        }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        for index in 0..<4 { #expect(try client.request("as-nobody-\(index)".bytes).body == "as-nobody-\(index)".bytes) }
+        client.close()
+
+        kill(server.pid, SIGKILL)
+        #expect(server.waitForExit(timeout: 20) != nil)
+        #expect(waitUntil(timeout: 10) { workers.allSatisfy { !processIsAlive($0) } }, "workers outlived the SIGKILLed master")
+        let result = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", server.socketPath])
+        #expect(result.status == 0, "\(result)")
+        #expect(existingQueueIDs().isDisjoint(with: queues), "queues left after cleanup: \(existingQueueIDs().intersection(queues))")
+
+        // Names that are not there, and --group alone, are usage errors.
+        for arguments in [["--user", "no-such-user-for-pool-tests"], ["--user", "nobody", "--group", "no-such-group-for-pool-tests"],
+                          ["--group", "nogroup"]] {
+            let refused = try F.run(Binaries.path("pool-server"), arguments + ["--socket", server.socketPath + ".x"])
+            #expect(refused.status == 64 && refused.stderr.contains(arguments.count == 2 && arguments[0] == "--group" ? "--group" : arguments[arguments.count - 2]),
+                    "\(arguments): \(refused)")
+        }
+        // A master that is not root cannot change its workers' user: it does not start (exit 2).
+        if fileExists("/usr/bin/setpriv") {
+            let unprivileged = try F.run("/usr/bin/setpriv", ["--reuid=\(nobody.pw_uid)", "--regid=\(nobody.pw_gid)", "--clear-groups",
+                                                             Binaries.path("pool-server"), "--user", "root", "--socket", server.socketPath + ".x"])
+            #expect(unprivileged.status == 2 && unprivileged.stderr.contains("need a master running as root"), "\(unprivileged)")
+            #expect(!fileExists(server.socketPath + ".x"))
+        }
+    }
+
     /// `pool-server cleanup` refuses while the recorded master runs, also when it runs under
     /// another process name (a renamed binary, an embedding program): the state file names it by
     /// pid and start time. Its queues and socket are untouched. Before, only a master of the same

@@ -129,6 +129,9 @@ public struct PoolConfiguration: Sendable {
     public var maxJobsJitter: Int = 0
     /// UIDs allowed to connect (SO_PEERCRED); `nil` = anyone the socket mode lets in.
     public var allowedUIDs: [uid_t]? = nil
+    /// `--user`/`--group`: workers drop to this user after the fork (the master must be root);
+    /// their queues are given to it. `nil`: workers run as the master does.
+    public var workerUser: WorkerUser? = nil
     /// Where the master records its pid and queue ids; `nil` = `<socket>.state`.
     public var stateFile: String? = nil
 
@@ -179,6 +182,9 @@ extension PoolConfiguration {
         guard effective >= 1 else { throw ConfigurationError("--max-message must be at least 1") }
         guard effective <= largest else {
             throw ConfigurationError("--max-message \(effective) exceeds what one queue message holds: msgmax \(limits.maxMessageBytes) − \(JobCodec.headerBytes) header = \(largest); raise /proc/sys/kernel/msgmax")
+        }
+        if let workerUser, workerUser.uid != geteuid() || workerUser.gid != getegid(), geteuid() != 0 {
+            throw ConfigurationError("--user/--group need a master running as root (it runs as uid \(geteuid()))")
         }
         guard !socketPath.isEmpty else { throw ConfigurationError("--socket must not be empty") }
         guard controlSocketPath.utf8.count <= unixSocketPathMax else {

@@ -113,6 +113,7 @@ public final class PoolServer {
             "protocol": "\(configuration.wireProtocol)", "reply": "\(configuration.replyMode)",
             "dispatch": "\(configuration.effectiveDispatch.rawValue)",
             "worker-sched": "\(configuration.effectiveWorkerScheduling?.rawValue ?? "inherited")",
+            "worker-user": "\(configuration.workerUser.map { "\($0)" } ?? "inherited")",
             // Stated because it shows in the master's CPU use (it polls after traffic).
             "busy-poll": "\(configuration.busyPoll > 0 ? "\(Int((configuration.busyPoll * 1e6).rounded()))us" : "off")",
             "max-message": "\(maxMessage)", "queue-bytes": "\(supervisor.grantedQueueBytes)",

@@ -140,7 +140,7 @@ public struct RecoveryReport: Sendable {
 }
 
 /// Removes what a dead master left: its queues (only those still matching the recorded id and
-/// creation time and owned by our uid), its stale socket (only if nobody listens), its state file.
+/// creation time and created by our uid), its stale socket (only if nobody listens), its state file.
 /// Does nothing if the recorded master is alive.
 ///
 /// With `probeSocket` false (socket activation: the socket is systemd's and already listening) the
@@ -158,8 +158,10 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
                 report.skippedQueues.append((queue.id, "already gone"))
                 continue
             }
-            guard status.uid == getuid() else {
-                report.skippedQueues.append((queue.id, "owned by uid \(status.uid), not us"))
+            // The creator, not the owner: a pool whose workers run as another user (--user)
+            // gave its queues to that user.
+            guard status.creatorUID == getuid() else {
+                report.skippedQueues.append((queue.id, "created by uid \(status.creatorUID), not us"))
                 continue
             }
             guard status.changeTime == queue.changeTime else {

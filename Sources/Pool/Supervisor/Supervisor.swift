@@ -141,7 +141,7 @@ final class Supervisor {
             var shared: MessageQueue? = nil
             for index in 0..<configuration.workers {
                 // --dispatch shared: one queue every worker reads; otherwise one queue each.
-                let queue = try shared ?? Self.createQueue()
+                let queue = try shared ?? Self.createQueue(owner: configuration.workerUser)
                 if configuration.effectiveDispatch == .shared { shared = queue }
                 if index == 0 || shared == nil {
                     created.append(queue)
@@ -154,7 +154,7 @@ final class Supervisor {
             sharedSent = configuration.replyMode == .ack && configuration.effectiveDispatch == .shared
                 ? SentMessages(queueBytes: granted) : nil
             if configuration.replyMode == .result {
-                let queue = try Self.createQueue()
+                let queue = try Self.createQueue(owner: configuration.workerUser)
                 created.append(queue)
                 _ = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: nil)
                 replyQueue = queue
@@ -213,9 +213,18 @@ final class Supervisor {
     /// Capacity each queue actually got.
     var grantedQueueBytes: Int { queueBytes }
 
-    private static func createQueue() throws -> MessageQueue {
+    /// A new queue, 0600, given to `owner` if workers run as another user (before any other
+    /// IPC_SET: the state file records the change time that follows).
+    private static func createQueue(owner: WorkerUser?) throws -> MessageQueue {
         do {
-            return try MessageQueue.createPrivate(mode: 0o600)
+            let queue = try MessageQueue.createPrivate(mode: 0o600)
+            if let owner {
+                do { try queue.setOwner(uid: owner.uid, gid: owner.gid) } catch {
+                    try? queue.remove()
+                    throw error
+                }
+            }
+            return queue
         } catch let error as SystemError where error.errno == .noSpace {
             throw ConfigurationError("cannot create a message queue: the system limit of queues is reached (msgmni, /proc/sys/kernel/msgmni); remove stale ones (ipcs -q, ipcrm -q ID) or raise it")
         } catch let error as SystemError where error.errno == .permissionDenied {
@@ -253,7 +262,7 @@ final class Supervisor {
             scoreboard: scoreboard, inboxes: inboxes, outboxes: outboxes, arena: arena, replyRings: replyRings,
             messageCapacity: limits.maxMessageBytes,
             batchNanoseconds: Int64(configuration.batchTime * 1e9), jobLimit: limit,
-            scheduling: configuration.effectiveWorkerScheduling,
+            scheduling: configuration.effectiveWorkerScheduling, user: geteuid() == 0 ? configuration.workerUser : nil,
             makeHandler: makeHandler, logger: workerLogger, keepDescriptors: keepDescriptors)
         // Reset the slot's scoreboard before the fork: the child may take and finish a job before
         // the parent runs again, and a reset after that would erase its busy state and job count.
@@ -399,7 +408,7 @@ final class Supervisor {
                                    metadata: ["queue": "\(slot.queue.id)", "readers": "\(readers.sorted())"])
                 }
             }
-            if !shuttingDown, let queue = try? Self.createQueue() {
+            if !shuttingDown, let queue = try? Self.createQueue(owner: configuration.workerUser) {
                 _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
                 logger.error("queue of slot \(index) was removed from outside (ipcrm?); created \(queue.id) in its place",
                              metadata: ["old": "\(slot.queue.id)"])
@@ -546,7 +555,7 @@ final class Supervisor {
                     if sharesQueue, let existing = slots.first?.queue {
                         queue = existing
                     } else {
-                        queue = try Self.createQueue()
+                        queue = try Self.createQueue(owner: configuration.workerUser)
                         _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
                     }
                 } catch {
@@ -807,7 +816,7 @@ final class Supervisor {
     /// The reply queue was removed from outside: creates another and records it (state file).
     /// Workers started from now on send to it; the caller restarts the running ones.
     func replaceReplyQueue() throws -> (old: Int32?, new: Int32) {
-        let queue = try Self.createQueue()
+        let queue = try Self.createQueue(owner: configuration.workerUser)
         _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
         let old = replyQueue?.id
         replyQueue = queue

@@ -26,6 +26,8 @@ struct WorkerEnvironment {
     var jobLimit: Int?
     /// The policy to switch to (`--worker-sched`); `nil`: keep the master's.
     var scheduling: PoolConfiguration.WorkerScheduling?
+    /// `--user`: who the worker becomes before its handler starts; `nil`: stay the master's user.
+    var user: WorkerUser?
     var makeHandler: MessageHandlerFactory
     var logger: Logger
     /// Descriptors the worker keeps; every other inherited fd (listener, clients) is closed.
@@ -64,7 +66,15 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
                                metadata: ["wanted": "\(scheduling.rawValue)", "error": "\(error)"])
         }
     }
+    // Its first reopen of the log file runs as the master's user; later ones need the file
+    // writable by the worker's (README: --user).
     LogFile.enableReopenOnSignal()
+    if let user = env.user {
+        do { try ChildProcess.become(user) } catch {
+            env.logger.critical("worker cannot become \(user); exiting", metadata: ["error": "\(error)"])
+            ChildProcess.exitImmediately(WorkerExit.setupFailure)
+        }
+    }
     #if DEBUG
     // Debug builds only: widens the window between the fork and the SIGTERM handler, so a test
     // can signal a worker inside it (`POOL_DEBUG_WORKER_START_DELAY_MS`).
@@ -89,8 +99,8 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     logger[metadataKey: "slot"] = "\(slot)"
     let context = WorkerContext(slot: slot, pid: pid, logger: logger)
     let handler = env.makeHandler(context)
-    // A factory that changed credentials (a root master's workers dropping to a service user)
-    // cleared the master's death signal: asked for again, so a SIGKILLed master takes its workers.
+    // A change of credentials (--user, or a factory dropping to a service user itself) cleared
+    // the master's death signal: asked for again, so a SIGKILLed master takes its workers.
     if !ChildProcess.renewParentDeathSignal(SIGKILL, parent: master) {
         logger.error("the master died while the worker started; exiting")
         ChildProcess.exitImmediately(WorkerExit.setupFailure)

@@ -103,6 +103,18 @@ public enum ChildProcess {
         _ = Glibc.kill(pid, signo)
     }
 
+    /// Becomes `user`: its group alone as the supplementary groups, then its gid, then its uid
+    /// (in that order: once the uid is dropped the others may no longer be changed). For a worker
+    /// of a root master; clears the parent-death signal (see `renewParentDeathSignal`).
+    ///
+    /// The corresponding C functions are `setgroups`, `setgid` and `setuid`.
+    public static func become(_ user: WorkerUser) throws {
+        var groups = [user.gid]
+        _ = try valueOrErrno("setgroups") { setgroups(1, &groups) }.get()
+        _ = try valueOrErrno("setgid") { setgid(user.gid) }.get()
+        _ = try valueOrErrno("setuid") { setuid(user.uid) }.get()
+    }
+
     /// Asks for `signo` when the parent dies, again: a change of credentials clears the request
     /// (the fork window made it). False if `parent` is no longer the parent, having died before
     /// the request took effect (no signal will come then).

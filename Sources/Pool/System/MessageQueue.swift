@@ -52,6 +52,8 @@ public struct QueueStatus: Equatable, Sendable {
     public var mode: Int32
     /// The owner's user id.
     public var uid: uid_t
+    /// The creator's user id (`cuid`), which IPC_SET never changes.
+    public var creatorUID: uid_t
     /// Pid of the last process to send (`msg_lspid`).
     public var lastSendPID: pid_t
     /// Pid of the last process to receive (`msg_lrpid`).
@@ -126,7 +128,7 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
         _ = try valueOrErrno("msgctl(IPC_STAT)") { csysv_msgctl_stat(id, &info) }.get()
         return QueueStatus(
             messages: Int(info.messages), bytes: Int(info.bytes), capacityBytes: Int(info.max_bytes),
-            mode: Int32(info.mode), uid: info.uid,
+            mode: Int32(info.mode), uid: info.uid, creatorUID: info.creator_uid,
             lastSendPID: info.last_send_pid, lastReceivePID: info.last_receive_pid,
             changeTime: info.change_time)
     }
@@ -153,6 +155,14 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
     /// The corresponding C function is `msgctl(IPC_SET)`.
     public func setCapacity(bytes: Int) throws {
         _ = try valueOrErrno("msgctl(IPC_SET)") { csysv_msgctl_set_max_bytes(id, UInt(bytes)) }.get()
+    }
+
+    /// Makes `uid`/`gid` the queue's owner, so workers running as that user may use it (mode
+    /// 0600 lets the owner in; the creator keeps its access only as root, CAP_IPC_OWNER).
+    ///
+    /// The corresponding C function is `msgctl(IPC_SET)`.
+    public func setOwner(uid: uid_t, gid: gid_t) throws {
+        _ = try valueOrErrno("msgctl(IPC_SET)") { csysv_msgctl_set_owner(id, uid, gid) }.get()
     }
 
     /// Removes the queue. Processes blocked on it wake with EIDRM.

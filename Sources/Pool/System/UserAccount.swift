@@ -1,0 +1,51 @@
+import Glibc
+
+/// The user and group workers run as (`--user`, `--group`): a root master drops its workers to
+/// a service account, as PHP-FPM's `user`/`group` and Gunicorn's `--user` do. The master stays
+/// root (it owns the socket, the queues and the cleanup).
+public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
+    public var uid: uid_t
+    public var gid: gid_t
+    /// The user's name for logs (its number when the user database has none).
+    public var name: String
+
+    public init(uid: uid_t, gid: gid_t, name: String) {
+        self.uid = uid
+        self.gid = gid
+        self.name = name
+    }
+
+    public var description: String { "\(name) (uid \(uid), gid \(gid))" }
+
+    /// Looks `user` up in the user database, by name or number; `group` likewise, by default the
+    /// user's primary group. A number the database does not know needs `group`.
+    ///
+    /// The corresponding C functions are `getpwnam`, `getpwuid` and `getgrnam`.
+    public static func lookUp(user: String, group: String?) throws -> WorkerUser {
+        let entry = getpwnam(user) ?? uid_t(user).flatMap { getpwuid($0) }
+        let uid: uid_t
+        let name: String
+        var primaryGroup: gid_t? = nil
+        if let entry {
+            uid = entry.pointee.pw_uid
+            name = String(cString: entry.pointee.pw_name)
+            primaryGroup = entry.pointee.pw_gid
+        } else if let number = uid_t(user) {
+            uid = number
+            name = user
+        } else {
+            throw ConfigurationError("--user \(user): no such user")
+        }
+        let gid: gid_t
+        if let group {
+            if let entry = getgrnam(group) { gid = entry.pointee.gr_gid }
+            else if let number = gid_t(group) { gid = number }
+            else { throw ConfigurationError("--group \(group): no such group") }
+        } else if let primaryGroup {
+            gid = primaryGroup
+        } else {
+            throw ConfigurationError("--user \(user) is not in the user database: give --group too")
+        }
+        return WorkerUser(uid: uid, gid: gid, name: name)
+    }
+}
