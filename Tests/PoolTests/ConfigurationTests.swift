@@ -1,3 +1,4 @@
+import Glibc
 import Pool
 import Testing
 
@@ -100,5 +101,20 @@ import Testing
             let refusal = Self.refusal(change)
             #expect(refusal?.contains(flag) == true, "\(flag): \(String(describing: refusal))")
         }
+    }
+
+    /// `--user`/`--group` look names and numbers up in the user database; a number it does not
+    /// know needs a group.
+    @Test func workerUsersAreLookedUpByNameOrNumber() throws {
+        let root = try WorkerUser.lookUp(user: "root", group: nil)
+        #expect(root.uid == 0 && root.gid == 0 && root.name == "root")
+        let byNumber = try WorkerUser.lookUp(user: "0", group: nil)
+        #expect(byNumber == root)
+        let unknown = "\(uid_t(Int32.max) - 7)"
+        #expect(throws: ConfigurationError.self) { try WorkerUser.lookUp(user: unknown, group: nil) }
+        let numbered = try WorkerUser.lookUp(user: unknown, group: "0")
+        #expect(numbered.uid == uid_t(unknown) && numbered.gid == 0)
+        #expect(throws: ConfigurationError.self) { try WorkerUser.lookUp(user: "no-such-user-for-pool-tests", group: nil) }
+        #expect(throws: ConfigurationError.self) { try WorkerUser.lookUp(user: "root", group: "no-such-group-for-pool-tests") }
     }
 }
