@@ -199,6 +199,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Permission bits of the socket file, in octal.")
     var socketMode = "0600"
 
+    @Option(name: .long, help: "Group of the socket file (name or gid), e.g. a web server's, with --socket-mode 0660. Default: the master's.")
+    var socketGroup: String?
+
     @Option(name: .long, help: "Capacity of each queue in bytes (default: 1 MiB if permitted, else msgmnb).")
     var queueBytes: Int?
 
@@ -299,6 +302,11 @@ struct Serve: ParsableCommand {
         configuration.maxJobs = maxJobs
         configuration.maxJobsJitter = maxJobsJitter
         configuration.stateFile = stateFile
+        if let socketGroup {
+            do { configuration.socketGroup = try lookUpGroup(socketGroup, flag: "--socket-group") } catch {
+                throw ValidationError("\(error)")
+            }
+        }
         if let user {
             do { configuration.workerUser = try WorkerUser.lookUp(user: user, group: group) } catch {
                 throw ValidationError("\(error)")

@@ -467,6 +467,37 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         }
     }
 
+    /// `--socket-group` with `--socket-mode 0660`: the socket file is that group's, so a user in
+    /// it (nobody, with nogroup, through setpriv) is served, one outside it is refused (EACCES);
+    /// the control socket stays the master's alone (0600). An unknown group is a usage error.
+    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil && fileExists("/usr/bin/setpriv"),
+                   "needs root, a user named nobody and setpriv"))
+    func socketGroupLetsItsMembersConnect() throws {
+        let nobody = try #require(getpwnam("nobody")).pointee
+        let server = try TestServer(["--workers", "1", "--socket-group", "\(nobody.pw_gid)", "--socket-mode", "0660"])
+        let footprint = F.Footprint(server)
+        defer { footprint.removeLeftovers(); server.stop() }
+        // Its directory (0700 from mkdtemp) must let nobody through to the socket.
+        let directory = String(server.socketPath.dropLast("/pool.sock".count))
+        #expect(chmod(directory, 0o711) == 0)
+        var st = stat()
+        #expect(lstat(server.socketPath, &st) == 0 && st.st_gid == nobody.pw_gid && st.st_mode & 0o777 == 0o660,
+                "gid \(st.st_gid) mode \(String(st.st_mode & 0o777, radix: 8))")
+        #expect(lstat(server.socketPath + ".ctl", &st) == 0 && st.st_gid == 0 && st.st_mode & 0o777 == 0o600)
+        func clientAsNobody(group: gid_t) throws -> F.CommandResult {
+            try F.run("/usr/bin/setpriv", ["--reuid=\(nobody.pw_uid)", "--regid=\(group)", "--clear-groups",
+                                           Binaries.path("pool-client"), "--socket", server.socketPath, "from-the-group"])
+        }
+        let member = try clientAsNobody(group: nobody.pw_gid)
+        #expect(member.status == 0 && member.stdout == "ok\n", "\(member)")
+        let outsider = try clientAsNobody(group: nobody.pw_gid == 1 ? 2 : 1)
+        #expect(outsider.status != 0 && outsider.stderr.contains("Permission denied"), "\(outsider)")
+        let unknown = try F.run(Binaries.path("pool-server"), ["--socket-group", "no-such-group-for-pool-tests",
+                                                               "--socket", server.socketPath + ".x"])
+        #expect(unknown.status == 64 && unknown.stderr.contains("--socket-group"), "\(unknown)")
+        F.expectCleanExit(server, footprint)
+    }
+
     /// `pool-server cleanup` refuses while the recorded master runs, also when it runs under
     /// another process name (a renamed binary, an embedding program): the state file names it by
     /// pid and start time. Its queues and socket are untouched. Before, only a master of the same

@@ -20,8 +20,8 @@ struct Listener {
     }
 
     /// Checks the path, binds with `mode` (set through umask so the file never exists with looser
-    /// bits), and listens.
-    static func open(path: String, mode: mode_t, backlog: Int32, logger: Logger) throws -> Listener {
+    /// bits), gives the file to `group` if one is named, and listens.
+    static func open(path: String, mode: mode_t, group: gid_t? = nil, backlog: Int32, logger: Logger) throws -> Listener {
         switch probeSocketPath(path) {
         case .absent:
             break
@@ -38,18 +38,27 @@ struct Listener {
             throw ConfigurationError("\(path): cannot check the existing socket: \(error)")
         }
         let socket = try SocketFD.unixStream(nonBlocking: true)
+        var bound = false
         do {
             let previous = umask(0o777 & ~mode)
             defer { umask(previous) }
             do { try socket.bind(path: path) } catch let error as SystemError where error.errno == .fileNameTooLong {
                 throw ConfigurationError("\(path): longer than a Unix socket path may be (\(unixSocketPathMax) bytes)")
             }
+            bound = true
             guard chmod(path, mode) == 0 else { throw SystemError("chmod(\(path))", .current) }
+            // Before listen: until then a connect is refused, so the group is right before anyone
+            // can get in through it. lchown: the name is not followed if it was replaced.
+            if let group, lchown(path, uid_t.max, group) != 0 {
+                throw ConfigurationError("--socket-group: \(SystemError("lchown(\(path), group \(group))", .current))")
+            }
             try socket.listen(backlog: backlog)
             var st = stat()
             guard lstat(path, &st) == 0 else { throw SystemError("lstat(\(path))", .current) }
             return Listener(socket: socket, path: path, device: UInt64(st.st_dev), inode: UInt64(st.st_ino), inherited: false)
         } catch {
+            // The file bind made is ours and useless now: it would be a stale socket.
+            if bound { unlink(path) }
             socket.close()
             throw error
         }

@@ -73,6 +73,9 @@ public struct PoolConfiguration: Sendable {
     public var maxMessage: Int? = nil
     /// Permission bits of the socket file (queues are always 0600).
     public var socketMode: mode_t = 0o600
+    /// Group of the socket file (`--socket-group`), so that with `--socket-mode 0660` that
+    /// group's members may connect (a web server's, say); `nil`: the master's group.
+    public var socketGroup: gid_t? = nil
     /// Capacity to ask for each queue, in bytes; `nil` = 1 MiB if allowed, else `msgmnb`.
     public var queueBytes: Int? = nil
     /// Seconds from SIGINT/SIGTERM until remaining workers are SIGKILLed.

@@ -96,6 +96,7 @@ public final class PoolServer {
                 logger.info("using the socket passed by systemd (socket activation)", metadata: ["fd": "\(inherited)"])
             } else {
                 listener = try Listener.open(path: configuration.socketPath, mode: configuration.socketMode,
+                                             group: configuration.socketGroup,
                                              backlog: configuration.listenBacklog, logger: logger)
             }
             control = try Listener.open(path: configuration.controlSocketPath, mode: 0o600, backlog: 16, logger: logger)

@@ -38,9 +38,7 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
         }
         let gid: gid_t
         if let group {
-            if let entry = getgrnam(group) { gid = entry.pointee.gr_gid }
-            else if let number = gid_t(group) { gid = number }
-            else { throw ConfigurationError("--group \(group): no such group") }
+            gid = try lookUpGroup(group, flag: "--group")
         } else if let primaryGroup {
             gid = primaryGroup
         } else {
@@ -48,4 +46,13 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
         }
         return WorkerUser(uid: uid, gid: gid, name: name)
     }
+}
+
+/// A group's id from its name or number (`flag` names the option in the error).
+///
+/// The corresponding C function is `getgrnam`.
+public func lookUpGroup(_ group: String, flag: String) throws -> gid_t {
+    if let entry = getgrnam(group) { return entry.pointee.gr_gid }
+    if let number = gid_t(group) { return number }
+    throw ConfigurationError("\(flag) \(group): no such group")
 }
