@@ -61,18 +61,27 @@ queues_before=$(our_queues)
 # cleaned up. Test servers run in process groups of their own and do not get a terminal's
 # Ctrl-C; a runner killed mid-test never stops them itself. The runner gets a process group of
 # its own (setsid), so it and the test process it starts are stopped together.
-setsid swift test --no-parallel &
-runner=$!
+# The trap is in place before the runner starts (a signal in between would leave it running).
+runner=""
 interrupted() {
     trap '' INT TERM HUP
     echo "test.sh: interrupted; stopping the test runner and the run's servers" >&2
-    kill -TERM -- "-$runner" 2>/dev/null || true
-    wait "$runner" 2>/dev/null || true
+    if [[ -n $runner ]]; then
+        kill -TERM -- "-$runner" 2>/dev/null || true
+        # Bounded: a runner that outlives TERM for 10 s is killed.
+        for _ in $(seq 100); do kill -0 "$runner" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$runner" 2>/dev/null || true
+        wait "$runner" 2>/dev/null || true
+    fi
     sweep || true
     stray || true
-    exit 130
+    exit "$1"
 }
-trap interrupted INT TERM HUP
+trap 'interrupted 130' INT
+trap 'interrupted 143' TERM
+trap 'interrupted 129' HUP
+setsid swift test --no-parallel &
+runner=$!
 wait "$runner" || status=$?
 trap - INT TERM HUP
 if ! sweep; then

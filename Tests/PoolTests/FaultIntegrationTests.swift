@@ -429,7 +429,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                 .dropFirst(field.count + 1).split(whereSeparator: \.isWhitespace).map(String.init) ?? []
         }
         for pid in workers {
-            #expect(ids(pid, "Uid") == Array(repeating: "\(nobody.pw_uid)", count: 4), "worker \(pid): \(ids(pid, "Uid"))")
+            // A worker listed as soon as it was forked may not have switched yet.
+            #expect(waitUntil(timeout: 20) { ids(pid, "Uid") == Array(repeating: "\(nobody.pw_uid)", count: 4) },
+                    "worker \(pid): \(ids(pid, "Uid"))")
             #expect(ids(pid, "Gid") == Array(repeating: "\(nobody.pw_gid)", count: 4), "worker \(pid): \(ids(pid, "Gid"))")
             #expect(ids(pid, "Groups") == ["\(nobody.pw_gid)"], "worker \(pid): \(ids(pid, "Groups"))")
         }
@@ -458,8 +460,18 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             #expect(refused.status == 64 && refused.stderr.contains(arguments.count == 2 && arguments[0] == "--group" ? "--group" : arguments[arguments.count - 2]),
                     "\(arguments): \(refused)")
         }
+        // A switch the kernel refuses (setuid(-1): EINVAL) is found by the probe before anything
+        // is created: exit 2 naming the call, instead of workers failing it for ever.
+        let queuesBefore = existingQueueIDs()
+        let refusedSwitch = try F.run(Binaries.path("pool-server"), ["--user", "\(uid_t.max)", "--group", "0",
+                                                                     "--socket", server.socketPath + ".y"], timeout: 15)
+        // Started after all (and killed by F.run's timeout): what it left goes.
+        if refusedSwitch.status != 2 { _ = try? F.run(Binaries.path("pool-server"), ["cleanup", "--socket", server.socketPath + ".y"]) }
+        #expect(refusedSwitch.status == 2 && refusedSwitch.stderr.contains("cannot become") && refusedSwitch.stderr.contains("setuid"),
+                "\(refusedSwitch)")
+        #expect(existingQueueIDs().subtracting(queuesBefore).isEmpty && !fileExists(server.socketPath + ".y"))
         // A master that is not root cannot change its workers' user: it does not start (exit 2).
-        if fileExists("/usr/bin/setpriv") {
+        if fileExists("/usr/bin/setpriv") && nobodyCanRun(Binaries.path("pool-server")) {
             let unprivileged = try F.run("/usr/bin/setpriv", ["--reuid=\(nobody.pw_uid)", "--regid=\(nobody.pw_gid)", "--clear-groups",
                                                              Binaries.path("pool-server"), "--user", "root", "--socket", server.socketPath + ".x"])
             #expect(unprivileged.status == 2 && unprivileged.stderr.contains("need a master running as root"), "\(unprivileged)")
@@ -470,8 +482,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// `--socket-group` with `--socket-mode 0660`: the socket file is that group's, so a user in
     /// it (nobody, with nogroup, through setpriv) is served, one outside it is refused (EACCES);
     /// the control socket stays the master's alone (0600). An unknown group is a usage error.
-    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil && fileExists("/usr/bin/setpriv"),
-                   "needs root, a user named nobody and setpriv"))
+    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil && fileExists("/usr/bin/setpriv")
+                       && nobodyCanRun(Binaries.path("pool-client")),
+                   "needs root, a user named nobody that can run pool-client, and setpriv"))
     func socketGroupLetsItsMembersConnect() throws {
         let nobody = try #require(getpwnam("nobody")).pointee
         let server = try TestServer(["--workers", "1", "--socket-group", "\(nobody.pw_gid)", "--socket-mode", "0660"])
@@ -955,7 +968,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectNothingLeft(footprint)
     }
 
-    /// Started with stderr closed (`2>&-`, as some supervisors do) and `--log-file`: the file
+    /// Started with descriptors 0–2 closed (`2>&-`, as some supervisors do) and `--log-file`: the file
     /// gets every line, before and after a reopen (SIGUSR1), and the stop's too. The file used to
     /// be opened on the free descriptor 2 and closed again by the same open-and-dup2 step, so
     /// nothing reached it and later descriptors (an eventfd, a socket) took its number.
@@ -964,12 +977,17 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let logPath = directory + "/pool.log"
         func read() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
-        let server = try F.ShellServer(prelude: "exec 2>&-", F.framedEcho + ["--workers", "1", "--log-file", logPath],
+        let server = try F.ShellServer(prelude: "exec 0<&- 1>&- 2>&-", F.framedEcho + ["--workers", "1", "--log-file", logPath],
                                        directory: directory, waitForStart: false)
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         try #require(waitUntil(timeout: 20) { read().contains("pool started") && !footprint.server.workerPIDs.isEmpty },
                      "nothing logged to the file:\n\(read())")
+        // 0 and 1 were given /dev/null too, so no socket took their numbers.
+        for fd in 0...1 {
+            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(server.pid)/fd/\(fd)")) ?? "closed"
+            #expect(target == "/dev/null", "descriptor \(fd): \(target)")
+        }
         server.signal(SIGUSR1)
         #expect(waitUntil(timeout: 20) { read().contains("log file reopened") }, "\(read())")
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
@@ -1937,8 +1955,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// (POOL_DEBUG_WORKER_START_DELAY_MS), before it can take the job waiting in its queue; the
     /// one then left alive runs that job, and the pool stops cleanly.
     @Test func workersDyingAtStartDuringAStopBackOff() throws {
+        // Long enough for the steps before the first kill on a loaded machine: a worker past its
+        // window would take the job, and no replacement would come.
         let server = try TestServer(F.framedEcho + ["--workers", "1"],
-                                    environment: Self.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "1500"))
+                                    environment: Self.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "4000"))
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         let queue = try #require(F.queueIDs(inLog: server.log).first, "\(server.log)")

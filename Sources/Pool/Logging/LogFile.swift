@@ -21,7 +21,11 @@ public enum LogFile {
         guard let path else { return }
         let fd = try valueOrErrno("open(\(path))") { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640) }.get()
         // Opened on 2 itself (it was closed): it is in place, and closing it would close the log.
-        guard fd != 2 else { return }
+        guard fd != 2 else {
+            // Opened with O_CLOEXEC like any other: as stderr it must reach what handlers exec.
+            _ = csysv_set_cloexec(2, 0)
+            return
+        }
         defer { close(fd) }
         _ = try valueOrErrno("dup2") { dup2(fd, 2) }.get()
     }

@@ -73,6 +73,8 @@ public final class PoolServer {
             logger.warning("stale state of a dead master: \(line)", metadata: ["state-file": "\(configuration.stateFilePath)"])
         }
 
+        // Before any queue exists: a user the workers cannot become stops the start here.
+        if let user = configuration.workerUser, geteuid() == 0 { try ChildProcess.checkCanBecome(user) }
         let supervisor = try Supervisor(
             configuration: configuration, limits: limits, makeHandler: makeHandler,
             logger: logger, workerLogger: workerLogger, keepDescriptors: [])

@@ -74,6 +74,12 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
             env.logger.critical("worker cannot become \(user); exiting", metadata: ["error": "\(error)"])
             ChildProcess.exitImmediately(WorkerExit.setupFailure)
         }
+        // The uid change cleared the death signal: asked for again at once, so a master killed
+        // while the handler factory runs (it may block) still takes this worker.
+        if !ChildProcess.renewParentDeathSignal(SIGKILL, parent: master) {
+            env.logger.error("the master died while the worker started; exiting")
+            ChildProcess.exitImmediately(WorkerExit.setupFailure)
+        }
     }
     #if DEBUG
     // Debug builds only: widens the window between the fork and the SIGTERM handler, so a test

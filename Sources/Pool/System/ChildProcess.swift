@@ -1,5 +1,6 @@
 import CSysV
 import Glibc
+import SystemPackage
 
 /// How a child ended, decoded from a wait status.
 public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
@@ -113,6 +114,47 @@ public enum ChildProcess {
         _ = try valueOrErrno("setgroups") { setgroups(1, &groups) }.get()
         _ = try valueOrErrno("setgid") { setgid(user.gid) }.get()
         _ = try valueOrErrno("setuid") { setuid(user.uid) }.get()
+    }
+
+    /// Whether a child of this process can `become(user)`: a probe child tries it and exits. A
+    /// master checks this before it starts (a user namespace without that uid or gid mapped, a
+    /// `setgroups` denied): every worker would otherwise fail the same way, for ever.
+    ///
+    /// The corresponding C functions are `fork`, `setgroups`, `setgid`, `setuid` and `waitpid`.
+    public static func checkCanBecome(_ user: WorkerUser) throws {
+        let calls = ["setgroups", "setgid", "setuid"]
+        guard let pid = try fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
+            // The exit status carries which call failed and its errno: 64 × (call + 1) + errno.
+            do { try become(user) } catch let error as SystemError {
+                let call = calls.firstIndex(of: error.call) ?? 0
+                exitImmediately(Int32(64 * (call + 1)) + min(error.errno.rawValue, 63))
+            } catch {
+                exitImmediately(255)
+            }
+            exitImmediately(0)
+        }
+        // It does three syscalls: a blocking wait, bounded in case it cannot even run them.
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        while true {
+            switch reap(pid) {
+            case .success(nil) where monotonicNanoseconds() < deadline:
+                usleep(1000)
+                continue
+            case .success(nil):
+                signal(pid, SIGKILL)
+                _ = try? valueOrErrno("waitpid") { waitpid(pid, nil, 0) }.get()
+                throw ConfigurationError("--user \(user.name): the probe worker did not finish in 10 s")
+            case .success(.exited(0)):
+                return
+            case .success(.exited(let code)) where code >= 64 && code < 255:
+                let error = SystemError(calls[Int(code / 64) - 1], Errno(rawValue: code % 64))
+                throw ConfigurationError("--user: a worker cannot become \(user): \(error)")
+            case .success(let status?):
+                throw ConfigurationError("--user: a worker could not become \(user) (probe: \(status))")
+            case .failure(let error):
+                throw error
+            }
+        }
     }
 
     /// Asks for `signo` when the parent dies, again: a change of credentials clears the request

@@ -498,3 +498,15 @@ func waitForWorkers(_ server: ObservableServer, _ count: Int, timeout: Double = 
     }
     return ok ? pids.sorted() : nil
 }
+
+/// Whether user nobody can run `path`: it and every directory above it are open to others (a
+/// checkout under /root, 0700, is not).
+func nobodyCanRun(_ path: String) -> Bool {
+    var current = path
+    while !current.isEmpty && current != "/" {
+        var st = stat()
+        guard stat(current, &st) == 0, st.st_mode & S_IXOTH != 0 else { return false }
+        current = String(current[..<(current.lastIndex(of: "/") ?? current.startIndex)])
+    }
+    return true
+}
