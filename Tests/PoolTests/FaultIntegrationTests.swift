@@ -1117,12 +1117,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         // POSIX_SPAWN_SETSID (glibc 2.26), a macro Swift does not import.
         let setsid: Int32 = 0x80
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
-        let cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArguments { free(pointer) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, argv[0], &actions, &attributes, cArguments, environ)
-        guard rc == 0 else { throw TestFailure("posix_spawn(\(argv[0])) failed: \(String(cString: strerror(rc)))") }
-        return child
+        return try spawn(argv, actions: &actions, attributes: &attributes)
     }
 
     /// Starts a framed echo pool whose stderr `prelude` points at a full log, expects a request

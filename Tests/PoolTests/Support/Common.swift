@@ -289,7 +289,12 @@ func spawnLogged(_ argv: [String], logPath: String, inheriting inherited: [Int32
         flags |= POSIX_SPAWN_SETPGROUP
     }
     posix_spawnattr_setflags(&attributes, Int16(flags))
+    return try spawn(argv, actions: &actions, attributes: &attributes)
+}
 
+/// `posix_spawn` of `argv` (its first element the executable's path) with the caller's actions
+/// and attributes; the child's pid.
+func spawn(_ argv: [String], actions: inout posix_spawn_file_actions_t, attributes: inout posix_spawnattr_t) throws -> pid_t {
     let cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { for pointer in cArguments { free(pointer) } }
     var child: pid_t = 0
