@@ -444,14 +444,27 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         }
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         for index in 0..<4 { #expect(try client.request("as-nobody-\(index)".bytes).body == "as-nobody-\(index)".bytes) }
+
+        // A slot added later gets a queue of nobody's too, and its worker serves (round-robin:
+        // six requests reach all three).
+        #expect(try ControlClient.send("scale 3", controlSocket: server.socketPath + ".ctl").hasPrefix("ok scaling to 3"))
+        let scaled = try #require(waitForWorkers(server, 3), "\(server.log.suffix(3000))")
+        let allQueues = stateFileQueueIDs(server.stateFilePath)
+        #expect(allQueues.count == 4 && Set(allQueues).isSuperset(of: queues), "\(allQueues)")
+        for queue in allQueues {
+            let status = try MessageQueue(id: queue).status()
+            #expect(status.uid == nobody.pw_uid && status.creatorUID == 0, "queue \(queue): \(status)")
+        }
+        for index in 0..<6 { #expect(try client.request("scaled-\(index)".bytes).body == "scaled-\(index)".bytes) }
         client.close()
 
         kill(server.pid, SIGKILL)
         #expect(server.waitForExit(timeout: 20) != nil)
-        #expect(waitUntil(timeout: 10) { workers.allSatisfy { !processIsAlive($0) } }, "workers outlived the SIGKILLed master")
+        let everyWorker = Set(workers).union(scaled)
+        #expect(waitUntil(timeout: 10) { everyWorker.allSatisfy { !processIsAlive($0) } }, "workers outlived the SIGKILLed master")
         let result = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", server.socketPath])
         #expect(result.status == 0, "\(result)")
-        #expect(existingQueueIDs().isDisjoint(with: queues), "queues left after cleanup: \(existingQueueIDs().intersection(queues))")
+        #expect(existingQueueIDs().isDisjoint(with: allQueues), "queues left after cleanup: \(existingQueueIDs().intersection(allQueues))")
 
         // Names that are not there, and --group alone, are usage errors.
         for arguments in [["--user", "no-such-user-for-pool-tests"], ["--user", "nobody", "--group", "no-such-group-for-pool-tests"],
