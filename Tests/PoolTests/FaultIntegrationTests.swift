@@ -444,6 +444,11 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         }
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         for index in 0..<4 { #expect(try client.request("as-nobody-\(index)".bytes).body == "as-nobody-\(index)".bytes) }
+        let said = "nobody (uid \(nobody.pw_uid), gid \(nobody.pw_gid))"
+        let json = try ControlClient.send("status json", controlSocket: server.socketPath + ".ctl")
+        #expect(json.contains("\"worker_user\":\"\(said)\""), "\(json)")
+        let table = try ControlClient.send("status", controlSocket: server.socketPath + ".ctl")
+        #expect(table.split(separator: "\n").first?.hasSuffix("workers run as \(said)") == true, "\(table)")
 
         // A slot added later gets a queue of nobody's too, and its worker serves (round-robin:
         // six requests reach all three).

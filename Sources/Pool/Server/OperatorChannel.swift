@@ -159,6 +159,7 @@ extension Master {
             heldRequests: held.count, rollingRestart: supervisor.isRollingRestart, workers: workers,
             arena: supervisor.arena == nil && supervisor.replyRings == nil ? nil : StatusReport.Arena(
                 chunks: supervisor.arena?.count ?? 0, inUse: supervisor.arena?.inUse ?? 0, spilled: supervisor.arena?.stored ?? 0,
-                inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: supervisor.replyRings?.taken ?? 0))
+                inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: supervisor.replyRings?.taken ?? 0),
+            workerUser: configuration.workerUser.map { "\($0)" })
     }
 }

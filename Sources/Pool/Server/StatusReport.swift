@@ -63,10 +63,13 @@ public struct StatusReport: Sendable {
     /// One entry per worker slot, in slot order, retiring ones included.
     public var workers: [Worker]
     public var arena: Arena?
+    /// `--user`: who the workers run as (`name (uid N, gid N)`); `nil`: the master's user.
+    public var workerUser: String? = nil
 
     /// A human-readable table.
     public func table() -> String {
-        var out = "master pid \(pid), up \(formatSeconds(uptime)), protocol \(wireProtocol), reply \(replyMode), dispatch \(dispatch)\n"
+        var out = "master pid \(pid), up \(formatSeconds(uptime)), protocol \(wireProtocol), reply \(replyMode), dispatch \(dispatch)"
+        out += workerUser.map { ", workers run as \($0)\n" } ?? "\n"
         out += "connections: \(acceptedConnections) accepted, \(activeConnections) active; held requests: \(heldRequests)"
         out += rollingRestart ? "; rolling restart in progress\n" : "\n"
         out += "responses: " + responses.map { "\($0.status) \($0.count)" }.joined(separator: ", ") + "\n"
@@ -95,7 +98,7 @@ public struct StatusReport: Sendable {
         func q(_ s: String) -> String { LineLogHandler.jsonString(s) }
         func opt<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "null" }
         var out = "{\"pid\":\(pid),\"uptime_seconds\":\(uptime),\"protocol\":\(q(wireProtocol)),\"reply\":\(q(replyMode)),"
-        out += "\"dispatch\":\(q(dispatch)),\"accepted_connections\":\(acceptedConnections),"
+        out += "\"dispatch\":\(q(dispatch)),\"worker_user\":\(workerUser.map(q) ?? "null"),\"accepted_connections\":\(acceptedConnections),"
         out += "\"active_connections\":\(activeConnections),\"held_requests\":\(heldRequests),"
         out += "\"rolling_restart\":\(rollingRestart),\"responses\":{"
         out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},"
