@@ -241,6 +241,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds a job may run before its worker is killed and replaced (default: no limit).")
     var jobTimeout: Double?
 
+    @Option(name: .long, help: "Seconds after which a running job is logged once as slow, its worker left alone (default: off).")
+    var slowJob: Double?
+
     @Option(name: .long, help: "Jobs a worker handles before it is replaced (default: no limit).")
     var maxJobs: Int?
 
@@ -294,6 +297,7 @@ struct Serve: ParsableCommand {
         configuration.listenBacklog = listenBacklog
         configuration.maxBacklog = maxBacklog
         configuration.jobTimeout = jobTimeout
+        configuration.slowJob = slowJob
         configuration.batchTime = batchTime
         configuration.busyPoll = busyPoll
         configuration.spillBytes = spillBytes

@@ -96,6 +96,9 @@ import Testing
             ("--busy-poll", { $0.busyPoll = .nan }),
             ("--max-jobs-jitter", { $0.maxJobsJitter = -1 }),
             ("--max-jobs-jitter", { $0.maxJobs = .max; $0.maxJobsJitter = 1 }),
+            ("--slow-job", { $0.slowJob = 0 }),
+            ("--slow-job", { $0.slowJob = .nan }),
+            ("--slow-job", { $0.slowJob = 1e9 }),
         ]
         for (flag, change) in cases {
             let refusal = Self.refusal(change)

@@ -581,6 +581,27 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// `--slow-job 0.2`: a job sleeping 1.2 s is logged once as slow (not at every 0.1 s scan),
+    /// naming its worker, and its worker is left alone to answer it; a quick job is not logged.
+    @Test func slowJobsAreLoggedOnceAndLeftToFinish() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "1", "--slow-job", "0.2"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let worker = try #require(waitForWorkers(server, 1)?.first)
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("quick".bytes).body == "quick".bytes)
+        let slow = try client.request("sleep:1200".bytes)
+        #expect(slow.isOK, "\(slow)")
+        let lines = server.logLines(containing: "slow job")
+        #expect(lines.count == 1 && lines.first.map { F.line($0, has: "pid", "\(worker)") && $0.contains(" warning ") } == true,
+                "\(server.log.suffix(3000))")
+        let seconds = lines.first.flatMap { line in line.range(of: "seconds=").flatMap { Double(line[$0.upperBound...].prefix { !$0.isWhitespace }) } }
+        #expect(seconds.map { $0 >= 0.2 && $0 < 1.2 } == true, "\(lines)")
+        #expect(processIsAlive(worker) && server.logLines(containing: "worker died").isEmpty)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// A job's reply still held in its worker's batch when a later job of the same message times
     /// out is answered with that reply, not "worker died": the batch is built in shared memory,
     /// where the master finds it after reaping the worker. "fast" and "hang" travel in one queue

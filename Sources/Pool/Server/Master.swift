@@ -301,7 +301,7 @@ final class Master {
     /// one set (a later one waits for the firing), so at most once per deadline, not per turn.
     func armScanTimer() {
         var deadline = connections.isEmpty ? Int64.max : nextIdleScan
-        if configuration.jobTimeout != nil { deadline = min(deadline, nextJobScan) }
+        if configuration.scansJobs { deadline = min(deadline, nextJobScan) }
         guard deadline != .max, scanTimerDeadline.map({ deadline < $0 }) ?? true else { return }
         do {
             try scanTimer.arm(at: deadline)
@@ -319,7 +319,10 @@ final class Master {
             restartWorkers = false
             supervisor.restartAll()
         }
-        if configuration.jobTimeout != nil, now >= nextJobScan { nextJobScan = now + Self.jobScanInterval }
+        if configuration.scansJobs, now >= nextJobScan {
+            nextJobScan = now + Self.jobScanInterval
+            supervisor.reportSlowJobs(now: now)
+        }
         if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval

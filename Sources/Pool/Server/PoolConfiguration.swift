@@ -125,6 +125,11 @@ public struct PoolConfiguration: Sendable {
     public static let mostConnections = 1_000_000
     /// Seconds a job may run before its worker is killed and replaced (`nil` = no limit).
     public var jobTimeout: Double? = nil
+    /// Seconds after which a running job is logged once as slow (`--slow-job`, like PHP-FPM's
+    /// `request_slowlog_timeout`); `nil` = never. Its worker is left alone.
+    public var slowJob: Double? = nil
+    /// Whether the master looks at running jobs' ages (for `--job-timeout` or `--slow-job`).
+    var scansJobs: Bool { jobTimeout != nil || slowJob != nil }
     /// Jobs a worker handles before it is replaced (`nil` = forever), plus up to this much jitter.
     public var maxJobs: Int? = nil
     /// Up to this many extra jobs, drawn at random for each worker process, so recycled workers do
@@ -197,7 +202,7 @@ extension PoolConfiguration {
         guard shutdownTimeout >= 0 else { throw ConfigurationError("--shutdown-timeout must be 0 or more") }
         guard idleTimeout > 0 else { throw ConfigurationError("--idle-timeout must be positive") }
         // Deadlines are nanoseconds in an Int64: about 292 years; 10⁸ s (3 years) is plenty.
-        for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--job-timeout", jobTimeout ?? 1)]
+        for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--job-timeout", jobTimeout ?? 1), ("--slow-job", slowJob ?? 1)]
         where !(seconds <= Self.longestTimeout) {
             throw ConfigurationError("\(flag) must be at most \(Int(Self.longestTimeout)) seconds")
         }
@@ -221,6 +226,7 @@ extension PoolConfiguration {
             throw ConfigurationError("--busy-poll must be within 0…\(Self.longestBusyPoll) seconds")
         }
         if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
+        if let slowJob, !(slowJob > 0) { throw ConfigurationError("--slow-job must be positive") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }
         guard maxJobsJitter >= 0 else { throw ConfigurationError("--max-jobs-jitter must be 0 or more") }
         // Each worker's limit is --max-jobs plus a draw up to the jitter, computed in the master.

@@ -21,6 +21,8 @@ struct WorkerSlot {
     /// Job timeout: when SIGTERM was sent, and the job it was sent for.
     var terminatedAt: Int64?
     var timedOutJob: UInt64?
+    /// `--slow-job`: the running job last logged as slow (one line per job).
+    var slowReportedJob: UInt64?
     /// Scaling down: no new work; a quit is queued; the slot and its queue go when the worker exits.
     var retiring = false
     /// Retired and its queue removed; dropped from the end of the slot list.
@@ -670,6 +672,26 @@ final class Supervisor {
     }
 
     /// Enforces `--job-timeout`: SIGTERM a worker whose job is too old, SIGKILL it after a grace.
+    /// `--slow-job`: logs each job running longer, once, with its worker and age; the worker is
+    /// left alone (`--job-timeout` is the limit that acts).
+    func reportSlowJobs(now: Int64) {
+        guard let threshold = configuration.slowJob else { return }
+        let limit = Int64(threshold * 1e9)
+        for index in slots.indices {
+            guard let pid = slots[index].pid, scoreboard.state(index) == .busy else { continue }
+            // As for the timeout: the start is this job's only if the same job still runs after.
+            let job = scoreboard.job(index)
+            let started = scoreboard.jobStartedNanoseconds(index)
+            guard scoreboard.job(index) == job, scoreboard.state(index) == .busy,
+                  now - started >= limit, slots[index].slowReportedJob != job else { continue }
+            slots[index].slowReportedJob = job
+            logger.warning("slow job: running longer than --slow-job", metadata: [
+                "slot": "\(index)", "pid": "\(pid)", "job": "\(job)",
+                "seconds": "\(Double((now - started) / 1_000_000) / 1000)", "slow-job": "\(threshold)",
+            ])
+        }
+    }
+
     func enforceJobTimeout(now: Int64) {
         guard let timeout = configuration.jobTimeout else { return }
         let limit = Int64(timeout * 1e9)
