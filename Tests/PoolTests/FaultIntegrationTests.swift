@@ -598,6 +598,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let seconds = lines.first.flatMap { line in line.range(of: "seconds=").flatMap { Double(line[$0.upperBound...].prefix { !$0.isWhitespace }) } }
         #expect(seconds.map { $0 >= 0.2 && $0 < 1.2 } == true, "\(lines)")
         #expect(processIsAlive(worker) && server.logLines(containing: "worker died").isEmpty)
+        let status = try ControlClient.send("status json", controlSocket: server.socketPath + ".ctl")
+        #expect(status.contains("\"slow_jobs\":1,"), "\(status)")
+        let metrics = try ControlClient.send("status prometheus", controlSocket: server.socketPath + ".ctl")
+        #expect(metrics.contains("\npool_slow_jobs_total 1\n"), "\(metrics)")
         client.close()
         F.expectCleanExit(server, footprint)
     }

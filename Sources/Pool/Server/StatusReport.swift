@@ -65,12 +65,14 @@ public struct StatusReport: Sendable {
     public var arena: Arena?
     /// `--user`: who the workers run as (`name (uid N, gid N)`); `nil`: the master's user.
     public var workerUser: String? = nil
+    /// Jobs logged as slow (`--slow-job`) since the start.
+    public var slowJobs: Int = 0
 
     /// A human-readable table.
     public func table() -> String {
         var out = "master pid \(pid), up \(formatSeconds(uptime)), protocol \(wireProtocol), reply \(replyMode), dispatch \(dispatch)"
         out += workerUser.map { ", workers run as \($0)\n" } ?? "\n"
-        out += "connections: \(acceptedConnections) accepted, \(activeConnections) active; held requests: \(heldRequests)"
+        out += "connections: \(acceptedConnections) accepted, \(activeConnections) active; held requests: \(heldRequests); slow jobs: \(slowJobs)"
         out += rollingRestart ? "; rolling restart in progress\n" : "\n"
         out += "responses: " + responses.map { "\($0.status) \($0.count)" }.joined(separator: ", ") + "\n"
         if let arena {
@@ -99,7 +101,7 @@ public struct StatusReport: Sendable {
         func opt<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "null" }
         var out = "{\"pid\":\(pid),\"uptime_seconds\":\(uptime),\"protocol\":\(q(wireProtocol)),\"reply\":\(q(replyMode)),"
         out += "\"dispatch\":\(q(dispatch)),\"worker_user\":\(workerUser.map(q) ?? "null"),\"accepted_connections\":\(acceptedConnections),"
-        out += "\"active_connections\":\(activeConnections),\"held_requests\":\(heldRequests),"
+        out += "\"active_connections\":\(activeConnections),\"held_requests\":\(heldRequests),\"slow_jobs\":\(slowJobs),"
         out += "\"rolling_restart\":\(rollingRestart),\"responses\":{"
         out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},"
         if let arena {
@@ -127,6 +129,7 @@ public struct StatusReport: Sendable {
         metric("pool_connections_accepted_total", "counter", "Connections accepted.", [("", "\(acceptedConnections)")])
         metric("pool_connections_active", "gauge", "Connections open now.", [("", "\(activeConnections)")])
         metric("pool_requests_held", "gauge", "Requests held in the master while queues are full.", [("", "\(heldRequests)")])
+        metric("pool_slow_jobs_total", "counter", "Jobs that ran longer than --slow-job.", [("", "\(slowJobs)")])
         metric("pool_responses_total", "counter", "Responses written, by status.",
                responses.map { ("status=\"\($0.status)\"", "\($0.count)") })
         if let arena {

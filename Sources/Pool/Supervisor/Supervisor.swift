@@ -674,6 +674,9 @@ final class Supervisor {
     /// Enforces `--job-timeout`: SIGTERM a worker whose job is too old, SIGKILL it after a grace.
     /// `--slow-job`: logs each job running longer, once, with its worker and age; the worker is
     /// left alone (`--job-timeout` is the limit that acts).
+    /// Jobs logged as slow since the start (status: `slow_jobs`).
+    private(set) var slowJobs = 0
+
     func reportSlowJobs(now: Int64) {
         guard let threshold = configuration.slowJob else { return }
         let limit = Int64(threshold * 1e9)
@@ -685,6 +688,7 @@ final class Supervisor {
             guard scoreboard.job(index) == job, scoreboard.state(index) == .busy,
                   now - started >= limit, slots[index].slowReportedJob != job else { continue }
             slots[index].slowReportedJob = job
+            slowJobs += 1
             logger.warning("slow job: running longer than --slow-job", metadata: [
                 "slot": "\(index)", "pid": "\(pid)", "job": "\(job)",
                 "seconds": "\(Double((now - started) / 1_000_000) / 1000)", "slow-job": "\(threshold)",
