@@ -74,7 +74,11 @@ public final class PoolServer {
         }
 
         // Before any queue exists: a user the workers cannot become stops the start here.
-        if let user = configuration.workerUser, geteuid() == 0 { try ChildProcess.checkCanBecome(user) }
+        if let user = configuration.workerUser, geteuid() == 0 {
+            do { try ChildProcess.checkCanBecome(uid: user.uid, gid: user.gid) } catch {
+                throw ConfigurationError("--user: a worker cannot become \(user): \(error)")
+            }
+        }
         let supervisor = try Supervisor(
             configuration: configuration, limits: limits, makeHandler: makeHandler,
             logger: logger, workerLogger: workerLogger, keepDescriptors: [])

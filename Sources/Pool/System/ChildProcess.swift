@@ -104,28 +104,34 @@ public enum ChildProcess {
         _ = Glibc.kill(pid, signo)
     }
 
-    /// Becomes `user`: its group alone as the supplementary groups, then its gid, then its uid
-    /// (in that order: once the uid is dropped the others may no longer be changed). For a worker
-    /// of a root master; clears the parent-death signal (see `renewParentDeathSignal`).
+    /// Becomes user `uid` with group `gid` alone: the supplementary groups, then the gid, then the
+    /// uid (in that order: once the uid is dropped the others may no longer be changed). For a
+    /// worker of a root master; clears the parent-death signal (see `renewParentDeathSignal`).
     ///
     /// The corresponding C functions are `setgroups`, `setgid` and `setuid`.
-    public static func become(_ user: WorkerUser) throws {
-        var groups = [user.gid]
+    public static func become(uid: uid_t, gid: gid_t) throws {
+        var groups = [gid]
         _ = try valueOrErrno("setgroups") { setgroups(1, &groups) }.get()
-        _ = try valueOrErrno("setgid") { setgid(user.gid) }.get()
-        _ = try valueOrErrno("setuid") { setuid(user.uid) }.get()
+        _ = try valueOrErrno("setgid") { setgid(gid) }.get()
+        _ = try valueOrErrno("setuid") { setuid(uid) }.get()
     }
 
-    /// Whether a child of this process can `become(user)`: a probe child tries it and exits. A
+    /// A probe child that neither succeeded nor named the call that failed.
+    public struct ProbeFailure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Whether a child of this process can `become(uid:gid:)`: a probe child tries it and exits. A
     /// master checks this before it starts (a user namespace without that uid or gid mapped, a
-    /// `setgroups` denied): every worker would otherwise fail the same way, for ever.
+    /// `setgroups` denied): every worker would otherwise fail the same way, for ever. Throws the
+    /// failed call's `SystemError`, or `ProbeFailure`.
     ///
     /// The corresponding C functions are `fork`, `setgroups`, `setgid`, `setuid` and `waitpid`.
-    public static func checkCanBecome(_ user: WorkerUser) throws {
+    public static func checkCanBecome(uid: uid_t, gid: gid_t) throws {
         let calls = ["setgroups", "setgid", "setuid"]
         guard let pid = try fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
             // The exit status carries which call failed and its errno: 64 × (call + 1) + errno.
-            do { try become(user) } catch let error as SystemError {
+            do { try become(uid: uid, gid: gid) } catch let error as SystemError {
                 let call = calls.firstIndex(of: error.call) ?? 0
                 exitImmediately(Int32(64 * (call + 1)) + min(error.errno.rawValue, 63))
             } catch {
@@ -139,18 +145,16 @@ public enum ChildProcess {
             switch reap(pid) {
             case .success(nil) where monotonicNanoseconds() < deadline:
                 usleep(1000)
-                continue
             case .success(nil):
                 signal(pid, SIGKILL)
                 _ = try? valueOrErrno("waitpid") { waitpid(pid, nil, 0) }.get()
-                throw ConfigurationError("--user \(user.name): the probe worker did not finish in 10 s")
+                throw ProbeFailure(description: "the probe did not finish in 10 s")
             case .success(.exited(0)):
                 return
             case .success(.exited(let code)) where code >= 64 && code < 255:
-                let error = SystemError(calls[Int(code / 64) - 1], Errno(rawValue: code % 64))
-                throw ConfigurationError("--user: a worker cannot become \(user): \(error)")
+                throw SystemError(calls[Int(code / 64) - 1], Errno(rawValue: code % 64))
             case .success(let status?):
-                throw ConfigurationError("--user: a worker could not become \(user) (probe: \(status))")
+                throw ProbeFailure(description: "the probe ended with \(status)")
             case .failure(let error):
                 throw error
             }
