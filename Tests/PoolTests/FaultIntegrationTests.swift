@@ -423,11 +423,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let footprint = F.Footprint(server)
         defer { footprint.removeLeftovers(); server.stop() }
         let workers = try #require(waitForWorkers(server, 2))
-        func ids(_ pid: pid_t, _ field: String) -> [String] {
-            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-            return status.split(separator: "\n").first { $0.hasPrefix(field + ":") }?
-                .dropFirst(field.count + 1).split(whereSeparator: \.isWhitespace).map(String.init) ?? []
-        }
+        func ids(_ pid: pid_t, _ field: String) -> [String] { procStatusField(field, of: pid) }
         for pid in workers {
             // A worker listed as soon as it was forked may not have switched yet.
             #expect(waitUntil(timeout: 20) { ids(pid, "Uid") == Array(repeating: "\(nobody.pw_uid)", count: 4) },

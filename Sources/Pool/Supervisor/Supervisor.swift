@@ -671,21 +671,27 @@ final class Supervisor {
         return next
     }
 
-    /// Enforces `--job-timeout`: SIGTERM a worker whose job is too old, SIGKILL it after a grace.
-    /// `--slow-job`: logs each job running longer, once, with its worker and age; the worker is
-    /// left alone (`--job-timeout` is the limit that acts).
+    /// The job slot `index`'s worker is running and when it started, if it is busy. The worker
+    /// may end this job and begin another between these loads: the start is that job's only if
+    /// the same job is still running after it was read.
+    private func runningJob(_ index: Int) -> (job: UInt64, started: Int64)? {
+        guard scoreboard.state(index) == .busy else { return nil }
+        let job = scoreboard.job(index)
+        let started = scoreboard.jobStartedNanoseconds(index)
+        guard scoreboard.job(index) == job, scoreboard.state(index) == .busy else { return nil }
+        return (job, started)
+    }
+
     /// Jobs logged as slow since the start (status: `slow_jobs`).
     private(set) var slowJobs = 0
 
+    /// `--slow-job`: logs each job running longer, once, with its worker and age; the worker is
+    /// left alone (`--job-timeout` is the limit that acts).
     func reportSlowJobs(now: Int64) {
         guard let threshold = configuration.slowJob else { return }
         let limit = Int64(threshold * 1e9)
         for index in slots.indices {
-            guard let pid = slots[index].pid, scoreboard.state(index) == .busy else { continue }
-            // As for the timeout: the start is this job's only if the same job still runs after.
-            let job = scoreboard.job(index)
-            let started = scoreboard.jobStartedNanoseconds(index)
-            guard scoreboard.job(index) == job, scoreboard.state(index) == .busy,
+            guard let pid = slots[index].pid, let (job, started) = runningJob(index),
                   now - started >= limit, slots[index].slowReportedJob != job else { continue }
             slots[index].slowReportedJob = job
             slowJobs += 1
@@ -696,6 +702,7 @@ final class Supervisor {
         }
     }
 
+    /// Enforces `--job-timeout`: SIGTERM a worker whose job is too old, SIGKILL it after a grace.
     func enforceJobTimeout(now: Int64) {
         guard let timeout = configuration.jobTimeout else { return }
         let limit = Int64(timeout * 1e9)
@@ -705,20 +712,13 @@ final class Supervisor {
                 if now - termAt >= Self.termGrace { ChildProcess.signal(pid, SIGKILL) }
                 continue
             }
-            guard scoreboard.state(index) == .busy else { continue }
-            // The worker may end this job and begin another between these loads: the start is
-            // that job's only if the same job is still running after it was read.
-            let job = scoreboard.job(index)
-            let started = scoreboard.jobStartedNanoseconds(index)
-            guard scoreboard.job(index) == job, scoreboard.state(index) == .busy else { continue }
-            if now - started >= limit {
-                logger.warning("job exceeded --job-timeout; terminating its worker", metadata: [
-                    "slot": "\(index)", "pid": "\(pid)", "job": "\(job)", "timeout": "\(timeout)",
-                ])
-                slots[index].timedOutJob = job
-                slots[index].terminatedAt = now
-                ChildProcess.signal(pid, SIGTERM)
-            }
+            guard let (job, started) = runningJob(index), now - started >= limit else { continue }
+            logger.warning("job exceeded --job-timeout; terminating its worker", metadata: [
+                "slot": "\(index)", "pid": "\(pid)", "job": "\(job)", "timeout": "\(timeout)",
+            ])
+            slots[index].timedOutJob = job
+            slots[index].terminatedAt = now
+            ChildProcess.signal(pid, SIGTERM)
         }
     }
 

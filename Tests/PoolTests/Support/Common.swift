@@ -20,12 +20,17 @@ func procStatFields(_ pid: pid_t) -> [Substring]? {
 /// The state letter of /proc/PID/stat ("R", "S", "T", "Z", ...), nil if the pid is gone.
 func processState(_ pid: pid_t) -> Character? { procStatFields(pid)?.first?.first }
 
+/// The words of line `field` ("Uid", "SigBlk", …) of /proc/PID/status; empty if the pid is gone.
+func procStatusField(_ field: String, of pid: pid_t) -> [String] {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }) else { return [] }
+    return line.dropFirst(field.count + 1).split(whereSeparator: \.isWhitespace).map(String.init)
+}
+
 /// Whether `signo` is in the signal set `field` ("SigBlk", "SigIgn", "SigCgt", "SigPnd",
 /// "ShdPnd") of /proc/PID/status; false if the pid is gone.
 func signalSet(_ field: String, of pid: pid_t, contains signo: Int32) -> Bool {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
-          let mask = UInt64(line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+    guard let word = procStatusField(field, of: pid).first, let mask = UInt64(word, radix: 16) else { return false }
     return mask & (1 << UInt64(signo - 1)) != 0
 }
 
