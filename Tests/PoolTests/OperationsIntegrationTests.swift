@@ -454,6 +454,36 @@ private typealias S = OperationsSupport
         #expect(!read(rotated).contains("shutdown complete"))
     }
 
+    /// A rotation while a worker starts, before its SIGUSR1 handler is in (until then the signal is
+    /// ignored, so the master's forwarded one is lost): the worker opens the log file again as it
+    /// installs the handler, so its lines go to the new file. (They went on to the renamed one.)
+    @Test func aWorkerStartingDuringARotationWritesToTheNewFile() throws {
+        let logDirectory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
+        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
+        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        let server = try TestServer(["--workers", "1", "--handler", "log", "--log-file", logPath], waitForStart: false,
+                                    environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "4000"))
+        defer { server.stop() }
+        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
+        guard server.process.isRunning, let worker = S.waitForWorkerCount(server, 1)?.first else {
+            Issue.record("pool-server did not start:\n\(server.log)\n\(read(logPath))")
+            return
+        }
+        try #require(!signalSet("SigCgt", of: worker, contains: SIGUSR1), "the worker was past its start window")
+        #expect(rename(logPath, rotated) == 0)
+        server.signal(SIGUSR1)
+        #expect(waitUntil(timeout: 20) { read(logPath).contains("log file reopened") }, "no new pool.log from the master")
+        // The master forwarded the signal before saying so: it reached the worker in its window.
+        try #require(!signalSet("SigCgt", of: worker, contains: SIGUSR1), "the worker was past its start window")
+
+        #expect(try Self.text(PoolClient.oneshot(socketPath: server.socketPath, message: Array("started-late".utf8))) == "ok")
+        #expect(waitUntil(timeout: 30) { recvLines(in: read(logPath)).contains { $0.message == "started-late" } },
+                "the worker did not write to the new pool.log:\nnew:\n\(read(logPath))\nold:\n\(read(rotated))")
+        #expect(!read(rotated).contains("started-late"), "the worker wrote to the renamed file:\n\(read(rotated))")
+        S.expectCleanExit(server, extraLog: { read(logPath) + "\n" + read(rotated) })
+    }
+
     /// SIGUSR1 (logrotate) while workers are being forked (here: recycled after every job). The
     /// master forwards SIGUSR1 to every worker; one forked a moment ago must not die of it.
     @Test func sigusr1NeverKillsAFreshlyForkedWorker() throws {

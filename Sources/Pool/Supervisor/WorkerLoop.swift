@@ -66,6 +66,13 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
                                metadata: ["wanted": "\(scheduling.rawValue)", "error": "\(error)"])
         }
     }
+    #if DEBUG
+    // Debug builds only: widens the window between the fork and the SIGTERM and SIGUSR1
+    // handlers, so a test can signal a worker inside it (`POOL_DEBUG_WORKER_START_DELAY_MS`).
+    if let delay = getenv("POOL_DEBUG_WORKER_START_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) {
+        usleep(delay * 1000)
+    }
+    #endif
     // Its first reopen of the log file runs as the master's user; later ones need the file
     // writable by the worker's (README: --user).
     LogFile.enableReopenOnSignal()
@@ -81,13 +88,6 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
             ChildProcess.exitImmediately(WorkerExit.setupFailure)
         }
     }
-    #if DEBUG
-    // Debug builds only: widens the window between the fork and the SIGTERM handler, so a test
-    // can signal a worker inside it (`POOL_DEBUG_WORKER_START_DELAY_MS`).
-    if let delay = getenv("POOL_DEBUG_WORKER_START_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) {
-        usleep(delay * 1000)
-    }
-    #endif
     // SIGTERM asks for a graceful exit: finish the job in hand, then leave (jobs of the message
     // not yet started are run elsewhere by the master). That is how the master retires one
     // particular worker when several share a queue (a quit message would go to whichever worker
