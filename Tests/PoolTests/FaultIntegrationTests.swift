@@ -1039,6 +1039,23 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectNothingLeft(footprint, log: read())
     }
 
+    /// LISTEN_PID naming the server with a LISTEN_FDS no process could have (a broken unit, a
+    /// stray environment): not socket activation. The server binds its own socket and serves;
+    /// the descriptor numbers from 3 on used to overflow Int32 and trap at start.
+    @Test func aBogusListenFDsCountIsNotSocketActivation() throws {
+        let server = try F.ShellServer(prelude: "export LISTEN_PID=$$ LISTEN_FDS=2147483647", F.framedEcho + ["--workers", "1"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        #expect(!server.log.contains("socket activation"), "\(server.log)")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("bound itself".bytes).body == "bound itself".bytes)
+        client.close()
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        F.expectNothingLeft(footprint, log: server.log)
+    }
+
     /// The master's stderr is a pipe whose reader has stopped reading (a wedged journald or
     /// `| tee`), full before the server starts. The master must serve anyway, dropping its lines;
     /// once the reader drains the pipe, the next line says how many were dropped. (Its blocking
