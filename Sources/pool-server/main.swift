@@ -262,6 +262,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "State file recording pid and queues, for clean-up after a crash (default: <socket>.state).")
     var stateFile: String?
 
+    @Option(name: .long, help: "Write the master's pid to this file once it serves; removed at exit (default: none).")
+    var pidFile: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -306,6 +309,7 @@ struct Serve: ParsableCommand {
         configuration.maxJobs = maxJobs
         configuration.maxJobsJitter = maxJobsJitter
         configuration.stateFile = stateFile
+        configuration.pidFile = pidFile
         if let socketGroup {
             do { configuration.socketGroup = try lookUpGroup(socketGroup, flag: "--socket-group") } catch {
                 throw ValidationError("\(error)")

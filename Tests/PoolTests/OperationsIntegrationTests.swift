@@ -617,6 +617,49 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
+    // MARK: - 7b. --pid-file
+
+    /// `--pid-file`: the master's pid, once it serves, for scripts (`kill -USR1 $(cat …)`); gone
+    /// after a clean stop. One that another master has written its pid into since is left alone.
+    @Test func pidFileNamesTheMasterWhileItServes() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let pidFile = directory + "/pool.pid"
+        func read() -> String? { try? String(contentsOfFile: pidFile, encoding: .utf8) }
+        let server = try TestServer(["--workers", "1", "--pid-file", pidFile] + Self.framedEcho)
+        defer { server.stop() }
+        #expect(read() == "\(server.pid)\n")
+        #expect(FileManager.default.fileExists(atPath: pidFile + ".tmp.\(server.pid)") == false)
+        S.expectCleanExit(server)
+        #expect(read() == nil, "the pid file outlived the master")
+
+        let second = try TestServer(["--workers", "1", "--pid-file", pidFile] + Self.framedEcho)
+        defer { second.stop() }
+        #expect(read() == "\(second.pid)\n")
+        // Another master took the file over: not ours to remove.
+        #expect(FileManager.default.createFile(atPath: pidFile, contents: Data("1\n".utf8)))
+        S.expectCleanExit(second)
+        #expect(read() == "1\n", "a pid file naming another process was removed")
+    }
+
+    /// A pid file that cannot be written stops the start with exit 2, naming the flag, after the
+    /// queues, workers and sockets were made: none of them stays.
+    @Test func unwritablePidFileStopsTheStartLeavingNothing() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/pool.sock"
+        let result = try S.poolServer(["--socket", socket, "--workers", "2", "--pid-file", directory + "/missing-dir/pool.pid"], timeout: 30)
+        #expect(!result.timedOut && result.status == 2, "status \(result.status): \(result.stderr)")
+        #expect(result.stderr.contains("cannot start: --pid-file") && result.stderr.contains("No such file"), "\(result.stderr)")
+        let queues = spawnedQueueIDs(inLog: result.stderr), workers = spawnedWorkerPIDs(inLog: result.stderr)
+        #expect(queues.count == 2 && workers.count == 2, "\(result.stderr)")
+        #expect(existingQueueIDs().isDisjoint(with: queues), "queues left: \(existingQueueIDs().intersection(queues))")
+        #expect(waitUntil(timeout: 10) { workers.allSatisfy { !processIsAlive($0) } }, "a worker outlived the failed start")
+        for path in [socket, socket + ".ctl", socket + ".state"] { #expect(!fileExists(path), "\(path) left behind") }
+        let empty = try S.poolServer(["--socket", socket, "--pid-file", ""], timeout: 30)
+        #expect(empty.status == 2 && empty.stderr.contains("--pid-file must not be empty"), "\(empty.stderr)")
+    }
+
     // MARK: - 8. stop
 
     @Test func stopCommandReturnsAfterTheMasterExitedLeavingNothing() throws {

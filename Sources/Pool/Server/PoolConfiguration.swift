@@ -142,6 +142,8 @@ public struct PoolConfiguration: Sendable {
     public var workerUser: WorkerUser? = nil
     /// Where the master records its pid and queue ids; `nil` = `<socket>.state`.
     public var stateFile: String? = nil
+    /// `--pid-file`: where the master writes its pid once it serves; `nil` = nowhere.
+    public var pidFile: String? = nil
 
     /// The operator's control socket: `<socket>.ctl`.
     public var controlSocketPath: String { socketPath + ".ctl" }
@@ -195,6 +197,9 @@ extension PoolConfiguration {
             throw ConfigurationError("--user/--group need a master running as root (it runs as uid \(geteuid()))")
         }
         guard !socketPath.isEmpty else { throw ConfigurationError("--socket must not be empty") }
+        for (flag, path) in [("--state-file", stateFile), ("--pid-file", pidFile)] where path?.isEmpty == true {
+            throw ConfigurationError("\(flag) must not be empty")
+        }
         guard controlSocketPath.utf8.count <= unixSocketPathMax else {
             throw ConfigurationError("--socket path is \(socketPath.utf8.count) bytes; a Unix socket path holds at most \(unixSocketPathMax) bytes (sun_path), and the control socket <socket>.ctl needs 4 more. Use a shorter or relative path")
         }

@@ -84,12 +84,14 @@ public final class PoolServer {
             logger: logger, workerLogger: workerLogger, keepDescriptors: [])
         var listener: Listener? = nil
         var control: Listener? = nil
+        var pidFile: PIDFile? = nil
         /// Undoes a failed start: nothing of it may outlive the process (queues above all).
         func abandon(_ error: Error) -> Error {
             for open in [listener, control].compactMap({ $0 }) {
                 open.socket.close()
                 open.unlinkIfOurs()
             }
+            pidFile?.removeIfOurs()
             supervisor.killAndReapAll()
             supervisor.removeQueues()
             return error
@@ -110,6 +112,7 @@ public final class PoolServer {
             // at the same moment on the same socket may have recorded itself since; it fails to
             // bind and removes only a record of its own (`removeQueues`).
             try supervisor.writeState()
+            pidFile = try configuration.pidFile.map(PIDFile.write(to:))
             master = try Master(configuration: configuration, maxMessage: maxMessage, limits: limits, logger: logger,
                                 supervisor: supervisor, listener: listener!, control: control, wake: wake, notifier: notifier)
         } catch {
@@ -128,6 +131,8 @@ public final class PoolServer {
         ])
         notifier.notify("READY=1\nMAINPID=\(getpid())")
         master.notifyStatus()
-        return master.run()
+        let status = master.run()
+        pidFile?.removeIfOurs()
+        return status
     }
 }

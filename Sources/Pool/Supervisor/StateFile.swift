@@ -1,5 +1,4 @@
 import Glibc
-import SystemPackage
 
 /// What a running master records beside its socket so that, if it is SIGKILLed, the next start
 /// (or `pool-server cleanup`) can remove the queues it left: System V queues outlive processes.
@@ -74,32 +73,9 @@ public struct PoolState: Equatable, Sendable {
         return PoolState(pid: pid, startTime: startTime, uid: uid, socketPath: socket, queues: queues)
     }
 
-    /// Writes atomically: a temporary file in the same directory, renamed over the target. No
-    /// fsync: the master calls this from its event loop (scaling, a recreated queue), which must
-    /// not wait on the disk, and what the file records — System V queues — does not outlive a
-    /// reboot either; the rename alone keeps a reader from ever seeing half a file.
+    /// Writes the file atomically (`writeFileAtomically`), readable by its owner only.
     public func write(to path: String) throws {
-        let temporary = "\(path).tmp.\(getpid())"
-        let fd = try valueOrErrno("open(\(temporary))") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }.get()
-        // writeAll goes on after a short write and retries EINTR; a full disk throws ENOSPC.
-        var failure: SystemError? = nil
-        do {
-            _ = try FileDescriptor(rawValue: fd).writeAll(Array(encoded().utf8))
-        } catch let error as Errno {
-            failure = SystemError("write(\(temporary))", error)
-        } catch {
-            failure = SystemError("write(\(temporary))", .ioError)
-        }
-        Glibc.close(fd)
-        if let failure {
-            unlink(temporary)
-            throw failure
-        }
-        guard rename(temporary, path) == 0 else {
-            let error = SystemError("rename(\(path))", .current)
-            unlink(temporary)
-            throw error
-        }
+        try writeFileAtomically(encoded(), to: path, mode: 0o600)
     }
 
     /// Reads and decodes the state file at `path`; `nil` if it is missing, unreadable or malformed.

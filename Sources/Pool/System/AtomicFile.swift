@@ -1,0 +1,39 @@
+import Glibc
+import SystemPackage
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory, renamed over the
+/// target, so a reader never sees half a file (the state file, the pid file). The temporary is
+/// created new (`O_EXCL | O_NOFOLLOW`): in a directory others can write (/tmp, /run/…) a symlink
+/// planted at its name would otherwise let a root master truncate the file it points to; a
+/// rename replaces a symlink at `path` itself rather than following it. `mode` passes through
+/// the umask. No fsync: the master calls this from its event loop (scaling, a recreated queue),
+/// which must not wait on the disk, and what these files record does not outlive a reboot.
+///
+/// The corresponding C functions are `open`, `write` and `rename`.
+func writeFileAtomically(_ text: String, to path: String, mode: mode_t) throws {
+    let temporary = "\(path).tmp.\(getpid())"
+    // Ours from an earlier master with this pid, or planted: either way not to be written through.
+    unlink(temporary)
+    let fd = try valueOrErrno("open(\(temporary))") {
+        open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+    }.get()
+    // writeAll goes on after a short write and retries EINTR; a full disk throws ENOSPC.
+    var failure: SystemError? = nil
+    do {
+        _ = try FileDescriptor(rawValue: fd).writeAll(Array(text.utf8))
+    } catch let error as Errno {
+        failure = SystemError("write(\(temporary))", error)
+    } catch {
+        failure = SystemError("write(\(temporary))", .ioError)
+    }
+    Glibc.close(fd)
+    if let failure {
+        unlink(temporary)
+        throw failure
+    }
+    guard rename(temporary, path) == 0 else {
+        let error = SystemError("rename(\(path))", .current)
+        unlink(temporary)
+        throw error
+    }
+}
