@@ -746,6 +746,22 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(!processIsRunning(0x3FFF_FFF0))
     }
 
+    /// The state and pid files' writer never writes through a symlink planted at its temporary
+    /// name (in a shared directory, a root master would truncate the file it points to), and
+    /// replaces the target whole.
+    @Test func atomicWriteDoesNotFollowAPlantedSymlink() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/pool.pid", victim = directory + "/victim"
+        #expect(FileManager.default.createFile(atPath: victim, contents: Data("precious\n".utf8)))
+        #expect(symlink(victim, "\(path).tmp.\(getpid())") == 0)
+        #expect(FileManager.default.createFile(atPath: path, contents: Data("old, and longer than the new text\n".utf8)))
+        try writeFileAtomically("42\n", to: path, mode: 0o644)
+        #expect((try? String(contentsOfFile: victim, encoding: .utf8)) == "precious\n")
+        #expect((try? String(contentsOfFile: path, encoding: .utf8)) == "42\n")
+        #expect(!fileExists("\(path).tmp.\(getpid())"))
+    }
+
     // MARK: Signals
 
     @Test func countingSignalHandlerCountsAndRingsTheWakeFD() throws {
