@@ -90,6 +90,77 @@ extension OneshotShutdownSuites {
             S.expectNothingLeft(socketPath: server.socketPath, queueIDs: [queueID], masterPID: server.pid, workers: [worker])
         }
 
+        /// Held for queue room when the stop begins, then the only worker dies with its queue
+        /// drained. The master, frozen (SIGSTOP) meanwhile, sends the held messages into the dead
+        /// worker's queue before it reaps it: the reap must see them there and start a worker for
+        /// them (they were acknowledged on queueing), which then gets its quit behind them.
+        @Test func heldMessagesOfAStopWhoseOnlyWorkerDiedAreRun() throws {
+            let server = try TestServer(["--workers", "1", "--handler", "log", "--queue-bytes", "16384", "--shutdown-timeout", "60"])
+            defer { server.stop() }
+            #expect(waitUntil { server.workerPIDs.count == 1 })
+            let worker = try #require(server.workerPIDs.first)
+            let queue = MessageQueue(id: try #require(server.queueIDs.first))
+            var frozen: Set<pid_t> = []
+            defer { for pid in frozen { kill(pid, SIGCONT) } }
+            func freeze(_ pid: pid_t) {
+                kill(pid, SIGSTOP)
+                frozen.insert(pid)
+                #expect(waitUntil { processState(pid) == "T" }, "\(pid) should be stopped")
+            }
+            func thaw(_ pid: pid_t) {
+                kill(pid, SIGCONT)
+                frozen.remove(pid)
+            }
+            freeze(worker)
+
+            // About 900 bytes each: the 16 KiB queue takes some, the master holds the rest.
+            let messages = (0..<40).map { "held-\($0)-" + String(repeating: "x", count: 900) }
+            let replies = Replies()
+            let path = server.socketPath
+            let senders = messages.map { message in
+                Thread { replies.add(message, (try? S.oneshot(path, message, timeout: 90)) ?? "no answer") }
+            }
+            senders.forEach { $0.start() }
+            #expect(waitUntil(timeout: 20) { (try? queue.status().bytes) ?? 0 > 12_000 && replies.count > 0 })
+            usleep(300_000)
+            try #require(replies.count < messages.count, "nothing was held: the queue took all \(replies.count)")
+
+            server.signal(SIGTERM)
+            #expect(waitUntil { server.log.contains("shutdown: stopped accepting") }, "\(server.log)")
+            freeze(server.pid)
+            let acknowledged = replies.count
+            thaw(worker)
+            // Every acknowledged job run, and the worker back in msgrcv on an empty queue: killed
+            // there it leaves nothing unstarted (that alone would have it replaced).
+            #expect(waitUntil(timeout: 20) {
+                (try? queue.status().messages) == 0 && recvLines(in: server.log).count == acknowledged
+            }, "the worker did not run the \(acknowledged) queued jobs")
+            usleep(200_000)
+            #expect(processState(worker) == "S")
+            kill(worker, SIGKILL)
+            #expect(waitUntil { processState(worker) == "Z" }, "the worker should be dead, not yet reaped")
+            thaw(server.pid)
+
+            S.expectExit(server, status: 0, timeout: 30)
+            #expect(waitUntil(timeout: 30) { replies.count == messages.count }, "\(replies.count) of \(messages.count) answered")
+            let answers = replies.all
+            #expect(messages.allSatisfy { answers[$0] == "ok" }, "\(Set(answers.values))")
+            let handled: [String] = recvLines(in: server.log).map { $0.message.split(separator: "-").prefix(2).joined(separator: "-") }
+            let expected = (0..<40).map { "held-\($0)" }
+            #expect(Set(handled).isSuperset(of: expected) && handled.count == expected.count,
+                    "handled \(handled.count) of \(expected.count)\n\(server.log.suffix(3000))")
+            #expect(!server.log.contains("not run"), "\(server.log.suffix(3000))")
+        }
+
+        /// Answers of concurrent clients, by message.
+        private final class Replies: @unchecked Sendable {
+            private let lock = NSLock()
+            private var replies: [String: String] = [:]
+            func add(_ message: String, _ reply: String) { lock.withLock { replies[message] = reply } }
+            var count: Int { lock.withLock { replies.count } }
+            var all: [String: String] { lock.withLock { replies } }
+        }
+
         /// A client keeps sending while SIGTERM arrives. Whatever was acknowledged `ok` is handled
         /// (logged exactly once), and nothing that was not acknowledged is handled.
         @Test func acknowledgedMessagesSurviveAStopRacingClients() throws {

@@ -834,6 +834,11 @@ final class Master {
             }
         case .queued(let target):
             messagesQueued &+= 1
+            // Only a stop leaves a slot workerless with nothing due (`ensureWorker`); the check
+            // is one load on this path.
+            if supervisor.slots[target].pid == nil, phase != .killing, supervisor.ensureWorker(target, now: turnStart) {
+                nextRespawn = min(nextRespawn ?? .max, turnStart)
+            }
             supervisor.noteMessageQueued(batch.entries.lazy.map(\.id))
             for entry in batch.entries {
                 if logsDebug {

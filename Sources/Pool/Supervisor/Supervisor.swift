@@ -297,6 +297,18 @@ final class Supervisor {
         }
     }
 
+    /// Jobs just went into slot `index`'s queue: if it has no worker and none is due, one is due
+    /// now. In a stop a worker that ended with nothing queued is not replaced; jobs held for queue
+    /// room and sent after that (every slot workerless, so one of them takes them) would
+    /// otherwise wait for a reader that never comes — answered 6 at the deadline, or, acknowledged,
+    /// removed unrun with the queue. Returns whether a respawn was scheduled.
+    func ensureWorker(_ index: Int, now: Int64) -> Bool {
+        guard slots.indices.contains(index), slots[index].pid == nil, slots[index].respawnAt == nil,
+              !slots[index].removed else { return false }
+        slots[index].respawnAt = now
+        return true
+    }
+
     /// Forgets pending respawns (the shutdown deadline passed).
     func cancelRespawns() {
         for index in slots.indices { slots[index].respawnAt = nil }
