@@ -924,6 +924,41 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectNothingLeft(footprint)
     }
 
+    /// Out of descriptors with no spare to free (at ENFILE another process takes the one freed;
+    /// here the debug build starts without it, `POOL_DEBUG_NO_SPARE_FD`): the waiting clients can
+    /// be neither accepted nor shed, so the master stops listening for 100 ms at a time instead
+    /// of waking for them every turn (it spun), and serves again once descriptors are free.
+    @Test func noSpareDescriptorAtTheLimitPausesTheListener() throws {
+        let server = try F.ShellServer(prelude: "export POOL_DEBUG_NO_SPARE_FD=1; ulimit -n 64",
+                                       F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        var connections: [F.Connection] = []
+        for _ in 0..<100 {
+            if let connection = try? F.Connection(path: server.socketPath, timeout: 20) { connections.append(connection) }
+        }
+        #expect(connections.count == 100)
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "none to spare").isEmpty }, "\(server.log.suffix(2000))")
+        let ticks = try #require(F.cpuTicksUsed(by: server.pid, during: 1.0))
+        #expect(ticks < 25, "the master used \(ticks) ticks of CPU in 1 s with clients it cannot accept (busy loop)")
+        #expect(server.logLines(containing: "none to spare").count < 5, "one line per pause")
+
+        for connection in connections { connection.close() }
+        var recovered = false
+        _ = waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 10),
+                  let response = try? client.request("recovered".bytes) else { return false }
+            recovered = response.isOK && response.body == "recovered".bytes
+            return recovered
+        }
+        #expect(recovered, "no client served after the descriptors were freed")
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        F.expectNothingLeft(footprint)
+    }
+
     /// At the descriptor limit, a connection waiting on the control socket (`<socket>.ctl`, what
     /// `pool-server status` uses) must be dealt with like one on the client socket: no busy loop,
     /// and not left hanging.

@@ -113,6 +113,11 @@ final class Master {
     let discardScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
     /// Kept open so that at EMFILE we can close it, accept, and shed the connection.
     @exclusivity(unchecked) var spareFD: Int32
+    /// Out of descriptors with none to spare (ENFILE: another process took the one freed): the
+    /// listeners are left out of the wait until then, or their waiting clients would wake every
+    /// turn for an accept that cannot succeed, and the loop would spin.
+    @exclusivity(unchecked) var listenersPausedUntil: Int64? = nil
+    static let listenerPauseNanoseconds: Int64 = 100_000_000
     @exclusivity(unchecked) var phase = Phase.running
     /// Per-client refusals and *busy* answers are logged at most once a second per kind.
     @exclusivity(unchecked) var logThrottle = LogThrottle()
@@ -166,6 +171,15 @@ final class Master {
         receiveBuffer = MessageBuffer(capacity: limits.maxMessageBytes)
         oneshotScratch = .allocate(byteCount: configuration.wireProtocol == .oneshot ? maxMessage + 1 : 0, alignment: 16)
         spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        #if DEBUG
+        // Debug builds only: start without the spare (`POOL_DEBUG_NO_SPARE_FD`), as after another
+        // process took the descriptor it freed at ENFILE, so a test reaches that state under a
+        // descriptor limit of its own.
+        if getenv("POOL_DEBUG_NO_SPARE_FD") != nil {
+            Glibc.close(spareFD)
+            spareFD = -1
+        }
+        #endif
         idleTimeoutNanoseconds = Int64(configuration.idleTimeout * 1e9)
         idleScanInterval = max(10_000_000, min(1_000_000_000, idleTimeoutNanoseconds / 4))
         try epoll.add(listener.socket.raw, events: .readable, token: Token.listener)
@@ -270,9 +284,10 @@ final class Master {
         var until = none
         // Only these deadlines need the clock, read now rather than at the turn's start: that
         // turn's work may have taken a while.
-        if nextRespawn != nil || phase != .running {
+        if nextRespawn != nil || phase != .running || listenersPausedUntil != nil {
             let now = monotonicNanoseconds()
             if let respawn = nextRespawn { until = min(until, respawn - now) }
+            if let paused = listenersPausedUntil { until = min(until, paused - now) }
             // Killing, the deadline is past: SIGCHLD wakes the loop for each reap, and only the
             // bound on waiting for them is left (a zero timeout would spin until the last reap).
             if phase != .running {
@@ -330,6 +345,7 @@ final class Master {
         }
         supervisor.enforceJobTimeout(now: now)
         supervisor.pruneFinished()
+        resumeListenersIfDue(now: now)
         if phase != .killing, nextRespawn.map({ $0 <= now }) ?? false {
             nextRespawn = supervisor.respawnDue(now: now)
         }
@@ -488,7 +504,8 @@ final class Master {
         // the limit must not become a log line per connection.
         logger.log(throttledBy: &logThrottle, level: .warning, "out of file descriptors; closing a new connection (raise ulimit -n)")
         if spareFD >= 0 { Glibc.close(spareFD) }
-        if let client = try? listener.socket.accept() {
+        let shed = try? listener.socket.accept()
+        if let client = shed {
             if control {
                 let refusal = Array("error: out of file descriptors (raise ulimit -n)\n".utf8)
                 _ = refusal.withUnsafeBytes { try? client.write($0) }
@@ -498,6 +515,26 @@ final class Master {
             }
         }
         spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        if shed == nil && spareFD < 0 { pauseListeners() }
+    }
+
+    /// Stops waiting for new connections for `listenerPauseNanoseconds` (`listenersPausedUntil`).
+    func pauseListeners() {
+        guard listenersPausedUntil == nil else { return }
+        logger.log(throttledBy: &logThrottle, level: .warning, "out of file descriptors with none to spare; not accepting for 100 ms")
+        listenersPausedUntil = monotonicNanoseconds() + Self.listenerPauseNanoseconds
+        for (open, token) in [(listener, Token.listener), (control, Token.control)] {
+            if let open { try? epoll.modify(open.socket.raw, events: [], token: token) }
+        }
+    }
+
+    /// Waits for new connections again once the pause is over.
+    func resumeListenersIfDue(now: Int64) {
+        guard let until = listenersPausedUntil, now >= until else { return }
+        listenersPausedUntil = nil
+        for (open, token) in [(listener, Token.listener), (control, Token.control)] {
+            if let open { try? epoll.modify(open.socket.raw, events: .readable, token: token) }
+        }
     }
 
     /// Best-effort busy answer to a connection we will not serve, then close.
