@@ -178,6 +178,15 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Number of worker processes.")
     var workers = 3
 
+    @Option(name: .long, help: "Grow the pool up to this many workers when too few are spare, and back down to --workers (default: a fixed size).")
+    var maxWorkers: Int?
+
+    @Option(name: .long, help: "With --max-workers: start workers when fewer than this many are spare (default: 1).")
+    var minSpare: Int?
+
+    @Option(name: .long, help: "With --max-workers: retire a worker a second while more than this many are spare (default: 3).")
+    var maxSpare: Int?
+
     @Option(name: .long, help: "Message handler run by each worker: log, echo or sim.")
     var handler: HandlerChoice = .log
 
@@ -308,6 +317,12 @@ struct Serve: ParsableCommand {
         configuration.replyRingBytes = replyRing
         configuration.maxJobs = maxJobs
         configuration.maxJobsJitter = maxJobsJitter
+        if let maxWorkers {
+            configuration.dynamicScaling = DynamicScaling(maxWorkers: maxWorkers, minSpare: minSpare ?? DynamicScaling.defaultMinSpare,
+                                                          maxSpare: maxSpare ?? max(DynamicScaling.defaultMaxSpare, minSpare ?? 0))
+        } else if minSpare != nil || maxSpare != nil {
+            throw ValidationError("--min-spare and --max-spare apply with --max-workers only")
+        }
         configuration.stateFile = stateFile
         configuration.pidFile = pidFile
         if let socketGroup {

@@ -1074,6 +1074,39 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectNothingLeft(footprint, log: read())
     }
 
+    /// The reply queue belongs to the workers (with `--user`, to their user), so anything running
+    /// as that user can put a record in it. Forged ring references — one whose end overflows, one
+    /// past what the worker wrote — are refused: the first trapped the master, the second moved
+    /// the ring's head past replies not yet taken. Large replies through the ring stay exact.
+    @Test func forgedReplyRecordsNeitherCrashTheMasterNorMoveTheRing() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "1"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let workerQueues = spawnedQueueIDs(inLog: server.log)
+        let replyQueue = try #require(Set(stateFileQueueIDs(server.stateFilePath)).subtracting(workerQueues).first, "\(server.log)")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        defer { client.close() }
+        let large = [UInt8]((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        #expect(try client.request(large).body == large, "a reply through the ring before")
+
+        let forged = MessageBuffer(capacity: JobCodec.spilledRecordBytes)
+        for position in [UInt64.max - 10, 1 << 20] {
+            let length = JobCodec.encodeSpilledReply(id: 1 << 60, status: .ok, slot: 0, length: 100, position: position,
+                                                     into: forged.text, at: 0)
+            #expect(try MessageQueue(id: replyQueue).send(forged, type: JobCodec.replyType, length: length, nowait: true))
+        }
+        #expect(try client.request("after".bytes).body == "after".bytes, "the master did not survive the forged records")
+        for round in 0..<20 {
+            let body = large.map { $0 &+ UInt8(round) }
+            #expect(try client.request(body).body == body, "round \(round): a reply through the ring came back wrong")
+        }
+        client.close()
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        F.expectNothingLeft(footprint, log: server.log)
+    }
+
     /// LISTEN_PID naming the server with a LISTEN_FDS no process could have (a broken unit, a
     /// stray environment): not socket activation. The server binds its own socket and serves;
     /// the descriptor numbers from 3 on used to overflow Int32 and trap at start.

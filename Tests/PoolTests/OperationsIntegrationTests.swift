@@ -319,6 +319,55 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server, knownQueues: queues)
     }
 
+    /// `--max-workers` (PHP-FPM's dynamic process manager): five 5-second jobs on a pool of one
+    /// worker that may grow to four and wants one spare. It starts a worker a second while short,
+    /// counts the looks that found it at its ceiling and still short, runs every job, and once
+    /// they are done retires a worker a second back to its floor of one.
+    @Test func dynamicSizingGrowsToTheCeilingUnderLoadAndShrinksBackWhenIdle() throws {
+        let server = try TestServer(["--workers", "1", "--max-workers", "4", "--min-spare", "1", "--max-spare", "1",
+                                     "--protocol", "framed", "--reply", "result", "--handler", "sim"])
+        defer { server.stop() }
+        #expect(server.log.contains("max-workers=4 (spare 1…1)"), "\(server.log)")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        defer { client.close() }
+        for _ in 0..<5 { try client.send("sleep:5000".bytes) }
+        let grown = S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.count == 4 && $0.settled }
+        #expect(grown.ok, "\(String(describing: grown.last?.workers))\n\(server.log)")
+        let starts = server.log.split(separator: "\n").filter { $0.contains("dynamic scaling: starting workers") }
+        #expect(starts.count == 3 && starts.allSatisfy { $0.contains("spare=0") }, "\(starts)")
+        // Four running, one waiting: at the ceiling and short of a spare worker.
+        let ceiling = S.waitForStatus(server.socketPath, timeout: 20) { ($0.raw["max_workers_reached"] as? Int ?? 0) >= 1 }
+        #expect(ceiling.ok && ceiling.last?.raw["max_workers"] as? Int == 4, "\(String(describing: ceiling.last?.raw))")
+        #expect(server.log.contains("--max-workers reached"), "\(server.log)")
+        for _ in 0..<5 {
+            let answer = try client.receive()
+            #expect(answer.isOK && answer.body == "sleep:5000".bytes, "\(answer)")
+        }
+        // Idle now, four spare against a maximum of one: back to the floor, a worker a second.
+        let shrunk = S.waitForStatus(server.socketPath, timeout: 30) { $0.workers.count == 1 && $0.settled }
+        #expect(shrunk.ok, "\(String(describing: shrunk.last?.workers))\n\(server.log)")
+        #expect(server.log.split(separator: "\n").filter { $0.contains("dynamic scaling: retiring a worker") }.count == 3, "\(server.log)")
+        client.close()
+        S.expectCleanExit(server)
+    }
+
+    /// The sizing flags' refusals: the ceiling below the floor or above 1024, spare bounds out of
+    /// order, and spare bounds without a ceiling.
+    @Test func dynamicSizingRefusesInconsistentBounds() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/pool.sock"
+        for (flags, status, text) in [(["--workers", "3", "--max-workers", "2"], 2, "--max-workers must be within"),
+                                      (["--max-workers", "1025"], 2, "--max-workers must be within"),
+                                      (["--max-workers", "4", "--min-spare", "0"], 2, "--min-spare must be at least 1"),
+                                      (["--max-workers", "4", "--min-spare", "3", "--max-spare", "2"], 2, "--max-spare at least --min-spare"),
+                                      (["--max-spare", "2"], 64, "apply with --max-workers only")] {
+            let result = try S.poolServer(["--socket", socket] + flags, timeout: 30)
+            #expect(result.status == Int32(status) && result.stderr.contains(text), "\(flags): \(result.status) \(result.stderr)")
+            #expect(!fileExists(socket))
+        }
+    }
+
     // MARK: - 4. sd_notify
 
     @Test func sdNotifyReportsReadyStatusAndStopping() throws {

@@ -138,14 +138,14 @@ import Testing
         #expect(write(rings, 0, c) == nil)
         #expect(rings.pending(0) == 200)
         #expect(Array(try #require(rings.body(0, position: 100, length: 100))) == b)
-        rings.consume(0, upTo: 100)                    // the master took a
+        #expect(rings.consume(0, position: 0, length: 100))       // the master took a
         // c does not fit in the 56 bytes at the end: it starts the next lap, at offset 0.
         let position = try #require(write(rings, 0, c))
         #expect(position == 256 && position % 256 == 0)
         #expect(Array(try #require(rings.body(0, position: position, length: 100))) == c)
         #expect(Array(try #require(rings.body(0, position: 100, length: 100))) == b, "b is not overwritten before it is taken")
-        rings.consume(0, upTo: 200)
-        rings.consume(0, upTo: position + 100)
+        #expect(rings.consume(0, position: 100, length: 100))
+        #expect(rings.consume(0, position: position, length: 100))
         #expect(rings.pending(0) == 0)
         // Slots are independent, and a reset empties one.
         #expect(write(rings, 1, a) == 0)
@@ -154,6 +154,23 @@ import Testing
         #expect(write(rings, 1, [UInt8](repeating: 0, count: 257)) == nil, "larger than the ring")
         #expect(rings.body(0, position: 200, length: 100) == nil, "a body may not run past the ring's end")
         #expect(write(rings, 2, a) == nil, "a slot beyond the rings replies inline")
+    }
+
+    /// The reply queue belongs to the workers' user (`--user`), so a record may be forged: a
+    /// reference that overflows, runs past what was written or behind what was taken is refused
+    /// (it trapped the master, or moved the head past replies not yet taken); a head the worker
+    /// finds past its tail means no room, not a trap.
+    @Test func aForgedReferenceMovesNothing() throws {
+        let rings = try ReplyRings(slots: 1, capacity: 256)
+        let a = [UInt8](repeating: 1, count: 100)
+        #expect(write(rings, 0, a) == 0)
+        #expect(!rings.consume(0, position: UInt64.max - 10, length: 100), "overflow")
+        #expect(!rings.consume(0, position: 100, length: 100), "past the tail")
+        #expect(rings.pending(0) == 100)
+        #expect(rings.consume(0, position: 0, length: 100))
+        #expect(!rings.consume(0, position: 0, length: 50), "behind the head")
+        #expect(rings.pending(0) == 0)
+        #expect(!rings.consume(1, position: 0, length: 0) && !rings.consume(0, position: 0, length: -1))
     }
 
     @Test func spilledRepliesRoundTripBesideInlineOnes() {

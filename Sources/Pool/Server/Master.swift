@@ -140,6 +140,12 @@ final class Master {
     /// The deadline `scanTimer` is armed for; nil once it has fired (or was never armed).
     @exclusivity(unchecked) var scanTimerDeadline: Int64?
     @exclusivity(unchecked) var nextRespawn: Int64? = nil
+    /// `--max-workers`: the sizing policy, when its next look is due, and how often it found the
+    /// pool at its ceiling while short of spare workers (and when it last said so).
+    @exclusivity(unchecked) var scalingPolicy: ScalingPolicy?
+    @exclusivity(unchecked) var nextScaleCheck: Int64 = 0
+    @exclusivity(unchecked) var ceilingReached = 0
+    @exclusivity(unchecked) var lastCeilingWarning: Int64? = nil
     let idleTimeoutNanoseconds: Int64
     let idleScanInterval: Int64
 
@@ -182,6 +188,8 @@ final class Master {
         #endif
         idleTimeoutNanoseconds = Int64(configuration.idleTimeout * 1e9)
         idleScanInterval = max(10_000_000, min(1_000_000_000, idleTimeoutNanoseconds / 4))
+        scalingPolicy = configuration.dynamicScaling.map { ScalingPolicy($0, floor: configuration.workers) }
+        nextScaleCheck = monotonicNanoseconds() + Self.scaleCheckInterval
         try epoll.add(listener.socket.raw, events: .readable, token: Token.listener)
         try epoll.add(wake.fd, events: .readable, token: Token.signals)
         try epoll.add(scanTimer.fd, events: .readable, token: Token.scanTimer)
@@ -317,6 +325,7 @@ final class Master {
     func armScanTimer() {
         var deadline = connections.isEmpty ? Int64.max : nextIdleScan
         if configuration.scansJobs { deadline = min(deadline, nextJobScan) }
+        if scalingPolicy != nil && phase == .running { deadline = min(deadline, nextScaleCheck) }
         guard deadline != .max, scanTimerDeadline.map({ deadline < $0 }) ?? true else { return }
         do {
             try scanTimer.arm(at: deadline)
@@ -338,6 +347,7 @@ final class Master {
             nextJobScan = now + Self.jobScanInterval
             supervisor.reportSlowJobs(now: now)
         }
+        adjustPoolSize(now: now)
         if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
@@ -1027,7 +1037,9 @@ final class Master {
                     answer(connection, route.sequence, .handlerError, [])
                 }
             }
-            if fromQueue, let spill = reply.spill { rings?.consume(reply.slot, upTo: spill.position + UInt64(spill.length)) }
+            if fromQueue, let spill = reply.spill, body != nil {
+                rings?.consume(reply.slot, position: spill.position, length: spill.length)
+            }
         }
     }
 

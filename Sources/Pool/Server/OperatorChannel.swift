@@ -160,6 +160,7 @@ extension Master {
             arena: supervisor.arena == nil && supervisor.replyRings == nil ? nil : StatusReport.Arena(
                 chunks: supervisor.arena?.count ?? 0, inUse: supervisor.arena?.inUse ?? 0, spilled: supervisor.arena?.stored ?? 0,
                 inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: supervisor.replyRings?.taken ?? 0),
-            workerUser: configuration.workerUser.map { "\($0)" }, slowJobs: supervisor.slowJobs)
+            workerUser: configuration.workerUser.map { "\($0)" }, slowJobs: supervisor.slowJobs,
+            maxWorkers: configuration.dynamicScaling?.maxWorkers, maxWorkersReached: ceilingReached)
     }
 }

@@ -144,6 +144,9 @@ public struct PoolConfiguration: Sendable {
     public var stateFile: String? = nil
     /// `--pid-file`: where the master writes its pid once it serves; `nil` = nowhere.
     public var pidFile: String? = nil
+    /// `--max-workers` with `--min-spare`/`--max-spare`: the pool grows and shrinks between
+    /// `workers` and its ceiling; `nil` = a fixed size (changed only by `scale`, SIGTTIN/SIGTTOU).
+    public var dynamicScaling: DynamicScaling? = nil
 
     /// The operator's control socket: `<socket>.ctl`.
     public var controlSocketPath: String { socketPath + ".ctl" }
@@ -195,6 +198,14 @@ extension PoolConfiguration {
         }
         if let workerUser, workerUser.uid != geteuid() || workerUser.gid != getegid(), geteuid() != 0 {
             throw ConfigurationError("--user/--group need a master running as root (it runs as uid \(geteuid()))")
+        }
+        if let scaling = dynamicScaling {
+            guard scaling.maxWorkers >= workers, scaling.maxWorkers <= Self.maxWorkers else {
+                throw ConfigurationError("--max-workers must be within --workers (\(workers))…\(Self.maxWorkers) (got \(scaling.maxWorkers))")
+            }
+            guard scaling.minSpare >= 1, scaling.maxSpare >= scaling.minSpare else {
+                throw ConfigurationError("--min-spare must be at least 1 and --max-spare at least --min-spare (got \(scaling.minSpare) and \(scaling.maxSpare))")
+            }
         }
         guard !socketPath.isEmpty else { throw ConfigurationError("--socket must not be empty") }
         for (flag, path) in [("--state-file", stateFile), ("--pid-file", pidFile)] where path?.isEmpty == true {

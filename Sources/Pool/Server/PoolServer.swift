@@ -124,6 +124,7 @@ public final class PoolServer {
             "dispatch": "\(configuration.effectiveDispatch.rawValue)",
             "worker-sched": "\(configuration.effectiveWorkerScheduling?.rawValue ?? "inherited")",
             "worker-user": "\(configuration.workerUser.map { "\($0)" } ?? "inherited")",
+            "max-workers": "\(configuration.dynamicScaling.map { "\($0.maxWorkers) (spare \($0.minSpare)…\($0.maxSpare))" } ?? "fixed")",
             // Stated because it shows in the master's CPU use (it polls after traffic).
             "busy-poll": "\(configuration.busyPoll > 0 ? "\(Int((configuration.busyPoll * 1e6).rounded()))us" : "off")",
             "max-message": "\(maxMessage)", "queue-bytes": "\(supervisor.grantedQueueBytes)",

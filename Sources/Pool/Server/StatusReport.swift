@@ -67,12 +67,17 @@ public struct StatusReport: Sendable {
     public var workerUser: String? = nil
     /// Jobs logged as slow (`--slow-job`) since the start.
     public var slowJobs: Int = 0
+    /// `--max-workers`, or `nil` for a pool of fixed size.
+    public var maxWorkers: Int? = nil
+    /// Looks (one a second) that found the pool at `--max-workers` and short of spare workers.
+    public var maxWorkersReached: Int = 0
 
     /// A human-readable table.
     public func table() -> String {
         var out = "master pid \(pid), up \(formatSeconds(uptime)), protocol \(wireProtocol), reply \(replyMode), dispatch \(dispatch)"
         out += workerUser.map { ", workers run as \($0)\n" } ?? "\n"
         out += "connections: \(acceptedConnections) accepted, \(activeConnections) active; held requests: \(heldRequests); slow jobs: \(slowJobs)"
+        if let maxWorkers { out += "; dynamic size, at most \(maxWorkers) workers (reached \(maxWorkersReached) times)" }
         out += rollingRestart ? "; rolling restart in progress\n" : "\n"
         out += "responses: " + responses.map { "\($0.status) \($0.count)" }.joined(separator: ", ") + "\n"
         if let arena {
@@ -102,6 +107,7 @@ public struct StatusReport: Sendable {
         var out = "{\"pid\":\(pid),\"uptime_seconds\":\(uptime),\"protocol\":\(q(wireProtocol)),\"reply\":\(q(replyMode)),"
         out += "\"dispatch\":\(q(dispatch)),\"worker_user\":\(workerUser.map(q) ?? "null"),\"accepted_connections\":\(acceptedConnections),"
         out += "\"active_connections\":\(activeConnections),\"held_requests\":\(heldRequests),\"slow_jobs\":\(slowJobs),"
+        out += "\"max_workers\":\(opt(maxWorkers)),\"max_workers_reached\":\(maxWorkersReached),"
         out += "\"rolling_restart\":\(rollingRestart),\"responses\":{"
         out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},"
         if let arena {
@@ -130,6 +136,11 @@ public struct StatusReport: Sendable {
         metric("pool_connections_active", "gauge", "Connections open now.", [("", "\(activeConnections)")])
         metric("pool_requests_held", "gauge", "Requests held in the master while queues are full.", [("", "\(heldRequests)")])
         metric("pool_slow_jobs_total", "counter", "Jobs that ran longer than --slow-job.", [("", "\(slowJobs)")])
+        if let maxWorkers {
+            metric("pool_max_workers", "gauge", "The most workers dynamic sizing starts (--max-workers).", [("", "\(maxWorkers)")])
+            metric("pool_max_workers_reached_total", "counter", "Looks (one a second) that found the pool at --max-workers and short of spare workers.",
+                   [("", "\(maxWorkersReached)")])
+        }
         metric("pool_responses_total", "counter", "Responses written, by status.",
                responses.map { ("status=\"\($0.status)\"", "\($0.count)") })
         if let arena {

@@ -68,7 +68,10 @@ final class ReplyRings {
         var start = csysv_ring_position(tail(slot))
         let offset = start % UInt64(capacity)
         if offset + length > UInt64(capacity) { start += UInt64(capacity) - offset }
-        guard start + length - csysv_ring_position(head(slot)) <= UInt64(capacity) else { return nil }
+        // The master's head is never past the tail; one that is (a stray write) means no room,
+        // not an underflow that traps.
+        let head = csysv_ring_position(head(slot))
+        guard head <= start, start + length - head <= UInt64(capacity) else { return nil }
         UnsafeMutableRawBufferPointer(start: bytes(slot) + Int(start % UInt64(capacity)), count: body.count).copyMemory(from: body)
         csysv_ring_publish(tail(slot), start + length)
         return start
@@ -81,11 +84,18 @@ final class ReplyRings {
         return UnsafeRawBufferPointer(start: bytes(slot) + Int(position % UInt64(capacity)), count: length)
     }
 
-    /// Master: done with the body that ends at `end`; the worker may write over it.
-    func consume(_ slot: Int, upTo end: UInt64) {
-        guard slot >= 0, slot < count else { return }
+    /// Master: done with the body at `position` of `length` bytes; the worker may write over it.
+    /// A reference that does not lie between what was taken and what was written (a forged or
+    /// corrupt record: the reply queue belongs to the workers' user) is refused, returning false:
+    /// published, it would let the worker overwrite replies not yet taken.
+    @discardableResult
+    func consume(_ slot: Int, position: UInt64, length: Int) -> Bool {
+        guard slot >= 0, slot < count, length >= 0 else { return false }
+        let (end, overflow) = position.addingReportingOverflow(UInt64(length))
+        guard !overflow, end >= csysv_ring_position(head(slot)), end <= csysv_ring_position(tail(slot)) else { return false }
         taken += 1
         csysv_ring_publish(head(slot), end)
+        return true
     }
 
     /// Bytes written and not yet taken (for tests and status).

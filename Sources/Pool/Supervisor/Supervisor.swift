@@ -539,6 +539,19 @@ final class Supervisor {
     /// Workers that take new work (the pool's size as an operator sees it).
     var activeCount: Int { slots.filter(\.accepting).count }
 
+    /// Workers that run no job and have none waiting, for `--max-workers`' look once a second. One
+    /// still starting counts (it takes work in a moment). With one shared queue, the messages
+    /// waiting in it are taken from the idle workers that will run them (one IPC_STAT).
+    func spareWorkers() -> Int {
+        let candidates = slots.filter { $0.accepting && $0.pid != nil && scoreboard.state($0.index) != .busy }
+        guard sharesQueue else { return candidates.filter { $0.outstanding.isEmpty }.count }
+        let waiting = slots.first.flatMap { try? $0.queue.status().messages } ?? 0
+        return max(0, candidates.count - waiting)
+    }
+
+    /// A slot that takes work is waiting for its worker (a respawn, maybe in a crash back-off).
+    var awaitsWorker: Bool { slots.contains { $0.accepting && $0.pid == nil } }
+
     /// Replaces every worker, one at a time: each gets a quit behind its queued work, and the
     /// replacement takes the same queue, so nothing queued is lost.
     func startRollingRestart() {

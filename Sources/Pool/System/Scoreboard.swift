@@ -47,11 +47,14 @@ public final class Scoreboard {
     /// Id of the job the slot's worker is running (meaningful while `state` is `.busy`).
     public func job(_ slot: Int) -> UInt64 { csysv_slot_job(base + slot) }
     /// When the current job began, in `monotonicNanoseconds()` (CLOCK_MONOTONIC, nanoseconds).
-    public func jobStartedNanoseconds(_ slot: Int) -> Int64 { csysv_slot_started_ns(base + slot) }
+    /// Never negative (CLOCK_MONOTONIC is not): a worker's stray write must not make the master's
+    /// `now - started` overflow, which would trap and take the pool down.
+    public func jobStartedNanoseconds(_ slot: Int) -> Int64 { max(0, csysv_slot_started_ns(base + slot)) }
     /// Jobs finished by the slot's current process (reset to 0 when a new process takes the slot).
     public func jobsHandled(_ slot: Int) -> UInt64 { csysv_slot_jobs(base + slot) }
     /// Moving average of the slot's job durations in nanoseconds (0 until a job is done).
-    public func averageJobNanoseconds(_ slot: Int) -> Int64 { csysv_slot_average_ns(base + slot) }
+    /// At most 2⁴⁸ ns (3 days) — for the same reason: the master sums the workers' averages.
+    public func averageJobNanoseconds(_ slot: Int) -> Int64 { min(csysv_slot_average_ns(base + slot), 1 << 48) }
 
     /// Master: set before its last look at the reply queue ahead of `epoll_wait`, cleared on waking.
     public func setMasterAsleep(_ asleep: Bool) { csysv_hint_flag_set(&hint.pointee.asleep, asleep ? 1 : 0) }
