@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import Pool
 import Synchronization
 
 /// `pool-bench`: a load generator for a pool's socket (or any server speaking the same protocols).
@@ -326,15 +327,17 @@ extension PoolBench {
             // through. One that cannot be written fails the run, or its reader would wait forever.
             var info = stat()
             let special = lstat(readyFile, &info) == 0 && (info.st_mode & S_IFMT) != S_IFREG
-            let target = special ? readyFile : readyFile + ".tmp.\(getpid())"
-            let fd = open(target, O_WRONLY | O_CLOEXEC | (special ? 0 : O_CREAT | O_TRUNC), 0o644)
-            var line = "\(idle.count)\n"
-            let written = fd >= 0 ? line.withUTF8 { write(fd, $0.baseAddress, $0.count) } : -1
-            var failure: String? = written < 0 ? errnoText(errno) : written != line.utf8.count ? "short write" : nil
-            if fd >= 0 { close(fd) }
-            if failure == nil && !special && rename(target, readyFile) != 0 { failure = errnoText(errno) }
+            let line = "\(idle.count)\n"
+            var failure: String? = nil
+            if special {
+                let fd = open(readyFile, O_WRONLY | O_CLOEXEC)
+                let written = fd >= 0 ? line.utf8.withContiguousStorageIfAvailable { write(fd, $0.baseAddress, $0.count) } ?? -1 : -1
+                failure = written < 0 ? errnoText(errno) : written != line.utf8.count ? "short write" : nil
+                if fd >= 0 { close(fd) }
+            } else {
+                do { try writeFileAtomically(line, to: readyFile, mode: 0o644) } catch { failure = "\(error)" }
+            }
             if let failure {
-                if !special { unlink(target) }
                 for fd in idle { close(fd) }
                 writeStderr("pool-bench: --ready-file \(readyFile): \(failure)\n")
                 throw ExitCode.failure

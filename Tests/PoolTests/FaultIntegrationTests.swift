@@ -927,7 +927,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// Out of descriptors with no spare to free (at ENFILE another process takes the one freed;
     /// here the debug build starts without it, `POOL_DEBUG_NO_SPARE_FD`): the waiting clients can
     /// be neither accepted nor shed, so the master stops listening for 100 ms at a time instead
-    /// of waking for them every turn (it spun), and serves again once descriptors are free.
+    /// of waking for them every turn (it spun), serves again once descriptors are free, and has
+    /// its spare back for the next shortage.
     @Test func noSpareDescriptorAtTheLimitPausesTheListener() throws {
         let server = try F.ShellServer(prelude: "export POOL_DEBUG_NO_SPARE_FD=1; ulimit -n 64",
                                        F.framedEcho + ["--workers", "2", "--idle-timeout", "120"])
@@ -953,6 +954,18 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             return recovered
         }
         #expect(recovered, "no client served after the descriptors were freed")
+        // The pause's end took a spare descriptor again: the next shortage answers busy.
+        var again: [F.Connection] = []
+        for _ in 0..<100 {
+            if let connection = try? F.Connection(path: server.socketPath, timeout: 20) { again.append(connection) }
+        }
+        #expect(waitUntil(timeout: 20) {
+            again.contains { connection in
+                var probe = pollfd(fd: connection.fd, events: Int16(POLLIN), revents: 0)
+                return poll(&probe, 1, 0) > 0 && connection.readFrames(1)?.first?.status == 2
+            }
+        }, "no connection was answered busy at the next shortage")
+        for connection in again { connection.close() }
         footprint.observe()
         server.signal(SIGTERM)
         #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")

@@ -352,7 +352,8 @@ private typealias S = OperationsSupport
     }
 
     /// The sizing flags' refusals: the ceiling below the floor or above 1024, spare bounds out of
-    /// order, and spare bounds without a ceiling.
+    /// order or beyond the ceiling (never met, the pool would never shrink), and spare bounds
+    /// without a ceiling.
     @Test func dynamicSizingRefusesInconsistentBounds() throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -361,6 +362,7 @@ private typealias S = OperationsSupport
                                       (["--max-workers", "1025"], 2, "--max-workers must be within"),
                                       (["--max-workers", "4", "--min-spare", "0"], 2, "--min-spare must be at least 1"),
                                       (["--max-workers", "4", "--min-spare", "3", "--max-spare", "2"], 2, "--max-spare at least --min-spare"),
+                                      (["--max-workers", "4", "--min-spare", "5"], 2, "--min-spare (5) must be at most --max-workers"),
                                       (["--max-spare", "2"], 64, "apply with --max-workers only")] {
             let result = try S.poolServer(["--socket", socket] + flags, timeout: 30)
             #expect(result.status == Int32(status) && result.stderr.contains(text), "\(flags): \(result.status) \(result.stderr)")
@@ -512,7 +514,7 @@ private typealias S = OperationsSupport
         let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
         func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
         let server = try TestServer(["--workers", "1", "--handler", "log", "--log-file", logPath], waitForStart: false,
-                                    environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "4000"))
+                                    environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "6000"))
         defer { server.stop() }
         #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
         guard server.process.isRunning, let worker = S.waitForWorkerCount(server, 1)?.first else {
@@ -692,7 +694,8 @@ private typealias S = OperationsSupport
     }
 
     /// A pid file that cannot be written stops the start with exit 2, naming the flag, after the
-    /// queues, workers and sockets were made: none of them stays.
+    /// queues, workers and sockets were made: none of them stays. One at the path of the socket,
+    /// its control socket or the state file is refused before anything is made.
     @Test func unwritablePidFileStopsTheStartLeavingNothing() throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -707,6 +710,14 @@ private typealias S = OperationsSupport
         for path in [socket, socket + ".ctl", socket + ".state"] { #expect(!fileExists(path), "\(path) left behind") }
         let empty = try S.poolServer(["--socket", socket, "--pid-file", ""], timeout: 30)
         #expect(empty.status == 2 && empty.stderr.contains("--pid-file must not be empty"), "\(empty.stderr)")
+        // Renamed over the socket or the state file, it would take their place.
+        for path in [socket, socket + ".ctl", socket + ".state"] {
+            let clash = try S.poolServer(["--socket", socket, "--pid-file", path], timeout: 30)
+            #expect(clash.status == 2 && clash.stderr.contains("--pid-file must not be the socket"), "\(path): \(clash.stderr)")
+        }
+        let stateClash = try S.poolServer(["--socket", socket, "--state-file", socket], timeout: 30)
+        #expect(stateClash.status == 2 && stateClash.stderr.contains("--state-file must not be the socket"), "\(stateClash.stderr)")
+        #expect(!fileExists(socket))
     }
 
     // MARK: - 8. stop

@@ -170,6 +170,10 @@ import Testing
         #expect(rings.consume(0, position: 0, length: 100))
         #expect(!rings.consume(0, position: 0, length: 50), "behind the head")
         #expect(rings.pending(0) == 0)
+        #expect(write(rings, 0, a) == 100)
+        // Its end is between head and tail, its start behind the head: not a body the ring holds.
+        #expect(!rings.holds(0, position: 50, length: 100) && !rings.consume(0, position: 50, length: 100))
+        #expect(rings.holds(0, position: 100, length: 100) && rings.consume(0, position: 100, length: 100))
         #expect(!rings.consume(1, position: 0, length: 0) && !rings.consume(0, position: 0, length: -1))
     }
 

@@ -115,20 +115,30 @@ extension OneshotShutdownSuites {
 
             // About 900 bytes each: the 16 KiB queue takes some, the master holds the rest.
             let messages = (0..<40).map { "held-\($0)-" + String(repeating: "x", count: 900) }
-            let replies = Replies()
+            let record = S.SendRecord()
             let path = server.socketPath
             let senders = messages.map { message in
-                Thread { replies.add(message, (try? S.oneshot(path, message, timeout: 90)) ?? "no answer") }
+                Thread {
+                    do { record.reply(message, try S.oneshot(path, message, timeout: 90)) } catch { record.error(message, "\(error)") }
+                }
             }
             senders.forEach { $0.start() }
-            #expect(waitUntil(timeout: 20) { (try? queue.status().bytes) ?? 0 > 12_000 && replies.count > 0 })
-            usleep(300_000)
-            try #require(replies.count < messages.count, "nothing was held: the queue took all \(replies.count)")
+            // Every client is in: acknowledged (its message queued) or held, as the master counts.
+            var acknowledged = 0
+            let settled = waitUntil(timeout: 30) {
+                guard let status = try? ControlClient.send("status json", controlSocket: path + ".ctl", timeout: 10),
+                      let object = try? JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any],
+                      let held = object["held_requests"] as? Int, let responses = object["responses"] as? [String: Any],
+                      let ok = responses["ok"] as? Int else { return false }
+                acknowledged = ok
+                return ok + held == messages.count
+            }
+            try #require(settled, "not every client was acknowledged or held (\(acknowledged) acknowledged)")
+            try #require(acknowledged < messages.count, "nothing was held: the queue took all \(acknowledged)")
 
             server.signal(SIGTERM)
             #expect(waitUntil { server.log.contains("shutdown: stopped accepting") }, "\(server.log)")
             freeze(server.pid)
-            let acknowledged = replies.count
             thaw(worker)
             // Every acknowledged job run, and the worker back in msgrcv on an empty queue: killed
             // there it leaves nothing unstarted (that alone would have it replaced).
@@ -142,23 +152,16 @@ extension OneshotShutdownSuites {
             thaw(server.pid)
 
             S.expectExit(server, status: 0, timeout: 30)
-            #expect(waitUntil(timeout: 30) { replies.count == messages.count }, "\(replies.count) of \(messages.count) answered")
-            let answers = replies.all
-            #expect(messages.allSatisfy { answers[$0] == "ok" }, "\(Set(answers.values))")
+            #expect(waitUntil(timeout: 30) { record.replies.count + record.errors.count == messages.count },
+                    "\(record.replies.count) of \(messages.count) answered")
+            let answers = Dictionary(record.replies.map { ($0.message, $0.reply) }) { first, _ in first }
+            #expect(record.errors.isEmpty && messages.allSatisfy { answers[$0] == "ok" },
+                    "\(Set(answers.values)) \(record.errors.prefix(3))")
             let handled: [String] = recvLines(in: server.log).map { $0.message.split(separator: "-").prefix(2).joined(separator: "-") }
             let expected = (0..<40).map { "held-\($0)" }
             #expect(Set(handled).isSuperset(of: expected) && handled.count == expected.count,
                     "handled \(handled.count) of \(expected.count)\n\(server.log.suffix(3000))")
             #expect(!server.log.contains("not run"), "\(server.log.suffix(3000))")
-        }
-
-        /// Answers of concurrent clients, by message.
-        private final class Replies: @unchecked Sendable {
-            private let lock = NSLock()
-            private var replies: [String: String] = [:]
-            func add(_ message: String, _ reply: String) { lock.withLock { replies[message] = reply } }
-            var count: Int { lock.withLock { replies.count } }
-            var all: [String: String] { lock.withLock { replies } }
         }
 
         /// A client keeps sending while SIGTERM arrives. Whatever was acknowledged `ok` is handled

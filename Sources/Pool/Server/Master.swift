@@ -533,18 +533,32 @@ final class Master {
         guard listenersPausedUntil == nil else { return }
         logger.log(throttledBy: &logThrottle, level: .warning, "out of file descriptors with none to spare; not accepting for 100 ms")
         listenersPausedUntil = monotonicNanoseconds() + Self.listenerPauseNanoseconds
-        for (open, token) in [(listener, Token.listener), (control, Token.control)] {
-            if let open { try? epoll.modify(open.socket.raw, events: [], token: token) }
-        }
+        _ = setListenerInterest([])
     }
 
-    /// Waits for new connections again once the pause is over.
+    /// Waits for new connections again once the pause is over, taking a spare descriptor again
+    /// first if one is free now (without it, the next shortage could only pause again, never
+    /// answer busy). A listener that cannot be watched again stays paused and is retried.
     func resumeListenersIfDue(now: Int64) {
         guard let until = listenersPausedUntil, now >= until else { return }
-        listenersPausedUntil = nil
-        for (open, token) in [(listener, Token.listener), (control, Token.control)] {
-            if let open { try? epoll.modify(open.socket.raw, events: .readable, token: token) }
+        if spareFD < 0 { spareFD = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        if let error = setListenerInterest(.readable) {
+            logger.log(throttledBy: &logThrottle, level: .error, "cannot watch the listening sockets again; retrying in 100 ms",
+                       metadata: ["error": "\(error)"])
+            listenersPausedUntil = now + Self.listenerPauseNanoseconds
+            return
         }
+        listenersPausedUntil = nil
+    }
+
+    /// Sets what epoll watches the listening and control sockets for; the first failure, if any.
+    private func setListenerInterest(_ events: Epoll.Events) -> Error? {
+        var failure: Error? = nil
+        for (open, token) in [(listener, Token.listener), (control, Token.control)] {
+            guard let open else { continue }
+            do { try epoll.modify(open.socket.raw, events: events, token: token) } catch { failure = failure ?? error }
+        }
+        return failure
     }
 
     /// Best-effort busy answer to a connection we will not serve, then close.
@@ -1027,8 +1041,13 @@ final class Master {
             let rings = supervisor.replyRings
             // A spilled body is read in the worker's ring, copied into the response, then given
             // back (also when nobody waits for it any more).
-            let body = reply.spill.map { rings?.body(reply.slot, position: $0.position, length: $0.length) }
-                ?? UnsafeRawBufferPointer(rebasing: text[reply.body])
+            // A sent record's body must lie between the ring's head and tail (a forged one is
+            // answered as a handler error); a dead worker's unsent ones may lie behind bodies
+            // taken since, and are only checked to be inside the ring.
+            let body = reply.spill.map { spill in
+                fromQueue && rings?.holds(reply.slot, position: spill.position, length: spill.length) != true
+                    ? nil : rings?.body(reply.slot, position: spill.position, length: spill.length)
+            } ?? UnsafeRawBufferPointer(rebasing: text[reply.body])
             if let route = routes.removeValue(forKey: reply.id), let connection = connections[route.connection] {
                 if let body {
                     answer(connection, route.sequence, reply.status, body: body)

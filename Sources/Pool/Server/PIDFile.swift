@@ -16,9 +16,17 @@ struct PIDFile {
         return PIDFile(path: path)
     }
 
-    /// Removes the file if it still names this process.
+    /// Removes the file if it still names this process. Read as the write was made: not through
+    /// a symlink, not waiting on a FIFO planted there, only a regular file, only its first bytes
+    /// (the master is on its way out and must not hang on it).
     func removeIfOurs() {
-        guard let text = readSmallFile(path), pid_t(text.prefix { $0 != "\n" }) == getpid() else { return }
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        var info = stat()
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let count = fstat(fd, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? read(fd, &bytes, bytes.count) : -1
+        close(fd)
+        guard count > 0, pid_t(String(decoding: bytes[..<count], as: UTF8.self).prefix { $0 != "\n" }) == getpid() else { return }
         unlink(path)
     }
 }

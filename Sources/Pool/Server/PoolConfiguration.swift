@@ -206,10 +206,21 @@ extension PoolConfiguration {
             guard scaling.minSpare >= 1, scaling.maxSpare >= scaling.minSpare else {
                 throw ConfigurationError("--min-spare must be at least 1 and --max-spare at least --min-spare (got \(scaling.minSpare) and \(scaling.maxSpare))")
             }
+            // More spare workers than the pool may have: never met, it would never shrink.
+            guard scaling.minSpare <= scaling.maxWorkers else {
+                throw ConfigurationError("--min-spare (\(scaling.minSpare)) must be at most --max-workers (\(scaling.maxWorkers))")
+            }
         }
         guard !socketPath.isEmpty else { throw ConfigurationError("--socket must not be empty") }
         for (flag, path) in [("--state-file", stateFile), ("--pid-file", pidFile)] where path?.isEmpty == true {
             throw ConfigurationError("\(flag) must not be empty")
+        }
+        // One file each: the pid file renamed over the socket or the state file would take its place.
+        if let pidFile, [socketPath, controlSocketPath, stateFilePath].contains(pidFile) {
+            throw ConfigurationError("--pid-file must not be the socket, <socket>.ctl or the state file (\(pidFile))")
+        }
+        if [socketPath, controlSocketPath].contains(stateFilePath) {
+            throw ConfigurationError("--state-file must not be the socket or <socket>.ctl (\(stateFilePath))")
         }
         guard controlSocketPath.utf8.count <= unixSocketPathMax else {
             throw ConfigurationError("--socket path is \(socketPath.utf8.count) bytes; a Unix socket path holds at most \(unixSocketPathMax) bytes (sun_path), and the control socket <socket>.ctl needs 4 more. Use a shorter or relative path")

@@ -84,17 +84,24 @@ final class ReplyRings {
         return UnsafeRawBufferPointer(start: bytes(slot) + Int(position % UInt64(capacity)), count: length)
     }
 
-    /// Master: done with the body at `position` of `length` bytes; the worker may write over it.
-    /// A reference that does not lie between what was taken and what was written (a forged or
-    /// corrupt record: the reply queue belongs to the workers' user) is refused, returning false:
-    /// published, it would let the worker overwrite replies not yet taken.
-    @discardableResult
-    func consume(_ slot: Int, position: UInt64, length: Int) -> Bool {
+    /// Master: whether the body at `position` of `length` bytes lies between what was taken and
+    /// what was written, as every body a worker sends does (it publishes its tail before sending
+    /// the record). The reply queue belongs to the workers' user, so a record may be forged: one
+    /// that fails this is not read, and moves nothing.
+    func holds(_ slot: Int, position: UInt64, length: Int) -> Bool {
         guard slot >= 0, slot < count, length >= 0 else { return false }
         let (end, overflow) = position.addingReportingOverflow(UInt64(length))
-        guard !overflow, end >= csysv_ring_position(head(slot)), end <= csysv_ring_position(tail(slot)) else { return false }
+        return !overflow && position >= csysv_ring_position(head(slot)) && end <= csysv_ring_position(tail(slot))
+    }
+
+    /// Master: done with the body at `position` of `length` bytes; the worker may write over it.
+    /// False, moving nothing, for a body the ring does not hold (`holds`): published, its end
+    /// would let the worker overwrite replies not yet taken.
+    @discardableResult
+    func consume(_ slot: Int, position: UInt64, length: Int) -> Bool {
+        guard holds(slot, position: position, length: length) else { return false }
         taken += 1
-        csysv_ring_publish(head(slot), end)
+        csysv_ring_publish(head(slot), position + UInt64(length))
         return true
     }
 

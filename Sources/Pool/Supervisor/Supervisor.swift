@@ -129,11 +129,13 @@ final class Supervisor {
             ? try PayloadArena(chunks: configuration.arenaChunks, chunkBytes: limits.maxMessageBytes - JobCodec.headerBytes,
                                threshold: configuration.spillBytes)
             : nil
-        // Rings for four times the starting pool (at least 64 slots), not for all 1024 possible
-        // slots: a ring is 64 KiB of address space. Slots added beyond (TTIN) reply inline.
+        // Rings for four times the starting pool or `--max-workers`, whichever is larger (at least
+        // 64 slots), not for all 1024 possible slots: a ring is 64 KiB of address space. Slots
+        // added beyond (TTIN, `scale`) reply inline.
         let ringBytes = configuration.effectiveReplyRingBytes(limits: limits)
+        let ringSlots = max(configuration.workers * 4, configuration.dynamicScaling?.maxWorkers ?? 0, 64)
         replyRings = configuration.replyMode == .result && configuration.spillBytes > 0 && ringBytes > 0
-            ? try ReplyRings(slots: min(Self.maxWorkers, max(configuration.workers * 4, 64)), capacity: ringBytes,
+            ? try ReplyRings(slots: min(Self.maxWorkers, ringSlots), capacity: ringBytes,
                              threshold: configuration.spillBytes)
             : nil
         var created: [MessageQueue] = []
