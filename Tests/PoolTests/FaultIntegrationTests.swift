@@ -868,6 +868,20 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         return (connections, shed)
     }
 
+    /// Closes `connections`; a new client is then served (descriptors are free again).
+    private func expectRecovery(closing connections: [F.Connection], _ server: F.ShellServer,
+                                sourceLocation: SourceLocation = #_sourceLocation) {
+        for connection in connections { connection.close() }
+        var recovered = false
+        _ = waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 10),
+                  let response = try? client.request("recovered".bytes) else { return false }
+            recovered = response.isOK && response.body == "recovered".bytes
+            return recovered
+        }
+        #expect(recovered, "no client served after the descriptors were freed", sourceLocation: sourceLocation)
+    }
+
     /// `ulimit -n 64`, 200 clients: the master accepts what fits, sheds the rest (busy, then
     /// close) without busy-looping, keeps serving the accepted ones, and serves new clients once
     /// descriptors are free again.
@@ -907,15 +921,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(served + busy == connections.count)
 
         // Recovery: once the clients leave, a new client is served.
-        for connection in connections { connection.close() }
-        var recovered = false
-        _ = waitUntil(timeout: 20) {
-            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 10),
-                  let response = try? client.request("recovered".bytes) else { return false }
-            recovered = response.isOK && response.body == "recovered".bytes
-            return recovered
-        }
-        #expect(recovered, "no client served after the descriptors were freed")
+        expectRecovery(closing: connections, server)
         #expect(server.process.isRunning)
 
         footprint.observe()
@@ -945,15 +951,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(ticks < 25, "the master used \(ticks) ticks of CPU in 1 s with clients it cannot accept (busy loop)")
         #expect(server.logLines(containing: "none to spare").count < 5, "one line per pause")
 
-        for connection in connections { connection.close() }
-        var recovered = false
-        _ = waitUntil(timeout: 20) {
-            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 10),
-                  let response = try? client.request("recovered".bytes) else { return false }
-            recovered = response.isOK && response.body == "recovered".bytes
-            return recovered
-        }
-        #expect(recovered, "no client served after the descriptors were freed")
+        expectRecovery(closing: connections, server)
         // The pause's end took a spare descriptor again: the next shortage answers busy.
         var again: [F.Connection] = []
         for _ in 0..<100 {
@@ -1114,10 +1112,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             #expect(try client.request(body).body == body, "round \(round): a reply through the ring came back wrong")
         }
         client.close()
-        footprint.observe()
-        server.signal(SIGTERM)
-        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
-        F.expectNothingLeft(footprint, log: server.log)
+        F.expectCleanExit(server, footprint)
     }
 
     /// LISTEN_PID naming the server with a LISTEN_FDS no process could have (a broken unit, a
