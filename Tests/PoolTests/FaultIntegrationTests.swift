@@ -2055,6 +2055,55 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// A slot whose fork failed (its worker retried a second later) is scaled away before the
+    /// retry, with nothing queued: it goes at once, with its queue. (It was kept, and a worker was
+    /// forked for it a second later only to be told to quit.)
+    @Test func aScaledDownSlotWithoutAWorkerGoesAtOnce() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"], environment: Self.failingForks("3"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        #expect(try ControlClient.send("scale 3", controlSocket: server.socketPath + ".ctl").hasPrefix("ok scaling to 3"))
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "could not start the worker of slot 2").isEmpty },
+                "\(server.log.suffix(3000))")
+        let queue = try #require(OperationsSupport.status(server.socketPath)?.workers.first { $0.slot == 2 }?.queueID)
+        #expect(try ControlClient.send("scale 2", controlSocket: server.socketPath + ".ctl").hasPrefix("ok scaling to 2"))
+        #expect(waitUntil(timeout: 10) { !existingQueueIDs().contains(queue) }, "the empty slot's queue \(queue) was kept")
+        usleep(1_500_000)
+        #expect(!server.log.split(separator: "\n").contains { $0.contains("worker spawned") && $0.contains("slot=2") },
+                "a worker was forked for the removed slot\n\(server.log.suffix(3000))")
+        #expect(waitForWorkers(server, 2) != nil)
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// Scaled down below a slot kept busy, a middle slot is removed; the next slot added takes its
+    /// place instead of a new index (each such cycle used one more, toward the 1024 slots the
+    /// shared mappings hold). Round-robin: requests in turn go to slots 0, 1, 2.
+    @Test func aSlotRemovedInTheMiddleIsTakenAgain() throws {
+        let server = try TestServer(["--workers", "3", "--protocol", "framed", "--reply", "result", "--handler", "sim",
+                                     "--dispatch", "round-robin"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 3))
+        let control = server.socketPath + ".ctl"
+        func slots() -> [Int] { OperationsSupport.status(server.socketPath)?.workers.map(\.slot) ?? [] }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        defer { client.close() }
+        for _ in 0..<2 { #expect(try client.request("sleep:1".bytes).isOK) }
+        try client.send("sleep:6000".bytes)
+        #expect(waitUntil(timeout: 10) { OperationsSupport.status(server.socketPath)?.workers.last?.state == "busy" })
+        // Slot 2 retires busy, slot 1 idle: 1 goes now, 2 stays until its job ends.
+        #expect(try ControlClient.send("scale 1", controlSocket: control).hasPrefix("ok scaling to 1"))
+        #expect(waitUntil(timeout: 10) { slots() == [0, 2] }, "\(slots())")
+        // Back up: slot 2 is kept, and the new slot takes index 1 again.
+        #expect(try ControlClient.send("scale 3", controlSocket: control).hasPrefix("ok scaling to 3"))
+        #expect(waitUntil(timeout: 10) { slots() == [0, 1, 2] }, "\(slots())\n\(server.log.suffix(2000))")
+        #expect(waitForWorkers(server, 3) != nil)
+        #expect(try client.receive().body == "sleep:6000".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// A SIGTERM sent to a worker before it has installed its handler (the window held open for a
     /// second by POOL_DEBUG_WORKER_START_DELAY_MS) waits, blocked since the fork, and then ends the
     /// worker gracefully (exit 0) instead of killing it (signal 15, logged as a crash).

@@ -486,13 +486,8 @@ final class Supervisor {
             // A replacement finishes the queue, then quits.
             quitPending.insert(index)
         } else if slot.retiring && !shuttingDown {
-            // Scaled down and drained: remove queue and slot (a shared queue stays).
-            if !sharesQueue { try? slot.queue.remove() }
-            quitPending.remove(index)
-            slot.removed = true
             slots[index] = slot
-            while let last = slots.last, last.removed { slots.removeLast() }
-            try? writeState()
+            removeRetired(index)
             return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
         }
         if shuttingDown {
@@ -561,21 +556,37 @@ final class Supervisor {
         logger.info("rolling restart of \(rollingPending.count) workers")
     }
 
-    /// Grows or shrinks the pool to `target` workers (at least 1). New slots get a new queue;
-    /// removed ones (the highest) stop taking work, finish their queue, and exit.
+    /// A retired slot whose queue holds no job leaves: its queue is removed (a shared one stays),
+    /// and removed slots at the end of the list are dropped.
+    private func removeRetired(_ index: Int) {
+        if !sharesQueue { try? slots[index].queue.remove() }
+        quitPending.remove(index)
+        slots[index].removed = true
+        slots[index].respawnAt = nil
+        while let last = slots.last, last.removed { slots.removeLast() }
+        try? writeState()
+    }
+
+    /// Grows or shrinks the pool to `target` workers (at least 1). New slots get a new queue, in
+    /// the place of a removed one if there is one; removed ones (the highest) stop taking work,
+    /// finish their queue, and exit.
     func scale(to requested: Int) {
         let target = min(max(requested, 1), Self.maxWorkers)
         var active = activeCount
         while active < target {
             if let index = slots.indices.last(where: { slots[$0].retiring && !slots[$0].removed }) {
-                // Un-retire a slot still draining rather than creating a queue.
+                // Un-retire a slot still draining rather than creating a queue. Its quit stays
+                // pending if a rolling restart asked for it too (that restart waits for it).
                 slots[index].retiring = false
-                quitPending.remove(index)
+                if index != rollingCurrent { quitPending.remove(index) }
                 logger.info("scale up: slot \(index) kept", metadata: ["workers": "\(active + 1)"])
             } else {
                 // Slot indices index the shared mappings (scoreboard, inboxes, rings), sized for
-                // `maxWorkers`; removed slots in the middle are not reused.
-                guard slots.count < Self.maxWorkers else {
+                // `maxWorkers`: a slot removed in the middle (scaled down below one that was kept)
+                // is taken again, or indices would creep up with every such cycle. `spawn` resets
+                // the mappings' state for the index.
+                let hole = slots.firstIndex(where: \.removed)
+                guard hole != nil || slots.count < Self.maxWorkers else {
                     logger.error("scale up stopped: no slot left", metadata: ["slots": "\(slots.count)", "max": "\(Self.maxWorkers)"])
                     break
                 }
@@ -591,8 +602,8 @@ final class Supervisor {
                     logger.error("scale up failed", metadata: ["error": "\(error)"])
                     break
                 }
-                slots.append(WorkerSlot(index: slots.count, queue: queue))
-                let index = slots.count - 1
+                let index = hole ?? slots.count
+                if hole == nil { slots.append(WorkerSlot(index: index, queue: queue)) } else { slots[index] = WorkerSlot(index: index, queue: queue) }
                 do {
                     try spawn(index)
                     logger.info("scale up: added slot \(index)", metadata: ["workers": "\(active + 1)"])
@@ -612,6 +623,12 @@ final class Supervisor {
             quitPending.insert(index)
             active -= 1
             logger.info("scale down: retiring slot \(index) after its queued work", metadata: ["workers": "\(active)"])
+            // No worker (a fork to retry, a crash back-off) and no job queued: nothing to finish,
+            // so nothing to fork a worker for only to tell it to quit.
+            if slots[index].pid == nil, index != rollingCurrent,
+               sharesQueue || (try? slots[index].queue.status())?.bytes == 0 {
+                removeRetired(index)
+            }
         }
         try? writeState()
     }
@@ -676,6 +693,7 @@ final class Supervisor {
     func cancelPendingChanges() {
         rollingPending = []
         rollingCurrent = nil
+        rollingWasActive = false
         quitPending = []
         restarting = []
     }
