@@ -509,6 +509,40 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// The client library: a request that timed out leaves its answer to come, so the connection
+    /// is done with — the next call throws instead of returning the late answer as its own.
+    /// And a server that answered *busy* and closed before the request went out (the write fails
+    /// with EPIPE) still has that answer returned.
+    @Test func theClientLibraryNeverReturnsAnotherRequestsAnswer() throws {
+        let server = try TestServer(Self.resultSim + ["--max-connections", "1"])
+        let slow = try PoolClient(socketPath: server.socketPath, timeout: 0.3)
+        #expect(throws: (any Error).self) { try slow.request("sleep:1000".bytes) }
+        usleep(1_000_000)
+        var later: PoolClient.Response? = nil
+        #expect(throws: (any Error).self) { later = try slow.request("next".bytes) }
+        #expect(later == nil, "the late answer was returned for another request: \(String(describing: later))")
+        slow.close()
+
+        // The one connection allowed, once the master has closed the first client's.
+        var holding: PoolClient? = nil
+        #expect(waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 30),
+                  (try? client.request("holding".bytes))?.isOK == true else { return false }
+            holding = client
+            return true
+        })
+        let holder = try #require(holding)
+        let refused = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        // Accepted, answered busy and closed by the master before this client writes.
+        #expect(waitUntil(timeout: 10) { !server.logLines(containing: "connection limit reached").isEmpty })
+        usleep(200_000)
+        let answer = try refused.request("too many".bytes)
+        #expect(answer.status == .busy, "\(answer)")
+        refused.close()
+        holder.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     @Test func connectionsBeyondTheLimitGetBusyAndAreClosed() throws {
         let server = try TestServer(Self.resultEcho + ["--max-connections", "2"])
         let first = try PoolClient(socketPath: server.socketPath, timeout: 30)

@@ -52,6 +52,10 @@ public final class PoolClient {
     /// Tagged: responses that arrived while `request`/`pipeline` waited for others, by tag.
     private var early: [UInt32: Response] = [:]
     private var nextTag: UInt32 = 0
+    /// Why the connection failed, once one call has: a timeout may leave an answer still to come,
+    /// or half a request frame sent, so the next request would get the wrong answer or garble
+    /// the stream. Every later call throws instead.
+    private var failure: String?
 
     /// Connects to a framed-protocol (or, with `tagged`, tagged-protocol) server.
     /// - Parameter timeout: seconds to wait for the connect (a full listen backlog blocks it), or
@@ -72,20 +76,28 @@ public final class PoolClient {
 
     deinit { socket.close() }
 
-    /// Sends one request and waits for its response.
+    /// Sends one request and waits for its response. A server that answered and closed before
+    /// the request went out (*busy* past `--max-connections`) fails the write; its answer is
+    /// still read and returned.
     public func request(_ payload: [UInt8]) throws -> Response {
-        guard tagged else {
-            try send(payload)
-            return try receive()
+        try guarded {
+            let tag = tagged ? takeTag() : 0
+            do { try sendFrame(payload, tag: tag) } catch let error as SystemError
+                where error.errno == .brokenPipe || error.errno == .connectionReset {
+                guard let (_, answer) = try? nextResponse() else { throw error }
+                return answer
+            }
+            return tagged ? try receive(tag: tag) : try nextResponse().response
         }
-        let tag = takeTag()
-        try send(payload, tag: tag)
-        return try receive(tag: tag)
     }
 
     /// Writes one request frame without waiting (pipelining); collect responses with `receive()`
     /// (tagged: `receiveTagged()`). `tag` is sent only on a tagged connection.
     public func send(_ payload: [UInt8], tag: UInt32 = 0) throws {
+        try guarded { try sendFrame(payload, tag: tag) }
+    }
+
+    private func sendFrame(_ payload: [UInt8], tag: UInt32) throws {
         var frame: [UInt8] = []
         frame.reserveCapacity(payload.count + 8)
         payload.withUnsafeBytes { FrameCodec.appendRequest($0, tag: tagged ? tag : nil, to: &frame) }
@@ -99,9 +111,26 @@ public final class PoolClient {
 
     /// Reads the next response and its tag (always 0 on a framed connection).
     public func receiveTagged() throws -> (tag: UInt32, response: Response) {
+        try guarded { try nextResponse() }
+    }
+
+    private func nextResponse() throws -> (tag: UInt32, response: Response) {
         while true {
             if let tagged = try bufferedResponse() { return tagged }
             try fill()
+        }
+    }
+
+    /// Runs one public call; after its first failure the connection is shut down and every later
+    /// call throws (`failure`).
+    private func guarded<T>(_ body: () throws -> T) throws -> T {
+        if let failure {
+            throw ProtocolError(description: "the connection failed earlier (\(failure)); open a new one")
+        }
+        do { return try body() } catch {
+            failure = "\(error)"
+            shutdown(socket.raw, Int32(SHUT_RDWR))
+            throw error
         }
     }
 
@@ -109,7 +138,7 @@ public final class PoolClient {
     private func receive(tag: UInt32) throws -> Response {
         while true {
             if let response = early.removeValue(forKey: tag) { return response }
-            let (other, response) = try receiveTagged()
+            let (other, response) = try nextResponse()
             if other == tag { return response }
             early[other] = response
         }
@@ -126,6 +155,10 @@ public final class PoolClient {
     /// Tagged: every request gets its own tag, and the responses, whatever order they come in,
     /// are returned in request order.
     public func pipeline(_ payloads: [[UInt8]]) throws -> [Response] {
+        try guarded { try pipelineRequests(payloads) }
+    }
+
+    private func pipelineRequests(_ payloads: [[UInt8]]) throws -> [Response] {
         var out: [UInt8] = []
         var tags: [UInt32: Int] = [:]
         for (index, payload) in payloads.enumerated() {
