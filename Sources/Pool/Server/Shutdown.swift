@@ -15,8 +15,9 @@ extension Master {
         deadline = now + Int64(configuration.shutdownTimeout * 1e9)
         supervisor.expediteRespawns(now: now)
         nextRespawn = now
-        // Clients already waiting in the listen backlog are taken in and answered (shutting down)
-        // rather than reset when the listener closes.
+        // Clients already waiting in the listen backlog are taken in rather than reset when the
+        // listener closes: one whose request is there is answered (shutting down); one that has
+        // sent nothing yet owes nothing and is closed in order, like any silent connection.
         acceptClients(untilEmpty: true)
         closeListener()
         // The operator's connections are left alone: the one that sent `stop` gets its answer.
