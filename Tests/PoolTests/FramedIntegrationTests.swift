@@ -522,6 +522,18 @@ private extension PoolClient.Response {
         #expect(throws: (any Error).self) { later = try slow.request("next".bytes) }
         #expect(later == nil, "the late answer was returned for another request: \(String(describing: later))")
         slow.close()
+        // A receive that times out consumes nothing: the answer is taken by the next one.
+        var patient: PoolClient? = nil
+        #expect(waitUntil(timeout: 20) {
+            patient = try? PoolClient(socketPath: server.socketPath, timeout: 0.3)
+            return (try? patient?.request("sleep:1".bytes))??.isOK == true
+        })
+        let waiting = try #require(patient)
+        try waiting.send("sleep:1000".bytes)
+        #expect(throws: (any Error).self) { try waiting.receive() }
+        usleep(1_000_000)
+        #expect(try waiting.receive().body == "sleep:1000".bytes)
+        waiting.close()
 
         // The one connection allowed, once the master has closed the first client's.
         var holding: PoolClient? = nil
@@ -534,11 +546,20 @@ private extension PoolClient.Response {
         let holder = try #require(holding)
         let refused = try PoolClient(socketPath: server.socketPath, timeout: 30)
         // Accepted, answered busy and closed by the master before this client writes.
-        #expect(waitUntil(timeout: 10) { !server.logLines(containing: "connection limit reached").isEmpty })
+        #expect(waitUntil(timeout: 10) { (OperationsSupport.status(server.socketPath)?.responses["busy"] ?? 0) >= 1 })
         usleep(200_000)
         let answer = try refused.request("too many".bytes)
         #expect(answer.status == .busy, "\(answer)")
         refused.close()
+        // The same with send, then receive: the failed write does not strand the answer, and
+        // writing again is refused.
+        let sender = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(waitUntil(timeout: 10) { (OperationsSupport.status(server.socketPath)?.responses["busy"] ?? 0) >= 2 })
+        usleep(200_000)
+        #expect(throws: (any Error).self) { try sender.send("too many".bytes) }
+        #expect(try sender.receive().status == .busy)
+        #expect(throws: (any Error).self) { try sender.send("again".bytes) }
+        sender.close()
         holder.close()
         FramedSupport.expectCleanShutdown(server)
     }

@@ -28,6 +28,8 @@ public final class PoolClient {
     public struct ProtocolError: Error, CustomStringConvertible, Sendable {
         /// What went wrong: closed, reset, timed out, or an unexpected frame.
         public let description: String
+        /// No answer came within the timeout (nothing was lost: the stream is still in step).
+        public var timedOut = false
     }
 
     /// `pipeline` ended before every request was answered — the server closed the connection
@@ -52,10 +54,15 @@ public final class PoolClient {
     /// Tagged: responses that arrived while `request`/`pipeline` waited for others, by tag.
     private var early: [UInt32: Response] = [:]
     private var nextTag: UInt32 = 0
-    /// Why the connection failed, once one call has: a timeout may leave an answer still to come,
-    /// or half a request frame sent, so the next request would get the wrong answer or garble
-    /// the stream. Every later call throws instead.
+    /// Why the connection failed, once one call has: a request that timed out may leave its answer
+    /// still to come, and a write that timed out half a frame sent, so the next request would get
+    /// the wrong answer or garble the stream. Every later call throws instead.
     private var failure: String?
+    /// Why writing failed, when the server closed (EPIPE, ECONNRESET): later requests throw, but
+    /// what it answered before closing can still be read with `receive`.
+    private var writeFailure: String?
+    /// Requests sent and not yet answered (pipelined ones included).
+    private var answersOwed = 0
 
     /// Connects to a framed-protocol (or, with `tagged`, tagged-protocol) server.
     /// - Parameter timeout: seconds to wait for the connect (a full listen backlog blocks it), or
@@ -80,11 +87,12 @@ public final class PoolClient {
     /// the request went out (*busy* past `--max-connections`) fails the write; its answer is
     /// still read and returned.
     public func request(_ payload: [UInt8]) throws -> Response {
-        try guarded {
+        try guarded(writes: true) {
             let tag = tagged ? takeTag() : 0
-            do { try sendFrame(payload, tag: tag) } catch let error as SystemError
-                where error.errno == .brokenPipe || error.errno == .connectionReset {
-                guard let (_, answer) = try? nextResponse() else { throw error }
+            do { try sendFrame(payload, tag: tag) } catch let error as SystemError where Self.peerClosed(error) {
+                // Only when nothing else is owed is the first answer surely this request's (a
+                // refusal at accept carries tag 0).
+                guard answersOwed == 1, early.isEmpty, let (_, answer) = try? nextResponse() else { throw error }
                 return answer
             }
             return tagged ? try receive(tag: tag) : try nextResponse().response
@@ -94,10 +102,11 @@ public final class PoolClient {
     /// Writes one request frame without waiting (pipelining); collect responses with `receive()`
     /// (tagged: `receiveTagged()`). `tag` is sent only on a tagged connection.
     public func send(_ payload: [UInt8], tag: UInt32 = 0) throws {
-        try guarded { try sendFrame(payload, tag: tag) }
+        try guarded(writes: true) { try sendFrame(payload, tag: tag) }
     }
 
     private func sendFrame(_ payload: [UInt8], tag: UInt32) throws {
+        answersOwed += 1
         var frame: [UInt8] = []
         frame.reserveCapacity(payload.count + 8)
         payload.withUnsafeBytes { FrameCodec.appendRequest($0, tag: tagged ? tag : nil, to: &frame) }
@@ -111,7 +120,7 @@ public final class PoolClient {
 
     /// Reads the next response and its tag (always 0 on a framed connection).
     public func receiveTagged() throws -> (tag: UInt32, response: Response) {
-        try guarded { try nextResponse() }
+        try guarded(writes: false, survivesTimeout: true) { try nextResponse() }
     }
 
     private func nextResponse() throws -> (tag: UInt32, response: Response) {
@@ -121,17 +130,31 @@ public final class PoolClient {
         }
     }
 
-    /// Runs one public call; after its first failure the connection is shut down and every later
-    /// call throws (`failure`).
-    private func guarded<T>(_ body: () throws -> T) throws -> T {
+    /// Runs one public call. After a failure the connection is shut down and every later call
+    /// throws (`failure`), but for two that leave the stream in step: a `receive` that timed out
+    /// (`survivesTimeout`), and a write the server's close refused, after which only writing
+    /// calls throw (`writeFailure`) and what it answered before closing can still be read.
+    private func guarded<T>(writes: Bool, survivesTimeout: Bool = false, _ body: () throws -> T) throws -> T {
         if let failure {
             throw ProtocolError(description: "the connection failed earlier (\(failure)); open a new one")
         }
-        do { return try body() } catch {
+        if writes, let writeFailure {
+            throw ProtocolError(description: "the server closed the connection earlier (\(writeFailure)); open a new one")
+        }
+        do { return try body() } catch let error as ProtocolError where survivesTimeout && error.timedOut {
+            throw error
+        } catch let error as SystemError where Self.peerClosed(error) {
+            writeFailure = "\(error)"
+            throw error
+        } catch {
             failure = "\(error)"
             shutdown(socket.raw, Int32(SHUT_RDWR))
             throw error
         }
+    }
+
+    private static func peerClosed(_ error: SystemError) -> Bool {
+        error.errno == .brokenPipe || error.errno == .connectionReset
     }
 
     /// Tagged: the response to `tag`, keeping any others that arrive first.
@@ -155,7 +178,10 @@ public final class PoolClient {
     /// Tagged: every request gets its own tag, and the responses, whatever order they come in,
     /// are returned in request order.
     public func pipeline(_ payloads: [[UInt8]]) throws -> [Response] {
-        try guarded { try pipelineRequests(payloads) }
+        try guarded(writes: true) {
+            answersOwed += payloads.count
+            return try pipelineRequests(payloads)
+        }
     }
 
     private func pipelineRequests(_ payloads: [[UInt8]]) throws -> [Response] {
@@ -235,6 +261,7 @@ public final class PoolClient {
             decoded = FrameCodec.decodeResponse(available).map { (0, $0.status, $0.body, $0.total) }
         }
         guard let (tag, status, body, total) = decoded else { return nil }
+        answersOwed -= 1
         let response = Response(statusByte: status, body: Array(available[body]))
         inputStart += total
         if inputStart == input.count { input.removeAll(keepingCapacity: true); inputStart = 0 }
@@ -248,7 +275,7 @@ public final class PoolClient {
         }
         if n < 0 {
             if errno == EINTR || (nonBlocking && errno == EAGAIN) { return }
-            if errno == EAGAIN { throw ProtocolError(description: "timed out waiting for the server") }
+            if errno == EAGAIN { throw ProtocolError(description: "timed out waiting for the server", timedOut: true) }
             if errno == ECONNRESET { throw ProtocolError(description: "the server reset the connection") }
             throw SystemError("recv", .current)
         }

@@ -620,7 +620,9 @@ final class Supervisor {
             guard let index = slots.indices.last(where: { slots[$0].accepting }) else { break }
             slots[index].retiring = true
             rollingPending.removeAll { $0 == index }
-            quitPending.insert(index)
+            // A rolling restart's current slot has its quit already: one more would end its
+            // replacement too if the slot is kept (scaled back up).
+            if index != rollingCurrent { quitPending.insert(index) }
             active -= 1
             logger.info("scale down: retiring slot \(index) after its queued work", metadata: ["workers": "\(active)"])
             // No worker (a fork to retry, a crash back-off) and no job queued: nothing to finish,
