@@ -199,6 +199,13 @@ static inline int csysv_signal_take(int signo) {
     return __atomic_exchange_n(&csysv_signal_counts[signo], 0, __ATOMIC_SEQ_CST);
 }
 
+/// Returns how many times `signo` arrived since the last `csysv_signal_take`, leaving the count.
+/// Why C: an atomic load of state the handler writes.
+static inline int csysv_signal_peek(int signo) {
+    if (signo <= 0 || signo >= _NSIG) return 0;
+    return __atomic_load_n(&csysv_signal_counts[signo], __ATOMIC_SEQ_CST);
+}
+
 /// Unblocks every signal in the calling thread (a process may inherit a blocked mask).
 /// Why C: sigset_t manipulation is macro-heavy.
 static inline int csysv_signal_unblock_all(void) {

@@ -91,11 +91,20 @@ extension OneshotShutdownSuites {
         }
 
         /// Held for queue room when the stop begins, then the only worker dies with its queue
-        /// drained. The master, frozen (SIGSTOP) meanwhile, sends the held messages into the dead
-        /// worker's queue before it reaps it: the reap must see them there and start a worker for
-        /// them (they were acknowledged on queueing), which then gets its quit behind them.
-        @Test func heldMessagesOfAStopWhoseOnlyWorkerDiedAreRun() throws {
-            let server = try TestServer(["--workers", "1", "--handler", "log", "--queue-bytes", "16384", "--shutdown-timeout", "60"])
+        /// drained, while the master is frozen (SIGSTOP). Two orders of what the master does next:
+        /// - it sends the held messages into the dead, unreaped worker's queue first (what it does
+        ///   when the room and the death come in different turns): the reap must see them there
+        ///   and start a worker for them;
+        /// - it reaps first (both in one turn; `POOL_DEBUG_HELD_WAIT_FOR_REAP` makes it so): the
+        ///   worker is not replaced then (nothing queued), so the messages it then sends into the
+        ///   workerless slot must bring a worker with them (`Supervisor.ensureWorker`). They used
+        ///   to wait for a reader that never came: acknowledged `ok`, then removed unrun.
+        @Test(arguments: [false, true])
+        func heldMessagesOfAStopWhoseOnlyWorkerDiedAreRun(reapFirst: Bool) throws {
+            var environment = ProcessInfo.processInfo.environment
+            if reapFirst { environment["POOL_DEBUG_HELD_WAIT_FOR_REAP"] = "1" }
+            let server = try TestServer(["--workers", "1", "--handler", "log", "--queue-bytes", "16384", "--shutdown-timeout", "60"],
+                                        environment: environment)
             defer { server.stop() }
             #expect(waitUntil { server.workerPIDs.count == 1 })
             let worker = try #require(server.workerPIDs.first)

@@ -43,4 +43,7 @@ public enum Signals {
 
     /// How many times `signo` arrived since the last call.
     public static func take(_ signo: Int32) -> Int { Int(csysv_signal_take(signo)) }
+
+    /// How many times `signo` arrived since the last `take`, without taking them.
+    public static func peek(_ signo: Int32) -> Int { Int(csysv_signal_peek(signo)) }
 }
