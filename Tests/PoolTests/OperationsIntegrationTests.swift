@@ -109,6 +109,30 @@ private typealias S = OperationsSupport
 
     // MARK: - 2. Rolling restarts
 
+    /// A rolling restart's current slot scaled down and straight back up keeps the restart's
+    /// request to its worker. Shared queue: the request is SIGTERM, repeated every 0.5 s until the
+    /// worker goes, since one landing just before msgrcv blocks is only seen at the next message
+    /// (`POOL_DEBUG_WORKER_RECEIVE_DELAY_MS` holds fresh workers in that window). The scale back
+    /// up cancelled the repeats: the worker waited in msgrcv and the restart never finished.
+    @Test func scalingTheRestartingSlotDownAndUpLetsTheRestartFinish() throws {
+        let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result", "--handler", "echo"],
+                                    environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_WORKER_RECEIVE_DELAY_MS", "4000"))
+        defer { server.stop() }
+        let workers = spawnedWorkerPIDs(inLog: server.log)
+        try #require(workers.count == 2, "\(server.log)")
+        let control = server.socketPath + ".ctl"
+        #expect(try ControlClient.send("reload", controlSocket: control).hasPrefix("ok"))
+        // Slot 0's worker goes at the second SIGTERM; slot 1's has its first now, inside its window.
+        #expect(waitUntil(timeout: 10) { workers.contains { !processIsAlive($0) } }, "\(server.log)")
+        #expect(try ControlClient.send("scale 1", controlSocket: control).hasPrefix("ok"))
+        #expect(try ControlClient.send("scale 2", controlSocket: control).hasPrefix("ok"))
+        let done = S.waitForStatus(server.socketPath, timeout: 10) { !$0.rollingRestart && $0.workers.count == 2 && $0.settled }
+        #expect(done.ok && server.log.contains("rolling restart complete"),
+                "\(String(describing: done.last?.workers))\n\(server.log.suffix(2000))")
+        #expect(workers.allSatisfy { !processIsAlive($0) }, "a worker was not restarted")
+        S.expectCleanExit(server)
+    }
+
     @Test func sighupAndReloadUnderLoadLoseNothingAndReplaceEveryWorker() throws {
         let server = try TestServer(["--workers", "3"] + Self.framedSim)
         defer { server.stop() }
