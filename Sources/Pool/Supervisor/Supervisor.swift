@@ -527,6 +527,9 @@ final class Supervisor {
 
     /// Slots still to restart (SIGHUP), and the one whose quit has been queued.
     @exclusivity(unchecked) private var rollingPending: [Int] = []
+    /// Slots a rolling restart had still to restart when they were retired: kept (scaled back
+    /// up), they go back on its list.
+    @exclusivity(unchecked) private var rollingSetAside: Set<Int> = []
     @exclusivity(unchecked) private var rollingCurrent: Int? = nil
     /// Slots whose quit message found the queue full; retried on every tick.
     @exclusivity(unchecked) private var quitPending: Set<Int> = []
@@ -553,6 +556,7 @@ final class Supervisor {
     /// replacement takes the same queue, so nothing queued is lost.
     func startRollingRestart() {
         rollingPending = slots.indices.filter { slots[$0].accepting }
+        rollingSetAside = []
         logger.info("rolling restart of \(rollingPending.count) workers")
     }
 
@@ -561,6 +565,7 @@ final class Supervisor {
     private func removeRetired(_ index: Int) {
         if !sharesQueue { try? slots[index].queue.remove() }
         quitPending.remove(index)
+        rollingSetAside.remove(index)
         slots[index].removed = true
         slots[index].respawnAt = nil
         while let last = slots.last, last.removed { slots.removeLast() }
@@ -579,6 +584,7 @@ final class Supervisor {
                 // pending if a rolling restart asked for it too (that restart waits for it).
                 slots[index].retiring = false
                 if index != rollingCurrent { quitPending.remove(index) }
+                if rollingSetAside.remove(index) != nil { rollingPending.append(index) }
                 logger.info("scale up: slot \(index) kept", metadata: ["workers": "\(active + 1)"])
             } else {
                 // Slot indices index the shared mappings (scoreboard, inboxes, rings), sized for
@@ -619,7 +625,10 @@ final class Supervisor {
         while active > target {
             guard let index = slots.indices.last(where: { slots[$0].accepting }) else { break }
             slots[index].retiring = true
-            rollingPending.removeAll { $0 == index }
+            if rollingPending.contains(index) {
+                rollingPending.removeAll { $0 == index }
+                rollingSetAside.insert(index)
+            }
             // A rolling restart's current slot has its quit already: one more would end its
             // replacement too if the slot is kept (scaled back up).
             if index != rollingCurrent { quitPending.insert(index) }
@@ -694,6 +703,7 @@ final class Supervisor {
     /// Stops rolling restarts and scaling (shutdown takes over).
     func cancelPendingChanges() {
         rollingPending = []
+        rollingSetAside = []
         rollingCurrent = nil
         rollingWasActive = false
         quitPending = []
