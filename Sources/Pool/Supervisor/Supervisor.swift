@@ -486,6 +486,11 @@ final class Supervisor {
             // A replacement finishes the queue, then quits.
             quitPending.insert(index)
         } else if slot.retiring && !shuttingDown {
+            // A queue of its own that can no longer be read (its mode changed from outside) may
+            // still hold jobs: removed with it, they are named lost, so their clients are answered.
+            if queueStatus == nil && !sharesQueue {
+                for job in slot.outstanding.removeAll() { lost.append(LostJob(id: job.id, status: .workerDied)) }
+            }
             slots[index] = slot
             removeRetired(index)
             return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
