@@ -493,6 +493,7 @@ final class Supervisor {
             }
             slots[index] = slot
             removeRetired(index)
+            try? writeState()
             return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
         }
         if shuttingDown {
@@ -566,7 +567,7 @@ final class Supervisor {
     }
 
     /// A retired slot whose queue holds no job leaves: its queue is removed (a shared one stays),
-    /// and removed slots at the end of the list are dropped.
+    /// and removed slots at the end of the list are dropped. The caller records the state.
     private func removeRetired(_ index: Int) {
         if !sharesQueue { try? slots[index].queue.remove() }
         quitPending.remove(index)
@@ -574,7 +575,6 @@ final class Supervisor {
         slots[index].removed = true
         slots[index].respawnAt = nil
         while let last = slots.last, last.removed { slots.removeLast() }
-        try? writeState()
     }
 
     /// Grows or shrinks the pool to `target` workers (at least 1). New slots get a new queue, in
@@ -614,7 +614,8 @@ final class Supervisor {
                     break
                 }
                 let index = hole ?? slots.count
-                if hole == nil { slots.append(WorkerSlot(index: index, queue: queue)) } else { slots[index] = WorkerSlot(index: index, queue: queue) }
+                let slot = WorkerSlot(index: index, queue: queue)
+                if hole != nil { slots[index] = slot } else { slots.append(slot) }
                 do {
                     try spawn(index)
                     logger.info("scale up: added slot \(index)", metadata: ["workers": "\(active + 1)"])

@@ -3,11 +3,10 @@ import SystemPackage
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, renamed over the
 /// target, so a reader never sees half a file (the state file, the pid file, pool-bench's ready
-/// file). The temporary is
-/// created new (`O_EXCL | O_NOFOLLOW`): in a directory others can write (/tmp, /run/…) a symlink
-/// planted at its name would otherwise let a root master truncate the file it points to; a
-/// rename replaces a symlink at `path` itself rather than following it. `mode` passes through
-/// the umask. No fsync: the master calls this from its event loop (scaling, a recreated queue),
+/// file). The temporary is created new (`O_EXCL | O_NOFOLLOW`): in a directory others can write
+/// (/tmp, /run/…) a symlink planted at its name would otherwise let a root master truncate the
+/// file it points to; a rename replaces a symlink at `path` itself rather than following it.
+/// `mode` passes through the umask. No fsync: the master calls this from its event loop (scaling, a recreated queue),
 /// which must not wait on the disk, and what these files record does not outlive a reboot.
 ///
 /// The corresponding C functions are `open`, `write` and `rename`.
