@@ -263,12 +263,13 @@ COMMANDS=()
 
 # bench_args ROW — pool-bench's arguments for a row (but the socket and pid) into BENCH_ARGS.
 bench_args() {
-    local protocol connections depth payload idle expect
+    local protocol connections depth payload idle check
     IFS='|' read -r _ protocol connections depth payload idle <<<"${ROWS[$1]}"
-    [[ $protocol == oneshot ]] && expect=ok || expect=x
+    # oneshot rows are ack mode (the reply is ok); framed rows echo, and every body is checked.
+    [[ $protocol == oneshot ]] && check=(--expect ok) || check=(--verify)
     BENCH_ARGS=(--protocol "$protocol" --connections "$connections")
     [[ $protocol == framed ]] && BENCH_ARGS+=(--depth "$depth")
-    BENCH_ARGS+=(--payload "$payload" --duration "$DURATION" --warmup "$WARMUP" --timeout "$TIMEOUT" --expect "$expect")
+    BENCH_ARGS+=(--payload "$payload" --duration "$DURATION" --warmup "$WARMUP" --timeout "$TIMEOUT" "${check[@]}")
     if (( idle > 0 )); then BENCH_ARGS+=(--idle-connections "$idle"); fi
 }
 
@@ -314,13 +315,19 @@ run_server() {
     fi
 }
 
-# median ROW KIND — the round with the median ok replies/s (of two, the better) becomes $TMP/r$ROW-$KIND.json.
+# median ROW KIND — the round with the median ok replies/s (of two, the better) becomes $TMP/r$ROW-$KIND.json,
+# with p50_median_us added: the median of the rounds' p50s (null if a round stalled), which the p50
+# targets judge (the round with the median throughput need not have the median p50).
 median() {
     local files=("$TMP/r$1-$2-"*.json)
     [[ -f ${files[0]} ]] || return 0
     jq -s '(map(select((.ok // 0) == 0 or (.unanswered // 0) > 0)) | length) as $stalled
         | (length) as $rounds
-        | sort_by(.ok_per_second // 0) | .[length / 2 | floor] + {stalled_rounds: $stalled, rounds: $rounds}' \
+        | (map(.latency_us.p50 // null) | sort) as $p50s
+        | (if $stalled > 0 or ($p50s | length) == 0 then null
+           elif ($p50s | length) % 2 == 1 then $p50s[($p50s | length) / 2 | floor]
+           else ($p50s[($p50s | length) / 2 - 1] + $p50s[($p50s | length) / 2]) / 2 end) as $p50
+        | sort_by(.ok_per_second // 0) | .[length / 2 | floor] + {stalled_rounds: $stalled, rounds: $rounds, p50_median_us: $p50}' \
         "${files[@]}" >"$TMP/r$1-$2.json"
 }
 
@@ -340,17 +347,21 @@ if part matrix; then
         fi
         (( idle > 0 )) && pool+=(--idle-timeout 600)
         ref=cref; [[ $protocol == framed ]] && ref=cref_framed
+        kinds=(pool)
+        (( POLLS )) && kinds+=(poll)
+        (( HAVE_REF )) && kinds+=(ref)
+        (( HAVE_PHP )) && [[ $protocol == oneshot ]] && (( payload <= 1000 )) && kinds+=(php)
         for ((round = 1; round <= ROUNDS; round++)); do
-            run_server "$row" pool "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}"
-            if (( POLLS )); then
-                run_server "$row" poll "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}" --busy-poll "$BUSY_POLL"
-            fi
-            if (( HAVE_REF )); then
-                run_server "$row" ref "$round" "$TMP/ref.sock" "$TMP" "$TMP/$ref" "$TMP/ref.sock" "$WORKERS"
-            fi
-            if (( HAVE_PHP )) && [[ $protocol == oneshot ]] && (( payload <= 1000 )); then
-                run_server "$row" php "$round" "$TMP/php/pool.sock" "$TMP/php" php "$SEED_PHP"
-            fi
+            # The servers' order rotates each round, so what drifts over a row's rounds (another
+            # job on the machine, a warming cache) does not always land on the same server.
+            for ((i = 0; i < ${#kinds[@]}; i++)); do
+                case ${kinds[(i + round - 1) % ${#kinds[@]}]} in
+                pool) run_server "$row" pool "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}" ;;
+                poll) run_server "$row" poll "$round" "$TMP/pool.sock" "$ROOT" "${pool[@]}" --busy-poll "$BUSY_POLL" ;;
+                ref) run_server "$row" ref "$round" "$TMP/ref.sock" "$TMP" "$TMP/$ref" "$TMP/ref.sock" "$WORKERS" ;;
+                php) run_server "$row" php "$round" "$TMP/php/pool.sock" "$TMP/php" php "$SEED_PHP" ;;
+                esac
+            done
         done
         for kind in pool poll ref php; do median "$row" "$kind"; done
     done
@@ -453,7 +464,7 @@ if part scale; then
         start_server pool "$TMP/pool.sock" "$ROOT" "${pool_framed[@]}" || continue
         for c in 8 "$SCALE_CONNECTIONS"; do
             args=(--protocol framed --connections "$c" --depth 1 --payload 16 --duration "$PART_DURATION"
-                  --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
+                  --warmup "$WARMUP" --timeout "$TIMEOUT" --verify)
             (( round == 1 )) && PART_COMMANDS+=("- scale, $c connections: pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
             run_bench "$TMP/scale-$c-$round.json" "$c conn$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "$PART_DURATION" "${args[@]}"
         done
@@ -489,7 +500,7 @@ if part skew; then
                 for load in $loads; do
                     c=${load%x*} d=${load#*x}
                     args=(--protocol "$proto" --connections "$c" --depth "$d" --payload 16 --skew "$SKEW"
-                          --duration "$PART_DURATION" --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
+                          --duration "$PART_DURATION" --warmup "$WARMUP" --timeout "$TIMEOUT" --verify)
                     if [[ $mode == round-robin ]] && (( round == 1 )); then
                         PART_COMMANDS+=("    load ${c}×$d (every mode, one server per mode and round): pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
                     fi
@@ -513,7 +524,7 @@ if part sizes; then
         start_server pool "$TMP/pool.sock" "$ROOT" "${pool_framed[@]}" || continue
         for size in $SIZES; do
             args=(--protocol framed --connections 8 --depth 16 --payload "$size" --duration "$PART_DURATION"
-                  --warmup "$WARMUP" --timeout "$TIMEOUT" --expect x)
+                  --warmup "$WARMUP" --timeout "$TIMEOUT" --verify)
             (( round == 1 )) && PART_COMMANDS+=("    $size B: pool-bench --socket SOCKET --server-pid PID $(quote "${args[@]}")")
             run_bench "$TMP/size-$size-$round.json" "$size B$( (( PART_ROUNDS > 1 )) && printf ' #%s' "$round")" "$PART_DURATION" "${args[@]}"
         done
@@ -541,7 +552,7 @@ cell() {   # cell ROW KIND FIELD: rps | p50 | p99 | cpu
                then " (stalled in \(.stalled_rounds) of \(.rounds) rounds)" else "" end)
         elif $f == "p50" then .latency_us.p50 | lat
         elif $f == "p99" then .latency_us.p99 | lat
-        elif $f == "cpu" then (if .server.cpu_us_per_request == null then "–" else "\((.server.cpu_us_per_request * 10 | round) / 10) µs" end)
+        elif $f == "cpu" then (if .server.cpu_us_per_request == null or .unanswered > 0 then "–" else "\((.server.cpu_us_per_request * 10 | round) / 10) µs" end)
         else "?" end' "$json"
 }
 ratio() {  # ratio ROW OTHER [KIND]: KIND's (default pool) req/s ÷ OTHER's
@@ -610,6 +621,22 @@ ERRORS=$(
     done
 )
 
+# ORDER — framed replies out of request order per server, summed over the matrix's rounds (pool-bench
+# --verify matches each reply to its own request by the stamp in its payload, and counts those that
+# overtook an older request).
+ORDER=$(
+    for kind in pool poll ref; do
+        files=()
+        for row in "${!ROWS[@]}"; do
+            for json in "$TMP/r$row-$kind-"*.json; do
+                [[ -f $json && ! $json =~ -$kind\.json$ ]] && jq -e '.out_of_order != null' "$json" >/dev/null 2>&1 && files+=("$json")
+            done
+        done
+        (( ${#files[@]} > 0 )) || continue
+        jq -rs --arg kind "$kind" '"\($kind): \(map(.out_of_order) | add) of \(map(.ok) | add) ok framed replies"' "${files[@]}"
+    done | paste -sd ';' | sed 's/;/; /g'
+)
+
 # rounds_table CELL — the table of every round: CELL is a jq expression turning one round's JSON
 # into its cell (rounds in the order run: files sorted by round number, not by name).
 rounds_table() {
@@ -644,24 +671,30 @@ mib2() { awk -v kb="$1" 'BEGIN { if (kb == "") print "–"; else printf "%.2f Mi
 verdict() { if [[ $1 == 1 ]]; then echo "met"; elif [[ $1 == 0 ]]; then echo "**not met**"; else echo "no result"; fi; }
 # jqf FILE EXPR [JQ OPTIONS...] — EXPR (with the JQ_DEFS helpers) of a part's JSON, or – without one
 jqf() { local file=$1 expr=$2; shift 2; if [[ -f $file ]]; then jq -r "$@" "$JQ_DEFS $expr" "$file"; else printf '–'; fi; }
-# p99_ratio A B KEY [DIGITS] — A's .KEY.p99 over B's, to DIGITS decimals (2), or – when either is missing.
+# p99_ratio A B KEY [DIGITS] — A's .KEY.p99 over B's, to DIGITS decimals (2), or – when either is missing
+# or either run had an error: a request that timed out is not in the histogram, so a mode that lets
+# its slow requests time out would otherwise read fast.
 p99_ratio() {
     jq -rn --slurpfile a "$1" --slurpfile b "$2" --arg k "$3" --argjson digits "${4:-2}" '
-        if ($a[0][$k].p99 // null) != null and ($b[0][$k].p99 // 0) > 0
+        def clean(r): (r.ok // 0) > 0 and (r.unanswered // 1) == 0 and (r.errors_total // 1) == 0;
+        if clean($a[0]) and clean($b[0]) and ($a[0][$k].p99 // null) != null and ($b[0][$k].p99 // 0) > 0
         then ($a[0][$k].p99 / $b[0][$k].p99 * pow(10; $digits) | round) / pow(10; $digits) else "–" end'
 }
-# ok_ratio A B — A's ok replies/s ÷ B's, as a number ("" if either failed or stalled)
+# ok_ratio A B — A's ok replies/s ÷ B's, unrounded ("" if either failed or stalled)
 ok_ratio() {
     [[ -f $1 && -f $2 ]] || return 0
     jq -rn --slurpfile a "$1" --slurpfile b "$2" '
         if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
-        then ($a[0].ok_per_second / $b[0].ok_per_second * 100 | round) / 100 else empty end'
+        then $a[0].ok_per_second / $b[0].ok_per_second else empty end'
 }
+# two NUMBER — NUMBER to 2 decimals, for display (verdicts judge the unrounded value)
+two() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
 TARGETS=()           # "| target | this run | verdict |" rows
 
 # matrix_target TEXT KIND CHECK THRESHOLD LOAD... — a target of item 3 over the matrix rows LOAD
 # ("label|payload"), for KIND (pool, or poll = --busy-poll): CHECK rps (KIND's ok replies/s ÷
-# ref's ≥ THRESHOLD on every row) or p50 (KIND's p50 ÷ ref's ≤ THRESHOLD on every row). Judged on
+# ref's ≥ THRESHOLD on every row, the rounds with the median ok replies/s) or p50 (the median of
+# KIND's rounds' p50s ÷ the same of ref's ≤ THRESHOLD on every row). Judged on
 # the exact ratio, shown to 2 decimals; a row that missed makes it "not met", else a row without a
 # result (failed, stalled) "no result".
 matrix_target() {
@@ -676,9 +709,9 @@ matrix_target() {
             [[ -f $a && -f $b ]] || continue
             value=$(jq -rn --slurpfile a "$a" --slurpfile b "$b" --arg check "$check" '
                 if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
-                   and ($a[0].latency_us.p50 // 0) > 0 and ($b[0].latency_us.p50 // 0) > 0
+                   and ($a[0].p50_median_us // 0) > 0 and ($b[0].p50_median_us // 0) > 0
                 then (if $check == "rps" then $a[0].ok_per_second / $b[0].ok_per_second
-                      else $a[0].latency_us.p50 / $b[0].latency_us.p50 end)
+                      else $a[0].p50_median_us / $b[0].p50_median_us end)
                 else empty end' || true)
         done
         local where="${load%%|*} $(size "${load##*|}")"
@@ -720,7 +753,13 @@ if part memory && [[ -f $TMP/mem-idle ]]; then
     [[ -f $TMP/mem-held ]] && held_rss=$(cut -d'|' -f1 "$TMP/mem-held")
     closed=$(jq -r '.idle_closed_by_server // "?"' "$TMP/hold.json" 2>/dev/null || echo "?")
     open_s=$(jq -r '.open_s // "?"' "$TMP/hold.json" 2>/dev/null || echo "?")
-    if [[ -n $held_rss ]]; then
+    held_fds=""; idle_fds=$(cut -d'|' -f3 "$TMP/mem-idle")
+    [[ -f $TMP/mem-held ]] && held_fds=$(cut -d'|' -f3 "$TMP/mem-held")
+    if [[ -n $held_rss ]] && { (( held_fds < idle_fds + MEM_CONNECTIONS )) || [[ $closed != 0 ]]; }; then
+        # Fewer connections held than the target names: its RSS says nothing about the target.
+        met=""; per="?"
+        TARGETS+=("| master RSS with $MEM_CONNECTIONS idle framed connections ≤ 16 MiB | $held_rss kB, but the master held $((held_fds - idle_fds)) connections ($closed closed by it) | no result |")
+    elif [[ -n $held_rss ]]; then
         met=$(( held_rss <= MEM_TARGET_KB ? 1 : 0 ))
         per=$(awk -v a="$held_rss" -v b="$idle_rss" -v n="$MEM_CONNECTIONS" 'BEGIN { printf "%.1f", (a - b) * 1024 / n / 1024 }')
         TARGETS+=("| master RSS with $MEM_CONNECTIONS idle framed connections ≤ 16 MiB | $held_rss kB = $(mib2 "$held_rss") (idle: $(mib "$idle_rss")) | $(verdict "$met") |")
@@ -757,6 +796,7 @@ if part scale; then
     r=$(ok_ratio "$TMP/scale-$SCALE_CONNECTIONS.json" "$TMP/scale-8.json")
     if [[ -n $r ]]; then
         met=$(jq -n "if $r >= 0.8 then 1 else 0 end")
+        r=$(two "$r")
         TARGETS+=("| framed 1-deep, $SCALE_CONNECTIONS busy connections ≥ 0.8× the req/s of 8 | ${r}× | $(verdict "$met") |")
     else
         met=""
@@ -777,7 +817,8 @@ if part scale; then
         done
         echo
         echo "- Target: $SCALE_CONNECTIONS connections ≥ 0.8× the ok replies/s of 8: ${r:-?}× — $(verdict "$met")."
-        echo "  Server CPU per request, $SCALE_CONNECTIONS ÷ 8: ${cpu_r}×."
+        echo "  Server CPU per request, $SCALE_CONNECTIONS ÷ 8: ${cpu_r}× (above 1: each request costs the server more with"
+        echo "  $SCALE_CONNECTIONS connections)."
         echo "- pool-bench runs one thread per connection: with $SCALE_CONNECTIONS threads on the same 2 cores the"
         echo "  client's own scheduling cost is part of what is measured (its CPU per request is in the table);"
         echo "  server CPU per request is the less client-dependent comparison."
@@ -825,7 +866,7 @@ if part skew; then
                 done
                 echo
                 if [[ -n $best ]]; then
-                    met=$(jq -n "if $best <= 0.2 then 1 else 0 end")
+                    met=$(jq -n "if $best_exact <= 0.2 then 1 else 0 end")
                     echo "Best: $best_mode at ${best}× round-robin's non-skew p99 (target ≤ 0.2×): $(verdict "$met")."
                     TARGETS+=("| skew ${c}×$d, $proto, $skew_workers workers: best dispatch's non-skew p99 ≤ 0.2× round-robin's | $best_mode ${best}× | $(verdict "$met") |")
                     if [[ -n $clear_best ]]; then
@@ -899,6 +940,9 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "## Machine"
     echo
     echo "- $(nproc) cores: $CPU_MODEL; kernel $(uname -r); $(swift --version 2>/dev/null | head -n 1)"
+    echo "- $( (( HAVE_REF )) && gcc --version | head -n 1 || echo "no gcc (no reference servers)"); $( (( HAVE_PHP )) && php -v | head -n 1 || echo "no php (no seed server)")"
+    echo "- descriptor limits (soft/hard): $(ulimit -Sn)/$(ulimit -Hn) for every server and pool-bench (in the memory part: soft"
+    echo "  $MEM_NOFILE)"
     echo "- load average (1, 5, 15 min) before: $LOAD_BEFORE; after the matrix: $LOAD_AFTER_MATRIX; at the end: $LOAD_AFTER"
     echo "  (it counts runnable threads, other users' included: the scale part's $SCALE_CONNECTIONS client threads raise the"
     echo "  last figure, and a bench run that ended minutes before raises the first)"
@@ -911,8 +955,10 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "## Targets in this run"
     echo
     if (( ${#TARGETS[@]} > 0 )); then
-        echo "Met or not in this one run (a single short round on a noisy machine: a verdict near its threshold"
-        echo "can flip on a re-run; see each section)."
+        echo "Met or not in this one run ($ROUNDS round(s) per matrix cell, $PART_ROUNDS for the other parts, on a noisy"
+        echo "machine: a verdict near its threshold can flip on a re-run; see each section). Throughput targets judge"
+        echo "the round with the median ok replies/s, p50 targets the median of the rounds' p50s, each to its unrounded"
+        echo "ratio (shown to 2 decimals)."
         echo
         echo "| target | this run | |"
         echo "|---|---|---|"
@@ -933,9 +979,12 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo
     echo "pool/ref and pool/PHP: pool-server's ok replies per second divided by the other's (above 1: pool-server is"
     echo "faster; an error reply such as *busy* counts in req/s but not in the ratio; no ratio beside a stall)."
-    echo "Latency is per request, from the write that sent it to the read that completed its reply (oneshot: from"
-    echo "connect to EOF). *stalled*: no request answered at all, or some never answered (no reply within"
-    echo "$TIMEOUT s: see the notes)."
+    echo "Latency is per request answered ok, from the write that sent it to the read that completed its reply"
+    echo "(oneshot: from connect to EOF); errors are counted, not timed. pool-bench is closed-loop: each"
+    echo "connection sends its next request only when one is answered, so a stall delays the requests it would"
+    echo "have sent instead of timing them (coordinated omission): the percentiles are of service times at the"
+    echo "load the server sustained, not of waits at a fixed offered rate. *stalled*: no request answered at all,"
+    echo "or some never answered (no reply within $TIMEOUT s: see the notes)."
     echo
     if (( POLLS )); then
     echo "## With \`--busy-poll $BUSY_POLL\`"
@@ -947,18 +996,23 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo
     echo "$BUSY_TABLE"
     echo
+    echo "req/s ÷: above 1, the busy-polling pool is faster; p50 ÷: below 1, it answers sooner."
+    echo
     fi
     echo "## Server CPU per request"
     echo
-    echo "utime + stime of the master and its workers (and of any reaped worker), from /proc, over the measured"
-    echo "window, divided by the requests answered. Less sensitive to the machine's noise than requests/s."
+    echo "CPU time of the master and its workers over the measured window (live processes from"
+    echo "/proc/PID/task/*/schedstat in nanoseconds, workers reaped meanwhile from the master's cutime + cstime in"
+    echo "clock ticks), divided by the requests answered (ok or an error status). Less sensitive to the machine's"
+    echo "noise than requests/s; lower is better. The window opens as warm-up ends, while up to connections ×"
+    echo "depth warm-up requests are still in flight: their remaining CPU is counted, they are not."
     echo
     echo "$CPU_TABLE"
     echo
     echo "## Every round"
     echo
-    echo "ok replies per second of each round, in the order run (the servers of a row alternate). A spread"
-    echo "within one cell is the machine's noise, not the server's."
+    echo "ok replies per second of each round, in the order run (the servers of a row alternate, their order"
+    echo "rotating each round). A spread within one cell is the machine's noise, not the server's."
     echo
     rounds_table '.ok_per_second | rps'
     echo
@@ -979,14 +1033,16 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo "- Oneshot rows run pool-server with \`--handler echo\` in the default ack mode (the reply is \`ok\`, as from"
     echo "  cref and the seed): the default \`log\` handler writes a line per message at info level."
     echo "- Framed rows: \`--protocol framed --reply result --handler echo\`; every reply is checked"
-    echo "  (\`--expect x\`: status ok and the echoed payload)."
+    echo "  (\`--verify\`: status ok, and the body exactly its own request's payload, whose last 8 bytes carry"
+    echo "  the connection and a sequence number). Replies out of request order (matched to their own request"
+    echo "  for the latency, and counted): ${ORDER:-none measured}."
     echo "- When every worker queue is full (at 4 KiB a 16 KiB queue holds 3 messages) pool-server holds the"
     echo "  client until a queue has room (\`msgsnd\` with IPC_NOWAIT, retried; *busy* only past \`--max-backlog\`),"
     echo "  where cref blocks its whole loop in \`msgsnd\`. A *busy* reply counts in req/s, not in the ratio."
     echo "- cref_framed sends to its queues with blocking \`msgsnd\` from the master, so when a worker's queue and"
     echo "  the reply queue are both full (16 KiB each by default: 3 messages of 4 KiB) master and workers wait on"
     echo "  each other for ever. pool-server never blocks its master (IPC_NOWAIT, backlog in the master). cref_framed"
-    echo "  also writes responses in completion order; its latencies are matched to requests in order."
+    echo "  also writes responses in completion order, which the framed protocol does not allow (counted above)."
     echo "- The idle row holds $IDLE extra connections open and idle for the whole run (pool-server gets"
     echo "  \`--idle-timeout 600\` there so they are not closed during it) while 8 connections keep 1 request each"
     echo "  in flight."

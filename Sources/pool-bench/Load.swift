@@ -14,6 +14,11 @@ final class LoadPlan: @unchecked Sendable {
     let skewPercent: Double
     let skewPayload: [UInt8]
     let expect: [UInt8]?
+    /// --verify: a reply must be its request's payload, echoed exactly.
+    let verify: Bool
+    /// With --verify and payloads of 8 B or more, each payload's last 8 bytes are a stamp (its
+    /// connection and sequence number), so a reply to another request is told from its own.
+    var stamped: Bool { verify && payload.count >= Stamp.bytes }
     let requests: Int?          // nil: run for `duration`
     let duration: Double
     let warmup: Double
@@ -31,8 +36,8 @@ final class LoadPlan: @unchecked Sendable {
     let issued = Atomic<Int>(0)
 
     init(socketPath: String, wireProtocol: WireProtocol, connections: Int, depth: Int, payload: [UInt8],
-         skewPercent: Double, skewPayload: [UInt8], expect: [UInt8]?, requests: Int?, duration: Double,
-         warmup: Double, timeout: Double) {
+         skewPercent: Double, skewPayload: [UInt8], expect: [UInt8]?, verify: Bool, requests: Int?,
+         duration: Double, warmup: Double, timeout: Double) {
         self.socketPath = socketPath
         self.wireProtocol = wireProtocol
         self.connections = connections
@@ -41,6 +46,7 @@ final class LoadPlan: @unchecked Sendable {
         self.skewPercent = skewPercent
         self.skewPayload = skewPayload
         self.expect = expect
+        self.verify = verify
         self.requests = requests
         self.duration = duration
         self.warmup = warmup
@@ -86,7 +92,7 @@ final class LoadPlan: @unchecked Sendable {
 final class LoadResult: @unchecked Sendable {
     let completed = Atomic<Int>(0)     // measured requests finished (ok or not): progress line
     let failed = Atomic<Int>(0)        // of which errors
-    var latency = Histogram()          // every measured request that got a reply
+    var latency = Histogram()          // every measured request answered ok (errors are counted, not timed)
     var normalLatency = Histogram()    // the same, without the skewed ones (only kept with --skew)
     /// Framed with --skew: the non-skew requests sent while no skew request was in flight before
     /// them on their connection. In-order responses hold the others behind the skew job whatever
@@ -100,6 +106,9 @@ final class LoadResult: @unchecked Sendable {
     /// would otherwise stretch the run's seconds and cut its requests/s.
     var lastUnanswered: UInt64 = 0
     var warmupRequests = 0
+    /// --verify, framed: measured replies that came for a later request than the oldest one in
+    /// flight (framed promises request order; each is still matched to its own request).
+    var outOfOrder = 0
 
     var unanswered = 0                 // of the errors, requests that got no reply at all
 
@@ -190,6 +199,37 @@ struct SkewPicker {
     }
 }
 
+/// --verify's stamp: connection index and sequence number, 8 bytes big-endian at the end of a
+/// payload. Sequence numbers start at 1, so no stamp is 0 (a skewed slot's marker).
+enum Stamp {
+    static let bytes = 8
+
+    @inline(__always)
+    static func make(connection: Int, sequence: UInt64) -> UInt64 {
+        UInt64(truncatingIfNeeded: connection) << 40 | (sequence & (1 << 40 - 1))
+    }
+
+    @inline(__always)
+    static func write(_ stamp: UInt64, at end: UnsafeMutableRawPointer) {
+        (end - bytes).storeBytes(of: stamp.bigEndian, as: UInt64.self)
+    }
+
+    @inline(__always)
+    static func read(end: UnsafeRawPointer) -> UInt64 {
+        UInt64(bigEndian: (end - bytes).loadUnaligned(as: UInt64.self))
+    }
+}
+
+/// Is `body` exactly `payload`, carrying `stamp` in its last 8 bytes when stamped?
+@inline(__always)
+func echoes(_ body: UnsafeRawBufferPointer, _ payload: [UInt8], stamp: UInt64, stamped: Bool) -> Bool {
+    guard body.count == payload.count else { return false }
+    if body.isEmpty { return true }
+    let fixed = stamped ? payload.count - Stamp.bytes : payload.count
+    let same = payload.withUnsafeBytes { memcmp(body.baseAddress!, $0.baseAddress!, fixed) == 0 }
+    return same && (!stamped || Stamp.read(end: body.baseAddress! + body.count) == stamp)
+}
+
 /// Printable form of a reply, for error keys (non-printable bytes as \xNN, cut at 60 bytes).
 func printable(_ bytes: UnsafeRawBufferPointer) -> String {
     var text = ""
@@ -217,6 +257,9 @@ func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
     var picker = SkewPicker(seed: index, percent: plan.skewPercent)
     var reply = [UInt8](repeating: 0, count: 65_536)
     let oneshotError = Array("error: ".utf8)
+    var request = plan.payload
+    var sequence: UInt64 = 0
+    var stamp: UInt64 = 0
     waitForGo(plan)
     while true {
         let start = monotonicNanos()
@@ -231,7 +274,12 @@ func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
             usleep(1000)
             continue
         }
-        let payload = skewed ? plan.skewPayload : plan.payload
+        if plan.stamped && !skewed {
+            sequence += 1
+            stamp = Stamp.make(connection: index, sequence: sequence)
+            request.withUnsafeMutableBytes { Stamp.write(stamp, at: $0.baseAddress! + $0.count) }
+        }
+        let payload = skewed ? plan.skewPayload : request
         let writeError = payload.withUnsafeBytes { writeAll(fd, $0.baseAddress!, $0.count) }
         if writeError != 0 && writeError != EPIPE && writeError != ECONNRESET {
             // EPIPE/ECONNRESET: the server may have answered and closed already; read it.
@@ -260,13 +308,14 @@ func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
         }
         guard measured else { continue }
         result.lastCompletion = end
-        result.latency.record(end - start)
-        if plan.skewPercent > 0 && !skewed { result.normalLatency.record(end - start) }
         let verdict: String? = reply.withUnsafeBytes { raw in
             let body = UnsafeRawBufferPointer(rebasing: raw[0..<length])
             if length == 0 { return "empty reply (closed without answering)" }
             // The server's refusal first: an --expect of "" or "error" must not pass it as ok.
             if body.starts(with: oneshotError) { return printable(body) }
+            if !skewed && plan.verify && !echoes(body, plan.payload, stamp: stamp, stamped: plan.stamped) {
+                return "reply is not the request's echo (--verify): " + printable(body)
+            }
             if !skewed, let expect = plan.expect, !body.starts(with: expect) { return printable(body) }
             return nil
         }
@@ -275,6 +324,8 @@ func runOneshot(plan: LoadPlan, result: LoadResult, index: Int) {
         } else {
             result.ok += 1
             result.completed.add(1, ordering: .relaxed)
+            result.latency.record(end - start)
+            if plan.skewPercent > 0 && !skewed { result.normalLatency.record(end - start) }
         }
     }
     result.lastCompletion = max(result.lastCompletion, plan.measureStart)
@@ -308,6 +359,9 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
     var inflight = 0
     var freeSlots = Array((0..<depth).reversed())
     var skewedInflight = 0
+    // --verify: each slot's stamp (0: skewed or unstamped), and this connection's last sequence.
+    var stamps = [UInt64](repeating: 0, count: depth)
+    var sequence: UInt64 = 0
 
     let output = UnsafeMutableRawPointer.allocate(byteCount: depth * frameCapacity, alignment: 8)
     defer { output.deallocate() }
@@ -377,6 +431,13 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
                 if tagged {
                     (output + length + FrameCodec.lengthBytes).storeBytes(of: UInt32(slot).bigEndian, as: UInt32.self)
                 }
+                var stamp: UInt64 = 0
+                if plan.stamped && !skewed {
+                    sequence += 1
+                    stamp = Stamp.make(connection: index, sequence: sequence)
+                    Stamp.write(stamp, at: output + length + frame.count)
+                }
+                stamps[slot] = stamp
                 length += frame.count
                 sentAt[slot] = now
                 let behind = !tagged && skewedInflight > 0
@@ -446,6 +507,34 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
                 result.fail(tagged ? "response with a tag no request in flight has" : "response to no request", measured: true)
                 continue
             }
+            let bodyBytes = UnsafeRawBufferPointer(start: input + position + body.lowerBound, count: body.count)
+            var wrongBody = false
+            if plan.verify && status == 0
+                && !(flags[slot] & 2 == 0 && echoes(bodyBytes, plan.payload, stamp: stamps[slot], stamped: plan.stamped)) {
+                // Not the echo of the request it answers (or that one is skewed, whose reply is not
+                // checked). Framed and stamped: it may be the echo of a later request on this
+                // connection, answered out of order; swap that one to the head and count it.
+                var match: Int? = nil
+                if !tagged && plan.stamped && bodyBytes.count == plan.payload.count {
+                    let wanted = Stamp.read(end: bodyBytes.baseAddress! + bodyBytes.count)
+                    for offset in 1..<max(inflight, 1) {
+                        let other = (head + offset) % depth
+                        if stamps[other] == wanted && flags[other] & 6 == 4
+                            && echoes(bodyBytes, plan.payload, stamp: wanted, stamped: true) {
+                            match = other
+                            break
+                        }
+                    }
+                }
+                if let other = match {
+                    sentAt.swapAt(head, other)
+                    flags.swapAt(head, other)
+                    stamps.swapAt(head, other)
+                    if flags[head] & 1 != 0 { result.outOfOrder += 1 }
+                } else {
+                    wrongBody = flags[slot] & 2 == 0
+                }
+            }
             flags[slot] &= ~4
             if tagged { freeSlots.append(slot) } else { head = (head + 1) % depth }
             inflight -= 1
@@ -453,21 +542,22 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
             if skewed { skewedInflight -= 1 }
             let measured = flags[slot] & 1 != 0
             guard measured else { continue }
-            let latency = now &- sentAt[slot]
-            result.latency.record(latency)
-            if plan.skewPercent > 0 && !skewed {
-                result.normalLatency.record(latency)
-                if !tagged && flags[slot] & 8 == 0 { result.clearLatency.record(latency) }
-            }
             result.lastCompletion = now
             if status != 0 {
                 result.fail(ResponseStatus(rawValue: status)?.description ?? "status \(status)", measured: true)
-            } else if !skewed, let expect = plan.expect,
-                      !UnsafeRawBufferPointer(start: input + position + body.lowerBound, count: body.count).starts(with: expect) {
+            } else if wrongBody {
+                result.fail("ok, but the body is not the request's echo (--verify)", measured: true)
+            } else if !skewed, let expect = plan.expect, !bodyBytes.starts(with: expect) {
                 result.fail("ok, but the body does not start with --expect", measured: true)
             } else {
                 result.ok += 1
                 result.completed.add(1, ordering: .relaxed)
+                let latency = now &- sentAt[slot]
+                result.latency.record(latency)
+                if plan.skewPercent > 0 && !skewed {
+                    result.normalLatency.record(latency)
+                    if !tagged && flags[slot] & 8 == 0 { result.clearLatency.record(latency) }
+                }
             }
         }
         if position > 0 {

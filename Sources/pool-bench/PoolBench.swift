@@ -15,7 +15,8 @@ struct PoolBench: ParsableCommand {
             oneshot: each request is connect, write the payload, read until EOF, close.
             framed: persistent connections, each keeping --depth requests in flight.
             tagged: the same, each request tagged; responses matched by tag, in any order.
-            Payloads are 'x' repeated --payload times (or the --skew payload).
+            Payloads are 'x' repeated --payload times (or the --skew payload); with --verify, the
+            last 8 bytes of each are its connection and sequence number instead.
             --hold S: no load; only hold --idle-connections connections open for S seconds.
             """)
 
@@ -47,6 +48,9 @@ struct PoolBench: ParsableCommand {
 
     @Option(name: .long, help: "Replies whose body does not start with this are errors (not applied to --skew requests).")
     var expect: String?
+
+    @Flag(name: .long, help: "Replies must echo their request exactly (an echo handler); payloads of 8 B or more end in an 8-byte stamp (connection, sequence) so a reply to another request is caught, and framed replies out of request order are counted (not applied to --skew requests).")
+    var verify = false
 
     @Option(name: .long, help: "Report the CPU time of this server (master + its children) per request.")
     var serverPid: Int32?
@@ -120,7 +124,7 @@ struct PoolBench: ParsableCommand {
             connections: connections, depth: depth,
             payload: [UInt8](repeating: UInt8(ascii: "x"), count: payload),
             skewPercent: skewPercent, skewPayload: skewPayload, expect: expect.map { Array($0.utf8) },
-            requests: requests, duration: duration ?? (requests == nil ? 5 : 0), warmup: warmup, timeout: timeout)
+            verify: verify, requests: requests, duration: duration ?? (requests == nil ? 5 : 0), warmup: warmup, timeout: timeout)
 
         // Idle connections first, so the server holds them for the whole run.
         var idle: [Int32] = []
@@ -203,6 +207,7 @@ struct PoolBench: ParsableCommand {
         var ok = 0
         var unanswered = 0
         var warmupRequests = 0
+        var outOfOrder = 0
         var last = plan.measureStart
         for result in results {
             latency.merge(result.latency)
@@ -211,6 +216,7 @@ struct PoolBench: ParsableCommand {
             ok += result.ok
             unanswered += result.unanswered
             warmupRequests += result.warmupRequests
+            outOfOrder += result.outOfOrder
             for (key, count) in result.errors { errors[key, default: 0] += count }
             last = max(last, result.lastCompletion, min(result.lastUnanswered, plan.stopAt))
         }
@@ -221,13 +227,15 @@ struct PoolBench: ParsableCommand {
 
         var serverCPU: (total: Double, master: Double, workers: Double)?
         if let before = cpuBefore, let after = cpuAfter {
-            let tps = ServerCPUSample.ticksPerSecond
-            let master = Double(after.masterTicks &- before.masterTicks) / tps
-            let total = Double(Int64(after.totalTicks) - Int64(before.totalTicks)) / tps
+            let master = Double(Int64(bitPattern: after.masterNanos &- before.masterNanos)) / 1e9
+            let total = Double(Int64(bitPattern: after.totalNanos &- before.totalNanos)) / 1e9
             serverCPU = (total, master, total - master)
         }
         let clientCPU = clientAfter - clientBefore
-        let perRequest = { (seconds: Double) -> Double? in completed > 0 ? seconds / Double(completed) * 1e6 : nil }
+        // Per request the server answered (ok or an error status): a timeout or failed connect
+        // cost it nothing to count.
+        let answered = completed - unanswered
+        let perRequest = { (seconds: Double) -> Double? in answered > 0 ? seconds / Double(answered) * 1e6 : nil }
         let sortedErrors = errors.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
 
         if json {
@@ -246,11 +254,13 @@ struct PoolBench: ParsableCommand {
                 ("ok", .integer(ok)),
                 ("errors_total", .integer(errorTotal)),
                 ("unanswered", .integer(unanswered)),
+                ("verified", .bool(verify)),
                 ("errors", .object(sortedErrors.map { ($0.key, .integer($0.value)) })),
                 ("requests_per_second", .number(rate)),
                 ("ok_per_second", .number(elapsed > 0 ? Double(ok) / elapsed : 0)),
                 ("latency_us", latencyJSON(latency)),
             ]
+            if verify && wireProtocol == .framed { members.append(("out_of_order", .integer(outOfOrder))) }
             if skew != nil {
                 members.append(("skew", .object([("percent", .number(skewPercent)),
                                                  ("payload", .string(String(decoding: skewPayload, as: UTF8.self)))])))
@@ -288,8 +298,12 @@ struct PoolBench: ParsableCommand {
                 ("requests", "\(completed)  (ok \(ok), errors \(errorTotal)"
                     + (unanswered > 0 ? ", of which \(unanswered) got no reply)" : ")")),
                 ("throughput", fixed(rate, 1) + " req/s" + (errorTotal > 0 ? "  (ok: \(fixed(elapsed > 0 ? Double(ok) / elapsed : 0, 1)) req/s)" : "")),
-                ("latency", latencyLine(latency)),
+                ("latency", latencyLine(latency) + (errorTotal > 0 ? "  (ok replies only)" : "")),
             ]
+            if verify {
+                rows.append(("verified", "every reply the echo of its request"
+                             + (wireProtocol == .framed ? "; \(outOfOrder) out of request order" : "")))
+            }
             if skew != nil { rows.append(("latency non-skew", latencyLine(normal))) }
             if skew != nil && wireProtocol == .framed {
                 let behind = normal.total - clear.total

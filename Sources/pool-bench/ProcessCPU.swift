@@ -1,30 +1,33 @@
 import Glibc
 
-/// CPU time of a server: its master and the master's children, read from /proc/PID/stat.
+/// CPU time of a server: its master and the master's children.
 ///
 /// Workers may die and be replaced during a run, so one sample is the sum of
-/// - the master's own utime + stime,
+/// - the master's own CPU time,
 /// - the master's cutime + cstime: every child it has already reaped (a dead worker's whole life),
-/// - utime + stime of each live process whose parent is the master (found by scanning /proc/*/stat).
+/// - the CPU time of each live process whose parent is the master (found by scanning /proc/*/stat).
 /// The difference of two samples is then the CPU the whole pool used in between, whether or not
 /// workers came and went (a worker that died but is not yet reaped is missed until it is).
+/// Live processes are read in nanoseconds from /proc/PID/task/*/schedstat (the scheduler's own
+/// sum, per thread); /proc/PID/stat counts whole clock ticks (10 ms), which over a 2-second run of
+/// three processes is a few percent. Reaped children exist only in ticks.
 struct ServerCPUSample {
-    var masterTicks: UInt64 = 0
-    var reapedTicks: UInt64 = 0
-    var workerTicks: UInt64 = 0
+    var masterNanos: UInt64 = 0
+    var reapedNanos: UInt64 = 0
+    var workerNanos: UInt64 = 0
     var workers: [Int32] = []
     var masterAlive = false
 
-    var totalTicks: UInt64 { masterTicks + reapedTicks + workerTicks }
+    var totalNanos: UInt64 { masterNanos + reapedNanos + workerNanos }
 
-    static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+    static let ticksPerSecond = UInt64(sysconf(Int32(_SC_CLK_TCK)))
 
     static func take(masterPID: Int32) -> ServerCPUSample {
         var sample = ServerCPUSample()
         guard let master = ProcStat.read(pid: masterPID) else { return sample }
         sample.masterAlive = true
-        sample.masterTicks = master.utime + master.stime
-        sample.reapedTicks = master.cutime + master.cstime
+        sample.masterNanos = cpuNanos(pid: masterPID, stat: master)
+        sample.reapedNanos = (master.cutime + master.cstime) * 1_000_000_000 / ticksPerSecond
         guard let dir = opendir("/proc") else { return sample }
         defer { closedir(dir) }
         while let entry = readdir(dir) {
@@ -33,11 +36,42 @@ struct ServerCPUSample {
             }
             guard let pid = Int32(name), pid != masterPID else { continue }
             guard let stat = ProcStat.read(pid: pid), stat.ppid == masterPID else { continue }
-            sample.workerTicks += stat.utime + stat.stime
+            sample.workerNanos += cpuNanos(pid: pid, stat: stat)
             sample.workers.append(pid)
         }
         sample.workers.sort()
         return sample
+    }
+
+    /// A live process's CPU time: its threads' schedstat sums, or its stat ticks without them.
+    static func cpuNanos(pid: Int32, stat: ProcStat) -> UInt64 {
+        let ticks = (stat.utime + stat.stime) * 1_000_000_000 / ticksPerSecond
+        guard let dir = opendir("/proc/\(pid)/task") else { return ticks }
+        defer { closedir(dir) }
+        var total: UInt64 = 0
+        var threads = 0
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> String in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            guard Int32(name) != nil else { continue }
+            guard let nanos = firstNumber(of: "/proc/\(pid)/task/\(name)/schedstat") else { return ticks }
+            total += nanos
+            threads += 1
+        }
+        return threads > 0 ? total : ticks
+    }
+
+    /// The first space-separated number in a small /proc file.
+    static func firstNumber(of path: String) -> UInt64? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0, let end = buffer[0..<n].firstIndex(where: { $0 < UInt8(ascii: "0") || $0 > UInt8(ascii: "9") }),
+              end > 0 else { return nil }
+        return UInt64(String(decoding: buffer[0..<end], as: UTF8.self))
     }
 }
 

@@ -42,6 +42,37 @@ import Testing
                 "depth 1: nothing is ever sent behind another request")
     }
 
+    /// `--verify`: every reply must be its own request's echo. Against echo pools of each protocol
+    /// (stamped 16 B payloads, and 4 B ones that are too short for a stamp) every reply passes and
+    /// framed counts none out of order; against the log handler, whose result is empty, every
+    /// reply fails and the run exits 1.
+    @Test func verifyPassesEchoesAndCatchesOtherReplies() throws {
+        for wire in ["framed", "tagged", "oneshot"] {
+            var flags = ["--workers", "2", "--reply", "result", "--handler", "echo"]
+            if wire != "oneshot" { flags += ["--protocol", wire] }
+            let server = try TestServer(flags)
+            defer { server.stop() }
+            for payload in ["16", "4"] {
+                var arguments = ["--protocol", wire, "--connections", "2", "--payload", payload, "--requests", "400", "--verify"]
+                if wire != "oneshot" { arguments += ["--depth", "8"] }
+                let report = try bench(server, arguments)
+                #expect(report["ok"] as? Int == 400, "\(wire) \(payload) B: \(report)")
+                #expect(report["verified"] as? Bool == true)
+                #expect((report["out_of_order"] as? Int) == (wire == "framed" ? 0 : nil), "\(wire): \(report)")
+            }
+        }
+        let logging = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result", "--handler", "log"])
+        defer { logging.stop() }
+        let run = try runCapturing(Binaries.path("pool-bench"),
+                                   ["--socket", logging.socketPath, "--json", "--quiet", "--timeout", "10", "--protocol", "framed",
+                                    "--requests", "50", "--verify"], timeout: 60, overrunSignals: [SIGKILL])
+        #expect(run.exitStatus == 1, "\(run.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(report["ok"] as? Int == 0 && report["errors_total"] as? Int == 50, "\(report)")
+        #expect((report["errors"] as? [String: Int])?.keys.contains { $0.contains("--verify") } == true, "\(report)")
+        #expect((report["latency_us"] as? [String: Any])?["count"] as? Int == 0, "errors are counted, not timed")
+    }
+
     /// `--hold` with a ready file: written whole once the connections are open (the count), and
     /// a file that cannot be written fails the run rather than leave a script waiting for it.
     @Test func holdWritesItsReadyFileOrFails() throws {
