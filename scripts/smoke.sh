@@ -111,6 +111,9 @@ fi
 for _ in $(seq 50); do grep -q "recv 4 bytes: quit" "$log" && grep -q "recv 11 bytes: i am client" "$log" && break; sleep 0.1; done
 grep -q "recv 11 bytes: i am client" "$log" || fail "worker did not log the message"
 grep -q "recv 4 bytes: quit" "$log" || fail "no worker logged the 'quit' payload"
+# A worker that quit would log its exit (or death) a moment after the line above; give it 1 s.
+sleep 1
+if grep -qE "worker (exited|died)" "$log"; then fail "a worker ended after a 'quit' payload: $(grep -E "worker (exited|died)" "$log")"; fi
 [ "$(child_pids "$server_pid")" = "$workers_before" ] || fail "a worker stopped after a 'quit' payload (workers $workers_before, now $(child_pids "$server_pid"))"
 
 worker_pids=$(child_pids "$server_pid")

@@ -4,8 +4,25 @@ import Glibc
 /// `--config FILE`: a flat JSON object whose keys are long flag names. Its entries become flags
 /// placed before the command line's own, so the command line wins (the last value of an option
 /// is the one kept). Values: strings, numbers, booleans (true adds the flag), arrays of numbers
-/// (joined with commas, for `allow-uid`).
+/// (joined with commas, for `allow-uid`; an empty one is `--allow-uid=`, refused like the flag).
+///
+/// One file serves the pool and the operator subcommands, as php-fpm.conf does: `serve` takes
+/// every key but the operator-only ones (a misspelt key is its usage error), and each operator
+/// subcommand only the keys it has (`status --config pool.json` finds the socket there).
 enum ConfigFile {
+    /// The keys each operator subcommand takes from the file.
+    static let operatorKeys: [String: Set<String>] = [
+        "status": ["socket", "timeout", "format"],
+        "stop": ["socket", "timeout"],
+        "reload": ["socket", "timeout"],
+        "scale": ["socket", "timeout"],
+        "cleanup": ["socket", "state-file"],
+    ]
+    /// Keys of operator subcommands only, which `serve` skips.
+    static let operatorOnlyKeys: Set<String> = ["timeout", "format"]
+    /// The largest file read: settings, not data (`--config /dev/zero` must not fill memory).
+    static let maxBytes = 1 << 20
+
     static func expand(_ arguments: [String]) -> [String] {
         guard let index = arguments.firstIndex(where: { $0 == "--config" || $0.hasPrefix("--config=") }) else {
             return arguments
@@ -25,15 +42,21 @@ enum ConfigFile {
             FileHandleStderr.write("pool-server: --config given more than once; put the settings in one file\n")
             exit(64)
         }
-        let flags: [String]
+        var flags: [String]
         do {
             flags = try parse(read(path))
         } catch {
             FileHandleStderr.write("pool-server: --config \(path): \(error)\n")
             exit(2)
         }
+        let subcommand = rest.first.flatMap { $0.hasPrefix("-") ? nil : $0 }
+        flags = flags.filter { flag in
+            let key = String(flag.dropFirst(2).prefix { $0 != "=" })
+            if let subcommand, let keys = operatorKeys[subcommand] { return keys.contains(key) }
+            return !operatorOnlyKeys.contains(key)
+        }
         // A subcommand name must stay first.
-        if let first = rest.first, !first.hasPrefix("-") { return [first] + flags + rest.dropFirst() }
+        if let subcommand { return [subcommand] + flags + rest.dropFirst() }
         return flags + rest
     }
 
@@ -46,8 +69,13 @@ enum ConfigFile {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = fread(&chunk, 1, chunk.count, file)
-            if n == 0 { break }
+            if n == 0 {
+                // A directory, or an I/O error: said as such, not as a truncated object.
+                if ferror(file) != 0 { throw ParseError(description: String(cString: strerror(errno))) }
+                break
+            }
             bytes.append(contentsOf: chunk[0..<n])
+            if bytes.count > maxBytes { throw ParseError(description: "larger than \(maxBytes) bytes") }
         }
         return String(decoding: bytes, as: UTF8.self)
     }
@@ -91,6 +119,9 @@ enum ConfigFile {
                             }
                         }
                         guard let scalar else { throw ParseError(description: "bad \\u escape") }
+                        // Paths end at a NUL in C: "pool.sock\u0000x" would pass a check on the
+                        // Swift string and name pool.sock.
+                        guard scalar.value != 0 else { throw ParseError(description: "NUL (\\u0000) in a string") }
                         out.unicodeScalars.append(scalar)
                     default:
                         throw ParseError(description: "bad escape \\\(escaped)")
@@ -131,6 +162,8 @@ enum ConfigFile {
         }
         while true {
             let key = try string()
+            // Not settings: a second file would be ignored, and help would exit 0 without serving.
+            if ["config", "help", "version"].contains(key) { throw ParseError(description: "'\(key)' is not a setting") }
             try expect(":")
             skipSpace()
             var value: String?
@@ -146,8 +179,9 @@ enum ConfigFile {
                     if chars.isEmpty { throw ParseError(description: "unterminated array") }
                 }
                 chars.removeFirst()
-                // An empty list sets nothing (as if the key were absent).
-                value = items.isEmpty ? nil : items.joined(separator: ",")
+                // An empty list is an empty value, refused as `--allow-uid ""` is: an operator
+                // who meant "nobody" must not get "anyone".
+                value = items.joined(separator: ",")
             } else {
                 value = try scalar()
             }

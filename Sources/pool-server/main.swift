@@ -60,8 +60,11 @@ struct ControlOptions: ParsableArguments {
         let answer: String
         do {
             answer = try ControlClient.send(command, controlSocket: controlSocket, timeout: left)
-        } catch {
+        } catch let error as SystemError where error.call == "connect" {
             throw ControlFailure("cannot reach the server at \(controlSocket): \(error)")
+        } catch {
+            // Reached, but the answer did not come whole (a timeout, the master ended meanwhile).
+            throw ControlFailure("no complete answer to '\(command)' from \(controlSocket): \(error)")
         }
         if answer.hasPrefix("error:") {
             throw ControlFailure("the server refused '\(command)': \(answer.hasSuffix("\n") ? String(answer.dropLast()) : answer)")
@@ -70,10 +73,18 @@ struct ControlOptions: ParsableArguments {
     }
 
     /// Polls the JSON status until `done` holds or `deadline` has passed (by the clock, each
-    /// poll bounded by what is left of it).
+    /// poll bounded by what is left of it). A master that is gone (its control socket missing or
+    /// refusing) ends the wait at once: what it waits for cannot come.
     func waitFor(_ what: String, until deadline: Int64, _ done: (String) -> Bool) throws {
         while case let left = Double(deadline - monotonicNanoseconds()) / 1e9, left > 0 {
-            if let status = try? ControlClient.send("status json", controlSocket: controlSocket, timeout: left), done(status) { return }
+            do {
+                if done(try ControlClient.send("status json", controlSocket: controlSocket, timeout: left)) { return }
+            } catch let error as SystemError
+                        where error.call == "connect" && [ENOENT, ECONNREFUSED].contains(error.errno.rawValue) {
+                throw ControlFailure("the server at \(controlSocket) is gone while waiting for \(what): \(error)")
+            } catch {
+                // Busy (too many control connections) or slow: asked again.
+            }
             usleep(100_000)
         }
         throw ControlFailure("timed out waiting for \(what)")

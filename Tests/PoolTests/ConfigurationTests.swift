@@ -96,6 +96,7 @@ import Testing
             ("--busy-poll", { $0.busyPoll = .nan }),
             ("--max-jobs-jitter", { $0.maxJobsJitter = -1 }),
             ("--max-jobs-jitter", { $0.maxJobs = .max; $0.maxJobsJitter = 1 }),
+            ("--max-jobs-jitter", { $0.maxJobs = nil; $0.maxJobsJitter = 5 }),
             ("--slow-job", { $0.slowJob = 0 }),
             ("--slow-job", { $0.slowJob = .nan }),
             ("--slow-job", { $0.slowJob = 1e9 }),
@@ -104,6 +105,12 @@ import Testing
             let refusal = Self.refusal(change)
             #expect(refusal?.contains(flag) == true, "\(flag): \(String(describing: refusal))")
         }
+    }
+
+    /// A group number is taken as given, but for (gid_t)-1, which chown reads as "unchanged".
+    @Test func groupMinusOneIsNoGroup() throws {
+        #expect(try lookUpGroup("0", flag: "--socket-group") == 0)
+        #expect(throws: ConfigurationError.self) { try lookUpGroup("\(gid_t.max)", flag: "--socket-group") }
     }
 
     /// `--user`/`--group` look names and numbers up in the user database; a number it does not

@@ -124,8 +124,12 @@ private typealias S = OperationsSupport
         #expect(try ControlClient.send("reload", controlSocket: control).hasPrefix("ok"))
         // Slot 0's worker goes at the second SIGTERM; slot 1's has its first now, inside its window.
         #expect(waitUntil(timeout: 10) { workers.contains { !processIsAlive($0) } }, "\(server.log)")
+        let waiting = Array(workers.filter(processIsAlive))
+        try #require(waiting.count == 1, "both workers went before the scale: \(server.log)")
         #expect(try ControlClient.send("scale 1", controlSocket: control).hasPrefix("ok"))
         #expect(try ControlClient.send("scale 2", controlSocket: control).hasPrefix("ok"))
+        // Both commands landed while the restarting slot's worker still waited in its window.
+        try #require(processIsAlive(waiting[0]), "the scale came after the worker had gone: the case was not reached")
         let done = S.waitForStatus(server.socketPath, timeout: 10) { !$0.rollingRestart && $0.workers.count == 2 && $0.settled }
         #expect(done.ok && server.log.contains("rolling restart complete"),
                 "\(String(describing: done.last?.workers))\n\(server.log.suffix(2000))")
@@ -159,11 +163,10 @@ private typealias S = OperationsSupport
 
         let replaced = server.workerPIDs
         #expect(replaced.count == 3 && Set(replaced).isDisjoint(with: original), "workers \(original) -> \(replaced)")
-        if let after = S.status(server.socketPath) {
-            #expect(after.queueIDs == queues, "a replacement must take its slot's queue")
-            #expect(after.workers.allSatisfy { $0.restarts == 1 }, "restarts: \(after.workers.map(\.restarts))")
-            #expect(Set(after.workerPIDs) == Set(replaced))
-        }
+        let after = try #require(S.status(server.socketPath), "no status after SIGHUP")
+        #expect(after.queueIDs == queues, "a replacement must take its slot's queue")
+        #expect(after.workers.allSatisfy { $0.restarts == 1 }, "restarts: \(after.workers.map(\.restarts))")
+        #expect(Set(after.workerPIDs) == Set(replaced))
         #expect(server.log.contains("rolling restart complete"))
         #expect(FramedSupport.errorLines(server).isEmpty, "errors logged: \(FramedSupport.errorLines(server))")
 
@@ -279,12 +282,11 @@ private typealias S = OperationsSupport
         let before = S.status(server.socketPath)
         let down = try S.poolServer(["scale", "2", "--socket", server.socketPath])
         #expect(down.status == 0 && !down.timedOut, "scale 2 failed (\(down.status)): \(down.stdout) \(down.stderr)")
-        if let before, let after = S.status(server.socketPath) {
-            #expect(after.workers.map(\.slot) == [0, 1] && after.settled, "after scale 2: \(after.workers)")
-            let removed = before.workers.filter { $0.slot >= 2 }.map(\.queueID)
-            #expect(existingQueueIDs().intersection(removed).isEmpty, "queues of removed slots: \(removed)")
-            #expect(S.stateFileQueueIDs(statePath).intersection(removed).isEmpty)
-        }
+        let (was, now) = (try #require(before, "no status before scale 2"), try #require(S.status(server.socketPath), "no status after scale 2"))
+        #expect(now.workers.map(\.slot) == [0, 1] && now.settled, "after scale 2: \(now.workers)")
+        let removed = was.workers.filter { $0.slot >= 2 }.map(\.queueID)
+        #expect(removed.count == 2 && existingQueueIDs().intersection(removed).isEmpty, "queues of removed slots: \(removed)")
+        #expect(S.stateFileQueueIDs(statePath).intersection(removed).isEmpty)
         #expect(S.waitForWorkerCount(server, 2, timeout: 10) != nil)
         #expect(FramedSupport.errorLines(server).isEmpty, "errors logged: \(FramedSupport.errorLines(server))")
 
@@ -529,6 +531,31 @@ private typealias S = OperationsSupport
         #expect(!read(rotated).contains("shutdown complete"))
     }
 
+    /// A rotation that finds a FIFO with no reader at the log's path (a collector restarting, or
+    /// planted by the workers' user) does not hold the master in `open`: the reopen fails, the
+    /// master says so in the file it keeps, and it goes on serving. (A blocking open waited for a
+    /// reader for ever, and the request below timed out.)
+    @Test func logReopenOntoAFIFOWithoutReaderDoesNotBlock() throws {
+        let logDirectory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
+        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
+        // Only regular files are read: reading the FIFO would wait for a writer.
+        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+        let server = try TestServer(["--workers", "1", "--handler", "echo", "--log-file", logPath], waitForStart: false)
+        defer { server.stop() }
+        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
+        try #require(server.process.isRunning, "pool-server did not start:\n\(server.log)\n\(read(logPath))")
+
+        #expect(rename(logPath, rotated) == 0)
+        #expect(mkfifo(logPath, 0o600) == 0)
+        server.signal(SIGUSR1)
+        #expect(waitUntil(timeout: 20) { read(rotated).contains("could not reopen the log file") }, "\(read(rotated))")
+        #expect(try Self.text(PoolClient.oneshot(socketPath: server.socketPath, message: Array("still-serving".utf8), timeout: 10)) == "ok")
+        S.expectCleanExit(server, extraLog: { read(rotated) })
+        #expect(read(rotated).contains("shutdown complete"))
+    }
+
     /// A rotation while a worker starts, before its SIGUSR1 handler is in (until then the signal is
     /// ignored, so the master's forwarded one is lost): the worker opens the log file again as it
     /// installs the handler, so its lines go to the new file. (They went on to the renamed one.)
@@ -595,8 +622,9 @@ private typealias S = OperationsSupport
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = directory + "/pool.json"
         #expect(FileManager.default.createFile(
-            // 2.0: JSON's one number type, for an Int option; []: an empty list sets nothing.
-            atPath: config, contents: Data(#"{"workers": 2.0, "handler": "echo", "reply": "result", "protocol": "framed", "allow-uid": []}"#.utf8)))
+            // 2.0: JSON's one number type, for an Int option; timeout and format: the operator
+            // subcommands' keys, which serve skips (one file serves both).
+            atPath: config, contents: Data(#"{"workers": 2.0, "handler": "echo", "reply": "result", "protocol": "framed", "timeout": 10, "format": "json"}"#.utf8)))
 
         for (arguments, expected) in [(["--config", config], 2), (["--config", config, "--workers", "3"], 3),
                                       (["--workers", "1", "--config=\(config)"], 1)] {
@@ -607,11 +635,27 @@ private typealias S = OperationsSupport
             #expect(server.logLines(containing: "pool started").first?.contains("workers=\(expected)") == true)
             let reply = try PoolClient(socketPath: server.socketPath).request(Array("configured".utf8))
             #expect(reply.statusByte == 0 && Self.text(reply.body) == "configured", "\(arguments): \(reply)")
-            if let status = S.status(server.socketPath) {
-                #expect(status.raw["protocol"] as? String == "framed" && status.raw["reply"] as? String == "result")
-            }
+            let status = try #require(S.status(server.socketPath))
+            #expect(status.raw["protocol"] as? String == "framed" && status.raw["reply"] as? String == "result")
             S.expectCleanExit(server)
         }
+    }
+
+    /// The operator subcommands read the same file, taking the keys they have (socket, timeout,
+    /// format) and skipping the pool's: `status --config` finds the socket and the format there.
+    @Test func operatorSubcommandsShareTheConfigFile() throws {
+        let server = try TestServer(["--workers", "1"])
+        defer { server.stop() }
+        let config = server.directory + "/shared.json"
+        #expect(FileManager.default.createFile(atPath: config, contents: Data(
+            #"{"socket": "\#(server.socketPath)", "workers": 1, "handler": "echo", "allow-uid": [0], "timeout": 10, "format": "json"}"#.utf8)))
+        let status = try S.poolServer(["status", "--config", config], timeout: 30)
+        #expect(status.status == 0 && status.stdout.hasPrefix("{") && status.stdout.contains("\"pid\":\(server.pid)"),
+                "\(status.stdout) \(status.stderr)")
+        // The command line still wins over the file.
+        let table = try S.poolServer(["status", "--config", config, "--format", "table"], timeout: 30)
+        #expect(table.status == 0 && !table.stdout.hasPrefix("{"), "\(table.stdout) \(table.stderr)")
+        S.expectCleanExit(server)
     }
 
     /// The scheduling policy of a process: field 41 of /proc/PID/stat (0 SCHED_OTHER, 3 SCHED_BATCH).
@@ -650,6 +694,10 @@ private typealias S = OperationsSupport
             ("bad value", #"{"workers": two}"#),
             ("not an object", "[1, 2]"),
             ("trailing garbage", #"{"workers": 2} trailing garbage"#),
+            // C would read this path as "pool.sock", which the string checks never saw.
+            ("NUL in a string", #"{"state-file": "pool.sock\u0000x"}"#),
+            ("a second config", #"{"config": "other.json"}"#),
+            ("help", #"{"help": true}"#),
         ]
         for (name, text) in malformed {
             let path = directory + "/\(name.replacingOccurrences(of: " ", with: "-")).json"
@@ -671,6 +719,14 @@ private typealias S = OperationsSupport
         }
         let missing = try S.poolServer(["--socket", directory + "/bad.sock", "--config", directory + "/missing.json"], timeout: 30)
         #expect(!missing.timedOut && missing.status != 0 && missing.stderr.contains("--config"), "missing: \(missing.stderr)")
+        let notAFile = try S.poolServer(["--socket", directory + "/bad.sock", "--config", directory], timeout: 30)
+        #expect(!notAFile.timedOut && notAFile.status == 2 && notAFile.stderr.contains("Is a directory"), "a directory: \(notAFile.stderr)")
+        // An empty list of uids is refused as `--allow-uid ""` is, not read as "anyone".
+        let empty = directory + "/empty-allow.json"
+        _ = FileManager.default.createFile(atPath: empty, contents: Data(#"{"allow-uid": []}"#.utf8))
+        let nobody = try S.poolServer(["--socket", directory + "/bad.sock", "--config", empty], timeout: 30)
+        #expect(!nobody.timedOut && nobody.status == 64 && nobody.stderr.contains("allow-uid"), "empty allow-uid: \(nobody.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/bad.sock"))
     }
 
     /// String values are JSON strings: an escape such as \u0065 ("e") means what JSON says.

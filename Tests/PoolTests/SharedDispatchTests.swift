@@ -14,14 +14,12 @@ import Testing
         try #require(try status(server)["workers"] as? [[String: Any]])
     }
 
-    private func expectClean(_ server: TestServer) throws {
+    /// The shared check (every queue the log or state file names, the reply queue included, every
+    /// worker ever spawned, the socket and state file), plus the status's own queue ids.
+    private func expectClean(_ server: TestServer, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let queues = Set(try workers(server).compactMap { ($0["queue_id"] as? Int).map(Int32.init) })
-        let pids = server.workerPIDs
-        server.signal(SIGTERM)
-        #expect(server.waitForExit() == 0)
-        #expect(existingQueueIDs().isDisjoint(with: queues))
-        #expect(pids.allSatisfy { !processIsAlive($0) })
-        #expect(!FileManager.default.fileExists(atPath: server.socketPath))
+        #expect(!queues.isEmpty, sourceLocation: sourceLocation)
+        FramedSupport.expectCleanShutdown(server, queues: queues, sourceLocation: sourceLocation)
     }
 
     @Test func everyWorkerReadsOneQueueAndAFreeWorkerTakesTheNextJob() throws {

@@ -1,5 +1,6 @@
 import CSysV
 import Glibc
+import SystemPackage
 
 /// Logging to a file instead of stderr, by putting the file on descriptor 2: every line, in the
 /// master and in workers (which inherit it), and anything the runtime prints on a crash, lands in
@@ -8,18 +9,34 @@ public enum LogFile {
     nonisolated(unsafe) private static var path: String?
     nonisolated(unsafe) private static var reopenOnSignal = false
 
-    /// Sends stderr to `path` (appending, created 0640).
+    /// Sends stderr to `path` (appending, created 0640). At start a FIFO is waited for (opened
+    /// blocking until it has a reader), as a shell's `2>fifo` would.
     public static func redirectStandardError(to path: String) throws {
         self.path = path
-        try reopen()
+        try open(waitingForReader: true)
     }
 
     /// Opens the path again and puts it on descriptor 2 (after a rename, a new file appears).
+    /// Never waits: a FIFO put there with no reader (a log collector restarting, or something
+    /// the workers' user planted) fails with ENXIO and the old descriptor stays, where a blocking
+    /// open would hold the master's loop until a reader came.
     ///
     /// The corresponding C functions are `open` and `dup2`.
     public static func reopen() throws {
+        try open(waitingForReader: false)
+    }
+
+    private static func open(waitingForReader: Bool) throws {
         guard let path else { return }
-        let fd = try valueOrErrno("open(\(path))") { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640) }.get()
+        let flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | (waitingForReader ? 0 : O_NONBLOCK)
+        let fd = try valueOrErrno("open(\(path))") { Glibc.open(path, flags, 0o640) }.get()
+        // The description is shared with the workers, whose writes wait (MasterLogOutput gives
+        // the master its own non-blocking one): O_NONBLOCK was for the open only.
+        if !waitingForReader && csysv_set_nonblocking(fd, 0) != 0 {
+            let error = SystemError("fcntl(F_SETFL)", .current)
+            close(fd)
+            throw error
+        }
         // Opened on 2 itself (it was closed): it is in place, and closing it would close the log.
         guard fd != 2 else {
             // Opened with O_CLOEXEC like any other: as stderr it must reach what handlers exec.

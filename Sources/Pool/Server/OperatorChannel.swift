@@ -88,7 +88,8 @@ extension Master {
 
     /// Commands of the operator channel. Answers start with `ok` or `error:`; status prints the report.
     func runControl(_ line: String) -> String {
-        let words = line.split(separator: " ").map(String.init)
+        // Any whitespace: a CRLF tool (`nc -C`, socat's crlf) ends the line with \r.
+        let words = line.split(whereSeparator: \.isWhitespace).map(String.init)
         switch words.first ?? "" {
         case "status":
             let report = statusReport()
@@ -104,8 +105,11 @@ extension Master {
         case "scale":
             guard phase == .running else { return "error: shutting down\n" }
             guard words.count == 2, let n = Int(words[1]), n >= 1 else { return "error: usage: scale N (N >= 1)\n" }
-            scale(to: n)
-            return "ok scaling to \(min(n, Supervisor.maxWorkers))\n"
+            let target = min(n, Supervisor.maxWorkers)
+            let reached = scale(to: target)
+            // Short: a queue could not be created (kernel.msgmni) or no slot was left.
+            guard reached == target else { return "error: scaled to \(reached) of \(target) workers; see the log\n" }
+            return "ok scaling to \(target)\n"
         case "stop":
             if phase == .running { beginShutdown() }
             return "ok stopping\n"
@@ -114,11 +118,13 @@ extension Master {
         }
     }
 
-    func scale(to target: Int) {
-        supervisor.scale(to: target)
+    @discardableResult
+    func scale(to target: Int) -> Int {
+        let reached = supervisor.scale(to: target)
         // A slot whose worker could not be started waits for a retry.
         nextRespawn = supervisor.respawnDue(now: monotonicNanoseconds())
         notifyStatus()
+        return reached
     }
 
     func reopenLog() {
@@ -146,7 +152,8 @@ extension Master {
             return StatusReport.Worker(
                 slot: slot.index, pid: slot.pid, state: state,
                 jobsHandled: slot.pid == nil ? 0 : scoreboard.jobsHandled(slot.index), restarts: slot.restarts,
-                jobAge: busy ? Double(now - scoreboard.jobStartedNanoseconds(slot.index)) / 1e9 : nil,
+                // Clamped: the start time is the worker's to write, and may lie in the future.
+                jobAge: busy ? Double(max(0, now - scoreboard.jobStartedNanoseconds(slot.index))) / 1e9 : nil,
                 queueID: slot.queue.id, queueMessages: queue?.messages ?? 0, queueBytes: queue?.bytes ?? 0,
                 rssBytes: slot.pid.flatMap(residentBytes(of:)))
         }

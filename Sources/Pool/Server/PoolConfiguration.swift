@@ -256,6 +256,8 @@ extension PoolConfiguration {
         if let slowJob, !(slowJob > 0) { throw ConfigurationError("--slow-job must be positive") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }
         guard maxJobsJitter >= 0 else { throw ConfigurationError("--max-jobs-jitter must be 0 or more") }
+        // Jitter spreads the replacements --max-jobs causes; alone it would silently do nothing.
+        if maxJobsJitter > 0 && maxJobs == nil { throw ConfigurationError("--max-jobs-jitter needs --max-jobs") }
         // Each worker's limit is --max-jobs plus a draw up to the jitter, computed in the master.
         if let maxJobs, maxJobs.addingReportingOverflow(maxJobsJitter).overflow {
             throw ConfigurationError("--max-jobs-jitter \(maxJobsJitter) plus --max-jobs \(maxJobs) exceeds \(Int.max)")

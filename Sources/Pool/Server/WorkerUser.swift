@@ -53,6 +53,7 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
 /// The corresponding C function is `getgrnam`.
 public func lookUpGroup(_ group: String, flag: String) throws -> gid_t {
     if let entry = getgrnam(group) { return entry.pointee.gr_gid }
-    if let number = gid_t(group) { return number }
+    // (gid_t)-1 is chown's "leave unchanged": the flag would silently do nothing.
+    if let number = gid_t(group), number != gid_t.max { return number }
     throw ConfigurationError("\(flag) \(group): no such group")
 }

@@ -579,8 +579,10 @@ final class Supervisor {
 
     /// Grows or shrinks the pool to `target` workers (at least 1). New slots get a new queue, in
     /// the place of a removed one if there is one; removed ones (the highest) stop taking work,
-    /// finish their queue, and exit.
-    func scale(to requested: Int) {
+    /// finish their queue, and exit. Returns the number of slots taking work afterwards: short of
+    /// the target when a queue could not be created or no slot was left (said in the log).
+    @discardableResult
+    func scale(to requested: Int) -> Int {
         let target = min(max(requested, 1), Self.maxWorkers)
         var active = activeCount
         while active < target {
@@ -648,6 +650,7 @@ final class Supervisor {
             }
         }
         try? writeState()
+        return active
     }
 
     /// Restarts every live worker (SIGTERM: finish the job in hand, then exit; the slot respawns).
