@@ -783,7 +783,10 @@ private typealias S = OperationsSupport
         let result = try S.poolServer(["--socket", socket, "--workers", "2", "--pid-file", directory + "/missing-dir/pool.pid"], timeout: 30)
         #expect(!result.timedOut && result.status == 2, "status \(result.status): \(result.stderr)")
         #expect(result.stderr.contains("cannot start: --pid-file") && result.stderr.contains("No such file"), "\(result.stderr)")
-        let queues = spawnedQueueIDs(inLog: result.stderr), workers = spawnedWorkerPIDs(inLog: result.stderr)
+        let queues = spawnedQueueIDs(inLog: result.stderr).union(loggedQueueIDs(inLog: result.stderr))
+        let workers = spawnedWorkerPIDs(inLog: result.stderr)
+        // Whatever the failed start left is this test's to remove, after checking it.
+        defer { removeQueues(queues); killLiving(workers) }
         #expect(queues.count == 2 && workers.count == 2, "\(result.stderr)")
         #expect(existingQueueIDs().isDisjoint(with: queues), "queues left: \(existingQueueIDs().intersection(queues))")
         #expect(waitUntil(timeout: 10) { workers.allSatisfy { !processIsAlive($0) } }, "a worker outlived the failed start")

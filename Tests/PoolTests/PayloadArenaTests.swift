@@ -326,7 +326,8 @@ import Testing
 
     /// `--dispatch shared` and the one job queue removed from outside while both workers sleep
     /// with spilled jobs waiting in it: those jobs are lost (status 5), and their chunks come back
-    /// once the last worker that read the old queue has been reaped — not before.
+    /// once the last worker that read the old queue has been reaped (only their return is checked,
+    /// not the moment).
     @Test func chunksLostWithARemovedSharedQueueComeBack() throws {
         let server = try TestServer(["--workers", "2", "--protocol", "framed", "--reply", "result", "--handler", "sim",
                                      "--dispatch", "shared", "--spill-bytes", "1", "--batch-time", "0"])

@@ -986,12 +986,12 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(slept.count == 1 && tokens == [5], "a wait without timeout returned \(slept.count) events after \(slept.seconds) s")
         event.drain()
 
-        // Nothing ready: 900 ms of polling, then a sleep for the rest of the 1 s only. Sleeping
-        // the whole timeout after the poll would take 1.9 s; the bound leaves 0.6 s for load.
-        let quiet = try measure { try epoll.wait(timeoutMilliseconds: 1000, busyPollNanoseconds: 900_000_000) { _, _ in } }
+        // Nothing ready: 1.9 s of polling, then a sleep for the rest of the 2 s only. Sleeping
+        // the whole timeout after the poll would take 3.9 s; the bound leaves 1 s for load.
+        let quiet = try measure { try epoll.wait(timeoutMilliseconds: 2000, busyPollNanoseconds: 1_900_000_000) { _, _ in } }
         #expect(quiet.count == 0)
-        #expect(quiet.seconds >= 0.999, "returned after \(quiet.seconds) s, before its 1 s timeout")
-        #expect(quiet.seconds < 1.6, "took \(quiet.seconds) s: it slept the whole timeout after polling")
+        #expect(quiet.seconds >= 1.999, "returned after \(quiet.seconds) s, before its 2 s timeout")
+        #expect(quiet.seconds < 3, "took \(quiet.seconds) s: it slept the whole timeout after polling")
 
         // The timeout bounds the poll: 20 ms, however long the poll allowed.
         let short = try measure { try epoll.wait(timeoutMilliseconds: 20, busyPollNanoseconds: 5_000_000_000) { _, _ in } }

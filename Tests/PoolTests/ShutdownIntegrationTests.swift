@@ -171,6 +171,7 @@ extension OneshotShutdownSuites {
             #expect(Set(handled).isSuperset(of: expected) && handled.count == expected.count,
                     "handled \(handled.count) of \(expected.count)\n\(server.log.suffix(3000))")
             #expect(!server.log.contains("not run"), "\(server.log.suffix(3000))")
+            S.expectNothingLeft(socketPath: server.socketPath, queueIDs: server.queueIDs, masterPID: server.pid, workers: Array(spawnedWorkerPIDs(inLog: server.log)))
         }
 
         /// A client keeps sending while SIGTERM arrives. Whatever was acknowledged `ok` is handled
@@ -222,6 +223,7 @@ extension OneshotShutdownSuites {
             var others: [String: Int] = [:]
             for reply in replies where reply.reply != "ok" { others[reply.reply.debugDescription, default: 0] += 1 }
             print("stop race: \(acknowledged.count) ok, other replies \(others), client errors \(record.errors.map(\.error))")
+            S.expectNothingLeft(socketPath: server.socketPath, queueIDs: server.queueIDs, masterPID: server.pid, workers: Array(spawnedWorkerPIDs(inLog: server.log)))
         }
 
         // MARK: - Forced stop
@@ -411,7 +413,7 @@ extension OneshotShutdownSuites {
             #expect(try S.oneshot(path, "long path") == "ok")
             server.signal(SIGINT)
             S.expectExit(server, status: 0)
-            #expect(S.filesBeside(socketPath: path).isEmpty, "left: \(S.filesBeside(socketPath: path))")
+            S.expectNothingLeft(socketPath: path, queueIDs: server.queueIDs, masterPID: server.pid, workers: Array(spawnedWorkerPIDs(inLog: server.log)))
         }
 
         /// A socket a live server listens on is not taken over: the second server exits non-zero,
@@ -463,7 +465,7 @@ extension OneshotShutdownSuites {
             #expect(waitUntil { S.recvCounts(in: server.log)["over a stale socket"] == 1 })
             server.signal(SIGINT)
             S.expectExit(server, status: 0)
-            #expect(S.filesBeside(socketPath: path).isEmpty, "left: \(S.filesBeside(socketPath: path))")
+            S.expectNothingLeft(socketPath: path, queueIDs: server.queueIDs, masterPID: server.pid, workers: Array(spawnedWorkerPIDs(inLog: server.log)))
         }
 
         /// A master killed with SIGKILL leaves its socket file (and queues) behind; a new server on the

@@ -148,7 +148,7 @@ import Testing
         #expect(waitUntil(timeout: 20) { queueRow(queue)?.lastReceivePID == worker }, "the worker never took the job")
         let queues = FramedSupport.ownedQueueIDs(server)
         server.signal(SIGTERM)
-        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "shutdown").isEmpty })
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "shutdown: stopped accepting").isEmpty })
         try client.send("late".bytes, tag: 101)
         var answers: [UInt32: PoolClient.Response] = [:]
         for _ in 0..<2 {

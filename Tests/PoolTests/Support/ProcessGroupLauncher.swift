@@ -74,7 +74,10 @@ final class ProcessGroupServer {
         guard !stopped else { return }
         stopped = true
         let workers = seenWorkers.union(childPIDs(of: pid))
-        let queues = queueIDs
+        // As TestServer.stop: the state file (read while it is this master's) names every queue,
+        // the reply queue and scaled ones included; the log names those of a start cut short.
+        let recorded = stateFilePID(stateFilePath) == pid ? stateFileQueueIDs(stateFilePath) : []
+        let queues = Set(queueIDs).union(recorded).union(loggedQueueIDs(inLog: log))
         terminateGracefully(pid) { !isRunning }
         killLiving(workers)
         removeQueues(queues)
