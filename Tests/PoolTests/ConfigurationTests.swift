@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Pool
 import Testing
@@ -97,6 +98,11 @@ import Testing
             ("--max-jobs-jitter", { $0.maxJobsJitter = -1 }),
             ("--max-jobs-jitter", { $0.maxJobs = .max; $0.maxJobsJitter = 1 }),
             ("--max-jobs-jitter", { $0.maxJobs = nil; $0.maxJobsJitter = 5 }),
+            // Other spellings of the same files (pool.sock is relative to the working directory).
+            ("--pid-file", { $0.socketPath = "pool.sock"; $0.pidFile = "./pool.sock" }),
+            ("--pid-file", { $0.socketPath = "pool.sock"; $0.pidFile = FileManager.default.currentDirectoryPath + "/pool.sock.ctl" }),
+            ("--pid-file", { $0.socketPath = "/tmp/p.sock"; $0.pidFile = "/tmp/../tmp/p.sock.state" }),
+            ("--state-file", { $0.socketPath = "pool.sock"; $0.stateFile = "./pool.sock.ctl" }),
             ("--slow-job", { $0.slowJob = 0 }),
             ("--slow-job", { $0.slowJob = .nan }),
             ("--slow-job", { $0.slowJob = 1e9 }),

@@ -182,6 +182,19 @@ extension PoolConfiguration {
         limits.maxMessageBytes - JobCodec.headerBytes
     }
 
+    /// Where `path` leads, to tell two spellings of one file apart: its directory resolved
+    /// (symbolic links, `.`, `..`, the working directory), then its last component as written (the
+    /// file itself need not exist). A directory that cannot be resolved leaves the path as given.
+    static func location(of path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard let resolved = realpath(directory, nil) else { return path }
+        defer { free(resolved) }
+        let base = String(cString: resolved)
+        return (base == "/" ? "" : base) + "/" + name
+    }
+
     /// Checks the configuration against itself and the kernel's limits; returns the effective
     /// max message size.
     public func validate(limits: QueueLimits) throws -> Int {
@@ -215,11 +228,13 @@ extension PoolConfiguration {
         for (flag, path) in [("--state-file", stateFile), ("--pid-file", pidFile)] where path?.isEmpty == true {
             throw ConfigurationError("\(flag) must not be empty")
         }
-        // One file each: the pid file renamed over the socket or the state file would take its place.
-        if let pidFile, [socketPath, controlSocketPath, stateFilePath].contains(pidFile) {
+        // One file each: the pid file renamed over the socket or the state file would take its
+        // place. Compared by where they lead (`./pool.sock` is `pool.sock`), not by spelling.
+        let socketFiles = [socketPath, controlSocketPath].map(Self.location(of:))
+        if let pidFile, (socketFiles + [Self.location(of: stateFilePath)]).contains(Self.location(of: pidFile)) {
             throw ConfigurationError("--pid-file must not be the socket, <socket>.ctl or the state file (\(pidFile))")
         }
-        if [socketPath, controlSocketPath].contains(stateFilePath) {
+        if socketFiles.contains(Self.location(of: stateFilePath)) {
             throw ConfigurationError("--state-file must not be the socket or <socket>.ctl (\(stateFilePath))")
         }
         guard controlSocketPath.utf8.count <= unixSocketPathMax else {
