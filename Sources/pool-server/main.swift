@@ -231,6 +231,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds a connection may stay idle before it is closed.")
     var idleTimeout: Double = 10
 
+    @Option(name: .long, help: "Seconds a control connection may stay idle before it is closed (at most --idle-timeout).")
+    var controlTimeout: Double = 10
+
     @Option(name: .long, help: "Framed: requests in flight per connection before reading pauses.")
     var maxInflight = 64
 
@@ -315,6 +318,7 @@ struct Serve: ParsableCommand {
         configuration.queueBytes = queueBytes
         configuration.shutdownTimeout = shutdownTimeout
         configuration.idleTimeout = idleTimeout
+        configuration.controlTimeout = controlTimeout
         configuration.maxInflight = maxInflight
         configuration.maxConnections = maxConnections
         configuration.listenBacklog = listenBacklog

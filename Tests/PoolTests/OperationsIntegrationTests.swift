@@ -902,6 +902,29 @@ private typealias S = OperationsSupport
 
     /// Control connections are capped (64 open at once): the next one is told so and closed, and
     /// the socket serves again once they go.
+    /// A control connection that sends nothing is closed after --control-timeout, though clients
+    /// may idle for far longer (--idle-timeout 600): a hung script holds one of the 64 that long
+    /// at most. A silent client connection opened with it is still open.
+    @Test func silentControlConnectionsCloseAfterTheControlTimeout() throws {
+        let server = try TestServer(["--workers", "1", "--idle-timeout", "600", "--control-timeout", "1"])
+        defer { server.stop() }
+        let client = try FramedSupport.RawConnection(path: server.socketPath, timeout: 30)
+        defer { client.close() }
+        let control = try SocketFD.unixStream(nonBlocking: false)
+        defer { control.close() }
+        try control.connect(path: server.socketPath + ".ctl")
+        try control.setReceiveTimeout(seconds: 20)
+        let start = monotonicNanoseconds()
+        var byte: UInt8 = 0
+        let n = read(control.raw, &byte, 1)
+        let waited = Double(monotonicNanoseconds() - start) / 1e9
+        #expect(n == 0, "the control connection was not closed within 20 s (read \(n))")
+        #expect(waited >= 0.99, "closed after \(waited) s, before --control-timeout 1")
+        var probe = pollfd(fd: client.fd.raw, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&probe, 1, 0) == 0, "the silent client connection was closed too")
+        S.expectCleanExit(server)
+    }
+
     @Test func controlConnectionsAreCapped() throws {
         let server = try TestServer(["--workers", "1", "--idle-timeout", "60"] + Self.framedEcho)
         defer { server.stop() }

@@ -153,6 +153,7 @@ final class Master {
     @exclusivity(unchecked) var ceilingReached = 0
     @exclusivity(unchecked) var lastCeilingWarning: Int64? = nil
     let idleTimeoutNanoseconds: Int64
+    let controlTimeoutNanoseconds: Int64
     let idleScanInterval: Int64
 
     @exclusivity(unchecked) private(set) var accepted = 0
@@ -193,7 +194,8 @@ final class Master {
         }
         #endif
         idleTimeoutNanoseconds = Int64(configuration.idleTimeout * 1e9)
-        idleScanInterval = max(10_000_000, min(1_000_000_000, idleTimeoutNanoseconds / 4))
+        controlTimeoutNanoseconds = min(idleTimeoutNanoseconds, Int64(configuration.controlTimeout * 1e9))
+        idleScanInterval = max(10_000_000, min(1_000_000_000, controlTimeoutNanoseconds / 4))
         scalingPolicy = configuration.dynamicScaling.map { ScalingPolicy($0, floor: configuration.workers) }
         nextScaleCheck = monotonicNanoseconds() + Self.scaleCheckInterval
         try epoll.add(listener.socket.raw, events: .readable, token: Token.listener)
@@ -1391,9 +1393,10 @@ final class Master {
                 if connection.input.isEmpty { connection.input.release() }
                 connection.output.release()
             }
-            if now - connection.lastActivity >= idleTimeoutNanoseconds {
+            if now - connection.lastActivity >= (connection.isControl ? controlTimeoutNanoseconds : idleTimeoutNanoseconds) {
                 logger.debug("closing idle connection", metadata: [
-                    "idle-timeout": "\(configuration.idleTimeout)", "unwritten-bytes": "\(connection.output.readableCount)",
+                    "idle-timeout": "\(connection.isControl ? min(configuration.controlTimeout, configuration.idleTimeout) : configuration.idleTimeout)",
+                    "unwritten-bytes": "\(connection.output.readableCount)", "control": "\(connection.isControl)",
                 ])
                 close(connection, reason: "idle timeout")
             }

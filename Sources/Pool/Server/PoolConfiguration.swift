@@ -82,6 +82,9 @@ public struct PoolConfiguration: Sendable {
     public var shutdownTimeout: Double = 10
     /// Seconds a connection may sit with nothing in flight before it is closed.
     public var idleTimeout: Double = 10
+    /// The same for a control connection (at most `idleTimeout`): a script that hangs holding
+    /// them must not keep the operator out of the 64 for as long as clients may idle.
+    public var controlTimeout: Double = 10
     /// Framed: requests in flight per connection before the server stops reading it.
     public var maxInflight: Int = 64
     /// Connections beyond this get a busy answer and are closed.
@@ -243,8 +246,9 @@ extension PoolConfiguration {
         guard socketMode & ~0o777 == 0 else { throw ConfigurationError("--socket-mode must be within 0777") }
         guard shutdownTimeout >= 0 else { throw ConfigurationError("--shutdown-timeout must be 0 or more") }
         guard idleTimeout > 0 else { throw ConfigurationError("--idle-timeout must be positive") }
+        guard controlTimeout > 0 else { throw ConfigurationError("--control-timeout must be positive") }
         // Deadlines are nanoseconds in an Int64: about 292 years; 10⁸ s (3 years) is plenty.
-        for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--job-timeout", jobTimeout ?? 1), ("--slow-job", slowJob ?? 1)]
+        for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--control-timeout", controlTimeout), ("--job-timeout", jobTimeout ?? 1), ("--slow-job", slowJob ?? 1)]
         where !(seconds <= Self.longestTimeout) {
             throw ConfigurationError("\(flag) must be at most \(Int(Self.longestTimeout)) seconds")
         }
