@@ -149,7 +149,8 @@ final class Supervisor {
                 if configuration.effectiveDispatch == .shared { shared = queue }
                 if index == 0 || shared == nil {
                     created.append(queue)
-                    granted = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: index == 0 ? logger : nil)
+                    granted = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: index == 0 ? logger : nil,
+                                                 asked: configuration.queueBytes != nil)
                 }
                 slots.append(WorkerSlot(index: index, queue: queue))
             }
@@ -236,15 +237,19 @@ final class Supervisor {
         }
     }
 
-    /// Raises a queue's capacity if we may; falls back to what the kernel gave (msgmnb).
-    private static func applyCapacity(_ queue: MessageQueue, wanted: Int, limits: QueueLimits, logger: Logger?) -> Int {
+    /// Raises a queue's capacity if we may; falls back to what the kernel gave (msgmnb). Not
+    /// getting a size the operator `asked` for (`--queue-bytes`) is a warning; the default's
+    /// 1 MiB is only a wish.
+    private static func applyCapacity(_ queue: MessageQueue, wanted: Int, limits: QueueLimits, logger: Logger?,
+                                      asked: Bool = false) -> Int {
         guard let current = try? queue.status().capacityBytes else { return limits.defaultQueueBytes }
         if wanted == current { return current }
         do {
             try queue.setCapacity(bytes: wanted)
             return wanted
         } catch {
-            logger?.info("queue capacity stays at \(current) bytes (raising it to \(wanted) needs CAP_SYS_RESOURCE)", metadata: ["error": "\(error)"])
+            logger?.log(level: asked ? .warning : .info,
+                        "queue capacity stays at \(current) bytes (raising it to \(wanted) needs CAP_SYS_RESOURCE)", metadata: ["error": "\(error)"])
             return current
         }
     }
