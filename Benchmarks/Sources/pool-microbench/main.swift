@@ -88,6 +88,15 @@ let codec = BenchmarkSuite(name: "codec") { suite in
 let queue = try! MessageQueue.createPrivate()
 // Removed however the run ends (--help, an error in the harness): no queue is left behind.
 _ = atexit { try? queue.remove() }
+/// ...and when interrupted (Ctrl-C in scripts/microbench.sh), which skips atexit: removed in the
+/// handler itself (msgctl and _exit are async-signal-safe).
+let queueID = queue.id
+for signo in [SIGINT, SIGTERM, SIGHUP] {
+    signal(signo) { signo in
+        _ = msgctl(queueID, IPC_RMID, nil)
+        _exit(128 + signo)
+    }
+}
 let receiveBuffer = MessageBuffer(capacity: 8192)
 let sendBuffer = MessageBuffer(capacity: 8192)
 let perBatch = 16
