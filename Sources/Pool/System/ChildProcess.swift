@@ -26,26 +26,6 @@ public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-#if DEBUG
-/// Debug builds only: `POOL_DEBUG_FAIL_FORKS=3,4` makes this process's 3rd and 4th forks fail
-/// with EAGAIN, as fork does at the process limit. The tests run as root, whom RLIMIT_NPROC does
-/// not bind, so without this they could not reach the master's fork-failure paths (start, scale
-/// up, respawn).
-enum ForkFailpoint {
-    /// Forks tried so far; only the single-threaded master forks.
-    nonisolated(unsafe) static var calls = 0
-    static let failing: Set<Int> = {
-        guard let text = getenv("POOL_DEBUG_FAIL_FORKS") else { return [] }
-        return Set(String(cString: text).split(separator: ",").compactMap { Int($0) })
-    }()
-
-    static func nextCallFails() -> Bool {
-        calls += 1
-        return failing.contains(calls)
-    }
-}
-#endif
-
 /// Process creation and reaping. Only the master forks, and only while single-threaded.
 public enum ChildProcess {
     /// Forks. Returns the child's pid in the parent and `nil` in the child.
@@ -68,7 +48,7 @@ public enum ChildProcess {
         // still respawns; -1: no /proc). A check that cannot look must not stop the fork.
         let threads = csysv_thread_count()
         precondition(threads == 1 || threads < 0, "fork with \(threads) threads: the master must stay single-threaded")
-        if ForkFailpoint.nextCallFails() { throw SystemError("fork", .resourceTemporarilyUnavailable) }
+        if DebugFailpoint.forks.nextCallFails() { throw SystemError("fork", .resourceTemporarilyUnavailable) }
         #endif
         var options: Int32 = 0
         if ignoreGroupSignals { options |= Int32(CSYSV_FORK_IGNORE_GROUP_SIGNALS) }

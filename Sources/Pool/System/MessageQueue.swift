@@ -81,7 +81,7 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
     /// The corresponding C function is `msgget`.
     public static func createPrivate(mode: Int32 = 0o600) throws -> MessageQueue {
         #if DEBUG
-        if QueueFailpoint.nextCallFails() { throw SystemError("msgget", .noSpace) }
+        if DebugFailpoint.queues.nextCallFails() { throw SystemError("msgget", .noSpace) }
         #endif
         return try MessageQueue(id: valueOrErrno("msgget") { csysv_msgget_private(mode) }.get())
     }
@@ -206,21 +206,3 @@ public struct QueueLimits: Sendable, CustomStringConvertible {
     }
 }
 
-#if DEBUG
-/// Debug builds only: `POOL_DEBUG_FAIL_QUEUES=4` makes this process's 4th queue creation fail
-/// with ENOSPC, as msgget does at kernel.msgmni, which the tests may not lower (it is the whole
-/// machine's).
-enum QueueFailpoint {
-    /// Creations tried so far; only the single-threaded master creates queues.
-    nonisolated(unsafe) static var calls = 0
-    static let failing: Set<Int> = {
-        guard let text = getenv("POOL_DEBUG_FAIL_QUEUES") else { return [] }
-        return Set(String(cString: text).split(separator: ",").compactMap { Int($0) })
-    }()
-
-    static func nextCallFails() -> Bool {
-        calls += 1
-        return failing.contains(calls)
-    }
-}
-#endif

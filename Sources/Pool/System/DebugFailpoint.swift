@@ -1,0 +1,29 @@
+import Glibc
+
+#if DEBUG
+/// Debug builds only: calls of one kind numbered from 1, of which those listed in an environment
+/// variable fail as the kernel would at a limit the tests cannot reach. They run as root, whom
+/// RLIMIT_NPROC does not bind, and may not lower the whole machine's kernel.msgmni.
+final class DebugFailpoint {
+    /// `POOL_DEBUG_FAIL_FORKS=3,4`: the master's 3rd and 4th forks fail with EAGAIN (start, scale
+    /// up and respawn have fork-failure paths).
+    nonisolated(unsafe) static let forks = DebugFailpoint("POOL_DEBUG_FAIL_FORKS")
+    /// `POOL_DEBUG_FAIL_QUEUES=5`: the 5th queue creation fails with ENOSPC, as msgget does at
+    /// kernel.msgmni.
+    nonisolated(unsafe) static let queues = DebugFailpoint("POOL_DEBUG_FAIL_QUEUES")
+
+    /// Calls so far; only the single-threaded master forks and creates queues.
+    private var calls = 0
+    private let failing: Set<Int>
+
+    private init(_ variable: String) {
+        failing = getenv(variable).map { Set(String(cString: $0).split(separator: ",").compactMap { Int($0) }) } ?? []
+    }
+
+    /// Counts a call; true if it is one to fail.
+    func nextCallFails() -> Bool {
+        calls += 1
+        return failing.contains(calls)
+    }
+}
+#endif
