@@ -413,6 +413,56 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                 "`pool-server cleanup` left the dead master's control socket \(dead.socketPath).ctl behind")
     }
 
+    /// A pool that ran as another user (systemd's `User=`), SIGKILLed, and cleaned up by root
+    /// (`sudo pool-server cleanup`): its queues go, though root did not create them — they are
+    /// the recorded master's — and the state file with them. (Cleanup compared their creator with
+    /// its own uid, left every queue, and removed the state file: nothing found them again.)
+    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil && fileExists("/usr/bin/setpriv"), "needs root, nobody and setpriv"))
+    func rootCleansUpAfterAPoolThatRanAsAnotherUser() throws {
+        let nobody = try #require(getpwnam("nobody")).pointee
+        try #require(nobodyCanRun(Binaries.path("pool-server")), "nobody cannot run \(Binaries.path("pool-server"))")
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(chmod(directory, 0o777) == 0)
+        let server = try F.ShellServer(
+            prelude: "exec /usr/bin/setpriv --reuid=\(nobody.pw_uid) --regid=\(nobody.pw_gid) --clear-groups \"$0\" \"$@\"",
+            ["--workers", "2"], directory: directory)
+        defer { server.stop() }
+        let workers = try #require(waitForWorkers(server, 2))
+        defer { killLiving(workers) }
+        let queues = stateFileQueueIDs(server.stateFilePath)
+        #expect(queues.count == 2, "\(queues)")
+        for queue in queues { #expect(try MessageQueue(id: queue).status().creatorUID == nobody.pw_uid) }
+
+        kill(server.pid, SIGKILL)
+        #expect(server.waitForExit(timeout: 20) != nil)
+        #expect(waitUntil(timeout: 10) { workers.allSatisfy { !processIsAlive($0) } }, "workers outlived their master")
+        let result = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", server.socketPath])
+        #expect(result.status == 0, "\(result)")
+        for queue in queues { #expect(result.stdout.contains("removed queue \(queue)\n"), "\(result)") }
+        #expect(existingQueueIDs().isDisjoint(with: queues), "queues left: \(existingQueueIDs().intersection(queues))")
+        #expect(!fileExists(server.stateFilePath) && !fileExists(server.socketPath) && !fileExists(server.socketPath + ".ctl"))
+    }
+
+    /// A FIFO at the state file's path (planted, or a mistake) hangs neither `cleanup` nor a
+    /// start: the record is read without waiting for a writer, and only from a regular file. (The
+    /// read used to block in open until something wrote to the FIFO.)
+    @Test func aFIFOAtTheStateFilePathHangsNothing() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/pool.sock"
+        #expect(mkfifo(socket + ".state", 0o600) == 0)
+        let cleanup = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", socket], timeout: 20)
+        #expect(cleanup.status == 0 && cleanup.stdout.contains("nothing to clean up"), "\(cleanup)")
+        let server = try TestServer(F.framedEcho + ["--workers", "1"], socketPath: socket)
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let client = try PoolClient(socketPath: socket, timeout: 30)
+        #expect(try client.request("served".bytes).body == "served".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// `--user nobody` under a root master: every worker runs as nobody (uid, gid, and nogroup as
     /// its only group) while the master stays root; the queues are nobody's (created by root) so
     /// the workers can use them, and requests are served. SIGKILLing the master still takes the

@@ -20,13 +20,8 @@ struct PIDFile {
     /// a symlink, not waiting on a FIFO planted there, only a regular file, only its first bytes
     /// (the master is on its way out and must not hang on it).
     func removeIfOurs() {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        var info = stat()
-        var bytes = [UInt8](repeating: 0, count: 32)
-        let count = fstat(fd, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? read(fd, &bytes, bytes.count) : -1
-        close(fd)
-        guard count > 0, pid_t(String(decoding: bytes[..<count], as: UTF8.self).prefix { $0 != "\n" }) == getpid() else { return }
+        guard let (bytes, _) = readWrittenFile(path, limit: 32),
+              pid_t(String(decoding: bytes, as: UTF8.self).prefix { $0 != "\n" }) == getpid() else { return }
         unlink(path)
     }
 }

@@ -63,7 +63,7 @@ public final class PoolServer {
         }
         #if DEBUG
         // Debug builds only: widens the window between this check and the first record
-        // (`Supervisor.claimState`), so a test can start another master inside it.
+        // (the start of `Supervisor.init`), so a test can start another master inside it.
         if let delay = getenv("POOL_DEBUG_START_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) {
             logger.info("debug: holding the start", metadata: ["milliseconds": "\(delay)"])
             usleep(delay * 1000)

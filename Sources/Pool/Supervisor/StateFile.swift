@@ -78,9 +78,21 @@ public struct PoolState: Equatable, Sendable {
         try writeFileAtomically(encoded(), to: path, mode: 0o600)
     }
 
-    /// Reads and decodes the state file at `path`; `nil` if it is missing, unreadable or malformed.
+    /// The largest state file read: 1024 slots' queues take about 28 KiB.
+    static let maxFileBytes = 1 << 20
+
+    /// Reads and decodes the state file at `path`; `nil` if it is missing, unreadable, malformed,
+    /// or not a regular file (read as `readWrittenFile` reads: a FIFO or a symlink planted there
+    /// neither blocks nor redirects the read).
     public static func read(from path: String) -> PoolState? {
-        readSmallFile(path).flatMap(decode)
+        readFile(from: path)?.state
+    }
+
+    /// The state, the file's text (to tell later whether the file is still this one) and owner.
+    static func readFile(from path: String) -> (state: PoolState, text: [UInt8], owner: uid_t)? {
+        guard let (bytes, owner) = readWrittenFile(path, limit: maxFileBytes),
+              let state = decode(String(decoding: bytes, as: UTF8.self)) else { return nil }
+        return (state, bytes, owner)
     }
 }
 
@@ -98,6 +110,9 @@ public struct RecoveryReport: Sendable {
     public var removedControlSocket = false
     /// The state file was unlinked.
     public var removedStateFile = false
+    /// Why the state file was left in place, when it was: queues it records could not be removed
+    /// (it still names them for a later try), or it was not its recorded user's to trust.
+    public var keptStateFile: String?
 
     /// Nothing was removed (skipped queues and a live master do not count).
     public var isEmpty: Bool { removedQueues.isEmpty && !removedSocket && !removedControlSocket && !removedStateFile }
@@ -111,42 +126,66 @@ public struct RecoveryReport: Sendable {
         if removedSocket { out.append("removed stale socket") }
         if removedControlSocket { out.append("removed stale control socket") }
         if removedStateFile { out.append("removed state file") }
+        if let keptStateFile { out.append("kept state file: \(keptStateFile)") }
         return out
     }
 }
 
 /// Removes what a dead master left: its queues (only those still matching the recorded id and
-/// creation time and created by our uid), its stale socket (only if nobody listens), its state file.
-/// Does nothing if the recorded master is alive.
+/// creation time and created by the recorded master's uid), its stale socket (only if nobody
+/// listens), its state file (only once nothing it records is left to remove). Does nothing if the
+/// recorded master is alive.
 ///
 /// With `probeSocket` false (socket activation: the socket is systemd's and already listening) the
 /// socket is neither probed nor unlinked — a probe would even queue a phantom connection.
 public func recoverStaleState(statePath: String, socketPath: String, probeSocket: Bool = true) -> RecoveryReport {
     let controlPath = socketPath + ".ctl"
     var report = RecoveryReport()
-    if let live = liveMasterRecorded(at: statePath) {
-        report.liveMaster = live
+    // One reading decides everything: read twice, a record a master starting now wrote in between
+    // would be taken for the dead one's, and its live queues removed.
+    let file = PoolState.readFile(from: statePath)
+    if let state = file?.state, state.pid != getpid(), isRecordedMaster(state) {
+        report.liveMaster = state.pid
         return report
     }
-    if let state = PoolState.read(from: statePath) {
-        for queue in state.queues {
-            guard let status = try? MessageQueue(id: queue.id).status() else {
-                report.skippedQueues.append((queue.id, "already gone"))
-                continue
+    if let (state, text, owner) = file {
+        var left = 0
+        if owner != state.uid {
+            // Its master writes it as itself: a record of uid N in another user's file is not to
+            // be trusted with uid N's queues (root's cleanup would remove them on its word).
+            report.keptStateFile = "owned by uid \(owner), not by the uid it records (\(state.uid)); its queues left alone"
+        } else {
+            for queue in state.queues {
+                guard let status = try? MessageQueue(id: queue.id).status() else {
+                    report.skippedQueues.append((queue.id, "already gone"))
+                    continue
+                }
+                // The creator, not the owner: a pool whose workers run as another user (--user)
+                // gave its queues to that user. Root (`sudo pool-server cleanup`) may remove the
+                // queues of a master that ran as anyone.
+                guard status.creatorUID == state.uid else {
+                    report.skippedQueues.append((queue.id, "created by uid \(status.creatorUID), not the recorded master's uid \(state.uid)"))
+                    continue
+                }
+                guard status.changeTime == queue.changeTime else {
+                    report.skippedQueues.append((queue.id, "id reused by a newer queue"))
+                    continue
+                }
+                do {
+                    try MessageQueue(id: queue.id).remove()
+                    report.removedQueues.append(queue.id)
+                } catch {
+                    report.skippedQueues.append((queue.id, "could not remove it: \(error)"))
+                    left += 1
+                }
             }
-            // The creator, not the owner: a pool whose workers run as another user (--user)
-            // gave its queues to that user.
-            guard status.creatorUID == getuid() else {
-                report.skippedQueues.append((queue.id, "created by uid \(status.creatorUID), not us"))
-                continue
+            if left > 0 {
+                report.keptStateFile = "\(left) of its queues could not be removed (run cleanup as their creator, uid \(state.uid), or root)"
+            } else if readWrittenFile(statePath, limit: PoolState.maxFileBytes)?.bytes == text {
+                // Still the file read above: a master starting now may have claimed the path since.
+                report.removedStateFile = unlink(statePath) == 0
             }
-            guard status.changeTime == queue.changeTime else {
-                report.skippedQueues.append((queue.id, "id reused by a newer queue"))
-                continue
-            }
-            if (try? MessageQueue(id: queue.id).remove()) != nil { report.removedQueues.append(queue.id) }
         }
-        report.removedStateFile = unlink(statePath) == 0
     }
     if probeSocket && probeSocketPath(socketPath) == .stale {
         report.removedSocket = unlink(socketPath) == 0
@@ -175,7 +214,11 @@ func liveMasterError(_ pid: pid_t, socketPath: String, statePath: String) -> Con
 /// (an older master's) falls back to comparing process names.
 func isRecordedMaster(_ state: PoolState) -> Bool {
     // Running: alive (another user's too) and not a zombie, which is dead for our purposes.
-    guard processIsRunning(state.pid), let (_, started) = processStatus(state.pid) else { return false }
+    guard processIsRunning(state.pid) else { return false }
+    // Alive by kill but no /proc to tell more (a chroot, a minimal container): taken as the master.
+    // A recycled pid then keeps the leftovers until `cleanup` is run where /proc is; the other
+    // way round, a live pool would lose its queues.
+    guard let (_, started) = processStatus(state.pid) else { return true }
     if let recorded = state.startTime { return started == recorded }
     guard let name = readSmallFile("/proc/\(state.pid)/comm")?.trimmingWhitespace() else { return false }
     guard let own = readSmallFile("/proc/self/comm")?.trimmingWhitespace() else { return true }

@@ -138,8 +138,16 @@ final class Supervisor {
             ? try ReplyRings(slots: min(Self.maxWorkers, ringSlots), capacity: ringBytes,
                              threshold: configuration.spillBytes)
             : nil
+        // Claimed before any queue exists, and recorded again as each is made: a SIGKILL at any
+        // point of the start leaves a record of every queue it had created. Refused here, before
+        // creating anything, if another master recorded itself since the start-up check.
+        if let live = liveMasterRecorded(at: configuration.stateFilePath) {
+            throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
+        }
         var created: [MessageQueue] = []
+        func record() throws { try Self.recordState(created, configuration: configuration) }
         do {
+            try record()
             let wanted = configuration.queueBytes ?? max(limits.defaultQueueBytes, 1 << 20)
             var granted = wanted
             var shared: MessageQueue? = nil
@@ -151,6 +159,8 @@ final class Supervisor {
                     created.append(queue)
                     granted = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: index == 0 ? logger : nil,
                                                  asked: configuration.queueBytes != nil)
+                    // After the resize, which changes the queue's ctime the record must match.
+                    try record()
                 }
                 slots.append(WorkerSlot(index: index, queue: queue))
             }
@@ -162,6 +172,7 @@ final class Supervisor {
                 let queue = try Self.createQueue(owner: configuration.workerUser)
                 created.append(queue)
                 _ = Self.applyCapacity(queue, wanted: granted, limits: limits, logger: nil)
+                try record()
                 replyQueue = queue
             } else {
                 replyQueue = nil
@@ -171,15 +182,10 @@ final class Supervisor {
             doorbell = try EventFD.create()
         } catch {
             for queue in created { try? queue.remove() }
+            if PoolState.read(from: configuration.stateFilePath)?.pid == getpid() { unlink(configuration.stateFilePath) }
             throw error
         }
         self.keepDescriptors = keepDescriptors + (doorbell.map { [$0.fd] } ?? [])
-        do {
-            try claimState()
-        } catch {
-            for queue in created { try? queue.remove() }
-            throw error
-        }
     }
 
     /// Every queue we own: the workers' and the reply queue.
@@ -194,24 +200,28 @@ final class Supervisor {
     /// All workers read one queue (`--dispatch shared`).
     var sharesQueue: Bool { configuration.effectiveDispatch == .shared }
 
-    /// The first record of a starting master: refused (throws) if another live master recorded
-    /// itself since the start-up check (`recoverStaleState`). Two masters started at the same
-    /// moment on one socket: the first to record wins and the other stops here, before its record
-    /// could replace the winner's and be removed with its failed start, which would leave the
-    /// winner's queues unfindable after a SIGKILL. Only a record landing between this read and
-    /// the write's rename can still be replaced.
-    func claimState() throws {
-        if let live = liveMasterRecorded(at: configuration.stateFilePath) {
-            throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
-        }
-        try writeState()
-    }
-
     /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
     func writeState() throws {
-        let queues = allQueues.map { queue in (id: queue.id, changeTime: (try? queue.status().changeTime) ?? 0) }
+        try Self.recordState(allQueues, configuration: configuration)
+    }
+
+    /// `writeState`, its failure logged: the pool goes on (only a crash's clean-up needs the file).
+    func recordState() {
+        do { try writeState() } catch {
+            logger.warning("could not update the state file", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Writes the record of `queues` (ids and current ctimes) with our pid, start time and uid.
+    /// The first record of a starting master is written before its first queue (see `init`):
+    /// two masters started at the same moment on one socket, the first to record wins and the
+    /// other stops at its check, before its record could replace the winner's and be removed with
+    /// its failed start. Only a record landing between that check and this rename can still be
+    /// replaced.
+    private static func recordState(_ queues: [MessageQueue], configuration: PoolConfiguration) throws {
+        let recorded = queues.map { queue in (id: queue.id, changeTime: (try? queue.status().changeTime) ?? 0) }
         let state = PoolState(pid: getpid(), startTime: processStatus(getpid())?.startTime, uid: getuid(),
-                              socketPath: configuration.socketPath, queues: queues)
+                              socketPath: configuration.socketPath, queues: recorded)
         try state.write(to: configuration.stateFilePath)
     }
 
@@ -438,9 +448,7 @@ final class Supervisor {
                 if sharesQueue {
                     for other in slots.indices { slots[other].queue = queue }
                 }
-                do { try writeState() } catch {
-                    logger.warning("could not update the state file", metadata: ["error": "\(error)"])
-                }
+                recordState()
             }
         }
 
@@ -498,7 +506,7 @@ final class Supervisor {
             }
             slots[index] = slot
             removeRetired(index)
-            try? writeState()
+            recordState()
             return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
         }
         if shuttingDown {
@@ -623,6 +631,9 @@ final class Supervisor {
                 let index = hole ?? slots.count
                 let slot = WorkerSlot(index: index, queue: queue)
                 if hole != nil { slots[index] = slot } else { slots.append(slot) }
+                // Recorded before its worker is forked: `scale 1000` takes seconds, and a SIGKILL
+                // within them must leave no queue unrecorded.
+                if !sharesQueue { recordState() }
                 do {
                     try spawn(index)
                     logger.info("scale up: added slot \(index)", metadata: ["workers": "\(active + 1)"])
@@ -654,7 +665,7 @@ final class Supervisor {
                 removeRetired(index)
             }
         }
-        try? writeState()
+        recordState()
         return active
     }
 
@@ -917,9 +928,7 @@ final class Supervisor {
         _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
         let old = replyQueue?.id
         replyQueue = queue
-        do { try writeState() } catch {
-            logger.warning("could not update the state file", metadata: ["error": "\(error)"])
-        }
+        recordState()
         return (old, queue.id)
     }
 
@@ -941,7 +950,7 @@ final class Supervisor {
         // remove the record of one started beside it at the same moment, which wrote after ours
         // — without it, that master's queues could not be found after a SIGKILL. (That master
         // writes its record again once its socket is bound, and a later start finds it there
-        // and refuses before recording itself: `claimState`.)
+        // and refuses before recording itself: `Supervisor.init`.)
         let recorded = PoolState.read(from: configuration.stateFilePath)
         if recorded == nil || recorded?.pid == getpid() { unlink(configuration.stateFilePath) }
     }

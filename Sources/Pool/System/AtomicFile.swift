@@ -37,3 +37,26 @@ public func writeFileAtomically(_ text: String, to path: String, mode: mode_t) t
         throw error
     }
 }
+
+/// Reads back a small file this program writes (the state file, the pid file) where others may
+/// have put something else since: not through a symlink at `path`, not waiting on a FIFO there,
+/// only a regular file of at most `limit` bytes (`nil` otherwise, or when it is missing). Also
+/// returns the file's owner, which tells a record its user wrote from one planted beside it.
+///
+/// The corresponding C functions are `open`, `fstat` and `read`.
+public func readWrittenFile(_ path: String, limit: Int) -> (bytes: [UInt8], owner: uid_t)? {
+    let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { Glibc.close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_size <= limit else { return nil }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while bytes.count <= limit {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && Glibc.errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes.append(contentsOf: chunk[..<n])
+    }
+    return bytes.count <= limit ? (bytes, info.st_uid) : nil
+}
