@@ -432,6 +432,33 @@ private typealias S = OperationsSupport
         }
     }
 
+    /// `WatchdogSec=`: with WATCHDOG_USEC (here 0.4 s) for this process, the master sends
+    /// `WATCHDOG=1` about twice per interval from its loop, idle or not; WATCHDOG_PID naming
+    /// another process leaves it out.
+    @Test func sdNotifyWatchdogIsFedFromTheLoop() throws {
+        for forUs in [true, false] {
+            let name = "@pool-test-watchdog-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            let receiver = try S.NotifyReceiver(name)
+            var environment = ProcessInfo.processInfo.environment
+            environment["NOTIFY_SOCKET"] = name
+            environment["WATCHDOG_USEC"] = "400000"
+            if !forUs { environment["WATCHDOG_PID"] = "1" }
+            let server = try TestServer(["--workers", "1"], environment: environment)
+            defer { server.stop() }
+            #expect(receiver.waitFor { $0.contains("READY=1") } != nil, "no READY=1: \(receiver.messages)")
+            let pings = { receiver.messages.filter { $0.split(separator: "\n").contains("WATCHDOG=1") }.count }
+            if forUs {
+                // Several intervals of an idle pool: at least one ping per interval (2 s = 5).
+                _ = receiver.waitFor(timeout: 20) { _ in pings() >= 4 }
+                #expect(pings() >= 4, "\(pings()) WATCHDOG=1 in \(receiver.messages)")
+            } else {
+                _ = receiver.waitFor(timeout: 1.5) { _ in false }
+                #expect(pings() == 0, "WATCHDOG=1 sent though WATCHDOG_PID names another process: \(receiver.messages)")
+            }
+            S.expectCleanExit(server)
+        }
+    }
+
     // MARK: - 5. Socket activation
 
     @Test func socketActivationServesTheInheritedSocketAndNeverUnlinksIt() throws {

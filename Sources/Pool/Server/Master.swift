@@ -139,6 +139,9 @@ final class Master {
     /// Workers that have been sent their quit message (shutdown).
     @exclusivity(unchecked) var quitSent: Set<pid_t> = []
     @exclusivity(unchecked) var nextIdleScan: Int64 = 0
+    /// `WatchdogSec=`: when the next `WATCHDOG=1` is due (`.max` without a watchdog). Sent from the
+    /// loop, so a master stuck anywhere stops sending and systemd restarts it.
+    @exclusivity(unchecked) var nextWatchdog: Int64 = .max
     /// With `--job-timeout`: when the loop must next wake to check job ages.
     @exclusivity(unchecked) var nextJobScan: Int64 = 0
     /// Wakes the loop for the idle scan and job-timeout checks (see `armScanTimer`).
@@ -334,6 +337,7 @@ final class Master {
         var deadline = connections.isEmpty ? Int64.max : nextIdleScan
         if configuration.scansJobs { deadline = min(deadline, nextJobScan) }
         if scalingPolicy != nil && phase == .running { deadline = min(deadline, nextScaleCheck) }
+        deadline = min(deadline, nextWatchdog)
         guard deadline != .max, scanTimerDeadline.map({ deadline < $0 }) ?? true else { return }
         do {
             try scanTimer.arm(at: deadline)
@@ -360,6 +364,10 @@ final class Master {
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
             closeIdleConnections(now: now)
+        }
+        if now >= nextWatchdog, let interval = notifier.watchdogNanoseconds {
+            nextWatchdog = now + interval / 2
+            notifier.notify("WATCHDOG=1")
         }
         supervisor.enforceJobTimeout(now: now)
         supervisor.pruneFinished()

@@ -132,6 +132,8 @@ public final class PoolServer {
         ])
         notifier.notify("READY=1\nMAINPID=\(getpid())")
         master.notifyStatus()
+        // The first WATCHDOG=1 in the loop's first turn, the next ones from its timers.
+        if notifier.watchdogNanoseconds != nil { master.nextWatchdog = monotonicNanoseconds() }
         let status = master.run()
         pidFile?.removeIfOurs()
         return status

@@ -6,10 +6,23 @@ import Glibc
 public struct SystemdNotifier: Sendable {
     /// The `NOTIFY_SOCKET` address (`@` prefix: abstract namespace), or `nil` when not run by systemd.
     public let socketPath: String?
+    /// `WatchdogSec=`: systemd's `WATCHDOG_USEC` in nanoseconds, when it is meant for this process
+    /// (`WATCHDOG_PID` unset or ours); the master sends `WATCHDOG=1` twice per interval.
+    public let watchdogNanoseconds: Int64?
 
-    /// Reads NOTIFY_SOCKET once, at start-up (the master unsets nothing: workers never notify).
-    public init(environment socketPath: String? = getenv("NOTIFY_SOCKET").map { String(cString: $0) }) {
+    /// Reads NOTIFY_SOCKET and the watchdog's variables once, at start-up (the master unsets
+    /// nothing: workers never notify).
+    public init(environment socketPath: String? = getenv("NOTIFY_SOCKET").map { String(cString: $0) },
+                watchdogMicroseconds: String? = getenv("WATCHDOG_USEC").map { String(cString: $0) },
+                watchdogPID: String? = getenv("WATCHDOG_PID").map { String(cString: $0) }) {
         self.socketPath = socketPath?.isEmpty == false ? socketPath : nil
+        let forUs = watchdogPID.map { pid_t($0) == getpid() } ?? true
+        // At most a day: the product in nanoseconds stays far inside an Int64.
+        if self.socketPath != nil, forUs, let usec = watchdogMicroseconds.flatMap({ Int64($0) }), usec > 0, usec <= 86_400_000_000 {
+            watchdogNanoseconds = usec * 1000
+        } else {
+            watchdogNanoseconds = nil
+        }
     }
 
     /// Sends `READY=1`, `STOPPING=1`, `STATUS=…` or any other assignment list.
