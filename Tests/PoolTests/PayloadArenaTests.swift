@@ -49,6 +49,15 @@ import Testing
         #expect(read(arena, chunk, 64) != nil)
         #expect(read(arena, chunk, 65) == nil, "longer than a chunk")
         #expect(read(arena, PayloadArena.Chunk(index: 2, generation: 1), 1) == nil, "no such chunk")
+        // A chunk is rounded up to 64 bytes, but no payload is longer than the limit it was made
+        // for (msgmax − the record header): a reference to more is corrupt (re-sent inline, such
+        // a payload would not fit one message).
+        let odd = try PayloadArena(chunks: 1, chunkBytes: 8176)
+        #expect(odd.chunkBytes == 8192 && odd.largestPayload == 8176)
+        let whole = try #require(store(odd, [UInt8](repeating: 7, count: 8176)))
+        #expect(read(odd, whole, 8176) != nil)
+        #expect(read(odd, whole, 8177) == nil, "longer than the largest payload, though within the chunk")
+        #expect(store(odd, [UInt8](repeating: 7, count: 8177)) == nil)
     }
 
     @Test func aStaleReferenceNeverFreesTheChunksNextUse() throws {

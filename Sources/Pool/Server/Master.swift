@@ -1037,6 +1037,13 @@ final class Master {
             } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
                 replaceReplyQueue(after: error)
                 return
+            } catch let error as SystemError where error.errno == .argListTooLong {
+                // Larger than msgmax: no worker of ours sent it (the queue is the workers' user's,
+                // so anything running as it may have). Left there it would fail every drain.
+                let cut = try? replyQueue.receiveTruncating(into: receiveBuffer)
+                logger.error("reply queue: removed a message larger than msgmax, which no worker sends",
+                             metadata: ["queue": "\(replyQueue.id)", "type": "\(cut?.type ?? 0)", "error": "\(error)"])
+                continue
             } catch {
                 logger.critical("reply queue failed; stopping", metadata: ["error": "\(error)"])
                 failReplies()

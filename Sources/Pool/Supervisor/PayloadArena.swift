@@ -32,8 +32,12 @@ public final class PayloadArena {
     private let memory: SharedMemory
     private let released: UnsafeMutablePointer<UInt32>
     private let chunks: UnsafeMutableRawPointer
-    /// Bytes of one chunk: the largest payload it holds.
+    /// Bytes of one chunk (the payload limit rounded up to 64, so chunks stay cache-line aligned).
     public let chunkBytes: Int
+    /// The largest payload stored (`chunkBytes` before rounding: the largest one message holds).
+    /// A record naming more is corrupt — the inboxes are the workers' to write — and re-sent
+    /// inline it would not fit a message.
+    public let largestPayload: Int
     /// Payloads of at least this many bytes go through the arena (`--spill-bytes`).
     public let threshold: Int
     /// Number of chunks.
@@ -58,6 +62,7 @@ public final class PayloadArena {
         self.count = count
         self.threshold = threshold
         self.chunkBytes = (chunkBytes + 63) & ~63
+        largestPayload = chunkBytes
         let header = (max(count, 1) * MemoryLayout<UInt32>.stride + 63) & ~63
         // Not reserved: only chunks that are used get pages.
         memory = try SharedMemory(bytes: header + count * self.chunkBytes, reserve: false)
@@ -81,7 +86,7 @@ public final class PayloadArena {
     /// Copies `payload` into a free chunk and returns its reference; `nil` if it does not fit or
     /// every chunk is in use (the job then travels inline).
     public func store(_ payload: UnsafeRawBufferPointer) -> Chunk? {
-        guard payload.count <= chunkBytes else { return nil }
+        guard payload.count <= largestPayload else { return nil }
         while let oldest = taken.first, isReleased(oldest) {
             taken.removeFirst()
             free.append(oldest)
@@ -146,7 +151,7 @@ public final class PayloadArena {
 
     /// The payload a spilled record names; `nil` if the reference is out of range.
     public func payload(_ spill: JobCodec.Spill) -> UnsafeRawBufferPointer? {
-        guard Int(spill.chunk.index) < count, spill.length <= chunkBytes else { return nil }
+        guard Int(spill.chunk.index) < count, spill.length <= largestPayload else { return nil }
         return UnsafeRawBufferPointer(start: chunks + Int(spill.chunk.index) * chunkBytes, count: spill.length)
     }
 

@@ -582,7 +582,12 @@ final class Supervisor {
     /// A retired slot whose queue holds no job leaves: its queue is removed (a shared one stays),
     /// and removed slots at the end of the list are dropped. The caller records the state.
     private func removeRetired(_ index: Int) {
-        if !sharesQueue { try? slots[index].queue.remove() }
+        if !sharesQueue {
+            // Drained as a rule, and its worker gone; but a queue that could not be read (its
+            // mode changed from outside) goes with jobs in it, whose chunks nobody would release.
+            arena?.dropAll(sentTo: slots[index].queue.id)
+            try? slots[index].queue.remove()
+        }
         quitPending.remove(index)
         rollingSetAside.remove(index)
         slots[index].removed = true
@@ -901,7 +906,14 @@ final class Supervisor {
     func takeUnrunJobs(buffer: MessageBuffer) -> [UInt64] {
         var ids: [UInt64] = []
         for queue in jobQueues {
-            while let (type, length) = (try? queue.receive(into: buffer, nowait: true)) ?? nil {
+            // A message too large for the buffer (E2BIG) is taken cut rather than ending the
+            // scan: the jobs after it would go unreported. What of it fits is still decoded.
+            func next() -> (type: Int, length: Int)? {
+                do { return try queue.receive(into: buffer, nowait: true) } catch let error as SystemError where error.errno == .argListTooLong {
+                    return (try? queue.receiveTruncating(into: buffer)) ?? nil
+                } catch { return nil }
+            }
+            while let (type, length) = next() {
                 guard type == JobCodec.jobType else { continue }
                 let text = UnsafeRawBufferPointer(buffer.text)
                 var offset = 0
