@@ -261,6 +261,7 @@ final class Master {
                 return forcedStop(reason: "event loop failure")
             }
             if !clockRead { turnStart = monotonicNanoseconds() }
+            dispatcher.forgetFull()
             if collectsReplies { scoreboard.setMasterAsleep(false) }
             if signalsRang {
                 signalsRang = false
@@ -953,9 +954,15 @@ final class Master {
                 keep.append((entry, payload))
             }
         }
-        for (entry, payload) in keep.reversed() {
-            held.prepend(Held(id: entry.id, payload: payload,
-                              acknowledged: entry.ack == nil && configuration.replyMode == .ack, ack: entry.ack))
+        // Merged by id (the order requests came in) with the jobs of batches that failed before
+        // this one in the same pass: each batch holds every N-th job of a retry, and prepending
+        // batch after batch would put a later slot's jobs ahead of older ones.
+        if let newest = keep.last?.entry.id {
+            var front = keep.map { Held(id: $0.entry.id, payload: $0.payload,
+                                        acknowledged: $0.entry.ack == nil && configuration.replyMode == .ack, ack: $0.entry.ack) }
+            while let first = held.first, first.id < newest, let taken = held.removeFirst() { front.append(taken) }
+            front.sort { $0.id < $1.id }
+            for job in front.reversed() { held.prepend(job) }
         }
         for (entry, _) in keep { if let ack = entry.ack { watchWhileHeld(ack) } }
         return false
@@ -993,6 +1000,8 @@ final class Master {
         #if DEBUG
         if heldWaitsForReap && Signals.peek(SIGCHLD) > 0 { return }
         #endif
+        // Called when room may have come (a reply, the doorbell, a reap, the timer).
+        dispatcher.forgetFull()
         while let job = held.first {
             if let ack = job.ack {
                 guard let connection = connections[ack.connection], !connection.hungUp else {

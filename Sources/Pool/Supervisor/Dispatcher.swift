@@ -10,6 +10,17 @@
 struct Dispatcher {
     private var next = 0
     let strategy: PoolConfiguration.DispatchStrategy
+    /// Queues a send found full (EAGAIN) since `forgetFull`, not tried again until then. The
+    /// master forgets them whenever room may have come (each loop turn, each retry of held jobs);
+    /// in between, every batch staged for a retry would try every queue again: N² failing
+    /// `msgsnd` calls with N workers, just when the master should answer quickly.
+    private var full = Set<Int32>()
+
+    /// Room may have come: every queue is tried again.
+    @inline(__always)
+    mutating func forgetFull() {
+        if !full.isEmpty { full.removeAll(keepingCapacity: true) }
+    }
 
     init(strategy: PoolConfiguration.DispatchStrategy) { self.strategy = strategy }
 
@@ -52,7 +63,7 @@ struct Dispatcher {
 
     /// Sends the message in `buffer.text[0..<length]` to `preferred`'s queue, or to another that
     /// has room.
-    func send(_ buffer: MessageBuffer, length: Int, preferred: Int, supervisor: Supervisor) -> Outcome {
+    mutating func send(_ buffer: MessageBuffer, length: Int, preferred: Int, supervisor: Supervisor) -> Outcome {
         let slots = supervisor.slots
         let count = slots.count
         guard count > 0 else { return .full(failures: []) }
@@ -73,10 +84,13 @@ struct Dispatcher {
                 if anyWorker == nil { anyWorker = slots.contains { $0.accepting && $0.pid != nil } }
                 if anyWorker == true { continue }
             }
+            let queue = slots[index].queue
+            if full.contains(queue.id) { continue }
             do {
-                if try slots[index].queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
+                if try queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
                     return .queued(slot: index)
                 }
+                full.insert(queue.id)
             } catch let error as SystemError {
                 // EIDRM/EINVAL: the queue was removed from outside. Its worker wakes with EIDRM and
                 // exits; the supervisor recreates the queue when it reaps it. Skip it meanwhile.
