@@ -283,6 +283,37 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         return slot0Spawns().count
     }
 
+    /// Jobs already in a slot's queue when its worker dies into a crash back-off are run by
+    /// another worker, not left to wait out the back-off (up to 10 s) for the slot's next one.
+    /// Slot 0's worker is frozen, given every other job (round-robin, one job a message), and
+    /// killed; a debug-widened quick-death window makes that death count towards the back-off.
+    /// The log handler names the worker that ran each job: slot 1's, for all of them.
+    @Test func jobsQueuedForACrashLoopingSlotRunElsewhere() throws {
+        let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "log", "--dispatch", "round-robin",
+                                     "--batch-time", "0", "--workers", "2"],
+                                    environment: Self.debugEnvironment("POOL_DEBUG_QUICK_DEATH_MS", "600000"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        let status = try #require(OperationsSupport.status(server.socketPath))
+        let slot0 = try #require(status.workers.first { $0.slot == 0 }?.pid), slot1 = try #require(status.workers.first { $0.slot == 1 }?.pid)
+        kill(slot0, SIGSTOP)
+        defer { kill(slot0, SIGCONT) }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let names = (0..<8).map { "queued-\($0)" }
+        for name in names { try client.send(name.bytes) }
+        // Slot 1 runs its half; slot 0's half waits in its queue behind the frozen worker.
+        #expect(waitUntil(timeout: 20) { recvLines(in: server.log).count == names.count / 2 }, "\(server.log.suffix(2000))")
+        kill(slot0, SIGKILL)
+        let answers = try names.map { _ in try client.receive() }
+        client.close()
+        #expect(answers.allSatisfy { $0.statusByte == 0 }, "\(answers.map(\.statusByte))")
+        #expect(server.log.contains("crash-looping") && server.log.contains("taken back for other workers"), "\(server.log.suffix(2000))")
+        let ran = Dictionary(recvLines(in: server.log).map { ($0.message, $0.pid) }) { first, _ in first }
+        #expect(names.allSatisfy { ran[$0] == slot1 }, "jobs run by \(ran), slot 1's worker is \(slot1)")
+        F.expectCleanExit(server, footprint)
+    }
+
     /// A slot whose worker is waiting out a crash back-off gets no new work while another slot has
     /// a worker: its queue would hold the jobs until the replacement starts (3.2 s or more here).
     /// Slot 0's workers are killed as soon as they start until its back-off is 3.2 s; then requests

@@ -111,7 +111,15 @@ final class Supervisor {
     private let keepDescriptors: [Int32]
 
     static let maxWorkers = PoolConfiguration.maxWorkers
-    static let quickDeath: Int64 = 1_000_000_000
+    /// A death this soon after the worker started counts towards the crash back-off.
+    static let quickDeath: Int64 = {
+        #if DEBUG
+        // Debug builds only: a test may widen the window, to make a death it causes a quick
+        // one however slowly the machine lets it act.
+        if let ms = getenv("POOL_DEBUG_QUICK_DEATH_MS").flatMap({ Int64(String(cString: $0)) }) { return ms * 1_000_000 }
+        #endif
+        return 1_000_000_000
+    }()
     static let termGrace: Int64 = 1_000_000_000
 
     init(configuration: PoolConfiguration, limits: QueueLimits, makeHandler: @escaping MessageHandlerFactory,
@@ -524,13 +532,52 @@ final class Supervisor {
             }
         } else {
             slot.restarts += 1
-            slot.respawnAt = now + respawnDelay(slot)
+            let delay = respawnDelay(slot)
+            slot.respawnAt = now + delay
+            // A crash back-off (up to 10 s): the jobs already in its queue would wait it out while
+            // another worker could run them. Taken back, behind its inbox's, for the master to
+            // send elsewhere: nothing goes to a workerless slot while another has a worker.
+            if delay > 0 && !sharesQueue && jobsQueued
+                && slots.contains(where: { $0.index != index && $0.accepting && $0.pid != nil }) {
+                unstarted += takeQueuedJobs(&slot)
+            }
         }
         slot.terminatedAt = nil
         slot.timedOutJob = nil
         slots[index] = slot
         return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
     }
+
+    /// Takes every message out of a slot's queue (IPC_NOWAIT): its jobs, in queue order, as
+    /// unstarted ones (their payloads copied, spilled ones' chunks given back); quits are dropped
+    /// (the worker they were for is gone). A message that cannot be taken ends the taking: what is
+    /// left waits for the slot's next worker, as before.
+    private func takeQueuedJobs(_ slot: inout WorkerSlot) -> [UnstartedJob] {
+        var jobs: [UnstartedJob] = []
+        while let (type, length) = (try? slot.queue.receive(into: scratch, nowait: true)) ?? nil {
+            guard type == JobCodec.jobType else { continue }
+            let text = UnsafeRawBufferPointer(scratch.text)
+            var offset = 0
+            while let job = JobCodec.decodeJob(text, length: length, at: offset) {
+                offset = job.end
+                _ = slot.outstanding.remove { $0.id == job.id }
+                if let spill = job.spill {
+                    jobs.append(UnstartedJob(id: job.id, payload: arena?.payload(spill).map { Array($0) } ?? []))
+                    arena?.drop(spill.chunk)
+                } else {
+                    jobs.append(UnstartedJob(id: job.id, payload: Array(text[job.payload])))
+                }
+            }
+        }
+        if !jobs.isEmpty {
+            logger.info("jobs queued for slot \(slot.index) taken back for other workers during its back-off",
+                        metadata: ["jobs": "\(jobs.count)"])
+        }
+        return jobs
+    }
+
+    /// Receives what `takeQueuedJobs` takes back (allocated on first use).
+    private lazy var scratch = MessageBuffer(capacity: limits.maxMessageBytes)
 
     /// The crash-loop back-off after `slot.crashStreak` quick deaths in a row: none without one,
     /// 100 ms after the first, doubling up to 10 s. Logged when there is one.
