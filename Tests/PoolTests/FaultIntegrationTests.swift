@@ -1621,6 +1621,34 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!existingQueueIDs().contains(new))
     }
 
+    /// The reply queue removed while two jobs run and four wait in the job queues: only the two a
+    /// worker had taken are answered 5 (their replies go to the removed queue); the four never
+    /// taken are kept and run by the restarted workers, answered ok, in order. (All six were
+    /// answered 5 and the four then ran anyway: a client retrying ran them twice.)
+    @Test func jobsNotYetTakenSurviveARemovedReplyQueue() throws {
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--batch-time", "0"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        _ = try #require(waitForWorkers(server, 2))
+        let replyQueue = MessageQueue(id: try #require(Set(stateFileQueueIDs(server.stateFilePath)).subtracting(server.queueIDs).first))
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        // Round-robin, one job a message: the first two run, two more wait in each queue.
+        let jobs = Array(repeating: "sleep:3000", count: 6)
+        for job in jobs { try client.send(job.bytes) }
+        try #require(waitUntil(timeout: 20) {
+            OperationsSupport.status(server.socketPath)?.workers.filter { $0.state == "busy" }.count == 2
+        }, "both workers should be running a job")
+        try replyQueue.remove()
+        // The master finds out at its next drain; a request makes a loop turn.
+        try client.send("wake".bytes)
+        let answers = try (0..<7).map { _ in try client.receive() }
+        client.close()
+        #expect(Self.statuses(answers) == [5, 5, 0, 0, 0, 0, 0], "\(server.log.suffix(2000))")
+        #expect(answers.dropFirst(2).map(\.body) == (jobs.dropFirst(2) + ["wake"]).map(\.bytes))
+        #expect(!server.logLines(containing: "reply queue was removed from outside").isEmpty)
+        F.expectCleanExit(server, footprint)
+    }
+
     /// Replies lost with a removed reply queue (the master stopped while they arrived) are
     /// answered 5; the jobs they answered must not be thought still queued: scaling down then
     /// retires the slot once, and the stop completes before its deadline. (The books kept them,

@@ -954,18 +954,23 @@ final class Master {
                 keep.append((entry, payload))
             }
         }
-        // Merged by id (the order requests came in) with the jobs of batches that failed before
-        // this one in the same pass: each batch holds every N-th job of a retry, and prepending
-        // batch after batch would put a later slot's jobs ahead of older ones.
-        if let newest = keep.last?.entry.id {
-            var front = keep.map { Held(id: $0.entry.id, payload: $0.payload,
-                                        acknowledged: $0.entry.ack == nil && configuration.replyMode == .ack, ack: $0.entry.ack) }
-            while let first = held.first, first.id < newest, let taken = held.removeFirst() { front.append(taken) }
-            front.sort { $0.id < $1.id }
-            for job in front.reversed() { held.prepend(job) }
-        }
+        // Merged with the jobs of batches that failed before this one in the same pass: each
+        // batch holds every N-th job of a retry, and prepending batch after batch would put a
+        // later slot's jobs ahead of older ones.
+        returnToHeld(keep.map { Held(id: $0.entry.id, payload: $0.payload,
+                                     acknowledged: $0.entry.ack == nil && configuration.replyMode == .ack, ack: $0.entry.ack) })
         for (entry, _) in keep { if let ack = entry.ack { watchWhileHeld(ack) } }
         return false
+    }
+
+    /// Puts jobs taken back from batches or queues (older than anything held after them) at the
+    /// front of `held`, merged by id — the order their requests came in — with what is there.
+    func returnToHeld(_ jobs: [Held]) {
+        guard let newest = jobs.map(\.id).max() else { return }
+        var front = jobs
+        while let first = held.first, first.id < newest, let taken = held.removeFirst() { front.append(taken) }
+        front.sort { $0.id < $1.id }
+        for job in front.reversed() { held.prepend(job) }
     }
 
     /// The payload of a staged job that no queue took, as bytes of its own; a spilled one's chunk
@@ -1118,10 +1123,23 @@ final class Master {
             failReplies()
             return
         }
-        logger.error("the reply queue was removed from outside (ipcrm?); created a new one, answering the requests in flight with 5 and restarting the workers",
-                     metadata: ["old": "\(replaced.old.map(String.init) ?? "-")", "new": "\(replaced.new)", "requests": "\(routes.count)"])
-        answerEveryRoute(.workerDied, body: Array("the reply queue was removed".utf8))
+        // Jobs no worker has taken yet (still queued, staged or held) were never run: they are
+        // kept, and sent again, to the restarted workers. Only the rest — taken by a worker, or
+        // answered into the removed queue — may have lost their reply, and are answered 5.
+        let queued = supervisor.takeBackQueuedJobs()
+        var kept = Set(queued.map(\.id))
+        for job in held.elements { kept.insert(job.id) }
+        for batch in batches { for entry in batch.entries { kept.insert(entry.id) } }
+        let owed = routes.entries.filter { !kept.contains($0.id) }
+        logger.error("the reply queue was removed from outside (ipcrm?); created a new one, answering the requests a worker had taken with 5 and restarting the workers",
+                     metadata: ["old": "\(replaced.old.map(String.init) ?? "-")", "new": "\(replaced.new)",
+                                "answered": "\(owed.count)", "kept": "\(kept.count)"])
+        for (id, route) in owed {
+            routes.removeValue(forKey: id)
+            deliver(route, status: .workerDied, body: Array("the reply queue was removed".utf8))
+        }
         supervisor.forgetRepliesInFlight()
+        returnToHeld(queued.filter { routes[$0.id] != nil }.map { Held(id: $0.id, payload: $0.payload, acknowledged: false) })
         // Not here: this may run while reaping, between a worker's waitpid and its books, and that
         // pid must not be signalled again (it may be reused). `runTimers` sends it.
         restartWorkers = true

@@ -537,9 +537,15 @@ final class Supervisor {
             // A crash back-off (up to 10 s): the jobs already in its queue would wait it out while
             // another worker could run them. Taken back, behind its inbox's, for the master to
             // send elsewhere: nothing goes to a workerless slot while another has a worker.
-            if delay > 0 && !sharesQueue && jobsQueued
+            // (Not a retiring slot's: its replacement is to finish its queue and quit.)
+            if delay > 0 && !sharesQueue && jobsQueued && !slot.retiring
                 && slots.contains(where: { $0.index != index && $0.accepting && $0.pid != nil }) {
-                unstarted += takeQueuedJobs(&slot)
+                let taken = takeQueuedJobs(from: slot.queue, slot: &slot)
+                if !taken.isEmpty {
+                    logger.info("jobs queued for slot \(index) taken back for other workers during its back-off",
+                                metadata: ["jobs": "\(taken.count)"])
+                }
+                unstarted += taken
             }
         }
         slot.terminatedAt = nil
@@ -548,19 +554,18 @@ final class Supervisor {
         return WorkerLoss(slot: index, lost: lost, unstarted: unstarted, sharedQueueLost: sharedQueueLost)
     }
 
-    /// Takes every message out of a slot's queue (IPC_NOWAIT): its jobs, in queue order, as
-    /// unstarted ones (their payloads copied, spilled ones' chunks given back); quits are dropped
-    /// (the worker they were for is gone). A message that cannot be taken ends the taking: what is
-    /// left waits for the slot's next worker, as before.
-    private func takeQueuedJobs(_ slot: inout WorkerSlot) -> [UnstartedJob] {
+    /// Takes every job message out of `queue` (IPC_NOWAIT; quits stay, for the workers they are
+    /// for): its jobs, in queue order, as unstarted ones (their payloads copied, spilled ones'
+    /// chunks given back), forgotten by `slot`'s books when it owns the queue. A message that
+    /// cannot be taken ends the taking: what is left waits for a worker, as before.
+    private func takeQueuedJobs(from queue: MessageQueue, slot: inout WorkerSlot) -> [UnstartedJob] {
         var jobs: [UnstartedJob] = []
-        while let (type, length) = (try? slot.queue.receive(into: scratch, nowait: true)) ?? nil {
-            guard type == JobCodec.jobType else { continue }
+        while let (_, length) = (try? queue.receive(into: scratch, type: JobCodec.jobType, nowait: true)) ?? nil {
             let text = UnsafeRawBufferPointer(scratch.text)
             var offset = 0
             while let job = JobCodec.decodeJob(text, length: length, at: offset) {
                 offset = job.end
-                _ = slot.outstanding.remove { $0.id == job.id }
+                if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
                 if let spill = job.spill {
                     jobs.append(UnstartedJob(id: job.id, payload: arena?.payload(spill).map { Array($0) } ?? []))
                     arena?.drop(spill.chunk)
@@ -569,9 +574,18 @@ final class Supervisor {
                 }
             }
         }
-        if !jobs.isEmpty {
-            logger.info("jobs queued for slot \(slot.index) taken back for other workers during its back-off",
-                        metadata: ["jobs": "\(jobs.count)"])
+        return jobs
+    }
+
+    /// Every job still waiting in a job queue, taken out in queue order (see `takeQueuedJobs`):
+    /// for the master to hold and send again. The reply queue was removed, and the workers, who
+    /// would send their replies to it, are being restarted; jobs no worker has taken yet were
+    /// never run, and are run later instead of being answered as lost.
+    func takeBackQueuedJobs() -> [UnstartedJob] {
+        var jobs: [UnstartedJob] = []
+        var seen = Set<Int32>()
+        for index in slots.indices where !slots[index].removed && seen.insert(slots[index].queue.id).inserted {
+            jobs += takeQueuedJobs(from: slots[index].queue, slot: &slots[index])
         }
         return jobs
     }
