@@ -475,6 +475,26 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!fileExists(server.stateFilePath) && !fileExists(server.socketPath) && !fileExists(server.socketPath + ".ctl"))
     }
 
+    /// A state file whose queues a start may not remove — here a record of uid 65534 in a file
+    /// root owns, as if planted — is kept, and the start refuses (exit 2) instead of recording
+    /// itself over the only record of those queues. The queue it names is left alone.
+    @Test func aStartRefusesToRecordOverAStateFileItCouldNotClear() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/pool.sock"
+        let queue = try MessageQueue.createPrivate()
+        defer { try? queue.remove() }
+        let record = PoolState(pid: 0x3FFF_FFF0, uid: 65534, socketPath: socket, queues: [(queue.id, try queue.status().changeTime)])
+        try record.write(to: socket + ".state")
+        let server = try TestServer(["--workers", "1"], socketPath: socket, waitForStart: false)
+        defer { server.stop() }
+        #expect(server.waitForExit(timeout: 30) == 2, "\(server.log)")
+        #expect(server.log.contains("refusing to start over it") && server.log.contains("not by the uid it records"), "\(server.log)")
+        #expect(existingQueueIDs().contains(queue.id), "the recorded queue was removed")
+        #expect(PoolState.read(from: socket + ".state") == record, "the record was replaced")
+        #expect(!fileExists(socket) && !fileExists(socket + ".ctl"))
+    }
+
     /// A FIFO at the state file's path (planted, or a mistake) hangs neither `cleanup` nor a
     /// start: the record is read without waiting for a writer, and only from a regular file. (The
     /// read used to block in open until something wrote to the FIFO.)
@@ -1632,8 +1652,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         _ = try #require(waitForWorkers(server, 2))
         let replyQueue = MessageQueue(id: try #require(Set(stateFileQueueIDs(server.stateFilePath)).subtracting(server.queueIDs).first))
         let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
-        // Round-robin, one job a message: the first two run, two more wait in each queue.
-        let jobs = Array(repeating: "sleep:3000", count: 6)
+        // Round-robin, one job a message: the first two run (6 s: time enough to remove the
+        // queue while they do), two more wait in each queue.
+        let jobs = ["sleep:6000", "sleep:6000", "a", "b", "c", "d"]
         for job in jobs { try client.send(job.bytes) }
         try #require(waitUntil(timeout: 20) {
             OperationsSupport.status(server.socketPath)?.workers.filter { $0.state == "busy" }.count == 2

@@ -226,6 +226,9 @@ final class Master {
         // (seven atomic exchanges) only in a turn that woke for them, and in the first.
         var signalsRang = true
         while phase != .finished {
+            // Queues found full are tried again after the wait: workers drain them meanwhile
+            // (often the very reason the loop wakes).
+            dispatcher.forgetFull()
             armScanTimer()
             let timeout = nextTimeout()
             let busyPoll = trafficSeen ? busyPollNanoseconds : 0
@@ -261,7 +264,6 @@ final class Master {
                 return forcedStop(reason: "event loop failure")
             }
             if !clockRead { turnStart = monotonicNanoseconds() }
-            dispatcher.forgetFull()
             if collectsReplies { scoreboard.setMasterAsleep(false) }
             if signalsRang {
                 signalsRang = false
@@ -425,8 +427,10 @@ final class Master {
                                                      awaitsReply: { self.routes[$0] != nil }) else {
                 continue
             }
-            // Never started: run elsewhere, ahead of what is held (they are older), in their order.
-            for job in loss.unstarted.reversed() {
+            // Never started: run elsewhere, ahead of what is held after them, in the order their
+            // requests came (its inbox's, and with a crash back-off its queue's too).
+            var rerun: [Held] = []
+            for job in loss.unstarted {
                 if phase == .killing {
                     if let route = routes.removeValue(forKey: job.id) {
                         deliver(route, status: .shuttingDown, body: [])
@@ -434,9 +438,10 @@ final class Master {
                         logger.error("acknowledged message not run: the shutdown deadline passed", metadata: ["job": "\(job.id)"])
                     }
                 } else if configuration.replyMode == .ack || routes[job.id] != nil {
-                    held.prepend(Held(id: job.id, payload: job.payload, acknowledged: configuration.replyMode == .ack))
+                    rerun.append(Held(id: job.id, payload: job.payload, acknowledged: configuration.replyMode == .ack))
                 }
             }
+            returnToHeld(rerun)
             for job in loss.lost {
                 if let route = routes.removeValue(forKey: job.id) {
                     deliver(route, status: job.status, body: Array("worker \(pid) ended (\(status))".utf8))

@@ -61,6 +61,14 @@ public final class PoolServer {
         if let live = recovery.liveMaster {
             throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
         }
+        // Recording ourselves would replace the only record of a dead master's queues we could
+        // not remove (another user's): they would be lost for good.
+        if let kept = recovery.keptStateFile {
+            for line in recovery.lines {
+                logger.warning("stale state of a dead master: \(line)", metadata: ["state-file": "\(configuration.stateFilePath)"])
+            }
+            throw ConfigurationError("\(configuration.stateFilePath): \(kept); refusing to start over it (run `pool-server cleanup` as that uid or root, or give this pool another --state-file)")
+        }
         #if DEBUG
         // Debug builds only: widens the window between this check and the first record
         // (the start of `Supervisor.init`), so a test can start another master inside it.

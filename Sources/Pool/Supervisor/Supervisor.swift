@@ -153,7 +153,13 @@ final class Supervisor {
             throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
         }
         var created: [MessageQueue] = []
-        func record() throws { try Self.recordState(created, configuration: configuration) }
+        // Each queue's ctime is read once, when it is made (after its resize, which changes it):
+        // re-reading every queue at every record would be quadratic in the pool's size.
+        var recorded: [(id: Int32, changeTime: Int)] = []
+        func record() throws {
+            for queue in created.dropFirst(recorded.count) { recorded.append((queue.id, Self.changeTime(of: queue))) }
+            try Self.recordState(recorded, configuration: configuration)
+        }
         do {
             try record()
             let wanted = configuration.queueBytes ?? max(limits.defaultQueueBytes, 1 << 20)
@@ -210,8 +216,21 @@ final class Supervisor {
 
     /// Records our pid and queues (with their creation times) for recovery after a SIGKILL.
     func writeState() throws {
-        try Self.recordState(allQueues, configuration: configuration)
+        let live = allQueues
+        // Forget the ctimes of queues gone since, then learn those of new ones (once each).
+        if queueTimes.count > live.count {
+            let ids = Set(live.map(\.id))
+            queueTimes = queueTimes.filter { ids.contains($0.key) }
+        }
+        for queue in live where queueTimes[queue.id] == nil { queueTimes[queue.id] = Self.changeTime(of: queue) }
+        try Self.recordState(live.map { ($0.id, queueTimes[$0.id]!) }, configuration: configuration)
     }
+
+    /// The ctime recorded for each queue (see `writeState`). A queue's ctime changes only with
+    /// IPC_SET, which the master makes when it creates the queue, before recording it.
+    @exclusivity(unchecked) private var queueTimes: [Int32: Int] = [:]
+
+    private static func changeTime(of queue: MessageQueue) -> Int { (try? queue.status().changeTime) ?? 0 }
 
     /// `writeState`, its failure logged: the pool goes on (only a crash's clean-up needs the file).
     func recordState() {
@@ -226,10 +245,9 @@ final class Supervisor {
     /// other stops at its check, before its record could replace the winner's and be removed with
     /// its failed start. Only a record landing between that check and this rename can still be
     /// replaced.
-    private static func recordState(_ queues: [MessageQueue], configuration: PoolConfiguration) throws {
-        let recorded = queues.map { queue in (id: queue.id, changeTime: (try? queue.status().changeTime) ?? 0) }
+    private static func recordState(_ queues: [(id: Int32, changeTime: Int)], configuration: PoolConfiguration) throws {
         let state = PoolState(pid: getpid(), startTime: processStatus(getpid())?.startTime, uid: getuid(),
-                              socketPath: configuration.socketPath, queues: recorded)
+                              socketPath: configuration.socketPath, queues: queues)
         try state.write(to: configuration.stateFilePath)
     }
 
@@ -417,8 +435,11 @@ final class Supervisor {
                     // Running — or finished just as it died, its reply in the outbox but not yet
                     // marked done: answered then, so not named lost.
                     if configuration.replyMode == .ack || awaitsReply(job.id) { lost.append(LostJob(id: job.id, status: lostStatus(job.id))) }
+                } else if let payload = job.payload {
+                    unstarted.append(UnstartedJob(id: job.id, payload: payload))
                 } else {
-                    unstarted.append(UnstartedJob(id: job.id, payload: job.payload))
+                    // A corrupt reference: its payload is unknown, so it is not run again.
+                    lost.append(LostJob(id: job.id, status: .workerDied))
                 }
             }
             inboxes.clear(index)
@@ -540,7 +561,8 @@ final class Supervisor {
             // (Not a retiring slot's: its replacement is to finish its queue and quit.)
             if delay > 0 && !sharesQueue && jobsQueued && !slot.retiring
                 && slots.contains(where: { $0.index != index && $0.accepting && $0.pid != nil }) {
-                let taken = takeQueuedJobs(from: slot.queue, slot: &slot)
+                let (taken, corrupt) = takeQueuedJobs(from: slot.queue, slot: &slot)
+                lost += corrupt.map { LostJob(id: $0, status: .workerDied) }
                 if !taken.isEmpty {
                     logger.info("jobs queued for slot \(index) taken back for other workers during its back-off",
                                 metadata: ["jobs": "\(taken.count)"])
@@ -557,9 +579,11 @@ final class Supervisor {
     /// Takes every job message out of `queue` (IPC_NOWAIT; quits stay, for the workers they are
     /// for): its jobs, in queue order, as unstarted ones (their payloads copied, spilled ones'
     /// chunks given back), forgotten by `slot`'s books when it owns the queue. A message that
-    /// cannot be taken ends the taking: what is left waits for a worker, as before.
-    private func takeQueuedJobs(from queue: MessageQueue, slot: inout WorkerSlot) -> [UnstartedJob] {
+    /// cannot be taken ends the taking: what is left waits for a worker, as before. `corrupt`:
+    /// jobs whose spilled payload reference is out of range, which cannot be run.
+    private func takeQueuedJobs(from queue: MessageQueue, slot: inout WorkerSlot) -> (jobs: [UnstartedJob], corrupt: [UInt64]) {
         var jobs: [UnstartedJob] = []
+        var corrupt: [UInt64] = []
         while let (_, length) = (try? queue.receive(into: scratch, type: JobCodec.jobType, nowait: true)) ?? nil {
             let text = UnsafeRawBufferPointer(scratch.text)
             var offset = 0
@@ -567,25 +591,30 @@ final class Supervisor {
                 offset = job.end
                 if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
                 if let spill = job.spill {
-                    jobs.append(UnstartedJob(id: job.id, payload: arena?.payload(spill).map { Array($0) } ?? []))
+                    if let payload = arena?.payload(spill) {
+                        jobs.append(UnstartedJob(id: job.id, payload: Array(payload)))
+                    } else {
+                        corrupt.append(job.id)
+                    }
                     arena?.drop(spill.chunk)
                 } else {
                     jobs.append(UnstartedJob(id: job.id, payload: Array(text[job.payload])))
                 }
             }
         }
-        return jobs
+        return (jobs, corrupt)
     }
 
     /// Every job still waiting in a job queue, taken out in queue order (see `takeQueuedJobs`):
     /// for the master to hold and send again. The reply queue was removed, and the workers, who
     /// would send their replies to it, are being restarted; jobs no worker has taken yet were
     /// never run, and are run later instead of being answered as lost.
+    /// (Jobs with a corrupt payload reference are left out: not kept, they are answered as lost.)
     func takeBackQueuedJobs() -> [UnstartedJob] {
         var jobs: [UnstartedJob] = []
         var seen = Set<Int32>()
         for index in slots.indices where !slots[index].removed && seen.insert(slots[index].queue.id).inserted {
-            jobs += takeQueuedJobs(from: slots[index].queue, slot: &slots[index])
+            jobs += takeQueuedJobs(from: slots[index].queue, slot: &slots[index]).jobs
         }
         return jobs
     }

@@ -102,18 +102,20 @@ final class WorkerInboxes {
     /// many it had started and finished. `nil` if it held no job message. The job count comes from
     /// the batch header (`JobCodec`), so stale bytes beyond the message are never read as jobs.
     /// Spilled payloads are copied out of `arena` and their chunks given back (a chunk the worker
-    /// released, and the master has reused since, is left alone: its generation moved on).
-    func held(_ slot: Int, arena: PayloadArena?) -> (jobs: [(id: UInt64, payload: [UInt8])], started: Int, done: Int)? {
+    /// released, and the master has reused since, is left alone: its generation moved on). A
+    /// payload is `nil` when its reference is corrupt (out of range: the inbox is the worker's to
+    /// write): such a job cannot be run again.
+    func held(_ slot: Int, arena: PayloadArena?) -> (jobs: [(id: UInt64, payload: [UInt8]?)], started: Int, done: Int)? {
         let buffer = buffer(slot)
         guard buffer.type == JobCodec.jobType else { return nil }
         let text = UnsafeRawBufferPointer(buffer.text)
         guard let records = JobCodec.batchCount(text, length: capacity) else { return nil }
-        var jobs: [(id: UInt64, payload: [UInt8])] = []
+        var jobs: [(id: UInt64, payload: [UInt8]?)] = []
         var offset = 0
         for _ in 0..<records {
             guard let job = JobCodec.decodeJob(text, length: capacity, at: offset) else { break }
             if let spill = job.spill {
-                jobs.append((job.id, arena?.payload(spill).map { Array($0) } ?? []))
+                jobs.append((job.id, arena?.payload(spill).map { Array($0) }))
                 arena?.drop(spill.chunk)
             } else {
                 jobs.append((job.id, Array(text[job.payload])))
