@@ -471,6 +471,8 @@ private typealias S = OperationsSupport
         #expect(server.log.contains("socket activation"), "\(server.log)")
         #expect(server.log.contains("fd=3"), "\(server.log)")
         #expect(!server.log.contains("removing stale socket"))
+        // Recorded, so a cleanup after a crash leaves systemd's socket alone.
+        #expect(PoolState.read(from: server.socketPath + ".state")?.socketActivated == true)
         let client = try PoolClient(socketPath: server.socketPath)
         let reply = try client.request(Array("activated".utf8))
         #expect(reply.statusByte == 0 && Self.text(reply.body) == "activated", "\(reply)")

@@ -744,6 +744,35 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(isRecordedMaster(old))
         #expect(processIsRunning(getpid()))
         #expect(!processIsRunning(0x3FFF_FFF0))
+        var activated = me
+        activated.socketActivated = true
+        #expect(activated.encoded().contains("activated=1\n") && PoolState.decode(activated.encoded()) == activated)
+    }
+
+    /// Recovery after a master whose socket was systemd's (recorded `activated=1`) leaves that
+    /// socket alone — a probe's connect would start the service, and the file is systemd's —
+    /// while a plain master's stale socket goes. Temporaries of the atomic writer whose writer is
+    /// gone are removed; one whose writer runs (pid 1 here) is not.
+    @Test func recoveryLeavesAnActivatedSocketAndClearsAbandonedTemporaries() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for activated in [true, false] {
+            let socket = directory + "/pool.sock", statePath = socket + ".state"
+            let stale = try SocketFD.unixStream(nonBlocking: false)
+            try stale.bind(path: socket)
+            stale.close()
+            var record = PoolState(pid: 0x3FFF_FFF0, uid: getuid(), socketPath: socket, queues: [])
+            record.socketActivated = activated
+            try record.write(to: statePath)
+            let dead = statePath + ".tmp.\(0x3FFF_FFF0)", live = statePath + ".tmp.1"
+            for path in [dead, live] { #expect(FileManager.default.createFile(atPath: path, contents: Data("x".utf8))) }
+            let report = recoverStaleState(statePath: statePath, socketPath: socket)
+            #expect(report.removedStateFile && report.removedSocket == !activated, "\(report.lines)")
+            #expect(fileExists(socket) == activated)
+            #expect(!fileExists(dead) && fileExists(live))
+            unlink(socket)
+            unlink(live)
+        }
     }
 
     /// The state and pid files' writer never writes through a symlink planted at its temporary

@@ -109,6 +109,7 @@ public final class PoolServer {
             try supervisor.spawnAll()
             if let inherited = activated.first {
                 listener = try Listener.adopt(descriptor: inherited, path: configuration.socketPath)
+                supervisor.socketActivated = true
                 logger.info("using the socket passed by systemd (socket activation)", metadata: ["fd": "\(inherited)"])
             } else {
                 listener = try Listener.open(path: configuration.socketPath, mode: configuration.socketMode,

@@ -4,7 +4,7 @@ import Glibc
 /// (or `pool-server cleanup`) can remove the queues it left: System V queues outlive processes.
 ///
 /// Format: one `key=value` per line — `pid`, `start` (the master's start time), `uid`, `socket`,
-/// and one `queue=ID:CTIME` per queue (CTIME is the queue's `msg_ctime`, which tells a reused id
+/// `activated=1` when the socket came from systemd, and one `queue=ID:CTIME` per queue (CTIME is the queue's `msg_ctime`, which tells a reused id
 /// from ours).
 public struct PoolState: Equatable, Sendable {
     /// The master's process id; while it runs a pool master, recovery touches nothing.
@@ -17,6 +17,9 @@ public struct PoolState: Equatable, Sendable {
     public var uid: uid_t
     /// The listening socket the master served (`--socket`).
     public var socketPath: String
+    /// The socket was passed by systemd (socket activation): it is systemd's, so recovery neither
+    /// probes it (a connect would start the service) nor unlinks it.
+    public var socketActivated = false
     /// Every queue the master created: its id and its `msg_ctime` (seconds since the epoch),
     /// which tells our queue from a newer one that reused the id.
     public var queues: [(id: Int32, changeTime: Int)]
@@ -33,6 +36,7 @@ public struct PoolState: Equatable, Sendable {
     /// Field-by-field equality (spelled out because tuples, as in `queues`, are not `Equatable`).
     public static func == (a: PoolState, b: PoolState) -> Bool {
         a.pid == b.pid && a.startTime == b.startTime && a.uid == b.uid && a.socketPath == b.socketPath
+            && a.socketActivated == b.socketActivated
             && a.queues.map(\.id) == b.queues.map(\.id) && a.queues.map(\.changeTime) == b.queues.map(\.changeTime)
     }
 
@@ -45,6 +49,7 @@ public struct PoolState: Equatable, Sendable {
         var text = "pid=\(pid)\n"
         if let startTime { text += "start=\(startTime)\n" }
         text += "uid=\(uid)\nsocket=\(socketPath)\n"
+        if socketActivated { text += "activated=1\n" }
         for queue in queues { text += "queue=\(queue.id):\(queue.changeTime)\n" }
         return text
     }
@@ -52,7 +57,7 @@ public struct PoolState: Equatable, Sendable {
     /// Parses text written by `encoded()`; `nil` if `pid` or `uid` is missing or a `queue` line is
     /// malformed. Unknown keys are ignored.
     public static func decode(_ text: String) -> PoolState? {
-        var pid: pid_t?, startTime: UInt64?, uid: uid_t?, socket = ""
+        var pid: pid_t?, startTime: UInt64?, uid: uid_t?, socket = "", activated = false
         var queues: [(id: Int32, changeTime: Int)] = []
         for line in text.split(separator: "\n") {
             guard let eq = line.firstIndex(of: "=") else { continue }
@@ -62,6 +67,7 @@ public struct PoolState: Equatable, Sendable {
             case "start": startTime = UInt64(value)
             case "uid": uid = uid_t(value)
             case "socket": socket = String(value)
+            case "activated": activated = value == "1"
             case "queue":
                 let parts = value.split(separator: ":")
                 guard parts.count == 2, let id = Int32(parts[0]), let time = Int(parts[1]) else { return nil }
@@ -70,7 +76,9 @@ public struct PoolState: Equatable, Sendable {
             }
         }
         guard let pid, let uid else { return nil }
-        return PoolState(pid: pid, startTime: startTime, uid: uid, socketPath: socket, queues: queues)
+        var state = PoolState(pid: pid, startTime: startTime, uid: uid, socketPath: socket, queues: queues)
+        state.socketActivated = activated
+        return state
     }
 
     /// Writes the file atomically (`writeFileAtomically`), readable by its owner only.
@@ -187,7 +195,9 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
             }
         }
     }
-    if probeSocket && probeSocketPath(socketPath) == .stale {
+    // Temporaries of the atomic writer left by a master killed between its open and rename.
+    removeAbandonedTemporaries(of: statePath)
+    if probeSocket && !(file?.state.socketActivated ?? false) && probeSocketPath(socketPath) == .stale {
         report.removedSocket = unlink(socketPath) == 0
     }
     // The control socket is always ours (never passed by systemd).
@@ -195,6 +205,20 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
         report.removedControlSocket = unlink(controlPath) == 0
     }
     return report
+}
+
+/// Removes `<path>.tmp.<pid>` files (`writeFileAtomically`'s) whose writer no longer runs.
+func removeAbandonedTemporaries(of path: String) {
+    let slash = path.lastIndex(of: "/")
+    let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    let prefix = (slash.map { String(path[path.index(after: $0)...]) } ?? path) + ".tmp."
+    guard let dir = opendir(directory) else { return }
+    defer { closedir(dir) }
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard name.hasPrefix(prefix), let pid = pid_t(name.dropFirst(prefix.count)), pid != getpid(), !processIsRunning(pid) else { continue }
+        unlink(directory + "/" + name)
+    }
 }
 
 /// The pid of another master recorded in the state file at `path` that still runs, if any.

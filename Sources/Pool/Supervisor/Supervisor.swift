@@ -223,12 +223,16 @@ final class Supervisor {
             queueTimes = queueTimes.filter { ids.contains($0.key) }
         }
         for queue in live where queueTimes[queue.id] == nil { queueTimes[queue.id] = Self.changeTime(of: queue) }
-        try Self.recordState(live.map { ($0.id, queueTimes[$0.id]!) }, configuration: configuration)
+        try Self.recordState(live.map { ($0.id, queueTimes[$0.id]!) }, configuration: configuration,
+                             socketActivated: socketActivated)
     }
 
     /// The ctime recorded for each queue (see `writeState`). A queue's ctime changes only with
     /// IPC_SET, which the master makes when it creates the queue, before recording it.
     @exclusivity(unchecked) private var queueTimes: [Int32: Int] = [:]
+
+    /// The listening socket came from systemd (recorded, so recovery leaves it alone).
+    @exclusivity(unchecked) var socketActivated = false
 
     private static func changeTime(of queue: MessageQueue) -> Int { (try? queue.status().changeTime) ?? 0 }
 
@@ -245,9 +249,11 @@ final class Supervisor {
     /// other stops at its check, before its record could replace the winner's and be removed with
     /// its failed start. Only a record landing between that check and this rename can still be
     /// replaced.
-    private static func recordState(_ queues: [(id: Int32, changeTime: Int)], configuration: PoolConfiguration) throws {
-        let state = PoolState(pid: getpid(), startTime: processStatus(getpid())?.startTime, uid: getuid(),
+    private static func recordState(_ queues: [(id: Int32, changeTime: Int)], configuration: PoolConfiguration,
+                                    socketActivated: Bool = false) throws {
+        var state = PoolState(pid: getpid(), startTime: processStatus(getpid())?.startTime, uid: getuid(),
                               socketPath: configuration.socketPath, queues: queues)
+        state.socketActivated = socketActivated
         try state.write(to: configuration.stateFilePath)
     }
 
