@@ -761,7 +761,7 @@ if part memory && [[ -f $TMP/mem-idle ]]; then
         TARGETS+=("| master RSS with $MEM_CONNECTIONS idle framed connections ≤ 16 MiB | $held_rss kB, but the master held $((held_fds - idle_fds)) connections ($closed closed by it) | no result |")
     elif [[ -n $held_rss ]]; then
         met=$(( held_rss <= MEM_TARGET_KB ? 1 : 0 ))
-        per=$(awk -v a="$held_rss" -v b="$idle_rss" -v n="$MEM_CONNECTIONS" 'BEGIN { printf "%.1f", (a - b) * 1024 / n / 1024 }')
+        per=$(awk -v a="$held_rss" -v b="$idle_rss" -v n="$MEM_CONNECTIONS" 'BEGIN { printf "%.2f", (a - b) * 1024 / n / 1024 }')
         TARGETS+=("| master RSS with $MEM_CONNECTIONS idle framed connections ≤ 16 MiB | $held_rss kB = $(mib2 "$held_rss") (idle: $(mib "$idle_rss")) | $(verdict "$met") |")
     else
         met=""; per="?"

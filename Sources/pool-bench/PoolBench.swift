@@ -16,7 +16,8 @@ struct PoolBench: ParsableCommand {
             framed: persistent connections, each keeping --depth requests in flight.
             tagged: the same, each request tagged; responses matched by tag, in any order.
             Payloads are 'x' repeated --payload times (or the --skew payload); with --verify, the
-            last 8 bytes of each are its connection and sequence number instead.
+            last 8 bytes of each payload of 8 B or more (not --skew's) are its connection and
+            sequence number instead.
             --hold S: no load; only hold --idle-connections connections open for S seconds.
             """)
 
@@ -301,7 +302,7 @@ struct PoolBench: ParsableCommand {
                 ("latency", latencyLine(latency) + (errorTotal > 0 ? "  (ok replies only)" : "")),
             ]
             if verify {
-                rows.append(("verified", "every reply the echo of its request"
+                rows.append(("verified", "replies checked against their request's echo (failures under errors)"
                              + (wireProtocol == .framed ? "; \(outOfOrder) out of request order" : "")))
             }
             if skew != nil { rows.append(("latency non-skew", latencyLine(normal))) }

@@ -222,7 +222,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Group of the socket file (name or gid), e.g. a web server's, with --socket-mode 0660. Default: the master's.")
     var socketGroup: String?
 
-    @Option(name: .long, help: "Capacity of each queue in bytes (default: 1 MiB if permitted, else msgmnb).")
+    @Option(name: .long, help: "Capacity of each queue in bytes (default: the larger of 1 MiB and msgmnb if permitted, else msgmnb; a size asked for and not granted is logged as a warning).")
     var queueBytes: Int?
 
     @Option(name: .long, help: "Seconds to finish work after SIGINT/SIGTERM before killing workers.")
@@ -270,7 +270,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Jobs a worker handles before it is replaced (default: no limit).")
     var maxJobs: Int?
 
-    @Option(name: .long, help: "Random extra jobs (0...N) added to --max-jobs per worker.")
+    @Option(name: .long, help: "Random extra jobs (0...N) added to --max-jobs per worker (needs --max-jobs).")
     var maxJobsJitter = 0
 
     @Option(name: .long, help: "Comma-separated uids allowed to connect (checked with SO_PEERCRED).")
@@ -354,7 +354,7 @@ struct Serve: ParsableCommand {
         }
         if let allowUid {
             let uids = allowUid.split(separator: ",").map { uid_t(String($0.filter { $0 != " " })) }
-            // An empty list would let nobody in (the config file's [] means anyone): refused.
+            // An empty list (also a config file's []) would let nobody in: refused.
             guard !uids.isEmpty, !uids.contains(nil) else { throw ValidationError("--allow-uid takes numeric uids, e.g. 0,1000") }
             configuration.allowedUIDs = uids.compactMap { $0 }
         }

@@ -71,7 +71,7 @@ extension Master {
             // Ended by EOF alone: it may be a client killed mid-write (`scale 1` of `scale 12`),
             // so only a command that changes nothing runs that way.
             let line = String(decoding: bytes, as: UTF8.self)
-            answer = line.split(separator: " ").first == "status" || line.isEmpty
+            answer = line.split(whereSeparator: \.isWhitespace).first == "status" || line.isEmpty
                 ? runControl(line) : "error: a command that changes the pool must end with a newline\n"
         } else if bytes.count >= Self.maxControlLine || connection.peerClosed {
             // Never run a command cut short: `scale 1` is not what `scale 10…` meant.
