@@ -189,9 +189,7 @@ extension PoolConfiguration {
     /// (symbolic links, `.`, `..`, the working directory), then its last component as written (the
     /// file itself need not exist). A directory that cannot be resolved leaves the path as given.
     static func location(of path: String) -> String {
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        let (directory, name) = splitPath(path)
         guard let resolved = realpath(directory, nil) else { return path }
         defer { free(resolved) }
         let base = String(cString: resolved)

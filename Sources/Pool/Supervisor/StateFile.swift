@@ -209,15 +209,15 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
 
 /// Removes `<path>.tmp.<pid>` files (`writeFileAtomically`'s) whose writer no longer runs.
 func removeAbandonedTemporaries(of path: String) {
-    let slash = path.lastIndex(of: "/")
-    let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-    let prefix = (slash.map { String(path[path.index(after: $0)...]) } ?? path) + ".tmp."
+    let (directory, target) = splitPath(path)
+    let prefix = target + temporaryInfix
     guard let dir = opendir(directory) else { return }
     defer { closedir(dir) }
     while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        guard name.hasPrefix(prefix), let pid = pid_t(name.dropFirst(prefix.count)), pid != getpid(), !processIsRunning(pid) else { continue }
-        unlink(directory + "/" + name)
+        let entryName = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard entryName.hasPrefix(prefix), let pid = pid_t(entryName.dropFirst(prefix.count)), pid != getpid(),
+              !processIsRunning(pid) else { continue }
+        unlink(directory + "/" + entryName)
     }
 }
 

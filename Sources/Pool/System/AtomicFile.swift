@@ -11,7 +11,7 @@ import SystemPackage
 ///
 /// The corresponding C functions are `open`, `write` and `rename`.
 public func writeFileAtomically(_ text: String, to path: String, mode: mode_t) throws {
-    let temporary = "\(path).tmp.\(getpid())"
+    let temporary = path + temporaryInfix + "\(getpid())"
     // Ours from an earlier master with this pid, or planted: either way not to be written through.
     unlink(temporary)
     let fd = try valueOrErrno("open(\(temporary))") {
@@ -36,6 +36,15 @@ public func writeFileAtomically(_ text: String, to path: String, mode: mode_t) t
         unlink(temporary)
         throw error
     }
+}
+
+/// Between a target's name and the writer's pid in `writeFileAtomically`'s temporary name.
+let temporaryInfix = ".tmp."
+
+/// `path`'s directory (`.` for a bare name, `/` at the root) and its last component.
+func splitPath(_ path: String) -> (directory: String, name: String) {
+    guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+    return (slash == path.startIndex ? "/" : String(path[..<slash]), String(path[path.index(after: slash)...]))
 }
 
 /// Reads back a small file this program writes (the state file, the pid file) where others may
