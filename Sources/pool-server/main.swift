@@ -234,6 +234,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds a control connection may stay idle before it is closed (at most --idle-timeout).")
     var controlTimeout: Double = 10
 
+    @Option(name: .long, help: "Control connections open at once (1...1024); more are refused with an error line.")
+    var maxControlConnections = 64
+
     @Option(name: .long, help: "Framed: requests in flight per connection before reading pauses.")
     var maxInflight = 64
 
@@ -319,6 +322,7 @@ struct Serve: ParsableCommand {
         configuration.shutdownTimeout = shutdownTimeout
         configuration.idleTimeout = idleTimeout
         configuration.controlTimeout = controlTimeout
+        configuration.maxControlConnections = maxControlConnections
         configuration.maxInflight = maxInflight
         configuration.maxConnections = maxConnections
         configuration.listenBacklog = listenBacklog

@@ -98,6 +98,9 @@ import Testing
             ("--max-jobs-jitter", { $0.maxJobsJitter = -1 }),
             ("--max-jobs-jitter", { $0.maxJobs = .max; $0.maxJobsJitter = 1 }),
             ("--max-jobs-jitter", { $0.maxJobs = nil; $0.maxJobsJitter = 5 }),
+            ("--max-control-connections", { $0.maxControlConnections = 0 }),
+            ("--max-control-connections", { $0.maxControlConnections = 1025 }),
+            ("--control-timeout", { $0.controlTimeout = 0 }),
             // Other spellings of the same files (pool.sock is relative to the working directory).
             ("--pid-file", { $0.socketPath = "pool.sock"; $0.pidFile = "./pool.sock" }),
             ("--pid-file", { $0.socketPath = "pool.sock"; $0.pidFile = FileManager.default.currentDirectoryPath + "/pool.sock.ctl" }),

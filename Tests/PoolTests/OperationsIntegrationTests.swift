@@ -996,6 +996,19 @@ private typealias S = OperationsSupport
         held = []
         #expect(waitUntil(timeout: 20) { S.status(server.socketPath) != nil }, "no status after the held connections closed")
         S.expectCleanExit(server)
+
+        // The cap is --max-control-connections.
+        let small = try TestServer(["--workers", "1", "--max-control-connections", "2"] + Self.framedEcho)
+        defer { small.stop() }
+        for _ in 0..<2 { held.append(try connectBlocking(path: small.socketPath + ".ctl", timeout: 10)) }
+        let refusedSmall = waitUntil(timeout: 20) {
+            answer = (try? Self.controlExchange(small, Array("status\n".utf8))) ?? ""
+            return answer.hasPrefix("error: too many control connections (2)")
+        }
+        #expect(refusedSmall, "3rd control connection with a cap of 2: \(answer.debugDescription)")
+        for socket in held { socket.close() }
+        held = []
+        S.expectCleanExit(small)
     }
 
     /// `stop` on the control socket is answered (`ok stopping`) before that connection closes.

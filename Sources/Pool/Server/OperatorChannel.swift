@@ -22,9 +22,9 @@ extension Master {
             guard let client else { return }
             // The control socket is the owner's alone (0600), but a stuck script could still open
             // connections without end: past the cap, answer and close at once.
-            if controlConnectionCount >= Self.maxControlConnections {
+            if controlConnectionCount >= configuration.maxControlConnections {
                 // One short write to a fresh non-blocking socket: it fits, or the answer is lost.
-                let refusal = Array("error: too many control connections (\(Self.maxControlConnections))\n".utf8)
+                let refusal = Array("error: too many control connections (\(configuration.maxControlConnections))\n".utf8)
                 _ = refusal.withUnsafeBytes { try? client.write($0) }
                 client.close()
                 continue
@@ -46,10 +46,8 @@ extension Master {
         }
     }
 
-    /// Longest control command line, its newline included.
+    /// Longest control command line, its newline included (the protocol's: every command fits).
     static let maxControlLine = 1024
-    /// Control connections open at once.
-    static let maxControlConnections = 64
 
     /// One command line in, one answer out, then close.
     func controlEvent(_ connection: Connection, _ events: Epoll.Events) {

@@ -83,8 +83,10 @@ public struct PoolConfiguration: Sendable {
     /// Seconds a connection may sit with nothing in flight before it is closed.
     public var idleTimeout: Double = 10
     /// The same for a control connection (at most `idleTimeout`): a script that hangs holding
-    /// them must not keep the operator out of the 64 for as long as clients may idle.
+    /// them must not keep the operator out for as long as clients may idle.
     public var controlTimeout: Double = 10
+    /// Control connections open at once; more are answered `error: too many control connections`.
+    public var maxControlConnections = 64
     /// Framed: requests in flight per connection before the server stops reading it.
     public var maxInflight: Int = 64
     /// Connections beyond this get a busy answer and are closed.
@@ -245,6 +247,8 @@ extension PoolConfiguration {
         guard shutdownTimeout >= 0 else { throw ConfigurationError("--shutdown-timeout must be 0 or more") }
         guard idleTimeout > 0 else { throw ConfigurationError("--idle-timeout must be positive") }
         guard controlTimeout > 0 else { throw ConfigurationError("--control-timeout must be positive") }
+        // Each is a descriptor beside the clients'.
+        guard (1...1024).contains(maxControlConnections) else { throw ConfigurationError("--max-control-connections must be within 1…1024") }
         // Deadlines are nanoseconds in an Int64: about 292 years; 10⁸ s (3 years) is plenty.
         for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--control-timeout", controlTimeout), ("--job-timeout", jobTimeout ?? 1), ("--slow-job", slowJob ?? 1)]
         where !(seconds <= Self.longestTimeout) {
