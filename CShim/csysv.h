@@ -86,12 +86,13 @@ static inline ssize_t csysv_msgrcv(int qid, void *buffer, size_t capacity, long 
     return n;
 }
 
-/// Takes the next message (IPC_NOWAIT) even when it is larger than `capacity`, keeping only its
-/// first `capacity` bytes (`MSG_NOERROR`). Returns the kept length, or -1.
+/// Takes the next message (IPC_NOWAIT; `mtype` selects as in msgrcv(2)) even when it is larger
+/// than `capacity`, keeping only its first `capacity` bytes (`MSG_NOERROR`). Returns the kept
+/// length, or -1.
 /// Why C: the flag, and the same header read as `csysv_msgrcv`. Only for clearing a message that
 /// would otherwise block a queue's head for good (E2BIG at every try).
-static inline ssize_t csysv_msgrcv_truncating(int qid, void *buffer, size_t capacity, long *out_type) {
-    ssize_t n = msgrcv(qid, buffer, capacity, 0, IPC_NOWAIT | MSG_NOERROR);
+static inline ssize_t csysv_msgrcv_truncating(int qid, void *buffer, size_t capacity, long mtype, long *out_type) {
+    ssize_t n = msgrcv(qid, buffer, capacity, mtype, IPC_NOWAIT | MSG_NOERROR);
     if (n >= 0 && out_type) *out_type = ((csysv_msgbuf *)buffer)->mtype;
     return n;
 }

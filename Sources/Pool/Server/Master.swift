@@ -1440,10 +1440,11 @@ final class Master {
                 if connection.input.isEmpty { connection.input.release() }
                 connection.output.release()
             }
-            if now - connection.lastActivity >= (connection.isControl ? controlTimeoutNanoseconds : idleTimeoutNanoseconds) {
+            let limit = connection.isControl ? controlTimeoutNanoseconds : idleTimeoutNanoseconds
+            if now - connection.lastActivity >= limit {
                 logger.debug("closing idle connection", metadata: [
-                    "idle-timeout": "\(connection.isControl ? min(configuration.controlTimeout, configuration.idleTimeout) : configuration.idleTimeout)",
-                    "unwritten-bytes": "\(connection.output.readableCount)", "control": "\(connection.isControl)",
+                    "timeout": "\(Double(limit) / 1e9)", "unwritten-bytes": "\(connection.output.readableCount)",
+                    "control": "\(connection.isControl)",
                 ])
                 close(connection, reason: "idle timeout")
             }

@@ -85,7 +85,7 @@ struct Dispatcher {
                 if anyWorker == true { continue }
             }
             let queue = slots[index].queue
-            if full.contains(queue.id) { continue }
+            if !full.isEmpty && full.contains(queue.id) { continue }
             do {
                 if try queue.send(buffer, type: JobCodec.jobType, length: length, nowait: true) {
                     return .queued(slot: index)

@@ -200,6 +200,8 @@ final class Supervisor {
             throw error
         }
         self.keepDescriptors = keepDescriptors + (doorbell.map { [$0.fd] } ?? [])
+        // The ctimes read for the start's records: `writeState` needs not read them again.
+        queueTimes = Dictionary(recorded, uniquingKeysWith: { first, _ in first })
     }
 
     /// Every queue we own: the workers' and the reply queue.
@@ -590,25 +592,47 @@ final class Supervisor {
     private func takeQueuedJobs(from queue: MessageQueue, slot: inout WorkerSlot) -> (jobs: [UnstartedJob], corrupt: [UInt64]) {
         var jobs: [UnstartedJob] = []
         var corrupt: [UInt64] = []
-        while let (_, length) = (try? queue.receive(into: scratch, type: JobCodec.jobType, nowait: true)) ?? nil {
-            let text = UnsafeRawBufferPointer(scratch.text)
-            var offset = 0
-            while let job = JobCodec.decodeJob(text, length: length, at: offset) {
-                offset = job.end
-                if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
-                if let spill = job.spill {
-                    if let payload = arena?.payload(spill) {
-                        jobs.append(UnstartedJob(id: job.id, payload: Array(payload)))
-                    } else {
-                        corrupt.append(job.id)
-                    }
-                    arena?.drop(spill.chunk)
+        drainJobs(from: queue, into: scratch, quitsToo: false) { job, text in
+            if !sharesQueue { _ = slot.outstanding.remove { $0.id == job.id } }
+            if let spill = job.spill {
+                if let payload = arena?.payload(spill) {
+                    jobs.append(UnstartedJob(id: job.id, payload: Array(payload)))
                 } else {
-                    jobs.append(UnstartedJob(id: job.id, payload: Array(text[job.payload])))
+                    corrupt.append(job.id)
                 }
+                arena?.drop(spill.chunk)
+            } else {
+                jobs.append(UnstartedJob(id: job.id, payload: Array(text[job.payload])))
             }
         }
         return (jobs, corrupt)
+    }
+
+    /// Empties `queue` of job messages without waiting (with `quitsToo`, of every message),
+    /// calling `body` with each job, in queue order, and the message text it lies in. A message
+    /// too large for `buffer` (E2BIG) is taken cut, and what of it fits decoded: left at the head
+    /// it would end the draining, and the jobs behind it would be missed.
+    private func drainJobs(from queue: MessageQueue, into buffer: MessageBuffer, quitsToo: Bool,
+                           _ body: (JobCodec.Job, UnsafeRawBufferPointer) -> Void) {
+        let type = quitsToo ? 0 : JobCodec.jobType
+        while true {
+            let received: (type: Int, length: Int)?
+            do {
+                received = try queue.receive(into: buffer, type: type, nowait: true)
+            } catch let error as SystemError where error.errno == .argListTooLong {
+                received = (try? queue.receiveTruncating(into: buffer, type: type)) ?? nil
+            } catch {
+                return
+            }
+            guard let (messageType, length) = received else { return }
+            guard messageType == JobCodec.jobType else { continue }
+            let text = UnsafeRawBufferPointer(buffer.text)
+            var offset = 0
+            while let job = JobCodec.decodeJob(text, length: length, at: offset) {
+                offset = job.end
+                body(job, text)
+            }
+        }
     }
 
     /// Every job still waiting in a job queue, taken out in queue order (see `takeQueuedJobs`):
@@ -1002,22 +1026,9 @@ final class Supervisor {
     func takeUnrunJobs(buffer: MessageBuffer) -> [UInt64] {
         var ids: [UInt64] = []
         for queue in jobQueues {
-            // A message too large for the buffer (E2BIG) is taken cut rather than ending the
-            // scan: the jobs after it would go unreported. What of it fits is still decoded.
-            func next() -> (type: Int, length: Int)? {
-                do { return try queue.receive(into: buffer, nowait: true) } catch let error as SystemError where error.errno == .argListTooLong {
-                    return (try? queue.receiveTruncating(into: buffer)) ?? nil
-                } catch { return nil }
-            }
-            while let (type, length) = next() {
-                guard type == JobCodec.jobType else { continue }
-                let text = UnsafeRawBufferPointer(buffer.text)
-                var offset = 0
-                while let job = JobCodec.decodeJob(text, length: length, at: offset) {
-                    offset = job.end
-                    ids.append(job.id)
-                    if let spill = job.spill { arena?.drop(spill.chunk) }
-                }
+            drainJobs(from: queue, into: buffer, quitsToo: true) { job, _ in
+                ids.append(job.id)
+                if let spill = job.spill { arena?.drop(spill.chunk) }
             }
         }
         return ids

@@ -129,9 +129,9 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
     /// with E2BIG every time, leaving the queue's head stuck.
     ///
     /// The corresponding C function is `msgrcv` with `MSG_NOERROR`.
-    public func receiveTruncating(into buffer: MessageBuffer) throws -> (type: Int, length: Int)? {
+    public func receiveTruncating(into buffer: MessageBuffer, type: Int = 0) throws -> (type: Int, length: Int)? {
         var received = 0
-        switch valueOrErrno("msgrcv", { csysv_msgrcv_truncating(id, buffer.base, buffer.capacity, &received) }) {
+        switch valueOrErrno("msgrcv", { csysv_msgrcv_truncating(id, buffer.base, buffer.capacity, type, &received) }) {
         case .success(let length): return (received, length)
         case .failure(let error) where error.errno == .noMessage: return nil
         case .failure(let error): throw error
