@@ -55,6 +55,14 @@ final class ByteBuffer {
 
     func append(_ bytes: [UInt8]) { bytes.withUnsafeBytes { append($0) } }
 
+    /// Appends a header and a body with one look for room (a response is both, on every request).
+    func append(_ header: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) {
+        let space = writableSpace(minimum: header.count + body.count, limit: .max)
+        if header.count > 0 { space.copyMemory(from: header) }
+        if body.count > 0 { UnsafeMutableRawBufferPointer(rebasing: space[header.count...]).copyMemory(from: body) }
+        didWrite(header.count + body.count)
+    }
+
     /// Returns the storage to the allocator if nothing is buffered.
     func release() {
         guard isEmpty, let storage else { return }

@@ -86,6 +86,9 @@ final class Master {
     @exclusivity(unchecked) var held = FIFO<Held>()
     /// Jobs staged this loop turn, one batch per slot (index = slot).
     @exclusivity(unchecked) var batches: [JobBatch] = []
+    /// Set when a job is staged, cleared by `flushBatches`: the loop flushes three times a turn,
+    /// and most of those find nothing staged (a scan of every slot's batch).
+    @exclusivity(unchecked) var anyStaged = false
     /// Most jobs one queue message may carry: about `--batch-time` of work at the workers' average
     /// job time, so slow jobs are not batched behind each other.
     @exclusivity(unchecked) var recordLimit = 1
@@ -325,7 +328,7 @@ final class Master {
             until = min(until, 5_000_000)
         }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
-        if batches.contains(where: { !$0.isEmpty }) { until = 0 }
+        if anyStaged { until = 0 }
         // Nor on unwritten answers: the turn's last flush can itself produce one (a refusal parsed
         // once the in-flight cap freed up), and epoll is not watching for writability then.
         if !dirty.isEmpty { until = 0 }
@@ -362,7 +365,9 @@ final class Master {
             nextJobScan = now + Self.jobScanInterval
             supervisor.reportSlowJobs(now: now)
         }
-        adjustPoolSize(now: now)
+        // The calls below that can have nothing to do are skipped here rather than left to their
+        // own guards: this runs once or twice per request, and each call costs more than its test.
+        if scalingPolicy != nil { adjustPoolSize(now: now) }
         if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
@@ -372,9 +377,9 @@ final class Master {
             nextWatchdog = now + interval / 2
             notifier.notify("WATCHDOG=1")
         }
-        supervisor.enforceJobTimeout(now: now)
-        supervisor.pruneFinished()
-        resumeListenersIfDue(now: now)
+        if configuration.jobTimeout != nil { supervisor.enforceJobTimeout(now: now) }
+        if configuration.replyMode == .ack { supervisor.pruneFinished() }
+        if listenersPausedUntil != nil { resumeListenersIfDue(now: now) }
         if phase != .killing, nextRespawn.map({ $0 <= now }) ?? false {
             nextRespawn = supervisor.respawnDue(now: now)
         }
@@ -862,6 +867,7 @@ final class Master {
         } else {
             batch.append(id: id, payload: payload, ack: ack, spillMissed: spills)
         }
+        anyStaged = true
         return true
     }
 
@@ -873,6 +879,8 @@ final class Master {
 
     /// Sends every staged batch (`stage` sizes them: `updateRecordLimit`).
     func flushBatches() {
+        guard anyStaged else { return }
+        anyStaged = false
         for slot in batches.indices where !batches[slot].isEmpty {
             flush(slot)
         }
@@ -908,13 +916,8 @@ final class Master {
         let length = batch.seal()
         switch dispatcher.send(batch.buffer, length: length, preferred: slot, supervisor: supervisor) {
         case .full(let failures):
-            // Besides full queues, sends the kernel refused: the jobs are held or refused below as
-            // for a full queue, but an operator must learn why no worker gets work.
-            for (failed, error) in failures {
-                // Throttled per errno: a second cause must not pass unseen behind the first.
-                logger.log(throttledBy: &logThrottle, level: .error, "cannot queue jobs for a worker", kind: "\(error.errno.rawValue)",
-                           metadata: ["slot": "\(failed)", "error": "\(error)"])
-            }
+            holdUnsent(batch, failures: failures)
+            return false
         case .queued(let target):
             messagesQueued &+= 1
             // Only a stop leaves a slot workerless with nothing due (`ensureWorker`); the check
@@ -924,10 +927,7 @@ final class Master {
             }
             supervisor.noteMessageQueued(batch.entries.lazy.map(\.id))
             for entry in batch.entries {
-                if logsDebug {
-                    logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(target)", "bytes": "\(entry.payloadBytes)",
-                                                      "message": "\(messagesQueued)"])
-                }
+                if logsDebug { logQueued(entry, slot: target) }
                 supervisor.noteQueued(entry.id, bytes: entry.bytes, slot: target)
                 if let chunk = entry.spill {
                     supervisor.arena?.noteSent(chunk, queue: supervisor.slots[target].queue.id)
@@ -939,6 +939,26 @@ final class Master {
                 }
             }
             return true
+        }
+    }
+
+    /// Out of line for the reason given on `replyQueueFailed`.
+    @inline(never)
+    func logQueued(_ entry: JobBatch.Entry, slot: Int) {
+        logger.debug("queued", metadata: ["job": "\(entry.id)", "slot": "\(slot)", "bytes": "\(entry.payloadBytes)",
+                                          "message": "\(messagesQueued)"])
+    }
+
+    /// No queue took `batch` (before its reset). Out of line for the reason given on
+    /// `replyQueueFailed`.
+    @inline(never)
+    func holdUnsent(_ batch: JobBatch, failures: [(slot: Int, error: SystemError)]) {
+        // Besides full queues, sends the kernel refused: the jobs are held or refused below as
+        // for a full queue, but an operator must learn why no worker gets work.
+        for (failed, error) in failures {
+            // Throttled per errno: a second cause must not pass unseen behind the first.
+            logger.log(throttledBy: &logThrottle, level: .error, "cannot queue jobs for a worker", kind: "\(error.errno.rawValue)",
+                       metadata: ["slot": "\(failed)", "error": "\(error)"])
         }
         // No queue took the message. With --max-backlog 0 its clients are answered busy at once.
         // Otherwise its jobs go back to the front of `held`, in order: they are older than anything
@@ -965,7 +985,6 @@ final class Master {
         returnToHeld(keep.map { Held(id: $0.entry.id, payload: $0.payload,
                                      acknowledged: $0.entry.ack == nil && configuration.replyMode == .ack, ack: $0.entry.ack) })
         for (entry, _) in keep { if let ack = entry.ack { watchWhileHeld(ack) } }
-        return false
     }
 
     /// Puts jobs taken back from batches or queues (older than anything held after them) at the
@@ -1053,19 +1072,8 @@ final class Master {
             let received: (type: Int, length: Int)?
             do {
                 received = try replyQueue.receive(into: receiveBuffer, nowait: true)
-            } catch let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument {
-                replaceReplyQueue(after: error)
-                return
-            } catch let error as SystemError where error.errno == .argListTooLong {
-                // Larger than msgmax: no worker of ours sent it (the queue is the workers' user's,
-                // so anything running as it may have). Left there it would fail every drain.
-                let cut = try? replyQueue.receiveTruncating(into: receiveBuffer)
-                logger.error("reply queue: removed a message larger than msgmax, which no worker sends",
-                             metadata: ["queue": "\(replyQueue.id)", "type": "\(cut?.type ?? 0)", "error": "\(error)"])
-                continue
             } catch {
-                logger.critical("reply queue failed; stopping", metadata: ["error": "\(error)"])
-                failReplies()
+                if replyQueueFailed(replyQueue, error) { continue }
                 return
             }
             guard let (_, length) = received else { break }
@@ -1073,6 +1081,29 @@ final class Master {
             if stopWhenNoneAwaited && routes.isEmpty { break }
         }
         if retryHeld && !held.isEmpty { dispatchHeld() }
+    }
+
+    /// A failed receive from the reply queue; returns whether draining may go on. Kept out of
+    /// line: a logger call in `drainReplies` made every drain pay swift-log's exclusivity check
+    /// (the compiler hoisted the read of its handler to the function's entry).
+    @inline(never)
+    func replyQueueFailed(_ replyQueue: MessageQueue, _ error: Error) -> Bool {
+        switch (error as? SystemError)?.errno {
+        case .identifierRemoved?, .invalidArgument?:
+            replaceReplyQueue(after: error as! SystemError)
+            return false
+        case .argListTooLong?:
+            // Larger than msgmax: no worker of ours sent it (the queue is the workers' user's,
+            // so anything running as it may have). Left there it would fail every drain.
+            let cut = try? replyQueue.receiveTruncating(into: receiveBuffer)
+            logger.error("reply queue: removed a message larger than msgmax, which no worker sends",
+                         metadata: ["queue": "\(replyQueue.id)", "type": "\(cut?.type ?? 0)", "error": "\(error)"])
+            return true
+        default:
+            logger.critical("reply queue failed; stopping", metadata: ["error": "\(error)"])
+            failReplies()
+            return false
+        }
     }
 
     /// Answers the reply records in `text` (a reply message, or a dead worker's unsent batch).
@@ -1097,14 +1128,20 @@ final class Master {
                 if let body {
                     answer(connection, route.sequence, reply.status, body: body)
                 } else {
-                    logger.error("reply names bytes outside its worker's ring", metadata: ["job": "\(reply.id)", "slot": "\(reply.slot)"])
-                    answer(connection, route.sequence, .handlerError, [])
+                    answerForgedSpill(connection, route.sequence, id: reply.id, slot: reply.slot)
                 }
             }
             if fromQueue, let spill = reply.spill, body != nil {
                 rings?.consume(reply.slot, position: spill.position, length: spill.length)
             }
         }
+    }
+
+    /// Out of line for the reason given on `replyQueueFailed`.
+    @inline(never)
+    func answerForgedSpill(_ connection: Connection, _ sequence: UInt64, id: UInt64, slot: Int) {
+        logger.error("reply names bytes outside its worker's ring", metadata: ["job": "\(id)", "slot": "\(slot)"])
+        answer(connection, sequence, .handlerError, [])
     }
 
     /// Result mode, a reaped worker's slot: the replies it built and never sent (held for the
@@ -1192,8 +1229,7 @@ final class Master {
         }
         statusCounts[Int(status.rawValue)] += 1
         let header = (UInt32(body.count + 1).bigEndian, status.rawValue)
-        withUnsafeBytes(of: header) { connection.output.append(UnsafeRawBufferPointer(rebasing: $0[0..<FrameCodec.responseHeaderBytes])) }
-        connection.output.append(body)
+        withUnsafeBytes(of: header) { connection.output.append(UnsafeRawBufferPointer(rebasing: $0[0..<FrameCodec.responseHeaderBytes]), body) }
         emitReady(connection, emitted: true)
     }
 
@@ -1211,9 +1247,8 @@ final class Master {
         statusCounts[Int(status.rawValue)] += 1
         let header = (UInt32(body.count + 1).bigEndian, tag.bigEndian, status.rawValue)
         withUnsafeBytes(of: header) {
-            connection.output.append(UnsafeRawBufferPointer(rebasing: $0[0..<FrameCodec.taggedResponseHeaderBytes]))
+            connection.output.append(UnsafeRawBufferPointer(rebasing: $0[0..<FrameCodec.taggedResponseHeaderBytes]), body)
         }
-        connection.output.append(body)
         emitReady(connection, emitted: true)
     }
 
@@ -1267,7 +1302,7 @@ final class Master {
         guard !dirty.isEmpty else { return }
         // Swapped, not copied: a copy would make the next append allocate a new array (COW).
         swap(&dirty, &flushing)
-        defer { flushing.removeAll(keepingCapacity: true) }
+        defer { flushing.removeAllKeepingStorage() }
         for connection in flushing {
             connection.isDirty = false
             guard connections[connection.key] != nil else { continue }

@@ -69,7 +69,7 @@ final class JobBatch {
     }
 
     func reset() {
-        entries.removeAll(keepingCapacity: true)
+        entries.removeAllKeepingStorage()
         length = 0
     }
 }

@@ -96,11 +96,11 @@ final class Supervisor {
     /// Ack mode with a shared queue: the jobs sent to the current queue lately (`SentMessages`).
     @exclusivity(unchecked) private var sharedSent: SentMessages?
     /// Result mode: where workers send replies. Replaced if removed from outside.
-    private(set) var replyQueue: MessageQueue?
+    @exclusivity(unchecked) private(set) var replyQueue: MessageQueue?
     let doorbell: EventFD?
     /// When the last worker was forked (monotonic ns): until its first steps close them, it holds
     /// copies of the master's descriptors (see `Master.close`).
-    private(set) var lastForkAt: Int64 = -(1 << 62)
+    @exclusivity(unchecked) private(set) var lastForkAt: Int64 = -(1 << 62)
     private let configuration: PoolConfiguration
     private let limits: QueueLimits
     private let queueBytes: Int
@@ -890,7 +890,7 @@ final class Supervisor {
     }
 
     /// Jobs logged as slow since the start (status: `slow_jobs`).
-    private(set) var slowJobs = 0
+    @exclusivity(unchecked) private(set) var slowJobs = 0
 
     /// `--slow-job`: logs each job running longer, once, with its worker and age; the worker is
     /// left alone (`--job-timeout` is the limit that acts).
