@@ -65,7 +65,7 @@ final class JobBatch {
 
     /// The payload of a staged inline job (to hold it when no queue takes the message).
     func payload(of entry: Entry) -> [UInt8] {
-        Array(UnsafeRawBufferPointer(buffer.text)[(entry.offset + JobCodec.headerBytes)..<(entry.offset + entry.bytes)])
+        Array(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer.text)[(entry.offset + JobCodec.headerBytes)..<(entry.offset + entry.bytes)]))
     }
 
     func reset() {

@@ -602,7 +602,7 @@ final class Supervisor {
                 }
                 arena?.drop(spill.chunk)
             } else {
-                jobs.append(UnstartedJob(id: job.id, payload: Array(text[job.payload])))
+                jobs.append(UnstartedJob(id: job.id, payload: Array(UnsafeRawBufferPointer(rebasing: text[job.payload]))))
             }
         }
         return (jobs, corrupt)
