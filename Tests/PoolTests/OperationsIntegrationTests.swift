@@ -294,6 +294,58 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server, knownQueues: everQueues)
     }
 
+    /// `scale` starts the new workers a few per loop turn (`Supervisor.startsPerTurn`), not all in
+    /// the turn of the command: forked together, `scale 1000` held every client for a second.
+    /// Both commands reach a frozen master, so it reads them in one turn, the scale first: the
+    /// status right behind it finds most new slots still starting (it found none). Then every
+    /// slot gets its worker, and the new ones take work.
+    @Test func scaleUpStartsItsWorkersAFewPerLoopTurn() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedSim)
+        let footprint = FaultSupport.Footprint(server)
+        defer { kill(server.pid, SIGCONT); server.stop(); footprint.removeLeftovers() }
+        _ = try #require(S.waitForWorkerCount(server, 2))
+        let control = server.socketPath + ".ctl"
+        kill(server.pid, SIGSTOP)
+        #expect(waitUntil(timeout: 20) { processState(server.pid) == "T" })
+        func connectAndSend(_ command: String) throws -> SocketFD {
+            let socket = try SocketFD.unixStream(nonBlocking: false)
+            try socket.setReceiveTimeout(seconds: 30)
+            try socket.connect(path: control)
+            let line = Array((command + "\n").utf8)
+            #expect(try line.withUnsafeBytes { try socket.write($0) } == line.count)
+            return socket
+        }
+        func readToEnd(_ socket: SocketFD) -> String {
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(socket.raw, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                bytes += chunk[0..<n]
+            }
+            socket.close()
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        let scale = try connectAndSend("scale 30")
+        let status = try connectAndSend("status json")
+        kill(server.pid, SIGCONT)
+        #expect(readToEnd(scale).hasPrefix("ok scaling to 30"))
+        let report = try S.parseStatus(readToEnd(status))
+        let starting = report.workers.filter { $0.pid == nil }.count
+        // 8: `Supervisor.startsPerTurn` (internal), forked in the turn of the command.
+        #expect(report.workers.count == 30 && starting >= 28 - 8,
+                "\(starting) of 28 new slots starting: \(report.workers.map { "\($0.slot):\($0.state)" })")
+        #expect(S.waitForWorkerCount(server, 30, timeout: 60) != nil, "\(server.log.suffix(3000))")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let payloads = (0..<60).map { Array("job-\($0)".utf8) }
+        #expect(try client.pipeline(payloads).map(\.body) == payloads)
+        client.close()
+        #expect(S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.allSatisfy { $0.jobsHandled > 0 } }.ok,
+                "a new worker got no work")
+        FaultSupport.expectCleanExit(server, footprint)
+    }
+
     /// SIGTTOU while a rolling restart waits for the very slot being retired: the retired worker
     /// exits, its slot is removed, and the restart must still finish (and later ones must run).
     @Test func scalingDownTheSlotARollingRestartWaitsForLetsTheRestartFinish() throws {

@@ -716,13 +716,16 @@ final class Supervisor {
     }
 
     /// Grows or shrinks the pool to `target` workers (at least 1). New slots get a new queue, in
-    /// the place of a removed one if there is one; removed ones (the highest) stop taking work,
+    /// the place of a removed one if there is one, and their workers from `respawnDue` in the
+    /// turns that follow; removed ones (the highest) stop taking work,
     /// finish their queue, and exit. Returns the number of slots taking work afterwards: short of
     /// the target when a queue could not be created or no slot was left (said in the log).
     @discardableResult
     func scale(to requested: Int) -> Int {
         let target = min(max(requested, 1), Self.maxWorkers)
         var active = activeCount
+        let now = monotonicNanoseconds()
+        var unrecorded = 0
         while active < target {
             if let index = slots.indices.last(where: { slots[$0].retiring && !slots[$0].removed }) {
                 // Un-retire a slot still draining rather than creating a queue. Its quit stays
@@ -756,17 +759,19 @@ final class Supervisor {
                 let index = hole ?? slots.count
                 let slot = WorkerSlot(index: index, queue: queue)
                 if hole != nil { slots[index] = slot } else { slots.append(slot) }
-                // Recorded before its worker is forked: `scale 1000` takes seconds, and a SIGKILL
-                // within them must leave no queue unrecorded.
-                if !sharesQueue { recordState() }
-                do {
-                    try spawn(index)
-                    logger.info("scale up: added slot \(index)", metadata: ["workers": "\(active + 1)"])
-                } catch {
-                    // The slot takes work from now on, so it must get a worker: retried like a
-                    // respawn (the caller picks the time up from `respawnDue`).
-                    slots[index].respawnAt = monotonicNanoseconds() + 1_000_000_000
-                    logger.error("scale up: could not start the worker of slot \(index); retrying in 1 s", metadata: ["error": "\(error)"])
+                // Its worker is started by `respawnDue`, at most `startsPerTurn` a loop turn:
+                // forked here, all of them in one turn, `scale 1000` held every client for a
+                // second. The slot takes no work while another has a worker (`Dispatcher`).
+                slots[index].respawnAt = now
+                logger.info("scale up: added slot \(index)", metadata: ["workers": "\(active + 1)"])
+                // The state file names the new queues before any of their workers is forked
+                // (after this call), and while this loop runs at most 64 queues are unrecorded,
+                // microseconds' worth: recorded after each, `scale 1000` rewrote the growing
+                // file a thousand times (a second of the loop's time with the forks).
+                unrecorded += 1
+                if !sharesQueue && unrecorded == 64 {
+                    recordState()
+                    unrecorded = 0
                 }
             }
             active += 1
@@ -860,14 +865,32 @@ final class Supervisor {
         restarting = []
     }
 
-    /// Forks replacements whose back-off has elapsed. Returns the earliest pending respawn time.
+    /// Workers forked in one loop turn at most. A fork costs the master 0.2–1 ms here (more as
+    /// it grows); a thousand due at once (`scale 1000`, a pool killed by the OOM killer) are
+    /// started over a hundred-odd turns, with clients served in between, instead of in one.
+    static let startsPerTurn = 8
+
+    /// Forks replacements whose back-off has elapsed, and new slots' first workers, at most
+    /// `startsPerTurn`. Returns the earliest pending start: now, if some due ones had to wait.
     func respawnDue(now: Int64) -> Int64? {
         var next: Int64? = nil
+        var started = 0
         for index in slots.indices where slots[index].pid == nil {
             guard let at = slots[index].respawnAt else { continue }
             if at <= now {
+                guard started < Self.startsPerTurn else {
+                    next = min(next ?? .max, now)
+                    continue
+                }
+                started += 1
+                // A slot added by scaling has had no worker yet (`startedAt` 0).
+                let firstStart = slots[index].startedAt == 0
                 do { try spawn(index) } catch {
-                    logger.error("respawn failed; retrying in 1 s", metadata: ["slot": "\(index)", "error": "\(error)"])
+                    if firstStart {
+                        logger.error("scale up: could not start the worker of slot \(index); retrying in 1 s", metadata: ["error": "\(error)"])
+                    } else {
+                        logger.error("respawn failed; retrying in 1 s", metadata: ["slot": "\(index)", "error": "\(error)"])
+                    }
                     slots[index].respawnAt = now + 1_000_000_000
                     next = min(next ?? .max, now + 1_000_000_000)
                 }
