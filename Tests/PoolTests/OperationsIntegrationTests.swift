@@ -304,34 +304,9 @@ private typealias S = OperationsSupport
         let footprint = FaultSupport.Footprint(server)
         defer { kill(server.pid, SIGCONT); server.stop(); footprint.removeLeftovers() }
         _ = try #require(S.waitForWorkerCount(server, 2))
-        let control = server.socketPath + ".ctl"
-        kill(server.pid, SIGSTOP)
-        #expect(waitUntil(timeout: 20) { processState(server.pid) == "T" })
-        func connectAndSend(_ command: String) throws -> SocketFD {
-            let socket = try SocketFD.unixStream(nonBlocking: false)
-            try socket.setReceiveTimeout(seconds: 30)
-            try socket.connect(path: control)
-            let line = Array((command + "\n").utf8)
-            #expect(try line.withUnsafeBytes { try socket.write($0) } == line.count)
-            return socket
-        }
-        func readToEnd(_ socket: SocketFD) -> String {
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65_536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(socket.raw, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { break }
-                bytes += chunk[0..<n]
-            }
-            socket.close()
-            return String(decoding: bytes, as: UTF8.self)
-        }
-        let scale = try connectAndSend("scale 30")
-        let status = try connectAndSend("status json")
-        kill(server.pid, SIGCONT)
-        #expect(readToEnd(scale).hasPrefix("ok scaling to 30"))
-        let report = try S.parseStatus(readToEnd(status))
+        let answers = try S.commandsInOneTurn(server, ["scale 30", "status json"])
+        #expect(answers[0].hasPrefix("ok scaling to 30"))
+        let report = try S.parseStatus(answers[1])
         let starting = report.workers.filter { $0.pid == nil }.count
         // 8: `Supervisor.startsPerTurn` (internal), forked in the turn of the command.
         #expect(report.workers.count == 30 && starting >= 28 - 8,
@@ -343,6 +318,25 @@ private typealias S = OperationsSupport
         client.close()
         #expect(S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.allSatisfy { $0.jobsHandled > 0 } }.ok,
                 "a new worker got no work")
+        FaultSupport.expectCleanExit(server, footprint)
+    }
+
+    /// Status requests read in one loop turn share one report (with 1000 workers each cost the
+    /// loop 10–20 ms): three of them handed to a frozen master get the same report, to the
+    /// nanosecond of its uptime; a command between two (here `scale`) makes the second one anew.
+    @Test func statusRequestsOfOneLoopTurnShareOneReport() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedSim)
+        let footprint = FaultSupport.Footprint(server)
+        defer { kill(server.pid, SIGCONT); server.stop(); footprint.removeLeftovers() }
+        _ = try #require(S.waitForWorkerCount(server, 2))
+        let same = try S.commandsInOneTurn(server, ["status json", "status json", "status json"])
+        let uptimes = try same.map { try #require(S.parseStatus($0).raw["uptime_seconds"] as? NSNumber).doubleValue }
+        #expect(Set(uptimes).count == 1, "uptimes \(uptimes)")
+        let around = try S.commandsInOneTurn(server, ["status json", "scale 3", "status json"])
+        #expect(around[1].hasPrefix("ok scaling to 3"), "\(around[1])")
+        let (before, after) = (try S.parseStatus(around[0]), try S.parseStatus(around[2]))
+        #expect(before.workers.count == 2 && after.workers.count == 3, "\(before.workers.count) then \(after.workers.count) slots")
+        #expect(S.waitForWorkerCount(server, 3) != nil)
         FaultSupport.expectCleanExit(server, footprint)
     }
 

@@ -166,6 +166,8 @@ final class Master {
     /// Queue messages sent (debug log lines name the message a job went in).
     @exclusivity(unchecked) private var messagesQueued: UInt64 = 0
     @exclusivity(unchecked) private(set) var statusCounts = [Int](repeating: 0, count: 8)
+    /// The status report built in the turn that began at `turn` (`reportOfThisTurn`).
+    @exclusivity(unchecked) var turnReport: (turn: Int64, report: StatusReport)?
 
     init(configuration: PoolConfiguration, maxMessage: Int, limits: QueueLimits, logger: Logger,
          supervisor: Supervisor, listener: Listener, control: Listener?, wake: EventFD, notifier: SystemdNotifier) throws {

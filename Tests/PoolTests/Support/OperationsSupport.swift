@@ -83,6 +83,40 @@ enum OperationsSupport {
         return try? parseStatus(text)
     }
 
+    /// Hands `commands` to a frozen master (SIGSTOP), one control connection each, in order, then
+    /// lets it go: it accepts them in one loop turn and reads them in the next, in that order.
+    /// Returns the answers. (The caller's clean-up should SIGCONT the master in case this throws.)
+    static func commandsInOneTurn(_ server: TestServer, _ commands: [String]) throws -> [String] {
+        kill(server.pid, SIGSTOP)
+        defer { kill(server.pid, SIGCONT) }
+        guard waitUntil(timeout: 20, { processState(server.pid) == "T" }) else {
+            throw StatusError(description: "the master did not stop")
+        }
+        let sockets = try commands.map { command -> SocketFD in
+            let socket = try SocketFD.unixStream(nonBlocking: false)
+            try socket.setReceiveTimeout(seconds: 30)
+            try socket.connect(path: server.socketPath + ".ctl")
+            let line = Array((command + "\n").utf8)
+            guard try line.withUnsafeBytes({ try socket.write($0) }) == line.count else {
+                throw StatusError(description: "short write of \(command)")
+            }
+            return socket
+        }
+        kill(server.pid, SIGCONT)
+        return sockets.map { socket in
+            defer { socket.close() }
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(socket.raw, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                bytes += chunk[0..<n]
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
     /// Polls the status until `condition` holds; returns the last status seen (nil if none).
     @discardableResult
     static func waitForStatus(_ socketPath: String, timeout: Double = 30, _ condition: (Status) -> Bool) -> (ok: Bool, last: Status?) {
