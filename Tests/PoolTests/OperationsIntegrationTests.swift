@@ -296,17 +296,19 @@ private typealias S = OperationsSupport
 
     /// `scale` starts the new workers a few per loop turn (`Supervisor.startsPerTurn`), not all in
     /// the turn of the command: forked together, `scale 1000` held every client for a second.
-    /// Both commands reach a frozen master, so it reads them in one turn, the scale first: the
-    /// status right behind it finds most new slots still starting (it found none). Then every
-    /// slot gets its worker, and the new ones take work.
+    /// The commands reach a frozen master, so it reads them in one turn, in order: the status
+    /// right behind two scales finds all but one turn's starts still to come (it found none;
+    /// with a budget per command, two commands' worth gone). Then every slot gets its worker,
+    /// and the new ones take work.
     @Test func scaleUpStartsItsWorkersAFewPerLoopTurn() throws {
         let server = try TestServer(["--workers", "2"] + Self.framedSim)
         let footprint = FaultSupport.Footprint(server)
         defer { kill(server.pid, SIGCONT); server.stop(); footprint.removeLeftovers() }
         _ = try #require(S.waitForWorkerCount(server, 2))
-        let answers = try S.commandsInOneTurn(server, ["scale 30", "status json"])
-        #expect(answers[0].hasPrefix("ok scaling to 30"))
-        let report = try S.parseStatus(answers[1])
+        // Two scales: the turn's budget is shared by every start in it, not per command.
+        let answers = try S.commandsInOneTurn(server, ["scale 20", "scale 30", "status json"])
+        #expect(answers[0].hasPrefix("ok scaling to 20") && answers[1].hasPrefix("ok scaling to 30"), "\(answers)")
+        let report = try S.parseStatus(answers[2])
         let starting = report.workers.filter { $0.pid == nil }.count
         // 8: `Supervisor.startsPerTurn` (internal), forked in the turn of the command.
         #expect(report.workers.count == 30 && starting >= 28 - 8,
@@ -319,6 +321,23 @@ private typealias S = OperationsSupport
         #expect(S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.allSatisfy { $0.jobsHandled > 0 } }.ok,
                 "a new worker got no work")
         FaultSupport.expectCleanExit(server, footprint)
+    }
+
+    /// A stop read right behind `scale 30`: the new slots whose workers have not started, with
+    /// nothing queued for them, get none (after `scale 1000` hundreds were forked only to be
+    /// told to quit, and the stop waited for them all); the stop completes and leaves nothing.
+    @Test func aStopRightAfterAScaleStartsNoIdleNewWorkers() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedSim)
+        let footprint = FaultSupport.Footprint(server)
+        defer { kill(server.pid, SIGCONT); server.stop(); footprint.removeLeftovers() }
+        _ = try #require(S.waitForWorkerCount(server, 2))
+        let answers = try S.commandsInOneTurn(server, ["scale 30", "stop"])
+        #expect(answers[0].hasPrefix("ok scaling to 30") && answers[1].hasPrefix("ok stopping"), "\(answers)")
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(3000))")
+        // 2 at the start, at most 8 (`Supervisor.startsPerTurn`) in the turn of the scale.
+        let spawned = server.logLines(containing: "worker spawned").count
+        #expect(spawned <= 2 + 8, "\(spawned) workers spawned")
+        FaultSupport.expectCleanExit(server, footprint, alreadySignalled: true)
     }
 
     /// Status requests read in one loop turn share one report (with 1000 workers each cost the

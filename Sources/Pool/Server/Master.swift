@@ -166,8 +166,10 @@ final class Master {
     /// Queue messages sent (debug log lines name the message a job went in).
     @exclusivity(unchecked) private var messagesQueued: UInt64 = 0
     @exclusivity(unchecked) private(set) var statusCounts = [Int](repeating: 0, count: 8)
-    /// The status report built in the turn that began at `turn` (`reportOfThisTurn`).
-    @exclusivity(unchecked) var turnReport: (turn: Int64, report: StatusReport)?
+    /// Loop turns since the start (a clock reading may repeat on a coarse clocksource).
+    @exclusivity(unchecked) var turn: UInt64 = 0
+    /// The status report built in loop turn `turn` (`reportOfThisTurn`).
+    @exclusivity(unchecked) var turnReport: (turn: UInt64, report: StatusReport)?
 
     init(configuration: PoolConfiguration, maxMessage: Int, limits: QueueLimits, logger: Logger,
          supervisor: Supervisor, listener: Listener, control: Listener?, wake: EventFD, notifier: SystemdNotifier) throws {
@@ -234,6 +236,8 @@ final class Master {
             // Queues found full are tried again after the wait: workers drain them meanwhile
             // (often the very reason the loop wakes).
             dispatcher.forgetFull()
+            turn &+= 1
+            supervisor.beginTurn()
             armScanTimer()
             let timeout = nextTimeout()
             let busyPoll = trafficSeen ? busyPollNanoseconds : 0

@@ -148,9 +148,9 @@ extension Master {
     /// and a /proc read per worker (10–20 ms with 1000 workers), and 64 control connections
     /// asking at once cost the loop 64 times that. A later turn builds a fresh one.
     func reportOfThisTurn() -> StatusReport {
-        if let turnReport, turnReport.turn == turnStart { return turnReport.report }
+        if let turnReport, turnReport.turn == turn { return turnReport.report }
         let report = statusReport()
-        turnReport = (turnStart, report)
+        turnReport = (turn, report)
         return report
     }
 

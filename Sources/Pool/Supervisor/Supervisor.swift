@@ -342,8 +342,15 @@ final class Supervisor {
     var hasWorkersOrRespawns: Bool { slots.contains { $0.pid != nil || $0.respawnAt != nil } }
 
     /// Shutdown: respawn slots in back-off now, so their queued work is handled before the end.
+    /// A slot added by `scale` whose first worker has not started yet gets none if nothing is
+    /// queued for it (as a worker that ends in a stop with nothing queued is not replaced): a
+    /// stop right after `scale 1000` forked hundreds of workers only to quit them.
     func expediteRespawns(now: Int64) {
         for index in slots.indices where slots[index].pid == nil && slots[index].respawnAt != nil {
+            if slots[index].startedAt == 0 && (sharesQueue || (try? slots[index].queue.status())?.bytes == 0) {
+                slots[index].respawnAt = nil
+                continue
+            }
             slots[index].respawnAt = now
         }
     }
@@ -759,7 +766,10 @@ final class Supervisor {
                 let index = hole ?? slots.count
                 let slot = WorkerSlot(index: index, queue: queue)
                 if hole != nil { slots[index] = slot } else { slots.append(slot) }
-                // Its worker is started by `respawnDue`, at most `startsPerTurn` a loop turn:
+                // A reused index still shows its last worker's job times until the fork resets
+                // it: batch sizing (`Master.updateRecordLimit`) reads them for accepting slots.
+                scoreboard.reset(index, pid: 0)
+                // Its worker is started by `respawnDue`, at most `startsPerTurn` per loop turn:
                 // forked here, all of them in one turn, `scale 1000` held every client for a
                 // second. The slot takes no work while another has a worker (`Dispatcher`).
                 slots[index].respawnAt = now
@@ -869,20 +879,27 @@ final class Supervisor {
     /// it grows); a thousand due at once (`scale 1000`, a pool killed by the OOM killer) are
     /// started over a hundred-odd turns, with clients served in between, instead of in one.
     static let startsPerTurn = 8
+    /// Starts left in this loop turn: `respawnDue` has three callers per turn (a command, the
+    /// reaps, the timers), which share the budget.
+    @exclusivity(unchecked) private var startsLeft = startsPerTurn
 
-    /// Forks replacements whose back-off has elapsed, and new slots' first workers, at most
-    /// `startsPerTurn`. Returns the earliest pending start: now, if some due ones had to wait.
+    /// The master's loop begins a turn.
+    @inline(__always)
+    func beginTurn() { startsLeft = Self.startsPerTurn }
+
+    /// Forks replacements whose back-off has elapsed, and new slots' first workers, while this
+    /// turn's budget (`startsPerTurn`) lasts. Returns the earliest pending start: now, if some
+    /// due ones have to wait for the next turn.
     func respawnDue(now: Int64) -> Int64? {
         var next: Int64? = nil
-        var started = 0
         for index in slots.indices where slots[index].pid == nil {
             guard let at = slots[index].respawnAt else { continue }
             if at <= now {
-                guard started < Self.startsPerTurn else {
+                guard startsLeft > 0 else {
                     next = min(next ?? .max, now)
                     continue
                 }
-                started += 1
+                startsLeft -= 1
                 // A slot added by scaling has had no worker yet (`startedAt` 0).
                 let firstStart = slots[index].startedAt == 0
                 do { try spawn(index) } catch {

@@ -87,6 +87,8 @@ enum OperationsSupport {
     /// lets it go: it accepts them in one loop turn and reads them in the next, in that order.
     /// Returns the answers. (The caller's clean-up should SIGCONT the master in case this throws.)
     static func commandsInOneTurn(_ server: TestServer, _ commands: [String]) throws -> [String] {
+        // The control socket's backlog (16): one more connect would wait for the frozen master.
+        guard commands.count <= 16 else { throw StatusError(description: "at most 16 commands in one turn") }
         kill(server.pid, SIGSTOP)
         defer { kill(server.pid, SIGCONT) }
         guard waitUntil(timeout: 20, { processState(server.pid) == "T" }) else {
@@ -95,6 +97,7 @@ enum OperationsSupport {
         let sockets = try commands.map { command -> SocketFD in
             let socket = try SocketFD.unixStream(nonBlocking: false)
             try socket.setReceiveTimeout(seconds: 30)
+            try socket.setSendTimeout(seconds: 30)  // also bounds connect (AF_UNIX)
             try socket.connect(path: server.socketPath + ".ctl")
             let line = Array((command + "\n").utf8)
             guard try line.withUnsafeBytes({ try socket.write($0) }) == line.count else {
