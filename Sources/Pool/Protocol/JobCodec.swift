@@ -43,6 +43,13 @@ public enum JobCodec {
         public var spill: Spill? = nil
         /// Offset of the next record.
         public var end: Int { payload.upperBound }
+
+        /// A copy of the inline payload out of `text`, the message it was decoded from. Through a
+        /// buffer pointer: an Array built from the slice takes the generic path (about 100
+        /// instructions more per job, by callgrind), this one a `memcpy`.
+        public func payloadBytes(in text: UnsafeRawBufferPointer) -> [UInt8] {
+            Array(UnsafeRawBufferPointer(rebasing: text[payload]))
+        }
     }
 
     /// A decoded reply record.

@@ -1094,11 +1094,11 @@ final class Master {
     /// (the compiler hoisted the read of its handler to the function's entry).
     @inline(never)
     func replyQueueFailed(_ replyQueue: MessageQueue, _ error: Error) -> Bool {
-        switch (error as? SystemError)?.errno {
-        case .identifierRemoved?, .invalidArgument?:
-            replaceReplyQueue(after: error as! SystemError)
+        switch error {
+        case let error as SystemError where error.errno == .identifierRemoved || error.errno == .invalidArgument:
+            replaceReplyQueue(after: error)
             return false
-        case .argListTooLong?:
+        case let error as SystemError where error.errno == .argListTooLong:
             // Larger than msgmax: no worker of ours sent it (the queue is the workers' user's,
             // so anything running as it may have). Left there it would fail every drain.
             let cut = try? replyQueue.receiveTruncating(into: receiveBuffer)

@@ -609,7 +609,7 @@ final class Supervisor {
                 }
                 arena?.drop(spill.chunk)
             } else {
-                jobs.append(UnstartedJob(id: job.id, payload: Array(UnsafeRawBufferPointer(rebasing: text[job.payload]))))
+                jobs.append(UnstartedJob(id: job.id, payload: job.payloadBytes(in: text)))
             }
         }
         return (jobs, corrupt)

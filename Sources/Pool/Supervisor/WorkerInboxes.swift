@@ -118,7 +118,7 @@ final class WorkerInboxes {
                 jobs.append((job.id, arena?.payload(spill).map { Array($0) }))
                 arena?.drop(spill.chunk)
             } else {
-                jobs.append((job.id, Array(UnsafeRawBufferPointer(rebasing: text[job.payload]))))
+                jobs.append((job.id, job.payloadBytes(in: text)))
             }
             offset = job.end
         }

@@ -94,8 +94,11 @@ enum OperationsSupport {
         guard waitUntil(timeout: 20, { processState(server.pid) == "T" }) else {
             throw StatusError(description: "the master did not stop")
         }
-        let sockets = try commands.map { command -> SocketFD in
+        var sockets: [SocketFD] = []
+        defer { for socket in sockets { socket.close() } }
+        for command in commands {
             let socket = try SocketFD.unixStream(nonBlocking: false)
+            sockets.append(socket)
             try socket.setReceiveTimeout(seconds: 30)
             try socket.setSendTimeout(seconds: 30)  // also bounds connect (AF_UNIX)
             try socket.connect(path: server.socketPath + ".ctl")
@@ -103,21 +106,9 @@ enum OperationsSupport {
             guard try line.withUnsafeBytes({ try socket.write($0) }) == line.count else {
                 throw StatusError(description: "short write of \(command)")
             }
-            return socket
         }
         kill(server.pid, SIGCONT)
-        return sockets.map { socket in
-            defer { socket.close() }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65_536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(socket.raw, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { break }
-                bytes += chunk[0..<n]
-            }
-            return String(decoding: bytes, as: UTF8.self)
-        }
+        return sockets.map { String(decoding: receiveToEnd($0.raw), as: UTF8.self) }
     }
 
     /// Polls the status until `condition` holds; returns the last status seen (nil if none).
