@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -432,6 +433,10 @@ static inline int csysv_set_cloexec(int fd, int on) {
 
 /// Why C: fcntl is variadic. Returns 1 if `fd` is open, 0 if not.
 static inline int csysv_fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0 || errno != EBADF; }
+
+/// Why C: Swift resolves `flock` to `struct flock` (fcntl's lock record), not to the call.
+/// Exclusive and non-blocking: the caller polls, with its own time limit.
+static inline int csysv_flock_exclusive_nowait(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
 
 /// Largest path `sun_path` holds, excluding the terminating NUL.
 /// Why C: `sizeof` of a struct member.

@@ -2144,6 +2144,29 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(winner, footprint)
     }
 
+    /// Two masters on one socket with different state files, so the record cannot tell the late
+    /// one about the first. The first, held between its bind and its listen, has a socket file
+    /// that refuses connections, as a stale one does: the late one used to unlink it and start,
+    /// leaving the first listening on a name nobody could reach. The lock on the socket's
+    /// directory makes it wait for the first's listen and then refuse.
+    @Test func aMasterStartingOnASocketAnotherIsBindingRefuses() throws {
+        let first = try TestServer(F.framedEcho + ["--workers", "1"], waitForStart: false,
+                                   environment: Self.debugEnvironment("POOL_DEBUG_BIND_DELAY_MS", "1500"))
+        let footprint = F.Footprint(first)
+        defer { first.stop(); footprint.removeLeftovers() }
+        try #require(waitUntil(timeout: 20) { first.log.contains("debug: holding between bind and listen") }, "\(first.log)")
+        let late = try TestServer(F.framedEcho + ["--workers", "1", "--state-file", first.directory + "/late.state"],
+                                  socketPath: first.socketPath, waitForStart: false)
+        defer { late.stop() }
+        #expect(late.waitForExit(timeout: 30) == 2, "\(late.log)")
+        #expect(late.log.contains("another server is listening on this socket"), "\(late.log)")
+        try requirePoolStart("pool-server", log: { first.log }, isRunning: { first.process.isRunning }, stop: { first.stop() })
+        let client = try PoolClient(socketPath: first.socketPath, timeout: 30)
+        #expect(try client.request("first".bytes).body == "first".bytes)
+        client.close()
+        F.expectCleanExit(first, footprint)
+    }
+
     /// A one-worker framed echo server started with a failpoint variable, and its worker's pid.
     /// (Stopped by its deinit if the worker never shows up.)
     private func oneWorkerServer(debug variable: String, _ value: String) throws -> (TestServer, F.Footprint, pid_t) {

@@ -21,7 +21,16 @@ struct Listener {
 
     /// Checks the path, binds with `mode` (set through umask so the file never exists with looser
     /// bits), gives the file to `group` if one is named, and listens.
+    /// Holds the socket directory's `DirectoryLock` from the probe to the listen, so that two
+    /// masters starting on one path cannot both take it.
     static func open(path: String, mode: mode_t, group: gid_t? = nil, backlog: Int32, logger: Logger) throws -> Listener {
+        var reason = ""
+        let lock = DirectoryLock.lock(directoryOf: path, timeout: 5, reason: &reason)
+        defer { lock?.unlock() }
+        if lock == nil {
+            logger.warning("starting without the start-up lock: another master starting on this socket at this moment could take it over",
+                           metadata: ["socket": "\(path)", "reason": "\(reason)"])
+        }
         switch probeSocketPath(path) {
         case .absent:
             break
@@ -52,6 +61,14 @@ struct Listener {
             if let group, lchown(path, uid_t.max, group) != 0 {
                 throw ConfigurationError("--socket-group: \(SystemError("lchown(\(path), group \(group))", .current))")
             }
+            #if DEBUG
+            // Debug builds only: widens the window in which the file exists but a connect is
+            // refused, so a test can start another master inside it.
+            if let delay = getenv("POOL_DEBUG_BIND_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) {
+                logger.info("debug: holding between bind and listen", metadata: ["socket": "\(path)", "milliseconds": "\(delay)"])
+                usleep(delay * 1000)
+            }
+            #endif
             try socket.listen(backlog: backlog)
             var st = stat()
             guard lstat(path, &st) == 0 else { throw SystemError("lstat(\(path))", .current) }

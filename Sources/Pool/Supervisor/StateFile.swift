@@ -197,14 +197,23 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     }
     // Temporaries of the atomic writer left by a master killed between its open and rename.
     removeAbandonedTemporaries(of: statePath)
-    if probeSocket && !(file?.state.socketActivated ?? false) && probeSocketPath(socketPath) == .stale {
-        report.removedSocket = unlink(socketPath) == 0
+    if probeSocket && !(file?.state.socketActivated ?? false) {
+        report.removedSocket = unlinkIfStale(socketPath)
     }
     // The control socket is always ours (never passed by systemd).
-    if probeSocketPath(controlPath) == .stale {
-        report.removedControlSocket = unlink(controlPath) == 0
-    }
+    report.removedControlSocket = unlinkIfStale(controlPath)
     return report
+}
+
+/// Unlinks a socket file nobody listens on, under the lock a starting master holds from its
+/// probe to its listen (`Listener.open`): between its bind and its listen a connect is refused,
+/// and its socket would look stale. Without the lock (the directory unreadable, or held for
+/// long) the check is made anyway, as before the lock existed.
+private func unlinkIfStale(_ path: String) -> Bool {
+    var reason = ""
+    let lock = DirectoryLock.lock(directoryOf: path, timeout: 5, reason: &reason)
+    defer { lock?.unlock() }
+    return probeSocketPath(path) == .stale && unlink(path) == 0
 }
 
 /// Removes `<path>.tmp.<pid>` files (`writeFileAtomically`'s) whose writer no longer runs.
