@@ -87,13 +87,15 @@ static inline ssize_t csysv_msgrcv(int qid, void *buffer, size_t capacity, long 
     return n;
 }
 
-/// Takes the next message (IPC_NOWAIT; `mtype` selects as in msgrcv(2)) even when it is larger
-/// than `capacity`, keeping only its first `capacity` bytes (`MSG_NOERROR`). Returns the kept
-/// length, or -1.
-/// Why C: the flag, and the same header read as `csysv_msgrcv`. Only for clearing a message that
-/// would otherwise block a queue's head for good (E2BIG at every try).
-static inline ssize_t csysv_msgrcv_truncating(int qid, void *buffer, size_t capacity, long mtype, long *out_type) {
-    ssize_t n = msgrcv(qid, buffer, capacity, mtype, IPC_NOWAIT | MSG_NOERROR);
+/// Takes the next message (`mtype` selects as in msgrcv(2)) even when it is larger than
+/// `capacity`, keeping only its first `capacity` bytes (`MSG_NOERROR`). Returns the kept length,
+/// or -1.
+/// Why C: the flags, and the same header read as `csysv_msgrcv`. For a message that would
+/// otherwise block a queue's head for good (E2BIG at every try): cleared by the master, or told
+/// apart by a worker whose buffer is one byte longer than any message of the pool's.
+static inline ssize_t csysv_msgrcv_truncating(int qid, void *buffer, size_t capacity, long mtype, int nowait,
+                                              long *out_type) {
+    ssize_t n = msgrcv(qid, buffer, capacity, mtype, (nowait ? IPC_NOWAIT : 0) | MSG_NOERROR);
     if (n >= 0 && out_type) *out_type = ((csysv_msgbuf *)buffer)->mtype;
     return n;
 }

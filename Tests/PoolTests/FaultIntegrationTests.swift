@@ -2167,6 +2167,26 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(first, footprint)
     }
 
+    /// A message longer than any of the pool's in a worker's queue (msgmax raised since the
+    /// start — here the pool is made to size its messages for 2048 — and someone else's send):
+    /// the worker takes it cut, drops it with an error and goes on. It used to fail every
+    /// receive with E2BIG, exit, and have its replacement do the same: the queue served nothing.
+    @Test func aMessageLongerThanThePoolsIsDroppedByTheWorker() throws {
+        let (server, footprint, worker) = try oneWorkerServer(debug: "POOL_DEBUG_MSGMAX", "2048")
+        defer { server.stop(); footprint.removeLeftovers() }
+        let row = try #require(Self.workerRows(server).first, "\(server.log)")
+        let queue = MessageQueue(id: Int32(try #require(row["queue_id"] as? Int)))
+        let foreign = MessageBuffer(capacity: 4000)
+        foreign.text.initializeMemory(as: UInt8.self, repeating: 0x41)
+        #expect(try queue.send(foreign, type: JobCodec.jobType, length: 4000, nowait: true))
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("after".bytes).body == "after".bytes)
+        client.close()
+        #expect(processIsAlive(worker) && server.workerPIDs == [worker], "\(server.log)")
+        #expect(server.logLines(containing: "dropped a queue message longer than any of the pool's").count == 1, "\(server.log)")
+        F.expectCleanExit(server, footprint)
+    }
+
     /// A one-worker framed echo server started with a failpoint variable, and its worker's pid.
     /// (Stopped by its deinit if the worker never shows up.)
     private func oneWorkerServer(debug variable: String, _ value: String) throws -> (TestServer, F.Footprint, pid_t) {

@@ -137,6 +137,49 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
+    /// A reload on a shared queue asks a busy worker to finish its job with one SIGTERM. It is
+    /// repeated only while the worker is not running a job (one idle in msgrcv may have missed
+    /// it); every 0.5 s it used to cut the job's sleeps, polls and SysV calls short with EINTR,
+    /// which SA_RESTART does not restart. The sim handler's sleep logs its interruptions.
+    @Test func aReloadSignalsABusyWorkerOnce() throws {
+        let server = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--dispatch", "shared"])
+        defer { server.stop() }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try client.send("sleep:2500".bytes)
+        let busy = S.waitForStatus(server.socketPath, timeout: 10) { $0.workers.first?.state == "busy" }
+        try #require(busy.ok, "the worker never took the job: \(String(describing: busy.last?.workers))")
+        let control = server.socketPath + ".ctl"
+        #expect(try ControlClient.send("reload", controlSocket: control).hasPrefix("ok"))
+        let answer = try client.receive()
+        #expect(answer.status == .ok && answer.body == "sleep:2500".bytes, "\(answer)")
+        client.close()
+        let done = S.waitForStatus(server.socketPath, timeout: 10) { !$0.rollingRestart && $0.workers.count == 1 && $0.settled }
+        #expect(done.ok, "\(server.log.suffix(2000))")
+        let interruptions = server.logLines(containing: "sim: sleep:2500 interrupted by")
+        #expect(interruptions.count == 1 && interruptions[0].contains("by 1 signal(s)"), "\(interruptions)")
+        S.expectCleanExit(server)
+    }
+
+    /// A quit message the kernel refuses (ENOMEM here, by a debug failpoint) is tried again. It
+    /// used to be given up on with a warning: the rolling restart waited for that slot for good,
+    /// and `pool-server reload` never returned.
+    @Test func aReloadWhoseQuitFailsOnceStillCompletes() throws {
+        let server = try TestServer(["--workers", "2"] + Self.framedEcho,
+                                    environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_FAIL_QUITS", "1"))
+        defer { server.stop() }
+        guard let original = S.waitForWorkerCount(server, 2) else {
+            Issue.record("the pool never had 2 workers:\n\(server.log)")
+            return
+        }
+        let reload = try S.poolServer(["reload", "--socket", server.socketPath], timeout: 30)
+        #expect(reload.status == 0 && !reload.timedOut && reload.stdout.contains("reload complete"),
+                "reload (\(reload.status)): \(reload.stdout) \(reload.stderr)\n\(server.log.suffix(2000))")
+        #expect(server.logLines(containing: "could not queue a quit; trying again").count == 1, "\(server.log)")
+        #expect(Set(server.workerPIDs).isDisjoint(with: original), "workers \(original) -> \(server.workerPIDs)")
+        S.expectCleanExit(server)
+    }
+
     @Test func sighupAndReloadUnderLoadLoseNothingAndReplaceEveryWorker() throws {
         let server = try TestServer(["--workers", "3"] + Self.framedSim)
         defer { server.stop() }

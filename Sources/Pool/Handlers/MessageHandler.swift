@@ -35,7 +35,7 @@ public enum BuiltinHandler: String, CaseIterable, Sendable {
     case log
     /// Returns the message unchanged.
     case echo
-    /// For tests: `sleep:MS` sleeps then echoes, `cpu:MS` computes for MS milliseconds of CPU time
+    /// For tests: `sleep:MS` sleeps then echoes (logging how many signals interrupted it), `cpu:MS` computes for MS milliseconds of CPU time
     /// then echoes, `crash` aborts, `hang` never returns, `fail:MSG` throws MSG, `exit:N` exits
     /// with status N; anything else is echoed.
     case sim
@@ -67,7 +67,13 @@ private func simulate(_ message: [UInt8], _ context: WorkerContext) throws -> [U
     if let ms = after("sleep:"), let value = Int(ms) {
         var request = timespec(tv_sec: value / 1000, tv_nsec: (value % 1000) * 1_000_000)
         var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+        var interruptions = 0
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR {
+            request = remaining
+            interruptions += 1
+        }
+        // What a handler sleeping, polling or waiting in a SysV call would see: tests count it.
+        if interruptions > 0 { context.logger.info("sim: sleep:\(value) interrupted by \(interruptions) signal(s)") }
         return message
     }
     // A CPU-bound job (a template render, a hash): measured in the thread's own CPU time, so time

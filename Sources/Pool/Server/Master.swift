@@ -429,6 +429,9 @@ final class Master {
 
     func reapChildren() {
         while let (pid, status) = ChildProcess.reapAny() {
+            // A worker forked later may get this pid again (after pid numbers wrap); it must get
+            // a quit of its own.
+            quitSent.remove(pid)
             // Replies a worker sent before it exited are in the reply queue: take them first so
             // they are delivered, not reported lost. Per child, since each may have exited after
             // the previous drain.

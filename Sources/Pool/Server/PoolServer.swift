@@ -41,7 +41,15 @@ public final class PoolServer {
     /// whatever it had created.
     public func run() throws -> Int32 {
         StandardDescriptors.ensureOpen()
-        let limits = QueueLimits.current()
+        var limits = QueueLimits.current()
+        #if DEBUG
+        // Debug builds only: the pool sizes its messages for this msgmax, as if the kernel's had
+        // been raised since the start, so a test can put a message longer than any of the pool's
+        // in a worker's queue without changing the machine's limit.
+        if let msgmax = getenv("POOL_DEBUG_MSGMAX").flatMap({ Int(String(cString: $0)) }), msgmax < limits.maxMessageBytes {
+            limits.maxMessageBytes = msgmax
+        }
+        #endif
         let maxMessage = try configuration.validate(limits: limits)
         let notifier = SystemdNotifier()
         let activated = SocketActivation.takeListeners()

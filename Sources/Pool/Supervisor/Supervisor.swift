@@ -416,7 +416,7 @@ final class Supervisor {
                       awaitsReply: (UInt64) -> Bool = { _ in true }) -> WorkerLoss? {
         guard let index = slotIndex(of: pid) else { return nil }
         // Reaped: its pid may be reused at once, by a worker respawned before the next tick.
-        restarting.remove(pid)
+        restarting[pid] = nil
         termAskedAt[pid] = nil
         let now = monotonicNanoseconds()
         var slot = slots[index]
@@ -812,15 +812,20 @@ final class Supervisor {
     /// Restarts every live worker (SIGTERM: finish the job in hand, then exit; the slot respawns).
     func restartAll() {
         let now = monotonicNanoseconds()
-        restarting = Set(livePIDs)
-        for pid in restarting { askToFinish(pid, now: now) }
+        restarting = [:]
+        for index in slots.indices { if let pid = slots[index].pid { restarting[pid] = index } }
+        for (pid, index) in restarting { askToFinish(pid, slot: index, now: now) }
     }
 
     /// SIGTERM (finish the job in hand, then exit), repeated by each tick at most every 0.5 s
-    /// until the worker is reaped: a worker idle in msgrcv when the signal lands just before it
-    /// blocks sees it only when a message comes.
-    private func askToFinish(_ pid: pid_t, now: Int64) {
-        guard now - (termAskedAt[pid] ?? 0) >= 500_000_000 else { return }
+    /// until the worker is reaped, but only while it is not running a job: a worker idle in
+    /// msgrcv when the signal lands just before it blocks sees it only when a message comes,
+    /// while a busy one has it counted already — and every repeat would cut short a sleep, a
+    /// poll or a SysV call of its handler with EINTR (SA_RESTART does not restart those).
+    private func askToFinish(_ pid: pid_t, slot index: Int, now: Int64) {
+        if let asked = termAskedAt[pid] {
+            guard now - asked >= 500_000_000, scoreboard.state(index) != .busy else { return }
+        }
         termAskedAt[pid] = now
         ChildProcess.signal(pid, SIGTERM)
     }
@@ -828,7 +833,7 @@ final class Supervisor {
     /// Advances rolling restarts and retries quit messages that found a full queue.
     func tick(buffer: MessageBuffer) {
         let now = monotonicNanoseconds()
-        for pid in restarting { askToFinish(pid, now: now) }
+        for (pid, index) in restarting { askToFinish(pid, slot: index, now: now) }
         if rollingCurrent == nil, !rollingPending.isEmpty {
             let index = rollingPending.removeFirst()
             if slots.indices.contains(index), slots[index].accepting, slots[index].pid != nil {
@@ -841,7 +846,7 @@ final class Supervisor {
             // with SIGTERM instead.
             for index in quitPending {
                 guard slots.indices.contains(index), let pid = slots[index].pid else { continue }
-                askToFinish(pid, now: now)
+                askToFinish(pid, slot: index, now: now)
             }
         } else if !quitPending.isEmpty {
             // A slot waiting for its replacement worker gets its quit once that worker runs.
@@ -859,8 +864,8 @@ final class Supervisor {
     @exclusivity(unchecked) private var rollingWasActive = false
     /// When each worker asked to finish (`askToFinish`) was last sent SIGTERM, until reaped.
     @exclusivity(unchecked) private var termAskedAt: [pid_t: Int64] = [:]
-    /// `restartAll`: the workers still to go.
-    @exclusivity(unchecked) private var restarting: Set<pid_t> = []
+    /// `restartAll`: the workers still to go, with their slots.
+    @exclusivity(unchecked) private var restarting: [pid_t: Int] = [:]
 
     /// True while something needs another tick soon (quit retries, a restart in progress).
     var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive || !restarting.isEmpty }
@@ -872,7 +877,7 @@ final class Supervisor {
         rollingCurrent = nil
         rollingWasActive = false
         quitPending = []
-        restarting = []
+        restarting = [:]
     }
 
     /// Workers forked in one loop turn at most. A fork costs the master 0.2–1 ms here (more as
@@ -969,20 +974,32 @@ final class Supervisor {
         }
     }
 
-    /// Queues a quit behind each live worker's pending work. Returns the slots whose queue was full.
+    /// Queues a quit behind each live worker's pending work. Returns the slots to try again: the
+    /// queue was full, or the send failed (ENOMEM, a queue removed or its mode changed from
+    /// outside: the slot's queue may be replaced by the next try). A quit given up on would leave
+    /// a rolling restart waiting for that slot, and a retiring slot running, for good.
     func sendQuit(to indices: [Int], buffer: MessageBuffer) -> [Int] {
         var retry: [Int] = []
         for index in indices where slots.indices.contains(index) && slots[index].pid != nil {
             do {
+                #if DEBUG
+                if DebugFailpoint.quits.nextCallFails() { throw SystemError("msgsnd", .noMemory) }
+                #endif
                 if try !slots[index].queue.send(buffer, type: JobCodec.quitType, length: 0, nowait: true) {
                     retry.append(index)
                 }
             } catch {
-                logger.warning("could not queue quit; will kill the worker at the deadline", metadata: ["slot": "\(index)", "error": "\(error)"])
+                retry.append(index)
+                let errno = (error as? SystemError).map { "\($0.errno.rawValue)" } ?? ""
+                logger.log(throttledBy: &quitThrottle, level: .warning, "could not queue a quit; trying again", kind: errno,
+                           metadata: ["slot": "\(index)", "error": "\(error)"])
             }
         }
         return retry
     }
+
+    /// Failed quit sends are retried every tick (5 ms): their warning is logged once a second.
+    @exclusivity(unchecked) private var quitThrottle = LogThrottle()
 
     func signalAll(_ signo: Int32) {
         for pid in livePIDs { ChildProcess.signal(pid, signo) }

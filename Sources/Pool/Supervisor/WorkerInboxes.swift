@@ -26,7 +26,7 @@ final class WorkerInboxes {
     private static let counterBytes = 16
 
     init(slots: Int, capacity: Int) throws {
-        (memory, stride) = try SharedMemory.perSlot(slots, bytesEach: Self.counterBytes + MessageBuffer.headerBytes + capacity)
+        (memory, stride) = try SharedMemory.perSlot(slots, bytesEach: Self.counterBytes + MessageBuffer.headerBytes + capacity + 1)
         self.capacity = capacity
         count = slots
     }
@@ -40,9 +40,11 @@ final class WorkerInboxes {
     /// The `msgbuf` of the slot's inbox (its `mtype` first).
     private func message(_ slot: Int) -> UnsafeMutableRawPointer { base + slot * stride + Self.counterBytes }
 
-    /// The slot's receive buffer (worker side).
+    /// The slot's receive buffer (worker side): one byte longer than any message of the pool's,
+    /// so that a longer one (not the master's: msgmax raised since the start) shows as filling it
+    /// when taken cut, instead of failing every receive with E2BIG and stopping the queue.
     func buffer(_ slot: Int) -> MessageBuffer {
-        MessageBuffer(borrowing: message(slot), capacity: capacity)
+        MessageBuffer(borrowing: message(slot), capacity: capacity + 1)
     }
 
     /// The first job id of the last job message the slot's worker took (0: none yet).

@@ -139,13 +139,21 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         #endif
         let received: (type: Int, length: Int)?
         do {
-            received = try env.queue.receive(into: inbox, nowait: false, retryOnInterrupt: false)
+            received = try env.queue.receiveTruncating(into: inbox, nowait: false, retryOnInterrupt: false)
         } catch let error as SystemError where error.errno == .interrupted {
             continue
         } catch {
             exitOnQueueFailure(error, "msgrcv of a job", queue: env.queue, logger: logger)
         }
         guard let (type, length) = received else { continue }
+        if length > env.inboxes.capacity {
+            // Longer than any message of the master's: someone else's, taken cut. Cleared first, so
+            // that a worker killed now does not leave it for the master to read as its jobs.
+            env.inboxes.clear(slot)
+            logger.error("dropped a queue message longer than any of the pool's (not the master's; msgmax raised since the start?)",
+                         metadata: ["type": "\(type)", "bytes": "> \(env.inboxes.capacity)"])
+            continue
+        }
         // A SIGTERM that landed just before msgrcv blocked was counted but did not interrupt
         // it: leave before starting anything. The message's jobs, none started, are run by
         // another worker (the master reads them from this slot's inbox).

@@ -11,8 +11,11 @@ final class DebugFailpoint {
     /// `POOL_DEBUG_FAIL_QUEUES=5`: the 5th queue creation fails with ENOSPC, as msgget does at
     /// kernel.msgmni.
     nonisolated(unsafe) static let queues = DebugFailpoint("POOL_DEBUG_FAIL_QUEUES")
+    /// `POOL_DEBUG_FAIL_QUITS=1,2`: the master's 1st and 2nd quit messages fail with ENOMEM,
+    /// as msgsnd does when the kernel cannot allocate the message.
+    nonisolated(unsafe) static let quits = DebugFailpoint("POOL_DEBUG_FAIL_QUITS")
 
-    /// Calls so far; only the single-threaded master forks and creates queues.
+    /// Calls so far; only the single-threaded master forks, creates queues and sends quits.
     private var calls = 0
     private let failing: Set<Int>
 

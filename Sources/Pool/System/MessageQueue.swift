@@ -123,15 +123,19 @@ public struct MessageQueue: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Takes the next message without waiting even if it is larger than the buffer, keeping only
-    /// what fits; `nil` when the queue is empty. For clearing an oversized message (sent by
-    /// something that is not the pool, or before msgmax was lowered) that `receive` would fail on
-    /// with E2BIG every time, leaving the queue's head stuck.
+    /// Takes the next message even if it is larger than the buffer, keeping only what fits;
+    /// `nil` when `nowait` and the queue is empty. For an oversized message (sent by something
+    /// that is not the pool, or before msgmax was lowered) that `receive` would fail on with E2BIG
+    /// every time, leaving the queue's head stuck.
     ///
     /// The corresponding C function is `msgrcv` with `MSG_NOERROR`.
-    public func receiveTruncating(into buffer: MessageBuffer, type: Int = 0) throws -> (type: Int, length: Int)? {
+    public func receiveTruncating(into buffer: MessageBuffer, type: Int = 0, nowait: Bool = true,
+                                  retryOnInterrupt: Bool = true) throws -> (type: Int, length: Int)? {
         var received = 0
-        switch valueOrErrno("msgrcv", { csysv_msgrcv_truncating(id, buffer.base, buffer.capacity, type, &received) }) {
+        let result = valueOrErrno("msgrcv", retryOnInterrupt: retryOnInterrupt) {
+            csysv_msgrcv_truncating(id, buffer.base, buffer.capacity, type, nowait ? 1 : 0, &received)
+        }
+        switch result {
         case .success(let length): return (received, length)
         case .failure(let error) where error.errno == .noMessage: return nil
         case .failure(let error): throw error
