@@ -289,6 +289,33 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// A result-mode client that hangs up (closes both ways) with requests written but not yet
+    /// read: nobody can take their answers, so they are not run — the connection is closed at the
+    /// hang-up. They used to be read and run, as held jobs of clients gone after a timeout were.
+    /// The master is frozen (SIGSTOP) while the client writes and goes, so the hang-up and the
+    /// requests reach it in one event.
+    @Test func requestsOfAClientThatHungUpAreNotRun() throws {
+        let server = try TestServer(Self.resultEcho + ["--workers", "1"])
+        defer { kill(server.pid, SIGCONT) }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("first".bytes).body == "first".bytes)
+        kill(server.pid, SIGSTOP)
+        try #require(waitUntil(timeout: 20) { processState(server.pid) == "T" }, "the master did not stop")
+        for payload in ["gone-1", "gone-2", "gone-3"] { try client.send(payload.bytes) }
+        client.close()
+        kill(server.pid, SIGCONT)
+        let closed = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.activeConnections == 0 }
+        #expect(closed.ok, "\(String(describing: closed.last?.raw))")
+        // Time for anything dispatched to be run.
+        usleep(500_000)
+        let jobs = OperationsSupport.status(server.socketPath)?.workers.map(\.jobsHandled)
+        #expect(jobs == [1], "jobs handled per worker: \(String(describing: jobs))\n\(server.log.suffix(2000))")
+        let next = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try next.request("next".bytes).body == "next".bytes)
+        next.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     // MARK: - Ack mode, garbage, limits
 
     @Test func ackModeAnswersOkWithEmptyBodies() throws {
@@ -439,6 +466,31 @@ private extension PoolClient.Response {
     }
 
     // MARK: - --idle-timeout
+
+    /// A client refused while still writing (a request over --max-message) may finish its write:
+    /// what it sends is read and thrown away, and, as on any connection, each byte moved starts
+    /// --idle-timeout again. The discarding did not count: a client writing more slowly than the
+    /// timeout was closed in the middle of its write (its next send failed with EPIPE).
+    @Test func aRefusedClientStillWritingIsNotIdle() throws {
+        let server = try TestServer(Self.resultEcho + ["--workers", "1", "--idle-timeout", "1", "--max-message", "100"])
+        let connection = try RawConnection(path: server.socketPath, timeout: 30)
+        defer { connection.close() }
+        let frame = FramedWire.requestFrame(Array(repeating: 0x41, count: 2_000))
+        try connection.write(Array(frame[0..<54]))
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "request over --max-message").isEmpty }, "\(server.log)")
+        // 3.2 s of a slow write, three times the idle timeout, a piece every 0.4 s.
+        var offset = 54
+        for _ in 0..<8 {
+            usleep(400_000)
+            try connection.write(Array(frame[offset..<offset + 50]))
+            offset += 50
+        }
+        try connection.write(Array(frame[offset...]))
+        let answer = connection.readFrames(1)
+        #expect(answer?.first?.status == ResponseStatus.tooLarge.rawValue, "\(String(describing: answer))")
+        connection.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
 
     /// Idle time counts from the last byte moved, not from the last request read: a connection
     /// whose 7 s job outlived --idle-timeout 3 is not closed the moment its answer is written,

@@ -482,9 +482,12 @@ final class Master {
     /// of oneshot one-connection throughput). The listener is level-triggered, so a backlog that
     /// is not empty is reported again by the next `epoll_wait`, whose turn also serves what else
     /// is ready. Framed clients stay connected, so their accepts are rare and taken in a batch.
+    /// Either way at most `acceptsPerTurn` connections are taken (refused ones too): clients
+    /// that connect as fast as they are taken — or refused, at the connection limit — must not
+    /// keep the loop from the replies, the other connections and the timers.
     func acceptClients(untilEmpty: Bool) {
         guard let listener else { return }
-        while true {
+        for _ in 0..<Self.acceptsPerTurn {
             let client: SocketFD?
             do {
                 client = try listener.socket.accept()
@@ -541,6 +544,10 @@ final class Master {
             watch(connection, .readable)
         }
     }
+
+    /// See `acceptClients`: about one loop turn's worth of new clients, whose first reads come
+    /// in that same turn (oneshot) or the next.
+    static let acceptsPerTurn = 64
 
     /// Out of descriptors: free the spare, take the waiting connection and close it so the client
     /// is not left hanging in the backlog and the listener does not spin.
@@ -614,7 +621,19 @@ final class Master {
             controlEvent(connection, events)
             return
         }
-        if events.contains(.hangup) || events.contains(.error) { connection.hungUp = true }
+        if events.contains(.hangup) || events.contains(.error) {
+            connection.hungUp = true
+            // The peer closed both ways (a half-close is not a hang-up): no answer can reach it.
+            // Result mode closes now, so that requests it left unread are not read, and those held
+            // for queue room are not run: under overload, clients that time out and go would
+            // otherwise keep the workers busy with answers nobody can take. What its workers have
+            // taken still runs; the replies find no connection and are dropped. Ack mode keeps
+            // reading: a producer may write its messages and go without waiting for its `ok`s.
+            if configuration.replyMode == .result && !connection.lingering {
+                close(connection, reason: "client hung up")
+                return
+            }
+        }
         if events.contains(.writable) || events.contains(.error) {
             flush(connection)
             guard connections[key] != nil else { return }
@@ -788,6 +807,9 @@ final class Master {
             guard let n, let count = n else { return }
             if count == 0 { connection.peerClosed = true; return }
             connection.discardedBytes += count
+            // Bytes moved, as the idle timeout counts them: a client still finishing its write
+            // is not idle (the discard limit bounds what it may send).
+            connection.lastActivity = turnStart
             if connection.discardedBytes > Self.discardLimit {
                 logger.info("closing a connection that kept sending after its message or refusal",
                             metadata: ["discarded-bytes": "\(connection.discardedBytes)"])

@@ -7,7 +7,8 @@ import Logging
 extension Master {
     func acceptControl() {
         guard let control else { return }
-        while true {
+        // Bounded per turn as the clients' accepts are (`acceptClients`).
+        for _ in 0..<Self.acceptsPerTurn {
             let client: SocketFD?
             do {
                 client = try control.socket.accept()
