@@ -193,6 +193,10 @@ private extension PoolClient.Response {
         let server = try TestServer(Self.resultSim)
         let leaver = try RawConnection(path: server.socketPath)
         try leaver.write(FramedWire.requestFrames(Array(repeating: "sleep:200".bytes, count: 4)))
+        // Gone once its requests are in flight: a hang-up seen before they are read leaves them
+        // unread (and not run).
+        let taken = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.workers.contains { $0.state == "busy" } }
+        #expect(taken.ok, "no worker took a sleep: \(String(describing: taken.last?.workers))")
         leaver.close()
 
         // The next client gets exactly its own replies, in order, and nothing else. Its jobs queue
@@ -220,10 +224,10 @@ private extension PoolClient.Response {
         let worker = try #require(waitForWorkers(server, 1)?.first)
         let leaver = try RawConnection(path: server.socketPath)
         try leaver.write(FramedWire.requestFrames(["sleep:3000".bytes]))
-        leaver.close()
         // The worker has taken the job (it received from its queue), so the connection is
         // abandoned with one request in flight for the next ~3 s.
         #expect(waitUntil(timeout: 20) { queueRow(queue)?.lastReceivePID == worker })
+        leaver.close()
         usleep(100_000)
         let before = try #require(cpuTicks(server.pid))
         usleep(1_000_000)
