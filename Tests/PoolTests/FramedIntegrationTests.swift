@@ -320,6 +320,40 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// Jobs held for queue room whose client has gone do not take --max-backlog from new
+    /// clients. One worker sleeps; 7000-byte jobs fill its one-message queue and a backlog of 3:
+    /// two of a live client first, then one of a client that hangs up. The next client's request
+    /// used to be answered busy: the held jobs are retried oldest first and the retry stops at
+    /// the second live one (no room), so the dead one behind them stayed until they had gone.
+    @Test func heldJobsOfAClientGoneLeaveTheBacklog() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "1", "--dispatch", "round-robin", "--queue-bytes", "8192",
+                                                      "--arena-chunks", "0", "--max-backlog", "3"])
+        let big = Array(repeating: UInt8(0x42), count: 7_000)
+        let sleeper = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        defer { sleeper.close() }
+        try sleeper.send("sleep:3000".bytes)
+        let busy = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.workers.first?.state == "busy" }
+        try #require(busy.ok, "the worker never took the sleep: \(String(describing: busy.last?.workers))")
+        // One big job fills the queue, the next two are held.
+        let live = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        defer { live.close() }
+        for _ in 0..<3 { try live.send(big) }
+        try #require(OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.heldRequests == 2 }.ok)
+        let leaver = try RawConnection(path: server.socketPath)
+        try leaver.write(FramedWire.requestFrame(big))
+        let full = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.heldRequests == 3 }
+        try #require(full.ok, "the backlog never filled: \(String(describing: full.last?.raw))")
+        leaver.close()
+        #expect(OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.activeConnections == 2 }.ok)
+        let next = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let answer = try next.request("next".bytes)
+        #expect(answer.status == .ok && answer.body == "next".bytes, "\(answer)")
+        next.close()
+        #expect(try sleeper.receive().body == "sleep:3000".bytes)
+        #expect(try (0..<3).map { _ in try live.receive().body } == [big, big, big])
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     // MARK: - Ack mode, garbage, limits
 
     @Test func ackModeAnswersOkWithEmptyBodies() throws {

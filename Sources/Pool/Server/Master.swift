@@ -84,6 +84,10 @@ final class Master {
     @exclusivity(unchecked) var turnStart = monotonicNanoseconds()
     @exclusivity(unchecked) var routes = RequestIDMap<Route>()
     @exclusivity(unchecked) var held = FIFO<Held>()
+    /// A connection with requests in flight closed while jobs were held (`backlogHasRoom`).
+    @exclusivity(unchecked) var heldMayHaveOrphans = false
+    /// The loop turn of the last pass dropping held jobs of clients gone.
+    @exclusivity(unchecked) var heldCompactedTurn: UInt64 = .max
     /// Jobs staged this loop turn, one batch per slot (index = slot).
     @exclusivity(unchecked) var batches: [JobBatch] = []
     /// Set when a job is staged, cleared by `flushBatches`: the loop flushes three times a turn,
@@ -856,7 +860,7 @@ final class Master {
             // queue is full, once a queue has room (the client waits: backpressure).
             let ack = JobBatch.Ack(connection: connection.key, sequence: sequence)
             if held.isEmpty, stage(id: id, payload: payload, ack: ack) { return }
-            if held.count < configuration.maxBacklog {
+            if backlogHasRoom() {
                 held.append(Held(id: id, payload: Array(payload), ack: ack))
                 watchWhileHeld(ack)
             } else {
@@ -866,7 +870,7 @@ final class Master {
             let route = Route(connection: connection.key, sequence: sequence)
             if held.isEmpty, stage(id: id, payload: payload, ack: nil) {
                 routes[id] = route
-            } else if held.count < configuration.maxBacklog {
+            } else if backlogHasRoom() {
                 routes[id] = route
                 held.append(Held(id: id, payload: Array(payload)))
             } else {
@@ -1053,6 +1057,28 @@ final class Master {
                    metadata: ["job": "\(id)"])
         guard let connection = connections[key] else { return }
         answer(connection, sequence, .busy, [])
+    }
+
+    /// Whether `held` takes one more job under --max-backlog, once the jobs of clients gone are
+    /// out of it. `dispatchHeld` drops those when they reach the front, but behind live ones they
+    /// would fill the backlog meanwhile, and new clients would be answered busy. Dropped here in
+    /// one pass over `held`, only when it is full, a connection that had requests in flight has
+    /// closed since the last pass, and not yet this loop turn.
+    func backlogHasRoom() -> Bool {
+        if held.count < configuration.maxBacklog { return true }
+        guard heldMayHaveOrphans, heldCompactedTurn != turn else { return false }
+        heldCompactedTurn = turn
+        heldMayHaveOrphans = false
+        held.removeAll { job in
+            if let ack = job.ack { return connections[ack.connection] == nil }
+            if job.acknowledged { return false }
+            guard let route = routes[job.id], connections[route.connection] != nil else {
+                routes.removeValue(forKey: job.id)
+                return true
+            }
+            return false
+        }
+        return held.count < configuration.maxBacklog
     }
 
     /// Moves held jobs, oldest first, into batches until a queue is full again.
@@ -1480,6 +1506,7 @@ final class Master {
 
     func close(_ connection: Connection, reason: String?) {
         guard connections.removeValue(forKey: connection.key) != nil else { return }
+        if connection.inflight > 0 && !held.isEmpty { heldMayHaveOrphans = true }
         if connection.isControl { controlConnectionCount -= 1 }
         if let reason, connection.inflight > 0 {
             logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])

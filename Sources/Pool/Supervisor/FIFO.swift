@@ -45,6 +45,13 @@ struct FIFO<Element> {
         return true
     }
 
+    /// Removes every element matching `predicate`, keeping the others' order (O(n)).
+    mutating func removeAll(where predicate: (Element) -> Bool) {
+        storage.removeSubrange(..<head)
+        head = 0
+        storage.removeAll(where: predicate)
+    }
+
     /// The elements, oldest first.
     var elements: ArraySlice<Element> { storage[head...] }
 
