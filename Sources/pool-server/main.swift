@@ -30,6 +30,9 @@ struct Cleanup: ParsableCommand {
             print("nothing to clean up")
         }
         for line in report.lines { print(line) }
+        if let reason = report.unlockedSocketCheck {
+            FileHandleStderr.write("pool-server: warning: checked for a stale socket without the directory lock: \(reason)\n")
+        }
         if report.liveMaster != nil { throw ExitCode(1) }
     }
 }

@@ -2148,10 +2148,12 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     /// one about the first. The first, held between its bind and its listen, has a socket file
     /// that refuses connections, as a stale one does: the late one used to unlink it and start,
     /// leaving the first listening on a name nobody could reach. The lock on the socket's
-    /// directory makes it wait for the first's listen and then refuse.
+    /// directory makes it wait for the first's listen and then refuse. (The hold, 2 s for each of
+    /// the two sockets, stays within the lock's 5 s wait, past which the late one would go on
+    /// without the lock.)
     @Test func aMasterStartingOnASocketAnotherIsBindingRefuses() throws {
         let first = try TestServer(F.framedEcho + ["--workers", "1"], waitForStart: false,
-                                   environment: Self.debugEnvironment("POOL_DEBUG_BIND_DELAY_MS", "1500"))
+                                   environment: Self.debugEnvironment("POOL_DEBUG_BIND_DELAY_MS", "2000"))
         let footprint = F.Footprint(first)
         defer { first.stop(); footprint.removeLeftovers() }
         try #require(waitUntil(timeout: 20) { first.log.contains("debug: holding between bind and listen") }, "\(first.log)")

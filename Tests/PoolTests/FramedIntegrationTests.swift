@@ -195,7 +195,9 @@ private extension PoolClient.Response {
         try leaver.write(FramedWire.requestFrames(Array(repeating: "sleep:200".bytes, count: 4)))
         // Gone once its requests are in flight: a hang-up seen before they are read leaves them
         // unread (and not run).
-        let taken = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.workers.contains { $0.state == "busy" } }
+        let taken = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { status in
+            status.workers.contains { $0.state == "busy" || $0.jobsHandled > 0 }
+        }
         #expect(taken.ok, "no worker took a sleep: \(String(describing: taken.last?.workers))")
         leaver.close()
 
@@ -510,15 +512,15 @@ private extension PoolClient.Response {
     /// --idle-timeout again. The discarding did not count: a client writing more slowly than the
     /// timeout was closed in the middle of its write (its next send failed with EPIPE).
     @Test func aRefusedClientStillWritingIsNotIdle() throws {
-        let server = try TestServer(Self.resultEcho + ["--workers", "1", "--idle-timeout", "1", "--max-message", "100"])
+        let server = try TestServer(Self.resultEcho + ["--workers", "1", "--idle-timeout", "2", "--max-message", "100"])
         let connection = try RawConnection(path: server.socketPath, timeout: 30)
         defer { connection.close() }
         let frame = FramedWire.requestFrame(Array(repeating: 0x41, count: 2_000))
         try connection.write(Array(frame[0..<54]))
         #expect(waitUntil(timeout: 20) { !server.logLines(containing: "request over --max-message").isEmpty }, "\(server.log)")
-        // 3.2 s of a slow write, three times the idle timeout, a piece every 0.4 s.
+        // 4.8 s of a slow write, more than twice the idle timeout, a piece every 0.4 s.
         var offset = 54
-        for _ in 0..<8 {
+        for _ in 0..<12 {
             usleep(400_000)
             try connection.write(Array(frame[offset..<offset + 50]))
             offset += 50

@@ -149,6 +149,8 @@ private typealias S = OperationsSupport
         try client.send("sleep:2500".bytes)
         let busy = S.waitForStatus(server.socketPath, timeout: 10) { $0.workers.first?.state == "busy" }
         try #require(busy.ok, "the worker never took the job: \(String(describing: busy.last?.workers))")
+        // Inside its sleep by then (busy is marked just before), so the first SIGTERM interrupts it.
+        usleep(300_000)
         let control = server.socketPath + ".ctl"
         #expect(try ControlClient.send("reload", controlSocket: control).hasPrefix("ok"))
         let answer = try client.receive()

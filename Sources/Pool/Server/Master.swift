@@ -486,12 +486,13 @@ final class Master {
     /// of oneshot one-connection throughput). The listener is level-triggered, so a backlog that
     /// is not empty is reported again by the next `epoll_wait`, whose turn also serves what else
     /// is ready. Framed clients stay connected, so their accepts are rare and taken in a batch.
-    /// Either way at most `acceptsPerTurn` connections are taken (refused ones too): clients
-    /// that connect as fast as they are taken — or refused, at the connection limit — must not
-    /// keep the loop from the replies, the other connections and the timers.
-    func acceptClients(untilEmpty: Bool) {
+    /// Either way at most `limit` connections are taken (refused ones too): clients that connect
+    /// as fast as they are taken — or refused, at the connection limit — must not keep the loop
+    /// from the replies, the other connections and the timers. (The stop takes the whole
+    /// backlog before it closes the listener.)
+    func acceptClients(untilEmpty: Bool, limit: Int = Master.acceptsPerTurn) {
         guard let listener else { return }
-        for _ in 0..<Self.acceptsPerTurn {
+        for _ in 0..<limit {
             let client: SocketFD?
             do {
                 client = try listener.socket.accept()

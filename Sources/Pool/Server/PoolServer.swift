@@ -66,6 +66,10 @@ public final class PoolServer {
         // A master that was SIGKILLed left its queues (they outlive processes): remove them.
         let recovery = recoverStaleState(statePath: configuration.stateFilePath, socketPath: configuration.socketPath,
                                          probeSocket: activated.isEmpty)
+        if let reason = recovery.unlockedSocketCheck {
+            logger.warning("checked for a stale socket without the start-up lock: another master starting on this socket at this moment could lose it",
+                           metadata: ["socket": "\(configuration.socketPath)", "reason": "\(reason)"])
+        }
         if let live = recovery.liveMaster {
             throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
         }
@@ -104,8 +108,8 @@ public final class PoolServer {
         /// Undoes a failed start: nothing of it may outlive the process (queues above all).
         func abandon(_ error: Error) -> Error {
             for open in [listener, control].compactMap({ $0 }) {
-                open.socket.close()
                 open.unlinkIfOurs()
+                open.socket.close()
             }
             pidFile?.removeIfOurs()
             supervisor.killAndReapAll()

@@ -18,7 +18,7 @@ extension Master {
         // Clients already waiting in the listen backlog are taken in rather than reset when the
         // listener closes: one whose request is there is answered (shutting down); one that has
         // sent nothing yet owes nothing and is closed in order, like any silent connection.
-        acceptClients(untilEmpty: true)
+        acceptClients(untilEmpty: true, limit: .max)
         closeListener()
         // The operator's connections are left alone: the one that sent `stop` gets its answer.
         for connection in connections.values where !connection.isControl {
@@ -35,16 +35,18 @@ extension Master {
     }
 
     func closeListener() {
+        // Unlinked before closed: once closed, a master starting on the path finds the socket
+        // stale and may bind its own there, which an unlink after the close could then remove.
         if let control {
             try? epoll.remove(control.socket.raw)
-            control.socket.close()
             control.unlinkIfOurs()
+            control.socket.close()
             self.control = nil
         }
         guard let listener else { return }
         try? epoll.remove(listener.socket.raw)
-        listener.socket.close()
         listener.unlinkIfOurs()
+        listener.socket.close()
         self.listener = nil
     }
 

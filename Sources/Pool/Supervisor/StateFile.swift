@@ -118,6 +118,9 @@ public struct RecoveryReport: Sendable {
     public var removedControlSocket = false
     /// The state file was unlinked.
     public var removedStateFile = false
+    /// Why the stale-socket checks ran without the lock on the socket's directory, if they did
+    /// (see `DirectoryLock`): a master starting beside this one could lose its socket to them.
+    public var unlockedSocketCheck: String?
     /// Why the state file was left in place, when it was: queues it records could not be removed
     /// (it still names them for a later try), or it was not its recorded user's to trust.
     public var keptStateFile: String?
@@ -198,21 +201,22 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     // Temporaries of the atomic writer left by a master killed between its open and rename.
     removeAbandonedTemporaries(of: statePath)
     if probeSocket && !(file?.state.socketActivated ?? false) {
-        report.removedSocket = unlinkIfStale(socketPath)
+        report.removedSocket = unlinkIfStale(socketPath, unlocked: &report.unlockedSocketCheck)
     }
     // The control socket is always ours (never passed by systemd).
-    report.removedControlSocket = unlinkIfStale(controlPath)
+    report.removedControlSocket = unlinkIfStale(controlPath, unlocked: &report.unlockedSocketCheck)
     return report
 }
 
 /// Unlinks a socket file nobody listens on, under the lock a starting master holds from its
 /// probe to its listen (`Listener.open`): between its bind and its listen a connect is refused,
 /// and its socket would look stale. Without the lock (the directory unreadable, or held for
-/// long) the check is made anyway, as before the lock existed.
-private func unlinkIfStale(_ path: String) -> Bool {
+/// long) the check is made anyway, as before the lock existed, and `unlocked` says why.
+private func unlinkIfStale(_ path: String, unlocked: inout String?) -> Bool {
     var reason = ""
     let lock = DirectoryLock.lock(directoryOf: path, timeout: 5, reason: &reason)
     defer { lock?.unlock() }
+    if lock == nil { unlocked = reason }
     return probeSocketPath(path) == .stale && unlink(path) == 0
 }
 

@@ -12,6 +12,11 @@ import SystemPackage
 struct DirectoryLock {
     private let descriptor: Int32
 
+    /// Directories this process found locked for a whole timeout: anyone who may read a directory
+    /// may lock it (another user, in /tmp), and a start takes the lock up to four times. After one
+    /// timeout the others try once, without waiting. (Only the single-threaded master locks.)
+    nonisolated(unsafe) private static var heldByOthers: Set<String> = []
+
     /// Locks the directory holding `path`, polling for at most `timeout` seconds: a holder keeps
     /// it for microseconds, and the master must not hang on someone else's lock at start. nil if
     /// the directory cannot be opened for reading or stays locked; `reason` says which.
@@ -26,16 +31,20 @@ struct DirectoryLock {
             reason = "\(SystemError("open(\(directory))", .current))"
             return nil
         }
-        var waited = 0.0
+        let deadline = monotonicNanoseconds() + (heldByOthers.contains(directory) ? 0 : Int64(timeout * 1e9))
         while true {
             switch valueOrErrno("flock(\(directory))", { csysv_flock_exclusive_nowait(descriptor) }) {
             case .success:
                 return DirectoryLock(descriptor: descriptor)
-            case .failure(let error) where error.errno == .resourceTemporarilyUnavailable && waited < timeout:
+            case .failure(let error) where error.errno == .resourceTemporarilyUnavailable && monotonicNanoseconds() < deadline:
                 usleep(1_000)
-                waited += 0.001
             case .failure(let error):
-                reason = error.errno == .resourceTemporarilyUnavailable ? "\(directory) still locked by another process after \(timeout) s" : "\(error)"
+                if error.errno == .resourceTemporarilyUnavailable {
+                    heldByOthers.insert(directory)
+                    reason = "\(directory) is locked by another process (given up after \(timeout) s once)"
+                } else {
+                    reason = "\(error)"
+                }
                 close(descriptor)
                 return nil
             }
