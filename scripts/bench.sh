@@ -65,6 +65,7 @@ SEED_PHP="$ROOT/../shared/seed/server.php"
 
 log() { printf '%s\n' "$*" >&2; }
 command -v jq >/dev/null || { log "bench.sh needs jq (apt-get install jq)"; exit 2; }
+command -v ps >/dev/null || { log "bench.sh needs ps (apt-get install procps)"; exit 2; }
 for part in ${PARTS//,/ }; do
     case $part in matrix|memory|scale|skew|sizes) ;; *) log "BENCH_PARTS: unknown part '$part' (matrix,memory,scale,skew,sizes)"; exit 2 ;; esac
 done

@@ -227,7 +227,9 @@ struct PoolBench: ParsableCommand {
         let rate = elapsed > 0 ? Double(completed) / elapsed : 0
 
         var serverCPU: (total: Double, master: Double, workers: Double)?
-        if let before = cpuBefore, let after = cpuAfter {
+        // A master gone by the end (or the start) has no CPU to read: none is reported, rather than
+        // a difference with zero.
+        if let before = cpuBefore, let after = cpuAfter, before.masterAlive, after.masterAlive {
             let master = Double(Int64(bitPattern: after.masterNanos &- before.masterNanos)) / 1e9
             let total = Double(Int64(bitPattern: after.totalNanos &- before.totalNanos)) / 1e9
             serverCPU = (total, master, total - master)
@@ -268,15 +270,15 @@ struct PoolBench: ParsableCommand {
                 members.append(("latency_non_skew_us", latencyJSON(normal)))
                 if wireProtocol == .framed { members.append(("latency_non_skew_clear_us", latencyJSON(clear))) }
             }
-            if let serverPid, let serverCPU, let cpuAfter {
+            if let serverPid, let cpuAfter {
                 members.append(("server", .object([
                     ("pid", .integer(Int(serverPid))),
                     ("alive_after", .bool(cpuAfter.masterAlive)),
                     ("workers_after", .array(cpuAfter.workers.map { .integer(Int($0)) })),
-                    ("cpu_s", .number(serverCPU.total)),
-                    ("master_cpu_s", .number(serverCPU.master)),
-                    ("workers_cpu_s", .number(serverCPU.workers)),
-                    ("cpu_us_per_request", perRequest(serverCPU.total).map { .number($0) } ?? .null),
+                    ("cpu_s", serverCPU.map { .number($0.total) } ?? .null),
+                    ("master_cpu_s", serverCPU.map { .number($0.master) } ?? .null),
+                    ("workers_cpu_s", serverCPU.map { .number($0.workers) } ?? .null),
+                    ("cpu_us_per_request", serverCPU.flatMap { perRequest($0.total) }.map { .number($0) } ?? .null),
                 ])))
             }
             members.append(("client_cpu_s", .number(clientCPU)))
@@ -311,10 +313,14 @@ struct PoolBench: ParsableCommand {
                 rows.append(("  not behind skew", latencyLine(clear)))
                 rows.append(("", "(\(behind) of \(normal.total) non-skew requests were sent behind a skew request on their connection)"))
             }
-            if let serverPid, let serverCPU, let cpuAfter {
-                let value = perRequest(serverCPU.total).map { fixed($0, 2) + " us/req" } ?? "-"
-                rows.append(("server CPU", value + "  (pid \(serverPid)\(cpuAfter.masterAlive ? "" : " gone"): "
-                             + "master \(fixed(serverCPU.master, 2)) s, workers \(fixed(serverCPU.workers, 2)) s)"))
+            if let serverPid, let cpuAfter {
+                if let serverCPU {
+                    let value = perRequest(serverCPU.total).map { fixed($0, 2) + " us/req" } ?? "-"
+                    rows.append(("server CPU", value + "  (pid \(serverPid): "
+                                 + "master \(fixed(serverCPU.master, 2)) s, workers \(fixed(serverCPU.workers, 2)) s)"))
+                } else {
+                    rows.append(("server CPU", "-  (pid \(serverPid) \(cpuAfter.masterAlive ? "not there at the start" : "gone by the end"))"))
+                }
             }
             rows.append(("client CPU", (perRequest(clientCPU).map { fixed($0, 2) + " us/req" } ?? "-")
                          + "  (\(fixed(clientCPU, 2)) s)"))

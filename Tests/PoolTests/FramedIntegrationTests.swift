@@ -189,6 +189,24 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// PoolClient: `request` and `pipeline` refuse while answers to `send`s are still to come
+    /// (the next answer would be taken as theirs), and the connection stays usable. Framed and
+    /// tagged (where a caller's tag could also clash with the automatic ones).
+    @Test func poolClientDoesNotHandOutAnAnswerOfAnEarlierSend() throws {
+        for tagged in [false, true] {
+            let server = try TestServer(tagged ? ["--protocol", "tagged", "--reply", "result", "--handler", "echo"] : Self.resultEcho)
+            let client = try PoolClient(socketPath: server.socketPath, timeout: 30, tagged: tagged)
+            try client.send("early".bytes, tag: 0)
+            #expect(throws: PoolClient.ProtocolError.self) { _ = try client.request("late".bytes) }
+            #expect(throws: PoolClient.ProtocolError.self) { _ = try client.pipeline(["late".bytes]) }
+            #expect(try client.receive().body == "early".bytes)
+            #expect(try client.request("late".bytes).body == "late".bytes)
+            #expect(try client.pipeline(["x".bytes, "y".bytes]).map(\.body) == ["x".bytes, "y".bytes])
+            client.close()
+            FramedSupport.expectCleanShutdown(server)
+        }
+    }
+
     @Test func clientLeavingWithRequestsInFlightHarmsNobody() throws {
         let server = try TestServer(Self.resultSim)
         let leaver = try RawConnection(path: server.socketPath)

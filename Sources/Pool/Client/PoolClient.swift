@@ -86,8 +86,11 @@ public final class PoolClient {
     /// Sends one request and waits for its response. A server that answered and closed before
     /// the request went out (*busy* past `--max-connections`) fails the write; its answer is
     /// still read and returned.
+    /// Throws `ProtocolError` (the connection stays usable) while answers to requests written with
+    /// `send` are still to be received: the next answer would be one of theirs.
     public func request(_ payload: [UInt8]) throws -> Response {
-        try guarded(writes: true) {
+        try requireInStep("request")
+        return try guarded(writes: true) {
             let tag = tagged ? takeTag() : 0
             do { try sendFrame(payload, tag: tag) } catch let error as SystemError where Self.peerClosed(error) {
                 // Only when nothing else is owed is the first answer surely this request's (a
@@ -120,7 +123,22 @@ public final class PoolClient {
 
     /// Reads the next response and its tag (always 0 on a framed connection).
     public func receiveTagged() throws -> (tag: UInt32, response: Response) {
-        try guarded(writes: false, survivesTimeout: true) { try nextResponse() }
+        if let (tag, response) = early.first {
+            early[tag] = nil
+            return (tag, response)
+        }
+        return try guarded(writes: false, survivesTimeout: true) { try nextResponse() }
+    }
+
+    /// `request` and `pipeline` take the next answers as theirs (framed: the next in order;
+    /// tagged: their own tags, which could clash with tags the caller chose for `send`).
+    private func requireInStep(_ call: String) throws {
+        // A failed connection says so in `guarded`.
+        if failure != nil || writeFailure != nil { return }
+        let outstanding = answersOwed + early.count
+        guard outstanding == 0 else {
+            throw ProtocolError(description: "\(call): \(outstanding) answers to requests written with send() are still to be received; receive them first")
+        }
     }
 
     private func nextResponse() throws -> (tag: UInt32, response: Response) {
@@ -177,8 +195,10 @@ public final class PoolClient {
     /// deadlock against a server that applies backpressure).
     /// Tagged: every request gets its own tag, and the responses, whatever order they come in,
     /// are returned in request order.
+    /// Like `request`, throws while answers to requests written with `send` are still to come.
     public func pipeline(_ payloads: [[UInt8]]) throws -> [Response] {
-        try guarded(writes: true) {
+        try requireInStep("pipeline")
+        return try guarded(writes: true) {
             answersOwed += payloads.count
             return try pipelineRequests(payloads)
         }
