@@ -234,7 +234,8 @@ public final class PoolClient {
             var fds = [pollfd(fd: socket.raw, events: Int16(POLLIN), revents: 0)]
             if written < out.count { fds[0].events |= Int16(POLLOUT) }
             // Milliseconds, rounded up (a positive timeout never polls for 0 ms) and clamped.
-            let ready = poll(&fds, 1, timeout.map { Int32(clamping: Int(($0 * 1000).rounded(.up).clamped(to: 1...2e9))) } ?? -1)
+            // NaN as the socket options take it (`SocketFD.socketTimeout`): the longest wait.
+            let ready = poll(&fds, 1, timeout.map { Int32(clamping: Int($0.isNaN ? 2e9 : ($0 * 1000).rounded(.up).clamped(to: 1...2e9))) } ?? -1)
             if ready < 0 { if errno == EINTR { continue }; throw SystemError("poll", .current) }
             if ready == 0 { throw incomplete("timed out waiting for the server") }
             // Read before writing: a server that refuses a request answers what came before it
