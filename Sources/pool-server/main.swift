@@ -367,7 +367,7 @@ struct Serve: ParsableCommand {
         }
         if let logFile {
             // Like any other resource the server cannot get at start: exit 2, reason on stderr.
-            do { try LogFile.redirectStandardError(to: logFile) } catch {
+            do { try LogFile.redirectStandardError(to: logFile, workersUID: configuration.workerUser?.uid) } catch {
                 let line = "pool-server: cannot start: --log-file \(logFile): \(error)\n"
                 _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
                 throw ExitCode(2)

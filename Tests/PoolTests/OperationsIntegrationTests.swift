@@ -1203,6 +1203,26 @@ private typealias S = OperationsSupport
         }
     }
 
+    /// With --user the root master opens --log-file following no symlink and taking no regular
+    /// file with more than one link: were the log's directory writable by the workers' user, a
+    /// name it replaced with a link to a system file would have the master append to that file.
+    /// Both are refused at start (exit 2); the file they lead to is left untouched.
+    @Test func withUserTheLogFileIsNotALink() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let target = directory + "/system-file"
+        try Data("precious\n".utf8).write(to: URL(fileURLWithPath: target))
+        try #require(symlink(target, directory + "/symlinked.log") == 0 && link(target, directory + "/linked.log") == 0)
+        for (name, reason) in [("symlinked.log", "symbolic links"), ("linked.log", "one link")] {
+            let socket = directory + "/pool.sock"
+            let result = try S.poolServer(["--socket", socket, "--user", "nobody", "--log-file", directory + "/" + name], timeout: 30)
+            #expect(!result.timedOut && result.status == 2, "\(name): status \(result.status): \(result.stderr)")
+            #expect(result.stderr.contains("--log-file") && result.stderr.contains(reason), "\(name): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: socket))
+        }
+        #expect((try? String(contentsOfFile: target, encoding: .utf8)) == "precious\n")
+    }
+
     /// A log file that cannot be opened is a resource the server cannot get, like its socket:
     /// exit 2 with the reason, and nothing created.
     @Test func unopenableLogFileStopsTheStartWithExit2() throws {

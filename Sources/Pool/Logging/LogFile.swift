@@ -9,10 +9,19 @@ public enum LogFile {
     nonisolated(unsafe) private static var path: String?
     nonisolated(unsafe) private static var reopenOnSignal = false
 
+    nonisolated(unsafe) private static var untrustedDirectory = false
+
     /// Sends stderr to `path` (appending, created 0640). At start a FIFO is waited for (opened
     /// blocking until it has a reader), as a shell's `2>fifo` would.
-    public static func redirectStandardError(to path: String) throws {
+    ///
+    /// `workersUID`: the workers run as this other user (`--user`). The master's opens (this one
+    /// and every SIGUSR1 reopen) then follow no symlink and take only a FIFO or a regular file
+    /// with one link: were the log's directory writable by that user, a name it replaced with a
+    /// link to a system file would have the root master append to it — and hand the descriptor
+    /// to every worker.
+    public static func redirectStandardError(to path: String, workersUID: uid_t? = nil) throws {
         self.path = path
+        untrustedDirectory = workersUID.map { $0 != geteuid() } ?? false
         try open(waitingForReader: true)
     }
 
@@ -29,7 +38,16 @@ public enum LogFile {
     private static func open(waitingForReader: Bool) throws {
         guard let path else { return }
         let flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | (waitingForReader ? 0 : O_NONBLOCK)
+            | (untrustedDirectory ? O_NOFOLLOW : 0)
         let fd = try valueOrErrno("open(\(path))") { Glibc.open(path, flags, 0o640) }.get()
+        if untrustedDirectory {
+            var st = stat()
+            let kind = fstat(fd, &st) == 0 ? st.st_mode & S_IFMT : 0
+            guard kind == S_IFIFO || kind == S_IFCHR || (kind == S_IFREG && st.st_nlink == 1) else {
+                close(fd)
+                throw SystemError("open(\(path)): with --user, a FIFO, a device such as /dev/null, or a regular file with one link (not a symlink, not a hard link)", .notPermitted)
+            }
+        }
         // The description is shared with the workers, whose writes wait (MasterLogOutput gives
         // the master its own non-blocking one): O_NONBLOCK was for the open only.
         if !waitingForReader && csysv_set_nonblocking(fd, 0) != 0 {

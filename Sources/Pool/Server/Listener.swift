@@ -55,7 +55,18 @@ struct Listener {
                 throw ConfigurationError("\(path): longer than a Unix socket path may be (\(unixSocketPathMax) bytes)")
             }
             bound = true
-            guard chmod(path, mode) == 0 else { throw SystemError("chmod(\(path))", .current) }
+            // The umask gave the file `mode`, unless the directory has a default ACL. chmod would
+            // follow a symlink put in the socket's place since the bind (a root master in a
+            // directory others may write): the name is checked and changed without following.
+            var made = stat()
+            guard lstat(path, &made) == 0, made.st_mode & S_IFMT == S_IFSOCK else {
+                throw ConfigurationError("\(path): the socket file was replaced right after its bind")
+            }
+            if made.st_mode & 0o7777 != mode {
+                guard fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) == 0 else {
+                    throw SystemError("fchmodat(\(path), AT_SYMLINK_NOFOLLOW)", .current)
+                }
+            }
             // Before listen: until then a connect is refused, so the group is right before anyone
             // can get in through it. lchown: the name is not followed if it was replaced.
             if let group, lchown(path, uid_t.max, group) != 0 {

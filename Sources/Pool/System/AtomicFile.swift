@@ -26,7 +26,11 @@ public func writeFileAtomically(_ text: String, to path: String, mode: mode_t) t
     } catch {
         failure = SystemError("write(\(temporary))", .ioError)
     }
-    Glibc.close(fd)
+    // NFS, FUSE and quotas may report a failed write only here: a temporary that may be cut short
+    // must not replace the good file. (EINTR is not retried: the descriptor is gone either way.)
+    if Glibc.close(fd) != 0 && failure == nil && Glibc.errno != EINTR {
+        failure = SystemError("close(\(temporary))", .current)
+    }
     if let failure {
         unlink(temporary)
         throw failure
