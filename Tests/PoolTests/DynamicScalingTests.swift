@@ -37,6 +37,20 @@ import Testing
         #expect(policy.decide(active: 6, spare: 2, canGrow: true) == .stay)
     }
 
+    /// A scale-down retires the highest spare slot, not a busy one above it: retiring a busy
+    /// one leaves the spare count as it was, and the next looks retired more, down to the floor,
+    /// while its job still ran. The highest slot taking work only when none is spare.
+    @Test func aScaleDownRetiresASpareSlotBeforeABusyOne() {
+        let accepting = [true, true, true, true, false]
+        func choose(spare: [Bool]) -> Int? {
+            Supervisor.slotToRetire(count: accepting.count, accepting: { accepting[$0] }, spare: { spare[$0] })
+        }
+        #expect(choose(spare: [true, true, false, false, true]) == 1)
+        #expect(choose(spare: [false, false, false, false, true]) == 3)
+        #expect(choose(spare: [true, true, true, true, true]) == 3)
+        #expect(Supervisor.slotToRetire(count: 2, accepting: { _ in false }, spare: { _ in true }) == nil)
+    }
+
     /// Workers dying at start leave their slots idle: that must not grow the pool to its ceiling.
     @Test func aSlotAwaitingItsWorkerHoldsGrowthBack() {
         var policy = ScalingPolicy(DynamicScaling(maxWorkers: 10, minSpare: 2, maxSpare: 4), floor: 2)

@@ -1720,20 +1720,23 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         _ = try #require(waitForWorkers(server, 2))
-        // The worker of slot 1 (the one scaling down retires) is frozen while messages pile up
-        // in its queue; the quit goes behind them; then it runs 3 jobs and is recycled.
+        // Both workers are frozen while messages pile up in their queues, so that no slot is
+        // spare and scaling down retires the highest, slot 1; its quit goes behind its messages;
+        // then its worker runs 3 jobs and is recycled.
         let spawned = server.logLines(containing: "worker spawned").first { F.line($0, has: "slot", "1") }
         let worker = pid_t(try #require(spawned.flatMap { intField($0, "pid") }))
-        kill(worker, SIGSTOP)
-        defer { kill(worker, SIGCONT) }
-        #expect(waitUntil(timeout: 20) { processState(worker) == "T" }, "the worker did not stop")
+        let workers = server.workerPIDs
+        for frozen in workers { kill(frozen, SIGSTOP) }
+        defer { for frozen in workers { kill(frozen, SIGCONT) } }
+        #expect(waitUntil(timeout: 20) { workers.allSatisfy { processState($0) == "T" } }, "the workers did not stop")
         let messages = (0..<20).map { "retire-\($0)" }
         for message in messages {
             #expect(try PoolClient.oneshot(socketPath: server.socketPath, message: message.bytes, timeout: 30) == "ok".bytes)
         }
         server.signal(SIGTTOU)
         #expect(waitUntil(timeout: 20) { !server.logLines(containing: "scale down: retiring slot 1").isEmpty })
-        kill(worker, SIGCONT)
+        #expect(workers.contains(worker))
+        for frozen in workers { kill(frozen, SIGCONT) }
         #expect(waitUntil(timeout: 30) {
             let counts = F.recvMessages(inLog: server.log).reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
             return messages.allSatisfy { counts[$0] != nil }

@@ -787,7 +787,11 @@ final class Supervisor {
             active += 1
         }
         while active > target {
-            guard let index = slots.indices.last(where: { slots[$0].accepting }) else { break }
+            // Spare: no worker yet (a respawn to come), or one running no job with nothing outstanding.
+            let chosen = Self.slotToRetire(count: slots.count, accepting: { self.slots[$0].accepting }, spare: { index in
+                self.slots[index].pid == nil || (self.slots[index].outstanding.isEmpty && self.scoreboard.state(index) != .busy)
+            })
+            guard let index = chosen else { break }
             slots[index].retiring = true
             if rollingPending.contains(index) {
                 rollingPending.removeAll { $0 == index }
@@ -807,6 +811,14 @@ final class Supervisor {
         }
         recordState()
         return active
+    }
+
+    /// The slot a scale-down retires: the highest spare one (taking work, and no worker running a
+    /// job of it), as PHP-FPM ends only idle children; the highest taking work
+    /// only when none is. Retiring a busy one left the spare count as it was, so the sizer's next
+    /// looks retired more, down to the floor, with the long jobs still running — then grew back.
+    static func slotToRetire(count: Int, accepting: (Int) -> Bool, spare: (Int) -> Bool) -> Int? {
+        (0..<count).last { accepting($0) && spare($0) } ?? (0..<count).last(where: accepting)
     }
 
     /// Restarts every live worker (SIGTERM: finish the job in hand, then exit; the slot respawns).
