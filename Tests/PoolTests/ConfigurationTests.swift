@@ -18,6 +18,18 @@ import Testing
         }
     }
 
+    /// systemd's watchdog interval: longer than a day is pinged as if a day (it was taken as no
+    /// watchdog, and systemd killed the service after `WatchdogSec=2d`); foreign or absent: none.
+    @Test func watchdogIntervalsBeyondADayAreKept() {
+        let day: Int64 = 86_400_000_000_000
+        #expect(SystemdNotifier(environment: "/run/n", watchdogMicroseconds: "30000000", watchdogPID: nil).watchdogNanoseconds == 30_000_000_000)
+        #expect(SystemdNotifier(environment: "/run/n", watchdogMicroseconds: "172800000000", watchdogPID: nil).watchdogNanoseconds == day)
+        #expect(SystemdNotifier(environment: "/run/n", watchdogMicroseconds: "\(Int64.max)", watchdogPID: nil).watchdogNanoseconds == day)
+        #expect(SystemdNotifier(environment: "/run/n", watchdogMicroseconds: "0", watchdogPID: nil).watchdogNanoseconds == nil)
+        #expect(SystemdNotifier(environment: nil, watchdogMicroseconds: "30000000", watchdogPID: nil).watchdogNanoseconds == nil)
+        #expect(SystemdNotifier(environment: "/run/n", watchdogMicroseconds: "30000000", watchdogPID: "1").watchdogNanoseconds == nil)
+    }
+
     @Test func defaultsAreValid() {
         #expect(Self.refusal { _ in } == nil)
     }

@@ -17,9 +17,10 @@ public struct SystemdNotifier: Sendable {
                 watchdogPID: String? = getenv("WATCHDOG_PID").map { String(cString: $0) }) {
         self.socketPath = socketPath?.isEmpty == false ? socketPath : nil
         let forUs = watchdogPID.map { pid_t($0) == getpid() } ?? true
-        // At most a day: the product in nanoseconds stays far inside an Int64.
-        if self.socketPath != nil, forUs, let usec = watchdogMicroseconds.flatMap({ Int64($0) }), usec > 0, usec <= 86_400_000_000 {
-            watchdogNanoseconds = usec * 1000
+        // Longer than a day is taken as a day (pings more often than asked are harmless, none
+        // at all would have systemd kill the service): the nanoseconds stay inside an Int64.
+        if self.socketPath != nil, forUs, let usec = watchdogMicroseconds.flatMap({ Int64($0) }), usec > 0 {
+            watchdogNanoseconds = min(usec, 86_400_000_000) * 1000
         } else {
             watchdogNanoseconds = nil
         }
