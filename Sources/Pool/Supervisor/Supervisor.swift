@@ -973,16 +973,26 @@ final class Supervisor {
         for index in slots.indices {
             guard let pid = slots[index].pid else { continue }
             if let termAt = slots[index].terminatedAt {
-                if now - termAt >= Self.termGrace { ChildProcess.signal(pid, SIGKILL) }
+                guard now - termAt >= Self.termGrace else { continue }
+                if let running = runningJob(index)?.job, running != slots[index].timedOutJob {
+                    // The timed-out job ended as the SIGTERM came and the worker took its next:
+                    // that one is not killed for the other's time. The SIGTERM has it leave after
+                    // this job, which runs under its own timeout.
+                    slots[index].terminatedAt = nil
+                    continue
+                }
+                ChildProcess.signal(pid, SIGKILL)
                 continue
             }
             guard let (job, started) = runningJob(index), now - started >= limit else { continue }
-            logger.warning("job exceeded --job-timeout; terminating its worker", metadata: [
-                "slot": "\(index)", "pid": "\(pid)", "job": "\(job)", "timeout": "\(timeout)",
-            ])
+            // Signalled first: the log line's write is time in which the job could end and the
+            // worker take its next.
             slots[index].timedOutJob = job
             slots[index].terminatedAt = now
             ChildProcess.signal(pid, SIGTERM)
+            logger.warning("job exceeded --job-timeout; terminating its worker", metadata: [
+                "slot": "\(index)", "pid": "\(pid)", "job": "\(job)", "timeout": "\(timeout)",
+            ])
         }
     }
 
