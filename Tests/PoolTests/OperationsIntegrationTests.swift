@@ -393,8 +393,10 @@ private typealias S = OperationsSupport
         let footprint = FaultSupport.Footprint(server)
         defer { kill(server.pid, SIGCONT); server.stop(); footprint.removeLeftovers() }
         _ = try #require(S.waitForWorkerCount(server, 2))
-        let same = try S.commandsInOneTurn(server, ["status json", "status json", "status json"])
-        let uptimes = try same.map { try #require(S.parseStatus($0).raw["uptime_seconds"] as? NSNumber).doubleValue }
+        // An unknown command between them changes nothing, so it does not cost a rebuild either.
+        let same = try S.commandsInOneTurn(server, ["status json", "status json", "bogus", "status json"])
+        #expect(same[2].hasPrefix("error: unknown command"), "\(same[2])")
+        let uptimes = try [same[0], same[1], same[3]].map { try #require(S.parseStatus($0).raw["uptime_seconds"] as? NSNumber).doubleValue }
         #expect(Set(uptimes).count == 1, "uptimes \(uptimes)")
         let around = try S.commandsInOneTurn(server, ["status json", "scale 3", "status json"])
         #expect(around[1].hasPrefix("ok scaling to 3"), "\(around[1])")

@@ -90,9 +90,10 @@ extension Master {
         // Any whitespace: a CRLF tool (`nc -C`, socat's crlf) ends the line with \r.
         let words = line.split(whereSeparator: \.isWhitespace).map(String.init)
         let command = words.first ?? ""
-        // Anything else may change what a report shows: a status after it in the same turn is
-        // built anew.
-        if command != "status" { turnReport = nil }
+        // A command that may change what a report shows has a status after it in the same turn
+        // built anew. Only those: an unknown word or an empty line between statuses would
+        // otherwise cost a rebuild each (an IPC_STAT and a /proc read per worker).
+        if ["reload", "scale", "stop"].contains(command) { turnReport = nil }
         switch command {
         case "status":
             let report = reportOfThisTurn()
