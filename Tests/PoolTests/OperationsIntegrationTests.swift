@@ -727,6 +727,31 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server, extraLog: { read(logPath) + "\n" + read(rotated) })
     }
 
+    /// An idle worker, waiting in msgrcv, opens the new log file when SIGUSR1 interrupts the wait,
+    /// not before its next line: it held the renamed file (and, once logrotate deleted it, its
+    /// disk space) for as long as it logged nothing, and a crash's output would have gone there.
+    @Test func anIdleWorkerLeavesTheRotatedLogFileAtOnce() throws {
+        let logDirectory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
+        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
+        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        let server = try TestServer(["--workers", "1", "--handler", "echo", "--log-file", logPath], waitForStart: false)
+        defer { server.stop() }
+        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
+        guard server.process.isRunning, let worker = S.waitForWorkerCount(server, 1)?.first else {
+            Issue.record("pool-server did not start:\n\(server.log)\n\(read(logPath))")
+            return
+        }
+        #expect(waitUntil(timeout: 20) { signalSet("SigCgt", of: worker, contains: SIGUSR1) }, "the worker never took SIGUSR1")
+        let stderrOf = { (pid: pid_t) in (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/2")) ?? "" }
+        #expect(stderrOf(worker) == logPath)
+        #expect(rename(logPath, rotated) == 0)
+        server.signal(SIGUSR1)
+        #expect(waitUntil(timeout: 20) { read(logPath).contains("log file reopened") }, "no new pool.log from the master")
+        #expect(waitUntil(timeout: 20) { stderrOf(worker) == logPath }, "the idle worker still writes to \(stderrOf(worker))")
+        S.expectCleanExit(server, extraLog: { read(logPath) + "\n" + read(rotated) })
+    }
+
     /// SIGUSR1 (logrotate) while workers are being forked (here: recycled after every job). The
     /// master forwards SIGUSR1 to every worker; one forked a moment ago must not die of it.
     @Test func sigusr1NeverKillsAFreshlyForkedWorker() throws {

@@ -141,6 +141,10 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         do {
             received = try env.queue.receiveTruncating(into: inbox, nowait: false, retryOnInterrupt: false)
         } catch let error as SystemError where error.errno == .interrupted {
+            // SIGUSR1 (log rotation) interrupts the wait too: reopened now, not at the next line,
+            // so an idle worker does not hold the renamed file (and its disk space, once deleted)
+            // nor send a crash's output there.
+            LogFile.reopenIfSignalled()
             continue
         } catch {
             exitOnQueueFailure(error, "msgrcv of a job", queue: env.queue, logger: logger)
