@@ -123,8 +123,8 @@ extension Master {
     }
 
     @discardableResult
-    func scale(to target: Int) -> Int {
-        let reached = supervisor.scale(to: target)
+    func scale(to target: Int, spareFirst: Bool = false) -> Int {
+        let reached = supervisor.scale(to: target, spareFirst: spareFirst)
         // A slot whose worker could not be started waits for a retry.
         nextRespawn = supervisor.respawnDue(now: monotonicNanoseconds())
         notifyStatus()

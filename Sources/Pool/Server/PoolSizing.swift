@@ -23,7 +23,8 @@ extension Master {
             logger.info("dynamic scaling: retiring a worker", metadata: [
                 "spare": "\(spare)", "max-spare": "\(policy.scaling.maxSpare)", "workers": "\(active)", "to": "\(target)",
             ])
-            scale(to: target)
+            // A spare slot: one running a job would leave the spare count as it was.
+            scale(to: target, spareFirst: true)
         case .atCeiling:
             ceilingReached += 1
             // Once a minute at most: under sustained load it would say the same every second.

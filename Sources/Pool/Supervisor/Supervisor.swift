@@ -728,7 +728,9 @@ final class Supervisor {
     /// finish their queue, and exit. Returns the number of slots taking work afterwards: short of
     /// the target when a queue could not be created or no slot was left (said in the log).
     @discardableResult
-    func scale(to requested: Int) -> Int {
+    /// `spareFirst` (the dynamic sizer's shrink): retire spare slots before busy ones
+    /// (`slotToRetire`); else the highest taking work, the newest, as `scale N` and SIGTTOU do.
+    func scale(to requested: Int, spareFirst: Bool = false) -> Int {
         let target = min(max(requested, 1), Self.maxWorkers)
         var active = activeCount
         let now = monotonicNanoseconds()
@@ -789,7 +791,8 @@ final class Supervisor {
         while active > target {
             // Spare: no worker yet (a respawn to come), or one running no job with nothing outstanding.
             let chosen = Self.slotToRetire(count: slots.count, accepting: { self.slots[$0].accepting }, spare: { index in
-                self.slots[index].pid == nil || (self.slots[index].outstanding.isEmpty && self.scoreboard.state(index) != .busy)
+                spareFirst && (self.slots[index].pid == nil
+                               || (self.slots[index].outstanding.isEmpty && self.scoreboard.state(index) != .busy))
             })
             guard let index = chosen else { break }
             slots[index].retiring = true
@@ -813,10 +816,12 @@ final class Supervisor {
         return active
     }
 
-    /// The slot a scale-down retires: the highest spare one (taking work, and no worker running a
-    /// job of it), as PHP-FPM ends only idle children; the highest taking work
+    /// The slot the dynamic sizer's shrink retires: the highest spare one (taking work, and no
+    /// worker running a job of it), as PHP-FPM ends only idle children; the highest taking work
     /// only when none is. Retiring a busy one left the spare count as it was, so the sizer's next
     /// looks retired more, down to the floor, with the long jobs still running — then grew back.
+    /// (An operator's `scale N` retires the highest: a busy slot finishes its job first, and the
+    /// idle ones stay to serve.)
     static func slotToRetire(count: Int, accepting: (Int) -> Bool, spare: (Int) -> Bool) -> Int? {
         (0..<count).last { accepting($0) && spare($0) } ?? (0..<count).last(where: accepting)
     }
