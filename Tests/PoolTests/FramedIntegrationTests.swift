@@ -354,6 +354,10 @@ private extension PoolClient.Response {
         try sleeper.send("sleep:3000".bytes)
         let busy = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.workers.first?.state == "busy" }
         try #require(busy.ok, "the worker never took the sleep: \(String(describing: busy.last?.workers))")
+        // Frozen in its sleep while the backlog is filled, however slow the machine.
+        let worker = try #require(busy.last?.workers.first?.pid)
+        kill(worker, SIGSTOP)
+        defer { kill(worker, SIGCONT) }
         // One big job fills the queue, the next two are held.
         let live = try PoolClient(socketPath: server.socketPath, timeout: 30)
         defer { live.close() }
@@ -365,6 +369,7 @@ private extension PoolClient.Response {
         try #require(full.ok, "the backlog never filled: \(String(describing: full.last?.raw))")
         leaver.close()
         #expect(OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.activeConnections == 2 }.ok)
+        kill(worker, SIGCONT)
         let next = try PoolClient(socketPath: server.socketPath, timeout: 30)
         let answer = try next.request("next".bytes)
         #expect(answer.status == .ok && answer.body == "next".bytes, "\(answer)")

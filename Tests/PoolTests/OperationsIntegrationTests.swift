@@ -490,7 +490,8 @@ private typealias S = OperationsSupport
     }
 
     /// The sizer's shrink retires a spare worker, not a busy one above it. Least-busy dispatch puts
-    /// a 4 s job on slot 0, then (grown) one on slot 1, then (grown again) a 10 s one on slot 2. Once the
+    /// a 6 s job on slot 0, then (grown) one on slot 1, then (grown again) a 14 s one on slot 2 (the
+    /// sizer looks once a second: 6 s leave room for two looks on a slow machine). Once the
     /// short ones end, two are spare against one: slot 1 is retired and one spare is left. Slot 2
     /// used to be retired first (the highest), which left two spare, so the next look retired slot
     /// 1 too — down to the floor while the long job still ran.
@@ -501,17 +502,17 @@ private typealias S = OperationsSupport
         let clients = try (0..<3).map { _ in try PoolClient(socketPath: server.socketPath, timeout: 60) }
         defer { for client in clients { client.close() } }
         func slot(_ index: Int, _ status: S.Status?) -> S.Worker? { status?.workers.first { $0.slot == index } }
-        try clients[0].send("sleep:4000".bytes)
+        try clients[0].send("sleep:6000".bytes)
         try #require(S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.count == 2 && $0.settled }.ok, "\(server.log)")
-        try clients[1].send("sleep:4000".bytes)
+        try clients[1].send("sleep:6000".bytes)
         try #require(S.waitForStatus(server.socketPath, timeout: 20) { $0.workers.count == 3 && $0.settled }.ok, "\(server.log)")
-        try clients[2].send("sleep:10000".bytes)
+        try clients[2].send("sleep:14000".bytes)
         let placed = S.waitForStatus(server.socketPath, timeout: 10) { status in
             (0..<3).allSatisfy { slot($0, status)?.state == "busy" }
         }
         try #require(placed.ok, "the three jobs are not one a slot: \(String(describing: placed.last?.workers))")
-        #expect(try clients[0].receive().body == "sleep:4000".bytes)
-        #expect(try clients[1].receive().body == "sleep:4000".bytes)
+        #expect(try clients[0].receive().body == "sleep:6000".bytes)
+        #expect(try clients[1].receive().body == "sleep:6000".bytes)
         #expect(waitUntil(timeout: 10) { server.log.contains("dynamic scaling: retiring a worker") }, "\(server.log)")
         // Two more looks.
         usleep(2_500_000)
@@ -519,7 +520,7 @@ private typealias S = OperationsSupport
         #expect(slot(2, status)?.state == "busy" && slot(0, status)?.state == "idle",
                 "\(String(describing: status?.workers))\n\(server.log.suffix(2000))")
         #expect(server.logLines(containing: "dynamic scaling: retiring a worker").count == 1, "\(server.log.suffix(2000))")
-        #expect(try clients[2].receive().body == "sleep:10000".bytes)
+        #expect(try clients[2].receive().body == "sleep:14000".bytes)
         for client in clients { client.close() }
         S.expectCleanExit(server)
     }

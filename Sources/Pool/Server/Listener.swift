@@ -1,6 +1,7 @@
 import CSysV
 import Glibc
 import Logging
+import SystemPackage
 
 /// The listening socket file: safe creation over a possibly existing path, and removal only if
 /// the path still names the socket we created.
@@ -62,9 +63,14 @@ struct Listener {
             guard lstat(path, &made) == 0, made.st_mode & S_IFMT == S_IFSOCK else {
                 throw ConfigurationError("\(path): the socket file was replaced right after its bind")
             }
-            if made.st_mode & 0o7777 != mode {
-                guard fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) == 0 else {
-                    throw SystemError("fchmodat(\(path), AT_SYMLINK_NOFOLLOW)", .current)
+            if made.st_mode & 0o7777 != mode && fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) != 0 {
+                // glibc before 2.32, or without /proc, cannot do it: chmod, if the name still
+                // leads to the socket bound (a small window, as before this check existed).
+                let error = Errno.current
+                var now = stat()
+                guard error == .notSupported || error.rawValue == EOPNOTSUPP,
+                      lstat(path, &now) == 0, now.st_dev == made.st_dev, now.st_ino == made.st_ino, chmod(path, mode) == 0 else {
+                    throw SystemError("fchmodat(\(path), AT_SYMLINK_NOFOLLOW)", error)
                 }
             }
             // Before listen: until then a connect is refused, so the group is right before anyone

@@ -638,6 +638,8 @@ final class Master {
                 close(connection, reason: "client hung up")
                 return
             }
+            // Ack mode: its jobs held for room are dropped (`dispatchHeld`, `backlogHasRoom`).
+            if connection.inflight > 0 { heldMayHaveOrphans = true }
         }
         if events.contains(.writable) || events.contains(.error) {
             flush(connection)
@@ -1070,8 +1072,14 @@ final class Master {
         guard heldMayHaveOrphans, heldCompactedTurn != turn else { return false }
         heldCompactedTurn = turn
         heldMayHaveOrphans = false
+        var hungUp: [Connection] = []
         held.removeAll { job in
-            if let ack = job.ack { return connections[ack.connection] == nil }
+            if let ack = job.ack {
+                // Its client left before its `ok`: nothing was promised (as in `dispatchHeld`).
+                guard let connection = connections[ack.connection] else { return true }
+                if connection.hungUp { hungUp.append(connection) }
+                return connection.hungUp
+            }
             if job.acknowledged { return false }
             guard let route = routes[job.id], connections[route.connection] != nil else {
                 routes.removeValue(forKey: job.id)
@@ -1079,6 +1087,8 @@ final class Master {
             }
             return false
         }
+        // No answer will ever come to close them by.
+        for connection in hungUp { close(connection, reason: "client left while its message was held") }
         return held.count < configuration.maxBacklog
     }
 
@@ -1507,7 +1517,9 @@ final class Master {
 
     func close(_ connection: Connection, reason: String?) {
         guard connections.removeValue(forKey: connection.key) != nil else { return }
-        if connection.inflight > 0 && !held.isEmpty { heldMayHaveOrphans = true }
+        // Even with nothing held now: its jobs may be held later (a batch sent back this turn, the
+        // unstarted jobs of a worker that dies), merged behind live ones.
+        if connection.inflight > 0 { heldMayHaveOrphans = true }
         if connection.isControl { controlConnectionCount -= 1 }
         if let reason, connection.inflight > 0 {
             logger.debug("connection closed with requests in flight", metadata: ["reason": "\(reason)", "inflight": "\(connection.inflight)"])

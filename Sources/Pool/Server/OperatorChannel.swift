@@ -137,7 +137,8 @@ extension Master {
             logger.error("could not reopen the log file", metadata: ["error": "\(error)"])
         }
         MasterLogOutput.prepare()
-        // Workers reopen theirs before their next line.
+        // Workers reopen theirs at once when idle (the signal interrupts their wait), else before
+        // their next line.
         supervisor.signalAll(SIGUSR1)
         logger.info("log file reopened (SIGUSR1)")
     }

@@ -18,7 +18,11 @@ extension Master {
         // Clients already waiting in the listen backlog are taken in rather than reset when the
         // listener closes: one whose request is there is answered (shutting down); one that has
         // sent nothing yet owes nothing and is closed in order, like any silent connection.
-        acceptClients(untilEmpty: true, limit: .max)
+        // Unlinked first, so the backlog taken in is the one there now: clients connecting again
+        // and again could otherwise hold the master in this loop past its deadline. (An
+        // inherited socket stays connectable: bounded by what a backlog holds, then.)
+        listener?.unlinkIfOurs()
+        acceptClients(untilEmpty: true, limit: max(Self.acceptsPerTurn, Int(configuration.listenBacklog) + 1))
         closeListener()
         // The operator's connections are left alone: the one that sent `stop` gets its answer.
         for connection in connections.values where !connection.isControl {

@@ -724,12 +724,12 @@ final class Supervisor {
 
     /// Grows or shrinks the pool to `target` workers (at least 1). New slots get a new queue, in
     /// the place of a removed one if there is one, and their workers from `respawnDue` in the
-    /// turns that follow; removed ones (the highest) stop taking work,
-    /// finish their queue, and exit. Returns the number of slots taking work afterwards: short of
-    /// the target when a queue could not be created or no slot was left (said in the log).
-    @discardableResult
+    /// turns that follow; removed ones stop taking work, finish their queue, and exit. Returns the
+    /// number of slots taking work afterwards: short of the target when a queue could not be
+    /// created or no slot was left (said in the log).
     /// `spareFirst` (the dynamic sizer's shrink): retire spare slots before busy ones
     /// (`slotToRetire`); else the highest taking work, the newest, as `scale N` and SIGTTOU do.
+    @discardableResult
     func scale(to requested: Int, spareFirst: Bool = false) -> Int {
         let target = min(max(requested, 1), Self.maxWorkers)
         var active = activeCount
@@ -982,8 +982,10 @@ final class Supervisor {
                 if let running = runningJob(index)?.job, running != slots[index].timedOutJob {
                     // The timed-out job ended as the SIGTERM came and the worker took its next:
                     // that one is not killed for the other's time. The SIGTERM has it leave after
-                    // this job, which runs under its own timeout.
+                    // this job, which runs under its own timeout (and a death in it is not the
+                    // other's timeout).
                     slots[index].terminatedAt = nil
+                    slots[index].timedOutJob = nil
                     continue
                 }
                 ChildProcess.signal(pid, SIGKILL)

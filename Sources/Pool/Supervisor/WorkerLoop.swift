@@ -133,6 +133,8 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     logger.debug("worker started", metadata: ["queue": "\(env.queue.id)"])
     while true {
         if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM") }
+        // A rotation signalled since the last wait (no EINTR came of it): reopened before waiting.
+        LogFile.reopenIfSignalled()
         env.inboxes.clear(slot)
         #if DEBUG
         if let receiveDelay { usleep(receiveDelay * 1000) }

@@ -14,7 +14,9 @@ struct DirectoryLock {
 
     /// Directories this process found locked for a whole timeout: anyone who may read a directory
     /// may lock it (another user, in /tmp), and a start takes the lock up to four times. After one
-    /// timeout the others try once, without waiting. (Only the single-threaded master locks.)
+    /// timeout the others try once, without waiting. (Not synchronized: the master, which is
+    /// single-threaded, and `pool-server cleanup` lock; a multi-threaded embedder calling
+    /// `recoverStaleState` from several threads at once could race on this set.)
     nonisolated(unsafe) private static var heldByOthers: Set<String> = []
 
     /// Locks the directory holding `path`, polling for at most `timeout` seconds: a holder keeps
