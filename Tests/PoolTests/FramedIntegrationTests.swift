@@ -262,6 +262,35 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// A connection closed while a worker forked before it had its copy of the socket (held open
+    /// here for 3 s by POOL_DEBUG_WORKER_CLOSE_DELAY_MS, as a worker descheduled on a busy machine
+    /// would): its epoll registration is removed, since the close does not end the open socket.
+    /// It was removed only within 1 s of the fork; later, the client's hang-up woke every wait
+    /// under a key nobody had, and the master spun until the worker closed its copies.
+    @Test func aConnectionClosedWhileANewWorkerHoldsACopyDoesNotSpinTheMaster() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "1"],
+                                    environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_WORKER_CLOSE_DELAY_MS", "3000"))
+        let first = try #require(waitForWorkers(server, 1)?.first)
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        defer { client.close() }
+        #expect(try client.request("hello".bytes).body == "hello".bytes)
+        // The replacement is forked with the client's socket open in the master.
+        kill(first, SIGKILL)
+        #expect(waitUntil(timeout: 20) { server.workerPIDs.contains { $0 != first } }, "no replacement worker")
+        usleep(1_500_000)
+        client.close()
+        usleep(100_000)
+        let before = try #require(cpuTicks(server.pid))
+        usleep(1_000_000)
+        let after = try #require(cpuTicks(server.pid))
+        // An idle master uses ~0 ticks per second; a spinning one ~100 (1 tick = 10 ms).
+        #expect(after - before < 30, "the master used \(after - before) ticks of CPU in 1 s (spinning on the closed connection)")
+        let next = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try next.request("again".bytes).body == "again".bytes)
+        next.close()
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     /// `--busy-poll` at its longest (10 ms). Sequential requests, whose next one arrives while the
     /// master polls, are all answered. One request every 5 ms keeps it polling all the time: ~75
     /// ticks (1 tick = 10 ms) for 150 requests where a sleeping master uses ~1, and a master given

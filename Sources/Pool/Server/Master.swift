@@ -1511,10 +1511,6 @@ final class Master {
         }
     }
 
-    /// How long after a fork a close also removes the epoll registration: ample for a new worker
-    /// to close its copies of the master's descriptors; a slower one costs a brief spin only.
-    static let forkCopiesNanoseconds: Int64 = 1_000_000_000
-
     func close(_ connection: Connection, reason: String?) {
         guard connections.removeValue(forKey: connection.key) != nil else { return }
         // Even with nothing held now: its jobs may be held later (a batch sent back this turn, the
@@ -1528,7 +1524,7 @@ final class Master {
         // EPOLL_CTL_DEL is needed — unless a worker forked moments ago still holds a copy (it
         // closes the master's descriptors first thing): the registration would outlive the close,
         // and a client's hang-up would wake every wait, under a key nobody has, until then.
-        if connection.registered && !connection.detached && turnStart - supervisor.lastForkAt < Self.forkCopiesNanoseconds {
+        if connection.registered && !connection.detached && supervisor.forkCopiesMayLinger() {
             try? epoll.remove(connection.fd.raw)
         }
         connection.fd.close()

@@ -98,9 +98,10 @@ final class Supervisor {
     /// Result mode: where workers send replies. Replaced if removed from outside.
     @exclusivity(unchecked) private(set) var replyQueue: MessageQueue?
     let doorbell: EventFD?
-    /// When the last worker was forked (monotonic ns): until its first steps close them, it holds
-    /// copies of the master's descriptors (see `Master.close`).
-    @exclusivity(unchecked) private(set) var lastForkAt: Int64 = -(1 << 62)
+    /// Workers forked that may still hold copies of the master's descriptors (see `Master.close`):
+    /// until each publishes its pid in the scoreboard (`runWorker` closes them before that) or is
+    /// reaped.
+    @exclusivity(unchecked) private var unsettledForks: [(slot: Int, pid: pid_t)] = []
     private let configuration: PoolConfiguration
     private let limits: QueueLimits
     private let queueBytes: Int
@@ -330,11 +331,21 @@ final class Supervisor {
         }
         slots[index].pid = pid
         slots[index].startedAt = monotonicNanoseconds()
-        lastForkAt = slots[index].startedAt
+        unsettledForks.append((index, pid))
         slots[index].respawnAt = nil
         slots[index].terminatedAt = nil
         slots[index].timedOutJob = nil
         logger.info("worker spawned", metadata: ["slot": "\(index)", "pid": "\(pid)", "queue": "\(slots[index].queue.id)"])
+    }
+
+    /// Whether a worker forked may still hold copies of the master's descriptors: facts, not a
+    /// guess of how long its first steps take (a worker descheduled for long on a busy machine).
+    func forkCopiesMayLinger() -> Bool {
+        guard !unsettledForks.isEmpty else { return false }
+        unsettledForks.removeAll { fork in
+            !slots.indices.contains(fork.slot) || slots[fork.slot].pid != fork.pid || scoreboard.pid(fork.slot) == fork.pid
+        }
+        return !unsettledForks.isEmpty
     }
 
     var livePIDs: [pid_t] { slots.compactMap(\.pid) }

@@ -54,6 +54,13 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     // The fork window checked that the master was alive after asking for its death signal.
     let master = getppid()
     MasterLogOutput.becomeWorker()
+    #if DEBUG
+    // Debug builds only: a worker slow to shed the master's descriptors (descheduled on a busy
+    // machine), so a test can close a connection while a copy of it lives here.
+    if let delay = getenv("POOL_DEBUG_WORKER_CLOSE_DELAY_MS").flatMap({ UInt32(String(cString: $0)) }) {
+        usleep(delay * 1000)
+    }
+    #endif
     do { try ChildProcess.closeDescriptors(except: env.keepDescriptors) } catch {
         env.logger.critical("worker cannot close the master's descriptors; exiting", metadata: ["error": "\(error)"])
         ChildProcess.exitImmediately(WorkerExit.setupFailure)
