@@ -365,8 +365,9 @@ static inline int csysv_set_process_name(const char *name) { return prctl(PR_SET
 #define SYS_close_range 436
 #endif
 
-/// Closes the fds in [first, last]; falls back to one close(2) each (bounded by RLIMIT_NOFILE)
-/// where close_range fails. Returns 0, or -1 with errno.
+/// Closes the fds in [first, last]; falls back to one close(2) each (bounded by RLIMIT_NOFILE's
+/// hard limit, at most 2^20: a descriptor opened before the soft limit was lowered may lie above
+/// it) where close_range fails. Returns 0, or -1 with errno.
 static inline int csysv_close_fd_range(unsigned int first, unsigned int last) {
     if (first > last) return 0;
     // Any failure (ENOSYS before 5.9, EPERM from a seccomp filter that denies syscalls it does
@@ -374,7 +375,7 @@ static inline int csysv_close_fd_range(unsigned int first, unsigned int last) {
     if (syscall(SYS_close_range, first, last, 0) == 0) return 0;
     struct rlimit limit;
     if (getrlimit(RLIMIT_NOFILE, &limit) < 0) return -1;
-    unsigned long top = limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > (1ul << 20) ? (1ul << 20) : limit.rlim_cur;
+    unsigned long top = limit.rlim_max == RLIM_INFINITY || limit.rlim_max > (1ul << 20) ? (1ul << 20) : limit.rlim_max;
     for (unsigned long fd = first; fd <= last && fd < top; fd++) close((int)fd);
     return 0;
 }
