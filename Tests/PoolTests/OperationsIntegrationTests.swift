@@ -163,6 +163,32 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
+    /// While a reload waits for a worker on a long job (shared queue: asked by SIGTERM, repeated
+    /// only while it is idle), the master wakes about ten times a second, not 200 (it ticked every
+    /// 5 ms for as long as the job ran). Counted as its voluntary context switches over 1 s: a
+    /// loaded machine can only make them fewer.
+    @Test func aReloadWaitingForALongJobLetsTheMasterSleep() throws {
+        let server = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--dispatch", "shared"])
+        defer { server.stop() }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        defer { client.close() }
+        try client.send("sleep:4000".bytes)
+        let busy = S.waitForStatus(server.socketPath, timeout: 10) { $0.workers.first?.state == "busy" }
+        try #require(busy.ok, "the worker never took the job: \(String(describing: busy.last?.workers))")
+        #expect(try ControlClient.send("reload", controlSocket: server.socketPath + ".ctl").hasPrefix("ok"))
+        usleep(200_000)
+        func wakeups() -> Int? { procStatusField("voluntary_ctxt_switches", of: server.pid).first.flatMap { Int($0) } }
+        let before = try #require(wakeups())
+        usleep(1_000_000)
+        let after = try #require(wakeups())
+        #expect(after - before < 60, "the master woke \(after - before) times in 1 s while the worker ran its job")
+        #expect(try client.receive().body == "sleep:4000".bytes)
+        #expect(S.waitForStatus(server.socketPath, timeout: 20) { !$0.rollingRestart && $0.settled }.ok)
+        client.close()
+        S.expectCleanExit(server)
+    }
+
     /// A quit message the kernel refuses (ENOMEM here, by a debug failpoint) is tried again. It
     /// used to be given up on with a warning: the rolling restart waited for that slot for good,
     /// and `pool-server reload` never returned.

@@ -334,9 +334,10 @@ final class Master {
         // them the 5 ms timer is only a safety net.
         // Quitting: quits may wait for queue room and workers are being reaped; once they are all
         // gone, a stop held open by a slow reader needs no ticking.
-        if !held.isEmpty || (phase == .quitting && supervisor.hasWorkersOrRespawns) || supervisor.needsTick {
+        if !held.isEmpty || (phase == .quitting && supervisor.hasWorkersOrRespawns) {
             until = min(until, 5_000_000)
         }
+        if supervisor.needsTick { until = min(until, supervisor.tickInterval) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if anyStaged { until = 0 }
         // Nor on unwritten answers: the turn's last flush can itself produce one (a refusal parsed

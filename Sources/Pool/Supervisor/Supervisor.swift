@@ -898,6 +898,15 @@ final class Supervisor {
     /// True while something needs another tick soon (quit retries, a restart in progress).
     var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive || !restarting.isEmpty }
 
+    /// How soon the loop must tick, without other events, while `needsTick`: 5 ms while quit
+    /// messages wait to be sent (a full queue, a slot whose worker is starting); else 100 ms,
+    /// enough for SIGTERMs repeated every 0.5 s. Workers' exits (SIGCHLD) wake the loop for the
+    /// rest of a restart's steps. A worker on a long job while asked to finish kept the master
+    /// waking 200 times a second.
+    var tickInterval: Int64 {
+        !quitPending.isEmpty && !sharesQueue ? 5_000_000 : 100_000_000
+    }
+
     /// Stops rolling restarts and scaling (shutdown takes over).
     func cancelPendingChanges() {
         rollingPending = []
