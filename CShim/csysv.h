@@ -366,8 +366,9 @@ static inline int csysv_set_process_name(const char *name) { return prctl(PR_SET
 #endif
 
 /// Closes the fds in [first, last]; falls back to one close(2) each (bounded by RLIMIT_NOFILE's
-/// hard limit, at most 2^20: a descriptor opened before the soft limit was lowered may lie above
-/// it) where close_range fails. Returns 0, or -1 with errno.
+/// soft limit, at most 2^20) where close_range fails. Returns 0, or -1 with errno. (Not the hard
+/// limit: often 2^19 or 2^20 where this fallback runs, a million closes a fork; a descriptor
+/// opened before the soft limit was lowered would survive.)
 static inline int csysv_close_fd_range(unsigned int first, unsigned int last) {
     if (first > last) return 0;
     // Any failure (ENOSYS before 5.9, EPERM from a seccomp filter that denies syscalls it does
@@ -375,7 +376,7 @@ static inline int csysv_close_fd_range(unsigned int first, unsigned int last) {
     if (syscall(SYS_close_range, first, last, 0) == 0) return 0;
     struct rlimit limit;
     if (getrlimit(RLIMIT_NOFILE, &limit) < 0) return -1;
-    unsigned long top = limit.rlim_max == RLIM_INFINITY || limit.rlim_max > (1ul << 20) ? (1ul << 20) : limit.rlim_max;
+    unsigned long top = limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > (1ul << 20) ? (1ul << 20) : limit.rlim_cur;
     for (unsigned long fd = first; fd <= last && fd < top; fd++) close((int)fd);
     return 0;
 }

@@ -666,9 +666,13 @@ final class Master {
             if case .failed = chunk { return }
             guard case .data(let drained) = chunk else { break }
             parseFrames(connection)
+            // Closed meanwhile (a hung-up client's held jobs dropped to make room, an epoll_ctl
+            // failure): its descriptor number is no longer its to read.
+            guard connections[connection.key] != nil else { return }
             if drained { break }
         }
         parseFrames(connection)
+        guard connections[connection.key] != nil else { return }
         settle(connection)
     }
 
@@ -864,7 +868,10 @@ final class Master {
             // queue is full, once a queue has room (the client waits: backpressure).
             let ack = JobBatch.Ack(connection: connection.key, sequence: sequence)
             if held.isEmpty, stage(id: id, payload: payload, ack: ack) { return }
-            if backlogHasRoom() {
+            let room = backlogHasRoom()
+            // The pass making room may close this very connection (hung up with jobs held).
+            guard connections[connection.key] != nil else { return }
+            if room {
                 held.append(Held(id: id, payload: Array(payload), ack: ack))
                 watchWhileHeld(ack)
             } else {

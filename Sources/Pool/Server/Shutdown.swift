@@ -20,7 +20,8 @@ extension Master {
         // sent nothing yet owes nothing and is closed in order, like any silent connection.
         // Unlinked first, so the backlog taken in is the one there now: clients connecting again
         // and again could otherwise hold the master in this loop past its deadline. (An
-        // inherited socket stays connectable: bounded by what a backlog holds, then.)
+        // inherited socket stays connectable: bounded by --listen-backlog then; systemd's
+        // Backlog= may be larger, and clients beyond wait in its queue.)
         listener?.unlinkIfOurs()
         acceptClients(untilEmpty: true, limit: max(Self.acceptsPerTurn, Int(configuration.listenBacklog) + 1))
         closeListener()

@@ -331,6 +331,9 @@ final class Supervisor {
         }
         slots[index].pid = pid
         slots[index].startedAt = monotonicNanoseconds()
+        // Pruned first: only a close with a registered connection prunes it otherwise, and a pool
+        // serving oneshot clients in their first turn, recycling workers, would let it grow.
+        _ = forkCopiesMayLinger()
         unsettledForks.append((index, pid))
         slots[index].respawnAt = nil
         slots[index].terminatedAt = nil
