@@ -137,18 +137,28 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
+    /// A framed sim server of one worker on a shared queue, running `job` sent by the client
+    /// returned (which is owed its answer). The server is stopped if the worker never takes it.
+    static func oneSharedWorkerRunning(_ job: String) throws -> (TestServer, PoolClient) {
+        let server = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result",
+                                     "--handler", "sim", "--dispatch", "shared"])
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try client.send(job.bytes)
+        let busy = S.waitForStatus(server.socketPath, timeout: 10) { $0.workers.first?.state == "busy" }
+        guard busy.ok else {
+            server.stop()
+            throw TestFailure("the worker never took the job: \(String(describing: busy.last?.workers))")
+        }
+        return (server, client)
+    }
+
     /// A reload on a shared queue asks a busy worker to finish its job with one SIGTERM. It is
     /// repeated only while the worker is not running a job (one idle in msgrcv may have missed
     /// it); every 0.5 s it used to cut the job's sleeps, polls and SysV calls short with EINTR,
     /// which SA_RESTART does not restart. The sim handler's sleep logs its interruptions.
     @Test func aReloadSignalsABusyWorkerOnce() throws {
-        let server = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result",
-                                     "--handler", "sim", "--dispatch", "shared"])
+        let (server, client) = try Self.oneSharedWorkerRunning("sleep:2500")
         defer { server.stop() }
-        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        try client.send("sleep:2500".bytes)
-        let busy = S.waitForStatus(server.socketPath, timeout: 10) { $0.workers.first?.state == "busy" }
-        try #require(busy.ok, "the worker never took the job: \(String(describing: busy.last?.workers))")
         // Inside its sleep by then (busy is marked just before), so the first SIGTERM interrupts it.
         usleep(300_000)
         let control = server.socketPath + ".ctl"
@@ -168,14 +178,9 @@ private typealias S = OperationsSupport
     /// 5 ms for as long as the job ran). Counted as its voluntary context switches over 1 s: a
     /// loaded machine can only make them fewer.
     @Test func aReloadWaitingForALongJobLetsTheMasterSleep() throws {
-        let server = try TestServer(["--workers", "1", "--protocol", "framed", "--reply", "result",
-                                     "--handler", "sim", "--dispatch", "shared"])
+        let (server, client) = try Self.oneSharedWorkerRunning("sleep:4000")
         defer { server.stop() }
-        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         defer { client.close() }
-        try client.send("sleep:4000".bytes)
-        let busy = S.waitForStatus(server.socketPath, timeout: 10) { $0.workers.first?.state == "busy" }
-        try #require(busy.ok, "the worker never took the job: \(String(describing: busy.last?.workers))")
         #expect(try ControlClient.send("reload", controlSocket: server.socketPath + ".ctl").hasPrefix("ok"))
         usleep(200_000)
         func wakeups() -> Int? { procStatusField("voluntary_ctxt_switches", of: server.pid).first.flatMap { Int($0) } }
