@@ -35,9 +35,9 @@ public enum BuiltinHandler: String, CaseIterable, Sendable {
     case log
     /// Returns the message unchanged.
     case echo
-    /// For tests: `sleep:MS` sleeps then echoes (logging how many signals interrupted it), `cpu:MS` computes for MS milliseconds of CPU time
-    /// then echoes, `crash` aborts, `hang` never returns, `fail:MSG` throws MSG, `exit:N` exits
-    /// with status N; anything else is echoed.
+    /// For tests: `sleep:MS` sleeps then echoes (logging how many signals interrupted it),
+    /// `cpu:MS` computes for MS milliseconds of CPU time then echoes, `crash` aborts, `hang` never
+    /// returns, `fail:MSG` throws MSG, `exit:N` exits with status N; anything else is echoed.
     case sim
 
     /// The factory that builds this handler in each worker.

@@ -8,7 +8,7 @@ import SystemPackage
 public enum LogFile {
     nonisolated(unsafe) private static var path: String?
     nonisolated(unsafe) private static var reopenOnSignal = false
-
+    /// Workers run as another user (`redirectStandardError(to:workersUID:)`).
     nonisolated(unsafe) private static var untrustedDirectory = false
 
     /// Sends stderr to `path` (appending, created 0640). At start a FIFO is waited for (opened
