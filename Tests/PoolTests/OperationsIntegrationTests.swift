@@ -697,17 +697,13 @@ private typealias S = OperationsSupport
     // MARK: - 6. Log file
 
     @Test func logFileIsReopenedAfterRenameAndSIGUSR1() throws {
-        let logDirectory = makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
-        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
-        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        let (server, logPath, logDirectory, _) = try S.startLoggingToFile(["--workers", "2", "--handler", "log"])
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: logDirectory) }
+        let rotated = logPath + ".1"
+        let read = S.fileText
         func received(_ path: String) -> Set<String> { Set(recvLines(in: read(path)).map(\.message)) }
-
-        let server = try TestServer(["--workers", "2", "--handler", "log", "--log-file", logPath], waitForStart: false)
-        defer { server.stop() }
         let extraLog = { read(logPath) + "\n" + read(rotated) }
-        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
-        guard server.process.isRunning, let workers = S.waitForWorkerCount(server, 2) else {
+        guard let workers = S.waitForWorkerCount(server, 2) else {
             Issue.record("pool-server did not start:\n\(server.log)\n\(read(logPath))")
             return
         }
@@ -744,16 +740,11 @@ private typealias S = OperationsSupport
     /// master says so in the file it keeps, and it goes on serving. (A blocking open waited for a
     /// reader for ever, and the request below timed out.)
     @Test func logReopenOntoAFIFOWithoutReaderDoesNotBlock() throws {
-        let logDirectory = makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
-        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
+        let (server, logPath, logDirectory, _) = try S.startLoggingToFile(["--workers", "1", "--handler", "echo"])
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: logDirectory) }
+        let rotated = logPath + ".1"
         // Only regular files are read: reading the FIFO would wait for a writer.
-        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
-
-        let server = try TestServer(["--workers", "1", "--handler", "echo", "--log-file", logPath], waitForStart: false)
-        defer { server.stop() }
-        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
-        try #require(server.process.isRunning, "pool-server did not start:\n\(server.log)\n\(read(logPath))")
+        let read = S.fileText
 
         #expect(rename(logPath, rotated) == 0)
         #expect(mkfifo(logPath, 0o600) == 0)
@@ -768,18 +759,13 @@ private typealias S = OperationsSupport
     /// ignored, so the master's forwarded one is lost): the worker opens the log file again as it
     /// installs the handler, so its lines go to the new file. (They went on to the renamed one.)
     @Test func aWorkerStartingDuringARotationWritesToTheNewFile() throws {
-        let logDirectory = makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
-        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
-        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
-        let server = try TestServer(["--workers", "1", "--handler", "log", "--log-file", logPath], waitForStart: false,
-                                    environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "6000"))
-        defer { server.stop() }
-        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
-        guard server.process.isRunning, let worker = S.waitForWorkerCount(server, 1)?.first else {
-            Issue.record("pool-server did not start:\n\(server.log)\n\(read(logPath))")
-            return
-        }
+        let (server, logPath, logDirectory, started) = try S.startLoggingToFile(
+            ["--workers", "1", "--handler", "log"], workers: 1,
+            environment: FaultIntegrationTests.debugEnvironment("POOL_DEBUG_WORKER_START_DELAY_MS", "6000"))
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: logDirectory) }
+        let worker = try #require(started)
+        let rotated = logPath + ".1"
+        let read = S.fileText
         try #require(!signalSet("SigCgt", of: worker, contains: SIGUSR1), "the worker was past its start window")
         #expect(rename(logPath, rotated) == 0)
         server.signal(SIGUSR1)
@@ -798,17 +784,11 @@ private typealias S = OperationsSupport
     /// not before its next line: it held the renamed file (and, once logrotate deleted it, its
     /// disk space) for as long as it logged nothing, and a crash's output would have gone there.
     @Test func anIdleWorkerLeavesTheRotatedLogFileAtOnce() throws {
-        let logDirectory = makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
-        let logPath = logDirectory + "/pool.log", rotated = logPath + ".1"
-        func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
-        let server = try TestServer(["--workers", "1", "--handler", "echo", "--log-file", logPath], waitForStart: false)
-        defer { server.stop() }
-        #expect(waitUntil(timeout: 20) { read(logPath).contains("pool started") || !server.process.isRunning })
-        guard server.process.isRunning, let worker = S.waitForWorkerCount(server, 1)?.first else {
-            Issue.record("pool-server did not start:\n\(server.log)\n\(read(logPath))")
-            return
-        }
+        let (server, logPath, logDirectory, started) = try S.startLoggingToFile(["--workers", "1", "--handler", "echo"], workers: 1)
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: logDirectory) }
+        let worker = try #require(started)
+        let rotated = logPath + ".1"
+        let read = S.fileText
         #expect(waitUntil(timeout: 20) { signalSet("SigCgt", of: worker, contains: SIGUSR1) }, "the worker never took SIGUSR1")
         let stderrOf = { (pid: pid_t) in (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/2")) ?? "" }
         #expect(stderrOf(worker) == logPath)
@@ -822,17 +802,9 @@ private typealias S = OperationsSupport
     /// SIGUSR1 (logrotate) while workers are being forked (here: recycled after every job). The
     /// master forwards SIGUSR1 to every worker; one forked a moment ago must not die of it.
     @Test func sigusr1NeverKillsAFreshlyForkedWorker() throws {
-        let logDirectory = makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: logDirectory) }
-        let logPath = logDirectory + "/pool.log"
-        func read() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
-        let server = try TestServer(["--workers", "2", "--max-jobs", "1", "--log-file", logPath] + Self.framedSim, waitForStart: false)
-        defer { server.stop() }
-        #expect(waitUntil(timeout: 20) { read().contains("pool started") || !server.process.isRunning })
-        guard server.process.isRunning, S.waitForWorkerCount(server, 2) != nil else {
-            Issue.record("pool-server did not start:\n\(server.log)\n\(read())")
-            return
-        }
+        let (server, logPath, logDirectory, _) = try S.startLoggingToFile(["--workers", "2", "--max-jobs", "1"] + Self.framedSim, workers: 2)
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: logDirectory) }
+        func read() -> String { S.fileText(logPath) }
         // Continuous recycling; the responses themselves are not what this test is about.
         let load = S.LoadGenerator(socketPath: server.socketPath, verify: false)
         #expect(waitUntil(timeout: 30) { load.answered >= 100 })

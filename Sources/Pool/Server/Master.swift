@@ -1080,24 +1080,28 @@ final class Master {
         guard heldMayHaveOrphans, heldCompactedTurn != turn else { return false }
         heldCompactedTurn = turn
         heldMayHaveOrphans = false
-        var hungUp: [Connection] = []
-        held.removeAll { job in
-            if let ack = job.ack {
-                // Its client left before its `ok`: nothing was promised (as in `dispatchHeld`).
-                guard let connection = connections[ack.connection] else { return true }
-                if connection.hungUp { hungUp.append(connection) }
-                return connection.hungUp
-            }
-            if job.acknowledged { return false }
-            guard let route = routes[job.id], connections[route.connection] != nil else {
-                routes.removeValue(forKey: job.id)
-                return true
-            }
-            return false
-        }
-        // No answer will ever come to close them by.
-        for connection in hungUp { close(connection, reason: "client left while its message was held") }
+        held.removeAll(where: dropIfOrphaned)
         return held.count < configuration.maxBacklog
+    }
+
+    /// Whether nobody waits for a held job any more, so that it is not to be run; if so, what it
+    /// leaves behind is dropped too. Ack mode: its client left before its `ok` (nothing was
+    /// promised), and a hung-up connection is closed, since no answer will ever come to close it
+    /// by. Result mode: its request's connection is gone, and its route goes. An acknowledged
+    /// job always runs.
+    func dropIfOrphaned(_ job: Held) -> Bool {
+        if let ack = job.ack {
+            guard let connection = connections[ack.connection] else { return true }
+            guard connection.hungUp else { return false }
+            close(connection, reason: "client left while its message was held")
+            return true
+        }
+        if job.acknowledged { return false }
+        guard let route = routes[job.id], connections[route.connection] != nil else {
+            routes.removeValue(forKey: job.id)
+            return true
+        }
+        return false
     }
 
     /// Moves held jobs, oldest first, into batches until a queue is full again.
@@ -1108,21 +1112,10 @@ final class Master {
         // Called when room may have come (a reply, the doorbell, a reap, the timer).
         dispatcher.forgetFull()
         while let job = held.first {
-            if let ack = job.ack {
-                guard let connection = connections[ack.connection], !connection.hungUp else {
-                    // Its client left before its `ok`: nothing was promised, so nothing is run,
-                    // and no answer will ever come to close a hung-up connection by.
-                    held.removeFirst()
-                    if let connection = connections[ack.connection] { close(connection, reason: "client left while its message was held") }
-                    continue
-                }
-            } else if !job.acknowledged {
-                guard let route = routes[job.id], connections[route.connection] != nil else {
-                    // Its client left: do not spend a worker on it.
-                    routes.removeValue(forKey: job.id)
-                    held.removeFirst()
-                    continue
-                }
+            // Its client left: do not spend a worker on it.
+            if dropIfOrphaned(job) {
+                held.removeFirst()
+                continue
             }
             // A full queue sends the batch back to `held`; stop until replies make room.
             let staged = job.payload.withUnsafeBytes { stage(id: job.id, payload: $0, ack: job.ack) }

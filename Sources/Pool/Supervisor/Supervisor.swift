@@ -704,9 +704,15 @@ final class Supervisor {
     /// waiting in it are taken from the idle workers that will run them (one IPC_STAT).
     func spareWorkers() -> Int {
         let candidates = slots.filter { $0.accepting && $0.pid != nil && scoreboard.state($0.index) != .busy }
-        guard sharesQueue else { return candidates.filter { $0.outstanding.isEmpty }.count }
+        guard sharesQueue else { return candidates.filter { isIdle($0.index) }.count }
         let waiting = slots.first.flatMap { try? $0.queue.status().messages } ?? 0
         return max(0, candidates.count - waiting)
+    }
+
+    /// The slot's worker runs no job and has none outstanding (with per-worker queues, none
+    /// queued for it either).
+    private func isIdle(_ index: Int) -> Bool {
+        slots[index].pid != nil && scoreboard.state(index) != .busy && slots[index].outstanding.isEmpty
     }
 
     /// A slot that takes work is waiting for its worker (a respawn, maybe in a crash back-off).
@@ -803,10 +809,9 @@ final class Supervisor {
             active += 1
         }
         while active > target {
-            // Spare: no worker yet (a respawn to come), or one running no job with nothing outstanding.
+            // Spare: no worker yet (a respawn to come), or an idle one.
             let chosen = Self.slotToRetire(count: slots.count, accepting: { self.slots[$0].accepting }, spare: { index in
-                spareFirst && (self.slots[index].pid == nil
-                               || (self.slots[index].outstanding.isEmpty && self.scoreboard.state(index) != .busy))
+                spareFirst && (self.slots[index].pid == nil || self.isIdle(index))
             })
             guard let index = chosen else { break }
             slots[index].retiring = true

@@ -140,7 +140,10 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     logger.debug("worker started", metadata: ["queue": "\(env.queue.id)"])
     while true {
         if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM") }
-        // A rotation signalled since the last wait (no EINTR came of it): reopened before waiting.
+        // SIGUSR1 (log rotation) interrupts the wait for a message, which comes back here: an
+        // idle worker reopens now, not at its next line, so it does not hold the renamed file
+        // (and its disk space, once deleted) nor send a crash's output there. One signalled
+        // before the wait (no EINTR) is taken here too.
         LogFile.reopenIfSignalled()
         env.inboxes.clear(slot)
         #if DEBUG
@@ -150,10 +153,6 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
         do {
             received = try env.queue.receiveTruncating(into: inbox, nowait: false, retryOnInterrupt: false)
         } catch let error as SystemError where error.errno == .interrupted {
-            // SIGUSR1 (log rotation) interrupts the wait too: reopened now, not at the next line,
-            // so an idle worker does not hold the renamed file (and its disk space, once deleted)
-            // nor send a crash's output there.
-            LogFile.reopenIfSignalled()
             continue
         } catch {
             exitOnQueueFailure(error, "msgrcv of a job", queue: env.queue, logger: logger)

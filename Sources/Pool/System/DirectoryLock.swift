@@ -25,9 +25,7 @@ struct DirectoryLock {
     ///
     /// The corresponding C function is `flock`.
     static func lock(directoryOf path: String, timeout: Double, reason: inout String) -> DirectoryLock? {
-        let directory = path.utf8.lastIndex(of: UInt8(ascii: "/")).map { slash in
-            slash == path.utf8.startIndex ? "/" : String(path[..<slash])
-        } ?? "."
+        let directory = splitPath(path).directory
         let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else {
             reason = "\(SystemError("open(\(directory))", .current))"

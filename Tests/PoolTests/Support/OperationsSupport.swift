@@ -111,6 +111,38 @@ enum OperationsSupport {
         return sockets.map { String(decoding: receiveToEnd($0.raw), as: UTF8.self) }
     }
 
+    /// A pool logging to `pool.log` (`--log-file`) in a directory of its own, started with
+    /// `arguments`, and waited for until that file says it started and, with `workers`, until it
+    /// has that many settled workers (`worker` is the first); throws if not. The caller stops the
+    /// server and removes `directory`.
+    static func startLoggingToFile(_ arguments: [String], workers: Int? = nil, environment: [String: String]? = nil) throws
+        -> (server: TestServer, logPath: String, directory: String, worker: pid_t?) {
+        let directory = makeTemporaryDirectory()
+        let logPath = directory + "/pool.log"
+        do {
+            let server = try TestServer(arguments + ["--log-file", logPath], waitForStart: false, environment: environment)
+            guard waitUntil(timeout: 20, { fileText(logPath).contains("pool started") || !server.process.isRunning }),
+                  server.process.isRunning else {
+                let output = server.log + "\n" + fileText(logPath)
+                server.stop()
+                throw TestFailure("pool-server did not start:\n\(output)")
+            }
+            guard let count = workers else { return (server, logPath, directory, nil) }
+            guard let pids = waitForWorkerCount(server, count) else {
+                let output = server.log + "\n" + fileText(logPath)
+                server.stop()
+                throw TestFailure("the pool never had \(count) settled workers:\n\(output)")
+            }
+            return (server, logPath, directory, pids.first)
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
+    /// A regular file's text, "" if it cannot be read (never read a FIFO: that waits for a writer).
+    static func fileText(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
     /// Polls the status until `condition` holds; returns the last status seen (nil if none).
     @discardableResult
     static func waitForStatus(_ socketPath: String, timeout: Double = 30, _ condition: (Status) -> Bool) -> (ok: Bool, last: Status?) {
