@@ -337,7 +337,7 @@ final class Master {
         if !held.isEmpty || (phase == .quitting && supervisor.hasWorkersOrRespawns) {
             until = min(until, 5_000_000)
         }
-        if supervisor.needsTick { until = min(until, supervisor.tickInterval) }
+        if supervisor.needsTick { until = min(until, Supervisor.tickInterval) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
         if anyStaged { until = 0 }
         // Nor on unwritten answers: the turn's last flush can itself produce one (a refusal parsed
@@ -379,7 +379,6 @@ final class Master {
         // The calls below that can have nothing to do are skipped here rather than left to their
         // own guards: this runs once or twice per request, and each call costs more than its test.
         if scalingPolicy != nil { adjustPoolSize(now: now) }
-        if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
             closeIdleConnections(now: now)
@@ -394,6 +393,9 @@ final class Master {
         if phase != .killing, nextRespawn.map({ $0 <= now }) ?? false {
             nextRespawn = supervisor.respawnDue(now: now)
         }
+        // After the respawns: a slot's pending quit waits for its replacement worker, and goes to
+        // it in the turn it starts.
+        if phase == .running && supervisor.needsTick { supervisor.tick(buffer: sendBuffer) }
         if !held.isEmpty { dispatchHeld() }
         if phase != .running { advanceShutdown(now: now) }
     }

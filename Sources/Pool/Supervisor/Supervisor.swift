@@ -906,14 +906,14 @@ final class Supervisor {
     /// True while something needs another tick soon (quit retries, a restart in progress).
     var needsTick: Bool { !quitPending.isEmpty || isRollingRestart || rollingWasActive || !restarting.isEmpty }
 
-    /// How soon the loop must tick, without other events, while `needsTick`: 5 ms while quit
-    /// messages wait to be sent (a full queue, a slot whose worker is starting); else 100 ms,
-    /// enough for SIGTERMs repeated every 0.5 s. Workers' exits (SIGCHLD) wake the loop for the
-    /// rest of a restart's steps. A worker on a long job while asked to finish kept the master
-    /// waking 200 times a second.
-    var tickInterval: Int64 {
-        !quitPending.isEmpty && !sharesQueue ? 5_000_000 : 100_000_000
-    }
+    /// How soon the loop must tick, without other events, while `needsTick`: enough for SIGTERMs
+    /// repeated every 0.5 s and for quits the kernel refused (ENOMEM) or that wait for a queue
+    /// full by message count (a quit has no bytes, so a queue full of bytes still takes it).
+    /// Everything else a restart waits for wakes the loop: a worker's exit (SIGCHLD), and the
+    /// respawn that a slot's pending quit waits for, which the same turn's tick follows. A 5 ms
+    /// tick kept the master waking 200 times a second for as long as a worker ran a long job or
+    /// sat in a crash back-off (up to 10 s).
+    static let tickInterval: Int64 = 100_000_000
 
     /// Stops rolling restarts and scaling (shutdown takes over).
     func cancelPendingChanges() {
@@ -1055,7 +1055,7 @@ final class Supervisor {
         return retry
     }
 
-    /// Failed quit sends are retried every tick (5 ms): their warning is logged once a second.
+    /// Failed quit sends are retried every tick: their warning is logged once a second.
     @exclusivity(unchecked) private var quitThrottle = LogThrottle()
 
     func signalAll(_ signo: Int32) {
