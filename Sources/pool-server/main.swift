@@ -58,21 +58,28 @@ struct ControlOptions: ParsableArguments {
     /// One command, its answer awaited until `deadline` (default: `--timeout` seconds). An
     /// `error: …` answer (the master refused it) is a failure too.
     func send(_ command: String, until deadline: Int64? = nil) throws -> String {
+        try sendNamingMaster(command, until: deadline).answer
+    }
+
+    /// `send`, with the answering master's pid as this process's pid namespace numbers it (0: not
+    /// visible from here).
+    func sendNamingMaster(_ command: String, until deadline: Int64? = nil) throws -> (answer: String, masterPID: pid_t) {
         let left = deadline.map { Double($0 - monotonicNanoseconds()) / 1e9 } ?? timeout
         guard left > 0 else { throw ControlFailure("timed out before sending '\(command)'") }
-        let answer: String
+        let exchange: (answer: String, masterPID: pid_t)
         do {
-            answer = try ControlClient.send(command, controlSocket: controlSocket, timeout: left)
+            exchange = try ControlClient.sendNamingMaster(command, controlSocket: controlSocket, timeout: left)
         } catch let error as SystemError where error.call == "connect" {
             throw ControlFailure("cannot reach the server at \(controlSocket): \(error)")
         } catch {
             // Reached, but the answer did not come whole (a timeout, the master ended meanwhile).
             throw ControlFailure("no complete answer to '\(command)' from \(controlSocket): \(error)")
         }
+        let answer = exchange.answer
         if answer.hasPrefix("error:") {
             throw ControlFailure("the server refused '\(command)': \(answer.hasSuffix("\n") ? String(answer.dropLast()) : answer)")
         }
-        return answer
+        return exchange
     }
 
     /// Polls the JSON status until `done` holds or `deadline` has passed (by the clock, each
@@ -136,9 +143,14 @@ struct Stop: ParsableCommand {
     @OptionGroup var options: ControlOptions
     func run() throws {
         let deadline = options.deadline()
-        let status = try options.send("status json", until: deadline)
-        guard let pid = jsonField(status, "pid").first.flatMap({ pid_t($0) }) else { throw ControlFailure("no pid in status") }
-        _ = try options.send("stop", until: deadline)
+        // The pid from the connection, not the status: the status names the master in its own pid
+        // namespace, which may not be this one's (a socket shared into a container).
+        let pid = try options.sendNamingMaster("stop", until: deadline).masterPID
+        guard pid > 0 else {
+            // Its exit cannot be watched from here: say so rather than claim it.
+            print("stop requested; the master is in another pid namespace, so its exit is not awaited")
+            return
+        }
         // A zombie has exited: its parent has only not reaped it yet.
         while processIsRunning(pid) && monotonicNanoseconds() < deadline {
             usleep(100_000)

@@ -8,10 +8,27 @@ public enum ControlClient {
     /// answer, read until it closes. `timeout` is in seconds and bounds the connect, the write
     /// and each read.
     public static func send(_ command: String, controlSocket path: String, timeout: Double = 10) throws -> String {
+        try exchange(command, controlSocket: path, timeout: timeout).answer
+    }
+
+    /// `send`, also returning the pid of the master that answered as this process's pid namespace
+    /// numbers it (0 when the master's is not visible from here, as from a container the socket
+    /// was shared into). The pid a status reports is the master's own namespace's number, which
+    /// another namespace may give to another process.
+    ///
+    /// The corresponding C function is `getsockopt(SO_PEERCRED)`.
+    public static func sendNamingMaster(_ command: String, controlSocket path: String,
+                                        timeout: Double = 10) throws -> (answer: String, masterPID: pid_t) {
+        try exchange(command, controlSocket: path, timeout: timeout)
+    }
+
+    private static func exchange(_ command: String, controlSocket path: String, timeout: Double) throws -> (answer: String, masterPID: pid_t) {
         let socket = try SocketFD.unixStream(nonBlocking: false)
         defer { socket.close() }
         try socket.setSendTimeout(seconds: timeout)
         try socket.connect(path: path)
+        // The listening socket's credentials: the master's, taken when it called listen.
+        let masterPID = try socket.peerCredentials().pid
         try socket.setReceiveTimeout(seconds: timeout)
         // A refusal (too many control connections, a line too long) may come before the line is
         // read: `requestThenReadToEnd` still returns it.
@@ -19,7 +36,7 @@ public enum ControlClient {
         // Every answer ends with a newline: without one the master closed mid-answer (it died,
         // or was killed), and a cut "ok …" or half a status report must not pass for the whole.
         guard reply.last == UInt8(ascii: "\n") else { throw AnswerCutShort(received: reply.count) }
-        return String(decoding: reply, as: UTF8.self)
+        return (String(decoding: reply, as: UTF8.self), masterPID)
     }
 
     /// The connection closed before the answer's final newline.
