@@ -365,15 +365,62 @@ static inline int csysv_set_process_name(const char *name) { return prctl(PR_SET
 #define SYS_close_range 436
 #endif
 
-/// Closes the fds in [first, last]; falls back to one close(2) each (bounded by RLIMIT_NOFILE's
-/// soft limit, at most 2^20) where close_range fails. Returns 0, or -1 with errno. (Not the hard
-/// limit: often 2^19 or 2^20 where this fallback runs, a million closes a fork; a descriptor
-/// opened before the soft limit was lowered would survive.)
+/// A record of getdents64(2) as the kernel writes it (glibc declares `struct dirent64` only
+/// under _LARGEFILE64_SOURCE, with a fixed-size name this reads past).
+typedef struct csysv_dirent64 {
+    uint64_t ino;
+    int64_t offset;
+    unsigned short length;
+    unsigned char type;
+    char name[];
+} csysv_dirent64;
+_Static_assert(offsetof(csysv_dirent64, length) == 16 && offsetof(csysv_dirent64, name) == 19,
+               "csysv_dirent64 must match the kernel's struct linux_dirent64");
+
+/// Closes the open fds in [first, last] that /proc/self/fd lists. Returns 0, or -1 with errno
+/// (no /proc, no descriptor free to open it: some may be closed by then).
+/// Why C: close_range's fallback, run between fork and the worker's start; a raw getdents64
+/// into a stack buffer, as opendir would allocate. The kernel lists the directory by fd number,
+/// so closing listed ones while reading skips none.
+static inline int csysv_close_listed_fds(unsigned int first, unsigned int last) {
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return -1;
+    _Alignas(8) char buffer[4096];
+    for (;;) {
+        long n = syscall(SYS_getdents64, dir, buffer, sizeof buffer);
+        if (n < 0) {
+            int saved = errno;
+            close(dir);
+            errno = saved;
+            return -1;
+        }
+        if (n == 0) break;
+        for (long at = 0; at < n;) {
+            const csysv_dirent64 *entry = (const csysv_dirent64 *)(buffer + at);
+            at += entry->length;
+            const char *digit = entry->name;
+            if (*digit < '0' || *digit > '9') continue;   // "." and ".."
+            unsigned long fd = 0;
+            for (; *digit >= '0' && *digit <= '9' && fd <= 0xffffffffu; digit++) fd = fd * 10 + (unsigned long)(*digit - '0');
+            if (fd >= first && fd <= last && fd != (unsigned long)dir) close((int)fd);
+        }
+    }
+    close(dir);
+    return 0;
+}
+
+/// Closes the fds in [first, last]. Where close_range fails, closes the ones /proc/self/fd lists;
+/// where that fails too (no /proc, or no descriptor free to list it: a master at its limit),
+/// one close(2) each up to RLIMIT_NOFILE's soft limit (at most 2^20). Returns 0, or -1 with errno.
+/// (Not one close each up to the hard limit: often 2^19 or 2^20 where the fallbacks run, a
+/// million closes a fork. Only a descriptor opened before the soft limit was lowered, in a process
+/// without /proc, would survive.)
 static inline int csysv_close_fd_range(unsigned int first, unsigned int last) {
     if (first > last) return 0;
     // Any failure (ENOSYS before 5.9, EPERM from a seccomp filter that denies syscalls it does
-    // not know): the flags are 0 and first <= last, so the loop below does the same job.
+    // not know): the flags are 0 and first <= last, so the fallbacks below do the same job.
     if (syscall(SYS_close_range, first, last, 0) == 0) return 0;
+    if (csysv_close_listed_fds(first, last) == 0) return 0;
     struct rlimit limit;
     if (getrlimit(RLIMIT_NOFILE, &limit) < 0) return -1;
     unsigned long top = limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > (1ul << 20) ? (1ul << 20) : limit.rlim_cur;
@@ -383,8 +430,8 @@ static inline int csysv_close_fd_range(unsigned int first, unsigned int last) {
 
 /// Closes every fd from 3 up, except the `count` fds in `keep` (any order, at most 64).
 /// Why C: runs right after fork in a respawned worker, which must not hold clients' sockets open.
-/// It needs no free descriptor (close_range, not a /proc/self/fd listing), because a master at its
-/// descriptor limit still respawns workers, and a child of it has none free either.
+/// It needs no free descriptor (close_range, or as a last resort one close each), because a master
+/// at its descriptor limit still respawns workers, and a child of it has none free either.
 static inline int csysv_close_fds_except(const int *keep, int count) {
     if (count < 0 || count > 64) { errno = EINVAL; return -1; }
     int sorted[64];

@@ -673,6 +673,30 @@ private func currentThreadBlockedSignals() -> UInt64? {
         #expect(csysv_set_cloexec(-1, 1) == -1)
     }
 
+    /// close_range's fallback closes what /proc/self/fd lists in the range, and only that. Run on
+    /// descriptors placed near the soft limit, where no other thread of the runner opens any.
+    @Test func closingListedDescriptorsClosesExactlyTheRange() throws {
+        var limit = rlimit()
+        #expect(getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        let top = Int32(min(limit.rlim_cur, 1 << 20))
+        try #require(top >= 64, "soft descriptor limit \(top)")
+        let base = top - 40
+        let numbers = [base, base + 1, base + 5, base + 9, base + 10]
+        try #require(numbers.allSatisfy { csysv_fd_is_open($0) == 0 }, "descriptors near the limit already in use")
+        var pipeFDs: [Int32] = [-1, -1]
+        #expect(pipe(&pipeFDs) == 0)
+        defer {
+            close(pipeFDs[0])
+            close(pipeFDs[1])
+        }
+        for fd in numbers { #expect(dup2(pipeFDs[0], fd) == fd) }
+        defer { numbers.forEach { close($0) } }
+        // [base + 1, base + 9]: the first and the last two are outside it.
+        #expect(csysv_close_listed_fds(UInt32(base + 1), UInt32(base + 9)) == 0)
+        #expect(numbers.map { csysv_fd_is_open($0) } == [1, 0, 0, 0, 1])
+        #expect(csysv_fd_is_open(pipeFDs[0]) == 1 && csysv_fd_is_open(pipeFDs[1]) == 1)
+    }
+
     @Test func peerCredentialsOnASocketpair() throws {
         let fds = try socketPair()
         defer { fds.forEach { close($0) } }
