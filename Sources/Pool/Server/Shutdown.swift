@@ -20,10 +20,10 @@ extension Master {
         // sent nothing yet owes nothing and is closed in order, like any silent connection.
         // Unlinked first, so the backlog taken in is the one there now: clients connecting again
         // and again could otherwise hold the master in this loop past its deadline. (An
-        // inherited socket stays connectable: bounded by --listen-backlog then; systemd's
-        // Backlog= may be larger, and clients beyond wait in its queue.)
+        // inherited socket stays connectable: bounded then by the largest backlog it can have,
+        // the kernel's cap net.core.somaxconn, as systemd's Backlog= is not known here.)
         listener?.unlinkIfOurs()
-        acceptClients(untilEmpty: true, limit: max(Self.acceptsPerTurn, Int(configuration.listenBacklog) + 1))
+        acceptClients(untilEmpty: true, limit: shutdownAcceptLimit())
         closeListener()
         // The operator's connections are left alone: the one that sent `stop` gets its answer.
         for connection in connections.values where !connection.isControl {
@@ -37,6 +37,16 @@ extension Master {
             settle(connection)
         }
         advanceShutdown(now: monotonicNanoseconds())
+    }
+
+    /// Clients at most to take in from the listen backlog at the stop: all it can hold (the
+    /// kernel keeps one more than the backlog). Ours was listened with --listen-backlog; an
+    /// inherited one's backlog is systemd's, at most net.core.somaxconn (read now: it may have
+    /// changed since the start, and this runs once).
+    func shutdownAcceptLimit() -> Int {
+        var backlog = Int(configuration.listenBacklog)
+        if listener?.inherited == true { backlog = max(backlog, readProcInt("/proc/sys/net/core/somaxconn") ?? 4096) }
+        return max(Self.acceptsPerTurn, backlog + 1)
     }
 
     func closeListener() {
