@@ -369,6 +369,31 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// An ack-mode producer may write its messages and go without reading its `ok`s: all of them
+    /// are still read and queued, also past --max-inflight (1 here). Only the first was: its `ok`
+    /// met the closed socket (EPIPE) and the connection was closed with the rest unread. The
+    /// master is frozen while the client writes and goes, so it finds all of it at once.
+    @Test func ackModeRunsEverythingAProducerWroteBeforeHangingUp() throws {
+        let server = try TestServer(["--protocol", "framed", "--workers", "1", "--max-inflight", "1"])
+        defer { kill(server.pid, SIGCONT) }
+        let count = 100
+        let producer = try RawConnection(path: server.socketPath)
+        try producer.write(FramedWire.requestFrames(["warm-up".bytes]))
+        let warm = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.workers.first?.jobsHandled == 1 }
+        #expect(warm.ok)
+        kill(server.pid, SIGSTOP)
+        try #require(waitUntil(timeout: 20) { processState(server.pid) == "T" }, "the master did not stop")
+        try producer.write(FramedWire.requestFrames((0..<count).map { "message-\($0)".bytes }))
+        producer.close()
+        kill(server.pid, SIGCONT)
+        let done = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) {
+            $0.activeConnections == 0 && $0.workers.first?.jobsHandled == count + 1
+        }
+        #expect(done.ok, "jobs handled: \(String(describing: done.last?.workers.first?.jobsHandled)) of \(count + 1)\n\(server.log.suffix(2000))")
+        #expect(server.logLines(containing: "message-\(count - 1)").count == 1, "the last message was not logged")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     /// Jobs held for queue room whose client has gone do not take --max-backlog from new
     /// clients. One worker sleeps; 7000-byte jobs fill its one-message queue and a backlog of 3:
     /// two of a live client first, then one of a client that hangs up. The next client's request

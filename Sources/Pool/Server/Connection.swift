@@ -30,6 +30,9 @@ final class Connection {
     /// wait, so the fd is taken out of epoll while its last responses are still being computed.
     @exclusivity(unchecked) var hungUp = false
     @exclusivity(unchecked) var detached = false
+    /// Ack mode, the peer gone: its `ok`s are thrown away instead of written (EPIPE) while what it
+    /// wrote is still read and queued.
+    @exclusivity(unchecked) var discardsOutput = false
     /// After a refusal the peer may still be sending: closing with unread input makes the kernel
     /// reset the connection and the client could lose the refusal. So: shut down our side, discard
     /// input until the peer closes (or the idle timeout), then close.

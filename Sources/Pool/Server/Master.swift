@@ -643,6 +643,7 @@ final class Master {
             }
             // Ack mode: its jobs held for room are dropped (`dispatchHeld`, `backlogHasRoom`).
             if connection.inflight > 0 { heldMayHaveOrphans = true }
+            if readsAfterHangUp(connection) { discardOutput(connection) }
         }
         if events.contains(.writable) || events.contains(.error) {
             flush(connection)
@@ -1385,9 +1386,15 @@ final class Master {
         do {
             try writeOutput(connection)
         } catch {
-            // EPIPE/ECONNRESET: the client left; what it was owed is dropped with it.
-            close(connection, reason: "write: \(error)")
-            return
+            // EPIPE/ECONNRESET: the client left; what it was owed is dropped with it. In ack mode
+            // what it wrote before it went is still read and queued: a producer may write its
+            // messages and go without reading its `ok`s.
+            connection.hungUp = true
+            guard readsAfterHangUp(connection) else {
+                close(connection, reason: "write: \(error)")
+                return
+            }
+            discardOutput(connection)
         }
         // A small buffer stays with its connection, so answering a busy client allocates nothing
         // per response; a grown one goes back at once, and the idle scan takes the small one back
@@ -1398,8 +1405,25 @@ final class Master {
         settle(connection)
     }
 
+    /// Ack mode (framed, tagged): a client gone both ways is still read to its end of stream, and
+    /// what it wrote queued. Not result mode: nobody can take the results (`connectionEvent`).
+    func readsAfterHangUp(_ connection: Connection) -> Bool {
+        configuration.replyMode == .ack && configuration.wireProtocol.isFramed && !connection.isControl
+            && !connection.peerClosed && !connection.closeWhenDone
+    }
+
+    /// From now on the connection's answers are dropped, not written: nobody reads them.
+    func discardOutput(_ connection: Connection) {
+        connection.discardsOutput = true
+        connection.output.consume(connection.output.readableCount)
+    }
+
     /// Writes what the socket takes of a connection's output, without blocking.
     func writeOutput(_ connection: Connection) throws {
+        if connection.discardsOutput {
+            connection.output.consume(connection.output.readableCount)
+            return
+        }
         var wrote = false
         defer {
             // Progress in either direction is activity: a connection whose long job just got its
@@ -1434,12 +1458,29 @@ final class Master {
                 return
             }
         }
-        if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed || connection.hungUp
+        if connection.isQuiescent && (connection.closeWhenDone || connection.peerClosed
+                                      || (connection.hungUp && !readsAfterHangUp(connection))
                                       || (phase != .running && readBeforeClosing(connection))) {
             close(connection, reason: nil)
             return
         }
         guard connections[connection.key] != nil else { return }
+        if connection.hungUp && readsAfterHangUp(connection) {
+            // Read on to the end of stream while in-flight room allows: each wait reports the
+            // hang-up and the read makes progress. Out of epoll while full (as below), back in
+            // when answers free room (they come through here).
+            let reading = connection.inflight < configuration.maxInflight
+            if reading && connection.detached {
+                connection.detached = false
+                connection.registered = false
+                connection.interest = []
+            }
+            if reading && (connection.interest != .readable || !connection.registered) {
+                watch(connection, .readable)
+                return
+            }
+            if reading { return }
+        }
         if connection.hungUp {
             // Nobody will read what is still owed; stop epoll from reporting the hang-up in a loop
             // and close when the last reply has been routed here.
