@@ -69,7 +69,7 @@ struct PoolClientCommand: ParsableCommand {
         default:
             throw ValidationError("--protocol must be oneshot, framed or tagged")
         }
-        if failures > 0 { throw ExitCode(1) }
+        if failures > 0 || Self.outputFailed { throw ExitCode(1) }
     }
 
     /// Standard input split on newlines, byte for byte (no UTF-8 repair, no `\r` stripping).
@@ -90,13 +90,42 @@ struct PoolClientCommand: ParsableCommand {
     private func printLine(_ bytes: [UInt8]) {
         var line = bytes
         line.append(0x0A)
-        line.withUnsafeBytes { _ = write(1, $0.baseAddress, $0.count) }
+        if !Self.writeFully(1, line) {
+            // A reply that could not be printed is a reply lost: say so, and fail the run.
+            printError("error: could not write to standard output: \(String(cString: strerror(errno)))")
+            Self.outputFailed = true
+        }
     }
 
     private func printError(_ text: String) {
         var line = Array(text.utf8)
         line.append(0x0A)
-        line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+        _ = Self.writeFully(2, line)
+    }
+
+    /// Set when a reply could not be written to standard output; the exit status is then 1.
+    nonisolated(unsafe) static var outputFailed = false
+
+    /// Writes all of `bytes`: on after a short write or EINTR, and after EAGAIN once the
+    /// descriptor takes more (an inherited non-blocking stdout). False on any other error.
+    static func writeFully(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if n > 0 {
+                    offset += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    var wanted = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&wanted, 1, -1)
+                } else {
+                    return false
+                }
+            }
+            return true
+        }
     }
 }
 

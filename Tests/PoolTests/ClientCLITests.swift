@@ -27,6 +27,19 @@ import Testing
         FramedSupport.expectCleanShutdown(server)
     }
 
+    /// A reply that cannot be printed (standard output full: /dev/full gives ENOSPC) is a failure
+    /// named on stderr, not a silent exit 0.
+    @Test(.enabled(if: fileExists("/dev/full"), "needs /dev/full"))
+    func aReplyThatCannotBePrintedFailsTheRun() throws {
+        let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "echo"])
+        let result = try FramedSupport.runCommand("/bin/sh", ["-c", "exec \"$0\" --socket \"$1\" --protocol framed hello >/dev/full",
+                                                              Self.client, server.socketPath], timeout: 30)
+        #expect(!result.timedOut)
+        #expect(result.status == 1, "exit \(result.status): \(result.stderr)")
+        #expect(result.stderr.contains("could not write to standard output"), "stderr: \(result.stderr)")
+        FramedSupport.expectCleanShutdown(server)
+    }
+
     @Test func framedHandlerErrorFailsAndNamesTheStatus() throws {
         let server = try TestServer(["--protocol", "framed", "--reply", "result", "--handler", "sim"])
         let result = try run(server, ["--protocol", "framed", "fail:x"])

@@ -77,6 +77,19 @@ import Testing
         try PoolConfiguration.checkQueueCapacity(16_384, limits: QueueLimits(maxMessageBytes: 8192, defaultQueueBytes: 16_384, maxQueues: 32_000))
     }
 
+    /// msgmax raised past 2³⁰ (its ceiling is 2³¹ − 1): the largest message stays below the
+    /// framed protocol's 2³⁰, which it takes for another protocol's bytes — valid lengths up to
+    /// msgmax would be answered *bad request*.
+    @Test func theLargestMessageStaysBelowTheFramedGarbageLength() throws {
+        let huge = QueueLimits(maxMessageBytes: Int(Int32.max), defaultQueueBytes: Int(Int32.max), maxQueues: 32_000)
+        var configuration = PoolConfiguration()
+        configuration.replyRingBytes = 0
+        #expect(try configuration.validate(limits: huge) == Int(FrameCodec.garbageLength) - 1)
+        configuration.maxMessage = Int(FrameCodec.garbageLength)
+        let error = #expect(throws: ConfigurationError.self) { try configuration.validate(limits: huge) }
+        #expect(error?.description.contains("2^30") == true, "\(String(describing: error))")
+    }
+
     @Test func defaultReplyRingFitsTheLargestMessage() throws {
         let big = QueueLimits(maxMessageBytes: 100_000, defaultQueueBytes: 200_000, maxQueues: 32_000)
         let configuration = PoolConfiguration()

@@ -89,6 +89,7 @@ public final class PoolClient {
     /// Throws `ProtocolError` (the connection stays usable) while answers to requests written with
     /// `send` are still to be received: the next answer would be one of theirs.
     public func request(_ payload: [UInt8]) throws -> Response {
+        try Self.requireFramable(payload)
         try requireInStep("request")
         return try guarded(writes: true) {
             let tag = tagged ? takeTag() : 0
@@ -105,7 +106,16 @@ public final class PoolClient {
     /// Writes one request frame without waiting (pipelining); collect responses with `receive()`
     /// (tagged: `receiveTagged()`). `tag` is sent only on a tagged connection.
     public func send(_ payload: [UInt8], tag: UInt32 = 0) throws {
+        try Self.requireFramable(payload)
         try guarded(writes: true) { try sendFrame(payload, tag: tag) }
+    }
+
+    /// A length of 2³⁰ or more is no request of the protocol's (the server takes it for another
+    /// protocol's bytes), and from 2³² on it does not fit the length field. Nothing is sent.
+    private static func requireFramable(_ payload: [UInt8]) throws {
+        guard payload.count < Int(FrameCodec.garbageLength) else {
+            throw ProtocolError(description: "a payload of \(payload.count) bytes: the framed protocol's lengths stop below 2^30")
+        }
     }
 
     private func sendFrame(_ payload: [UInt8], tag: UInt32) throws {
@@ -197,6 +207,7 @@ public final class PoolClient {
     /// are returned in request order.
     /// Like `request`, throws while answers to requests written with `send` are still to come.
     public func pipeline(_ payloads: [[UInt8]]) throws -> [Response] {
+        for payload in payloads { try Self.requireFramable(payload) }
         try requireInStep("pipeline")
         return try guarded(writes: true) {
             answersOwed += payloads.count
@@ -274,19 +285,30 @@ public final class PoolClient {
     }
 
     private func bufferedResponse() throws -> (tag: UInt32, response: Response)? {
-        let available = input.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[inputStart...]) }
-        let decoded: (tag: UInt32, status: UInt8, body: Range<Int>, total: Int)?
-        if tagged {
-            decoded = FrameCodec.decodeTaggedResponse(available)
-        } else {
-            decoded = FrameCodec.decodeResponse(available).map { (0, $0.status, $0.body, $0.total) }
+        // Decoded and copied inside the closure: the buffer's address is valid only there.
+        let taken: (tag: UInt32, response: Response, total: Int)? = input.withUnsafeBytes { all in
+            let available = UnsafeRawBufferPointer(rebasing: all[inputStart...])
+            let decoded: (tag: UInt32, status: UInt8, body: Range<Int>, total: Int)?
+            if tagged {
+                decoded = FrameCodec.decodeTaggedResponse(available)
+            } else {
+                decoded = FrameCodec.decodeResponse(available).map { (0, $0.status, $0.body, $0.total) }
+            }
+            return decoded.map { ($0.tag, Response(statusByte: $0.status, body: Array(available[$0.body])), $0.total) }
         }
-        guard let (tag, status, body, total) = decoded else { return nil }
+        guard let taken else { return nil }
         answersOwed -= 1
-        let response = Response(statusByte: status, body: Array(available[body]))
-        inputStart += total
-        if inputStart == input.count { input.removeAll(keepingCapacity: true); inputStart = 0 }
-        return (tag, response)
+        inputStart += taken.total
+        if inputStart == input.count {
+            input.removeAll(keepingCapacity: true)
+            inputStart = 0
+        } else if inputStart >= 65_536 && inputStart * 2 >= input.count {
+            // A pipelining reader's reads rarely end on a frame's end, so "all taken" seldom
+            // comes: without this the buffer kept every byte ever received.
+            input.removeSubrange(0..<inputStart)
+            inputStart = 0
+        }
+        return (taken.tag, taken.response)
     }
 
     private func fill(nonBlocking: Bool = false) throws {

@@ -661,10 +661,18 @@ final class Master {
         }
     }
 
+    /// Reads of one connection per readiness event. Ack mode frees in-flight room as its batches
+    /// go out, within the read loop, so a producer keeping its socket full would otherwise hold
+    /// the loop (and every other client) until the queues fill. Epoll is level-triggered: what is
+    /// left is reported again by the next wait.
+    static let readsPerEvent = 16
+
     func readFramed(_ connection: Connection) {
         let limit = framedInputLimit
+        var reads = 0
         while !connection.closeWhenDone && !connection.peerClosed && connection.inflight < configuration.maxInflight
-                && connection.output.readableCount < Self.outputHighWater {
+                && connection.output.readableCount < Self.outputHighWater && reads < Self.readsPerEvent {
+            reads += 1
             let chunk = readChunk(connection, minimum: 4096, limit: limit)
             if case .failed = chunk { return }
             guard case .data(let drained) = chunk else { break }

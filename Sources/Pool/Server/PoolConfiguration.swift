@@ -183,8 +183,10 @@ extension PoolConfiguration {
     }
 
     /// Largest payload one queue message holds with our record header, given `msgmax`.
+    /// Also below the framed protocol's 2³⁰, which it takes for another protocol's bytes (a
+    /// msgmax raised that far would otherwise make valid lengths "bad request").
     public static func largestMessage(limits: QueueLimits) -> Int {
-        limits.maxMessageBytes - JobCodec.headerBytes
+        min(limits.maxMessageBytes - JobCodec.headerBytes, Int(FrameCodec.garbageLength) - 1)
     }
 
     /// Where `path` leads, to tell two spellings of one file apart: its directory resolved
@@ -209,6 +211,9 @@ extension PoolConfiguration {
         }
         let effective = maxMessage ?? largest
         guard effective >= 1 else { throw ConfigurationError("--max-message must be at least 1") }
+        guard effective <= largest || largest < Int(FrameCodec.garbageLength) - 1 else {
+            throw ConfigurationError("--max-message \(effective) is not below 2^30, where the framed protocol's lengths stop")
+        }
         guard effective <= largest else {
             throw ConfigurationError("--max-message \(effective) exceeds what one queue message holds: msgmax \(limits.maxMessageBytes) − \(JobCodec.headerBytes) header = \(largest); raise /proc/sys/kernel/msgmax")
         }
