@@ -16,6 +16,11 @@ import Logging
 /// Dispatch, no `Task`, no async main before it. Each worker builds its own handler with the
 /// factory after fork and calls it on every message.
 public final class PoolServer {
+    /// The longest write a Unix stream socket hands its reader whole: the kernel queues a longer
+    /// one in pieces of about 36 KiB (32 KiB of pages and a head), and a reader woken by the first
+    /// may find the socket dry before the next — which oneshot takes for the message's end.
+    static let oneshotWholeWrite = 32_768
+
     /// The configuration the pool runs with; `run()` validates it against the kernel's limits.
     public let configuration: PoolConfiguration
     private let makeHandler: MessageHandlerFactory
@@ -151,6 +156,10 @@ public final class PoolServer {
             "max-message": "\(maxMessage)", "queue-bytes": "\(supervisor.grantedQueueBytes)",
             "queues": "\(supervisor.slots.map(\.queue.id))", "limits": "\(limits)",
         ])
+        if configuration.wireProtocol == .oneshot && maxMessage > Self.oneshotWholeWrite {
+            logger.warning("oneshot messages over \(Self.oneshotWholeWrite) bytes may be taken cut: the protocol has no length, and the kernel hands a longer write to the reader in pieces; use --protocol framed for them",
+                           metadata: ["max-message": "\(maxMessage)"])
+        }
         notifier.notify("READY=1\nMAINPID=\(getpid())")
         master.notifyStatus()
         // The first WATCHDOG=1 in the loop's first turn, the next ones from its timers.
