@@ -1054,6 +1054,21 @@ private typealias S = OperationsSupport
         S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: Set(workers))
     }
 
+    /// The first SIGTERM after `pool-server stop` (systemd's, say) lets the stop drain as it was:
+    /// only a second stop *signal* forces it. It used to kill the workers at once, their jobs
+    /// answered *shutting down*.
+    @Test func aSignalDuringAStopAskedForOverTheControlSocketDoesNotForceIt() throws {
+        let (server, client) = try Self.oneSharedWorkerRunning("sleep:1500")
+        defer { server.stop() }
+        defer { client.close() }
+        #expect(try ControlClient.send("stop", controlSocket: server.socketPath + ".ctl").hasPrefix("ok stopping"))
+        server.signal(SIGTERM)
+        let answer = try client.receive()
+        #expect(answer.status == .ok && answer.body == "sleep:1500".bytes, "\(answer)")
+        #expect(server.waitForExit(timeout: 20) == 0, "\(server.log.suffix(2000))")
+        #expect(!server.log.contains("second stop signal"), "\(server.log.suffix(2000))")
+    }
+
     /// `stop` run in another pid namespace (as from a container the socket was shared into) cannot
     /// see the master: it says so instead of waiting on the pid the status reports, which is the
     /// master's own namespace's number (here nobody's: it claimed "stopped" at once, with the

@@ -132,6 +132,8 @@ final class Master {
     @exclusivity(unchecked) var listenersPausedUntil: Int64? = nil
     static let listenerPauseNanoseconds: Int64 = 100_000_000
     @exclusivity(unchecked) var phase = Phase.running
+    /// SIGINT/SIGTERM received so far: the second forces the stop.
+    @exclusivity(unchecked) var stopSignals = 0
     /// Per-client refusals and *busy* answers are logged at most once a second per kind.
     @exclusivity(unchecked) var logThrottle = LogThrottle()
     /// What `run` returns after a graceful stop: 1 if the stop was forced on us by a failure.
@@ -413,8 +415,11 @@ final class Master {
         }
         let stops = Signals.take(SIGINT) + Signals.take(SIGTERM)
         guard stops > 0 else { return nil }
-        if phase == .running && stops == 1 {
-            beginShutdown()
+        stopSignals += stops
+        // The second stop *signal* forces: a stop begun otherwise (`pool-server stop`, a failure)
+        // still drains when the first comes, as from `systemctl stop` after `pool-server stop`.
+        guard stopSignals >= 2 else {
+            if phase == .running { beginShutdown() }
             return nil
         }
         return forcedStop(reason: "second stop signal")
