@@ -449,16 +449,33 @@ static inline int csysv_close_fds_except(const int *keep, int count) {
     return csysv_close_fd_range(next, ~0u);
 }
 
+/// Number of threads listed in `dir`, an open /proc/self/task, read again from its start; -1 with
+/// errno. Why C: the debug single-thread check before each fork; a raw getdents64 on a directory
+/// kept open needs no free descriptor (a master at its fd limit still respawns workers).
+static inline int csysv_thread_count_in(int dir) {
+    if (lseek(dir, 0, SEEK_SET) < 0) return -1;
+    _Alignas(8) char buffer[4096];
+    int n = 0;
+    for (;;) {
+        long got = syscall(SYS_getdents64, dir, buffer, sizeof buffer);
+        if (got < 0) return -1;
+        if (got == 0) return n;
+        for (long at = 0; at < got;) {
+            const csysv_dirent64 *entry = (const csysv_dirent64 *)(buffer + at);
+            at += entry->length;
+            if (entry->name[0] != '.') n++;
+        }
+    }
+}
+
 /// Number of threads in the calling process (from /proc/self/task), -2 when it cannot be counted
 /// because the process has no descriptor free (EMFILE/ENFILE), or -1.
-/// Why C: a debug-build check that the master is single-threaded before every fork.
+/// Why C: opens the directory for `csysv_thread_count_in`.
 static inline int csysv_thread_count(void) {
-    DIR *dir = opendir("/proc/self/task");
-    if (!dir) return errno == EMFILE || errno == ENFILE ? -2 : -1;
-    int n = 0;
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) if (entry->d_name[0] != '.') n++;
-    closedir(dir);
+    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return errno == EMFILE || errno == ENFILE ? -2 : -1;
+    int n = csysv_thread_count_in(dir);
+    close(dir);
     return n;
 }
 

@@ -12,15 +12,16 @@ import Glibc
 /// regular file is written as before (it never reports "full"). Workers keep the blocking
 /// descriptor: a worker may wait for its log, the master may not.
 enum MasterLogOutput {
-    enum Mode { case blocking, privatePipe(Int32), terminal(Int32), socket }
+    /// `pollFirst`: a pipe or terminal with no description of its own (no /proc, no descriptor
+    /// free when it was prepared): written only when poll says it has room, one pipe buffer's
+    /// worth at most per write, which a pipe with room takes without waiting.
+    enum Mode { case blocking, privatePipe(Int32), terminal(Int32), socket, pollFirst }
 
     nonisolated(unsafe) private static var mode: Mode?
     /// Lines dropped since the last one written.
     nonisolated(unsafe) static var dropped = 0
 
     /// Chooses the mode for what descriptor 2 is now (again after a log file was reopened onto it).
-    /// A pipe that cannot be reopened now (no descriptor free) is written blocking for this line
-    /// and tried again at the next.
     static func prepare() {
         switch mode {
         case .privatePipe(let fd), .terminal(let fd): close(fd)
@@ -34,7 +35,7 @@ enum MasterLogOutput {
         let terminal = kind == S_IFCHR && isatty(2) != 0
         if kind == S_IFIFO || terminal {
             let fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
-            mode = fd < 0 ? nil : terminal ? .terminal(fd) : .privatePipe(fd)
+            mode = fd < 0 ? .pollFirst : terminal ? .terminal(fd) : .privatePipe(fd)
         } else if kind == S_IFSOCK {
             mode = .socket
         }
@@ -57,6 +58,13 @@ enum MasterLogOutput {
         // SIGTTOU held: in the background with `stty tostop`, it would restart the write forever.
         case .terminal(let fd): return csysv_write_holding_signal(fd, bytes, count, SIGTTOU)
         case .socket: return send(2, bytes, count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+        case .pollFirst:
+            var room = pollfd(fd: 2, events: Int16(POLLOUT), revents: 0)
+            guard poll(&room, 1, 0) == 1, room.revents & Int16(POLLOUT) != 0 else {
+                errno = EAGAIN
+                return -1
+            }
+            return csysv_write_holding_signal(2, bytes, min(count, Int(PIPE_BUF)), SIGTTOU)
         }
     }
 }

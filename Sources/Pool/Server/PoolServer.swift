@@ -28,11 +28,14 @@ public final class PoolServer {
     private let workerLogger: Logger
 
     /// - Parameters:
-    ///   - logger: the master's logger.
+    ///   - logger: the master's logger. Its handler must neither start a thread (the master forks
+    ///     its workers, which run Swift after the fork) nor block (it runs in the event loop). The
+    ///     default writes standard error as `pool-server` does, never waiting for its reader; the
+    ///     process's `LoggingSystem` default (`StreamLogHandler`) takes a lock and waits.
     ///   - workerLogger: the workers' logger (defaults to `logger` relabelled `pool.worker`).
     ///   - makeHandler: called once in each worker process after fork.
     public init(configuration: PoolConfiguration,
-                logger: Logger = Logger(label: "pool.master"),
+                logger: Logger = Logger(label: "pool.master") { LineLogHandler(label: $0, level: .info, nonBlocking: true) },
                 workerLogger: Logger? = nil,
                 makeHandler: @escaping MessageHandlerFactory) {
         self.configuration = configuration

@@ -254,11 +254,15 @@ final class Supervisor {
     /// replaced.
     private static func recordState(_ queues: [(id: Int32, changeTime: Int)], configuration: PoolConfiguration,
                                     socketActivated: Bool = false) throws {
-        var state = PoolState(pid: getpid(), startTime: processStatus(getpid())?.startTime, uid: getuid(),
+        var state = PoolState(pid: getpid(), startTime: ownStartTime, uid: getuid(),
                               socketPath: configuration.socketPath, queues: queues)
         state.socketActivated = socketActivated
         try state.write(to: configuration.stateFilePath)
     }
+
+    /// This process's start time (clock ticks after boot), read once: it never changes, and the
+    /// state file is rewritten from the event loop (scaling, a queue replaced).
+    nonisolated(unsafe) private static let ownStartTime = processStatus(getpid())?.startTime
 
     /// Capacity each queue actually got.
     var grantedQueueBytes: Int { queueBytes }

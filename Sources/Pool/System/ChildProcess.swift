@@ -41,12 +41,20 @@ public enum ChildProcess {
     /// The corresponding C function is `fork`.
     /// With `holdTermination`, the child starts with SIGTERM blocked (see `CSYSV_FORK_HOLD_SIGTERM`)
     /// and must call `Signals.unblock(SIGTERM)` once it handles it.
+    #if DEBUG
+    /// The forking process's /proc/self/task (only the master forks; a child closes it with the
+    /// master's other descriptors).
+    nonisolated(unsafe) private static var taskDirectory: Int32 = -1
+    #endif
+
     public static func fork(parentDeathSignal: Int32 = SIGKILL, ignoreGroupSignals: Bool = true,
                             holdTermination: Bool = false) throws -> pid_t? {
         #if DEBUG
-        // Negative: it could not look (-2: no descriptor free, as for a master at its fd limit that
-        // still respawns; -1: no /proc). A check that cannot look must not stop the fork.
-        let threads = csysv_thread_count()
+        // Counted in /proc/self/task, opened at the first fork and kept, so a master at its fd
+        // limit that still respawns is checked too. Negative only without /proc (or with no
+        // descriptor free at the very first fork): a check that cannot look must not stop it.
+        if taskDirectory < 0 { taskDirectory = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        let threads = taskDirectory >= 0 ? csysv_thread_count_in(taskDirectory) : csysv_thread_count()
         precondition(threads == 1 || threads < 0, "fork with \(threads) threads: the master must stay single-threaded")
         if DebugFailpoint.forks.nextCallFails() { throw SystemError("fork", .resourceTemporarilyUnavailable) }
         #endif
@@ -126,8 +134,11 @@ public enum ChildProcess {
             case .success(nil) where monotonicNanoseconds() < deadline:
                 usleep(1000)
             case .success(nil):
+                // Reaped if it ends within a second; one stuck where SIGKILL cannot end it (an
+                // uninterruptible sleep) is left to the reaping of whatever runs next, not waited on.
                 signal(pid, SIGKILL)
-                _ = try? valueOrErrno("waitpid") { waitpid(pid, nil, 0) }.get()
+                let killed = monotonicNanoseconds()
+                while case .success(nil) = reap(pid), monotonicNanoseconds() - killed < 1_000_000_000 { usleep(1000) }
                 throw ProbeFailure(description: "the probe did not finish in 10 s")
             case .success(.exited(0)):
                 return
