@@ -382,7 +382,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let dead = try TestServer(F.framedSim + ["--workers", "3"])
         let deadFootprint = F.Footprint(dead)
         // Runs last: `dead.stop()` deletes the directory that holds the socket both servers use.
-        defer { deadFootprint.removeLeftovers(); dead.stop() }
+        defer { dead.stop(); deadFootprint.removeLeftovers() }
         let workers = try #require(waitForWorkers(dead, 3))
         // Orphans (init's children once the master is gone) are no TestServer's to stop.
         defer { killLiving(workers) }
@@ -400,7 +400,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
         let next = try TestServer(["--workers", "2"], socketPath: dead.socketPath)
         let nextFootprint = F.Footprint(next)
-        defer { nextFootprint.removeLeftovers(); next.stop() }
+        defer { next.stop(); nextFootprint.removeLeftovers() }
         let recovered = next.logLines(containing: "stale state of a dead master: removed queue")
         for queue in queues {
             #expect(recovered.contains { $0.contains("removed queue \(queue) ") || $0.hasSuffix("removed queue \(queue)") },
@@ -417,7 +417,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func cleanupRemovesADeadMastersLeftovers() throws {
         let dead = try TestServer(F.framedSim + ["--workers", "2"])
         let footprint = F.Footprint(dead)
-        defer { footprint.removeLeftovers(); dead.stop() }
+        defer { dead.stop(); footprint.removeLeftovers() }
         let workers = try #require(waitForWorkers(dead, 2))
         defer { killLiving(workers) }
         let queues = stateFileQueueIDs(dead.stateFilePath)
@@ -524,7 +524,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let nobody = try #require(getpwnam("nobody")).pointee
         let server = try TestServer(F.framedEcho + ["--workers", "2", "--user", "nobody"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         let workers = try #require(waitForWorkers(server, 2))
         func ids(_ pid: pid_t, _ field: String) -> [String] { procStatusField(field, of: pid) }
         for pid in workers {
@@ -609,7 +609,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let nobody = try #require(getpwnam("nobody")).pointee
         let server = try TestServer(["--workers", "1", "--socket-group", "\(nobody.pw_gid)", "--socket-mode", "0660"])
         let footprint = F.Footprint(server)
-        defer { footprint.removeLeftovers(); server.stop() }
+        defer { server.stop(); footprint.removeLeftovers() }
         // Its directory (0700 from mkdtemp) must let nobody through to the socket.
         let directory = String(server.socketPath.dropLast("/pool.sock".count))
         #expect(chmod(directory, 0o711) == 0)
@@ -1425,8 +1425,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         defer {
             if stopped { kill(server.pid, SIGCONT) }
             for fd in flood { close(fd) }
-            footprint.removeLeftovers()
             server.stop()
+            footprint.removeLeftovers()
         }
         let warmup = try PoolClient(socketPath: server.socketPath, timeout: 30)
         #expect(try warmup.request("before".bytes).isOK)
@@ -1830,7 +1830,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     func allowUIDRefusesUnlistedPeers() throws {
         let refusing = try TestServer(F.framedEcho + ["--workers", "1", "--allow-uid", "12345"])
         let refusingFootprint = F.Footprint(refusing)
-        defer { refusingFootprint.removeLeftovers(); refusing.stop() }
+        defer { refusing.stop(); refusingFootprint.removeLeftovers() }
         let connection = try F.Connection(path: refusing.socketPath, timeout: 20)
         connection.send(FramedWire.requestFrame("let me in".bytes))
         let (bytes, end) = connection.readToEnd()
@@ -1843,7 +1843,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
         let admitting = try TestServer(F.framedEcho + ["--workers", "1", "--allow-uid", "0", "--socket-mode", "0666"])
         let admittingFootprint = F.Footprint(admitting)
-        defer { admittingFootprint.removeLeftovers(); admitting.stop() }
+        defer { admitting.stop(); admittingFootprint.removeLeftovers() }
         #expect(chmod(admitting.directory, 0o755) == 0)
         let client = try PoolClient(socketPath: admitting.socketPath, timeout: 30)
         #expect(try client.request("root is in".bytes).body == "root is in".bytes)
@@ -1952,8 +1952,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let threads = 8
         defer {
             record.stopping = true
-            footprint.removeLeftovers()
             server.stop()
+            footprint.removeLeftovers()
             _ = waitUntil(timeout: 60) { record.finishedCount == threads }
         }
         _ = try #require(waitForWorkers(server, 3))
@@ -2105,7 +2105,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
 
     #if DEBUG
     // MARK: - Fork failures (debug builds: POOL_DEBUG_FAIL_FORKS)
-    // These need the failpoints of a debug pool-server; `swift test -c release` builds neither.
+    // These need the failpoints of a debug pool-server. So do tests elsewhere that call
+    // `debugEnvironment`: the suite is built and run in debug only (`swift test -c release` does
+    // not build it).
 
     /// The test runner's environment plus `POOL_DEBUG_FAIL_FORKS`: the master's forks numbered
     /// in `calls` (from 1) fail with EAGAIN, as at the process limit, which root does not meet.
@@ -2198,6 +2200,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: Self.debugEnvironment(variable, value))
         let footprint = F.Footprint(server)
         guard let worker = waitForWorkers(server, 1)?.first else {
+            server.stop()
             footprint.removeLeftovers()
             throw TestFailure("no worker started:\n\(server.log.suffix(2000))")
         }

@@ -159,8 +159,10 @@ private typealias S = OperationsSupport
     @Test func aReloadSignalsABusyWorkerOnce() throws {
         let (server, client) = try Self.oneSharedWorkerRunning("sleep:2500")
         defer { server.stop() }
-        // Inside its sleep by then (busy is marked just before), so the first SIGTERM interrupts it.
-        usleep(300_000)
+        // Inside its sleep (busy is marked just before it), so the first SIGTERM interrupts it.
+        let worker = try #require(server.workerPIDs.first)
+        try #require(waitUntil(timeout: 10) { blockedSyscall(worker).map(SyscallNumber.sleeps.contains) == true },
+                     "the worker never slept: \(OneshotShutdownSupport.diagnose(server.pid))")
         let control = server.socketPath + ".ctl"
         #expect(try ControlClient.send("reload", controlSocket: control).hasPrefix("ok"))
         let answer = try client.receive()

@@ -60,8 +60,16 @@ func cpuTicks(_ pid: pid_t) -> Int? {
 }
 
 /// SIGKILLs every pid of `pids` that is still alive (never fails).
+/// Only processes of ours by name: a pid noted earlier may belong to anyone once its process
+/// has gone and the numbers wrapped (the suite forks thousands; the tests run as root).
 func killLiving(_ pids: some Sequence<pid_t>) {
-    for pid in pids where processIsAlive(pid) { kill(pid, SIGKILL) }
+    for pid in pids where processIsAlive(pid) && isPoolProcess(pid) { kill(pid, SIGKILL) }
+}
+
+/// A master or a worker of ours (a worker is `pool-server` until it names itself).
+func isPoolProcess(_ pid: pid_t) -> Bool {
+    guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return false }
+    return ["pool-server", "pool-worker"].contains(comm.trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
 /// True if something (a file, socket, dangling link...) is at `path` (lstat).
@@ -519,4 +527,33 @@ func nobodyCanRun(_ path: String) -> Bool {
         current = String(current[..<(current.lastIndex(of: "/") ?? current.startIndex)])
     }
     return true
+}
+
+/// The server closed (or reset) the connection: the next receive fails with a `ProtocolError`
+/// that is not a timeout. (Any error would also pass for a server gone silent, after the timeout.)
+func expectServerClosed(_ client: PoolClient, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation) {
+    do {
+        let response = try client.receive()
+        Issue.record("the server should have closed the connection; it answered \(response). \(comment)", sourceLocation: sourceLocation)
+    } catch let error as PoolClient.ProtocolError {
+        #expect(!error.timedOut, "the receive timed out: the connection was not closed. \(comment)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected the connection closed, got \(type(of: error)): \(error). \(comment)", sourceLocation: sourceLocation)
+    }
+}
+
+/// The system call `pid` (its main thread) is blocked in, from /proc/PID/syscall; nil while it
+/// runs or once it has gone.
+func blockedSyscall(_ pid: pid_t) -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/syscall", encoding: .utf8) else { return nil }
+    return text.split(separator: " ").first.flatMap { Int($0) }
+}
+
+/// Numbers of the system calls the tests wait for a process to block in.
+enum SyscallNumber {
+    #if arch(x86_64)
+    static let msgrcv = 70, sleeps: Set<Int> = [35, 230]   // nanosleep, clock_nanosleep
+    #elseif arch(arm64)
+    static let msgrcv = 188, sleeps: Set<Int> = [101, 115]
+    #endif
 }

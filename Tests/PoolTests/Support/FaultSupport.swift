@@ -280,9 +280,11 @@ enum FaultSupport {
         var description: String { "status \(status.map { "\($0)" } ?? "timeout"), stdout \(stdout.debugDescription), stderr \(stderr.debugDescription)" }
     }
 
-    /// Runs a program to completion (SIGKILLed after `timeout`), capturing stdout and stderr.
+    /// Runs a program to completion (SIGTERM after `timeout`, then SIGKILL), capturing stdout and
+    /// stderr. SIGTERM first: a `pool-server` expected to refuse its start that started after all
+    /// (a regression) stops and removes its queues, rather than leaving them.
     static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> CommandResult {
-        let run = try runCapturing(executable, arguments, timeout: timeout, overrunSignals: [SIGKILL])
+        let run = try runCapturing(executable, arguments, timeout: timeout, overrunSignals: [SIGTERM, SIGKILL])
         return CommandResult(status: run.exitStatus, stdout: run.stdout, stderr: run.stderr)
     }
 

@@ -374,7 +374,11 @@ enum OperationsSupport {
 
             // The listening socket, bound by "systemd" (us).
             var listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard listener >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+            guard listener >= 0 else {
+                // Not initialized yet, so deinit will not run: the directory goes here.
+                try? FileManager.default.removeItem(atPath: directory)
+                throw TestFailure("socket: \(String(cString: strerror(errno)))")
+            }
             if listener <= 3 {
                 // adddup2(3, 3) would keep FD_CLOEXEC on older glibc: move it out of the way.
                 let moved = fcntl(listener, F_DUPFD_CLOEXEC, 10)

@@ -92,7 +92,7 @@ final class TestServer {
     /// Current live worker processes (children of the master).
     var workerPIDs: [pid_t] { childPIDs(of: pid).filter(processIsAlive) }
 
-    func signal(_ signo: Int32) { kill(pid, signo) }
+    func signal(_ signo: Int32) { if !hasExited { kill(pid, signo) } }
 
     /// Waits for the master to exit; returns its exit status or nil on timeout.
     func waitForExit(timeout: Double = 20) -> Int32? {
@@ -108,7 +108,8 @@ final class TestServer {
     func stop() {
         guard !stopped else { return }
         stopped = true
-        let workers = childPIDs(of: pid)
+        // Only while it runs: once it has gone its pid may be another process's, with other children.
+        let workers = hasExited ? [] : childPIDs(of: pid)
         // The state file lists every queue (the reply queue, recreated ones); a graceful exit
         // deletes it, so it is read first, for the case where the server has to be killed. It is
         // read only if it is this server's: a second server refused on the same socket path must
