@@ -499,6 +499,9 @@ static inline int csysv_set_cloexec(int fd, int on) {
     return fcntl(fd, F_SETFD, flags);
 }
 
+/// `open` with a creation mode. Why C: open is variadic (the mode comes only with O_CREAT).
+static inline int csysv_open_creating(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
+
 /// Why C: fcntl is variadic. Returns 1 if `fd` is open, 0 if not.
 static inline int csysv_fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0 || errno != EBADF; }
 

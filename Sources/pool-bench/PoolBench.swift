@@ -117,7 +117,7 @@ struct PoolBench: ParsableCommand {
     }
 
     func run() throws {
-        signal(SIGPIPE, SIG_IGN)
+        try? Signals.ignore(SIGPIPE)
         raiseDescriptorLimit(needed: connections + idleConnections + 64)
         let (skewPercent, skewPayload) = try skew.map(parseSkew) ?? (0, [])
         let plan = LoadPlan(

@@ -39,7 +39,7 @@ public enum LogFile {
         guard let path else { return }
         let flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | (waitingForReader ? 0 : O_NONBLOCK)
             | (untrustedDirectory ? O_NOFOLLOW : 0)
-        let opened = valueOrErrno("open(\(path))") { Glibc.open(path, flags, 0o640) }
+        let opened = valueOrErrno("open(\(path))") { csysv_open_creating(path, flags, 0o640) }
         if untrustedDirectory, case .failure(let error) = opened, error.errno == .tooManySymbolicLinkLevels {
             throw SystemError("open(\(path)): a symlink, which with --user is not followed (give the file itself; for a container's stderr such as /dev/stderr, leave --log-file out)", error.errno)
         }

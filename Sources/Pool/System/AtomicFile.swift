@@ -1,3 +1,4 @@
+import CSysV
 import Glibc
 import SystemPackage
 
@@ -15,7 +16,7 @@ public func writeFileAtomically(_ text: String, to path: String, mode: mode_t) t
     // Ours from an earlier master with this pid, or planted: either way not to be written through.
     unlink(temporary)
     let fd = try valueOrErrno("open(\(temporary))") {
-        open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        csysv_open_creating(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
     }.get()
     // writeAll goes on after a short write and retries EINTR; a full disk throws ENOSPC.
     var failure: SystemError? = nil
