@@ -15,7 +15,13 @@ scripts/smoke.sh
 export POOL_TEST_RUN="r$$"
 # Whether pid $1's command line or working directory names a path under $2 (a test directory, or
 # the run's prefix): a server started in its directory with a relative --socket names it only there.
-ours() { { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; echo; echo "$(readlink "/proc/$1/cwd" 2>/dev/null)/"; } | grep -qF "$2"; }
+# (Tested on a variable, not through `| grep -q`: grep leaves at its first match, and a writer
+# still writing then dies of SIGPIPE, which pipefail made this function's answer.)
+ours() {
+    local text
+    text="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") $(readlink "/proc/$1/cwd" 2>/dev/null)/"
+    [[ $text == *"$2"* ]]
+}
 sweep() {
     local leaked=0 dir pid bin
     bin=$(swift build --show-bin-path)
@@ -29,7 +35,9 @@ sweep() {
             for _ in $(seq 50); do ours "$pid" "$dir/" || break; sleep 0.1; done
             if ours "$pid" "$dir/"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
         fi
-        "$bin/pool-server" cleanup --socket "$dir/pool.sock" >&2 || true
+        # In a namespace of its own the run's queues went with it (once its last process was
+        # stopped, above); a cleanup from here would look for their ids among this namespace's.
+        (( own_namespace )) || "$bin/pool-server" cleanup --socket "$dir/pool.sock" >&2 || true
         rm -rf "$dir"
     done
     return $leaked
@@ -64,6 +72,7 @@ queues_before=$(our_queues)
 # its own (setsid), so it and the test process it starts are stopped together.
 # The trap is in place before the runner starts (a signal in between would leave it running).
 runner=""
+own_namespace=0
 interrupted() {
     trap '' INT TERM HUP
     echo "test.sh: interrupted; stopping the test runner and the run's servers" >&2

@@ -84,6 +84,9 @@ import Testing
         let huge = QueueLimits(maxMessageBytes: Int(Int32.max), defaultQueueBytes: Int(Int32.max), maxQueues: 32_000)
         var configuration = PoolConfiguration()
         configuration.replyRingBytes = 0
+        // Oneshot has no length field: only msgmax bounds it.
+        #expect(try configuration.validate(limits: huge) == Int(Int32.max) - JobCodec.headerBytes)
+        configuration.wireProtocol = .framed
         #expect(try configuration.validate(limits: huge) == Int(FrameCodec.garbageLength) - 1)
         configuration.maxMessage = Int(FrameCodec.garbageLength)
         let error = #expect(throws: ConfigurationError.self) { try configuration.validate(limits: huge) }

@@ -475,6 +475,34 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!fileExists(server.stateFilePath) && !fileExists(server.socketPath) && !fileExists(server.socketPath + ".ctl"))
     }
 
+    /// A live master whose recorded pid names nothing here — as seen from outside the container
+    /// whose pid namespace it runs in, with the IPC namespace and the socket's directory shared —
+    /// keeps its queues: its control socket answers. `cleanup` (and a second start) judged it by
+    /// its pid alone and removed every queue of the running pool. The record is rewritten to a pid
+    /// no process has, with no start time, which is what such a reader sees.
+    @Test func cleanupLeavesALiveMasterWhosePIDNamesNothingHere() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        try #require(waitForWorkers(server, 2) != nil, "\(server.log)")
+        let queues = stateFileQueueIDs(server.stateFilePath)
+        #expect(queues.count == 3, "two worker queues and the reply queue: \(queues)")
+        let record = try String(contentsOfFile: server.stateFilePath, encoding: .utf8)
+        let foreign = record.split(separator: "\n").filter { !$0.hasPrefix("start=") }
+            .map { $0.hasPrefix("pid=") ? "pid=\(0x3FFF_FFF0)" : String($0) }.joined(separator: "\n") + "\n"
+        try foreign.write(toFile: server.stateFilePath, atomically: true, encoding: .utf8)
+
+        let result = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", server.socketPath])
+        #expect(result.status == 1 && result.stdout.contains("is running; nothing removed"), "\(result)")
+        #expect(existingQueueIDs().isSuperset(of: queues), "queues removed: \(Set(queues).subtracting(existingQueueIDs()))")
+        let second = try F.run(Binaries.path("pool-server"), ["--socket", server.socketPath, "--workers", "1"], timeout: 20)
+        #expect(second.status == 2 && second.stderr.contains("is running; refusing to start"), "\(second)")
+        #expect(existingQueueIDs().isSuperset(of: queues))
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("still served".bytes).body == "still served".bytes)
+        client.close()
+    }
+
     /// A state file whose queues a start may not remove — here a record of uid 65534 in a file
     /// root owns, as if planted — is kept, and the start refuses (exit 2) instead of recording
     /// itself over the only record of those queues. The queue it names is left alone.

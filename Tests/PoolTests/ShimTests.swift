@@ -759,15 +759,15 @@ private func currentThreadBlockedSignals() -> UInt64? {
         let me = PoolState(pid: getpid(), startTime: started, uid: getuid(), socketPath: "/tmp/x.sock", queues: [(id: 7, changeTime: 9)])
         #expect(PoolState.decode(me.encoded()) == me)
         #expect(me.encoded().contains("start=\(started)\n"))
-        #expect(isRecordedMaster(me))
+        #expect(isRecordedMaster(me, controlSocket: "/nonexistent/x.sock.ctl"))
         // Same pid, another start: a recycled pid, not the master.
         var recycled = me
         recycled.startTime = started + 1
-        #expect(!isRecordedMaster(recycled))
+        #expect(!isRecordedMaster(recycled, controlSocket: "/nonexistent/x.sock.ctl"))
         // A record written before start times were kept: the process name decides (ours matches).
         let old = try #require(PoolState.decode("pid=\(getpid())\nuid=\(getuid())\nsocket=/tmp/x.sock\n"))
         #expect(old.startTime == nil)
-        #expect(isRecordedMaster(old))
+        #expect(isRecordedMaster(old, controlSocket: "/nonexistent/x.sock.ctl"))
         #expect(processIsRunning(getpid()))
         #expect(!processIsRunning(0x3FFF_FFF0))
         var activated = me

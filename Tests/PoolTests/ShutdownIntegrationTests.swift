@@ -154,7 +154,8 @@ extension OneshotShutdownSuites {
             #expect(waitUntil(timeout: 20) {
                 (try? queue.status().messages) == 0 && recvLines(in: server.log).count == acknowledged
             }, "the worker did not run the \(acknowledged) queued jobs")
-            #expect(waitUntil(timeout: 20) { blockedSyscall(worker) == SyscallNumber.msgrcv },
+            let msgrcv = try #require(SyscallNumber.msgrcv, "msgrcv's system call number on this architecture")
+            #expect(waitUntil(timeout: 20) { blockedSyscall(worker) == msgrcv },
                     "the worker is not waiting in msgrcv: \(OneshotShutdownSupport.diagnose(worker))")
             kill(worker, SIGKILL)
             #expect(waitUntil { processState(worker) == "Z" }, "the worker should be dead, not yet reaped")

@@ -884,6 +884,13 @@ final class Master {
             // queue is full, once a queue has room (the client waits: backpressure).
             let ack = JobBatch.Ack(connection: connection.key, sequence: sequence)
             if held.isEmpty, stage(id: id, payload: payload, ack: ack) { return }
+            if connection.hungUp {
+                // A producer gone: what it wrote is queued while there is room; from the first
+                // message that would wait for room (or be answered busy, which nobody reads), it
+                // and everything behind it are dropped, none of them acknowledged.
+                close(connection, reason: "client left; its messages would wait for queue room")
+                return
+            }
             let room = backlogHasRoom()
             // The pass making room may close this very connection (hung up with jobs held).
             guard connections[connection.key] != nil else { return }

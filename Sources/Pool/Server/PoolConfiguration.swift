@@ -183,10 +183,11 @@ extension PoolConfiguration {
     }
 
     /// Largest payload one queue message holds with our record header, given `msgmax`.
-    /// Also below the framed protocol's 2³⁰, which it takes for another protocol's bytes (a
-    /// msgmax raised that far would otherwise make valid lengths "bad request").
-    public static func largestMessage(limits: QueueLimits) -> Int {
-        min(limits.maxMessageBytes - JobCodec.headerBytes, Int(FrameCodec.garbageLength) - 1)
+    /// With `framed`, also below the framed protocols' 2³⁰, which they take for another
+    /// protocol's bytes (a msgmax raised that far would otherwise make valid lengths "bad request").
+    public static func largestMessage(limits: QueueLimits, framed: Bool = false) -> Int {
+        let queue = limits.maxMessageBytes - JobCodec.headerBytes
+        return framed ? min(queue, Int(FrameCodec.garbageLength) - 1) : queue
     }
 
     /// Where `path` leads, to tell two spellings of one file apart: its directory resolved
@@ -205,13 +206,13 @@ extension PoolConfiguration {
     public func validate(limits: QueueLimits) throws -> Int {
         guard workers >= 1 else { throw ConfigurationError("--workers must be at least 1 (got \(workers))") }
         guard workers <= Self.maxWorkers else { throw ConfigurationError("--workers must be at most \(Self.maxWorkers) (got \(workers))") }
-        let largest = Self.largestMessage(limits: limits)
+        let largest = Self.largestMessage(limits: limits, framed: wireProtocol.isFramed)
         guard largest >= 1 else {
             throw ConfigurationError("msgmax (\(limits.maxMessageBytes)) leaves no room for a message after the \(JobCodec.headerBytes)-byte header")
         }
         let effective = maxMessage ?? largest
         guard effective >= 1 else { throw ConfigurationError("--max-message must be at least 1") }
-        guard effective <= largest || largest < Int(FrameCodec.garbageLength) - 1 else {
+        guard effective <= largest || !wireProtocol.isFramed || largest < Int(FrameCodec.garbageLength) - 1 else {
             throw ConfigurationError("--max-message \(effective) is not below 2^30, where the framed protocol's lengths stop")
         }
         guard effective <= largest else {

@@ -155,7 +155,7 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     // One reading decides everything: read twice, a record a master starting now wrote in between
     // would be taken for the dead one's, and its live queues removed.
     let file = PoolState.readFile(from: statePath)
-    if let state = file?.state, state.pid != getpid(), isRecordedMaster(state) {
+    if let state = file?.state, state.pid != getpid(), isRecordedMaster(state, controlSocket: controlPath) {
         report.liveMaster = state.pid
         return report
     }
@@ -235,8 +235,9 @@ func removeAbandonedTemporaries(of path: String) {
 }
 
 /// The pid of another master recorded in the state file at `path` that still runs, if any.
-func liveMasterRecorded(at path: String) -> pid_t? {
-    guard let state = PoolState.read(from: path), state.pid != getpid(), isRecordedMaster(state) else { return nil }
+func liveMasterRecorded(at path: String, socketPath: String) -> pid_t? {
+    guard let state = PoolState.read(from: path), state.pid != getpid(),
+          isRecordedMaster(state, controlSocket: socketPath + ".ctl") else { return nil }
     return state.pid
 }
 
@@ -246,10 +247,18 @@ func liveMasterError(_ pid: pid_t, socketPath: String, statePath: String) -> Con
 }
 
 /// Whether the recorded master still runs: the process with its pid is alive (not a zombie) and
-/// started when it did. A recycled pid of another process does not keep stale queues alive, and a
-/// master whose binary has another name than ours is still seen. A record without a start time
-/// (an older master's) falls back to comparing process names.
-func isRecordedMaster(_ state: PoolState) -> Bool {
+/// started when it did, or its control socket answers. A recycled pid of another process does not
+/// keep stale queues alive, and a master whose binary has another name than ours is still seen.
+/// A record without a start time (an older master's) falls back to comparing process names.
+/// The control socket: a master in another pid namespace (a container that shares this IPC
+/// namespace and the socket's directory) has a pid that names nothing, or someone else, here —
+/// judged by its pid alone, its live queues were removed. Only a running master listens there (a
+/// starting one records itself before it binds; a stopping one closes it first).
+func isRecordedMaster(_ state: PoolState, controlSocket: String) -> Bool {
+    recordedPIDIsMaster(state) || probeSocketPath(controlSocket) == .live
+}
+
+private func recordedPIDIsMaster(_ state: PoolState) -> Bool {
     // Running: alive (another user's too) and not a zombie, which is dead for our purposes.
     guard processIsRunning(state.pid) else { return false }
     // Alive by kill but no /proc to tell more (a chroot, a minimal container): taken as the master.

@@ -150,7 +150,7 @@ final class Supervisor {
         // Claimed before any queue exists, and recorded again as each is made: a SIGKILL at any
         // point of the start leaves a record of every queue it had created. Refused here, before
         // creating anything, if another master recorded itself since the start-up check.
-        if let live = liveMasterRecorded(at: configuration.stateFilePath) {
+        if let live = liveMasterRecorded(at: configuration.stateFilePath, socketPath: configuration.socketPath) {
             throw liveMasterError(live, socketPath: configuration.socketPath, statePath: configuration.stateFilePath)
         }
         var created: [MessageQueue] = []

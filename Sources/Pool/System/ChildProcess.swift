@@ -42,9 +42,9 @@ public enum ChildProcess {
     /// With `holdTermination`, the child starts with SIGTERM blocked (see `CSYSV_FORK_HOLD_SIGTERM`)
     /// and must call `Signals.unblock(SIGTERM)` once it handles it.
     #if DEBUG
-    /// The forking process's /proc/self/task (only the master forks; a child closes it with the
-    /// master's other descriptors).
+    /// The forking process's /proc/self/task, and which process opened it.
     nonisolated(unsafe) private static var taskDirectory: Int32 = -1
+    nonisolated(unsafe) private static var taskDirectoryOwner: pid_t = 0
     #endif
 
     public static func fork(parentDeathSignal: Int32 = SIGKILL, ignoreGroupSignals: Bool = true,
@@ -53,7 +53,12 @@ public enum ChildProcess {
         // Counted in /proc/self/task, opened at the first fork and kept, so a master at its fd
         // limit that still respawns is checked too. Negative only without /proc (or with no
         // descriptor free at the very first fork): a check that cannot look must not stop it.
-        if taskDirectory < 0 { taskDirectory = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        if taskDirectoryOwner != getpid() {
+            // A child that forks in turn: the number it inherited was closed with the master's
+            // descriptors, and may be another descriptor now.
+            taskDirectory = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            taskDirectoryOwner = getpid()
+        }
         let threads = taskDirectory >= 0 ? csysv_thread_count_in(taskDirectory) : csysv_thread_count()
         precondition(threads == 1 || threads < 0, "fork with \(threads) threads: the master must stay single-threaded")
         if DebugFailpoint.forks.nextCallFails() { throw SystemError("fork", .resourceTemporarilyUnavailable) }
