@@ -172,7 +172,12 @@ enum ConfigFile {
                 var items: [String] = []
                 skipSpace()
                 while chars.first != "]" {
-                    if let item = try scalar() { items.append(item) }
+                    // Numbers and strings only: true/false/null have no place in a list, and true's
+                    // internal marker must never reach a value.
+                    guard let item = try scalar(), item != flagOnly else {
+                        throw ParseError(description: "\(key): a list holds numbers or strings only")
+                    }
+                    items.append(item)
                     skipSpace()
                     if chars.first == "," { chars.removeFirst() }
                     skipSpace()

@@ -114,6 +114,9 @@ import Testing
     @Test func refusalsNameTheirFlag() {
         let cases: [(String, (inout PoolConfiguration) -> Void)] = [
             ("--max-inflight", { $0.maxInflight = 0 }),
+            // The state file's record is line by line.
+            ("--socket", { $0.socketPath = "p.sock\npid=1" }),
+            ("--socket", { $0.socketPath = "p\t.sock" }),
             ("--max-connections", { $0.maxConnections = 0 }),
             ("--max-connections", { $0.maxConnections = PoolConfiguration.mostConnections + 1 }),
             ("--max-backlog", { $0.maxBacklog = -1 }),

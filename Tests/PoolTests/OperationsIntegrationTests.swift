@@ -176,6 +176,29 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
+    /// Jobs-handled counters survive worker restarts: with --max-jobs 2 a worker is replaced every
+    /// two jobs, and after five the slot's and the pool's counters say 5 (Prometheus counters that
+    /// went back to 0 with each process lost what came before to `rate`), while the current
+    /// process's count is its own.
+    @Test func jobCountersSurviveWorkerRestarts() throws {
+        let server = try TestServer(["--workers", "1", "--max-jobs", "2"] + Self.framedEcho)
+        defer { server.stop() }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        defer { client.close() }
+        for index in 0..<5 { #expect(try client.request("job \(index)".bytes).isOK) }
+        let settled = S.waitForStatus(server.socketPath, timeout: 20) {
+            $0.workers.first?.jobsHandled == 1 && ($0.raw["jobs_handled"] as? Int) == 5
+        }
+        #expect(settled.ok, "\(String(describing: settled.last?.raw))")
+        let worker = try #require((settled.last?.raw["workers"] as? [[String: Any]])?.first)
+        #expect(worker["slot_jobs_handled"] as? Int == 5 && worker["busy"] as? Bool == false, "\(worker)")
+        let metrics = try ControlClient.send("status prometheus", controlSocket: server.socketPath + ".ctl")
+        #expect(metrics.contains("\npool_jobs_handled_total 5\n"), "\(metrics)")
+        #expect(metrics.contains("\npool_worker_jobs_handled_total{slot=\"0\"} 5\n"), "\(metrics)")
+        client.close()
+        S.expectCleanExit(server)
+    }
+
     /// While a reload waits for a worker on a long job (shared queue: asked by SIGTERM, repeated
     /// only while it is idle), the master wakes about ten times a second, not 200 (it ticked every
     /// 5 ms for as long as the job ran). Counted as its voluntary context switches over 1 s: a
@@ -906,6 +929,8 @@ private typealias S = OperationsSupport
             ("NUL in a string", #"{"state-file": "pool.sock\u0000x"}"#),
             ("a second config", #"{"config": "other.json"}"#),
             ("help", #"{"help": true}"#),
+            // true inside a list: its internal marker (a NUL) ended up in the value.
+            ("true in a list", #"{"allow-uid": [0, true]}"#),
         ]
         for (name, text) in malformed {
             let path = directory + "/\(name.replacingOccurrences(of: " ", with: "-")).json"

@@ -164,9 +164,10 @@ extension Master {
             let queue = try? slot.queue.status()
             let busy = slot.pid != nil && scoreboard.state(slot.index) == .busy
             let state = slot.retiring ? "retiring" : slot.pid == nil ? "starting" : busy ? "busy" : "idle"
+            let handled = slot.pid == nil ? 0 : scoreboard.jobsHandled(slot.index)
             return StatusReport.Worker(
                 slot: slot.index, pid: slot.pid, state: state,
-                jobsHandled: slot.pid == nil ? 0 : scoreboard.jobsHandled(slot.index), restarts: slot.restarts,
+                jobsHandled: handled, slotJobsHandled: slot.earlierJobsHandled &+ handled, busy: busy, restarts: slot.restarts,
                 // Clamped: the start time is the worker's to write, and may lie in the future.
                 jobAge: busy ? Double(max(0, now - scoreboard.jobStartedNanoseconds(slot.index))) / 1e9 : nil,
                 queueID: slot.queue.id, queueMessages: queue?.messages ?? 0, queueBytes: queue?.bytes ?? 0,
@@ -183,6 +184,9 @@ extension Master {
                 chunks: supervisor.arena?.count ?? 0, inUse: supervisor.arena?.inUse ?? 0, spilled: supervisor.arena?.stored ?? 0,
                 inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: supervisor.replyRings?.taken ?? 0),
             workerUser: configuration.workerUser.map { "\($0)" }, slowJobs: supervisor.slowJobs,
-            maxWorkers: configuration.dynamicScaling?.maxWorkers, maxWorkersReached: ceilingReached)
+            maxWorkers: configuration.dynamicScaling?.maxWorkers, maxWorkersReached: ceilingReached,
+            jobsHandled: supervisor.slots.reduce(supervisor.jobsHandledByEndedWorkers) {
+                $1.pid == nil ? $0 : $0 &+ scoreboard.jobsHandled($1.index)
+            })
     }
 }

@@ -234,6 +234,10 @@ extension PoolConfiguration {
             }
         }
         guard !socketPath.isEmpty else { throw ConfigurationError("--socket must not be empty") }
+        // The state file records the path as a line of its own: a newline in it would add lines.
+        guard !socketPath.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw ConfigurationError("--socket must not contain control characters (newlines, tabs, …)")
+        }
         for (flag, path) in [("--state-file", stateFile), ("--pid-file", pidFile)] where path?.isEmpty == true {
             throw ConfigurationError("\(flag) must not be empty")
         }

@@ -12,6 +12,11 @@ public struct StatusReport: Sendable {
         public var state: String
         /// Jobs finished by the current process (starts at 0 for each new process).
         public var jobsHandled: UInt64
+        /// Jobs finished by all the slot's processes so far, the current one's included (starts at
+        /// 0 only with the slot: scaled up anew).
+        public var slotJobsHandled: UInt64 = 0
+        /// Running a job now (a retiring worker too).
+        public var busy = false
         /// Times the slot's worker process was replaced.
         public var restarts: Int
         /// Seconds the current job has run (busy only).
@@ -71,6 +76,8 @@ public struct StatusReport: Sendable {
     public var maxWorkers: Int? = nil
     /// Looks (one a second) that found the pool at `--max-workers` and short of spare workers.
     public var maxWorkersReached: Int = 0
+    /// Jobs finished by every worker process since the start, ended ones and removed slots' too.
+    public var jobsHandled: UInt64 = 0
 
     /// A human-readable table.
     public func table() -> String {
@@ -107,7 +114,7 @@ public struct StatusReport: Sendable {
         var out = "{\"pid\":\(pid),\"uptime_seconds\":\(uptime),\"protocol\":\(q(wireProtocol)),\"reply\":\(q(replyMode)),"
         out += "\"dispatch\":\(q(dispatch)),\"worker_user\":\(workerUser.map(q) ?? "null"),\"accepted_connections\":\(acceptedConnections),"
         out += "\"active_connections\":\(activeConnections),\"held_requests\":\(heldRequests),\"slow_jobs\":\(slowJobs),"
-        out += "\"max_workers\":\(opt(maxWorkers)),\"max_workers_reached\":\(maxWorkersReached),"
+        out += "\"max_workers\":\(opt(maxWorkers)),\"max_workers_reached\":\(maxWorkersReached),\"jobs_handled\":\(jobsHandled),"
         out += "\"rolling_restart\":\(rollingRestart),\"responses\":{"
         out += responses.map { "\(q($0.status)):\($0.count)" }.joined(separator: ",") + "},"
         if let arena {
@@ -116,7 +123,8 @@ public struct StatusReport: Sendable {
         }
         out += "\"workers\":["
         out += workers.map { w in
-            "{\"slot\":\(w.slot),\"pid\":\(opt(w.pid)),\"state\":\(q(w.state)),\"jobs_handled\":\(w.jobsHandled),"
+            "{\"slot\":\(w.slot),\"pid\":\(opt(w.pid)),\"state\":\(q(w.state)),\"busy\":\(w.busy),\"jobs_handled\":\(w.jobsHandled),"
+                + "\"slot_jobs_handled\":\(w.slotJobsHandled),"
                 + "\"restarts\":\(w.restarts),\"job_age_seconds\":\(opt(w.jobAge)),\"queue_id\":\(w.queueID),"
                 + "\"queue_messages\":\(w.queueMessages),\"queue_bytes\":\(w.queueBytes),\"rss_bytes\":\(opt(w.rssBytes))}"
         }.joined(separator: ",")
@@ -156,8 +164,12 @@ public struct StatusReport: Sendable {
         func perWorker(_ value: (Worker) -> String?) -> [(labels: String, value: String)] {
             workers.compactMap { w in value(w).map { ("slot=\"\(w.slot)\"", $0) } }
         }
-        metric("pool_worker_busy", "gauge", "1 while the worker runs a job.", perWorker { $0.state == "busy" ? "1" : "0" })
-        metric("pool_worker_jobs_handled_total", "counter", "Jobs handled by the current worker process.", perWorker { "\($0.jobsHandled)" })
+        metric("pool_jobs_handled_total", "counter", "Jobs finished by every worker process since the start.", [("", "\(jobsHandled)")])
+        metric("pool_worker_busy", "gauge", "1 while the worker runs a job (a retiring one too).", perWorker { $0.busy ? "1" : "0" })
+        // A counter must not go back to 0 with each new process (--max-jobs, a crash, a reload):
+        // `rate` over a scrape interval that saw it reset would lose what came before.
+        metric("pool_worker_jobs_handled_total", "counter", "Jobs finished by the slot's worker processes, all of them.",
+               perWorker { "\($0.slotJobsHandled)" })
         metric("pool_worker_restarts_total", "counter", "Times the slot's worker was replaced.", perWorker { "\($0.restarts)" })
         metric("pool_worker_job_age_seconds", "gauge", "Age of the current job.", perWorker { "\($0.jobAge ?? 0)" })
         metric("pool_worker_queue_messages", "gauge", "Messages waiting in the worker's queue (IPC_STAT).", perWorker { "\($0.queueMessages)" })

@@ -10,6 +10,8 @@ struct WorkerSlot {
     var pid: pid_t?
     var startedAt: Int64 = 0
     var restarts = 0
+    /// Jobs finished by the slot's ended worker processes (each one's scoreboard count at its end).
+    var earlierJobsHandled: UInt64 = 0
     /// Consecutive deaths within `quickDeath` of starting; drives the respawn back-off.
     var crashStreak = 0
     var respawnAt: Int64?
@@ -439,6 +441,10 @@ final class Supervisor {
         let now = monotonicNanoseconds()
         var slot = slots[index]
         slot.pid = nil
+        // Its count goes into the slot's and the pool's totals before a new worker resets it.
+        let handled = scoreboard.jobsHandled(index)
+        slot.earlierJobsHandled &+= handled
+        jobsHandledByEndedWorkers &+= handled
         var lost: [LostJob] = []
         // Only the job the worker was condemned for timed out. The worker may have finished it and
         // started the next one between the master's look at the scoreboard and the signal; that
@@ -982,6 +988,10 @@ final class Supervisor {
         guard scoreboard.job(index) == job, scoreboard.state(index) == .busy else { return nil }
         return (job, started)
     }
+
+    /// Jobs finished by worker processes that have ended, since the start (status: `jobs_handled`
+    /// is this and the live workers' counts).
+    @exclusivity(unchecked) private(set) var jobsHandledByEndedWorkers: UInt64 = 0
 
     /// Jobs logged as slow since the start (status: `slow_jobs`).
     @exclusivity(unchecked) private(set) var slowJobs = 0
