@@ -86,6 +86,15 @@ OUR_QUEUES=""        # every queue id a pool-server of ours recorded in its stat
 
 queue_ids() { awk 'NR > 1 { print $2 }' /proc/sysvipc/msg | sort -n; }
 
+start_time() {       # a process's start (clock ticks after boot), /proc/PID/stat field 22
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    stat=${stat##*) }
+    # shellcheck disable=SC2086  # split into fields on purpose: field 22 is the 20th after ")"
+    set -- $stat
+    echo "${20}"
+}
+
 running() {          # a pid that exists and is not a zombie
     local state
     state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
@@ -213,7 +222,7 @@ start_server() {
     (if [[ -n $SERVER_NOFILE ]]; then ulimit -Sn "$SERVER_NOFILE"; fi
      cd "$dir" && exec setsid "$@" >"$TMP/logs/$SERVER_KIND.out" 2>"$TMP/logs/$SERVER_KIND.err" </dev/null) &
     SERVER_PID=$!
-    STARTED_PIDS="$STARTED_PIDS $SERVER_PID"
+    STARTED_PIDS="$STARTED_PIDS $SERVER_PID:$(start_time "$SERVER_PID")"
     while [[ ! -S $SERVER_SOCKET ]]; do
         if ! running "$SERVER_PID" || (( waited >= 100 )); then
             log "  $SERVER_KIND did not come up: $*"
@@ -708,15 +717,20 @@ matrix_target() {
             [[ "$label|$payload" == "$load" ]] || continue
             local a="$TMP/r$row-$kind.json" b="$TMP/r$row-ref.json"
             [[ -f $a && -f $b ]] || continue
+            # A p50 needs every round answered (the median's p50 is null after a stall); a
+            # throughput only the median round's ok replies. A pool-server that stalled where the
+            # reference did not misses the target; a reference that stalled gives no result.
             value=$(jq -rn --slurpfile a "$a" --slurpfile b "$b" --arg check "$check" '
-                if ($a[0].ok // 0) > 0 and ($b[0].ok // 0) > 0 and $a[0].unanswered == 0 and $b[0].unanswered == 0
-                   and ($a[0].p50_median_us // 0) > 0 and ($b[0].p50_median_us // 0) > 0
-                then (if $check == "rps" then $a[0].ok_per_second / $b[0].ok_per_second
-                      else $a[0].p50_median_us / $b[0].p50_median_us end)
-                else empty end' || true)
+                def measured(r): (r.ok // 0) > 0 and r.unanswered == 0
+                    and ($check == "rps" or (r.p50_median_us // 0) > 0);
+                if measured($b[0]) | not then empty
+                elif measured($a[0]) | not then "stalled"
+                elif $check == "rps" then $a[0].ok_per_second / $b[0].ok_per_second
+                else $a[0].p50_median_us / $b[0].p50_median_us end' || true)
         done
         local where="${load%%|*} $(size "${load##*|}")"
         if [[ -z $value ]]; then missing=1; values+="${values:+, }$where: no result"; continue; fi
+        if [[ $value == stalled ]]; then missed=1; values+="${values:+, }$where: pool-server stalled"; continue; fi
         values+="${values:+, }$where: $(awk -v v="$value" 'BEGIN { printf "%.2f", v }')×"
         if [[ $check == rps ]]; then
             awk -v v="$value" -v t="$threshold" 'BEGIN { exit !(v >= t) }' || missed=1
@@ -1102,8 +1116,15 @@ log "written to $OUTPUT ($((SECONDS - SCRIPT_START)) s)"
 # Nothing of ours may remain: no server process, no queue it created. A leftover fails the run
 # (after the table is written: the measurements stand, the leak is the server's or this script's).
 leaked=0
-for pid in $STARTED_PIDS; do
-    if running "$pid" || kill -0 -- "-$pid" 2>/dev/null; then log "FAIL: process group $pid still alive"; leaked=1; fi
+# By the start time taken at the start and by name: after minutes of forking the pid numbers
+# wrap (pid_max is often 32768), and a number may be another process's by now.
+for entry in $STARTED_PIDS; do
+    pid=${entry%%:*} started=${entry#*:}
+    if running "$pid" && [[ -n $started && $(start_time "$pid") == "$started" ]]; then
+        log "FAIL: server $pid still alive"; leaked=1
+    elif members=$(ps -o comm= -g "$pid" 2>/dev/null) && grep -qE '^(pool-server|pool-worker|cref|cref_framed|php)' <<<"$members"; then
+        log "FAIL: processes of server $pid's group still alive"; leaked=1
+    fi
 done
 for id in $OUR_QUEUES; do
     if awk -v id="$id" 'NR > 1 && $2 == id { found = 1 } END { exit !found }' /proc/sysvipc/msg; then
