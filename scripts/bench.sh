@@ -956,8 +956,12 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     echo
     echo "- $(nproc) cores: $CPU_MODEL; kernel $(uname -r); $(swift --version 2>/dev/null | head -n 1)"
     echo "- $( (( HAVE_REF )) && gcc --version | head -n 1 || echo "no gcc (no reference servers)"); $( (( HAVE_PHP )) && php -v | head -n 1 || echo "no php (no seed server)")"
-    echo "- descriptor limits (soft/hard): $(ulimit -Sn)/$(ulimit -Hn) for every server and pool-bench (in the memory part: soft"
-    echo "  $MEM_NOFILE)"
+    if [[ -n ${MEM_NOFILE:-} ]]; then
+        echo "- descriptor limits (soft/hard): $(ulimit -Sn)/$(ulimit -Hn) for every server and pool-bench (in the memory part: soft"
+        echo "  $MEM_NOFILE)"
+    else
+        echo "- descriptor limits (soft/hard): $(ulimit -Sn)/$(ulimit -Hn) for every server and pool-bench"
+    fi
     echo "- load average (1, 5, 15 min) before: $LOAD_BEFORE; after the matrix: $LOAD_AFTER_MATRIX; at the end: $LOAD_AFTER"
     echo "  (it counts runnable threads, other users' included: the scale part's $SCALE_CONNECTIONS client threads raise the"
     echo "  last figure, and a bench run that ended minutes before raises the first)"

@@ -1345,6 +1345,11 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                 terminateGracefully(server) { !processIsAlive(server) }
                 removeQueues(queues)
             }
+            // Without a pid file (the test failed before it), the server is still found: it is in
+            // the shell's session, in a process group of its own that no SIGHUP reaches.
+            for member in sessionMembers(shell) where isPoolProcess(member) && member != server {
+                terminateGracefully(member) { !processIsAlive(member) }
+            }
             terminateGracefully(shell) { !childIsRunning(shell, status: &shellStatus) }
         }
         #expect(waitUntil(timeout: 20) {

@@ -51,6 +51,16 @@ func childPIDs(of pid: pid_t) -> [pid_t] {
     return children.sorted()
 }
 
+/// Processes of the session `sid` leads (field 6 of /proc/PID/stat), itself left out.
+func sessionMembers(_ sid: pid_t) -> [pid_t] {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    return entries.compactMap { entry in
+        guard let candidate = pid_t(entry), candidate != sid, let fields = procStatFields(candidate),
+              fields.count > 3, pid_t(fields[3]) == sid else { return nil }
+        return candidate
+    }.sorted()
+}
+
 /// CPU time (utime + stime) of a process, in clock ticks (1/100 s on Linux).
 func cpuTicks(_ pid: pid_t) -> Int? {
     // utime is field 14, stime field 15.
