@@ -1105,11 +1105,7 @@ private typealias S = OperationsSupport
     func stopFromAnotherPIDNamespaceDoesNotWaitOnAForeignPID() throws {
         let server = try TestServer(["--workers", "1"] + Self.framedEcho)
         defer { server.stop() }
-        guard S.waitForWorkerCount(server, 1) != nil else {
-            Issue.record("the pool never had a settled worker:\n\(server.log)")
-            return
-        }
-        let (queues, workers) = S.owned(server)
+        guard let (queues, workers) = Self.settledOneWorker(server) else { return }
         let result = try FramedSupport.runCommand("/usr/bin/unshare", ["--pid", "--fork", Binaries.path("pool-server"),
                                                                        "stop", "--socket", server.socketPath])
         #expect(result.status == 0 && !result.timedOut, "stop failed (\(result.status)): \(result.stdout) \(result.stderr)")
@@ -1256,15 +1252,21 @@ private typealias S = OperationsSupport
         S.expectCleanExit(small)
     }
 
+    /// What a pool of one worker owns once that worker has settled (for the checks after its
+    /// stop); nil, with the issue recorded, if it never does.
+    static func settledOneWorker(_ server: TestServer) -> (queues: Set<Int32>, workers: Set<pid_t>)? {
+        guard S.waitForWorkerCount(server, 1) != nil else {
+            Issue.record("the pool never had a settled worker:\n\(server.log)")
+            return nil
+        }
+        return S.owned(server)
+    }
+
     /// `stop` on the control socket is answered (`ok stopping`) before that connection closes.
     @Test func controlStopIsAnswered() throws {
         let server = try TestServer(["--workers", "1"] + Self.framedEcho)
         defer { server.stop() }
-        guard S.waitForWorkerCount(server, 1) != nil else {
-            Issue.record("the pool never had a settled worker:\n\(server.log)")
-            return
-        }
-        let (queues, workers) = S.owned(server)
+        guard let (queues, workers) = Self.settledOneWorker(server) else { return }
         let answer = try ControlClient.send("stop", controlSocket: server.socketPath + ".ctl")
         #expect(answer == "ok stopping\n", "\(answer.debugDescription)")
         #expect(server.waitForExit(timeout: 20) == 0, "\(server.log)")
