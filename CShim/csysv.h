@@ -499,6 +499,17 @@ static inline int csysv_set_cloexec(int fd, int on) {
     return fcntl(fd, F_SETFD, flags);
 }
 
+/// Renames `from` to `to` unless `to` exists (-1 with EEXIST then). Why C: glibc declares
+/// renameat2 only under _GNU_SOURCE; its syscall is called directly, and where a file system
+/// refuses the flag (EINVAL), link then unlink does the same (link fails on an existing name).
+static inline int csysv_rename_noreplace(const char *from, const char *to) {
+    if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1u /* RENAME_NOREPLACE */) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return -1;
+    if (link(from, to) != 0) return -1;
+    unlink(from);
+    return 0;
+}
+
 /// `open` with a creation mode. Why C: open is variadic (the mode comes only with O_CREAT).
 static inline int csysv_open_creating(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 

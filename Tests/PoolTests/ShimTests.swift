@@ -754,6 +754,31 @@ private func currentThreadBlockedSignals() -> UInt64? {
         expectSystemError("send", [ETIMEDOUT]) { try bytes.withUnsafeBytes { try writer.writeAll($0) } }
     }
 
+    /// The state file is unlinked only if it still holds the record read: another record is left
+    /// in place (moved aside to be compared, and put back), and nothing is left beside it.
+    @Test func stateFileIsUnlinkedOnlyIfUnchanged() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/pool.sock.state"
+        func write(_ text: String) throws { try writeFileAtomically(text, to: path, mode: 0o600) }
+        try write("pid=1\nuid=0\n")
+        #expect(unlinkIfUnchanged(path, text: Array("pid=1\nuid=0\n".utf8)))
+        #expect(!fileExists(path))
+        try write("pid=2\nuid=0\n")
+        #expect(!unlinkIfUnchanged(path, text: Array("pid=1\nuid=0\n".utf8)))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "pid=2\nuid=0\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["pool.sock.state"])
+        // Put back only onto a free name: a newer record there is kept.
+        let aside = directory + "/aside"
+        try "older".write(toFile: aside, atomically: false, encoding: .utf8)
+        Glibc.errno = 0
+        #expect(csysv_rename_noreplace(aside, path) == -1 && Glibc.errno == EEXIST)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "pid=2\nuid=0\n")
+        unlink(path)
+        #expect(csysv_rename_noreplace(aside, path) == 0 && !fileExists(aside))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "older")
+    }
+
     @Test func stateFileNamesTheMasterByPidAndStartTime() throws {
         let started = try #require(processStatus(getpid())).startTime
         let me = PoolState(pid: getpid(), startTime: started, uid: getuid(), socketPath: "/tmp/x.sock", queues: [(id: 7, changeTime: 9)])

@@ -1,3 +1,4 @@
+import CSysV
 import Glibc
 
 /// What a running master records beside its socket so that, if it is SIGKILLed, the next start
@@ -192,9 +193,9 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
             }
             if left > 0 {
                 report.keptStateFile = "\(left) of its queues could not be removed (run cleanup as their creator, uid \(state.uid), or root)"
-            } else if readWrittenFile(statePath, limit: PoolState.maxFileBytes)?.bytes == text {
-                // Still the file read above: a master starting now may have claimed the path since.
-                report.removedStateFile = unlink(statePath) == 0
+            } else {
+                // Only if still the file read above: a master starting now may have claimed the path.
+                report.removedStateFile = unlinkIfUnchanged(statePath, text: text)
             }
         }
     }
@@ -218,6 +219,20 @@ private func unlinkIfStale(_ path: String, unlocked: inout String?) -> Bool {
     defer { lock?.unlock() }
     if lock == nil { unlocked = reason }
     return probeSocketPath(path) == .stale && unlink(path) == 0
+}
+
+/// Unlinks the file at `path` only if it still holds `text`. Moved aside first and compared there:
+/// a compare then an unlink left a window in which a starting master's new record could be the
+/// one unlinked (its queues then unrecorded). A record found moved aside that is not `text` is
+/// put back, unless a newer one has taken the path meanwhile (its writer's later word wins).
+/// The aside name is the atomic writer's temporary, which a later cleanup removes if this
+/// process dies holding it.
+func unlinkIfUnchanged(_ path: String, text: [UInt8]) -> Bool {
+    let aside = path + temporaryInfix + "\(getpid())"
+    guard rename(path, aside) == 0 else { return false }
+    if readWrittenFile(aside, limit: PoolState.maxFileBytes)?.bytes == text { return unlink(aside) == 0 }
+    if csysv_rename_noreplace(aside, path) != 0 { unlink(aside) }
+    return false
 }
 
 /// Removes `<path>.tmp.<pid>` files (`writeFileAtomically`'s) whose writer no longer runs.
