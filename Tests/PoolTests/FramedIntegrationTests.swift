@@ -850,6 +850,43 @@ private extension PoolClient.Response {
         FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
     }
 
+    /// A reply that reached the reply queue before the deadline was acted on is delivered, not
+    /// replaced by 6: the deadline's turn read it only after answering everything owed "shutting
+    /// down" (a client then runs the job again). The master is frozen from just after the stop
+    /// began until after the deadline, while its worker finishes the job and sends the reply.
+    @Test func aReplySentBeforeTheDeadlineIsDeliveredAtIt() throws {
+        let server = try TestServer(Self.resultSim + ["--workers", "1", "--shutdown-timeout", "1"])
+        defer { kill(server.pid, SIGCONT) }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try client.send("sleep:1500".bytes)
+        let busy = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.workers.first?.state == "busy" }
+        try #require(busy.ok, "the worker never took the job")
+        let worker = try #require(busy.last?.workers.first?.pid)
+        let queues = FramedSupport.ownedQueueIDs(server)
+        server.signal(SIGTERM)
+        try #require(waitUntil(timeout: 10) { !server.logLines(containing: "shutdown: stopped accepting").isEmpty })
+        kill(server.pid, SIGSTOP)
+        // The job done and its reply sent (the worker idle in msgrcv again), the deadline passed.
+        let msgrcv = try #require(SyscallNumber.msgrcv, "msgrcv's system call number on this architecture")
+        #expect(waitUntil(timeout: 20) { blockedSyscall(worker) == msgrcv }, "the worker did not finish its job")
+        usleep(1_200_000)
+        kill(server.pid, SIGCONT)
+        let answer = try client.receive()
+        #expect(answer.status == .ok && answer.body == "sleep:1500".bytes, "\(answer)")
+        FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
+    }
+
+    /// `pool-server stop` with --shutdown-timeout 0 (the deadline at once) still gets its answer
+    /// and waits for the exit: the deadline closed every connection, the control one with the
+    /// command still being answered (it wrote to a closed descriptor, and `stop` exited 1).
+    @Test func stopWithAZeroShutdownTimeoutIsAnswered() throws {
+        let server = try TestServer(Self.resultEcho + ["--workers", "1", "--shutdown-timeout", "0"])
+        let queues = FramedSupport.ownedQueueIDs(server)
+        let result = try OperationsSupport.poolServer(["stop", "--socket", server.socketPath])
+        #expect(result.status == 0 && result.stdout.contains("stopped pid \(server.pid)"), "\(result.stdout) \(result.stderr)")
+        FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
+    }
+
     /// A connection that owes nothing but stays open — here lingering after a refusal, its client
     /// neither reading nor closing — does not keep the workers from quitting: the stop completes
     /// without reaching --shutdown-timeout and the workers exit on their quit message.

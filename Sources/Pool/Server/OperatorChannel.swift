@@ -78,6 +78,9 @@ extension Master {
         } else {
             return
         }
+        // A command may end in closing connections (`stop` with --shutdown-timeout 0 reaches its
+        // deadline at once); this one is kept for its answer, but check.
+        guard connections[connection.key] != nil else { return }
         connection.input.consume(bytes.count)
         connection.output.append(Array(answer.utf8))
         connection.closeWhenDone = true

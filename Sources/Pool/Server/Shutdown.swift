@@ -93,8 +93,11 @@ extension Master {
             // A respawn time left from before (a fork that failed) would make every wait a
             // zero-timeout poll until the last reap.
             nextRespawn = nil
-            answerEverythingOwed()
-            for connection in connections.values {
+            // Replies already sent are answers, not "shutting down": this turn may have woken for
+            // them (the doorbell) and not read them yet. Told 6, a client would run the job again.
+            drainReplies(retryHeld: false)
+            answerEverythingOwed(why: "the shutdown deadline passed")
+            for connection in connections.values where !connection.isControl {
                 // What the socket takes of what it is owed; a client not reading loses the rest.
                 try? writeOutput(connection)
                 close(connection, reason: "shutdown deadline")
@@ -116,10 +119,10 @@ extension Master {
         }
     }
 
-    /// The shutdown deadline: every request still owed an answer gets "shutting down" (answers
-    /// already computed behind it, in order, go out with it), and acknowledged messages that will
-    /// not run are named in the log. The workers are about to be killed.
-    func answerEverythingOwed() {
+    /// The shutdown deadline (or its end with work no queue took): every request still owed an
+    /// answer gets "shutting down" (answers already computed behind it, in order, go out with it),
+    /// and acknowledged messages that will not run are named in the log.
+    func answerEverythingOwed(why: String) {
         answerEveryRoute(.shuttingDown, body: [])
         var notRun: [UInt64] = []
         for job in held.removeAll() {
@@ -131,7 +134,7 @@ extension Master {
             }
         }
         if !notRun.isEmpty {
-            logger.error("acknowledged messages not run: the shutdown deadline passed", metadata: ["jobs": "\(notRun)"])
+            logger.error("acknowledged messages not run: \(why)", metadata: ["jobs": "\(notRun)"])
         }
     }
 
@@ -150,7 +153,14 @@ extension Master {
 
     func finish() -> Int32 {
         closeListener()
-        for connection in connections.values { close(connection, reason: "shutdown") }
+        // Nothing is owed by now, unless jobs went back to the master that no queue would take
+        // (a worker left mid-message while the queues were removed from outside): answered or
+        // named as at the deadline, not dropped unsaid.
+        if !held.isEmpty || !routes.isEmpty { answerEverythingOwed(why: "no queue took them before the stop ended") }
+        for connection in connections.values {
+            try? writeOutput(connection)
+            close(connection, reason: "shutdown")
+        }
         logJobsLeftInQueues()
         supervisor.removeQueues()
         // Every worker is reaped and every queue was drained: a chunk still taken was lost track
