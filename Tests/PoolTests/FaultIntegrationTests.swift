@@ -1674,6 +1674,29 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!existingQueueIDs().contains(new))
     }
 
+    /// The reply queue removed and no new one possible (POOL_DEBUG_FAIL_QUEUES: the 4th queue
+    /// creation, after the two workers' and the reply queue, fails as at kernel.msgmni): the
+    /// request in flight is answered 6 and the master stops, exit 1, leaving nothing. The stop is
+    /// begun after the turn's reaps (this can happen while reaping, and the stop's first steps
+    /// must not signal a pid just reaped).
+    @Test func aReplyQueueThatCannotBeRecreatedStopsThePool() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"], environment: Self.debugEnvironment("POOL_DEBUG_FAIL_QUEUES", "4"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        try #require(waitForWorkers(server, 2) != nil, "\(server.log)")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("before".bytes).body == "before".bytes)
+        let replyQueue = try #require(Set(stateFileQueueIDs(server.stateFilePath)).subtracting(server.queueIDs).first)
+        footprint.observe()
+        try MessageQueue(id: replyQueue).remove()
+        let wake = try client.request("wake".bytes)
+        #expect(wake.statusByte == ResponseStatus.shuttingDown.rawValue || wake.statusByte == ResponseStatus.workerDied.rawValue, "\(wake)")
+        #expect(server.waitForExit(timeout: 30) == 1, "\(server.log.suffix(3000))")
+        #expect(!server.logLines(containing: "no new one could be created; stopping").isEmpty, "\(server.log.suffix(3000))")
+        client.close()
+        F.expectNothingLeft(footprint, log: server.log)
+    }
+
     /// The reply queue removed while two jobs run and four wait in the job queues: only the two a
     /// worker had taken are answered 5 (their replies go to the removed queue); the four never
     /// taken are kept and run by the restarted workers, answered ok, in order. (All six were

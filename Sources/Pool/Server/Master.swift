@@ -132,6 +132,8 @@ final class Master {
     @exclusivity(unchecked) var listenersPausedUntil: Int64? = nil
     static let listenerPauseNanoseconds: Int64 = 100_000_000
     @exclusivity(unchecked) var phase = Phase.running
+    /// A failure asked for a stop, begun by the next `runTimers` (see `failReplies`).
+    @exclusivity(unchecked) var stopRequested = false
     /// SIGINT/SIGTERM received so far: the second forces the stop.
     @exclusivity(unchecked) var stopSignals = 0
     /// Per-client refusals and *busy* answers are logged at most once a second per kind.
@@ -340,8 +342,9 @@ final class Master {
             until = min(until, 5_000_000)
         }
         if supervisor.needsTick { until = min(until, Supervisor.tickInterval) }
-        // Never sleep on staged jobs (a safety net: every path flushes them before the wait).
-        if anyStaged { until = 0 }
+        // Never sleep on staged jobs (a safety net: every path flushes them before the wait), nor
+        // on a stop a failure asked for at the end of this turn.
+        if anyStaged || stopRequested { until = 0 }
         // Nor on unwritten answers: the turn's last flush can itself produce one (a refusal parsed
         // once the in-flight cap freed up), and epoll is not watching for writability then.
         if !dirty.isEmpty { until = 0 }
@@ -370,6 +373,10 @@ final class Master {
 
     func runTimers() {
         let now = turnStart
+        if stopRequested {
+            stopRequested = false
+            if phase == .running { beginShutdown() }
+        }
         if restartWorkers {
             restartWorkers = false
             supervisor.restartAll()
@@ -1285,7 +1292,10 @@ final class Master {
         exitStatus = 1
         answerEveryRoute(.shuttingDown, body: [])
         supervisor.forgetRepliesInFlight()
-        if phase == .running { beginShutdown() }
+        // Not here: this may run while reaping, between a worker's waitpid and its books, and
+        // the stop's first steps would send that reaped pid a quit or a SIGKILL (it may be
+        // another process's by then). `runTimers` begins it, after the reaps.
+        stopRequested = true
     }
 
     func answerEveryRoute(_ status: ResponseStatus, body: [UInt8]) {
