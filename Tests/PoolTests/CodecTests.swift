@@ -370,6 +370,27 @@ extension CodecTests {
 
 extension CodecTests {
     @Suite struct FIFOTests {
+        /// Several at the front, in their order: into the room removals left, and (no room, or
+        /// not enough) by a rebuild.
+        @Test func prependingSeveralKeepsTheirOrder() {
+            var fifo = FIFO<Int>()
+            for value in 1...6 { fifo.append(value) }
+            _ = fifo.removeFirst()
+            _ = fifo.removeFirst()
+            _ = fifo.removeFirst()
+            fifo.prepend(contentsOf: [10, 11])            // room for both
+            #expect(Array(fifo.elements) == [10, 11, 4, 5, 6])
+            fifo.prepend(contentsOf: [20, 21, 22])        // room for one only
+            #expect(Array(fifo.elements) == [20, 21, 22, 10, 11, 4, 5, 6])
+            fifo.prepend(contentsOf: [])
+            #expect(fifo.count == 8 && fifo.first == 20)
+            var drained: [Int] = []
+            while let value = fifo.removeFirst() { drained.append(value) }
+            #expect(drained == [20, 21, 22, 10, 11, 4, 5, 6])
+            fifo.prepend(contentsOf: [1, 2])              // empty again
+            #expect(Array(fifo.elements) == [1, 2])
+        }
+
         @Test func emptyFIFO() {
             var fifo = FIFO<Int>()
             #expect(fifo.isEmpty && fifo.count == 0 && fifo.first == nil)

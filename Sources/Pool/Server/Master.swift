@@ -93,6 +93,13 @@ final class Master {
     /// Set when a job is staged, cleared by `flushBatches`: the loop flushes three times a turn,
     /// and most of those find nothing staged (a scan of every slot's batch).
     @exclusivity(unchecked) var anyStaged = false
+    /// `flushBatches`: jobs of batches no queue took, returned to `held` in one merge.
+    @exclusivity(unchecked) var collectingReturns = false
+    @exclusivity(unchecked) var returning: [Held] = []
+    /// Replies received and workers reaped so far: room may have come since a count was taken.
+    @exclusivity(unchecked) var roomSignals = 0
+    /// The turn in which a retry of held jobs last found every queue full, and `roomSignals` then.
+    @exclusivity(unchecked) var heldRetryBlocked: (turn: UInt64, roomSignals: Int)? = nil
     /// Most jobs one queue message may carry: about `--batch-time` of work at the workers' average
     /// job time, so slow jobs are not batched behind each other.
     @exclusivity(unchecked) var recordLimit = 1
@@ -448,6 +455,7 @@ final class Master {
 
     func reapChildren() {
         while let (pid, status) = ChildProcess.reapAny() {
+            roomSignals &+= 1
             // A worker forked later may get this pid again (after pid numbers wrap); it must get
             // a quit of its own.
             quitSent.remove(pid)
@@ -957,8 +965,16 @@ final class Master {
     func flushBatches() {
         guard anyStaged else { return }
         anyStaged = false
+        // Batches no queue takes go back to `held` in one merge at the end: each holds every N-th
+        // job of a retry, and merging batch after batch re-sorted the growing front each time.
+        collectingReturns = true
         for slot in batches.indices where !batches[slot].isEmpty {
             flush(slot)
+        }
+        collectingReturns = false
+        if !returning.isEmpty {
+            returnToHeld(returning)
+            returning.removeAll(keepingCapacity: true)
         }
     }
 
@@ -1057,9 +1073,10 @@ final class Master {
         }
         // Merged with the jobs of batches that failed before this one in the same pass: each
         // batch holds every N-th job of a retry, and prepending batch after batch would put a
-        // later slot's jobs ahead of older ones.
-        returnToHeld(keep.map { Held(id: $0.entry.id, payload: $0.payload,
-                                     acknowledged: $0.entry.ack == nil && configuration.replyMode == .ack, ack: $0.entry.ack) })
+        // later slot's jobs ahead of older ones (`flushBatches` merges them all at once).
+        let jobs = keep.map { Held(id: $0.entry.id, payload: $0.payload,
+                                   acknowledged: $0.entry.ack == nil && configuration.replyMode == .ack, ack: $0.entry.ack) }
+        if collectingReturns { returning += jobs } else { returnToHeld(jobs) }
         for (entry, _) in keep { if let ack = entry.ack { watchWhileHeld(ack) } }
     }
 
@@ -1070,7 +1087,7 @@ final class Master {
         var front = jobs
         while let first = held.first, first.id < newest, let taken = held.removeFirst() { front.append(taken) }
         front.sort { $0.id < $1.id }
-        for job in front.reversed() { held.prepend(job) }
+        held.prepend(contentsOf: front)
     }
 
     /// The payload of a staged job that no queue took, as bytes of its own; a spilled one's chunk
@@ -1139,7 +1156,14 @@ final class Master {
         #if DEBUG
         if heldWaitsForReap && Signals.peek(SIGCHLD) > 0 { return }
         #endif
-        // Called when room may have come (a reply, the doorbell, a reap, the timer).
+        // Called when room may have come (a reply, the doorbell, a reap, the timer) — but a pass
+        // that found every queue full is not repeated within the turn unless a reply or a reap
+        // came since: each costs a staging and un-staging of up to a message's worth of jobs
+        // per worker, two or three times a turn under overload.
+        if let blocked = heldRetryBlocked, blocked.turn == turn, blocked.roomSignals == roomSignals { return }
+        // What an earlier pass staged goes out (or back to `held`) first: staged again behind
+        // younger jobs of the same connection, it would run after them.
+        flushBatches()
         dispatcher.forgetFull()
         while let job = held.first {
             // Its client left: do not spend a worker on it.
@@ -1149,7 +1173,10 @@ final class Master {
             }
             // A full queue sends the batch back to `held`; stop until replies make room.
             let staged = job.payload.withUnsafeBytes { stage(id: job.id, payload: $0, ack: job.ack) }
-            guard staged else { return }
+            guard staged else {
+                heldRetryBlocked = (turn, roomSignals)
+                return
+            }
             held.removeFirst()
         }
     }
@@ -1176,6 +1203,7 @@ final class Master {
                 return
             }
             guard let (_, length) = received else { break }
+            roomSignals &+= 1
             deliverReplies(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer.text)[0..<length]))
             if stopWhenNoneAwaited && routes.isEmpty { break }
         }

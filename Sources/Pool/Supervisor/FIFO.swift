@@ -20,6 +20,19 @@ struct FIFO<Element> {
         }
     }
 
+    /// Puts `elements` at the front, in their order: O(k) into room earlier removals left, else
+    /// one O(n) rebuild (prepending one by one was O(n) each once the storage was compacted).
+    mutating func prepend(contentsOf elements: [Element]) {
+        guard !elements.isEmpty else { return }
+        if head >= elements.count {
+            head -= elements.count
+            storage.replaceSubrange(head..<(head + elements.count), with: elements)
+        } else {
+            storage = elements + storage[head...]
+            head = 0
+        }
+    }
+
     @discardableResult
     mutating func removeFirst() -> Element? {
         guard !isEmpty else { return nil }
