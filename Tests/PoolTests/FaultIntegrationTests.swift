@@ -1674,6 +1674,28 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!existingQueueIDs().contains(new))
     }
 
+    /// A worker's queue removed from outside whose replacement cannot be created at first
+    /// (POOL_DEBUG_FAIL_QUEUES: the 3rd creation, after the worker's and the reply queue): the
+    /// failure is logged, naming the slot (nothing said why the slot's workers kept dying), and
+    /// the next respawn's try succeeds, so the pool serves again.
+    @Test func aQueueThatCannotBeRecreatedAtOnceIsLoggedAndRetried() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: Self.debugEnvironment("POOL_DEBUG_FAIL_QUEUES", "3"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        try #require(waitForWorkers(server, 1) != nil, "\(server.log)")
+        let queue = try #require(server.queueIDs.first)
+        footprint.observe()
+        try MessageQueue(id: queue).remove()
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "no new one could be created; retrying at its next respawn").isEmpty },
+                "\(server.log.suffix(3000))")
+        #expect(waitUntil(timeout: 30) { !server.logLines(containing: "was removed from outside (ipcrm?); created").isEmpty },
+                "\(server.log.suffix(3000))")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(waitUntil(timeout: 30) { (try? client.request("again".bytes))?.body == "again".bytes }, "\(server.log.suffix(3000))")
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// The reply queue removed and no new one possible (POOL_DEBUG_FAIL_QUEUES: the 4th queue
     /// creation, after the two workers' and the reply queue, fails as at kernel.msgmni): the
     /// request in flight is answered 6 and the master stops, exit 1, leaving nothing. The stop is

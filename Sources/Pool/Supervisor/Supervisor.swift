@@ -507,7 +507,17 @@ final class Supervisor {
                                    metadata: ["queue": "\(slot.queue.id)", "readers": "\(readers.sorted())"])
                 }
             }
-            if !shuttingDown, let queue = try? Self.createQueue(owner: configuration.workerUser) {
+            let replacement: MessageQueue?
+            do {
+                replacement = shuttingDown ? nil : try Self.createQueue(owner: configuration.workerUser)
+            } catch {
+                // Tried again when the slot's worker, respawned on the removed queue, exits on it.
+                replacement = nil
+                logger.log(throttledBy: &queueThrottle, level: .error,
+                           "queue of slot \(index) was removed from outside (ipcrm?) and no new one could be created; retrying at its next respawn",
+                           kind: "\((error as? SystemError)?.errno.rawValue ?? 0)", metadata: ["old": "\(slot.queue.id)", "error": "\(error)"])
+            }
+            if let queue = replacement {
                 _ = Self.applyCapacity(queue, wanted: queueBytes, limits: limits, logger: nil)
                 logger.error("queue of slot \(index) was removed from outside (ipcrm?); created \(queue.id) in its place",
                              metadata: ["old": "\(slot.queue.id)"])
@@ -1068,6 +1078,9 @@ final class Supervisor {
         }
         return retry
     }
+
+    /// A queue that cannot be recreated is tried again at each respawn: logged once a second.
+    @exclusivity(unchecked) private var queueThrottle = LogThrottle()
 
     /// Failed quit sends are retried every tick: their warning is logged once a second.
     @exclusivity(unchecked) private var quitThrottle = LogThrottle()
