@@ -855,10 +855,12 @@ private extension PoolClient.Response {
     /// down" (a client then runs the job again). The master is frozen from just after the stop
     /// began until after the deadline, while its worker finishes the job and sends the reply.
     @Test func aReplySentBeforeTheDeadlineIsDeliveredAtIt() throws {
-        let server = try TestServer(Self.resultSim + ["--workers", "1", "--shutdown-timeout", "1"])
+        // Seconds apart, so a slow machine neither reaches the deadline before the freeze nor
+        // finishes the job before it.
+        let server = try TestServer(Self.resultSim + ["--workers", "1", "--shutdown-timeout", "3"])
         defer { kill(server.pid, SIGCONT) }
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        try client.send("sleep:1500".bytes)
+        try client.send("sleep:4000".bytes)
         let busy = OperationsSupport.waitForStatus(server.socketPath, timeout: 20) { $0.workers.first?.state == "busy" }
         try #require(busy.ok, "the worker never took the job")
         let worker = try #require(busy.last?.workers.first?.pid)
@@ -866,13 +868,15 @@ private extension PoolClient.Response {
         server.signal(SIGTERM)
         try #require(waitUntil(timeout: 10) { !server.logLines(containing: "shutdown: stopped accepting").isEmpty })
         kill(server.pid, SIGSTOP)
-        // The job done and its reply sent (the worker idle in msgrcv again), the deadline passed.
         let msgrcv = try #require(SyscallNumber.msgrcv, "msgrcv's system call number on this architecture")
+        try #require(blockedSyscall(worker) != msgrcv, "the job ended before the freeze: nothing to test")
+        // The job done and its reply sent (the worker idle in msgrcv again), the deadline passed
+        // (3 s after the stop, the job's end 4 s after its start).
         #expect(waitUntil(timeout: 20) { blockedSyscall(worker) == msgrcv }, "the worker did not finish its job")
-        usleep(1_200_000)
+        usleep(300_000)
         kill(server.pid, SIGCONT)
         let answer = try client.receive()
-        #expect(answer.status == .ok && answer.body == "sleep:1500".bytes, "\(answer)")
+        #expect(answer.status == .ok && answer.body == "sleep:4000".bytes, "\(answer)")
         FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
     }
 

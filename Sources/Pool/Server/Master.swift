@@ -310,7 +310,14 @@ final class Master {
                 // Jobs wait for queue room. Workers ring the doorbell when they take a message
                 // while this is set; room made before they could see it is found by this retry
                 // (the same fenced pair as `setMasterAsleep`).
-                if !wantsRoom { scoreboard.setMasterWantsRoom(true); wantsRoom = true }
+                if !wantsRoom {
+                    scoreboard.setMasterWantsRoom(true)
+                    wantsRoom = true
+                    // The retry below is this flag's pair: it must run even if a pass this turn
+                    // found the queues full (a worker that made room just before the flag rang
+                    // no doorbell).
+                    heldRetryBlocked = nil
+                }
                 dispatchHeld()
                 flushBatches()
                 flushDirty()
@@ -889,7 +896,8 @@ final class Master {
             connection.unorderedInflight += 1
             sequence = UInt64(tag)
         }
-        if phase != .running {
+        // A stop a failure asked for is already one: its replies could not be read.
+        if phase != .running || stopRequested {
             answer(connection, sequence, .shuttingDown, [])
             return
         }

@@ -231,7 +231,11 @@ func unlinkIfUnchanged(_ path: String, text: [UInt8]) -> Bool {
     let aside = path + temporaryInfix + "\(getpid())"
     guard rename(path, aside) == 0 else { return false }
     if readWrittenFile(aside, limit: PoolState.maxFileBytes)?.bytes == text { return unlink(aside) == 0 }
-    if csysv_rename_noreplace(aside, path) != 0 { unlink(aside) }
+    if csysv_rename_noreplace(aside, path) != 0 {
+        // EEXIST: a later record took the path, superseding this one as its rename would have.
+        // Anything else (a file system without either way to refuse): put back all the same.
+        if errno == EEXIST { unlink(aside) } else { rename(aside, path) }
+    }
     return false
 }
 
