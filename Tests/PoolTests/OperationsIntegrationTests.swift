@@ -1360,6 +1360,22 @@ private typealias S = OperationsSupport
         #expect((try? String(contentsOfFile: target, encoding: .utf8)) == "precious\n")
     }
 
+    /// With `--user`, a FIFO without a reader at the log's name (planted by the workers' user,
+    /// where the directory lets it) fails the start at once (exit 2) instead of holding it in a
+    /// blocking open for good.
+    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil, "needs root and a user named nobody"))
+    func withUserALogFIFOWithoutReaderFailsTheStart() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let fifo = directory + "/pool.log"
+        try #require(mkfifo(fifo, 0o600) == 0)
+        let socket = directory + "/pool.sock"
+        let result = try S.poolServer(["--socket", socket, "--user", "nobody", "--log-file", fifo], timeout: 20)
+        #expect(!result.timedOut && result.status == 2, "status \(result.status), timed out \(result.timedOut): \(result.stderr)")
+        #expect(result.stderr.contains("--log-file"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: socket) && !FileManager.default.fileExists(atPath: socket + ".state"))
+    }
+
     /// A log file that cannot be opened is a resource the server cannot get, like its socket:
     /// exit 2 with the reason, and nothing created.
     @Test func unopenableLogFileStopsTheStartWithExit2() throws {

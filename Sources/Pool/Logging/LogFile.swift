@@ -22,7 +22,9 @@ public enum LogFile {
     public static func redirectStandardError(to path: String, workersUID: uid_t? = nil) throws {
         self.path = path
         untrustedDirectory = workersUID.map { $0 != geteuid() } ?? false
-        try open(waitingForReader: true)
+        // With --user not even at the start: a FIFO the workers' user planted, with no reader,
+        // would hold the start for good (systemd restarting it into the same wait).
+        try open(waitingForReader: !untrustedDirectory)
     }
 
     /// Opens the path again and puts it on descriptor 2 (after a rename, a new file appears).

@@ -59,7 +59,7 @@ public final class PoolServer {
         }
         #endif
         let maxMessage = try configuration.validate(limits: limits)
-        let notifier = SystemdNotifier()
+        let notifier = SystemdNotifier.takeEnvironment()
         let activated = SocketActivation.takeListeners()
 
         // Signals first, so a worker dying during start-up is noticed. SIGCHLD may have been
@@ -163,7 +163,10 @@ public final class PoolServer {
             logger.warning("oneshot messages over \(Self.oneshotWholeWrite) bytes may be taken cut: the protocol has no length, and the kernel hands a longer write to the reader in pieces; use --protocol framed for them",
                            metadata: ["max-message": "\(maxMessage)"])
         }
-        notifier.notify("READY=1\nMAINPID=\(getpid())")
+        if notifier.socketPath != nil && !notifier.notifyPersistently("READY=1\nMAINPID=\(getpid())") {
+            logger.error("could not tell systemd the pool is ready (READY=1); a Type=notify unit may time out and stop it",
+                         metadata: ["notify-socket": "\(notifier.socketPath ?? "")", "error": "\(SystemError("sendto", .current))"])
+        }
         master.notifyStatus()
         // The first WATCHDOG=1 in the loop's first turn, the next ones from its timers.
         if notifier.watchdogNanoseconds != nil { master.nextWatchdog = monotonicNanoseconds() }

@@ -10,8 +10,8 @@ public struct SystemdNotifier: Sendable {
     /// (`WATCHDOG_PID` unset or ours); the master sends `WATCHDOG=1` twice per interval.
     public let watchdogNanoseconds: Int64?
 
-    /// Reads NOTIFY_SOCKET and the watchdog's variables once, at start-up (the master unsets
-    /// nothing: workers never notify).
+    /// Reads NOTIFY_SOCKET and the watchdog's variables once, at start-up. (The master unsets
+    /// them, before any fork: `takeEnvironment`.)
     public init(environment socketPath: String? = getenv("NOTIFY_SOCKET").map { String(cString: $0) },
                 watchdogMicroseconds: String? = getenv("WATCHDOG_USEC").map { String(cString: $0) },
                 watchdogPID: String? = getenv("WATCHDOG_PID").map { String(cString: $0) }) {
@@ -23,6 +23,30 @@ public struct SystemdNotifier: Sendable {
             watchdogNanoseconds = min(usec, 86_400_000_000) * 1000
         } else {
             watchdogNanoseconds = nil
+        }
+    }
+
+    /// The notifier for this process, its variables then unset (as libsystemd's `unset_environment`
+    /// does): workers and what their handlers start must not notify as the service — with
+    /// `NotifyAccess=all` a handler's child could send `READY=1` or `MAINPID=` — nor learn where
+    /// the notify socket is.
+    public static func takeEnvironment() -> SystemdNotifier {
+        let notifier = SystemdNotifier()
+        for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] { unsetenv(name) }
+        return notifier
+    }
+
+    /// For `READY=1`, sent before the loop starts: lost to a full notify socket (at boot, or a
+    /// container's default queue of 10), systemd would wait for `TimeoutStartSec` and kill a
+    /// healthy pool. Tried again for up to `seconds`, every 10 ms; the loop's own lines
+    /// (`STOPPING=1`, `STATUS=`, `WATCHDOG=1`) are sent once, as the loop never waits.
+    @discardableResult
+    public func notifyPersistently(_ message: String, seconds: Double = 1) -> Bool {
+        let end = monotonicNanoseconds() + Int64(seconds * 1e9)
+        while true {
+            if notify(message) || socketPath == nil { return socketPath != nil }
+            guard errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS, monotonicNanoseconds() < end else { return false }
+            usleep(10_000)
         }
     }
 
