@@ -377,36 +377,48 @@ typedef struct csysv_dirent64 {
 _Static_assert(offsetof(csysv_dirent64, length) == 16 && offsetof(csysv_dirent64, name) == 19,
                "csysv_dirent64 must match the kernel's struct linux_dirent64");
 
-/// Closes the open fds in [first, last] that /proc/self/fd lists. Returns 0, or -1 with errno
-/// (no /proc, no descriptor free to open it: some may be closed by then).
-/// Why C: close_range's fallback, run between fork and the worker's start; a raw getdents64
-/// into a stack buffer, as opendir would allocate. The kernel lists the directory by fd number,
-/// so closing listed ones while reading skips none.
-static inline int csysv_close_listed_fds(unsigned int first, unsigned int last) {
-    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) return -1;
+/// Calls `visit` with each entry name of the open directory `dir`, read from where it stands with
+/// raw getdents64 into a stack buffer (opendir would allocate: this runs between fork and a
+/// worker's start too). Returns 0, or -1 with errno.
+/// Why C: the record walk of getdents64, shared by the two directory readers below.
+static inline int csysv_each_dirent(int dir, void (*visit)(const char *name, void *context), void *context) {
     _Alignas(8) char buffer[4096];
     for (;;) {
         long n = syscall(SYS_getdents64, dir, buffer, sizeof buffer);
-        if (n < 0) {
-            int saved = errno;
-            close(dir);
-            errno = saved;
-            return -1;
-        }
-        if (n == 0) break;
+        if (n < 0) return -1;
+        if (n == 0) return 0;
         for (long at = 0; at < n;) {
             const csysv_dirent64 *entry = (const csysv_dirent64 *)(buffer + at);
             at += entry->length;
-            const char *digit = entry->name;
-            if (*digit < '0' || *digit > '9') continue;   // "." and ".."
-            unsigned long fd = 0;
-            for (; *digit >= '0' && *digit <= '9' && fd <= 0xffffffffu; digit++) fd = fd * 10 + (unsigned long)(*digit - '0');
-            if (fd >= first && fd <= last && fd != (unsigned long)dir) close((int)fd);
+            visit(entry->name, context);
         }
     }
+}
+
+/// `csysv_close_listed_fds`' range, and the directory's own descriptor to spare.
+typedef struct csysv_fd_range { unsigned long first, last; int dir; } csysv_fd_range;
+
+static inline void csysv_close_if_in_range(const char *name, void *context) {
+    const csysv_fd_range *range = (const csysv_fd_range *)context;
+    if (*name < '0' || *name > '9') return;   // "." and ".."
+    unsigned long fd = 0;
+    for (; *name >= '0' && *name <= '9' && fd <= 0xffffffffu; name++) fd = fd * 10 + (unsigned long)(*name - '0');
+    if (fd >= range->first && fd <= range->last && fd != (unsigned long)range->dir) close((int)fd);
+}
+
+/// Closes the open fds in [first, last] that /proc/self/fd lists. Returns 0, or -1 with errno
+/// (no /proc, no descriptor free to open it: some may be closed by then).
+/// Why C: close_range's fallback, run between fork and the worker's start. The kernel lists the
+/// directory by fd number, so closing listed ones while reading skips none.
+static inline int csysv_close_listed_fds(unsigned int first, unsigned int last) {
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return -1;
+    csysv_fd_range range = { first, last, dir };
+    int result = csysv_each_dirent(dir, csysv_close_if_in_range, &range);
+    int saved = errno;
     close(dir);
-    return 0;
+    errno = saved;
+    return result;
 }
 
 /// Closes the fds in [first, last]. Where close_range fails, closes the ones /proc/self/fd lists;
@@ -449,23 +461,17 @@ static inline int csysv_close_fds_except(const int *keep, int count) {
     return csysv_close_fd_range(next, ~0u);
 }
 
+static inline void csysv_count_if_not_dot(const char *name, void *context) {
+    if (name[0] != '.') ++*(int *)context;
+}
+
 /// Number of threads listed in `dir`, an open /proc/self/task, read again from its start; -1 with
-/// errno. Why C: the debug single-thread check before each fork; a raw getdents64 on a directory
-/// kept open needs no free descriptor (a master at its fd limit still respawns workers).
+/// errno. Why C: the debug single-thread check before each fork; a directory kept open needs no
+/// free descriptor (a master at its fd limit still respawns workers).
 static inline int csysv_thread_count_in(int dir) {
     if (lseek(dir, 0, SEEK_SET) < 0) return -1;
-    _Alignas(8) char buffer[4096];
     int n = 0;
-    for (;;) {
-        long got = syscall(SYS_getdents64, dir, buffer, sizeof buffer);
-        if (got < 0) return -1;
-        if (got == 0) return n;
-        for (long at = 0; at < got;) {
-            const csysv_dirent64 *entry = (const csysv_dirent64 *)(buffer + at);
-            at += entry->length;
-            if (entry->name[0] != '.') n++;
-        }
-    }
+    return csysv_each_dirent(dir, csysv_count_if_not_dot, &n) == 0 ? n : -1;
 }
 
 /// Number of threads in the calling process (from /proc/self/task), -2 when it cannot be counted

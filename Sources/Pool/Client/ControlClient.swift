@@ -8,7 +8,7 @@ public enum ControlClient {
     /// answer, read until it closes. `timeout` is in seconds and bounds the connect, the write
     /// and each read.
     public static func send(_ command: String, controlSocket path: String, timeout: Double = 10) throws -> String {
-        try exchange(command, controlSocket: path, timeout: timeout).answer
+        try sendNamingMaster(command, controlSocket: path, timeout: timeout).answer
     }
 
     /// `send`, also returning the pid of the master that answered as this process's pid namespace
@@ -19,10 +19,6 @@ public enum ControlClient {
     /// The corresponding C function is `getsockopt(SO_PEERCRED)`.
     public static func sendNamingMaster(_ command: String, controlSocket path: String,
                                         timeout: Double = 10) throws -> (answer: String, masterPID: pid_t) {
-        try exchange(command, controlSocket: path, timeout: timeout)
-    }
-
-    private static func exchange(_ command: String, controlSocket path: String, timeout: Double) throws -> (answer: String, masterPID: pid_t) {
         let socket = try SocketFD.unixStream(nonBlocking: false)
         defer { socket.close() }
         try socket.setSendTimeout(seconds: timeout)

@@ -1487,7 +1487,7 @@ final class Master {
     /// Writes what the socket takes of a connection's output, without blocking.
     func writeOutput(_ connection: Connection) throws {
         if connection.discardsOutput {
-            connection.output.consume(connection.output.readableCount)
+            discardOutput(connection)
             return
         }
         var wrote = false
@@ -1531,21 +1531,17 @@ final class Master {
             return
         }
         guard connections[connection.key] != nil else { return }
-        if connection.hungUp && readsAfterHangUp(connection) {
+        if connection.hungUp && readsAfterHangUp(connection) && connection.inflight < configuration.maxInflight {
             // Read on to the end of stream while in-flight room allows: each wait reports the
             // hang-up and the read makes progress. Out of epoll while full (as below), back in
             // when answers free room (they come through here).
-            let reading = connection.inflight < configuration.maxInflight
-            if reading && connection.detached {
+            if connection.detached {
                 connection.detached = false
                 connection.registered = false
                 connection.interest = []
             }
-            if reading && (connection.interest != .readable || !connection.registered) {
-                watch(connection, .readable)
-                return
-            }
-            if reading { return }
+            if connection.interest != .readable || !connection.registered { watch(connection, .readable) }
+            return
         }
         if connection.hungUp {
             // Nobody will read what is still owed; stop epoll from reporting the hang-up in a loop

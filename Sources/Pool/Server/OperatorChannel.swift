@@ -188,8 +188,6 @@ extension Master {
                 inlineWhenFull: supervisor.arena?.exhausted ?? 0, repliesSpilled: supervisor.replyRings?.taken ?? 0),
             workerUser: configuration.workerUser.map { "\($0)" }, slowJobs: supervisor.slowJobs,
             maxWorkers: configuration.dynamicScaling?.maxWorkers, maxWorkersReached: ceilingReached,
-            jobsHandled: supervisor.slots.reduce(supervisor.jobsHandledByEndedWorkers) {
-                $1.pid == nil ? $0 : $0 &+ scoreboard.jobsHandled($1.index)
-            })
+            jobsHandled: supervisor.jobsHandled)
     }
 }

@@ -163,9 +163,9 @@ public final class PoolServer {
             logger.warning("oneshot messages over \(Self.oneshotWholeWrite) bytes may be taken cut: the protocol has no length, and the kernel hands a longer write to the reader in pieces; use --protocol framed for them",
                            metadata: ["max-message": "\(maxMessage)"])
         }
-        if notifier.socketPath != nil && !notifier.notifyPersistently("READY=1\nMAINPID=\(getpid())") {
+        if let error = notifier.notifyPersistently("READY=1\nMAINPID=\(getpid())") {
             logger.error("could not tell systemd the pool is ready (READY=1); a Type=notify unit may time out and stop it",
-                         metadata: ["notify-socket": "\(notifier.socketPath ?? "")", "error": "\(SystemError("sendto", .current))"])
+                         metadata: ["notify-socket": "\(notifier.socketPath ?? "")", "error": "\(SystemError("sendto", error))"])
         }
         master.notifyStatus()
         // The first WATCHDOG=1 in the loop's first turn, the next ones from its timers.

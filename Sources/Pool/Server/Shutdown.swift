@@ -98,9 +98,7 @@ extension Master {
             drainReplies(retryHeld: false)
             answerEverythingOwed(why: "the shutdown deadline passed")
             for connection in connections.values where !connection.isControl {
-                // What the socket takes of what it is owed; a client not reading loses the rest.
-                try? writeOutput(connection)
-                close(connection, reason: "shutdown deadline")
+                closeAfterWritingWhatFits(connection, reason: "shutdown deadline")
             }
             supervisor.signalAll(SIGKILL)
             killedAt = now
@@ -117,6 +115,13 @@ extension Master {
             && !supervisor.hasWorkersOrRespawns {
             phase = .finished
         }
+    }
+
+    /// What the socket takes of what the connection is owed, then close: a client not reading
+    /// loses the rest.
+    func closeAfterWritingWhatFits(_ connection: Connection, reason: String) {
+        try? writeOutput(connection)
+        close(connection, reason: reason)
     }
 
     /// The shutdown deadline (or its end with work no queue took): every request still owed an
@@ -156,11 +161,8 @@ extension Master {
         // Nothing is owed by now, unless jobs went back to the master that no queue would take
         // (a worker left mid-message while the queues were removed from outside): answered or
         // named as at the deadline, not dropped unsaid.
-        if !held.isEmpty || !routes.isEmpty { answerEverythingOwed(why: "no queue took them before the stop ended") }
-        for connection in connections.values {
-            try? writeOutput(connection)
-            close(connection, reason: "shutdown")
-        }
+        answerEverythingOwed(why: "no queue took them before the stop ended")
+        for connection in connections.values { closeAfterWritingWhatFits(connection, reason: "shutdown") }
         logJobsLeftInQueues()
         supervisor.removeQueues()
         // Every worker is reaped and every queue was drained: a chunk still taken was lost track

@@ -513,7 +513,7 @@ final class Supervisor {
             } catch {
                 // Tried again when the slot's worker, respawned on the removed queue, exits on it.
                 replacement = nil
-                logger.log(throttledBy: &queueThrottle, level: .error,
+                logger.log(throttledBy: &logThrottle, level: .error,
                            "queue of slot \(index) was removed from outside (ipcrm?) and no new one could be created; retrying at its next respawn",
                            kind: "\((error as? SystemError)?.errno.rawValue ?? 0)", metadata: ["old": "\(slot.queue.id)", "error": "\(error)"])
             }
@@ -999,9 +999,14 @@ final class Supervisor {
         return (job, started)
     }
 
-    /// Jobs finished by worker processes that have ended, since the start (status: `jobs_handled`
-    /// is this and the live workers' counts).
-    @exclusivity(unchecked) private(set) var jobsHandledByEndedWorkers: UInt64 = 0
+    /// Jobs finished by worker processes that have ended, since the start.
+    @exclusivity(unchecked) private var jobsHandledByEndedWorkers: UInt64 = 0
+
+    /// Jobs finished by every worker process since the start, live ones and removed slots' too
+    /// (status: `jobs_handled`).
+    var jobsHandled: UInt64 {
+        slots.reduce(jobsHandledByEndedWorkers) { $1.pid == nil ? $0 : $0 &+ scoreboard.jobsHandled($1.index) }
+    }
 
     /// Jobs logged as slow since the start (status: `slow_jobs`).
     @exclusivity(unchecked) private(set) var slowJobs = 0
@@ -1072,18 +1077,16 @@ final class Supervisor {
             } catch {
                 retry.append(index)
                 let errno = (error as? SystemError).map { "\($0.errno.rawValue)" } ?? ""
-                logger.log(throttledBy: &quitThrottle, level: .warning, "could not queue a quit; trying again", kind: errno,
+                logger.log(throttledBy: &logThrottle, level: .warning, "could not queue a quit; trying again", kind: errno,
                            metadata: ["slot": "\(index)", "error": "\(error)"])
             }
         }
         return retry
     }
 
-    /// A queue that cannot be recreated is tried again at each respawn: logged once a second.
-    @exclusivity(unchecked) private var queueThrottle = LogThrottle()
-
-    /// Failed quit sends are retried every tick: their warning is logged once a second.
-    @exclusivity(unchecked) private var quitThrottle = LogThrottle()
+    /// Lines of retried failures (quit sends every tick, a queue recreated at each respawn):
+    /// each text at most once a second.
+    @exclusivity(unchecked) private var logThrottle = LogThrottle()
 
     func signalAll(_ signo: Int32) {
         for pid in livePIDs { ChildProcess.signal(pid, signo) }

@@ -1,5 +1,6 @@
 import CSysV
 import Glibc
+import SystemPackage
 
 /// The sd_notify protocol without libsystemd: datagrams of `KEY=VALUE` lines to $NOTIFY_SOCKET.
 /// A no-op when the variable is unset (not started by systemd).
@@ -40,14 +41,16 @@ public struct SystemdNotifier: Sendable {
     /// container's default queue of 10), systemd would wait for `TimeoutStartSec` and kill a
     /// healthy pool. Tried again for up to `seconds`, every 10 ms; the loop's own lines
     /// (`STOPPING=1`, `STATUS=`, `WATCHDOG=1`) are sent once, as the loop never waits.
-    @discardableResult
-    public func notifyPersistently(_ message: String, seconds: Double = 1) -> Bool {
+    /// Returns nil once sent (or with nothing to send to), else the last try's error.
+    public func notifyPersistently(_ message: String, seconds: Double = 1) -> Errno? {
+        guard socketPath != nil else { return nil }
         let end = monotonicNanoseconds() + Int64(seconds * 1e9)
-        while true {
-            if notify(message) || socketPath == nil { return socketPath != nil }
-            guard errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS, monotonicNanoseconds() < end else { return false }
+        while !notify(message) {
+            let error = Errno.current
+            guard error == .resourceTemporarilyUnavailable || error == .noBufferSpace, monotonicNanoseconds() < end else { return error }
             usleep(10_000)
         }
+        return nil
     }
 
     /// Sends `READY=1`, `STOPPING=1`, `STATUS=…` or any other assignment list.
