@@ -592,6 +592,38 @@ static inline int csysv_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *
 
 // MARK: - systemd
 
+/// sd_is_socket_unix's checks for an inherited descriptor: 1 if `fd` is a listening AF_UNIX
+/// stream socket (its bound path, NUL-terminated and empty if unnamed or abstract, in `path`),
+/// 0 if it is something else, -1 with errno if it cannot be asked (EBADF, ENOTSOCK).
+/// Why C: three getsockopt calls on ints and a sockaddr_un whose sun_path Swift sees as a tuple.
+static inline int csysv_listening_unix_stream(int fd, char *path, size_t capacity) {
+    int value = 0;
+    socklen_t length = sizeof value;
+    if (capacity == 0) { errno = EINVAL; return -1; }
+    path[0] = '\0';
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &length) < 0) return -1;
+    if (value != AF_UNIX) return 0;
+    length = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &length) < 0) return -1;
+    if (value != SOCK_STREAM) return 0;
+    length = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &length) < 0) return -1;
+    if (!value) return 0;
+    struct sockaddr_un addr;
+    socklen_t addrlen = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    if (getsockname(fd, (struct sockaddr *)&addr, &addrlen) < 0) return -1;
+    size_t offset = offsetof(struct sockaddr_un, sun_path);
+    if (addrlen > offset && addr.sun_path[0] != '\0') {
+        // sun_path need not be terminated when it fills the field: bound the copy by both.
+        size_t n = strnlen(addr.sun_path, addrlen - offset);
+        if (n >= capacity) n = capacity - 1;
+        memcpy(path, addr.sun_path, n);
+        path[n] = '\0';
+    }
+    return 1;
+}
+
 /// Sends one datagram to a NOTIFY_SOCKET path ("@name" = abstract namespace). Returns 0 or -1.
 /// Why C: an abstract address is a sun_path starting with NUL, and its length must be exact.
 static inline int csysv_notify_socket_send(const char *path, const void *message, size_t length) {

@@ -708,6 +708,31 @@ private typealias S = OperationsSupport
         #expect(!FileManager.default.fileExists(atPath: server.socketPath))
     }
 
+    /// A passed socket that is not listening, or listens on another path than `--socket`, stops
+    /// the start (exit 2, naming why) with nothing left behind and the file left alone. The pool
+    /// used to adopt any fd 3: not listening, its first accept failed with the workers up; on
+    /// another path, clients, status and cleanup went to `--socket` and found nothing.
+    @Test(arguments: [(false, nil), (true, "elsewhere.sock")] as [(Bool, String?)])
+    func socketActivationRefusesASocketItCannotServe(listening: Bool, boundName: String?) throws {
+        let server = try S.ActivatedServer(["--workers", "2"] + Self.framedEcho,
+                                           listening: listening, boundName: boundName, expectStart: false)
+        defer { server.stop() }
+        let boundPath = server.directory + "/" + (boundName ?? "pool.sock")
+        var st = stat()
+        #expect(lstat(boundPath, &st) == 0)
+        let inode = st.st_ino
+        #expect(server.waitForExit() == 2, "\(server.log)")
+        let expected = listening ? "bound to \(boundPath), not to --socket \(server.socketPath)"
+                                 : "is not a listening Unix stream socket"
+        #expect(server.log.contains(expected), "\(server.log)")
+        #expect(!server.log.contains("pool started"), "\(server.log)")
+        #expect(lstat(boundPath, &st) == 0 && st.st_ino == inode, "the passed socket's file was removed or replaced")
+        let queues = loggedQueueIDs(inLog: server.log)
+        #expect(!queues.isEmpty, "the start got as far as creating queues; the log should name them: \(server.log)")
+        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: spawnedWorkerPIDs(inLog: server.log),
+                            socketOwnedByUs: boundName == nil)
+    }
+
     @Test func listenPIDOfAnotherProcessIsIgnored() throws {
         var environment = ProcessInfo.processInfo.environment
         environment["LISTEN_PID"] = "1"

@@ -14,7 +14,25 @@ struct Listener {
     let inherited: Bool
 
     /// Adopts an inherited listening socket (socket activation).
+    /// Refuses a descriptor that is not a listening Unix stream socket bound to `path` (the same
+    /// file, however named): a unit whose socket differs from `--socket` would have the pool serve
+    /// one path while its state, control socket and clients use another, and a stray fd 3 (a
+    /// datagram socket, a file) would fail at the first accept with the workers already up.
     static func adopt(descriptor: Int32, path: String) throws -> Listener {
+        var bound = [CChar](repeating: 0, count: Int(csysv_sun_path_max()) + 1)
+        let kind = csysv_listening_unix_stream(descriptor, &bound, bound.count)
+        guard kind >= 0 else {
+            throw ConfigurationError("socket activation: passed descriptor \(descriptor) cannot be used: \(Errno.current)")
+        }
+        guard kind == 1 else {
+            throw ConfigurationError("socket activation: passed descriptor \(descriptor) is not a listening Unix stream socket (check the unit's ListenStream=)")
+        }
+        let boundPath = String(cString: bound)
+        var ours = stat(), theirs = stat()
+        guard !boundPath.isEmpty, stat(boundPath, &theirs) == 0, stat(path, &ours) == 0,
+              ours.st_dev == theirs.st_dev, ours.st_ino == theirs.st_ino else {
+            throw ConfigurationError("socket activation: the passed socket is bound to \(boundPath.isEmpty ? "no path" : boundPath), not to --socket \(path); give --socket the unit's ListenStream= path")
+        }
         _ = try valueOrErrno("fcntl(O_NONBLOCK)") { csysv_set_nonblocking(descriptor, 1) }.get()
         _ = try valueOrErrno("fcntl(FD_CLOEXEC)") { csysv_set_cloexec(descriptor, 1) }.get()
         return Listener(socket: SocketFD(raw: descriptor), path: path, device: 0, inode: 0, inherited: true)

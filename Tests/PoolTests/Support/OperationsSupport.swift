@@ -367,10 +367,15 @@ enum OperationsSupport {
         private var exitStatus: Int32?
         private var stopped = false
 
-        init(_ arguments: [String]) throws {
-            directory = makeTemporaryDirectory()
+        /// With `listening` false the passed socket is bound but never listened on; with
+        /// `boundName` it is bound to that name in the directory instead of `pool.sock`, which
+        /// stays `--socket`. With `expectStart` false the caller watches the server fail.
+        init(_ arguments: [String], listening: Bool = true, boundName: String? = nil, expectStart: Bool = true) throws {
+            let directory = makeTemporaryDirectory()
+            self.directory = directory
             socketPath = directory + "/pool.sock"
             logPath = directory + "/server.log"
+            let boundPath = boundName.map { directory + "/" + $0 } ?? socketPath
 
             // The listening socket, bound by "systemd" (us).
             var listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -386,10 +391,10 @@ enum OperationsSupport {
                 listener = moved
             }
             defer { Glibc.close(listener) }
-            guard csysv_bind_unix(listener, socketPath) == 0, listen(listener, 64) == 0 else {
+            guard csysv_bind_unix(listener, boundPath) == 0, !listening || listen(listener, 64) == 0 else {
                 let error = String(cString: strerror(errno))
                 try? FileManager.default.removeItem(atPath: directory)
-                throw TestFailure("bind/listen \(socketPath): \(error)")
+                throw TestFailure("bind/listen \(boundPath): \(error)")
             }
 
             let executable = Binaries.path("pool-server")
@@ -401,10 +406,11 @@ enum OperationsSupport {
                 pid = try spawnLogged(argv, logPath: logPath, inheriting: [listener],
                                       defaultSignals: [SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP, SIGQUIT, SIGUSR1, SIGTTIN, SIGTTOU])
             } catch {
-                unlink(socketPath)
+                unlink(boundPath)
                 try? FileManager.default.removeItem(atPath: directory)
                 throw error
             }
+            guard expectStart else { return }
             try requirePoolStart("pool-server (socket activation)", log: { self.log }, isRunning: { self.isRunning },
                                  stop: { self.stop() })
         }
