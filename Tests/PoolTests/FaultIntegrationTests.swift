@@ -542,6 +542,30 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// Workers under `--user nobody` see nobody's USER, LOGNAME and HOME (PHP-FPM sets them), not
+    /// root's: a handler writing a cache under $HOME wrote into root's home, or failed to.
+    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil, "needs root and a user named nobody"))
+    func workersUnderUserGetThatUsersEnvironment() throws {
+        let nobody = try #require(getpwnam("nobody")).pointee
+        let home = String(cString: nobody.pw_dir)
+        var environment = ProcessInfo.processInfo.environment
+        environment["HOME"] = "/root"
+        environment["USER"] = "root"
+        environment["LOGNAME"] = "root"
+        let server = try TestServer(F.framedSim + ["--workers", "2", "--user", "nobody"], environment: environment)
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        // Twice each: both workers (round-robin).
+        for name in ["USER", "LOGNAME", "HOME", "USER", "LOGNAME", "HOME"] {
+            let reply = try client.request("env:\(name)".bytes)
+            #expect(reply.statusByte == 0 && reply.body == (name == "HOME" ? home : "nobody").bytes,
+                    "\(name): status \(reply.statusByte), \(String(decoding: reply.body, as: UTF8.self))")
+        }
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// `--user nobody` under a root master: every worker runs as nobody (uid, gid, and nogroup as
     /// its only group) while the master stays root; the queues are nobody's (created by root) so
     /// the workers can use them, and requests are served. SIGKILLing the master still takes the

@@ -37,7 +37,8 @@ public enum BuiltinHandler: String, CaseIterable, Sendable {
     case echo
     /// For tests: `sleep:MS` sleeps then echoes (logging how many signals interrupted it),
     /// `cpu:MS` computes for MS milliseconds of CPU time then echoes, `crash` aborts, `hang` never
-    /// returns, `fail:MSG` throws MSG, `exit:N` exits with status N; anything else is echoed.
+    /// returns, `fail:MSG` throws MSG, `exit:N` exits with status N, `env:NAME` answers the
+    /// worker's environment variable NAME (status 1 if unset); anything else is echoed.
     case sim
 
     /// The factory that builds this handler in each worker.
@@ -92,6 +93,10 @@ private func simulate(_ message: [UInt8], _ context: WorkerContext) throws -> [U
     }
     if let text = after("fail:") { throw HandlerError(text) }
     if let code = after("exit:"), let status = Int32(code) { ChildProcess.exitImmediately(status) }
+    if let name = after("env:") {
+        guard let value = getenv(name) else { throw HandlerError("\(name) is not set") }
+        return Array(String(cString: value).utf8)
+    }
     return message
 }
 

@@ -8,11 +8,14 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
     public var gid: gid_t
     /// The user's name for logs (its number when the user database has none).
     public var name: String
+    /// The user's home directory from the user database; `nil` when the database has no entry.
+    public var home: String?
 
-    public init(uid: uid_t, gid: gid_t, name: String) {
+    public init(uid: uid_t, gid: gid_t, name: String, home: String? = nil) {
         self.uid = uid
         self.gid = gid
         self.name = name
+        self.home = home
     }
 
     public var description: String { "\(name) (uid \(uid), gid \(gid))" }
@@ -26,10 +29,12 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
         let uid: uid_t
         let name: String
         var primaryGroup: gid_t? = nil
+        var home: String? = nil
         if let entry {
             uid = entry.pointee.pw_uid
             name = String(cString: entry.pointee.pw_name)
             primaryGroup = entry.pointee.pw_gid
+            home = entry.pointee.pw_dir.map { String(cString: $0) }
         } else if let number = uid_t(user) {
             uid = number
             name = user
@@ -44,7 +49,19 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
         } else {
             throw ConfigurationError("--user \(user) is not in the user database: give --group too")
         }
-        return WorkerUser(uid: uid, gid: gid, name: name)
+        return WorkerUser(uid: uid, gid: gid, name: name, home: home)
+    }
+
+    /// Sets `USER`, `LOGNAME` and `HOME` to this user's (`HOME` unset when the user database has
+    /// no entry), as PHP-FPM does for a pool's `user` and `su -` would: a handler, or a program
+    /// it runs, otherwise writes its caches and dotfiles into root's home as another user. For a
+    /// worker just switched to this user (single-threaded: setenv is safe there).
+    ///
+    /// The corresponding C functions are `setenv` and `unsetenv`.
+    public func exportEnvironment() {
+        setenv("USER", name, 1)
+        setenv("LOGNAME", name, 1)
+        if let home { setenv("HOME", home, 1) } else { unsetenv("HOME") }
     }
 }
 

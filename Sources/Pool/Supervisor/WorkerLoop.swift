@@ -88,6 +88,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
             env.logger.critical("worker cannot become \(user); exiting", metadata: ["error": "\(error)"])
             ChildProcess.exitImmediately(WorkerExit.setupFailure)
         }
+        user.exportEnvironment()
         // The uid change cleared the death signal: asked for again at once, so a master killed
         // while the handler factory runs (it may block) still takes this worker.
         if !ChildProcess.renewParentDeathSignal(SIGKILL, parent: master) {
