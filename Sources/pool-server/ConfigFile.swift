@@ -62,6 +62,30 @@ enum ConfigFile {
 
     struct ParseError: Error, CustomStringConvertible { let description: String }
 
+    /// `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, RFC 8259's number.
+    static func isJSONNumber(_ token: String) -> Bool {
+        var rest = Array(token.utf8)[...]
+        func digits() -> Int {
+            let count = rest.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }.count
+            rest.removeFirst(count)
+            return count
+        }
+        if rest.first == UInt8(ascii: "-") { rest.removeFirst() }
+        let leadingZero = rest.first == UInt8(ascii: "0")
+        let whole = digits()
+        guard whole > 0, !(leadingZero && whole > 1) else { return false }
+        if rest.first == UInt8(ascii: ".") {
+            rest.removeFirst()
+            guard digits() > 0 else { return false }
+        }
+        if rest.first == UInt8(ascii: "e") || rest.first == UInt8(ascii: "E") {
+            rest.removeFirst()
+            if rest.first == UInt8(ascii: "+") || rest.first == UInt8(ascii: "-") { rest.removeFirst() }
+            guard digits() > 0 else { return false }
+        }
+        return rest.isEmpty
+    }
+
     private static func read(_ path: String) throws -> String {
         guard let file = fopen(path, "r") else { throw ParseError(description: String(cString: strerror(errno))) }
         defer { fclose(file) }
@@ -83,7 +107,9 @@ enum ConfigFile {
     /// Parses `{"key": value, ...}` into `--key value` arguments.
     static func parse(_ text: String) throws -> [String] {
         var chars = Array(text.unicodeScalars)[...]
-        func skipSpace() { while let c = chars.first, c.properties.isWhitespace { chars.removeFirst() } }
+        // JSON's four: a no-break space pasted from a web page is an error, not a separator.
+        func isSpace(_ c: Unicode.Scalar) -> Bool { c == " " || c == "\t" || c == "\n" || c == "\r" }
+        func skipSpace() { while let c = chars.first, isSpace(c) { chars.removeFirst() } }
         func expect(_ c: Unicode.Scalar) throws {
             skipSpace()
             guard chars.first == c else { throw ParseError(description: "expected '\(c)'") }
@@ -138,13 +164,17 @@ enum ConfigFile {
             skipSpace()
             if chars.first == "\"" { return try string() }
             var token = ""
-            while let c = chars.first, c != ",", c != "}", c != "]", !c.properties.isWhitespace {
+            while let c = chars.first, c != ",", c != "}", c != "]", !isSpace(c) {
                 token.unicodeScalars.append(c)
                 chars.removeFirst()
             }
             if token == "true" { return flagOnly }
             if token == "false" || token == "null" { return nil }
-            guard let number = Double(token) else { throw ParseError(description: "unsupported value '\(token)'") }
+            // JSON's number grammar: Double alone also takes 0x10, +1, .5, inf and nan, which
+            // another reader of the same file (jq, a deployment tool) would refuse or read otherwise.
+            guard isJSONNumber(token), let number = Double(token) else {
+                throw ParseError(description: "unsupported value '\(token)'")
+            }
             // JSON has one number type: 1e3 and 2.0 are the integers an Int option expects.
             if number == number.rounded(), abs(number) < 9e15 { return String(Int(number)) }
             return token
@@ -160,10 +190,14 @@ enum ConfigFile {
             guard chars.isEmpty else { throw ParseError(description: "unexpected text after the JSON object") }
             return []
         }
+        var keys = Set<String>()
         while true {
             let key = try string()
             // Not settings: a second file would be ignored, and help would exit 0 without serving.
             if ["config", "help", "version"].contains(key) { throw ParseError(description: "'\(key)' is not a setting") }
+            // Which one wins differs between JSON readers (and for a list option both would add
+            // up): the operator meant one of them, so neither is guessed.
+            guard keys.insert(key).inserted else { throw ParseError(description: "'\(key)' given twice") }
             try expect(":")
             skipSpace()
             var value: String?
@@ -179,9 +213,12 @@ enum ConfigFile {
                     }
                     items.append(item)
                     skipSpace()
-                    if chars.first == "," { chars.removeFirst() }
-                    skipSpace()
                     if chars.isEmpty { throw ParseError(description: "unterminated array") }
+                    if chars.first == "]" { break }
+                    // Items are separated by one comma, and a comma is followed by an item.
+                    try expect(",")
+                    skipSpace()
+                    if chars.first == "]" { throw ParseError(description: "\(key): a comma before ']'") }
                 }
                 chars.removeFirst()
                 // An empty list is an empty value, refused as `--allow-uid ""` is: an operator

@@ -956,6 +956,14 @@ private typealias S = OperationsSupport
             ("help", #"{"help": true}"#),
             // true inside a list: its internal marker (a NUL) ended up in the value.
             ("true in a list", #"{"allow-uid": [0, true]}"#),
+            // Not JSON, though Double or a lax reader takes them (each of these used to start).
+            ("hex number", #"{"workers": 0x2}"#),
+            ("plus sign", #"{"workers": +2}"#),
+            ("leading zero", #"{"workers": 02}"#),
+            ("duplicate key", #"{"workers": 2, "workers": 3}"#),
+            ("comma before the bracket", #"{"allow-uid": [0,]}"#),
+            ("no comma in a list", #"{"allow-uid": [0 1]}"#),
+            ("no-break space", "{\"workers\":\u{00A0}2}"),
         ]
         for (name, text) in malformed {
             let path = directory + "/\(name.replacingOccurrences(of: " ", with: "-")).json"
