@@ -189,6 +189,28 @@ static inline int csysv_signal_install(int signo) {
     return sigaction(signo, &sa, NULL);
 }
 
+/// The counting handler for signals that are commands only when a process sends them: the kernel
+/// sends SIGTTIN/SIGTTOU to a whole background process group when any member reads or (with
+/// `stty tostop`) writes its terminal, and those are not an operator's scale up/down.
+/// Why C: only async-signal-safe code may run here, and siginfo_t is a union.
+static void csysv_signal_handler_if_sent(int signo, siginfo_t *info, void *context) {
+    (void)context;
+    // kill/sigqueue/tgkill give SI_USER (0) or a negative code; the kernel SI_KERNEL or a positive one.
+    if (info != NULL && info->si_code > 0) return;
+    csysv_signal_handler(signo);
+}
+
+/// Installs `csysv_signal_handler_if_sent` for `signo` (SA_SIGINFO, SA_RESTART, all blocked).
+/// Why C: `struct sigaction` has a union member and flags Swift imports awkwardly.
+static inline int csysv_signal_install_if_sent(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = csysv_signal_handler_if_sent;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    return sigaction(signo, &sa, NULL);
+}
+
 /// Sets `signo` to SIG_IGN. Why C: SIG_IGN is a macro cast of a function pointer.
 static inline int csysv_signal_ignore(int signo) {
     struct sigaction sa;

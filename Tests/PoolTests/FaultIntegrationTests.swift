@@ -1398,6 +1398,76 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(queues.count == 2 && existingQueueIDs().isDisjoint(with: queues), "queues \(queues) left: \(existingQueueIDs().intersection(queues))")
     }
 
+    /// Another member of the master's background process group reads the terminal (a handler's
+    /// child prompting, a pipeline's other end): the kernel sends SIGTTIN to the whole group. That
+    /// is not an operator's "one worker more" — each such read used to add a worker. A SIGTTIN
+    /// sent with kill still is.
+    @Test(.enabled(if: fileExists("/dev/ptmx") && fileExists("/bin/bash"), "needs pseudo-terminals and bash"))
+    func aTerminalsSIGTTINToTheMastersGroupDoesNotScale() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (terminal, name) = try #require(openPseudoTerminal())
+        defer { close(terminal) }
+        let socketPath = directory + "/pool.sock"
+        let pidFile = directory + "/server.pid", readerFile = directory + "/reader.pid"
+        // The braces are one background job (its own process group; no job control inside), so
+        // the server and the `cat` that becomes the subshell share that group. `cat` reads the
+        // terminal only once the server's handlers are in place (the socket exists). The shell
+        // becomes `sleep`: bash's `wait` would return when the job stops, and bash exiting with a
+        // stopped job sends it SIGTERM.
+        let logPath = directory + "/server.log"
+        let server = "\"$0\" --socket \(socketPath) --workers 1 \(F.framedEcho.joined(separator: " ")) 2>\(logPath)"
+        func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+        let script = "set -m; { \(server) & echo $! > \(pidFile); while [ ! -S \(socketPath) ]; do sleep 0.05; done; "
+            + "echo $BASHPID > \(readerFile); exec cat; } & exec sleep 600"
+        let shell = try Self.spawnOnTerminal(["/bin/bash", "-c", script, Binaries.path("pool-server")], terminal: name)
+        var shellStatus: Int32? = nil
+        func pid(in file: String) -> pid_t {
+            (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        }
+        var master: pid_t = 0, reader: pid_t = 0
+        defer {
+            if reader > 0 { kill(reader, SIGKILL) }
+            if master > 0 {
+                let queues = stateFileQueueIDs(socketPath + ".state")
+                terminateGracefully(master) { !processIsAlive(master) }
+                removeQueues(queues)
+            }
+            for member in sessionMembers(shell) where isPoolProcess(member) && member != master {
+                terminateGracefully(member) { !processIsAlive(member) }
+            }
+            terminateGracefully(shell) { !childIsRunning(shell, status: &shellStatus) }
+        }
+        #expect(waitUntil(timeout: 20) {
+            master = pid(in: pidFile)
+            reader = pid(in: readerFile)
+            return (master > 0 && reader > 0) || !childIsRunning(shell, status: &shellStatus)
+        }, "no pids")
+        try #require(master > 0 && reader > 0, "the shell ended first (status \(String(describing: shellStatus)))")
+        #expect(getpgid(master) == getpgid(reader) && getpgid(master) != tcgetpgrp(terminal),
+                "the server and the reader should share a background process group")
+        // The reader's read stops it with SIGTTIN, sent to the whole group first.
+        #expect(waitUntil(timeout: 20) { processState(reader) == "T" }, "the reader did not stop (state \(String(describing: processState(reader))))")
+        #expect(waitUntil(timeout: 20) { !signalSet("ShdPnd", of: master, contains: SIGTTIN) }, "SIGTTIN still pending at the master")
+        // The handler has run; three statuses in a row are answered in turns after the one that
+        // takes its count, so a counted signal would show by the last.
+        var slots: [Int] = []
+        for _ in 0..<3 { slots.append(OperationsSupport.status(socketPath)?.workers.count ?? -1) }
+        #expect(slots == [1, 1, 1], "slots after the terminal's SIGTTIN: \(slots)\n\(log())")
+        // An operator's SIGTTIN still scales.
+        #expect(kill(master, SIGTTIN) == 0)
+        #expect(waitUntil(timeout: 20) { (OperationsSupport.status(socketPath)?.workers.count ?? 0) >= 2 }, "kill -TTIN did not add a worker")
+        #expect(OperationsSupport.status(socketPath)?.workers.count == 2)
+
+        let queues = stateFileQueueIDs(socketPath + ".state")
+        kill(reader, SIGKILL)
+        #expect(kill(master, SIGTERM) == 0)
+        #expect(waitUntil(timeout: 30) { !processIsAlive(master) }, "the server did not stop")
+        master = 0
+        #expect(!fileExists(socketPath) && !fileExists(socketPath + ".ctl") && !fileExists(socketPath + ".state"))
+        #expect(queues.count == 3 && existingQueueIDs().isDisjoint(with: queues), "queues \(queues) left: \(existingQueueIDs().intersection(queues))")
+    }
+
     /// Starts `argv` as the leader of a new session whose controlling terminal is `terminal`
     /// (opened as stdin, stdout and stderr, without O_NOCTTY). The caller reaps it.
     private static func spawnOnTerminal(_ argv: [String], terminal: String) throws -> pid_t {

@@ -68,7 +68,10 @@ public final class PoolServer {
         try Signals.ignore(SIGPIPE)
         let wake = try EventFD.create()
         Signals.setWakeFD(wake.fd)
-        try Signals.install([SIGINT, SIGTERM, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1])
+        try Signals.install([SIGINT, SIGTERM, SIGCHLD, SIGHUP, SIGUSR1])
+        // Scale commands only when sent: a handler's child or a pipeline member that touches the
+        // terminal from the master's background process group makes the kernel send them too.
+        try Signals.installCountingSentOnly([SIGTTIN, SIGTTOU])
         Signals.unblockAll()
 
         // A master that was SIGKILLed left its queues (they outlive processes): remove them.

@@ -16,6 +16,17 @@ public enum Signals {
         }
     }
 
+    /// Installs the counting handler for each signal, counting only those a process sent (kill,
+    /// sigqueue): the kernel's own (a terminal's job-control SIGTTIN/SIGTTOU to a background
+    /// process group) are dropped.
+    ///
+    /// The corresponding C function is `sigaction` (with `SA_SIGINFO`).
+    public static func installCountingSentOnly(_ signals: [Int32]) throws {
+        for signo in signals {
+            _ = try valueOrErrno("sigaction(\(signo))") { csysv_signal_install_if_sent(signo) }.get()
+        }
+    }
+
     /// Sets a signal to SIG_IGN. The corresponding C function is `sigaction`.
     public static func ignore(_ signo: Int32) throws {
         _ = try valueOrErrno("sigaction(\(signo), SIG_IGN)") { csysv_signal_ignore(signo) }.get()
