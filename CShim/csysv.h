@@ -211,6 +211,86 @@ static inline int csysv_signal_install_if_sent(int signo) {
     return sigaction(signo, &sa, NULL);
 }
 
+// A worker's log file, reopened by its SIGUSR1 handler itself: a worker waits for messages in
+// msgrcv, which has no signal-mask argument (as pselect has), so a signal counted just before it
+// blocks would not be seen until the next message. The open runs in the handler instead.
+__attribute__((weak)) char csysv_log_reopen_path[4096] = {0};
+__attribute__((weak)) volatile sig_atomic_t csysv_log_reopen_flags = 0;
+__attribute__((weak)) volatile sig_atomic_t csysv_log_reopen_checked = 0;
+
+/// Writes `value` in decimal at `buffer + at` (at most 10 digits); returns the new end.
+/// Why C: for a signal handler, where printf may not run.
+static inline size_t csysv_append_decimal(char *buffer, size_t at, unsigned value) {
+    char digits[10];
+    int count = 0;
+    do { digits[count++] = (char)('0' + value % 10); value /= 10; } while (value && count < 10);
+    while (count) buffer[at++] = digits[--count];
+    return at;
+}
+
+/// Opens the recorded log path and puts it on descriptor 2; 0, or the errno that stopped it
+/// (EPERM: not a FIFO, device or single-link regular file where that is checked). Only
+/// async-signal-safe calls. Why C: it runs in a signal handler.
+static inline int csysv_log_reopen(void) {
+    int fd = open(csysv_log_reopen_path, csysv_log_reopen_flags, 0640);
+    if (fd < 0) return errno;
+    if (csysv_log_reopen_checked) {
+        struct stat st;
+        int kind = fstat(fd, &st) == 0 ? (int)(st.st_mode & S_IFMT) : 0;
+        if (!(kind == S_IFIFO || kind == S_IFCHR || (kind == S_IFREG && st.st_nlink == 1))) {
+            close(fd);
+            return EPERM;
+        }
+    }
+    // O_NONBLOCK was for the open only (a FIFO without a reader fails instead of waiting); the
+    // description is the worker's, whose writes wait.
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) { int e = errno; close(fd); return e; }
+    if (fd == 2) return fcntl(2, F_SETFD, 0) < 0 ? errno : 0;
+    int rc = dup2(fd, 2) < 0 ? errno : 0;
+    close(fd);
+    return rc;
+}
+
+/// The worker's SIGUSR1 handler: reopen now; a failure is said on the descriptor kept.
+/// Why C: only async-signal-safe code may run here.
+static void csysv_log_reopen_handler(int signo) {
+    (void)signo;
+    int saved = errno;
+    int error = csysv_log_reopen_path[0] ? csysv_log_reopen() : 0;
+    if (error) {
+        // "PID: cannot reopen ... (errno N)\n", built without printf (not async-signal-safe).
+        static const char text[] = ": cannot reopen the log file; still writing to the one opened before (errno ";
+        char line[sizeof text + 32];
+        size_t n = csysv_append_decimal(line, 0, (unsigned)getpid());
+        memcpy(line + n, text, sizeof text - 1);
+        n += sizeof text - 1;
+        n = csysv_append_decimal(line, n, (unsigned)error);
+        line[n++] = ')';
+        line[n++] = '\n';
+        ssize_t ignored = write(2, line, n);
+        (void)ignored;
+    }
+    errno = saved;
+}
+
+/// Records the log path and open flags, then installs `csysv_log_reopen_handler` for SIGUSR1.
+/// `checked`: accept only a FIFO, a device or a single-link regular file. -1 with ENAMETOOLONG
+/// if the path does not fit. Why C: the handler's state lives in C.
+static inline int csysv_log_reopen_install(const char *path, int flags, int checked) {
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof csysv_log_reopen_path) { errno = ENAMETOOLONG; return -1; }
+    memcpy(csysv_log_reopen_path, path, n + 1);
+    csysv_log_reopen_flags = flags;
+    csysv_log_reopen_checked = checked;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = csysv_log_reopen_handler;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    return sigaction(SIGUSR1, &sa, NULL);
+}
+
 /// Sets `signo` to SIG_IGN. Why C: SIG_IGN is a macro cast of a function pointer.
 static inline int csysv_signal_ignore(int signo) {
     struct sigaction sa;

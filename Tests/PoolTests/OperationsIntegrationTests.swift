@@ -806,6 +806,38 @@ private typealias S = OperationsSupport
         #expect(read(rotated).contains("shutdown complete"))
     }
 
+    /// SIGUSR1 reaching an idle worker just before it blocks in msgrcv (the debug receive delay
+    /// holds it in that window, asleep): msgrcv has no signal mask to wait with, so a reopen left
+    /// to the loop waited for the next message, the worker holding the renamed file. It reopens in
+    /// the handler now: its stderr is the new file while it waits.
+    @Test func anIdleWorkerSignalledJustBeforeItsWaitReopensTheLog() throws {
+        let sleeps = try #require(SyscallNumber.sleeps, "no sleep syscall numbers for this architecture")
+        let msgrcv = try #require(SyscallNumber.msgrcv, "no msgrcv number for this architecture")
+        var environment = ProcessInfo.processInfo.environment
+        environment["POOL_DEBUG_WORKER_RECEIVE_DELAY_MS"] = "3000"
+        let (server, logPath, logDirectory, worker) = try S.startLoggingToFile(["--workers", "1"] + Self.framedEcho,
+                                                                               environment: environment)
+        defer { server.stop(); try? FileManager.default.removeItem(atPath: logDirectory) }
+        let rotated = logPath + ".1"
+        let pid = try #require(worker ?? S.waitForWorkerCount(server, 1)?.first, "no worker:\n\(S.fileText(logPath))")
+        func stderrTarget() -> String {
+            var buffer = [CChar](repeating: 0, count: 4096)
+            let n = readlink("/proc/\(pid)/fd/2", &buffer, buffer.count - 1)
+            return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+        }
+        #expect(waitUntil(timeout: 20) { blockedSyscall(pid).map(sleeps.contains) == true },
+                "the worker never slept before its wait (syscall \(String(describing: blockedSyscall(pid))))")
+        #expect(stderrTarget() == logPath)
+        #expect(rename(logPath, rotated) == 0)
+        server.signal(SIGUSR1)
+        #expect(waitUntil(timeout: 20) { S.fileText(logPath).contains("log file reopened") }, "no new pool.log from the master")
+        // Past the delay, waiting for a message that does not come.
+        #expect(waitUntil(timeout: 20) { blockedSyscall(pid) == msgrcv }, "the worker is not waiting in msgrcv")
+        #expect(waitUntil(timeout: 20) { stderrTarget() == logPath },
+                "the idle worker still writes to \(stderrTarget()), not the new \(logPath)")
+        S.expectCleanExit(server, extraLog: { S.fileText(logPath) + "\n" + S.fileText(rotated) })
+    }
+
     /// A rotation while a worker starts, before its SIGUSR1 handler is in (until then the signal is
     /// ignored, so the master's forwarded one is lost): the worker opens the log file again as it
     /// installs the handler, so its lines go to the new file. (They went on to the renamed one.)

@@ -41,12 +41,10 @@ public struct LineLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    /// Formats `event` as one line and writes it to `fd()` with `write(2)`, first reopening the log
-    /// file if SIGUSR1 asked for it.
+    /// Formats `event` as one line and writes it to `fd()` with `write(2)`.
     public func log(event: LogEvent) {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { $1 } }
-        LogFile.reopenIfSignalled()
         if nonBlocking && MasterLogOutput.dropped > 0 {
             let notice = line(level: .warning, message: "log lines dropped: the log's reader had no room for them",
                               metadata: ["dropped": "\(MasterLogOutput.dropped)"])

@@ -7,7 +7,6 @@ import SystemPackage
 /// the file. Reopening (SIGUSR1, after logrotate renamed it) repeats the open + dup2.
 public enum LogFile {
     nonisolated(unsafe) private static var path: String?
-    nonisolated(unsafe) private static var reopenOnSignal = false
     /// Workers run as another user (`redirectStandardError(to:workersUID:)`).
     nonisolated(unsafe) private static var untrustedDirectory = false
 
@@ -37,10 +36,15 @@ public enum LogFile {
         try open(waitingForReader: false)
     }
 
+    /// The flags of every open; `O_NONBLOCK` for all but a start's (see `reopen`).
+    private static func openFlags(waitingForReader: Bool) -> Int32 {
+        O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | (waitingForReader ? 0 : O_NONBLOCK)
+            | (untrustedDirectory ? O_NOFOLLOW : 0)
+    }
+
     private static func open(waitingForReader: Bool) throws {
         guard let path else { return }
-        let flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | (waitingForReader ? 0 : O_NONBLOCK)
-            | (untrustedDirectory ? O_NOFOLLOW : 0)
+        let flags = openFlags(waitingForReader: waitingForReader)
         let opened = valueOrErrno("open(\(path))") { csysv_open_creating(path, flags, 0o640) }
         if untrustedDirectory, case .failure(let error) = opened, error.errno == .tooManySymbolicLinkLevels {
             throw SystemError("open(\(path)): a symlink, which with --user is not followed (give the file itself; for a container's stderr such as /dev/stderr, leave --log-file out)", error.errno)
@@ -74,21 +78,19 @@ public enum LogFile {
     /// Whether a log file is in use.
     public static var isActive: Bool { path != nil }
 
-    /// In a worker: reopen lazily, before the next line, when SIGUSR1 has arrived (a worker spends
-    /// its life blocked in msgrcv and has no event loop to notice the signal in).
+    /// In a worker: SIGUSR1 reopens at once, in its handler (`csysv_log_reopen_handler`: the same
+    /// open, checks and dup2, async-signal-safe). A worker spends its life blocked in msgrcv or
+    /// in a job; a reopen left to the loop or the next line could wait for either, holding the
+    /// renamed file (and its disk space, once deleted) and sending a crash's output there.
     static func enableReopenOnSignal() {
-        guard path != nil else { return }
-        reopenOnSignal = true
-        _ = try? Signals.install([SIGUSR1])
+        guard let path else { return }
+        if csysv_log_reopen_install(path, openFlags(waitingForReader: false), untrustedDirectory ? 1 : 0) != 0 {
+            let line = "\(getpid()): SIGUSR1 will not reopen the log file in this worker: \(SystemError("sigaction(SIGUSR1)", .current))\n"
+            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        }
         // A rotation signalled since the fork found SIGUSR1 still ignored (the fork window's
         // default for a worker) and was lost: opened once now, the file is the current one.
         reopenReportingFailure()
-    }
-
-    /// Called before each log line.
-    @inline(__always)
-    static func reopenIfSignalled() {
-        if reopenOnSignal && Signals.take(SIGUSR1) > 0 { reopenReportingFailure() }
     }
 
     /// A worker's reopen; a failure (a worker whose handler dropped privileges may not open a file

@@ -141,11 +141,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     logger.debug("worker started", metadata: ["queue": "\(env.queue.id)"])
     while true {
         if Signals.take(SIGTERM) > 0 { leave("worker exiting on SIGTERM") }
-        // SIGUSR1 (log rotation) interrupts the wait for a message, which comes back here: an
-        // idle worker reopens now, not at its next line, so it does not hold the renamed file
-        // (and its disk space, once deleted) nor send a crash's output there. One signalled
-        // before the wait (no EINTR) is taken here too.
-        LogFile.reopenIfSignalled()
+        // (SIGUSR1, log rotation, reopens in its handler: `LogFile.enableReopenOnSignal`.)
         env.inboxes.clear(slot)
         #if DEBUG
         if let receiveDelay { usleep(receiveDelay * 1000) }
