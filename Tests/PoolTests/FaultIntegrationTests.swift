@@ -2379,6 +2379,45 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         return (server, footprint, worker)
     }
 
+    /// accept failing with an error it gives again at once (EPERM from a security module; the
+    /// connection stays in the backlog): the master pauses the listeners 100 ms per failure, with
+    /// a throttled log line, then serves the client. It retried every turn, spinning on the
+    /// readable listener with a warning each time.
+    @Test func anAcceptErrorThatRepeatsPausesTheListeners() throws {
+        let failures = 25
+        let server = try TestServer(F.framedEcho + ["--workers", "1"],
+                                    environment: Self.debugEnvironment("POOL_DEBUG_FAIL_ACCEPTS", (1...failures).map(String.init).joined(separator: ",")))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 60)
+        #expect(try client.request("after the refusals".bytes).body == "after the refusals".bytes)
+        client.close()
+        let lines = server.logLines(containing: "accept failed")
+        #expect(!lines.isEmpty && lines.allSatisfy { $0.contains("not accepting for 100 ms") && $0.contains("Operation not permitted") },
+                "\(lines)")
+        // 25 failures 100 ms apart take about 2.5 s: a line a second, the rest counted.
+        #expect(lines.count < failures / 2, "\(lines.count) lines for \(failures) failures: not throttled, or not paused")
+        F.expectCleanExit(server, footprint)
+    }
+
+    /// epoll refusing to watch a new framed connection (ENOSPC past fs.epoll.max_user_watches):
+    /// the client is answered busy, as past --max-connections, instead of closed without a word;
+    /// the next connection is served.
+    @Test func aConnectionEpollCannotWatchIsAnsweredBusy() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "1"], environment: Self.debugEnvironment("POOL_DEBUG_FAIL_WATCHES", "1"))
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let refused = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        let answer = try refused.receive()
+        #expect(answer.statusByte == ResponseStatus.busy.rawValue, "\(answer)")
+        refused.close()
+        #expect(server.logLines(containing: "cannot watch a new connection; answering busy").count == 1, "\(server.log.suffix(2000))")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("watched".bytes).body == "watched".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// The second of three forks at start fails: the master exits 2 naming the call and leaves
     /// nothing. The worker it had started is killed and reaped, its four queues (three workers',
     /// one for replies) are removed, and no socket, control socket or state file stays.

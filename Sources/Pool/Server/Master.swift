@@ -532,7 +532,10 @@ final class Master {
             } catch let error as SystemError where error.errno == .connectionAbort || error.errno == .protocolError {
                 continue
             } catch {
-                logger.warning("accept failed", metadata: ["error": "\(error)"])
+                // An error accept gives again at once (a security module refusing it, ENOMEM,
+                // ENOBUFS) leaves the connection in the backlog, which keeps the listener
+                // readable: without a pause the loop would spin on it, a log line a turn.
+                pauseListeners("accept failed; not accepting for 100 ms", metadata: ["error": "\(error)"])
                 return
             }
             guard let client else { return }
@@ -573,10 +576,25 @@ final class Master {
                 if untilEmpty { continue }
                 return
             }
+            // Registered before it is kept: one epoll cannot watch (past fs.epoll.max_user_watches,
+            // which can be far below --max-connections; ENOMEM) is refused busy like one past
+            // --max-connections, not closed without a word.
+            do {
+                #if DEBUG
+                if DebugFailpoint.watches.nextCallFails() { throw SystemError("epoll_ctl(ADD)", .noSpace) }
+                #endif
+                try epoll.add(client.raw, events: .readable, token: key)
+            } catch {
+                logger.log(throttledBy: &logThrottle, level: .warning, "cannot watch a new connection; answering busy",
+                           metadata: ["error": "\(error)"])
+                rejectBusy(client)
+                continue
+            }
             let connection = Connection(key: key, fd: client, now: now, inputCapacity: 4096,
                                         ordered: configuration.wireProtocol != .tagged)
+            connection.registered = true
+            connection.interest = .readable
             connections.insert(connection)
-            watch(connection, .readable)
         }
     }
 
@@ -607,9 +625,10 @@ final class Master {
     }
 
     /// Stops waiting for new connections for `listenerPauseNanoseconds` (`listenersPausedUntil`).
-    func pauseListeners() {
+    func pauseListeners(_ reason: String = "out of file descriptors with none to spare; not accepting for 100 ms",
+                        metadata: Logger.Metadata = [:]) {
         guard listenersPausedUntil == nil else { return }
-        logger.log(throttledBy: &logThrottle, level: .warning, "out of file descriptors with none to spare; not accepting for 100 ms")
+        logger.log(throttledBy: &logThrottle, level: .warning, reason, metadata: metadata)
         listenersPausedUntil = monotonicNanoseconds() + Self.listenerPauseNanoseconds
         _ = setListenerInterest([])
     }
@@ -861,8 +880,9 @@ final class Master {
             // is not idle (the discard limit bounds what it may send).
             connection.lastActivity = turnStart
             if connection.discardedBytes > Self.discardLimit {
-                logger.info("closing a connection that kept sending after its message or refusal",
-                            metadata: ["discarded-bytes": "\(connection.discardedBytes)"])
+                // Client-caused, so throttled like the other refusals (many clients at once).
+                logger.log(throttledBy: &logThrottle, level: .info, "closing a connection that kept sending after its message or refusal",
+                           metadata: ["discarded-bytes": "\(connection.discardedBytes)"])
                 close(connection, reason: "sent too much to discard")
                 return
             }
@@ -1231,8 +1251,9 @@ final class Master {
             // Larger than msgmax: no worker of ours sent it (the queue is the workers' user's,
             // so anything running as it may have). Left there it would fail every drain.
             let cut = try? replyQueue.receiveTruncating(into: receiveBuffer)
-            logger.error("reply queue: removed a message larger than msgmax, which no worker sends",
-                         metadata: ["queue": "\(replyQueue.id)", "type": "\(cut?.type ?? 0)", "error": "\(error)"])
+            // Throttled: whoever sends them can send them as fast as the master removes them.
+            logger.log(throttledBy: &logThrottle, level: .error, "reply queue: removed a message larger than msgmax, which no worker sends",
+                       metadata: ["queue": "\(replyQueue.id)", "type": "\(cut?.type ?? 0)", "error": "\(error)"])
             return true
         default:
             logger.critical("reply queue failed; stopping", metadata: ["error": "\(error)"])
@@ -1275,7 +1296,8 @@ final class Master {
     /// Out of line for the reason given on `replyQueueFailed`.
     @inline(never)
     func answerForgedSpill(_ connection: Connection, _ sequence: UInt64, id: UInt64, slot: Int) {
-        logger.error("reply names bytes outside its worker's ring", metadata: ["job": "\(id)", "slot": "\(slot)"])
+        // Throttled: a worker (or its user) writing forged replies could flood the log otherwise.
+        logger.log(throttledBy: &logThrottle, level: .error, "reply names bytes outside its worker's ring", metadata: ["job": "\(id)", "slot": "\(slot)"])
         answer(connection, sequence, .handlerError, [])
     }
 
@@ -1401,6 +1423,9 @@ final class Master {
                 // Its one response: write it now, from the scratch, and buffer only what the
                 // socket does not take (errors surface in the flush at the end of the turn).
                 let written = responseScratch.withUnsafeBytes { (try? connection.fd.write($0)) ?? nil } ?? 0
+                // Bytes moved restart the idle time, as `writeOutput` does: after a job longer than
+                // --idle-timeout, a rest waiting for the client to read must not be cut off.
+                if written > 0 { connection.lastActivity = turnStart }
                 if written < responseScratch.count {
                     responseScratch.withUnsafeBytes { connection.output.append(UnsafeRawBufferPointer(rebasing: $0[written...])) }
                 }
@@ -1612,7 +1637,7 @@ final class Master {
             }
             connection.interest = events
         } catch {
-            logger.warning("epoll_ctl failed; closing the connection", metadata: ["error": "\(error)"])
+            logger.log(throttledBy: &logThrottle, level: .warning, "epoll_ctl failed; closing the connection", metadata: ["error": "\(error)"])
             close(connection, reason: "epoll_ctl: \(error)")
         }
     }

@@ -18,6 +18,8 @@ extension Master {
                 shedOneConnection(control, control: true)
                 return
             } catch {
+                // As for the client socket (`acceptClients`): paused, or the loop spins on it.
+                pauseListeners("accept failed on the control socket; not accepting for 100 ms", metadata: ["error": "\(error)"])
                 return
             }
             guard let client else { return }

@@ -14,6 +14,13 @@ final class DebugFailpoint {
     /// `POOL_DEBUG_FAIL_QUITS=1,2`: the master's 1st and 2nd quit messages fail with ENOMEM,
     /// as msgsnd does when the kernel cannot allocate the message.
     nonisolated(unsafe) static let quits = DebugFailpoint("POOL_DEBUG_FAIL_QUITS")
+    /// `POOL_DEBUG_FAIL_ACCEPTS=1,2`: the master's 1st and 2nd accepts (client and control
+    /// sockets alike) fail with EPERM and leave the connection in the backlog, as accept does when
+    /// a security module refuses it.
+    nonisolated(unsafe) static let accepts = DebugFailpoint("POOL_DEBUG_FAIL_ACCEPTS")
+    /// `POOL_DEBUG_FAIL_WATCHES=1`: registering the 1st new framed/tagged connection with epoll
+    /// fails with ENOSPC, as epoll_ctl does past fs.epoll.max_user_watches.
+    nonisolated(unsafe) static let watches = DebugFailpoint("POOL_DEBUG_FAIL_WATCHES")
 
     /// Calls so far; only the single-threaded master forks, creates queues and sends quits.
     private var calls = 0

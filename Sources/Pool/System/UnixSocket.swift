@@ -46,7 +46,10 @@ public struct SocketFD: Hashable, Sendable {
     ///
     /// The corresponding C function is `accept4`.
     public func accept() throws -> SocketFD? {
-        try valueOrWouldBlock("accept4") { csysv_accept(raw) }.get().map(SocketFD.init(raw:))
+        #if DEBUG
+        if DebugFailpoint.accepts.nextCallFails() { throw SystemError("accept4", .notPermitted) }
+        #endif
+        return try valueOrWouldBlock("accept4") { csysv_accept(raw) }.get().map(SocketFD.init(raw:))
     }
 
     /// Reads into `buffer`; returns the byte count (0 at end of stream) or `nil` if it would block.
