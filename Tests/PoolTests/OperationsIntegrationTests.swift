@@ -239,6 +239,34 @@ private typealias S = OperationsSupport
         S.expectCleanExit(server)
     }
 
+    /// A rolling restart's quit waits behind a long job; the worker is killed before taking it.
+    /// Its replacement already starts with the current code: the quit is void and is taken out of
+    /// the queue. (It stayed, and the fresh worker quit at once and was replaced again.)
+    @Test func aQuitForAWorkerThatDiedIsNotLeftForItsReplacement() throws {
+        let server = try TestServer(["--workers", "1"] + Self.framedSim)
+        defer { server.stop() }
+        let first = try #require(S.waitForWorkerCount(server, 1)?.first, "no worker:\n\(server.log)")
+        let sleeper = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        try sleeper.send("sleep:5000".bytes)
+        #expect(waitUntil(timeout: 20) { S.status(server.socketPath)?.workers.first?.state == "busy" }, "the job never started")
+        server.signal(SIGHUP)
+        #expect(waitUntil(timeout: 20) { S.status(server.socketPath)?.workers.first?.queueMessages == 1 },
+                "the quit was not queued behind the job: \(String(describing: S.status(server.socketPath)?.workers))")
+        kill(first, SIGKILL)
+        let lost = try sleeper.receive()
+        #expect(lost.statusByte == ResponseStatus.workerDied.rawValue, "\(lost)")
+        sleeper.close()
+        // Behind the quit, were it left there: the replacement would take the quit first.
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("after".bytes).body == "after".bytes)
+        client.close()
+        #expect(S.status(server.socketPath)?.workers.first?.queueMessages == 0)
+        let spawned = server.logLines(containing: "worker spawned")
+        #expect(spawned.count == 2, "the original and the one replacing the killed worker only:\n\(spawned.joined(separator: "\n"))")
+        #expect(server.log.contains("rolling restart complete"))
+        S.expectCleanExit(server)
+    }
+
     @Test func sighupAndReloadUnderLoadLoseNothingAndReplaceEveryWorker() throws {
         let server = try TestServer(["--workers", "3"] + Self.framedSim)
         defer { server.stop() }

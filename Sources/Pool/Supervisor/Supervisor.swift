@@ -563,6 +563,12 @@ final class Supervisor {
         if sharesQueue {
             // A retiring slot goes below, however its worker ended: the others read the queue.
             quitPending.remove(index)
+        } else if !slot.retiring && !shuttingDown {
+            // A quit asked of this worker (a rolling restart's, still to send or queued behind its
+            // jobs) ended with it: its replacement starts with the current code. Kept, it would
+            // restart that fresh worker too, while the restart went on to the next slot.
+            quitPending.remove(index)
+            removeQueuedQuits(slot.queue)
         }
         // A retiring worker with a queue of its own leaves its slot only once that queue holds no
         // job (a quit carries no bytes). It may have ended before its quit (a crash, --max-jobs, a
@@ -1083,6 +1089,20 @@ final class Supervisor {
         }
         return retry
     }
+
+    /// Takes the quits out of a queue whose worker is gone (jobs stay: only type 2 is read). The
+    /// replacement is not forked yet, so nothing else reads it now.
+    ///
+    /// The corresponding C function is `msgrcv` (IPC_NOWAIT, msgtyp 2).
+    private func removeQueuedQuits(_ queue: MessageQueue) {
+        // A quit carries no text; more than a few in one queue would be somebody else's.
+        for _ in 0..<16 {
+            guard (try? queue.receive(into: quitBuffer, type: JobCodec.quitType, nowait: true)) != nil else { return }
+        }
+    }
+
+    /// Room for a quit (no text) and a few bytes of anything else of that type.
+    private let quitBuffer = MessageBuffer(capacity: 64)
 
     /// Lines of retried failures (quit sends every tick, a queue recreated at each respawn):
     /// each text at most once a second.
