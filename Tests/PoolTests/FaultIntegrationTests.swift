@@ -542,6 +542,49 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
+    /// The groups the group database gives `user` with primary group `gid` (the test's own
+    /// getgrouplist, for comparison with what the workers got).
+    static func groupList(_ user: String, _ gid: gid_t) -> [gid_t] {
+        var count: Int32 = 256
+        var groups = [gid_t](repeating: 0, count: 256)
+        guard getgrouplist(user, gid, &groups, &count) >= 0 else { return [gid] }
+        return Array(groups.prefix(Int(count)))
+    }
+
+    /// A user in the user database that the group database lists as a member of a group other
+    /// than its primary one (on this machine's image: postgres in ssl-cert), if any.
+    static let userWithSupplementaryGroups: (name: String, uid: uid_t, gid: gid_t, extra: Set<gid_t>)? = {
+        guard let text = try? String(contentsOfFile: "/etc/group", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count == 4, let gid = gid_t(fields[2]) else { continue }
+            for member in fields[3].split(separator: ",") {
+                guard let entry = getpwnam(String(member)), entry.pointee.pw_gid != gid, entry.pointee.pw_uid != 0 else { continue }
+                let name = String(member), primary = entry.pointee.pw_gid
+                return (name, entry.pointee.pw_uid, primary, Set(groupList(name, primary)).subtracting([primary]))
+            }
+        }
+        return nil
+    }()
+
+    /// `--user` gives workers the user's supplementary groups too (initgroups' list, as PHP-FPM
+    /// and Gunicorn do): a handler relying on them to reach a file got EACCES with the one group.
+    @Test(.enabled(if: getuid() == 0 && userWithSupplementaryGroups != nil, "needs root and a user with supplementary groups"))
+    func workersUnderUserGetItsSupplementaryGroups() throws {
+        let user = try #require(Self.userWithSupplementaryGroups)
+        let server = try TestServer(F.framedEcho + ["--workers", "1", "--user", user.name])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let worker = try #require(waitForWorkers(server, 1)?.first)
+        #expect(waitUntil(timeout: 20) { procStatusField("Uid", of: worker).first == "\(user.uid)" })
+        let groups = Set(procStatusField("Groups", of: worker).compactMap { gid_t($0) })
+        #expect(!user.extra.isEmpty && groups == user.extra.union([user.gid]), "worker groups \(groups), \(user.name)'s: \(user.gid) + \(user.extra)")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("grouped".bytes).body == "grouped".bytes)
+        client.close()
+        F.expectCleanExit(server, footprint)
+    }
+
     /// Workers under `--user nobody` see nobody's USER, LOGNAME and HOME (PHP-FPM sets them), not
     /// root's: a handler writing a cache under $HOME wrote into root's home, or failed to.
     @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil, "needs root and a user named nobody"))
@@ -584,7 +627,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
             #expect(waitUntil(timeout: 20) { ids(pid, "Uid") == Array(repeating: "\(nobody.pw_uid)", count: 4) },
                     "worker \(pid): \(ids(pid, "Uid"))")
             #expect(ids(pid, "Gid") == Array(repeating: "\(nobody.pw_gid)", count: 4), "worker \(pid): \(ids(pid, "Gid"))")
-            #expect(ids(pid, "Groups") == ["\(nobody.pw_gid)"], "worker \(pid): \(ids(pid, "Groups"))")
+            #expect(Set(ids(pid, "Groups")) == Set(Self.groupList("nobody", nobody.pw_gid).map { "\($0)" }), "worker \(pid): \(ids(pid, "Groups"))")
         }
         #expect(ids(server.pid, "Uid").first == "0")
         let queues = stateFileQueueIDs(server.stateFilePath)

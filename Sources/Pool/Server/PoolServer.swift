@@ -106,7 +106,7 @@ public final class PoolServer {
 
         // Before any queue exists: a user the workers cannot become stops the start here.
         if let user = configuration.workerUser, geteuid() == 0 {
-            do { try ChildProcess.checkCanBecome(uid: user.uid, gid: user.gid) } catch {
+            do { try ChildProcess.checkCanBecome(uid: user.uid, gid: user.gid, groups: user.groups) } catch {
                 throw ConfigurationError("--user: a worker cannot become \(user): \(error)")
             }
         }

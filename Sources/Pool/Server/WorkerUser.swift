@@ -10,12 +10,17 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
     public var name: String
     /// The user's home directory from the user database; `nil` when the database has no entry.
     public var home: String?
+    /// Every group the workers get: `gid` first, then the user's supplementary groups from the
+    /// group database (initgroups' list, as PHP-FPM and Gunicorn give their workers); `[gid]`
+    /// for a user the database does not know.
+    public var groups: [gid_t]
 
-    public init(uid: uid_t, gid: gid_t, name: String, home: String? = nil) {
+    public init(uid: uid_t, gid: gid_t, name: String, home: String? = nil, groups: [gid_t]? = nil) {
         self.uid = uid
         self.gid = gid
         self.name = name
         self.home = home
+        self.groups = groups ?? [gid]
     }
 
     public var description: String { "\(name) (uid \(uid), gid \(gid))" }
@@ -49,7 +54,26 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
         } else {
             throw ConfigurationError("--user \(user) is not in the user database: give --group too")
         }
-        return WorkerUser(uid: uid, gid: gid, name: name, home: home)
+        let groups = entry != nil ? groupList(of: name, primary: gid) : [gid]
+        return WorkerUser(uid: uid, gid: gid, name: name, home: home, groups: groups)
+    }
+
+    /// `primary` and the groups the group database lists `user` in, without repeats; `primary`
+    /// alone if the lookup fails.
+    ///
+    /// The corresponding C function is `getgrouplist`.
+    static func groupList(of user: String, primary: gid_t) -> [gid_t] {
+        var count: Int32 = 32
+        while true {
+            var groups = [gid_t](repeating: 0, count: Int(count))
+            let previous = count
+            if getgrouplist(user, primary, &groups, &count) >= 0 {
+                var seen = Set<gid_t>()
+                return [primary] + groups.prefix(Int(count)).filter { $0 != primary && seen.insert($0).inserted }
+            }
+            // -1: too small, `count` now says how many; an unchanged count would loop for ever.
+            guard count > previous, count <= 65_536 else { return [primary] }
+        }
     }
 
     /// Sets `USER`, `LOGNAME` and `HOME` to this user's (`HOME` unset when the user database has

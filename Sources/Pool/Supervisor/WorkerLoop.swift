@@ -84,7 +84,7 @@ func runWorker(_ env: WorkerEnvironment) -> Never {
     // writable by the worker's (README: --user).
     LogFile.enableReopenOnSignal()
     if let user = env.user {
-        do { try ChildProcess.become(uid: user.uid, gid: user.gid) } catch {
+        do { try ChildProcess.become(uid: user.uid, gid: user.gid, groups: user.groups) } catch {
             env.logger.critical("worker cannot become \(user); exiting", metadata: ["error": "\(error)"])
             ChildProcess.exitImmediately(WorkerExit.setupFailure)
         }

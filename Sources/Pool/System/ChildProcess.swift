@@ -97,14 +97,16 @@ public enum ChildProcess {
         _ = Glibc.kill(pid, signo)
     }
 
-    /// Becomes user `uid` with group `gid` alone: the supplementary groups, then the gid, then the
-    /// uid (in that order: once the uid is dropped the others may no longer be changed). For a
-    /// worker of a root master; clears the parent-death signal (see `renewParentDeathSignal`).
+    /// Becomes user `uid` with group `gid` and the supplementary `groups` (`[gid]` if empty): the
+    /// supplementary groups, then the gid, then the uid (in that order: once the uid is dropped
+    /// the others may no longer be changed). For a worker of a root master; clears the
+    /// parent-death signal (see `renewParentDeathSignal`). The list is looked up before the fork
+    /// (`WorkerUser.lookUp`), so no user-database lookup runs in the child.
     ///
     /// The corresponding C functions are `setgroups`, `setgid` and `setuid`.
-    public static func become(uid: uid_t, gid: gid_t) throws {
-        var groups = [gid]
-        _ = try valueOrErrno("setgroups") { setgroups(1, &groups) }.get()
+    public static func become(uid: uid_t, gid: gid_t, groups: [gid_t] = []) throws {
+        var list = groups.isEmpty ? [gid] : groups
+        _ = try valueOrErrno("setgroups") { setgroups(list.count, &list) }.get()
         _ = try valueOrErrno("setgid") { setgid(gid) }.get()
         _ = try valueOrErrno("setuid") { setuid(uid) }.get()
     }
@@ -120,11 +122,11 @@ public enum ChildProcess {
     /// failed call's `SystemError`, or `ProbeFailure`.
     ///
     /// The corresponding C functions are `fork`, `setgroups`, `setgid`, `setuid` and `waitpid`.
-    public static func checkCanBecome(uid: uid_t, gid: gid_t) throws {
+    public static func checkCanBecome(uid: uid_t, gid: gid_t, groups: [gid_t] = []) throws {
         let calls = ["setgroups", "setgid", "setuid"]
         guard let pid = try fork(parentDeathSignal: SIGKILL, ignoreGroupSignals: true) else {
             // The exit status carries which call failed and its errno: 64 × (call + 1) + errno.
-            do { try become(uid: uid, gid: gid) } catch let error as SystemError {
+            do { try become(uid: uid, gid: gid, groups: groups) } catch let error as SystemError {
                 let call = calls.firstIndex(of: error.call) ?? 0
                 exitImmediately(Int32(64 * (call + 1)) + min(error.errno.rawValue, 63))
             } catch {
