@@ -696,14 +696,14 @@ static inline int csysv_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *
 
 /// sd_is_socket_unix's checks for an inherited descriptor: 1 if `fd` is a listening AF_UNIX
 /// stream socket (its bound path, NUL-terminated and empty if unnamed or abstract, in `path`),
-/// 0 if it is something else, -1 with errno if it cannot be asked (EBADF, ENOTSOCK).
+/// 0 if it is something else (a file, a pipe: ENOTSOCK), -1 with errno if it cannot be asked (EBADF).
 /// Why C: three getsockopt calls on ints and a sockaddr_un whose sun_path Swift sees as a tuple.
 static inline int csysv_listening_unix_stream(int fd, char *path, size_t capacity) {
     int value = 0;
     socklen_t length = sizeof value;
     if (capacity == 0) { errno = EINVAL; return -1; }
     path[0] = '\0';
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &length) < 0) return -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &length) < 0) return errno == ENOTSOCK ? 0 : -1;
     if (value != AF_UNIX) return 0;
     length = sizeof value;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &length) < 0) return -1;

@@ -131,7 +131,9 @@ enum ConfigFile {
                     case "u":
                         var hex = ""
                         for _ in 0..<4 { if let h = chars.popFirst() { hex.unicodeScalars.append(h) } }
-                        guard hex.count == 4, let value = UInt32(hex, radix: 16) else {
+                        // Four hex digits: UInt32(_:radix:) alone also takes a sign (\u+041).
+                        guard hex.unicodeScalars.count == 4, hex.unicodeScalars.allSatisfy(\.properties.isASCIIHexDigit),
+                              let value = UInt32(hex, radix: 16) else {
                             throw ParseError(description: "bad \\u escape")
                         }
                         var scalar = Unicode.Scalar(value)
@@ -140,7 +142,8 @@ enum ConfigFile {
                             chars.removeFirst(2)
                             var low = ""
                             for _ in 0..<4 { if let h = chars.popFirst() { low.unicodeScalars.append(h) } }
-                            if let lowValue = UInt32(low, radix: 16), (0xDC00..<0xE000).contains(lowValue) {
+                            if low.unicodeScalars.allSatisfy(\.properties.isASCIIHexDigit),
+                               let lowValue = UInt32(low, radix: 16), (0xDC00..<0xE000).contains(lowValue) {
                                 scalar = Unicode.Scalar(0x10000 + ((value - 0xD800) << 10) + (lowValue - 0xDC00))
                             }
                         }

@@ -609,8 +609,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         F.expectCleanExit(server, footprint)
     }
 
-    /// `--user nobody` under a root master: every worker runs as nobody (uid, gid, and nogroup as
-    /// its only group) while the master stays root; the queues are nobody's (created by root) so
+    /// `--user nobody` under a root master: every worker runs as nobody (uid, gid, and the groups
+    /// the group database gives it: nogroup alone, as a rule) while the master stays root; the queues are nobody's (created by root) so
     /// the workers can use them, and requests are served. SIGKILLing the master still takes the
     /// workers (the uid change cleared their parent-death signal; they asked for it again), and
     /// `cleanup` removes the queues though another user owns them (it goes by their creator).
@@ -2438,8 +2438,11 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let lines = server.logLines(containing: "accept failed")
         #expect(!lines.isEmpty && lines.allSatisfy { $0.contains("not accepting for 100 ms") && $0.contains("Operation not permitted") },
                 "\(lines)")
-        // 25 failures 100 ms apart take about 2.5 s: a line a second, the rest counted.
+        // 25 failures at least 100 ms apart take at least 2.4 s: a line a second (so at least
+        // two), the rest counted. Unpaused they all come within milliseconds: one line if
+        // throttled, 25 if not.
         #expect(lines.count < failures / 2, "\(lines.count) lines for \(failures) failures: not throttled, or not paused")
+        #expect(lines.count >= 2, "\(lines.count) line(s) for \(failures) failures: not 100 ms apart, so not paused")
         F.expectCleanExit(server, footprint)
     }
 
@@ -2540,8 +2543,12 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                 "\(server.log.suffix(3000))")
         let queue = try #require(OperationsSupport.status(server.socketPath)?.workers.first { $0.slot == 2 }?.queueID)
         #expect(try ControlClient.send("scale 2", controlSocket: server.socketPath + ".ctl").hasPrefix("ok scaling to 2"))
+        let failures = server.logLines(containing: "could not start the worker of slot 2").count
         #expect(waitUntil(timeout: 10) { !existingQueueIDs().contains(queue) }, "the empty slot's queue \(queue) was kept")
         usleep(1_500_000)
+        // A retry (a second after the last failure, by design failing too) would log it again.
+        #expect(server.logLines(containing: "could not start the worker of slot 2").count == failures,
+                "the removed slot was retried\n\(server.log.suffix(3000))")
         #expect(!server.log.split(separator: "\n").contains { $0.contains("worker spawned") && $0.contains("slot=2") },
                 "a worker was forked for the removed slot\n\(server.log.suffix(3000))")
         #expect(waitForWorkers(server, 2) != nil)

@@ -865,6 +865,7 @@ private extension PoolClient.Response {
         try #require(busy.ok, "the worker never took the job")
         let worker = try #require(busy.last?.workers.first?.pid)
         let queues = FramedSupport.ownedQueueIDs(server)
+        let stopSent = Date()
         server.signal(SIGTERM)
         try #require(waitUntil(timeout: 10) { !server.logLines(containing: "shutdown: stopped accepting").isEmpty })
         kill(server.pid, SIGSTOP)
@@ -873,10 +874,15 @@ private extension PoolClient.Response {
         // The job done and its reply sent (the worker idle in msgrcv again), the deadline passed
         // (3 s after the stop, the job's end 4 s after its start).
         #expect(waitUntil(timeout: 20) { blockedSyscall(worker) == msgrcv }, "the worker did not finish its job")
-        usleep(300_000)
+        // Frozen until past the deadline (a wait for the precondition, not a measure of speed).
+        let pastDeadline = 3.5 - Date().timeIntervalSince(stopSent)
+        if pastDeadline > 0 { usleep(UInt32(pastDeadline * 1_000_000)) }
         kill(server.pid, SIGCONT)
         let answer = try client.receive()
         #expect(answer.status == .ok && answer.body == "sleep:4000".bytes, "\(answer)")
+        // The case under test: the deadline's turn found the reply waiting.
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "--shutdown-timeout reached").isEmpty },
+                "the deadline was not reached at the resume: nothing tested\n\(server.log.suffix(2000))")
         FramedSupport.expectCleanShutdown(server, alreadySignalled: true, queues: queues)
     }
 

@@ -247,11 +247,13 @@ private typealias S = OperationsSupport
         defer { server.stop() }
         let first = try #require(S.waitForWorkerCount(server, 1)?.first, "no worker:\n\(server.log)")
         let sleeper = try PoolClient(socketPath: server.socketPath, timeout: 30)
-        try sleeper.send("sleep:5000".bytes)
+        // Long: it is killed, never finished (finished, the worker would take its quit).
+        try sleeper.send("sleep:60000".bytes)
         #expect(waitUntil(timeout: 20) { S.status(server.socketPath)?.workers.first?.state == "busy" }, "the job never started")
         server.signal(SIGHUP)
         #expect(waitUntil(timeout: 20) { S.status(server.socketPath)?.workers.first?.queueMessages == 1 },
                 "the quit was not queued behind the job: \(String(describing: S.status(server.socketPath)?.workers))")
+        try #require(processIsAlive(first) && S.status(server.socketPath)?.workers.first?.pid == first, "the first worker is gone")
         kill(first, SIGKILL)
         let lost = try sleeper.receive()
         #expect(lost.statusByte == ResponseStatus.workerDied.rawValue, "\(lost)")
@@ -737,9 +739,9 @@ private typealias S = OperationsSupport
     }
 
     /// A passed socket that is not listening, or listens on another path than `--socket`, stops
-    /// the start (exit 2, naming why) with nothing left behind and the file left alone. The pool
-    /// used to adopt any fd 3: not listening, its first accept failed with the workers up; on
-    /// another path, clients, status and cleanup went to `--socket` and found nothing.
+    /// the start (exit 2, naming why) before any queue or worker exists, leaving the file alone.
+    /// The pool used to adopt any fd 3: not listening, its first accept failed with the workers
+    /// up; on another path, clients, status and cleanup went to `--socket` and found nothing.
     @Test(arguments: [(false, nil), (true, "elsewhere.sock")] as [(Bool, String?)])
     func socketActivationRefusesASocketItCannotServe(listening: Bool, boundName: String?) throws {
         let server = try S.ActivatedServer(["--workers", "2"] + Self.framedEcho,
@@ -755,10 +757,27 @@ private typealias S = OperationsSupport
         #expect(server.log.contains(expected), "\(server.log)")
         #expect(!server.log.contains("pool started"), "\(server.log)")
         #expect(lstat(boundPath, &st) == 0 && st.st_ino == inode, "the passed socket's file was removed or replaced")
-        let queues = loggedQueueIDs(inLog: server.log)
-        #expect(!queues.isEmpty, "the start got as far as creating queues; the log should name them: \(server.log)")
-        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: spawnedWorkerPIDs(inLog: server.log),
-                            socketOwnedByUs: boundName == nil)
+        #expect(loggedQueueIDs(inLog: server.log).isEmpty && spawnedWorkerPIDs(inLog: server.log).isEmpty,
+                "queues or workers created before the check: \(server.log)")
+        expectServerGone(socketPath: server.socketPath, queues: [], workers: [], socketOwnedByUs: boundName == nil,
+                         sourceLocation: #_sourceLocation)
+        #expect(!FileManager.default.fileExists(atPath: server.socketPath + ".ctl"))
+    }
+
+    /// A passed socket whose file this process cannot see (a container given only the
+    /// descriptor, PrivateTmp=): nothing to compare `--socket` with, so it is served under that
+    /// name, with a warning, and the control socket beside it works.
+    @Test func socketActivationServesASocketWhoseFileIsNotVisible() throws {
+        let server = try S.ActivatedServer(["--workers", "1"] + Self.framedEcho, unlinkBound: true)
+        defer { server.stop() }
+        #expect(server.log.contains("is not visible here; taking --socket \(server.socketPath) as its name"), "\(server.log)")
+        let status = try #require(S.status(server.socketPath), "no status:\n\(server.log)")
+        #expect(status.workers.count == 1)
+        let queues = status.queueIDs.union(S.stateFileQueueIDs(server.socketPath + ".state"))
+        let workers = Set(status.workerPIDs)
+        kill(server.pid, SIGTERM)
+        #expect(server.waitForExit() == 0, "\(server.log)")
+        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers)
     }
 
     @Test func listenPIDOfAnotherProcessIsIgnored() throws {
@@ -842,7 +861,8 @@ private typealias S = OperationsSupport
         let sleeps = try #require(SyscallNumber.sleeps, "no sleep syscall numbers for this architecture")
         let msgrcv = try #require(SyscallNumber.msgrcv, "no msgrcv number for this architecture")
         var environment = ProcessInfo.processInfo.environment
-        environment["POOL_DEBUG_WORKER_RECEIVE_DELAY_MS"] = "3000"
+        // Long, so the window cannot pass before the signal; the signal cuts the sleep short.
+        environment["POOL_DEBUG_WORKER_RECEIVE_DELAY_MS"] = "30000"
         let (server, logPath, logDirectory, worker) = try S.startLoggingToFile(["--workers", "1"] + Self.framedEcho,
                                                                                environment: environment)
         defer { server.stop(); try? FileManager.default.removeItem(atPath: logDirectory) }
@@ -857,6 +877,8 @@ private typealias S = OperationsSupport
                 "the worker never slept before its wait (syscall \(String(describing: blockedSyscall(pid))))")
         #expect(stderrTarget() == logPath)
         #expect(rename(logPath, rotated) == 0)
+        // Still in the window (else the signal would interrupt msgrcv and test nothing new).
+        try #require(blockedSyscall(pid).map(sleeps.contains) == true, "the worker left its sleep before the signal")
         server.signal(SIGUSR1)
         #expect(waitUntil(timeout: 20) { S.fileText(logPath).contains("log file reopened") }, "no new pool.log from the master")
         // Past the delay, waiting for a message that does not come.
@@ -1024,6 +1046,7 @@ private typealias S = OperationsSupport
             ("comma before the bracket", #"{"allow-uid": [0,]}"#),
             ("no comma in a list", #"{"allow-uid": [0 1]}"#),
             ("no-break space", "{\"workers\":\u{00A0}2}"),
+            ("signed escape", #"{"handler": "\u+065cho"}"#),
         ]
         for (name, text) in malformed {
             let path = directory + "/\(name.replacingOccurrences(of: " ", with: "-")).json"
@@ -1258,8 +1281,10 @@ private typealias S = OperationsSupport
         #expect(try Self.controlExchange(server, Array("status json".utf8)).hasPrefix("{"))
         let cut = try Self.controlExchange(server, Array("scale 1".utf8))
         #expect(cut.hasPrefix("error: a command that changes the pool must end with a newline"), "\(cut.debugDescription)")
-        usleep(300_000)
-        #expect(S.status(server.socketPath)?.workers.count == 2, "the cut-short command ran")
+        // Had it run, it ran in the turn that answered: a retiring slot (not settled) and its line.
+        let after = S.status(server.socketPath)
+        #expect(after?.workers.count == 2 && after?.settled == true, "the cut-short command ran: \(String(describing: after?.workers))")
+        #expect(server.logLines(containing: "scale down").isEmpty, "the cut-short command ran")
         S.expectCleanExit(server)
     }
 

@@ -85,7 +85,9 @@ public enum LogFile {
     static func enableReopenOnSignal() {
         guard let path else { return }
         if csysv_log_reopen_install(path, openFlags(waitingForReader: false), untrustedDirectory ? 1 : 0) != 0 {
-            let line = "\(getpid()): SIGUSR1 will not reopen the log file in this worker: \(SystemError("sigaction(SIGUSR1)", .current))\n"
+            // ENAMETOOLONG: a path of 4096 bytes or more; else sigaction's error.
+            let error = Glibc.errno
+            let line = "\(getpid()): SIGUSR1 will not reopen the log file in this worker (errno \(error))\n"
             _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
         }
         // A rotation signalled since the fork found SIGUSR1 still ignored (the fork window's
@@ -97,7 +99,9 @@ public enum LogFile {
     /// the master created) is said in the file it keeps writing to.
     private static func reopenReportingFailure() {
         do { try reopen() } catch {
-            let line = "\(getpid()): cannot reopen the log file; still writing to the one opened before: \(error)\n"
+            // The signal handler's format (`csysv_log_reopen_handler`), one for both.
+            let errno = (error as? SystemError)?.errno.rawValue ?? 0
+            let line = "\(getpid()): cannot reopen the log file; still writing to the one opened before (errno \(errno))\n"
             _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
         }
     }

@@ -13,26 +13,37 @@ struct Listener {
     /// Passed in by systemd socket activation: systemd owns the file, we never unlink it.
     let inherited: Bool
 
-    /// Adopts an inherited listening socket (socket activation).
-    /// Refuses a descriptor that is not a listening Unix stream socket bound to `path` (the same
-    /// file, however named): a unit whose socket differs from `--socket` would have the pool serve
-    /// one path while its state, control socket and clients use another, and a stray fd 3 (a
-    /// datagram socket, a file) would fail at the first accept with the workers already up.
-    static func adopt(descriptor: Int32, path: String) throws -> Listener {
+    /// Checks an inherited descriptor before anything is created: it must be a listening Unix
+    /// stream socket (a stray fd 3 — a datagram socket, a file — would fail at the first accept
+    /// with the workers up), and where its file can be seen here, that file must be `path`'s
+    /// (the same file, however named): a unit whose socket differs from `--socket` would have the
+    /// pool serve one path while its state, control socket and clients use another. A file this
+    /// process cannot see (a container given only the descriptor, PrivateTmp=, an abstract or
+    /// unnamed socket) cannot be compared: the caller logs `note` and `--socket` names it.
+    static func checkInherited(descriptor: Int32, path: String) throws -> (note: String?, Void) {
         var bound = [CChar](repeating: 0, count: Int(csysv_sun_path_max()) + 1)
         let kind = csysv_listening_unix_stream(descriptor, &bound, bound.count)
         guard kind >= 0 else {
-            throw ConfigurationError("socket activation: passed descriptor \(descriptor) cannot be used: \(Errno.current)")
+            let error = Errno.current
+            throw ConfigurationError("socket activation: passed descriptor \(descriptor) cannot be used: \(error)")
         }
         guard kind == 1 else {
             throw ConfigurationError("socket activation: passed descriptor \(descriptor) is not a listening Unix stream socket (check the unit's ListenStream=)")
         }
         let boundPath = String(cString: bound)
-        var ours = stat(), theirs = stat()
-        guard !boundPath.isEmpty, stat(boundPath, &theirs) == 0, stat(path, &ours) == 0,
-              ours.st_dev == theirs.st_dev, ours.st_ino == theirs.st_ino else {
-            throw ConfigurationError("socket activation: the passed socket is bound to \(boundPath.isEmpty ? "no path" : boundPath), not to --socket \(path); give --socket the unit's ListenStream= path")
+        var theirs = stat()
+        guard !boundPath.isEmpty, stat(boundPath, &theirs) == 0 else {
+            return ("the passed socket's file (\(boundPath.isEmpty ? "unnamed or abstract" : boundPath)) is not visible here; taking --socket \(path) as its name", ())
         }
+        var ours = stat()
+        guard stat(path, &ours) == 0, ours.st_dev == theirs.st_dev, ours.st_ino == theirs.st_ino else {
+            throw ConfigurationError("socket activation: the passed socket is bound to \(boundPath), not to --socket \(path); give --socket the unit's ListenStream= path")
+        }
+        return (nil, ())
+    }
+
+    /// Adopts an inherited listening socket (socket activation), checked by `checkInherited`.
+    static func adopt(descriptor: Int32, path: String) throws -> Listener {
         _ = try valueOrErrno("fcntl(O_NONBLOCK)") { csysv_set_nonblocking(descriptor, 1) }.get()
         _ = try valueOrErrno("fcntl(FD_CLOEXEC)") { csysv_set_cloexec(descriptor, 1) }.get()
         return Listener(socket: SocketFD(raw: descriptor), path: path, device: 0, inode: 0, inherited: true)

@@ -17,6 +17,9 @@ extension Master {
                 // readable and the loop spins.
                 shedOneConnection(control, control: true)
                 return
+            } catch let error as SystemError where error.errno == .connectionAbort || error.errno == .protocolError {
+                // That one connection is gone; the next may be fine.
+                continue
             } catch {
                 // As for the client socket (`acceptClients`): paused, or the loop spins on it.
                 pauseListeners("accept failed on the control socket; not accepting for 100 ms", metadata: ["error": "\(error)"])
@@ -142,8 +145,7 @@ extension Master {
             logger.error("could not reopen the log file", metadata: ["error": "\(error)"])
         }
         MasterLogOutput.prepare()
-        // Workers reopen theirs at once when idle (the signal interrupts their wait), else before
-        // their next line.
+        // Workers reopen theirs in the signal handler, idle or in a job.
         supervisor.signalAll(SIGUSR1)
         logger.info("log file reopened (SIGUSR1)")
     }

@@ -104,6 +104,12 @@ public final class PoolServer {
             logger.warning("stale state of a dead master: \(line)", metadata: ["state-file": "\(configuration.stateFilePath)"])
         }
 
+        // Before any queue exists: a passed socket the pool cannot serve stops the start here.
+        if let inherited = activated.first {
+            let (note, _) = try Listener.checkInherited(descriptor: inherited, path: configuration.socketPath)
+            if let note { logger.warning("socket activation: \(note)") }
+        }
+
         // Before any queue exists: a user the workers cannot become stops the start here.
         if let user = configuration.workerUser, geteuid() == 0 {
             do { try ChildProcess.checkCanBecome(uid: user.uid, gid: user.gid, groups: user.groups) } catch {

@@ -76,16 +76,17 @@ public struct WorkerUser: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Sets `USER`, `LOGNAME` and `HOME` to this user's (`HOME` unset when the user database has
-    /// no entry), as PHP-FPM does for a pool's `user` and `su -` would: a handler, or a program
-    /// it runs, otherwise writes its caches and dotfiles into root's home as another user. For a
+    /// Sets `USER`, `LOGNAME` and `HOME` to this user's, as PHP-FPM does for a pool's `user` and
+    /// `su -` would: a handler, or a program it runs, otherwise writes its caches and dotfiles
+    /// into root's home as another user. A user the database does not know gets its number as
+    /// name and `/` as home (root's would be wrong; an unset HOME crashes some runtimes). For a
     /// worker just switched to this user (single-threaded: setenv is safe there).
     ///
-    /// The corresponding C functions are `setenv` and `unsetenv`.
+    /// The corresponding C function is `setenv`.
     public func exportEnvironment() {
         setenv("USER", name, 1)
         setenv("LOGNAME", name, 1)
-        if let home { setenv("HOME", home, 1) } else { unsetenv("HOME") }
+        setenv("HOME", home ?? "/", 1)
     }
 }
 

@@ -311,9 +311,15 @@ enum FaultSupport {
             self.directory = directory ?? makeTemporaryDirectory()
             socketPath = self.directory + "/pool.sock"
             logPath = self.directory + "/server.log"
-            process = try launchLogged("/bin/bash", ["-c", "\(prelude); exec \"$0\" \"$@\"", Binaries.path("pool-server"),
-                                                     "--socket", socketPath] + arguments,
-                                       directory: self.directory, logPath: logPath)
+            do {
+                process = try launchLogged("/bin/bash", ["-c", "\(prelude); exec \"$0\" \"$@\"", Binaries.path("pool-server"),
+                                                         "--socket", socketPath] + arguments,
+                                           directory: self.directory, logPath: logPath)
+            } catch {
+                // Not initialized, so deinit will not run: a directory made here goes here.
+                if directory == nil { try? FileManager.default.removeItem(atPath: self.directory) }
+                throw error
+            }
             if waitForStart {
                 try requirePoolStart("pool-server (via bash)", log: { self.log }, isRunning: { self.process.isRunning },
                                      stop: { self.stop() })

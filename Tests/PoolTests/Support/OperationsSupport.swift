@@ -369,8 +369,11 @@ enum OperationsSupport {
 
         /// With `listening` false the passed socket is bound but never listened on; with
         /// `boundName` it is bound to that name in the directory instead of `pool.sock`, which
-        /// stays `--socket`. With `expectStart` false the caller watches the server fail.
-        init(_ arguments: [String], listening: Bool = true, boundName: String? = nil, expectStart: Bool = true) throws {
+        /// stays `--socket`; with `unlinkBound` its file is removed before the server starts (as
+        /// in a container that sees only the descriptor). With `expectStart` false the caller
+        /// watches the server fail.
+        init(_ arguments: [String], listening: Bool = true, boundName: String? = nil, unlinkBound: Bool = false,
+             expectStart: Bool = true) throws {
             let directory = makeTemporaryDirectory()
             self.directory = directory
             socketPath = directory + "/pool.sock"
@@ -396,6 +399,7 @@ enum OperationsSupport {
                 try? FileManager.default.removeItem(atPath: directory)
                 throw TestFailure("bind/listen \(boundPath): \(error)")
             }
+            if unlinkBound { unlink(boundPath) }
 
             let executable = Binaries.path("pool-server")
             let argv = ["/bin/sh", "-c", "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
