@@ -504,7 +504,9 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
             defer { position += total }
             let slot = tagged ? Int(tag) : head
             guard inflight > 0, slot < depth, flags[slot] & 4 != 0 else {
-                result.fail(tagged ? "response with a tag no request in flight has" : "response to no request", measured: true)
+                // An error of the server's, counted once measuring has begun like any other.
+                result.fail(tagged ? "response with a tag no request in flight has" : "response to no request",
+                            measured: now >= plan.measureStart)
                 continue
             }
             let bodyBytes = UnsafeRawBufferPointer(start: input + position + body.lowerBound, count: body.count)
@@ -527,9 +529,17 @@ func runFramed(plan: LoadPlan, result: LoadResult, index: Int) {
                     }
                 }
                 if let other = match {
-                    sentAt.swapAt(head, other)
-                    flags.swapAt(head, other)
-                    stamps.swapAt(head, other)
+                    // Rotated to the head, not swapped: the requests it overtook keep their order
+                    // behind it, so the reply to the oldest of them, when it comes, is not
+                    // counted out of order too (a swap put the head at the match's place).
+                    var index = other
+                    while index != head {
+                        let previous = (index + depth - 1) % depth
+                        sentAt.swapAt(index, previous)
+                        flags.swapAt(index, previous)
+                        stamps.swapAt(index, previous)
+                        index = previous
+                    }
                     if flags[head] & 1 != 0 { result.outOfOrder += 1 }
                 } else {
                     wrongBody = flags[slot] & 2 == 0

@@ -22,7 +22,19 @@ struct ServerCPUSample {
 
     static let ticksPerSecond = UInt64(sysconf(Int32(_SC_CLK_TCK)))
 
+    /// A worker reaped between the master's read and the scan would be in neither sum: the scan
+    /// is taken again (up to three times) while the master's reaped-children time moved under it.
     static func take(masterPID: Int32) -> ServerCPUSample {
+        var sample = ServerCPUSample()
+        for _ in 0..<3 {
+            sample = takeOnce(masterPID: masterPID)
+            guard sample.masterAlive, let after = ProcStat.read(pid: masterPID) else { return sample }
+            if (after.cutime + after.cstime) * 1_000_000_000 / ticksPerSecond == sample.reapedNanos { break }
+        }
+        return sample
+    }
+
+    private static func takeOnce(masterPID: Int32) -> ServerCPUSample {
         var sample = ServerCPUSample()
         guard let master = ProcStat.read(pid: masterPID) else { return sample }
         sample.masterAlive = true

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import CSysV
 
 /// pool-bench's skew accounting, which `scripts/bench.sh` turns into the "not behind" columns of
 /// the skew benchmark. Counts only: latencies are measured, never asserted.
@@ -71,6 +72,61 @@ import Testing
         #expect(report["ok"] as? Int == 0 && report["errors_total"] as? Int == 50, "\(report)")
         #expect((report["errors"] as? [String: Int])?.keys.contains { $0.contains("--verify") } == true, "\(report)")
         #expect((report["latency_us"] as? [String: Any])?["count"] as? Int == 0, "errors are counted, not timed")
+    }
+
+    /// `out_of_order` counts replies that came for a later request than the oldest one in flight.
+    /// A fake framed echo server (a thread here: nothing forks) answers each three requests as
+    /// third, first, second: one overtaking per three. The swap pool-bench used to make put the
+    /// oldest request behind the second, so the first's reply was counted too (20 of 30, not 10).
+    @Test func outOfOrderCountsOnlyRepliesThatOvertook() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/reorder.sock"
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        try #require(listener >= 0)
+        defer { close(listener) }
+        try #require(csysv_bind_unix(listener, path) == 0 && listen(listener, 4) == 0, "bind \(path)")
+        let served = DispatchSemaphore(value: 0)
+        let server = Thread {
+            defer { served.signal() }
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { return }
+            defer { close(client) }
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var input: [UInt8] = [], pending: [[UInt8]] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(client, &chunk, chunk.count)
+                guard n > 0 else { return }
+                input += chunk[0..<n]
+                while input.count >= 4 {
+                    let length = input[0..<4].reduce(0) { $0 << 8 | Int($1) }
+                    guard input.count >= 4 + length else { break }
+                    pending.append(Array(input[4..<(4 + length)]))
+                    input.removeFirst(4 + length)
+                }
+                while pending.count >= 3 {
+                    var out: [UInt8] = []
+                    for payload in [pending[2], pending[0], pending[1]] {
+                        let length = UInt32(payload.count + 1)
+                        out += [UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff), 0] + payload
+                    }
+                    pending.removeFirst(3)
+                    guard out.withUnsafeBytes({ write(client, $0.baseAddress, $0.count) }) == out.count else { return }
+                }
+            }
+        }
+        server.start()
+        let run = try runCapturing(Binaries.path("pool-bench"),
+                                   ["--socket", path, "--json", "--quiet", "--timeout", "10", "--protocol", "framed",
+                                    "--connections", "1", "--depth", "3", "--payload", "16", "--requests", "30", "--warmup", "0", "--verify"],
+                                   timeout: 60, overrunSignals: [SIGKILL])
+        #expect(served.wait(timeout: .now() + 30) == .success, "the fake server did not finish")
+        let report = try #require(try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any],
+                                  "pool-bench: \(run.stdout) \(run.stderr)")
+        #expect(run.exitStatus == 0 && report["ok"] as? Int == 30, "\(report) \(run.stderr)")
+        #expect(report["out_of_order"] as? Int == 10, "one reply in three overtook: \(report)")
     }
 
     /// `--hold` with a ready file: written whole once the connections are open (the count), and
