@@ -29,9 +29,13 @@ import Testing
         // Both in use: the next payload travels inline.
         #expect(store(arena, b) == nil)
 
-        // A worker releases the second; only that chunk comes back, with a new generation.
+        // A worker releases the second; only that chunk comes back, with a new generation — at
+        // the next loop turn: this turn's rescan (the store above) found nothing, and a full
+        // arena is rescanned once a turn, not for every job.
         arena.release(second)
         #expect(arena.inUse == 1)
+        #expect(store(arena, b) == nil)
+        arena.beginTurn()
         let third = try #require(store(arena, Array("c".utf8)))
         #expect(third.index == second.index && third.generation != second.generation)
         #expect(read(arena, third, 1) == Array("c".utf8))

@@ -98,6 +98,9 @@ final class Master {
     @exclusivity(unchecked) var returning: [Held] = []
     /// Replies received and workers reaped so far: room may have come since a count was taken.
     @exclusivity(unchecked) var roomSignals = 0
+    /// A drain of the reply queue stopped at its bound with messages left: the next wait does not
+    /// sleep (`drainReplies`).
+    @exclusivity(unchecked) var repliesLeft = false
     /// The turn in which a retry of held jobs last found every queue full, and `roomSignals` then.
     @exclusivity(unchecked) var heldRetryBlocked: (turn: UInt64, roomSignals: Int)? = nil
     /// Most jobs one queue message may carry: about `--batch-time` of work at the workers' average
@@ -358,7 +361,7 @@ final class Master {
         if supervisor.needsTick { until = min(until, Supervisor.tickInterval) }
         // Never sleep on staged jobs (a safety net: every path flushes them before the wait), nor
         // on a stop a failure asked for at the end of this turn.
-        if anyStaged || stopRequested { until = 0 }
+        if anyStaged || stopRequested || repliesLeft { until = 0 }
         // Nor on unwritten answers: the turn's last flush can itself produce one (a refusal parsed
         // once the in-flight cap freed up), and epoll is not watching for writability then.
         if !dirty.isEmpty { until = 0 }
@@ -1220,9 +1223,21 @@ final class Master {
     /// `retryHeld`: replies make room, so held jobs are tried again — but not from `reapChildren`,
     /// whose worker still counts as alive until `workerExited`: jobs staged for its slot would wait
     /// out a crash back-off in its queue. `runTimers` retries them after the reaps.
+    ///
+    /// At most one full queue's worth of messages per call (a queue never holds more messages than
+    /// its byte capacity): the queue is writable by the workers' user, and messages sent as fast as
+    /// the master takes them must not keep it from its clients, signals and timers. What is left
+    /// is taken in the next turn, which does not sleep (`repliesLeft`).
     func drainReplies(stopWhenNoneAwaited: Bool = false, retryHeld: Bool = true) {
         guard !repliesFailed, let replyQueue = supervisor.replyQueue else { return }
+        repliesLeft = false
+        var budget = supervisor.grantedQueueBytes
         while true {
+            if budget == 0 {
+                repliesLeft = true
+                break
+            }
+            budget -= 1
             let received: (type: Int, length: Int)?
             do {
                 received = try replyQueue.receive(into: receiveBuffer, nowait: true)

@@ -49,6 +49,10 @@ public final class PayloadArena {
     /// Chunks in use, oldest first: jobs of one queue finish in order, so the oldest is usually
     /// the next released, and reusing it keeps few chunks (and pages) warm.
     @exclusivity(unchecked) private var taken = FIFO<UInt32>()
+    /// Whether a full rescan of `taken` may run (`reclaimOutOfOrder`): once per loop turn after
+    /// one that found nothing, so a full arena costs each spillable job a look at the oldest
+    /// chunk, not a walk over every chunk (up to 65,536) and a new list.
+    @exclusivity(unchecked) private var mayReclaim = true
     /// The queue each chunk in use was sent to, to take back chunks a removed queue lost.
     @exclusivity(unchecked) private var sentTo: [Int32]
     /// Jobs sent with their payload in the arena, since start.
@@ -91,7 +95,10 @@ public final class PayloadArena {
             taken.removeFirst()
             free.append(oldest)
         }
-        if free.isEmpty { reclaimOutOfOrder() }
+        if free.isEmpty && mayReclaim {
+            reclaimOutOfOrder()
+            mayReclaim = !free.isEmpty
+        }
         guard let index = free.popLast() else { return nil }
         generation[Int(index)] &+= 1
         // Its previous use went to some queue; this one has gone nowhere yet (`dropAll`).
@@ -137,6 +144,9 @@ public final class PayloadArena {
     private func isReleased(_ index: UInt32) -> Bool {
         csysv_arena_released(released + Int(index)) == generation[Int(index)]
     }
+
+    /// Master, at each loop turn: chunks released since a rescan that found none may be taken back.
+    public func beginTurn() { mayReclaim = true }
 
     /// Jobs of different queues finish out of order: take back every released chunk.
     private func reclaimOutOfOrder() {

@@ -659,10 +659,13 @@ final class Supervisor {
     /// calling `body` with each job, in queue order, and the message text it lies in. A message
     /// too large for `buffer` (E2BIG) is taken cut, and what of it fits decoded: left at the head
     /// it would end the draining, and the jobs behind it would be missed.
+    /// At most one full queue's worth of messages (no queue holds more than its byte capacity in
+    /// messages): the queue is writable by the workers' user, and messages sent as fast as they
+    /// are taken must not hold the master here, nor grow what it keeps, without end.
     private func drainJobs(from queue: MessageQueue, into buffer: MessageBuffer, quitsToo: Bool,
                            _ body: (JobCodec.Job, UnsafeRawBufferPointer) -> Void) {
         let type = quitsToo ? 0 : JobCodec.jobType
-        while true {
+        for _ in 0..<max(queueBytes, 1) {
             let received: (type: Int, length: Int)?
             do {
                 received = try queue.receive(into: buffer, type: type, nowait: true)
@@ -961,7 +964,10 @@ final class Supervisor {
 
     /// The master's loop begins a turn.
     @inline(__always)
-    func beginTurn() { startsLeft = Self.startsPerTurn }
+    func beginTurn() {
+        startsLeft = Self.startsPerTurn
+        arena?.beginTurn()
+    }
 
     /// Forks replacements whose back-off has elapsed, and new slots' first workers, while this
     /// turn's budget (`startsPerTurn`) lasts. Returns the earliest pending start: now, if some
