@@ -26,14 +26,16 @@ struct Cleanup: ParsableCommand {
 
     func run() throws {
         let report = recoverStaleState(statePath: stateFile ?? PoolState.defaultPath(forSocket: socket), socketPath: socket)
-        if report.isEmpty && report.liveMaster == nil && report.skippedQueues.isEmpty {
+        if report.isEmpty && report.liveMaster == nil && report.skippedQueues.isEmpty && report.keptStateFile == nil {
             print("nothing to clean up")
         }
         for line in report.lines { print(line) }
         if let reason = report.unlockedSocketCheck {
             FileHandleStderr.write("pool-server: warning: checked for a stale socket without the directory lock: \(reason)\n")
         }
-        if report.liveMaster != nil { throw ExitCode(1) }
+        // Something left for somebody else to remove (another user's queues, a record that
+        // cannot be read) is not a clean result: a script must not take it for one.
+        if report.liveMaster != nil || report.keptStateFile != nil { throw ExitCode(1) }
     }
 }
 

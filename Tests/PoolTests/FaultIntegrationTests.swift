@@ -475,6 +475,34 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!fileExists(server.stateFilePath) && !fileExists(server.socketPath) && !fileExists(server.socketPath + ".ctl"))
     }
 
+    /// A state file the caller may not read (root's, 0600: a `sudo pool-server` run in the same
+    /// directory) is not "no state file": `cleanup` as another user says so and exits 1, and a
+    /// start refuses (exit 2) instead of recording itself over it. It was taken as absent: the
+    /// start replaced root's only record of its queues, and cleanup said "nothing to clean up".
+    @Test(.enabled(if: getuid() == 0 && getpwnam("nobody") != nil && fileExists("/usr/bin/setpriv"), "needs root, nobody and setpriv"))
+    func aStateFileTheCallerCannotReadIsNotTakenForNone() throws {
+        let nobody = try #require(getpwnam("nobody")).pointee
+        try #require(nobodyCanRun(Binaries.path("pool-server")), "nobody cannot run \(Binaries.path("pool-server"))")
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(chmod(directory, 0o777) == 0)
+        let socket = directory + "/pool.sock"
+        let queue = try MessageQueue.createPrivate()
+        defer { try? queue.remove() }
+        let record = PoolState(pid: 0x3FFF_FFF0, token: "0123456789abcdef", uid: 0, socketPath: socket,
+                               queues: [(queue.id, try queue.status().changeTime)])
+        try record.write(to: socket + ".state")
+        let asNobody = ["--reuid=\(nobody.pw_uid)", "--regid=\(nobody.pw_gid)", "--clear-groups", Binaries.path("pool-server")]
+        let cleanup = try F.run("/usr/bin/setpriv", asNobody + ["cleanup", "--socket", socket], timeout: 20)
+        #expect(cleanup.status == 1 && cleanup.stdout.contains("kept state file: cannot be read (Permission denied)")
+                && !cleanup.stdout.contains("nothing to clean up"), "\(cleanup)")
+        let start = try F.run("/usr/bin/setpriv", asNobody + ["--socket", socket, "--workers", "1"], timeout: 20)
+        #expect(start.status == 2 && start.stderr.contains("refusing to start over it"), "\(start)")
+        #expect(PoolState.read(from: socket + ".state") == record, "the record was replaced or removed")
+        #expect(existingQueueIDs().contains(queue.id))
+        #expect(!fileExists(socket) && !fileExists(socket + ".ctl"))
+    }
+
     /// A live master whose recorded pid names nothing here — as seen from outside the container
     /// whose pid namespace it runs in, with the IPC namespace and the socket's directory shared —
     /// keeps its queues: its control socket answers. `cleanup` (and a second start) judged it by

@@ -1231,6 +1231,35 @@ private typealias S = OperationsSupport
         S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers)
     }
 
+    /// Two containers sharing the IPC namespace and the socket's directory, each master pid 1 in
+    /// its own: a start in the second found the first's record naming its own pid, took it for
+    /// its own, skipped the liveness check and removed the live pool's queues. A master knows its
+    /// record by a token now; here the record (the live master's, rewritten to say pid 1) is not
+    /// the starting one's, whose pid is 1, and the live control socket keeps it alive.
+    @Test(.enabled(if: Self.canUnsharePIDNamespace, "needs unshare --pid (root with CAP_SYS_ADMIN)"))
+    func aStartWhosePIDTheLiveRecordNamesLeavesThatPoolAlone() throws {
+        let server = try TestServer(["--workers", "1"] + Self.framedEcho)
+        defer { server.stop() }
+        guard let (queues, workers) = Self.settledOneWorker(server) else { return }
+        let statePath = server.socketPath + ".state"
+        let text = try String(contentsOfFile: statePath, encoding: .utf8)
+        #expect(text.contains("token="), "\(text)")
+        let asPID1 = text.split(separator: "\n").map { $0.hasPrefix("pid=") ? "pid=1" : String($0) }.joined(separator: "\n") + "\n"
+        try asPID1.write(toFile: statePath, atomically: true, encoding: .utf8)
+        let result = try FramedSupport.runCommand("/usr/bin/unshare", ["--pid", "--fork", Binaries.path("pool-server"),
+                                                                       "--socket", server.socketPath, "--workers", "1"] + Self.framedEcho)
+        #expect(result.status == 2, "(\(result.status)) \(result.stdout) \(result.stderr)")
+        #expect(result.stderr.contains("master pid 1 recorded in \(statePath) is running; refusing to start"), "\(result.stderr)")
+        #expect(!result.stderr.contains("queues removed"), "\(result.stderr)")
+        #expect(existingQueueIDs().isSuperset(of: queues), "the live pool's queues were removed")
+        let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
+        #expect(try client.request("still served".bytes).body == "still served".bytes)
+        client.close()
+        kill(server.pid, SIGTERM)
+        #expect(server.waitForExit() == 0, "\(server.log)")
+        S.expectNothingLeft(socketPath: server.socketPath, queues: queues, workers: workers)
+    }
+
     /// Root in a container without CAP_SYS_ADMIN has unshare but may not use it.
     static let canUnsharePIDNamespace = fileExists("/usr/bin/unshare")
         && (try? FramedSupport.runCommand("/usr/bin/unshare", ["--pid", "--fork", "/bin/true"], timeout: 10))?.status == 0

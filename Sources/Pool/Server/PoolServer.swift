@@ -118,7 +118,7 @@ public final class PoolServer {
         }
         let supervisor = try Supervisor(
             configuration: configuration, limits: limits, makeHandler: makeHandler,
-            logger: logger, workerLogger: workerLogger, keepDescriptors: [])
+            logger: logger, workerLogger: workerLogger, keepDescriptors: [], socketActivated: !activated.isEmpty)
         var listener: Listener? = nil
         var control: Listener? = nil
         var pidFile: PIDFile? = nil
@@ -138,7 +138,6 @@ public final class PoolServer {
             try supervisor.spawnAll()
             if let inherited = activated.first {
                 listener = try Listener.adopt(descriptor: inherited, path: configuration.socketPath)
-                supervisor.socketActivated = true
                 logger.info("using the socket passed by systemd (socket activation)", metadata: ["fd": "\(inherited)"])
             } else {
                 listener = try Listener.open(path: configuration.socketPath, mode: configuration.socketMode,

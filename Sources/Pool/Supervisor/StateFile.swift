@@ -4,8 +4,9 @@ import Glibc
 /// What a running master records beside its socket so that, if it is SIGKILLed, the next start
 /// (or `pool-server cleanup`) can remove the queues it left: System V queues outlive processes.
 ///
-/// Format: one `key=value` per line — `pid`, `start` (the master's start time), `uid`, `socket`,
-/// `activated=1` when the socket came from systemd, and one `queue=ID:CTIME` per queue (CTIME is the queue's `msg_ctime`, which tells a reused id
+/// Format: one `key=value` per line — `pid`, `start` (the master's start time), `token` (random,
+/// per run), `uid`, `socket`, `activated=1` when the socket came from systemd, and one
+/// `queue=ID:CTIME` per queue (CTIME is the queue's `msg_ctime`, which tells a reused id
 /// from ours).
 public struct PoolState: Equatable, Sendable {
     /// The master's process id; while it runs a pool master, recovery touches nothing.
@@ -14,6 +15,10 @@ public struct PoolState: Equatable, Sendable {
     /// pid it names one process, so a recycled pid is told from the master whatever the names.
     /// `nil` in a file written before this was recorded.
     public var startTime: UInt64?
+    /// Random, drawn once per master process: how a master knows its own record. Its pid cannot
+    /// say so: masters in two pid namespaces that share the IPC namespace and the socket's
+    /// directory (two containers) may both be pid 1. `nil` in a file written before this existed.
+    public var token: String?
     /// The user id the master ran as (`getuid()`).
     public var uid: uid_t
     /// The listening socket the master served (`--socket`).
@@ -26,9 +31,11 @@ public struct PoolState: Equatable, Sendable {
     public var queues: [(id: Int32, changeTime: Int)]
 
     /// Creates the record of a master's pid, uid, socket and queues.
-    public init(pid: pid_t, startTime: UInt64? = nil, uid: uid_t, socketPath: String, queues: [(id: Int32, changeTime: Int)]) {
+    public init(pid: pid_t, startTime: UInt64? = nil, token: String? = nil, uid: uid_t, socketPath: String,
+                queues: [(id: Int32, changeTime: Int)]) {
         self.pid = pid
         self.startTime = startTime
+        self.token = token
         self.uid = uid
         self.socketPath = socketPath
         self.queues = queues
@@ -36,10 +43,21 @@ public struct PoolState: Equatable, Sendable {
 
     /// Field-by-field equality (spelled out because tuples, as in `queues`, are not `Equatable`).
     public static func == (a: PoolState, b: PoolState) -> Bool {
-        a.pid == b.pid && a.startTime == b.startTime && a.uid == b.uid && a.socketPath == b.socketPath
+        a.pid == b.pid && a.startTime == b.startTime && a.token == b.token && a.uid == b.uid && a.socketPath == b.socketPath
             && a.socketActivated == b.socketActivated
             && a.queues.map(\.id) == b.queues.map(\.id) && a.queues.map(\.changeTime) == b.queues.map(\.changeTime)
     }
+
+    /// This process's token (`token`), drawn at its first use.
+    public static let ownToken: String = {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }()
+
+    /// Whether this process wrote the record (its token; a record without one is another's).
+    public var isOwn: Bool { token == Self.ownToken }
 
     /// The state file used for a socket when `--state-file` is not given.
     public static func defaultPath(forSocket socket: String) -> String { socket + ".state" }
@@ -49,6 +67,7 @@ public struct PoolState: Equatable, Sendable {
     public func encoded() -> String {
         var text = "pid=\(pid)\n"
         if let startTime { text += "start=\(startTime)\n" }
+        if let token { text += "token=\(token)\n" }
         text += "uid=\(uid)\nsocket=\(socketPath)\n"
         if socketActivated { text += "activated=1\n" }
         for queue in queues { text += "queue=\(queue.id):\(queue.changeTime)\n" }
@@ -58,7 +77,7 @@ public struct PoolState: Equatable, Sendable {
     /// Parses text written by `encoded()`; `nil` if `pid` or `uid` is missing or a `queue` line is
     /// malformed. Unknown keys are ignored.
     public static func decode(_ text: String) -> PoolState? {
-        var pid: pid_t?, startTime: UInt64?, uid: uid_t?, socket = "", activated = false
+        var pid: pid_t?, startTime: UInt64?, token: String?, uid: uid_t?, socket = "", activated = false
         var queues: [(id: Int32, changeTime: Int)] = []
         for line in text.split(separator: "\n") {
             guard let eq = line.firstIndex(of: "=") else { continue }
@@ -66,6 +85,7 @@ public struct PoolState: Equatable, Sendable {
             switch key {
             case "pid": pid = pid_t(value)
             case "start": startTime = UInt64(value)
+            case "token": token = String(value)
             case "uid": uid = uid_t(value)
             case "socket": socket = String(value)
             case "activated": activated = value == "1"
@@ -77,7 +97,7 @@ public struct PoolState: Equatable, Sendable {
             }
         }
         guard let pid, let uid else { return nil }
-        var state = PoolState(pid: pid, startTime: startTime, uid: uid, socketPath: socket, queues: queues)
+        var state = PoolState(pid: pid, startTime: startTime, token: token, uid: uid, socketPath: socket, queues: queues)
         state.socketActivated = activated
         return state
     }
@@ -156,9 +176,14 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     // One reading decides everything: read twice, a record a master starting now wrote in between
     // would be taken for the dead one's, and its live queues removed.
     let file = PoolState.readFile(from: statePath)
-    if let state = file?.state, state.pid != getpid(), isRecordedMaster(state, controlSocket: controlPath) {
+    if let state = file?.state, !state.isOwn, isRecordedMaster(state, controlSocket: controlPath) {
         report.liveMaster = state.pid
         return report
+    }
+    if file == nil, let problem = unreadableStateFile(statePath) {
+        // Not read is not absent: another user's record (root's, 0600) may be the only record of
+        // a live pool's queues, or of leaked ones. Replaced by ours, they could never be found.
+        report.keptStateFile = "cannot be read (\(problem)); its queues, if any, left alone"
     }
     if let (state, text, owner) = file {
         var left = 0
@@ -253,9 +278,23 @@ func removeAbandonedTemporaries(of path: String) {
     }
 }
 
+/// Why a regular file at the state file's path could not be opened (`nil`: absent, not a regular
+/// file, or opened fine). A file that is not a record (a FIFO, a directory, malformed or oversized
+/// text) names no queue anyone could find; one the caller may not open (another user's, 0600)
+/// may name live ones.
+func unreadableStateFile(_ path: String) -> String? {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return errno == ENOENT ? nil : String(cString: strerror(errno)) }
+    guard info.st_mode & S_IFMT == S_IFREG else { return nil }
+    let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else { return String(cString: strerror(errno)) }
+    close(fd)
+    return nil
+}
+
 /// The pid of another master recorded in the state file at `path` that still runs, if any.
 func liveMasterRecorded(at path: String, socketPath: String) -> pid_t? {
-    guard let state = PoolState.read(from: path), state.pid != getpid(),
+    guard let state = PoolState.read(from: path), !state.isOwn,
           isRecordedMaster(state, controlSocket: socketPath + ".ctl") else { return nil }
     return state.pid
 }

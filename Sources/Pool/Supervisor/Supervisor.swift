@@ -125,9 +125,12 @@ final class Supervisor {
     }()
     static let termGrace: Int64 = 1_000_000_000
 
+    /// `socketActivated`: recorded from the first record on, so a SIGKILL during the start leaves
+    /// a record that says the socket is systemd's (a cleanup's probe would start the service).
     init(configuration: PoolConfiguration, limits: QueueLimits, makeHandler: @escaping MessageHandlerFactory,
-         logger: Logger, workerLogger: Logger, keepDescriptors: [Int32]) throws {
+         logger: Logger, workerLogger: Logger, keepDescriptors: [Int32], socketActivated: Bool = false) throws {
         self.configuration = configuration
+        self.socketActivated = socketActivated
         self.limits = limits
         self.makeHandler = makeHandler
         self.logger = logger
@@ -161,7 +164,7 @@ final class Supervisor {
         var recorded: [(id: Int32, changeTime: Int)] = []
         func record() throws {
             for queue in created.dropFirst(recorded.count) { recorded.append((queue.id, Self.changeTime(of: queue))) }
-            try Self.recordState(recorded, configuration: configuration)
+            try Self.recordState(recorded, configuration: configuration, socketActivated: socketActivated)
         }
         do {
             try record()
@@ -199,7 +202,7 @@ final class Supervisor {
             doorbell = try EventFD.create()
         } catch {
             for queue in created { try? queue.remove() }
-            if PoolState.read(from: configuration.stateFilePath)?.pid == getpid() { unlink(configuration.stateFilePath) }
+            if PoolState.read(from: configuration.stateFilePath)?.isOwn == true { unlink(configuration.stateFilePath) }
             throw error
         }
         self.keepDescriptors = keepDescriptors + (doorbell.map { [$0.fd] } ?? [])
@@ -256,7 +259,7 @@ final class Supervisor {
     /// replaced.
     private static func recordState(_ queues: [(id: Int32, changeTime: Int)], configuration: PoolConfiguration,
                                     socketActivated: Bool = false) throws {
-        var state = PoolState(pid: getpid(), startTime: ownStartTime, uid: getuid(),
+        var state = PoolState(pid: getpid(), startTime: ownStartTime, token: PoolState.ownToken, uid: getuid(),
                               socketPath: configuration.socketPath, queues: queues)
         state.socketActivated = socketActivated
         try state.write(to: configuration.stateFilePath)
@@ -1240,7 +1243,7 @@ final class Supervisor {
         // — without it, that master's queues could not be found after a SIGKILL. (That master
         // writes its record again once its socket is bound, and a later start finds it there
         // and refuses before recording itself: `Supervisor.init`.)
-        let recorded = PoolState.read(from: configuration.stateFilePath)
-        if recorded == nil || recorded?.pid == getpid() { unlink(configuration.stateFilePath) }
+        // Ours by its token only: an unreadable record (another user's, damaged) is not ours.
+        if PoolState.read(from: configuration.stateFilePath)?.isOwn == true { unlink(configuration.stateFilePath) }
     }
 }
