@@ -728,7 +728,8 @@ static inline int csysv_listening_unix_stream(int fd, char *path, size_t capacit
 
 /// Sends one datagram to a NOTIFY_SOCKET path ("@name" = abstract namespace). Returns 0 or -1.
 /// Why C: an abstract address is a sun_path starting with NUL, and its length must be exact.
-static inline int csysv_notify_socket_send(const char *path, const void *message, size_t length) {
+/// `fd`: a datagram socket kept for the purpose, or -1 to open one for this message only.
+static inline int csysv_notify_socket_send(int fd, const char *path, const void *message, size_t length) {
     size_t n = strlen(path);
     struct sockaddr_un addr;
     if (n == 0 || n > sizeof addr.sun_path) { errno = EINVAL; return -1; }
@@ -738,12 +739,13 @@ static inline int csysv_notify_socket_send(const char *path, const void *message
     if (path[0] == '@') addr.sun_path[0] = 0;
     socklen_t addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '@' ? 0 : 1));
     if (addrlen > sizeof addr) addrlen = sizeof addr;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int own = fd < 0;
+    if (own) fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     // MSG_DONTWAIT: the master never blocks; a receiver whose queue is full loses a status line.
     ssize_t sent = sendto(fd, message, length, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&addr, addrlen);
     int saved = errno;
-    close(fd);
+    if (own) close(fd);
     errno = saved;
     return sent == (ssize_t)length ? 0 : -1;
 }

@@ -1,4 +1,5 @@
 import Foundation
+import CSysV
 import Glibc
 import Pool
 import Testing
@@ -692,6 +693,41 @@ private typealias S = OperationsSupport
             }
             S.expectCleanExit(server)
         }
+    }
+
+    /// The master at its descriptor limit (clients hold every one it may open; `ulimit -n 40`)
+    /// still feeds the watchdog: it sends on a socket opened at start. A socket per ping failed
+    /// with EMFILE there, and systemd would kill a healthy pool after two missed intervals.
+    @Test func theWatchdogIsFedWithTheDescriptorsExhausted() throws {
+        let name = "@pool-test-watchdog-fds-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let receiver = try S.NotifyReceiver(name)
+        let server = try FaultSupport.ShellServer(prelude: "ulimit -n 40; export NOTIFY_SOCKET=\(name) WATCHDOG_USEC=400000",
+                                                  // Idle clients kept: closing them would free descriptors.
+                                                  ["--workers", "1", "--idle-timeout", "600"] + Self.framedEcho)
+        let footprint = FaultSupport.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        #expect(receiver.waitFor { $0.contains("READY=1") } != nil, "no READY=1: \(receiver.messages)")
+        var clients: [Int32] = []
+        defer { for fd in clients { close(fd) } }
+        for _ in 0..<48 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { break }
+            clients.append(fd)
+            _ = csysv_connect_unix(fd, server.socketPath)
+        }
+        #expect(waitUntil(timeout: 20) { !server.logLines(containing: "out of file descriptors").isEmpty },
+                "the master never ran out of descriptors:\n\(server.log.suffix(2000))")
+        let pings = { receiver.messages.filter { $0.split(separator: "\n").contains("WATCHDOG=1") }.count }
+        _ = receiver.waitFor(timeout: 0.1) { _ in false }
+        let before = pings()
+        _ = receiver.waitFor(timeout: 20) { _ in pings() >= before + 4 }
+        #expect(pings() >= before + 4, "\(pings() - before) WATCHDOG=1 after the descriptors ran out: \(receiver.messages.suffix(5))")
+        for fd in clients { close(fd) }
+        clients = []
+        footprint.observe()
+        server.signal(SIGTERM)
+        #expect(server.waitForExit(timeout: 30) == 0, "\(server.log.suffix(2000))")
+        FaultSupport.expectNothingLeft(footprint, log: server.log)
     }
 
     // MARK: - 5. Socket activation

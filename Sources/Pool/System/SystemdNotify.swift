@@ -10,6 +10,11 @@ public struct SystemdNotifier: Sendable {
     /// `WatchdogSec=`: systemd's `WATCHDOG_USEC` in nanoseconds, when it is meant for this process
     /// (`WATCHDOG_PID` unset or ours); the master sends `WATCHDOG=1` twice per interval.
     public let watchdogNanoseconds: Int64?
+    /// The datagram socket messages go out on, opened once by `takeEnvironment` (-1: one is
+    /// opened per message). Kept, a master at its descriptor limit (clients fill it) still
+    /// sends `WATCHDOG=1`: a socket per ping would fail with EMFILE, and systemd would kill a
+    /// healthy pool. Close-on-exec, and closed in every worker with the master's other descriptors.
+    public private(set) var descriptor: Int32 = -1
 
     /// Reads NOTIFY_SOCKET and the watchdog's variables once, at start-up. (The master unsets
     /// them, before any fork: `takeEnvironment`.)
@@ -32,8 +37,11 @@ public struct SystemdNotifier: Sendable {
     /// `NotifyAccess=all` a handler's child could send `READY=1` or `MAINPID=` — nor learn where
     /// the notify socket is.
     public static func takeEnvironment() -> SystemdNotifier {
-        let notifier = SystemdNotifier()
+        var notifier = SystemdNotifier()
         for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] { unsetenv(name) }
+        if notifier.socketPath != nil {
+            notifier.descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
         return notifier
     }
 
@@ -60,7 +68,7 @@ public struct SystemdNotifier: Sendable {
     public func notify(_ message: String) -> Bool {
         guard let socketPath else { return false }
         var bytes = Array(message.utf8)
-        return bytes.withUnsafeMutableBytes { csysv_notify_socket_send(socketPath, $0.baseAddress, $0.count) } == 0
+        return bytes.withUnsafeMutableBytes { csysv_notify_socket_send(descriptor, socketPath, $0.baseAddress, $0.count) } == 0
     }
 }
 
