@@ -1391,6 +1391,48 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         try Self.expectServedWhileTheLogIsFull(prelude: "exec 2>log.fifo", directory: directory, reader: reader)
     }
 
+    /// The log pipe stays full through the whole stop: the stop's lines are dropped, and their count
+    /// used to go out only ahead of a next line, of which there was none — the log ended without a
+    /// trace of them. The exiting master waits (at most a second, its loop over) for the reader,
+    /// and says how many it dropped.
+    @Test func linesDroppedAtTheStopAreCountedAtTheExit() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let fifo = directory + "/log.fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        try #require(reader >= 0)
+        defer { close(reader) }
+        let filler = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        try #require(filler >= 0)
+        let block = [UInt8](repeating: 0x2E, count: 4096)
+        while block.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }) > 0 {}
+        close(filler)
+        let server = try F.ShellServer(prelude: "exec 2>log.fifo", F.framedEcho + ["--workers", "1"],
+                                       directory: directory, waitForStart: false)
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        let served = waitUntil(timeout: 20) {
+            guard let client = try? PoolClient(socketPath: server.socketPath, timeout: 5) else { return false }
+            return (try? client.request("logless".bytes)) != nil
+        }
+        #expect(served, "not served while the log was full")
+        footprint.observe()
+        server.signal(SIGTERM)
+        // The stop done, its lines dropped: the master waits for room in poll.
+        let polls = try #require(SyscallNumber.polls, "no poll syscall numbers for this architecture")
+        #expect(waitUntil(timeout: 20) { blockedSyscall(server.pid).map(polls.contains) == true || !server.process.isRunning },
+                "the master did not wait for the log's reader")
+        let text = String(decoding: Self.readUntilQuiet(reader), as: UTF8.self)
+        #expect(server.waitForExit(timeout: 30) == 0)
+        #expect(text.contains("log lines dropped") && text.contains("exiting"), "\(text.suffix(1000))")
+        // The workers' exit lines were among those dropped: what is left is checked directly.
+        let path = server.socketPath
+        #expect(!fileExists(path) && !fileExists(path + ".ctl") && !fileExists(path + ".state"))
+        #expect(!footprint.queues.isEmpty && existingQueueIDs().isDisjoint(with: footprint.queues))
+        #expect(waitUntil(timeout: 5) { footprint.workers.allSatisfy { !processIsAlive($0) && processState($0) != "Z" } })
+    }
+
     /// The same with the master's stderr on a terminal whose output is stopped (Ctrl-S; a stalled
     /// ssh session fills it likewise): a tty blocks its writers like a full pipe. (The master wrote
     /// to a terminal blocking, so the whole pool stopped with its output.)

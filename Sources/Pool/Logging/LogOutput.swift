@@ -49,6 +49,27 @@ enum MasterLogOutput {
         dropped = 0
     }
 
+    /// Waits up to `milliseconds` for the log's reader to have room (true if it has). Only for the
+    /// master's exit, when the loop no longer runs: lines dropped last would otherwise leave no
+    /// trace (their count goes out ahead of the next line, and there is none).
+    static func waitForRoom(milliseconds: Int32) -> Bool {
+        if mode == nil { prepare() }
+        let fd: Int32
+        switch mode ?? .blocking {
+        case .blocking: return true
+        case .privatePipe(let own), .terminal(let own): fd = own
+        case .socket, .pollFirst: fd = 2
+        }
+        var room = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let end = monotonicNanoseconds() + Int64(milliseconds) * 1_000_000
+        while true {
+            let left = Int32(clamping: max(0, (end - monotonicNanoseconds()) / 1_000_000))
+            let n = poll(&room, 1, left)
+            if n < 0 && errno == EINTR { continue }
+            return n == 1 && room.revents & Int16(POLLOUT) != 0
+        }
+    }
+
     /// Writes `count` bytes at `bytes` once: the bytes written, or -1 with errno (EAGAIN: no room).
     static func write(_ bytes: UnsafeRawPointer, _ count: Int) -> Int {
         if mode == nil { prepare() }

@@ -180,6 +180,12 @@ public final class PoolServer {
         if notifier.watchdogNanoseconds != nil { master.nextWatchdog = monotonicNanoseconds() }
         let status = master.run()
         pidFile?.removeIfOurs()
+        // Lines dropped at the end (the stop's own, "shutdown complete") are counted ahead of the
+        // next line, and there is none: one bounded wait for the reader, then a last line that
+        // carries the count. (The loop is over: waiting here holds nothing up.)
+        if MasterLogOutput.dropped > 0 && MasterLogOutput.waitForRoom(milliseconds: 1000) {
+            logger.warning("exiting", metadata: ["status": "\(status)"])
+        }
         return status
     }
 }

@@ -564,9 +564,12 @@ func blockedSyscall(_ pid: pid_t) -> Int? {
 enum SyscallNumber {
     #if arch(x86_64)
     static let msgrcv: Int? = 70, sleeps: Set<Int>? = [35, 230]   // nanosleep, clock_nanosleep
+    static let polls: Set<Int>? = [7, 271]                          // poll, ppoll
     #elseif arch(arm64)
     static let msgrcv: Int? = 188, sleeps: Set<Int>? = [101, 115]
+    static let polls: Set<Int>? = [73]
     #else
     static let msgrcv: Int? = nil, sleeps: Set<Int>? = nil
+    static let polls: Set<Int>? = nil
     #endif
 }
