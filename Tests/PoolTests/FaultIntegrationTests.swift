@@ -503,6 +503,36 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(!fileExists(socket) && !fileExists(socket + ".ctl"))
     }
 
+    /// The running master's record removed (a cleaner of old files, an operator's rm, or a start
+    /// that raced ours, recorded last and unlinked its own record when it failed) or replaced by
+    /// a dead master's: within about a second the master records itself again, so a SIGKILL after
+    /// that still leaves every queue findable. (Without the record, its queues leaked for good.)
+    @Test func aRunningMasterRecordsItselfAgainWhenItsStateFileGoes() throws {
+        let server = try TestServer(F.framedEcho + ["--workers", "2"])
+        let footprint = F.Footprint(server)
+        defer { server.stop(); footprint.removeLeftovers() }
+        try #require(waitForWorkers(server, 2) != nil, "\(server.log)")
+        let original = try #require(PoolState.read(from: server.stateFilePath))
+        #expect(original.token != nil && original.queues.count == 3, "\(original)")
+
+        #expect(unlink(server.stateFilePath) == 0)
+        #expect(waitUntil(timeout: 20) { PoolState.read(from: server.stateFilePath) == original },
+                "not recorded again after the file was removed: \(String(describing: PoolState.read(from: server.stateFilePath)))")
+        let dead = PoolState(pid: 0x3FFF_FFF0, token: "feedfacefeedface", uid: getuid(), socketPath: server.socketPath, queues: [])
+        try dead.write(to: server.stateFilePath)
+        #expect(waitUntil(timeout: 20) { PoolState.read(from: server.stateFilePath) == original },
+                "a dead master's record was left in place of the running one's")
+        #expect(server.logLines(containing: "no longer held this master's record; recorded again").count == 2, "\(server.log.suffix(2000))")
+
+        // What it is for: killed now, its queues are found and removed by the next cleanup.
+        kill(server.pid, SIGKILL)
+        #expect(server.waitForExit(timeout: 20) != nil)
+        let result = try F.run(Binaries.path("pool-server"), ["cleanup", "--socket", server.socketPath])
+        #expect(result.status == 0, "\(result)")
+        let queues = Set(original.queues.map(\.id))
+        #expect(existingQueueIDs().isDisjoint(with: queues), "queues left: \(existingQueueIDs().intersection(queues))")
+    }
+
     /// A live master whose recorded pid names nothing here — as seen from outside the container
     /// whose pid namespace it runs in, with the IPC namespace and the socket's directory shared —
     /// keeps its queues: its control socket answers. `cleanup` (and a second start) judged it by

@@ -165,6 +165,8 @@ final class Master {
     @exclusivity(unchecked) var nextWatchdog: Int64 = .max
     /// With `--job-timeout`: when the loop must next wake to check job ages.
     @exclusivity(unchecked) var nextJobScan: Int64 = 0
+    /// When the state file is next checked to still hold our record (`Supervisor.checkStateRecord`).
+    @exclusivity(unchecked) var nextRecordCheck: Int64 = 0
     /// Wakes the loop for the idle scan and job-timeout checks (see `armScanTimer`).
     let scanTimer: TimerFD
     /// The deadline `scanTimer` is armed for; nil once it has fired (or was never armed).
@@ -377,6 +379,7 @@ final class Master {
         if configuration.scansJobs { deadline = min(deadline, nextJobScan) }
         if scalingPolicy != nil && phase == .running { deadline = min(deadline, nextScaleCheck) }
         deadline = min(deadline, nextWatchdog)
+        if phase == .running { deadline = min(deadline, nextRecordCheck) }
         guard deadline != .max, scanTimerDeadline.map({ deadline < $0 }) ?? true else { return }
         do {
             try scanTimer.arm(at: deadline)
@@ -408,6 +411,10 @@ final class Master {
         if now >= nextIdleScan {
             nextIdleScan = now + idleScanInterval
             closeIdleConnections(now: now)
+        }
+        if phase == .running, now >= nextRecordCheck {
+            nextRecordCheck = now + Supervisor.recordCheckInterval
+            supervisor.checkStateRecord()
         }
         if now >= nextWatchdog, let interval = notifier.watchdogNanoseconds {
             nextWatchdog = now + interval / 2

@@ -316,7 +316,7 @@ func isRecordedMaster(_ state: PoolState, controlSocket: String) -> Bool {
     recordedPIDIsMaster(state) || probeSocketPath(controlSocket) == .live
 }
 
-private func recordedPIDIsMaster(_ state: PoolState) -> Bool {
+func recordedPIDIsMaster(_ state: PoolState) -> Bool {
     // Running: alive (another user's too) and not a zombie, which is dead for our purposes.
     guard processIsRunning(state.pid) else { return false }
     // Alive by kill but no /proc to tell more (a chroot, a minimal container): taken as the master.

@@ -233,6 +233,7 @@ final class Supervisor {
         for queue in live where queueTimes[queue.id] == nil { queueTimes[queue.id] = Self.changeTime(of: queue) }
         try Self.recordState(live.map { ($0.id, queueTimes[$0.id]!) }, configuration: configuration,
                              socketActivated: socketActivated)
+        noteRecordIdentity()
     }
 
     /// The ctime recorded for each queue (see `writeState`). A queue's ctime changes only with
@@ -249,6 +250,45 @@ final class Supervisor {
         do { try writeState() } catch {
             logger.warning("could not update the state file", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// How often the running master checks that the state file still holds its record.
+    static let recordCheckInterval: Int64 = 1_000_000_000
+
+    /// The file our last record made (device, inode): a check that finds it there costs one lstat.
+    @exclusivity(unchecked) private var recordIdentity: (device: UInt64, inode: UInt64)?
+
+    private func noteRecordIdentity() {
+        var info = stat()
+        recordIdentity = lstat(configuration.stateFilePath, &info) == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
+    }
+
+    /// Records again when the state file no longer holds our record and no running master's
+    /// took its place: without it a SIGKILL would leave our queues for good. It goes when a start
+    /// racing ours records last and then fails (it unlinks its own record), or when a cleaner of
+    /// old files or an operator removes it.
+    func checkStateRecord() {
+        var info = stat()
+        if lstat(configuration.stateFilePath, &info) == 0, let known = recordIdentity,
+           UInt64(info.st_dev) == known.device, UInt64(info.st_ino) == known.inode { return }
+        let found = PoolState.read(from: configuration.stateFilePath)
+        if let found, found.isOwn {
+            noteRecordIdentity()
+            return
+        }
+        // On our own socket the control socket that answers is ours: only its pid can say.
+        let running = found.map {
+            $0.socketPath == configuration.socketPath ? recordedPIDIsMaster($0) : isRecordedMaster($0, controlSocket: $0.socketPath + ".ctl")
+        } ?? false
+        if let found, running {
+            // Two running masters given one --state-file: neither record is replaced by the other.
+            logger.log(throttledBy: &logThrottle, level: .warning, "the state file records another running master; not recording over it",
+                       metadata: ["state-file": "\(configuration.stateFilePath)", "pid": "\(found.pid)"])
+            return
+        }
+        logger.warning("the state file no longer held this master's record; recorded again",
+                       metadata: ["state-file": "\(configuration.stateFilePath)"])
+        recordState()
     }
 
     /// Writes the record of `queues` (ids and current ctimes) with our pid, start time and uid.
