@@ -518,10 +518,17 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         #expect(unlink(server.stateFilePath) == 0)
         #expect(waitUntil(timeout: 20) { PoolState.read(from: server.stateFilePath) == original },
                 "not recorded again after the file was removed: \(String(describing: PoolState.read(from: server.stateFilePath)))")
-        let dead = PoolState(pid: 0x3FFF_FFF0, token: "feedfacefeedface", uid: getuid(), socketPath: server.socketPath, queues: [])
+        // A dead master's record, naming a queue of its own that is still there: the only record
+        // of it, so that queue is removed before the record is replaced.
+        let leaked = try MessageQueue.createPrivate()
+        defer { try? leaked.remove() }
+        let dead = PoolState(pid: 0x3FFF_FFF0, token: "feedfacefeedface", uid: getuid(), socketPath: server.socketPath,
+                             queues: [(leaked.id, try leaked.status().changeTime)])
         try dead.write(to: server.stateFilePath)
         #expect(waitUntil(timeout: 20) { PoolState.read(from: server.stateFilePath) == original },
                 "a dead master's record was left in place of the running one's")
+        #expect(!existingQueueIDs().contains(leaked.id), "the dead master's queue was left, its record gone")
+        #expect(server.logLines(containing: "removed the queues of a dead master").count == 1, "\(server.log.suffix(2000))")
         #expect(server.logLines(containing: "no longer held this master's record; recorded again").count == 2, "\(server.log.suffix(2000))")
 
         // What it is for: killed now, its queues are found and removed by the next cleanup.
@@ -1438,8 +1445,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let block = [UInt8](repeating: 0x2E, count: 4096)
         while block.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }) > 0 {}
         close(filler)
-        let server = try F.ShellServer(prelude: "exec 2>log.fifo", F.framedEcho + ["--workers", "1"],
-                                       directory: directory, waitForStart: false)
+        // Its exit waits up to 20 s here (1 s as shipped), so a slow test thread still finds it.
+        let server = try F.ShellServer(prelude: "export POOL_DEBUG_EXIT_LOG_WAIT_MS=20000; exec 2>log.fifo",
+                                       F.framedEcho + ["--workers", "1"], directory: directory, waitForStart: false)
         let footprint = F.Footprint(server)
         defer { server.stop(); footprint.removeLeftovers() }
         let served = waitUntil(timeout: 20) {

@@ -781,17 +781,26 @@ private func currentThreadBlockedSignals() -> UInt64? {
 
     @Test func stateFileNamesTheMasterByPidAndStartTime() throws {
         let started = try #require(processStatus(getpid())).startTime
-        let me = PoolState(pid: getpid(), startTime: started, uid: getuid(), socketPath: "/tmp/x.sock", queues: [(id: 7, changeTime: 9)])
+        // This process plays the recorded master: the record carries its token.
+        let me = PoolState(pid: getpid(), startTime: started, token: PoolState.ownToken, uid: getuid(), socketPath: "/tmp/x.sock",
+                           queues: [(id: 7, changeTime: 9)])
         #expect(PoolState.decode(me.encoded()) == me)
-        #expect(me.encoded().contains("start=\(started)\n"))
+        #expect(me.encoded().contains("start=\(started)\n") && me.encoded().contains("token=\(PoolState.ownToken)\n"))
+        #expect(me.isOwn && PoolState.ownToken.count == 16)
         #expect(isRecordedMaster(me, controlSocket: "/nonexistent/x.sock.ctl"))
+        // Our pid under another token (a master of another pid namespace, pid 1 in both): this
+        // process says nothing about it; only its control socket could.
+        var foreign = me
+        foreign.token = "0123456789abcdef"
+        #expect(!foreign.isOwn && !isRecordedMaster(foreign, controlSocket: "/nonexistent/x.sock.ctl"))
         // Same pid, another start: a recycled pid, not the master.
         var recycled = me
         recycled.startTime = started + 1
         #expect(!isRecordedMaster(recycled, controlSocket: "/nonexistent/x.sock.ctl"))
         // A record written before start times were kept: the process name decides (ours matches).
-        let old = try #require(PoolState.decode("pid=\(getpid())\nuid=\(getuid())\nsocket=/tmp/x.sock\n"))
-        #expect(old.startTime == nil)
+        var old = try #require(PoolState.decode("pid=\(getpid())\nuid=\(getuid())\nsocket=/tmp/x.sock\n"))
+        #expect(old.startTime == nil && old.token == nil)
+        old.token = PoolState.ownToken
         #expect(isRecordedMaster(old, controlSocket: "/nonexistent/x.sock.ctl"))
         #expect(processIsRunning(getpid()))
         #expect(!processIsRunning(0x3FFF_FFF0))

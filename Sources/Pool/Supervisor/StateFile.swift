@@ -192,30 +192,7 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
             // be trusted with uid N's queues (root's cleanup would remove them on its word).
             report.keptStateFile = "owned by uid \(owner), not by the uid it records (\(state.uid)); its queues left alone"
         } else {
-            for queue in state.queues {
-                guard let status = try? MessageQueue(id: queue.id).status() else {
-                    report.skippedQueues.append((queue.id, "already gone"))
-                    continue
-                }
-                // The creator, not the owner: a pool whose workers run as another user (--user)
-                // gave its queues to that user. Root (`sudo pool-server cleanup`) may remove the
-                // queues of a master that ran as anyone.
-                guard status.creatorUID == state.uid else {
-                    report.skippedQueues.append((queue.id, "created by uid \(status.creatorUID), not the recorded master's uid \(state.uid)"))
-                    continue
-                }
-                guard status.changeTime == queue.changeTime else {
-                    report.skippedQueues.append((queue.id, "id reused by a newer queue"))
-                    continue
-                }
-                do {
-                    try MessageQueue(id: queue.id).remove()
-                    report.removedQueues.append(queue.id)
-                } catch {
-                    report.skippedQueues.append((queue.id, "could not remove it: \(error)"))
-                    left += 1
-                }
-            }
+            left = removeRecordedQueues(of: state, into: &report)
             if left > 0 {
                 report.keptStateFile = "\(left) of its queues could not be removed (run cleanup as their creator, uid \(state.uid), or root)"
             } else {
@@ -232,6 +209,38 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     // The control socket is always ours (never passed by systemd).
     report.removedControlSocket = unlinkIfStale(controlPath, unlocked: &report.unlockedSocketCheck)
     return report
+}
+
+/// Removes the queues a dead master's record names — only those still matching the recorded id
+/// and creation time and created by the recorded uid — noting each in `report`; returns how many
+/// matched but could not be removed.
+func removeRecordedQueues(of state: PoolState, into report: inout RecoveryReport) -> Int {
+    var left = 0
+    for queue in state.queues {
+        guard let status = try? MessageQueue(id: queue.id).status() else {
+            report.skippedQueues.append((queue.id, "already gone"))
+            continue
+        }
+        // The creator, not the owner: a pool whose workers run as another user (--user)
+        // gave its queues to that user. Root (`sudo pool-server cleanup`) may remove the
+        // queues of a master that ran as anyone.
+        guard status.creatorUID == state.uid else {
+            report.skippedQueues.append((queue.id, "created by uid \(status.creatorUID), not the recorded master's uid \(state.uid)"))
+            continue
+        }
+        guard status.changeTime == queue.changeTime else {
+            report.skippedQueues.append((queue.id, "id reused by a newer queue"))
+            continue
+        }
+        do {
+            try MessageQueue(id: queue.id).remove()
+            report.removedQueues.append(queue.id)
+        } catch {
+            report.skippedQueues.append((queue.id, "could not remove it: \(error)"))
+            left += 1
+        }
+    }
+    return left
 }
 
 /// Unlinks a socket file nobody listens on, under the lock a starting master holds from its
@@ -317,6 +326,9 @@ func isRecordedMaster(_ state: PoolState, controlSocket: String) -> Bool {
 }
 
 func recordedPIDIsMaster(_ state: PoolState) -> Bool {
+    // Our own pid under another token: a master of another pid namespace (both pid 1), or a
+    // previous run of ours. This process says nothing about it: the control socket decides.
+    if state.pid == getpid() && !state.isOwn { return false }
     // Running: alive (another user's too) and not a zombie, which is dead for our purposes.
     guard processIsRunning(state.pid) else { return false }
     // Alive by kill but no /proc to tell more (a chroot, a minimal container): taken as the master.

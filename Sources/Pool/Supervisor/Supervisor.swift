@@ -246,11 +246,27 @@ final class Supervisor {
     private static func changeTime(of queue: MessageQueue) -> Int { (try? queue.status().changeTime) ?? 0 }
 
     /// `writeState`, its failure logged: the pool goes on (only a crash's clean-up needs the file).
-    func recordState() {
-        do { try writeState() } catch {
-            logger.warning("could not update the state file", metadata: ["error": "\(error)"])
+    /// A failure leaves the record to write again (`checkStateRecord`, once a second), said once
+    /// until a write succeeds. True if written.
+    @discardableResult
+    func recordState() -> Bool {
+        do {
+            try writeState()
+            if recordPending { logger.info("state file written again") }
+            recordPending = false
+            return true
+        } catch {
+            if !recordPending {
+                logger.warning("could not update the state file; trying again every second", metadata: ["error": "\(error)"])
+            }
+            recordPending = true
+            return false
         }
     }
+
+    /// The last record could not be written: the file may name queues no longer ours, or miss new
+    /// ones, until a write succeeds.
+    @exclusivity(unchecked) private var recordPending = false
 
     /// How often the running master checks that the state file still holds its record.
     static let recordCheckInterval: Int64 = 1_000_000_000
@@ -258,37 +274,63 @@ final class Supervisor {
     /// The file our last record made (device, inode): a check that finds it there costs one lstat.
     @exclusivity(unchecked) private var recordIdentity: (device: UInt64, inode: UInt64)?
 
-    private func noteRecordIdentity() {
+    /// The file at the state path now (device, inode), if any.
+    private func stateFileIdentity() -> (device: UInt64, inode: UInt64)? {
         var info = stat()
-        recordIdentity = lstat(configuration.stateFilePath, &info) == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
+        return lstat(configuration.stateFilePath, &info) == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
     }
 
-    /// Records again when the state file no longer holds our record and no running master's
-    /// took its place: without it a SIGKILL would leave our queues for good. It goes when a start
-    /// racing ours records last and then fails (it unlinks its own record), or when a cleaner of
-    /// old files or an operator removes it.
+    private func noteRecordIdentity() { recordIdentity = stateFileIdentity() }
+
+    /// A file found at the state path that is not ours and was left alone (another running
+    /// master's record, one that cannot be read, a dead master's whose queues could not all be
+    /// removed): not looked at again, nor said again, until another file takes its place.
+    @exclusivity(unchecked) private var leftAloneIdentity: (device: UInt64, inode: UInt64)?
+
+    /// Records again when the state file no longer holds our record: without it a SIGKILL would
+    /// leave our queues for good. It goes when a start racing ours records last and then fails
+    /// (it unlinks its own record), or when a cleaner of old files or an operator removes it.
+    /// A dead master's record in its place has its queues removed first (the only record of
+    /// them); another running master's, or one this process cannot read, is left alone.
     func checkStateRecord() {
-        var info = stat()
-        if lstat(configuration.stateFilePath, &info) == 0, let known = recordIdentity,
-           UInt64(info.st_dev) == known.device, UInt64(info.st_ino) == known.inode { return }
-        let found = PoolState.read(from: configuration.stateFilePath)
+        let current = stateFileIdentity()
+        if !recordPending, let current, let known = recordIdentity, current == known { return }
+        if let current, let other = leftAloneIdentity, current == other { return }
+        leftAloneIdentity = nil
+        let path = configuration.stateFilePath
+        let file = PoolState.readFile(from: path)
+        let found = file?.state
         if let found, found.isOwn {
-            noteRecordIdentity()
+            if recordPending { recordState() } else { noteRecordIdentity() }
             return
         }
-        // On our own socket the control socket that answers is ours: only its pid can say.
-        let running = found.map {
-            $0.socketPath == configuration.socketPath ? recordedPIDIsMaster($0) : isRecordedMaster($0, controlSocket: $0.socketPath + ".ctl")
-        } ?? false
-        if let found, running {
-            // Two running masters given one --state-file: neither record is replaced by the other.
-            logger.log(throttledBy: &logThrottle, level: .warning, "the state file records another running master; not recording over it",
-                       metadata: ["state-file": "\(configuration.stateFilePath)", "pid": "\(found.pid)"])
-            return
+        func leaveAlone(_ why: String, _ metadata: Logger.Metadata = [:]) {
+            leftAloneIdentity = current
+            logger.warning("the state file is not this master's record and is left alone: \(why)",
+                           metadata: metadata.merging(["state-file": "\(path)"]) { $1 })
         }
-        logger.warning("the state file no longer held this master's record; recorded again",
-                       metadata: ["state-file": "\(configuration.stateFilePath)"])
-        recordState()
+        if found == nil, let problem = unreadableStateFile(path) {
+            return leaveAlone("it cannot be read (\(problem))")
+        }
+        if let found {
+            // On our own socket the control socket that answers is ours: only its pid can say.
+            let running = found.socketPath == configuration.socketPath
+                ? recordedPIDIsMaster(found) : isRecordedMaster(found, controlSocket: found.socketPath + ".ctl")
+            if running { return leaveAlone("it records another running master", ["pid": "\(found.pid)"]) }
+            // As a cleanup would: only a record its uid owns is trusted with that uid's queues, and
+            // only that uid or root may remove them.
+            var report = RecoveryReport()
+            let trusted = file?.owner == found.uid && (found.uid == getuid() || getuid() == 0)
+            let left = trusted ? removeRecordedQueues(of: found, into: &report) : found.queues.count
+            if !report.removedQueues.isEmpty {
+                logger.warning("removed the queues of a dead master recorded in the state file", metadata: [
+                    "state-file": "\(path)", "pid": "\(found.pid)", "queues": "\(report.removedQueues)"])
+            }
+            if left > 0 { return leaveAlone("it records \(left) queue(s) of a dead master that could not be removed", ["pid": "\(found.pid)"]) }
+        }
+        if recordState() {
+            logger.warning("the state file no longer held this master's record; recorded again", metadata: ["state-file": "\(path)"])
+        }
     }
 
     /// Writes the record of `queues` (ids and current ctimes) with our pid, start time and uid.
