@@ -178,16 +178,21 @@ static void csysv_signal_handler(int signo) {
 /// Why C: the handler's state lives in C.
 static inline void csysv_signal_set_wake_fd(int fd) { csysv_signal_wake_fd = fd; }
 
-/// Installs the counting handler for `signo` (SA_RESTART, all signals blocked while it runs).
+/// Installs `handler` (or, if given, the SA_SIGINFO `info_handler`) for `signo`, with SA_RESTART
+/// and every signal blocked while it runs: the one shape of all the pool's handlers.
 /// Why C: `struct sigaction` has a union member and flags Swift imports awkwardly.
-static inline int csysv_signal_install(int signo) {
+static inline int csysv_install_handler(int signo, void (*handler)(int),
+                                        void (*info_handler)(int, siginfo_t *, void *)) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = csysv_signal_handler;
+    if (info_handler) sa.sa_sigaction = info_handler; else sa.sa_handler = handler;
     sigfillset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
+    sa.sa_flags = SA_RESTART | (info_handler ? SA_SIGINFO : 0);
     return sigaction(signo, &sa, NULL);
 }
+
+/// Installs the counting handler for `signo`.
+static inline int csysv_signal_install(int signo) { return csysv_install_handler(signo, csysv_signal_handler, NULL); }
 
 /// The counting handler for signals that are commands only when a process sends them: the kernel
 /// sends SIGTTIN/SIGTTOU to a whole background process group when any member reads or (with
@@ -200,15 +205,9 @@ static void csysv_signal_handler_if_sent(int signo, siginfo_t *info, void *conte
     csysv_signal_handler(signo);
 }
 
-/// Installs `csysv_signal_handler_if_sent` for `signo` (SA_SIGINFO, SA_RESTART, all blocked).
-/// Why C: `struct sigaction` has a union member and flags Swift imports awkwardly.
+/// Installs `csysv_signal_handler_if_sent` for `signo`.
 static inline int csysv_signal_install_if_sent(int signo) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = csysv_signal_handler_if_sent;
-    sigfillset(&sa.sa_mask);
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    return sigaction(signo, &sa, NULL);
+    return csysv_install_handler(signo, NULL, csysv_signal_handler_if_sent);
 }
 
 // A worker's log file, reopened by its SIGUSR1 handler itself: a worker waits for messages in
@@ -283,12 +282,7 @@ static inline int csysv_log_reopen_install(const char *path, int flags, int chec
     memcpy(csysv_log_reopen_path, path, n + 1);
     csysv_log_reopen_flags = flags;
     csysv_log_reopen_checked = checked;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = csysv_log_reopen_handler;
-    sigfillset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    return sigaction(SIGUSR1, &sa, NULL);
+    return csysv_install_handler(SIGUSR1, csysv_log_reopen_handler, NULL);
 }
 
 /// Sets `signo` to SIG_IGN. Why C: SIG_IGN is a macro cast of a function pointer.

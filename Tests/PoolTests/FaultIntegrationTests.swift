@@ -529,7 +529,9 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
                 "a dead master's record was left in place of the running one's")
         #expect(!existingQueueIDs().contains(leaked.id), "the dead master's queue was left, its record gone")
         #expect(server.logLines(containing: "removed the queues of a dead master").count == 1, "\(server.log.suffix(2000))")
-        #expect(server.logLines(containing: "no longer held this master's record; recorded again").count == 2, "\(server.log.suffix(2000))")
+        // Said once the record is written, so just after the file is seen.
+        #expect(waitUntil(timeout: 10) { server.logLines(containing: "no longer held this master's record; recorded again").count == 2 },
+                "\(server.log.suffix(2000))")
 
         // What it is for: killed now, its queues are found and removed by the next cleanup.
         kill(server.pid, SIGKILL)
@@ -1411,20 +1413,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let directory = makeTemporaryDirectory()
         // The server's stop removes it too; this covers a failure before the server starts.
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let fifo = directory + "/log.fifo"
-        #expect(mkfifo(fifo, 0o600) == 0)
-        let reader = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        try #require(reader >= 0)
+        let reader = try Self.fullFIFO(directory + "/log.fifo")
         defer { close(reader) }
-        // Fill it: the pipe holds what it holds, then refuses (EAGAIN).
-        let filler = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-        try #require(filler >= 0)
-        let block = [UInt8](repeating: 0x2E, count: 4096)
-        var filled = 0
-        while case let n = block.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }), n > 0 { filled += n }
-        close(filler)
-        #expect(filled >= 4096, "the pipe took \(filled) bytes")
-
         try Self.expectServedWhileTheLogIsFull(prelude: "exec 2>log.fifo", directory: directory, reader: reader)
     }
 
@@ -1435,16 +1425,8 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
     @Test func linesDroppedAtTheStopAreCountedAtTheExit() throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let fifo = directory + "/log.fifo"
-        #expect(mkfifo(fifo, 0o600) == 0)
-        let reader = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        try #require(reader >= 0)
+        let reader = try Self.fullFIFO(directory + "/log.fifo")
         defer { close(reader) }
-        let filler = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-        try #require(filler >= 0)
-        let block = [UInt8](repeating: 0x2E, count: 4096)
-        while block.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }) > 0 {}
-        close(filler)
         // Its exit waits up to 20 s here (1 s as shipped), so a slow test thread still finds it.
         let server = try F.ShellServer(prelude: "export POOL_DEBUG_EXIT_LOG_WAIT_MS=20000; exec 2>log.fifo",
                                        F.framedEcho + ["--workers", "1"], directory: directory, waitForStart: false)
@@ -1676,6 +1658,25 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let runOn = text.split(whereSeparator: \.isNewline).filter { $0.matches(of: stamp).count > 1 }
         #expect(runOn.isEmpty, "lines run together: \(runOn.prefix(3))", sourceLocation: sourceLocation)
         F.expectNothingLeft(footprint, log: text, sourceLocation: sourceLocation)
+    }
+
+    /// Makes a FIFO at `path` and fills it: the pipe holds what it holds, then refuses (EAGAIN).
+    /// Returns its reader (non-blocking), which keeps it open; the caller closes it.
+    private static func fullFIFO(_ path: String) throws -> Int32 {
+        #expect(mkfifo(path, 0o600) == 0)
+        let reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        try #require(reader >= 0)
+        let filler = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        guard filler >= 0 else {
+            close(reader)
+            throw TestFailure("open \(path) for writing: \(String(cString: strerror(errno)))")
+        }
+        let block = [UInt8](repeating: 0x2E, count: 4096)
+        var filled = 0
+        while case let n = block.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }), n > 0 { filled += n }
+        close(filler)
+        #expect(filled >= 4096, "the pipe took \(filled) bytes")
+        return reader
     }
 
     /// Reads `fd` (non-blocking) until nothing more arrives for 0.3 s. A terminal passes what its
