@@ -19,8 +19,9 @@ struct Listener {
     /// (the same file, however named): a unit whose socket differs from `--socket` would have the
     /// pool serve one path while its state, control socket and clients use another. A file this
     /// process cannot see (a container given only the descriptor, PrivateTmp=, an abstract or
-    /// unnamed socket) cannot be compared: the caller logs `note` and `--socket` names it.
-    static func checkInherited(descriptor: Int32, path: String) throws -> (note: String?, Void) {
+    /// unnamed socket) cannot be compared: the caller logs the note returned, and `--socket`
+    /// names it.
+    static func checkInherited(descriptor: Int32, path: String) throws -> String? {
         var bound = [CChar](repeating: 0, count: Int(csysv_sun_path_max()) + 1)
         let kind = csysv_listening_unix_stream(descriptor, &bound, bound.count)
         guard kind >= 0 else {
@@ -30,16 +31,16 @@ struct Listener {
         guard kind == 1 else {
             throw ConfigurationError("socket activation: passed descriptor \(descriptor) is not a listening Unix stream socket (check the unit's ListenStream=)")
         }
-        let boundPath = String(cString: bound)
+        let boundPath = String(decoding: bound.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var theirs = stat()
         guard !boundPath.isEmpty, stat(boundPath, &theirs) == 0 else {
-            return ("the passed socket's file (\(boundPath.isEmpty ? "unnamed or abstract" : boundPath)) is not visible here; taking --socket \(path) as its name", ())
+            return "the passed socket's file (\(boundPath.isEmpty ? "unnamed or abstract" : boundPath)) is not visible here; taking --socket \(path) as its name"
         }
         var ours = stat()
         guard stat(path, &ours) == 0, ours.st_dev == theirs.st_dev, ours.st_ino == theirs.st_ino else {
             throw ConfigurationError("socket activation: the passed socket is bound to \(boundPath), not to --socket \(path); give --socket the unit's ListenStream= path")
         }
-        return (nil, ())
+        return nil
     }
 
     /// Adopts an inherited listening socket (socket activation), checked by `checkInherited`.

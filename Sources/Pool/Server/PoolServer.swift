@@ -105,9 +105,9 @@ public final class PoolServer {
         }
 
         // Before any queue exists: a passed socket the pool cannot serve stops the start here.
-        if let inherited = activated.first {
-            let (note, _) = try Listener.checkInherited(descriptor: inherited, path: configuration.socketPath)
-            if let note { logger.warning("socket activation: \(note)") }
+        if let inherited = activated.first,
+           let note = try Listener.checkInherited(descriptor: inherited, path: configuration.socketPath) {
+            logger.warning("socket activation: \(note)")
         }
 
         // Before any queue exists: a user the workers cannot become stops the start here.

@@ -349,7 +349,7 @@ final class Supervisor {
 
     /// This process's start time (clock ticks after boot), read once: it never changes, and the
     /// state file is rewritten from the event loop (scaling, a queue replaced).
-    nonisolated(unsafe) private static let ownStartTime = processStatus(getpid())?.startTime
+    private static let ownStartTime = processStatus(getpid())?.startTime
 
     /// Capacity each queue actually got.
     var grantedQueueBytes: Int { queueBytes }
