@@ -18,13 +18,18 @@ struct Cleanup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove the queues, stale socket and state file a dead master left behind.")
 
-    @Option(name: .long, help: "Path of the server's Unix socket.")
-    var socket = "pool.sock"
+    @Option(name: .long, help: "Path of the server's Unix socket (default: the one the state file records, else pool.sock).")
+    var socket: String?
 
     @Option(name: .long, help: "State file (default: <socket>.state).")
     var stateFile: String?
 
     func run() throws {
+        // Given only the state file, the socket is the one it records: `pool.sock` here would be
+        // probed (and unlinked if stale) in place of the master's, and its control socket is how
+        // a master in another pid namespace is known to be alive.
+        let recorded = stateFile.flatMap { PoolState.read(from: $0)?.socketPath }.flatMap { $0.isEmpty ? nil : $0 }
+        let socket = self.socket ?? recorded ?? "pool.sock"
         let report = recoverStaleState(statePath: stateFile ?? PoolState.defaultPath(forSocket: socket), socketPath: socket)
         if report.isEmpty && report.liveMaster == nil && report.skippedQueues.isEmpty && report.keptStateFile == nil {
             print("nothing to clean up")
@@ -381,7 +386,10 @@ struct Serve: ParsableCommand {
         }
         if let logFile {
             // Like any other resource the server cannot get at start: exit 2, reason on stderr.
-            do { try LogFile.redirectStandardError(to: logFile, workersUID: configuration.workerUser?.uid) } catch {
+            do {
+                try configuration.checkLogFile(logFile)
+                try LogFile.redirectStandardError(to: logFile, workersUID: configuration.workerUser?.uid)
+            } catch {
                 let line = "pool-server: cannot start: --log-file \(logFile): \(error)\n"
                 _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
                 throw ExitCode(2)

@@ -565,6 +565,11 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let second = try F.run(Binaries.path("pool-server"), ["--socket", server.socketPath, "--workers", "1"], timeout: 20)
         #expect(second.status == 2 && second.stderr.contains("is running; refusing to start"), "\(second)")
         #expect(existingQueueIDs().isSuperset(of: queues))
+        // Given only the state file, cleanup goes by the socket it records: with ./pool.sock in
+        // its place it found no control socket answering and removed every queue of the pool.
+        let byRecord = try F.run(Binaries.path("pool-server"), ["cleanup", "--state-file", server.stateFilePath])
+        #expect(byRecord.status == 1 && byRecord.stdout.contains("is running; nothing removed"), "\(byRecord)")
+        #expect(existingQueueIDs().isSuperset(of: queues), "queues removed: \(Set(queues).subtracting(existingQueueIDs()))")
         let client = try PoolClient(socketPath: server.socketPath, timeout: 30)
         #expect(try client.request("still served".bytes).body == "still served".bytes)
         client.close()

@@ -632,6 +632,28 @@ private typealias S = OperationsSupport
         }
     }
 
+    /// Values the checks let through before: a timeout that rounds to 0 ns (every idle connection
+    /// closed, every job timed out, at the first scan), `nan` (refused as "at most"), and a log
+    /// file that is the socket (created there first, so the bind failed and every later start on
+    /// that socket too, the reason written into it) or the state file (renamed away by the first
+    /// record, every line lost). Exit 2, the flag named; nothing created.
+    @Test func timeoutsThatRoundToZeroNaNAndALogFileOnThePoolsFilesAreRefused() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/pool.sock"
+        for (flags, text) in [(["--idle-timeout", "1e-10"], "--idle-timeout must be positive"),
+                              (["--control-timeout", "1e-10"], "--control-timeout must be positive"),
+                              (["--job-timeout", "1e-10"], "--job-timeout must be positive"),
+                              (["--job-timeout", "nan"], "--job-timeout must be a number of seconds, not nan"),
+                              (["--log-file", socket], "--log-file must not be the socket"),
+                              (["--log-file", socket + ".state"], "--log-file must not be the socket"),
+                              (["--pid-file", directory + "/pid", "--log-file", directory + "/./pid"], "--log-file must not be the socket")] {
+            let result = try S.poolServer(["--socket", socket] + flags, timeout: 30)
+            #expect(result.status == 2 && result.stderr.contains(text), "\(flags): \(result.status) \(result.stderr)")
+            #expect(!fileExists(socket) && !fileExists(socket + ".state") && !fileExists(directory + "/pid"), "\(flags)")
+        }
+    }
+
     // MARK: - 4. sd_notify
 
     @Test func sdNotifyReportsReadyStatusAndStopping() throws {

@@ -193,6 +193,17 @@ extension PoolConfiguration {
     /// Where `path` leads, to tell two spellings of one file apart: its directory resolved
     /// (symbolic links, `.`, `..`, the working directory), then its last component as written (the
     /// file itself need not exist). A directory that cannot be resolved leaves the path as given.
+    /// Refuses a `--log-file` that is one of the pool's other files (compared as `validate`
+    /// compares them): opened first, it would be created where the socket must be bound, or renamed
+    /// away by the state or pid file's atomic writes (every line then lost, later ones written into
+    /// that file).
+    public func checkLogFile(_ path: String) throws {
+        let others = [socketPath, controlSocketPath, stateFilePath] + (pidFile.map { [$0] } ?? [])
+        if others.map(Self.location(of:)).contains(Self.location(of: path)) {
+            throw ConfigurationError("--log-file must not be the socket, <socket>.ctl, the state file or the pid file (\(path))")
+        }
+    }
+
     static func location(of path: String) -> String {
         let (directory, name) = splitPath(path)
         guard let resolved = realpath(directory, nil) else { return path }
@@ -254,9 +265,16 @@ extension PoolConfiguration {
             throw ConfigurationError("--socket path is \(socketPath.utf8.count) bytes; a Unix socket path holds at most \(unixSocketPathMax) bytes (sun_path), and the control socket <socket>.ctl needs 4 more. Use a shorter or relative path")
         }
         guard socketMode & ~0o777 == 0 else { throw ConfigurationError("--socket-mode must be within 0777") }
+        for (flag, seconds) in [("--shutdown-timeout", shutdownTimeout), ("--idle-timeout", idleTimeout), ("--control-timeout", controlTimeout),
+                                ("--job-timeout", jobTimeout ?? 1), ("--slow-job", slowJob ?? 1), ("--batch-time", batchTime), ("--busy-poll", busyPoll)]
+        where seconds.isNaN {
+            throw ConfigurationError("\(flag) must be a number of seconds, not nan")
+        }
         guard shutdownTimeout >= 0 else { throw ConfigurationError("--shutdown-timeout must be 0 or more") }
-        guard idleTimeout > 0 else { throw ConfigurationError("--idle-timeout must be positive") }
-        guard controlTimeout > 0 else { throw ConfigurationError("--control-timeout must be positive") }
+        // At least a microsecond: a positive value that rounds to 0 ns would be the refused 0
+        // (every idle connection closed, every job timed out, at the first scan).
+        guard idleTimeout >= 1e-6 else { throw ConfigurationError("--idle-timeout must be positive (at least 0.000001)") }
+        guard controlTimeout >= 1e-6 else { throw ConfigurationError("--control-timeout must be positive (at least 0.000001)") }
         // Each is a descriptor beside the clients'.
         guard (1...1024).contains(maxControlConnections) else { throw ConfigurationError("--max-control-connections must be within 1…1024") }
         // Deadlines are nanoseconds in an Int64: about 292 years; 10⁸ s (3 years) is plenty.
@@ -283,8 +301,8 @@ extension PoolConfiguration {
         guard busyPoll >= 0, busyPoll <= Self.longestBusyPoll else {
             throw ConfigurationError("--busy-poll must be within 0…\(Self.longestBusyPoll) seconds")
         }
-        if let jobTimeout, jobTimeout <= 0 { throw ConfigurationError("--job-timeout must be positive") }
-        if let slowJob, !(slowJob > 0) { throw ConfigurationError("--slow-job must be positive") }
+        if let jobTimeout, jobTimeout < 1e-6 { throw ConfigurationError("--job-timeout must be positive (at least 0.000001)") }
+        if let slowJob, !(slowJob >= 1e-6) { throw ConfigurationError("--slow-job must be positive (at least 0.000001)") }
         if let maxJobs, maxJobs < 1 { throw ConfigurationError("--max-jobs must be at least 1") }
         guard maxJobsJitter >= 0 else { throw ConfigurationError("--max-jobs-jitter must be 0 or more") }
         // Jitter spreads the replacements --max-jobs causes; alone it would silently do nothing.

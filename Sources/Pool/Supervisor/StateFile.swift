@@ -176,7 +176,13 @@ public func recoverStaleState(statePath: String, socketPath: String, probeSocket
     // One reading decides everything: read twice, a record a master starting now wrote in between
     // would be taken for the dead one's, and its live queues removed.
     let file = PoolState.readFile(from: statePath)
-    if let state = file?.state, !state.isOwn, isRecordedMaster(state, controlSocket: controlPath) {
+    // Its own control socket too, when it recorded another socket than the one given: a master
+    // in another pid namespace is known alive by that alone.
+    func recordedControlAnswers(_ state: PoolState) -> Bool {
+        !state.socketPath.isEmpty && state.socketPath != socketPath && probeSocketPath(state.socketPath + ".ctl") == .live
+    }
+    if let state = file?.state, !state.isOwn,
+       isRecordedMaster(state, controlSocket: controlPath) || recordedControlAnswers(state) {
         report.liveMaster = state.pid
         return report
     }
