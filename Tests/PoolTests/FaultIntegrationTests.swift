@@ -1498,22 +1498,10 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         let shell = try Self.spawnOnTerminal(["/bin/bash", "-c", script, Binaries.path("pool-server")], terminal: name)
         var shellStatus: Int32? = nil
         var server: pid_t = 0
-        defer {
-            if server > 0 {
-                // A master stuck at its first log line (the defect) has not recorded its first
-                // queue yet: that one is left; test.sh reports it with the failure and removes it
-                // (only it knows which queues are new and no other pool's).
-                let queues = stateFileQueueIDs(socketPath + ".state")
-                terminateGracefully(server) { !processIsAlive(server) }
-                removeQueues(queues)
-            }
-            // Without a pid file (the test failed before it), the server is still found: it is in
-            // the shell's session, in a process group of its own that no SIGHUP reaches.
-            for member in sessionMembers(shell) where isPoolProcess(member) && member != server {
-                terminateGracefully(member) { !processIsAlive(member) }
-            }
-            terminateGracefully(shell) { !childIsRunning(shell, status: &shellStatus) }
-        }
+        // A master stuck at its first log line (the defect) has not recorded its first queue yet:
+        // that one is left; test.sh reports it with the failure and removes it (only it knows
+        // which queues are new and no other pool's).
+        defer { Self.endTerminalSession(shell, status: &shellStatus, master: server, socketPath: socketPath) }
         #expect(waitUntil(timeout: 20) {
             server = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
             return server > 0 || !childIsRunning(shell, status: &shellStatus)
@@ -1566,15 +1554,7 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         var master: pid_t = 0, reader: pid_t = 0
         defer {
             if reader > 0 { kill(reader, SIGKILL) }
-            if master > 0 {
-                let queues = stateFileQueueIDs(socketPath + ".state")
-                terminateGracefully(master) { !processIsAlive(master) }
-                removeQueues(queues)
-            }
-            for member in sessionMembers(shell) where isPoolProcess(member) && member != master {
-                terminateGracefully(member) { !processIsAlive(member) }
-            }
-            terminateGracefully(shell) { !childIsRunning(shell, status: &shellStatus) }
+            Self.endTerminalSession(shell, status: &shellStatus, master: master, socketPath: socketPath)
         }
         #expect(waitUntil(timeout: 20) {
             master = pid(in: pidFile)
@@ -1604,6 +1584,22 @@ private let canRunAsNobody = getuid() == 0 && FileManager.default.isExecutableFi
         master = 0
         #expect(!fileExists(socketPath) && !fileExists(socketPath + ".ctl") && !fileExists(socketPath + ".state"))
         #expect(queues.count == 3 && existingQueueIDs().isDisjoint(with: queues), "queues \(queues) left: \(existingQueueIDs().intersection(queues))")
+    }
+
+    /// Ends what a test started on a terminal (`spawnOnTerminal`): the master (`master`, 0 if its
+    /// pid was never read) stopped and the queues its state file records removed; any other pool
+    /// process of the shell's session (a master whose pid file was not written yet: it is in a
+    /// process group of its own that no SIGHUP reaches); then the shell.
+    private static func endTerminalSession(_ shell: pid_t, status: inout Int32?, master: pid_t, socketPath: String) {
+        if master > 0 {
+            let queues = stateFileQueueIDs(socketPath + ".state")
+            terminateGracefully(master) { !processIsAlive(master) }
+            removeQueues(queues)
+        }
+        for member in sessionMembers(shell) where isPoolProcess(member) && member != master {
+            terminateGracefully(member) { !processIsAlive(member) }
+        }
+        terminateGracefully(shell) { !childIsRunning(shell, status: &status) }
     }
 
     /// Starts `argv` as the leader of a new session whose controlling terminal is `terminal`
